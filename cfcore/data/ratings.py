@@ -49,7 +49,9 @@ class Ratings:
         values = np.asarray(self.values)
         if values.ndim != 1:
             raise RatingsError(f"values must be 1-D, got shape {values.shape}")
-        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+            values.dtype, np.complexfloating
+        ):
             raise RatingsError(f"values must be real numbers, got dtype {values.dtype}")
         values = values.astype(np.float32)
         n = len(values)
@@ -130,9 +132,7 @@ class Ratings:
         """
         missing = [c for c in (user_col, item_col, rating_col, timestamp_col) if c and c not in df]
         if missing:
-            raise RatingsError(
-                f"column(s) {missing} not in the frame; it has {list(df.columns)}"
-            )
+            raise RatingsError(f"column(s) {missing} not in the frame; it has {list(df.columns)}")
         if len(df) == 0:
             raise RatingsError("the ratings frame is empty")
         users, user_vocab = _encode(df[user_col], user_ids, "user")
@@ -222,8 +222,10 @@ def _as_index_array(x: Any, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise RatingsError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(
-            arr == np.round(arr)
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
         ):
             arr = arr.astype(np.int64)
         else:

@@ -1,0 +1,25 @@
+"""cfcore: collaborative-filtering embeddings on TensorFlow or JAX, with one NumPy reference.
+
+`import cfcore` imports neither framework: the backend is imported when first used.
+"""
+
+from . import datasets as datasets
+from . import optimizers as optimizers
+from . import reference as reference
+from ._backend import Backend as Backend
+from ._backend import Batch as Batch
+from ._backend import TrainState as TrainState
+from ._registry import BackendError as BackendError
+from ._registry import available_backends as available_backends
+from ._registry import get_backend as get_backend
+from ._registry import register_backend as register_backend
+from ._registry import set_default_backend as set_default_backend
+from .data import DatasetError as DatasetError
+from .data import Ratings as Ratings
+from .data import RatingsError as RatingsError
+from .models import MatrixFactorization as MatrixFactorization
+from .models import RegularizedMF as RegularizedMF
+from .specs import MFSpec as MFSpec
+from .training import TrainingDivergedError as TrainingDivergedError
+
+__version__ = "0.1.0"

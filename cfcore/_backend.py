@@ -1,0 +1,112 @@
+"""The backend boundary: what a framework must implement for cfcore to train on it.
+
+A backend is any object with these members; it need not inherit from anything (structural typing).
+`cfcore.testing` checks an implementation against the float64 NumPy reference.
+
+Conventions shared by every member:
+    * Embedding parameters are a dict `{"user": [N, d], "item": [M, d]}` of float32 arrays.
+    * Index arrays are int32 of shape `[n]`, ratings float32 of shape `[n]`.
+    * Losses are mean-reduced float32 scalars in the backend's native type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .specs import MFSpec, OptimizerSpec
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Observed ratings as arrays, host (NumPy) or device (native).
+
+    Attributes:
+        users: int32 `[n]`.
+        items: int32 `[n]`.
+        values: float32 `[n]`.
+    """
+
+    users: Any
+    items: Any
+    values: Any
+
+    @classmethod
+    def from_ratings(cls, ratings: Any) -> Batch:
+        return cls(ratings.users, ratings.items, ratings.values)
+
+
+@dataclass
+class TrainState:
+    """Parameters and optimizer state, both backend-native pytrees.
+
+    Attributes:
+        params: `{"user": [N, d], "item": [M, d]}`.
+        opt_state: the optimizer's state (accumulators, moments, step count).
+    """
+
+    params: Any
+    opt_state: Any
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one compiled chunk of training steps returns.
+
+    Attributes:
+        state: the state after the chunk, or after the last step whose loss was finite.
+        bad_step: -1 if every loss was finite, else the 0-based offset within the chunk of the
+            first step whose loss was NaN or infinite (no update was applied from then on).
+    """
+
+    state: TrainState
+    bad_step: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The members a cfcore backend implements."""
+
+    name: str
+
+    def is_available(self) -> bool:
+        """Whether the framework can be imported (without importing it)."""
+        ...
+
+    # conversion
+    def asarray(self, x: Any, dtype: Any = None) -> Any: ...
+    def to_numpy(self, x: Any) -> np.ndarray: ...
+    def params_from_numpy(self, params: dict[str, np.ndarray]) -> Params: ...
+    def params_to_numpy(self, params: Params) -> dict[str, np.ndarray]: ...
+
+    # losses (pure; take NumPy or native arrays; return a native float32 scalar)
+    def sparse_mse(
+        self,
+        user_emb: Any,
+        item_emb: Any,
+        users: Any,
+        items: Any,
+        ratings: Any,
+        method: str = "gather",
+    ) -> Any: ...
+    def l2_penalty(self, user_emb: Any, item_emb: Any) -> Any: ...
+    def gravity(self, user_emb: Any, item_emb: Any) -> Any: ...
+    def mf_loss_terms(self, spec: MFSpec, params: Params, batch: Batch) -> dict[str, Any]: ...
+    def value_and_grad(self, spec: MFSpec, params: Params, batch: Batch) -> tuple[Any, Params]: ...
+
+    # training
+    def init_train_state(
+        self, spec: MFSpec, params: dict[str, np.ndarray], optimizer: OptimizerSpec
+    ) -> TrainState: ...
+    def make_train_step(self, spec: MFSpec, optimizer: OptimizerSpec) -> Any: ...
+    def make_train_chunk(self, spec: MFSpec, optimizer: OptimizerSpec) -> Any: ...
+    def device_batch(self, batch: Batch) -> Batch: ...
+
+    # scoring
+    def predict(self, params: Params, users: Any, items: Any) -> Any: ...
+    def score_all(self, query_emb: Any, item_emb: Any) -> Any: ...
+    def top_k(self, scores: Any, k: int, exclude: Any = None) -> tuple[Any, Any]: ...

@@ -1,0 +1,110 @@
+"""Download, verify and cache a MovieLens release (a zip holding one release folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+DATA_DIR_ENV = "CFCORE_DATA_DIR"
+
+
+class DatasetError(OSError):
+    """Raised when a dataset cannot be found, downloaded, verified or read.
+
+    An `OSError` because every cause is a file that is missing, unreadable or not what was expected.
+    """
+
+
+def cache_dir() -> Path:
+    """The folder where releases are cached: `$CFCORE_DATA_DIR`, else the user's cache folder."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # imported here: only needed when no explicit path is given
+
+    return Path(platformdirs.user_cache_dir("cfcore"))
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks so memory stays flat."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_release(url: str, folder: str, checksums: Mapping[str, str], root: Path) -> Path:
+    """Downloads `url` (a zip of `folder/`), verifies it and moves it to `root / folder`.
+
+    GroupLens publishes no checksum of its zips and we know no trustworthy one, so what is pinned is
+    the SHA-256 of the release's key files, checked after extraction. Extraction goes to a temporary
+    folder beside the target that is renamed into place only once verified, so an interrupted or bad
+    download never leaves a half-written release where the loader would read it. The zip is deleted
+    once the release is in place (the folder is what is read), and on any failure.
+
+    Args:
+        url: address of the zip.
+        folder: name of the release folder inside the zip and in `root` (e.g. `"ml-100k"`).
+        checksums: expected hex SHA-256 of files of the release, by file name.
+        root: cache folder; created if missing.
+
+    Returns:
+        `root / folder`, holding the verified release.
+
+    Raises:
+        DatasetError: the download failed, or the zip was corrupt, partial or did not match.
+    """
+    import pooch  # imported here: loading a local copy must not need the downloader
+
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / folder
+    try:
+        zip_path = Path(
+            pooch.retrieve(
+                url, known_hash=None, fname=f"{folder}.zip", path=root, progressbar=False
+            )
+        )
+    except Exception as exc:  # network, HTTP and disk errors all mean the same to the user
+        raise DatasetError(
+            f"could not download {url} into {root}: {exc}. Check the connection and retry, or "
+            f"unzip a copy of {folder}.zip into a folder and set {DATA_DIR_ENV} to that folder "
+            f"(it must hold {folder}/)."
+        ) from exc
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=root))
+    try:
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)  # extractall drops absolute paths and '..' from member names
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise _corrupt(url, zip_path, f"not a readable zip: {exc}") from exc
+        release = tmp / folder if (tmp / folder).is_dir() else tmp
+        for name, expected in checksums.items():
+            file = release / name
+            if not file.is_file():
+                raise _corrupt(url, zip_path, f"it has no {folder}/{name}")
+            actual = sha256(file)
+            if actual != expected:
+                detail = f"checksum mismatch for {folder}/{name}: SHA-256 {actual}"
+                raise _corrupt(url, zip_path, f"{detail}, expected {expected}")
+        # If another process finished first its copy was verified the same way: keep it.
+        if not target.exists():
+            os.replace(release, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        zip_path.unlink(missing_ok=True)
+    return target
+
+
+def _corrupt(url: str, zip_path: Path, detail: str) -> DatasetError:
+    return DatasetError(
+        f"the download of {url} was corrupt or partial ({detail}). The zip {zip_path} and the "
+        "files extracted from it were removed; run again to retry the download."
+    )

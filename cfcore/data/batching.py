@@ -1,0 +1,41 @@
+"""Minibatch index streams drawn in core, so every backend sees the same batches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class MinibatchSampler:
+    """Epochs of shuffled positions `0..n-1`, cut into batches of a fixed size.
+
+    Each epoch is a fresh permutation from `numpy.random.default_rng(seed)`; a batch that would cross
+    the end of an epoch continues into the next one, so every batch has exactly `batch_size`
+    positions (fixed shapes: one compilation) and every rating is seen once per epoch.
+
+    Args:
+        n: number of ratings.
+        batch_size: positions per batch, 1 <= batch_size <= n.
+        seed: seed of the generator.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
+            raise ValueError(
+                f"batch_size must be an int in [1, {n}] (the number of ratings), got {batch_size!r}"
+            )
+        self.n, self.batch_size = n, int(batch_size)
+        self._rng = np.random.default_rng(seed)
+        self._buffer = np.empty(0, dtype=np.int32)
+
+    def take(self, num_batches: int) -> np.ndarray:
+        """The next `num_batches` batches as int32 positions of shape `[num_batches, batch_size]`."""
+        need = num_batches * self.batch_size
+        parts = [self._buffer]
+        have = len(self._buffer)
+        while have < need:
+            perm = self._rng.permutation(self.n).astype(np.int32)
+            parts.append(perm)
+            have += self.n
+        flat = np.concatenate(parts)
+        self._buffer = flat[need:]
+        return flat[:need].reshape(num_batches, self.batch_size)
