@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cfcore._backend import Batch, TrainState
+from cfcore._checks import check_embeddings, check_pairs
 from cfcore.specs import MFSpec, OptimizerSpec
 
 from . import losses, scoring, training
@@ -52,6 +53,7 @@ class JaxBackend:
 
     # ---------------------------------------------------------------- losses
     def sparse_mse(self, user_emb, item_emb, users, items, ratings, method: str = "gather"):
+        check_pairs(user_emb, item_emb, users, items, ratings)
         return _sparse_mse(
             jnp.asarray(user_emb, jnp.float32),
             jnp.asarray(item_emb, jnp.float32),
@@ -62,9 +64,11 @@ class JaxBackend:
         )
 
     def l2_penalty(self, user_emb, item_emb):
+        check_embeddings(user_emb, item_emb)
         return _l2(jnp.asarray(user_emb, jnp.float32), jnp.asarray(item_emb, jnp.float32))
 
     def gravity(self, user_emb, item_emb):
+        check_embeddings(user_emb, item_emb)
         return _gravity(jnp.asarray(user_emb, jnp.float32), jnp.asarray(item_emb, jnp.float32))
 
     def mf_loss_terms(self, spec: MFSpec, params, batch: Batch) -> dict[str, jax.Array]:

@@ -15,7 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cfcore._backend import Batch, TrainState  # noqa: E402
+from cfcore._backend import Batch, TrainState
+from cfcore._checks import check_embeddings, check_pairs  # noqa: E402
 from cfcore.specs import MFSpec, OptimizerSpec  # noqa: E402
 
 from . import losses, scoring, training  # noqa: E402
@@ -52,15 +53,18 @@ class TFBackend:
 
     # ---------------------------------------------------------------- losses
     def sparse_mse(self, user_emb, item_emb, users, items, ratings, method: str = "gather"):
+        check_pairs(user_emb, item_emb, users, items, ratings)
         if method not in ("gather", "dense"):
             raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
         fn = _sparse_mse_gather if method == "gather" else _sparse_mse_dense
         return fn(*self._f32(user_emb, item_emb), *self._i32(users, items), self._f32(ratings)[0])
 
     def l2_penalty(self, user_emb, item_emb):
+        check_embeddings(user_emb, item_emb)
         return _l2(*self._f32(user_emb, item_emb))
 
     def gravity(self, user_emb, item_emb):
+        check_embeddings(user_emb, item_emb)
         return _gravity(*self._f32(user_emb, item_emb))
 
     def mf_loss_terms(self, spec: MFSpec, params, batch: Batch) -> dict[str, tf.Tensor]:

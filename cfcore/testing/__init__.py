@@ -1,0 +1,10 @@
+"""The conformance suite, shipped so that a third-party backend can run it (needs pytest).
+
+See `BackendConformance` for how to mix it into a test module.
+"""
+
+from .conformance import BackendConformance as BackendConformance
+from .conformance import CrossBackendConformance as CrossBackendConformance
+from .conformance import assert_array_close as assert_array_close
+from .conformance import assert_scalar_close as assert_scalar_close
+from .conformance import make_problem as make_problem
