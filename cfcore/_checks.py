@@ -31,11 +31,18 @@ def check_pairs(user_emb: Any, item_emb: Any, users: Any, items: Any, ratings: A
     if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
         raise ValueError(f"users, items and ratings must be 1-D of one length, got shapes {shapes}")
     if shapes["users"][0] == 0:
-        raise ValueError("users, items and ratings are empty: the mean over no ratings is undefined")
+        raise ValueError(
+            "users, items and ratings are empty: the mean over no ratings is undefined"
+        )
     # Indices already on a device are not pulled back to check (that would sync); host ones are.
-    for name, idx, size in (("user", users, _shape(user_emb)[0]), ("item", items, _shape(item_emb)[0])):
+    for name, idx, size in (
+        ("user", users, _shape(user_emb)[0]),
+        ("item", items, _shape(item_emb)[0]),
+    ):
         if isinstance(idx, np.ndarray | list | tuple):
             arr = np.asarray(idx)
             if arr.min() < 0 or arr.max() >= size:
                 bad = arr.min() if arr.min() < 0 else arr.max()
-                raise ValueError(f"{name} index {bad} is out of range for {size} {name}s (valid: 0..{size - 1})")
+                raise ValueError(
+                    f"{name} index {bad} is out of range for {size} {name}s (valid: 0..{size - 1})"
+                )

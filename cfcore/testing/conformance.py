@@ -29,7 +29,9 @@ RTOL = 1e-5
 SPECS = {
     "mf-gather": MFSpec(embedding_dim=4, init_stddev=0.5, mse="gather"),
     "mf-dense": MFSpec(embedding_dim=4, init_stddev=0.5, mse="dense"),
-    "regularized": MFSpec(embedding_dim=4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=1.0),
+    "regularized": MFSpec(
+        embedding_dim=4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=1.0
+    ),
     "regularized-dense": MFSpec(
         embedding_dim=4, init_stddev=0.5, mse="dense", regularization_coeff=0.3, gravity_coeff=2.0
     ),
@@ -99,7 +101,10 @@ class BackendConformance:
         params, b = make_problem()
         native = backend.params_from_numpy(params)
         value = backend.sparse_mse(
-            native["user"], native["item"], backend.asarray(b.users), backend.asarray(b.items),
+            native["user"],
+            native["item"],
+            backend.asarray(b.users),
+            backend.asarray(b.items),
             backend.asarray(b.values),
         )
         expected, _, _ = ref.sparse_mse(params["user"], params["item"], b.users, b.items, b.values)
@@ -110,7 +115,9 @@ class BackendConformance:
     @pytest.mark.parametrize("method", ["gather", "dense"])
     def test_sparse_mse_matches_reference(self, backend, method):
         params, b = make_problem()
-        value = backend.sparse_mse(params["user"], params["item"], b.users, b.items, b.values, method=method)
+        value = backend.sparse_mse(
+            params["user"], params["item"], b.users, b.items, b.values, method=method
+        )
         expected, _, _ = ref.sparse_mse(params["user"], params["item"], b.users, b.items, b.values)
         assert_scalar_close(backend.to_numpy(value), expected, what=f"sparse_mse[{method}]")
 
@@ -125,7 +132,9 @@ class BackendConformance:
     def test_l2_penalty_matches_reference(self, backend):
         params, _ = make_problem()
         expected, _, _ = ref.l2_penalty(params["user"], params["item"])
-        assert_scalar_close(backend.to_numpy(backend.l2_penalty(params["user"], params["item"])), expected)
+        assert_scalar_close(
+            backend.to_numpy(backend.l2_penalty(params["user"], params["item"])), expected
+        )
 
     def test_gravity_matches_reference_and_brute_force(self, backend):
         params, _ = make_problem(num_users=40, num_items=60, d=6, seed=5)
@@ -133,7 +142,11 @@ class BackendConformance:
         expected, _, _ = ref.gravity(params["user"], params["item"])
         assert_scalar_close(value, expected, what="gravity vs Gramian reference")
         # The definition: the mean of <U_i, V_j>^2 over all N*M pairs.
-        assert_scalar_close(value, ref.gravity_brute_force(params["user"], params["item"]), what="gravity vs brute force")
+        assert_scalar_close(
+            value,
+            ref.gravity_brute_force(params["user"], params["item"]),
+            what="gravity vs brute force",
+        )
 
     def test_gravity_scale_does_not_overflow(self, backend):
         # N*M above 2**31: the normalisation must be formed in floating point.
@@ -161,7 +174,11 @@ class BackendConformance:
         params, b = make_problem(seed=12)
         terms = backend.mf_loss_terms(spec, params, b)
         expected, _ = ref.mf_objective(spec, params, b.users, b.items, b.values)
-        keys = ("observed", "regularization", "gravity", "total") if spec.regularized else ("observed", "total")
+        keys = (
+            ("observed", "regularization", "gravity", "total")
+            if spec.regularized
+            else ("observed", "total")
+        )
         assert set(terms) == set(keys)
         for k in keys:
             assert_scalar_close(backend.to_numpy(terms[k]), expected[k], what=f"{name} term {k}")
@@ -203,7 +220,9 @@ class BackendConformance:
         for i in range(3):
             state, terms = step(state, data)
             ref_terms, ref_grads = ref.mf_objective(spec, ref_params, b.users, b.items, b.values)
-            assert_scalar_close(backend.to_numpy(terms["total"]), ref_terms["total"], what=f"step {i} loss")
+            assert_scalar_close(
+                backend.to_numpy(terms["total"]), ref_terms["total"], what=f"step {i} loss"
+            )
             ref_params, ref_state = ref.optimizer_update(opt, ref_params, ref_grads, ref_state)
             got = backend.params_to_numpy(state.params)
             for k in ("user", "item"):
@@ -273,11 +292,15 @@ class BackendConformance:
     def test_predict_and_score_all(self, backend):
         params, b = make_problem(seed=61)
         pred = backend.to_numpy(backend.predict(params, b.users, b.items))
-        expected = np.einsum("nd,nd->n", params["user"][b.users].astype(np.float64), params["item"][b.items])
+        expected = np.einsum(
+            "nd,nd->n", params["user"][b.users].astype(np.float64), params["item"][b.items]
+        )
         assert_array_close(pred, expected, what="predict")
         scores = backend.to_numpy(backend.score_all(params["user"][:5], params["item"]))
         assert scores.shape == (5, len(params["item"]))
-        assert_array_close(scores, params["user"][:5].astype(np.float64) @ params["item"].T, what="score_all")
+        assert_array_close(
+            scores, params["user"][:5].astype(np.float64) @ params["item"].T, what="score_all"
+        )
 
     def test_top_k_ties_lowest_index_first(self, backend):
         scores = np.array([[1.0, 3.0, 3.0, 0.5, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]], np.float32)
@@ -315,14 +338,22 @@ class CrossBackendConformance:
         train, test = trajectory_data
         out = []
         for be in backend_pair:
-            model = RegularizedMF(embedding_dim=35, init_stddev=0.05, regularization_coeff=0.1, gravity_coeff=1.0)
-            out.append(self._run(be, train, test, model, steps=self.STEPS, optimizer=SGD(20.0), eval_every=50))
+            model = RegularizedMF(
+                embedding_dim=35, init_stddev=0.05, regularization_coeff=0.1, gravity_coeff=1.0
+            )
+            out.append(
+                self._run(
+                    be, train, test, model, steps=self.STEPS, optimizer=SGD(20.0), eval_every=50
+                )
+            )
         (ha, ea), (hb, eb) = out
         final_a, final_b = ha["test_mse"].iloc[-1], hb["test_mse"].iloc[-1]
         assert abs(final_a - final_b) <= 1e-4, (final_a, final_b)
         assert np.max(np.abs(ha["test_mse"].to_numpy() - hb["test_mse"].to_numpy())) <= 1e-4
         for k in ea:
-            assert np.max(np.abs(ea[k] - eb[k])) <= 1e-3, f"{k} embeddings differ by {np.max(np.abs(ea[k] - eb[k]))}"
+            assert np.max(np.abs(ea[k] - eb[k])) <= 1e-3, (
+                f"{k} embeddings differ by {np.max(np.abs(ea[k] - eb[k]))}"
+            )
 
     def test_minibatch_adagrad_trajectory(self, backend_pair, trajectory_data):
         from ..models import MatrixFactorization
@@ -332,7 +363,18 @@ class CrossBackendConformance:
         for be in backend_pair:
             model = MatrixFactorization(embedding_dim=16, init_stddev=0.3)
             out.append(
-                self._run(be, train, test, model, steps=200, optimizer=Adagrad(0.5), batch_size=4096, eval_every=50)
+                self._run(
+                    be,
+                    train,
+                    test,
+                    model,
+                    steps=200,
+                    optimizer=Adagrad(0.5),
+                    batch_size=4096,
+                    eval_every=50,
+                )
             )
         (ha, _), (hb, _) = out
-        np.testing.assert_allclose(ha["test_mse"].to_numpy(), hb["test_mse"].to_numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(
+            ha["test_mse"].to_numpy(), hb["test_mse"].to_numpy(), rtol=0, atol=1e-4
+        )
