@@ -17,12 +17,12 @@ app = typer.Typer(
 console = Console()
 
 
-class ModelKind(str, enum.Enum):
+class ModelKind(enum.StrEnum):
     mf = "mf"
     regularized = "regularized"
 
 
-class OptimizerKind(str, enum.Enum):
+class OptimizerKind(enum.StrEnum):
     sgd = "sgd"
     adagrad = "adagrad"
     adam = "adam"
