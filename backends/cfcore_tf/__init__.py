@@ -9,7 +9,8 @@ import importlib.util
 import os
 from typing import Any
 
-# TensorFlow's C++ start-up chatter buries our own output; users can still raise it.
+# Quiets TensorFlow's C++ warnings (users can still raise the level). A few start-up lines are
+# printed by absl before the variable is read and still appear.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
