@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 from cfcore._io import atomic_write  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = os.environ.get("CFCORE_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA_DIR = os.environ.get("CFCORE_DATA_DIR") or str(
+    Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def _version(pkg: str) -> str:
@@ -37,7 +39,9 @@ def cpu_name() -> str:
 
 def stamp() -> str:
     """One markdown paragraph: date, machine and versions, to sit beside every table."""
-    pkgs = ", ".join(f"{p} {_version(p)}" for p in ("numpy", "jax", "jaxlib", "optax", "tensorflow"))
+    pkgs = ", ".join(
+        f"{p} {_version(p)}" for p in ("numpy", "jax", "jaxlib", "optax", "tensorflow")
+    )
     return (
         f"Measured {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} on {cpu_name()} "
         f"({os.cpu_count()} cores visible), Python {platform.python_version()}, {pkgs}."

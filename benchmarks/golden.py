@@ -34,26 +34,47 @@ def run(experiment: str, backend: str, seed: int, ratings: cfcore.Ratings) -> di
     train, test = ratings.split(holdout_fraction=0.1, seed=seed)
     model = make()
     t0 = time.perf_counter()
-    h = model.fit(train, test=test, steps=steps, optimizer=opt, backend=backend, seed=seed, progress=False, eval_every=100)
-    row = {"experiment": experiment, "backend": backend, "seed": seed, "seconds": time.perf_counter() - t0}
+    h = model.fit(
+        train,
+        test=test,
+        steps=steps,
+        optimizer=opt,
+        backend=backend,
+        seed=seed,
+        progress=False,
+        eval_every=100,
+    )
+    row = {
+        "experiment": experiment,
+        "backend": backend,
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+    }
     row.update(h.iloc[-1].drop("step").to_dict())
     return row
 
 
 def summarize(df: pd.DataFrame) -> str:
     cols = [c for c in ("train_mse", "test_mse", "regularization_loss", "gravity_loss") if c in df]
-    lines = ["| experiment | backend | " + " | ".join(cols) + " | seconds/run |", "|---|---|" + "---|" * (len(cols) + 1)]
+    lines = [
+        "| experiment | backend | " + " | ".join(cols) + " | seconds/run |",
+        "|---|---|" + "---|" * (len(cols) + 1),
+    ]
     for (exp, be), g in df.groupby(["experiment", "backend"], sort=False):
         cells = []
         for c in cols:
             v = g[c].dropna()
-            cells.append("" if v.empty else f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
+            cells.append(
+                "" if v.empty else f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+            )
         lines.append(f"| {exp} | {be} | " + " | ".join(cells) + f" | {g['seconds'].mean():.1f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backends", nargs="+", default=["jax", "tf"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="golden.md")
@@ -64,10 +85,15 @@ def main() -> None:
         for be in args.backends:
             for seed in args.seeds:
                 rows.append(run(exp, be, seed, ratings))
-                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+                print(
+                    {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()},
+                    flush=True,
+                )
     df = pd.DataFrame(rows)
     table = summarize(df)
-    per_seed = df.drop(columns=["experiment"]).assign(experiment=df["experiment"].str.split(",").str[0])
+    per_seed = df.drop(columns=["experiment"]).assign(
+        experiment=df["experiment"].str.split(",").str[0]
+    )
     text = (
         "# Golden numbers: the notebook's experiments on ml-100k\n\n"
         f"Seeded 90/10 split (`ratings.split(0.1, seed)`), seeds {args.seeds}; mean ± std over seeds. "

@@ -17,7 +17,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 from _common import DATA_DIR, stamp, write_result
 
 import cfcore
@@ -78,7 +77,13 @@ def hand_written_tf(params, data, method, jit):
                 pred = tf.reduce_sum(tf.gather(U, users) * tf.gather(V, items), axis=1)
             mse = tf.reduce_mean(tf.square(pred - r))
             reg = REG * (tf.reduce_sum(U * U) / n_u + tf.reduce_sum(V * V) / n_i)
-            grav = GRAV * tf.reduce_sum(tf.matmul(U, U, transpose_a=True) * tf.matmul(V, V, transpose_a=True)) / (n_u * n_i)
+            grav = (
+                GRAV
+                * tf.reduce_sum(
+                    tf.matmul(U, U, transpose_a=True) * tf.matmul(V, V, transpose_a=True)
+                )
+                / (n_u * n_i)
+            )
             loss = mse + reg + grav
         gU, gV = tape.gradient(loss, [U, V])
         U.assign_sub(LR * tf.convert_to_tensor(gU))
@@ -137,11 +142,15 @@ def measure(runners: dict, steps: int, repeats: int) -> dict:
     for _ in range(repeats):  # alternate so drift hits every contender alike
         for name, run in runners.items():
             out[name]["ms"].append(time_ms(run, steps))
-    return {k: {"first_10_s": v["first_10_s"], "ms": statistics.median(v["ms"])} for k, v in out.items()}
+    return {
+        k: {"first_10_s": v["first_10_s"], "ms": statistics.median(v["ms"])} for k, v in out.items()
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backends", nargs="+", default=["jax", "tf"])
     p.add_argument("--methods", nargs="+", default=["dense", "gather"])
     p.add_argument("--steps", type=int, default=50)
@@ -165,26 +174,38 @@ def main() -> None:
                 runners["hand-written jax.jit"] = hand_written_jax(params, data, method)
                 ref_name = "hand-written jax.jit"
             else:
-                runners["hand-written tf.function"] = hand_written_tf(params, data, method, jit=False)
-                runners["hand-written tf.function(jit_compile=True)"] = hand_written_tf(params, data, method, jit=True)
+                runners["hand-written tf.function"] = hand_written_tf(
+                    params, data, method, jit=False
+                )
+                runners["hand-written tf.function(jit_compile=True)"] = hand_written_tf(
+                    params, data, method, jit=True
+                )
                 ref_name = "hand-written tf.function(jit_compile=True)"
-            runners["cfcore make_train_step"], runners["cfcore fit loop (chunks of 10)"] = cfcore_runs(be, params, data, method)
+            runners["cfcore make_train_step"], runners["cfcore fit loop (chunks of 10)"] = (
+                cfcore_runs(be, params, data, method)
+            )
             res = measure(runners, args.steps, args.repeats)
             base = res[ref_name]["ms"]
             for name, r in res.items():
                 rows.append((be_name, method, name, r["ms"], r["ms"] / base, r["first_10_s"]))
-                print(f"{be_name:4} {method:6} {name:45} {r['ms']:8.2f} ms/step  x{r['ms'] / base:.2f}  (first 10 steps {r['first_10_s']:.2f} s)", flush=True)
+                print(
+                    f"{be_name:4} {method:6} {name:45} {r['ms']:8.2f} ms/step  x{r['ms'] / base:.2f}  (first 10 steps {r['first_10_s']:.2f} s)",
+                    flush=True,
+                )
     lines = [
         "| backend | MSE form | implementation | ms / step | × hand-written (same compile mode) | first 10 steps incl. compile (s) |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {b} | {m} | {n} | {ms:.2f} | {ratio:.2f} | {c:.2f} |" for b, m, n, ms, ratio, c in rows]
+    lines += [
+        f"| {b} | {m} | {n} | {ms:.2f} | {ratio:.2f} | {c:.2f} |" for b, m, n, ms, ratio, c in rows
+    ]
     text = (
         "# cfcore step overhead vs a hand-written step\n\n"
         f"Full-batch regularized MF (d={args.dim}, λr={REG}, λg={GRAV}, SGD lr {LR}) on ml-100k's 90,000 "
         f"training ratings. Median of {args.repeats} repeats of {args.steps} steps, contenders alternated. "
         "Target: cfcore ≤ 1.10× the hand-written step of the same framework and compile mode.\n\n"
-        + "\n".join(lines) + f"\n\n{stamp()}\n"
+        + "\n".join(lines)
+        + f"\n\n{stamp()}\n"
     )
     print("wrote", write_result("overhead.md", text))
 

@@ -34,6 +34,7 @@ class BackendError(ValueError):
 
 def register_backend(name: str, backend: Any) -> None:
     """Registers a backend under `name`: an instance, or a lazy "module:attribute" string."""
+    name = _canonical(name)
     _registered[name] = backend
     _loaded.pop(name, None)
 

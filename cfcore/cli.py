@@ -56,19 +56,19 @@ def train(
         typer.Option(help="Where the release lives (default: $CFCORE_DATA_DIR or the cache)."),
     ] = None,
     dim: Annotated[
-        int | None, typer.Option(help="Embedding dimension [mf: 30, regularized: 35].")
+        int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps [mf: 1000, regularized: 2000].")
+        int | None, typer.Option(help="Optimizer steps \\[mf: 1000, regularized: 2000].")
     ] = None,
     learning_rate: Annotated[
         float | None,
-        typer.Option("--lr", "--learning-rate", help="Learning rate [mf: 10, regularized: 20]."),
+        typer.Option("--lr", "--learning-rate", help="Learning rate \\[mf: 10, regularized: 20]."),
     ] = None,
     optimizer: Annotated[OptimizerKind, typer.Option(help="Optimizer.")] = OptimizerKind.sgd,
     init_stddev: Annotated[
         float | None,
-        typer.Option(help="Std. dev. of the initial embeddings [mf: 0.5, regularized: 0.05]."),
+        typer.Option(help="Std. dev. of the initial embeddings \\[mf: 0.5, regularized: 0.05]."),
     ] = None,
     regularization: Annotated[
         float, typer.Option(help="λr, L2 coefficient (regularized model).")
@@ -149,7 +149,7 @@ def train(
             name, f"{ev['mse']:.4f}", f"{ev['rmse']:.4f}", f"{ev['mae']:.4f}", str(ev["n"])
         )
     console.print(table)
-    if model is ModelKind.regularized:
+    if "observed_loss" in history:
         last = history.iloc[-1]
         console.print(
             f"loss parts: observed {last['observed_loss']:.4f}, regularization {last['regularization_loss']:.4f}, "

@@ -10,7 +10,9 @@ import pytest
 import cfcore
 
 BACKENDS = ("jax", "tf")
-DATA_DIR = Path(os.environ.get("CFCORE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(
+    os.environ.get("CFCORE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def _require_all() -> bool:

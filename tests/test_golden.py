@@ -22,9 +22,17 @@ def regularized_runs(ml100k):
     train, test = ml100k.ratings.split(holdout_fraction=0.1, seed=0)
     out = {}
     for name in ("jax", "tf"):
-        model = cfcore.RegularizedMF(embedding_dim=35, init_stddev=0.05, regularization_coeff=0.1, gravity_coeff=1.0)
+        model = cfcore.RegularizedMF(
+            embedding_dim=35, init_stddev=0.05, regularization_coeff=0.1, gravity_coeff=1.0
+        )
         history = model.fit(
-            train, test=test, steps=2000, optimizer=SGD(20.0), backend=load_backend(name), seed=0, progress=False,
+            train,
+            test=test,
+            steps=2000,
+            optimizer=SGD(20.0),
+            backend=load_backend(name),
+            seed=0,
+            progress=False,
             eval_every=100,
         )
         out[name] = history.iloc[-1]

@@ -24,7 +24,15 @@ def small():
 def test_history_columns_and_steps(backend, small):
     train, test = small
     model = cfcore.MatrixFactorization(embedding_dim=4, init_stddev=0.5)
-    h = model.fit(train, test=test, steps=25, optimizer=SGD(1.0), backend=backend, eval_every=10, progress=False)
+    h = model.fit(
+        train,
+        test=test,
+        steps=25,
+        optimizer=SGD(1.0),
+        backend=backend,
+        eval_every=10,
+        progress=False,
+    )
     assert list(h.columns) == ["step", "train_mse", "test_mse"]
     assert h["step"].tolist() == [0, 10, 20, 25]
     assert h["train_mse"].iloc[-1] < h["train_mse"].iloc[0]
@@ -35,13 +43,21 @@ def test_history_columns_and_steps(backend, small):
 
 def test_regularized_history_has_parts_matching_reference(backend, small):
     train, test = small
-    model = cfcore.RegularizedMF(embedding_dim=4, init_stddev=0.3, regularization_coeff=0.2, gravity_coeff=0.5)
+    model = cfcore.RegularizedMF(
+        embedding_dim=4, init_stddev=0.3, regularization_coeff=0.2, gravity_coeff=0.5
+    )
     h = model.fit(train, test=test, steps=10, optimizer=SGD(0.5), backend=backend, progress=False)
     assert {"observed_loss", "regularization_loss", "gravity_loss", "total_loss"} <= set(h.columns)
-    terms, _ = ref.mf_objective(model.spec, model.embeddings, train.users, train.items, train.values)
+    terms, _ = ref.mf_objective(
+        model.spec, model.embeddings, train.users, train.items, train.values
+    )
     last = h.iloc[-1]
-    for col, key in [("observed_loss", "observed"), ("regularization_loss", "regularization"),
-                     ("gravity_loss", "gravity"), ("total_loss", "total")]:
+    for col, key in [
+        ("observed_loss", "observed"),
+        ("regularization_loss", "regularization"),
+        ("gravity_loss", "gravity"),
+        ("total_loss", "total"),
+    ]:
         assert np.isclose(last[col], terms[key], rtol=1e-5), (col, last[col], terms[key])
     assert np.isclose(last["test_mse"], model.evaluate(test)["mse"], rtol=1e-5)
 
@@ -51,7 +67,9 @@ def test_initial_row_is_the_seeded_init(backend, small):
     model = cfcore.MatrixFactorization(embedding_dim=3, init_stddev=0.7)
     h = model.fit(train, steps=1, optimizer=SGD(0.1), backend=backend, seed=5, progress=False)
     init = cfcore.init.init_mf_params(model.spec, 40, 60, seed=5)
-    expected, _, _ = ref.sparse_mse(init["user"], init["item"], train.users, train.items, train.values)
+    expected, _, _ = ref.sparse_mse(
+        init["user"], init["item"], train.users, train.items, train.values
+    )
     assert np.isclose(h["train_mse"].iloc[0], expected, rtol=1e-5)
 
 
@@ -88,7 +106,9 @@ def test_evaluate_matches_numpy(backend, small):
 def test_divergence_stops_names_step_and_keeps_finite_params(backend, small):
     train, _ = small
     model = cfcore.MatrixFactorization(embedding_dim=4, init_stddev=0.5)
-    with pytest.raises(cfcore.TrainingDivergedError, match=r"NaN or infinite at step (\d+)") as info:
+    with pytest.raises(
+        cfcore.TrainingDivergedError, match=r"NaN or infinite at step (\d+)"
+    ) as info:
         model.fit(train, steps=200, optimizer=SGD(1e4), backend=backend, progress=False)
     err = info.value
     assert err.step > 0
@@ -155,7 +175,7 @@ def test_bad_optimizer_arguments():
 
 def test_embeddings_before_fit_error():
     with pytest.raises(RuntimeError, match="call fit"):
-        cfcore.MatrixFactorization(embedding_dim=2).embeddings
+        _ = cfcore.MatrixFactorization(embedding_dim=2).embeddings
 
 
 def test_empty_split_errors(small):

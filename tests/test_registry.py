@@ -20,7 +20,11 @@ from .conftest import BACKENDS, load_backend
 def clean_registry(monkeypatch: pytest.MonkeyPatch):
     """Each test sees no CFCORE_BACKEND, no default, and gets the registry back as it found it."""
     monkeypatch.delenv("CFCORE_BACKEND", raising=False)
-    registered, loaded, default = dict(_registry._registered), dict(_registry._loaded), _registry._default
+    registered, loaded, default = (
+        dict(_registry._registered),
+        dict(_registry._loaded),
+        _registry._default,
+    )
     yield
     cfcore.set_default_backend(None)
     _registry._default = default
@@ -182,12 +186,6 @@ def test_register_lazy_target() -> None:
         _registry._loaded.pop("lazy", None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: register_backend (cfcore/_registry.py l.37) stores the name as given, "
-    "but get_backend lower-cases it (_canonical), so a backend registered as 'Mine' is listed in "
-    "available_backends() yet get_backend('Mine') raises \"unknown backend 'mine'\"",
-)
 def test_register_mixed_case_name() -> None:
     mine = object()
     try:

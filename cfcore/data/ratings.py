@@ -58,7 +58,8 @@ class Ratings:
         lengths = {"users": len(users), "items": len(items), "values": n}
         timestamps = self.timestamps
         if timestamps is not None:
-            timestamps = np.asarray(timestamps).astype(np.int64)
+            timestamps = np.array(timestamps, dtype=np.int64)
+            timestamps.setflags(write=False)
             lengths["timestamps"] = len(timestamps)
         if len(set(lengths.values())) != 1:
             raise RatingsError(
@@ -67,6 +68,10 @@ class Ratings:
             )
         if n == 0:
             raise RatingsError("the ratings set is empty: at least one rating is needed")
+        for name in ("num_users", "num_items"):
+            v = getattr(self, name)
+            if not isinstance(v, int | np.integer) or isinstance(v, bool):
+                raise RatingsError(f"{name} must be an int, got {v!r}")
         num_users, num_items = int(self.num_users), int(self.num_items)
         if num_users <= 0 or num_items <= 0:
             raise RatingsError(
@@ -137,7 +142,15 @@ class Ratings:
             raise RatingsError("the ratings frame is empty")
         users, user_vocab = _encode(df[user_col], user_ids, "user")
         items, item_vocab = _encode(df[item_col], item_ids, "item")
-        values = pd.to_numeric(df[rating_col], errors="coerce").to_numpy(dtype=np.float64)
+        raw = df[rating_col]
+        numeric = pd.to_numeric(raw, errors="coerce")
+        not_numbers = numeric.isna() & raw.notna()
+        if not_numbers.any():
+            pos = int(np.argmax(not_numbers.to_numpy()))
+            raise RatingsError(
+                f"rating column {rating_col!r} holds a non-numeric value {raw.iloc[pos]!r} at row {pos}"
+            )
+        values = numeric.to_numpy(dtype=np.float64)
         ts = None if timestamp_col is None else df[timestamp_col].to_numpy()
         return cls(
             users=users,
@@ -227,6 +240,9 @@ def _as_index_array(x: Any, name: str) -> np.ndarray:
             and np.all(np.isfinite(arr))
             and np.all(arr == np.round(arr))
         ):
+            big = np.abs(arr) >= 2**62
+            if big.any():  # would wrap around when cast to int64
+                raise RatingsError(f"{name[:-1]} index {arr[big][0]:g} is out of range")
             arr = arr.astype(np.int64)
         else:
             raise RatingsError(f"{name} must be integer indices, got dtype {arr.dtype}")
@@ -258,5 +274,6 @@ def _encode(col: pd.Series, vocab: Any, what: str) -> tuple[np.ndarray, np.ndarr
     codes = index.get_indexer(col)
     if (codes < 0).any():
         bad = col[codes < 0].iloc[0]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
         raise RatingsError(f"{what} id {bad!r} is not in the {what} vocabulary of {len(index)} ids")
     return codes.astype(np.int32), vocab_arr
