@@ -463,10 +463,10 @@ def _flipped(name: str) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("replace", "bad"),
     [
-        (_truncated("u.data"), "u.data"),
-        (_flipped("u.data"), "u.data"),
-        (_flipped("u.item"), "u.item"),
-        (_truncated("u.user"), "u.user"),
+        (lambda: _truncated("u.data"), "u.data"),
+        (lambda: _flipped("u.data"), "u.data"),
+        (lambda: _flipped("u.item"), "u.item"),
+        (lambda: _truncated("u.user"), "u.user"),
     ],
     ids=["u.data truncated", "u.data flipped", "u.item flipped", "u.user truncated"],
 )
@@ -474,10 +474,11 @@ def test_download_checksum_mismatch(
     tmp_path: Path,
     isolated: Path,
     monkeypatch: pytest.MonkeyPatch,
-    replace: dict[str, bytes],
+    replace,
     bad: str,
 ) -> None:
-    fake_retrieve(monkeypatch, make_zip(tmp_path / "bad.zip", replace=replace))
+    # `replace` is built lazily so that collection does not read the data folder.
+    fake_retrieve(monkeypatch, make_zip(tmp_path / "bad.zip", replace=replace()))
     with pytest.raises(DatasetError) as info:
         load_movielens("100k")
     message = str(info.value)
