@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[all,dev,bench]"
 	$(PY) benchmarks/overhead.py
 
 clean:
