@@ -182,3 +182,18 @@ def test_empty_split_errors(small):
     train, _ = small
     with pytest.raises(cfcore.RatingsError, match="empty"):
         train.subset(np.zeros(len(train), dtype=bool))
+
+
+def test_chunked_evaluation_equals_whole(backend, small, monkeypatch):
+    import cfcore.training as training
+
+    train, test = small
+    spec = cfcore.MFSpec(embedding_dim=4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5)
+    params = cfcore.init.init_mf_params(spec, 40, 60, seed=1)
+    batch = backend.device_batch(cfcore.Batch.from_ratings(train))
+    whole = training._terms(backend, spec, params, batch)
+    monkeypatch.setattr(training, "EVAL_CHUNK", 97)  # uneven last chunk
+    chunked = training._terms(backend, spec, params, batch)
+    assert set(whole) == set(chunked)
+    for k in whole:
+        assert np.isclose(whole[k], chunked[k], rtol=1e-5), (k, whole[k], chunked[k])
