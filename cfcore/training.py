@@ -57,10 +57,31 @@ def history_row(
     return row
 
 
+# Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
+EVAL_CHUNK = 1 << 21
+
+
 def _terms(backend: Any, spec: MFSpec, params: Any, batch: Batch) -> dict[str, float]:
-    return {
-        k: float(backend.to_numpy(v)) for k, v in backend.mf_loss_terms(spec, params, batch).items()
-    }
+    """The objective's parts on `batch`, the observed MSE averaged over chunks of `EVAL_CHUNK`."""
+    n = int(batch.values.shape[0])
+    chunk = EVAL_CHUNK
+    observed = 0.0
+    for start in range(0, n, chunk):
+        part = (
+            batch
+            if n <= chunk
+            else Batch(
+                *(a[start : start + chunk] for a in (batch.users, batch.items, batch.values))
+            )
+        )
+        terms = backend.mf_loss_terms(spec, params, part)
+        observed += float(backend.to_numpy(terms["observed"])) * int(part.values.shape[0])
+    # The penalties do not depend on the ratings: take them from the last chunk.
+    out = {k: float(backend.to_numpy(v)) for k, v in terms.items()}
+    if n > chunk:
+        out["observed"] = observed / n
+        out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
+    return out
 
 
 def _progress(enabled: bool, total: int):
