@@ -23,3 +23,12 @@ from .specs import MFSpec as MFSpec
 from .training import TrainingDivergedError as TrainingDivergedError
 
 __version__ = "0.1.0"
+from . import exploration as exploration  # noqa: E402  (tables of section I; pandas only)
+from . import metrics as metrics  # noqa: E402
+from . import retrieval as retrieval  # noqa: E402
+from . import viz as viz  # noqa: E402  (pictures; matplotlib/altair/sklearn imported on use)
+from .data.synthetic import MOVIELENS_SHAPES as MOVIELENS_SHAPES  # noqa: E402
+from .data.synthetic import synthetic_ratings as synthetic_ratings  # noqa: E402
+from .persistence import ModelFileError as ModelFileError  # noqa: E402
+from .persistence import load as load  # noqa: E402
+from .softmax import SoftmaxModel as SoftmaxModel  # noqa: E402

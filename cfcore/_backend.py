@@ -110,3 +110,35 @@ class Backend(Protocol):
     def predict(self, params: Params, users: Any, items: Any) -> Any: ...
     def score_all(self, query_emb: Any, item_emb: Any) -> Any: ...
     def top_k(self, scores: Any, k: int, exclude: Any = None) -> tuple[Any, Any]: ...
+
+    # retrieval (formulas in cfcore.retrieval; checked by cfcore.testing.retrieval_conformance)
+    def fold_in_solve(
+        self,
+        item_emb: Any,
+        rows: Any,
+        items: Any,
+        ratings: Any,
+        num_rows: int,
+        reg: Any,
+        prior: Any = None,
+    ) -> Any:
+        """`[num_rows, d]`: u_b = (V_Sᵀ V_S + reg_b·I + prior)⁻¹ V_Sᵀ r_b per new user b."""
+        ...
+
+    def measure_scores(
+        self, query_emb: Any, item_emb: Any, query_power: float = 0.0, item_power: float = 0.0
+    ) -> Any:
+        """`[B, M]`: ⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power), zero norms counted as 1."""
+        ...
+
+    def batched_top_k(
+        self,
+        query_emb: Any,
+        item_emb: Any,
+        k: int,
+        exclude: Any = None,
+        query_power: float = 0.0,
+        item_power: float = 0.0,
+    ) -> tuple[Any, Any]:
+        """Top-k of `measure_scores` per row, `exclude` `[B, M]` masked: `([B, k], [B, k])`."""
+        ...

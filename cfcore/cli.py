@@ -158,7 +158,11 @@ def train(
     emb = m.embeddings
     atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
     atomic_write(out / "embeddings.npz", lambda p: _save_npz(p, emb))
-    console.print(f"wrote {out / 'history.csv'} and {out / 'embeddings.npz'}")
+    m.save(out / "model.npz")
+    console.print(
+        f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
+        f"(use it with: cfcore recommend --model {out})"
+    )
 
 
 def _save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:
@@ -174,6 +178,18 @@ def _load(dataset: str, data_dir: Path | None):
         name = "latest-small" if any(path.rglob("ratings.csv")) or "latest" in path.name else "100k"
         return load_movielens(name, data_dir=path)
     return load_movielens(dataset, data_dir=data_dir)
+
+
+def _register_commands() -> None:
+    # Each group of commands lives in its own module; they all hang off this one app.
+    from ._cli_retrieval import register as register_retrieval
+    from ._cli_viz import register as register_viz
+
+    register_retrieval(app)
+    register_viz(app)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -43,6 +43,16 @@ class MatrixFactorization:
         self._shape: tuple[int, int] | None = None
         self.catalog: pd.DataFrame | None = None
         self.history = pd.DataFrame()
+        # Vocabularies (original ids of each row) and the ratings of the last fit: retrieval maps
+        # rows back to ids, leaves rated items out, and `add_users` extends them.
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self.train_ratings: Ratings | None = None
+        self._num_train_ratings: int | None = None
+        self._rating_scale: tuple[float, float] | None = None
+        self._rated_cache: tuple[Ratings, Any] | None = None
+        # Step count to continue from when there is no session (a loaded model, added users).
+        self._resume_step = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items() if k != "kind")
@@ -114,13 +124,14 @@ class MatrixFactorization:
             )
             state = be.init_train_state(self.spec, params, opt)
             chunk = be.make_train_chunk(self.spec, opt)
-            step = session.step if session is not None else 0
-            rows = session.history_rows if session is not None else []
+            step = session.step if session is not None else self._resume_step
+            rows = session.history_rows if session is not None else self.history.to_dict("records")
             session = _Session(be, opt, state, state, chunk, step, rows)
             self._session = session
         self._shape = shape
         if train.catalog is not None:
             self.catalog = train.catalog
+        self._remember_train(train)
         self._params = None  # the session's state is now the truth
         try:
             run_training(
@@ -155,7 +166,7 @@ class MatrixFactorization:
     @property
     def step(self) -> int:
         """Number of optimizer updates applied so far."""
-        return 0 if self._session is None else self._session.step
+        return self._resume_step if self._session is None else self._session.step
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]`."""
@@ -189,6 +200,159 @@ class MatrixFactorization:
             self.spec, self.embeddings_numpy(), Batch.from_ratings(as_ratings(ratings, "ratings"))
         )
         return {k: float(be.to_numpy(v)) for k, v in terms.items()}
+
+    # ------------------------------------------------------------------ retrieval, new users, files
+
+    def _remember_train(self, train: Ratings) -> None:
+        """Keeps the vocabularies, rating scale and rated items of the training ratings."""
+        n, m = train.num_users, train.num_items
+        if train.user_ids is not None:
+            self.user_ids = np.asarray(train.user_ids)
+        elif self.user_ids is None or len(self.user_ids) != n:
+            self.user_ids = np.arange(n)
+        if train.item_ids is not None:
+            self.item_ids = np.asarray(train.item_ids)
+        elif self.item_ids is None or len(self.item_ids) != m:
+            self.item_ids = np.arange(m)
+        self.train_ratings = train
+        self._num_train_ratings = len(train)
+        self._rating_scale = (float(train.values.min()), float(train.values.max()))
+
+    @property
+    def rated_items(self) -> Any:
+        """Items each user rated in `train_ratings`, a `cfcore.retrieval.RatedItems` (or None)."""
+        from .retrieval import RatedItems
+
+        if self.train_ratings is None:
+            return None
+        if self._rated_cache is None or self._rated_cache[0] is not self.train_ratings:
+            self._rated_cache = (self.train_ratings, RatedItems.from_ratings(self.train_ratings))
+        return self._rated_cache[1]
+
+    @property
+    def num_train_ratings(self) -> int | None:
+        """|Ω|, the number of ratings of the last fit (used by the default fold-in λ)."""
+        return self._num_train_ratings
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """`(lowest, highest)` rating of the training ratings; new ratings must lie inside."""
+        return self._rating_scale
+
+    def fold_in(self, ratings: Any, *, reg: Any = None, backend: Any = None) -> np.ndarray:
+        """Embeddings of new users from their ratings, the item embeddings fixed (no training).
+
+        Solves u = (V_Sᵀ V_S + λ·I + P)⁻¹ V_Sᵀ r_S per new user on the backend (see
+        `cfcore.retrieval`). The model is not changed; `add_users` also adds them.
+
+        Args:
+            ratings: the new users' ratings: a `Ratings` over this model's items (its users are
+                the new users 0..B-1), or a frame / CSV path / mapping `{item id or title:
+                rating}` as `cfcore.user_ratings.read_user_ratings` reads (one user, or several
+                with a `user_id` column). Ratings must lie in `rating_scale`.
+            reg: None for the default (`cfcore.retrieval.fold_in_regularization`: the model's
+                own λr and gravity for a regularized model, λ = 0.1·|S| for plain MF), or λ ≥ 0
+                (a scalar or one per new user; no gravity prior then).
+            backend: a backend name or instance (None: the default), or "numpy".
+
+        Returns:
+            float32 `[B, d]`, one row per new user.
+        """
+        from .user_ratings import fold_in_arrays
+
+        rows, items, values, num, _ = fold_in_arrays(ratings, self)
+        return self._fold_in_arrays(rows, items, values, num, reg, backend)
+
+    def _fold_in_arrays(self, rows, items, values, num, reg, backend) -> np.ndarray:
+        from .retrieval import fold_in_regularization, fold_in_solve
+
+        prior = None
+        if reg is None:
+            reg, prior = fold_in_regularization(self, np.bincount(rows, minlength=num))
+        emb = self.embeddings_numpy()
+        return fold_in_solve(emb["item"], rows, items, values, num, reg, prior, backend=backend)
+
+    def add_users(
+        self, ratings: Any, *, user_ids: Any = None, reg: Any = None, backend: Any = None
+    ) -> np.ndarray:
+        """Folds new users in (see `fold_in`) and appends them to the model.
+
+        Their embeddings become new rows of the user embeddings, their ids extend `user_ids`,
+        and their ratings extend `train_ratings`, so `recommend` leaves out what they rated, and
+        `fit(model.train_ratings, ...)` retrains with them included (starting from the folded-in
+        rows; the optimizer state restarts, the step count and history continue).
+
+        Args:
+            ratings: as in `fold_in`.
+            user_ids: original ids of the new users, `[B]`; default the `user_id` column of a
+                frame, else (numeric vocabularies) the next free integers after the largest id,
+                else "new-0", "new-1", ...
+            reg: as in `fold_in`.
+            backend: as in `fold_in`.
+
+        Returns:
+            The new users' original ids, `[B]`.
+        """
+        from .user_ratings import UserRatingsError, fold_in_arrays
+
+        rows, items, values, num, frame_ids = fold_in_arrays(ratings, self)
+        emb = self.embeddings_numpy()
+        n, m = emb["user"].shape[0], emb["item"].shape[0]
+        old_ids = np.arange(n) if self.user_ids is None else np.asarray(self.user_ids)
+        if user_ids is None:
+            user_ids = frame_ids
+        if user_ids is None:
+            if old_ids.dtype.kind in "iu":
+                start = int(old_ids.max()) + 1 if len(old_ids) else 0
+                user_ids = np.arange(start, start + num, dtype=old_ids.dtype)
+            else:
+                user_ids = np.array([f"new-{j}" for j in range(num)])
+        user_ids = np.asarray(user_ids)
+        if user_ids.shape != (num,):
+            raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
+        clash = np.isin(user_ids, old_ids)
+        if clash.any():
+            raise UserRatingsError(
+                f"user id {user_ids[clash][0].item()!r} is already a user of this model"
+            )
+        new_emb = self._fold_in_arrays(rows, items, values, num, reg, backend)
+        # The session's state has N rows: drop it, keep the step count and history to continue.
+        self._resume_step = self.step
+        self._params = {"user": np.concatenate([emb["user"], new_emb]), "item": emb["item"]}
+        self._session = None
+        self._shape = (n + num, m)
+        self.user_ids = np.concatenate([old_ids, user_ids])
+        if self.train_ratings is not None:
+            t = self.train_ratings
+            self.train_ratings = Ratings(
+                np.concatenate([t.users, rows + n]),
+                np.concatenate([t.items, items]),
+                np.concatenate([t.values, values]),
+                n + num,
+                m,
+                user_ids=self.user_ids,
+                item_ids=t.item_ids,
+                catalog=t.catalog,
+            )
+            self._num_train_ratings = len(self.train_ratings)
+        return user_ids
+
+    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
+        """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
+
+        See `cfcore.persistence.save` for the format.
+
+        Args:
+            path: the file to write (a `.npz` archive whatever its suffix).
+            include_ratings: also store the training ratings (needed to leave rated items out of
+                recommendations and to retrain after loading).
+
+        Returns:
+            The path written.
+        """
+        from .persistence import save
+
+        return save(self, path, include_ratings=include_ratings)
 
 
 class RegularizedMF(MatrixFactorization):

@@ -149,3 +149,204 @@ def top_k(scores, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
     # Stable sort of the negated scores keeps equal scores in index order.
     idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(s, idx, axis=1), idx
+
+
+# ---------------------------------------------------------------------------- softmax model
+
+
+def bag_of_words(table, ids, weights, combiner: str = "mean") -> np.ndarray:
+    """Bags of embeddings by plain loops: row `b` is `Σ_l w_bl · T[ids_bl]`, divided by `Σ_l w_bl`
+    for the mean combiner (an empty bag gives zeros).
+
+    Args:
+        table: `[V, d]`.
+        ids: `[B, L]` token ids, or None for dense bags (then token `l` of row `b` is `l`).
+        weights: `[B, L]` counts (`[B, V]` for dense bags).
+        combiner: "mean" or "sum".
+
+    Returns:
+        `[B, d]` float64.
+    """
+    table, w = _f64(table), _f64(weights)
+    ids = _bag_ids(ids, w)
+    out = np.zeros((ids.shape[0], table.shape[1]))
+    for b in range(ids.shape[0]):
+        for t, wt in zip(ids[b], w[b], strict=True):
+            out[b] += wt * table[t]
+        if combiner == "mean" and w[b].sum() > 0:
+            out[b] /= w[b].sum()
+    return out
+
+
+def _bag_ids(ids, w: np.ndarray) -> np.ndarray:
+    # A dense bag lists every token of the vocabulary, in order.
+    if ids is None:
+        return np.broadcast_to(np.arange(w.shape[-1]), w.shape)
+    return np.asarray(ids)
+
+
+def _bag_backward(grad_table, ids, weights, grad_out, combiner: str) -> None:
+    """Adds into `grad_table` `[V, d]` the gradient of `bag_of_words` given `grad_out` `[B, d]`."""
+    w = _f64(weights)
+    count = w.sum(axis=1, keepdims=True)
+    scale = w / np.where(count > 0, count, 1.0) if combiner == "mean" else w
+    np.add.at(grad_table, _bag_ids(ids, w), scale[..., None] * grad_out[:, None, :])
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    top = np.max(logits, axis=1, keepdims=True)
+    return logits - top - np.log(np.sum(np.exp(logits - top), axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(Q, V, labels) -> tuple[float, np.ndarray, np.ndarray]:
+    """Full softmax cross-entropy and its gradient.
+
+    `L = (1/B) Σ_b [log Σ_j exp⟨Q_b, V_j⟩ − ⟨Q_b, V_{y_b}⟩]`; with `P = softmax(Q·Vᵀ)` and `Y` the
+    one-hot labels, `∂L/∂Q = (P − Y)·V / B` and `∂L/∂V = (P − Y)ᵀ·Q / B`.
+
+    Args:
+        Q: `[B, d]` query embeddings.
+        V: `[M, d]` item embeddings.
+        labels: `[B]` target items.
+
+    Returns:
+        `(loss, dL/dQ [B, d], dL/dV [M, d])`.
+    """
+    Q, V = _f64(Q), _f64(V)
+    labels = np.asarray(labels)
+    B = len(Q)
+    logp = _log_softmax(Q @ V.T)
+    loss = float(-np.mean(logp[np.arange(B), labels]))
+    dlogits = np.exp(logp)
+    dlogits[np.arange(B), labels] -= 1.0
+    dlogits /= B
+    return loss, dlogits @ V, dlogits.T @ Q
+
+
+def sampled_softmax_loss(
+    Q, V, labels, log_q=None, remove_accidental_hits: bool = True
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Sampled softmax with in-batch negatives, logQ correction and accidental hits removed.
+
+    Scores `s_bj = ⟨Q_b, V_{y_j}⟩ − log q(y_j)` for the batch's labels `y_1..y_B`; with
+    `remove_accidental_hits`, `s_bj = −∞` where `j ≠ b` and `y_j = y_b`.
+    `L = (1/B) Σ_b [log Σ_j exp s_bj − s_bb]`; with `P = softmax(s)` row-wise,
+    `∂L/∂s = (P − I)/B`, `∂L/∂Q = ∂L/∂s · V_y`, and `∂L/∂V_{y_j} += (∂L/∂s)ᵀ_j · Q`.
+
+    Returns:
+        `(loss, dL/dQ [B, d], dL/dV [M, d])`.
+    """
+    Q, V = _f64(Q), _f64(V)
+    labels = np.asarray(labels)
+    B = len(Q)
+    rows = V[labels]
+    logits = Q @ rows.T
+    if log_q is not None:
+        logits = logits - _f64(log_q)[labels][None, :]
+    if remove_accidental_hits:
+        hit = (labels[:, None] == labels[None, :]) & ~np.eye(B, dtype=bool)
+        logits = np.where(hit, -np.inf, logits)
+    logp = _log_softmax(logits)
+    loss = float(-np.mean(np.diag(logp)))
+    dlogits = (np.exp(logp) - np.eye(B)) / B
+    dV = np.zeros_like(V)
+    np.add.at(dV, labels, dlogits.T @ Q)
+    return loss, dlogits @ rows, dV
+
+
+_ACT = {
+    None: (lambda z: z, lambda z: np.ones_like(z)),
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(np.float64)),
+    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
+}
+
+
+def softmax_query_embeddings(spec, params: dict[str, Any], ids, weights) -> np.ndarray:
+    """The softmax model's tower (`cfcore.specs.SoftmaxSpec`) in float64: `[B, d]`."""
+    return _softmax_forward(spec, params, ids, weights)[0][-1]
+
+
+def _softmax_forward(spec, params, ids, weights):
+    x = np.concatenate(
+        [
+            bag_of_words(params[f], ids.get(f), weights[f], spec.combiner)
+            for f in spec.feature_names
+        ],
+        axis=1,
+    )
+    act = _ACT[spec.activation][0]
+    xs, zs = [x], []
+    for i in range(len(spec.hidden_dims)):
+        zs.append(xs[-1] @ (spec.hidden_scale * _f64(params[f"hidden_{i}"])))
+        xs.append(act(zs[-1]))
+    return xs, zs
+
+
+def softmax_loss_and_grads(
+    spec, params: dict[str, Any], batch: dict[str, Any], log_q=None
+) -> tuple[float, dict[str, np.ndarray]]:
+    """The softmax model's loss on a batch and its gradient, back-propagated by hand.
+
+    Forward: `x⁰ = concat_f bag_f`, `zⁱ = xⁱ⁻¹·(s·Wᵢ)`, `xⁱ = σ(zⁱ)`, `Q = x^L`, loss full or
+    sampled softmax with `V = T_item`. Backward: `δ = ∂L/∂Q`; per layer from the last,
+    `δ ← δ ∘ σ'(zⁱ)`, `∂L/∂Wᵢ = s·(xⁱ⁻¹)ᵀ·δ`, `δ ← δ·(s·Wᵢ)ᵀ`; then `δ` split by feature goes to
+    each table through its bag (`∂L/∂T_f[t] += (w_bt/Σw_b)·δ_fb`), and `T_item` also gets the
+    softmax's `∂L/∂V`.
+
+    Args:
+        spec: a `cfcore.specs.SoftmaxSpec`.
+        params: tables by feature name and `hidden_i` matrices.
+        batch: `{"ids": {f: [B, L_f]}, "weights": {f: [B, L_f]}, "labels": [B]}`.
+        log_q: `[M]` log sampling probabilities, for the sampled loss.
+
+    Returns:
+        `(loss, grads)` with one float64 gradient per parameter.
+    """
+    p = {k: _f64(v) for k, v in params.items()}
+    ids, weights, labels = batch["ids"], batch["weights"], np.asarray(batch["labels"])
+    xs, zs = _softmax_forward(spec, p, ids, weights)
+    V = p[spec.item_feature]
+    if spec.loss == "sampled":
+        loss, delta, dV = sampled_softmax_loss(xs[-1], V, labels, log_q)
+    else:
+        loss, delta, dV = softmax_cross_entropy(xs[-1], V, labels)
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    grads[spec.item_feature] += dV
+    dact = _ACT[spec.activation][1]
+    for i in reversed(range(len(spec.hidden_dims))):
+        delta = delta * dact(zs[i])
+        W = spec.hidden_scale * p[f"hidden_{i}"]
+        grads[f"hidden_{i}"] = spec.hidden_scale * xs[i].T @ delta
+        delta = delta @ W.T
+    start = 0
+    for f, d in spec.feature_dims:
+        _bag_backward(grads[f], ids.get(f), weights[f], delta[:, start : start + d], spec.combiner)
+        start += d
+    return loss, grads
+
+
+def ranking_metrics(top_items, targets, k: int) -> dict[str, float]:
+    """Ranking metrics at `k` by plain loops, the oracle of `cfcore.metrics.ranking_metrics`.
+
+    For each user with ranked list `r_1..r_k` and targets `T`, `rel_i = [r_i ∈ T]`:
+    precision `Σ rel / k`, recall `Σ rel / |T|`, NDCG `Σ rel_i / log₂(i + 1)` over the ideal
+    `Σ_{i ≤ min(k, |T|)} 1 / log₂(i + 1)`, AP `Σ_i rel_i · (Σ_{j ≤ i} rel_j / i) / min(k, |T|)`,
+    hit rate `[Σ rel > 0]`; each averaged over users.
+    """
+    sums = dict.fromkeys(("precision", "recall", "ndcg", "map", "hit_rate"), 0.0)
+    for ranked, target in zip(top_items, targets, strict=True):
+        target = set(np.asarray(target).tolist())
+        hits, dcg, ap = 0, 0.0, 0.0
+        for i, item in enumerate(list(ranked)[:k], start=1):
+            if int(item) in target:
+                hits += 1
+                dcg += 1.0 / np.log2(i + 1)
+                ap += hits / i
+        ideal = sum(1.0 / np.log2(i + 1) for i in range(1, min(k, len(target)) + 1))
+        sums["precision"] += hits / k
+        sums["recall"] += hits / len(target)
+        sums["ndcg"] += dcg / ideal
+        sums["map"] += ap / min(k, len(target))
+        sums["hit_rate"] += float(hits > 0)
+    n = len(top_items)
+    return {f"{name}@{k}": total / n for name, total in sums.items()}

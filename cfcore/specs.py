@@ -181,3 +181,129 @@ def make_optimizer(
         f"unknown optimizer {optimizer!r}; expected one of {sorted(_OPTIMIZERS)} "
         "or a cfcore.optimizers spec such as cfcore.optimizers.SGD(learning_rate=10.0)"
     )
+
+
+SOFTMAX_ACTIVATIONS: tuple[str | None, ...] = (None, "relu", "tanh")
+SOFTMAX_COMBINERS: tuple[str, ...] = ("mean", "sum")
+SOFTMAX_LOSSES: tuple[str, ...] = ("full", "sampled")
+
+
+@dataclass(frozen=True)
+class SoftmaxSpec:
+    """The softmax model of the notebook's section VI: a query tower over bags of words.
+
+    A query (user) is a set of bags of tokens, one per feature (the ids of the movies the user
+    rated, their genres, their release years). With `T_f` the `[V_f, d_f]` table of feature `f`
+    and `w_fb` the token counts of row `b`'s bag:
+
+        x_b = concat_f( Σ_t w_fbt · T_f[t] / Σ_t w_fbt )           (combiner "mean"; "sum" drops
+                                                                    the division), shape `[Σ d_f]`
+        h⁰ = x,  hⁱ = σ(hⁱ⁻¹ · (s · Wᵢ))  for the hidden layers    (σ the activation, identity if None)
+        ψ(x) = h^L                                                 (the query embedding, `[d]`)
+        p̂ = softmax(ψ(x) · Vᵀ),  V = T_item                        (the item feature's table)
+
+    The item feature's input table doubles as the softmax weights, as in the notebook, so the
+    output dimension (the last hidden dimension, or `Σ d_f` without hidden layers) must equal the
+    item feature's dimension. `s` (`hidden_scale`) reproduces the notebook, which stores each hidden
+    matrix `W` and uses `W / 10`: Adagrad's steps on `W` are then ten times smaller in effect.
+
+    Attributes:
+        feature_dims: `((name, d_f), ...)`, the features in concatenation order (a dict is accepted).
+        hidden_dims: output size of each hidden layer (no biases, as in the notebook).
+        activation: None (linear, as in the notebook), "relu" or "tanh", after every hidden layer.
+        combiner: "mean" (as the notebook's embedding columns) or "sum".
+        item_feature: the feature whose table is the item embedding `V`.
+        hidden_scale: `s` above; 0.1 is the notebook's.
+        loss: "full" softmax over the catalogue, or "sampled" (in-batch negatives with logQ
+            correction and accidental hits removed).
+    """
+
+    feature_dims: Any
+    hidden_dims: tuple[int, ...] = (35,)
+    activation: str | None = None
+    combiner: str = "mean"
+    item_feature: str = "movie_id"
+    hidden_scale: float = 0.1
+    loss: str = "full"
+
+    def __post_init__(self) -> None:
+        dims = self.feature_dims
+        pairs = tuple(dims.items()) if isinstance(dims, dict) else tuple(tuple(p) for p in dims)
+        if not pairs:
+            raise ValueError(
+                "feature_dims is empty: give at least the item feature, e.g. {'movie_id': 35}"
+            )
+        for pair in pairs:
+            if len(pair) != 2 or not isinstance(pair[0], str):
+                raise ValueError(f"feature_dims must map feature names to dimensions, got {dims!r}")
+            name, d = pair
+            if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
+                raise ValueError(
+                    f"the dimension of feature {name!r} must be a positive int, got {d!r}"
+                )
+            if name.startswith("hidden_"):
+                raise ValueError(
+                    f"feature name {name!r} is reserved (hidden_* names the hidden layers)"
+                )
+        names = [p[0] for p in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names must be distinct, got {names}")
+        object.__setattr__(self, "feature_dims", pairs)
+        hidden = tuple(self.hidden_dims)
+        for h in hidden:
+            if not isinstance(h, int) or isinstance(h, bool) or h <= 0:
+                raise ValueError(f"hidden_dims must be positive ints, got {self.hidden_dims!r}")
+        object.__setattr__(self, "hidden_dims", hidden)
+        if self.activation not in SOFTMAX_ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {SOFTMAX_ACTIVATIONS}, got {self.activation!r}"
+            )
+        if self.combiner not in SOFTMAX_COMBINERS:
+            raise ValueError(f"combiner must be one of {SOFTMAX_COMBINERS}, got {self.combiner!r}")
+        if self.loss not in SOFTMAX_LOSSES:
+            raise ValueError(f"loss must be one of {SOFTMAX_LOSSES}, got {self.loss!r}")
+        _check_positive("hidden_scale", self.hidden_scale)
+        if self.item_feature not in names:
+            raise ValueError(
+                f"the item feature {self.item_feature!r} is not among the features {names}: its "
+                "table is the softmax weights, so it must be an input"
+            )
+        if self.output_dim != self.item_dim:
+            raise ValueError(
+                f"the query embedding dimension {self.output_dim} (the last of hidden_dims "
+                f"{hidden}, or the sum of the feature dimensions without hidden layers) must equal "
+                f"the item embedding dimension {self.item_dim} (feature_dims[{self.item_feature!r}])"
+            )
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(p[0] for p in self.feature_dims)
+
+    @property
+    def input_dim(self) -> int:
+        """Σ d_f, the width of the concatenated bags."""
+        return sum(p[1] for p in self.feature_dims)
+
+    @property
+    def output_dim(self) -> int:
+        """The query embedding dimension."""
+        return self.hidden_dims[-1] if self.hidden_dims else self.input_dim
+
+    @property
+    def item_dim(self) -> int:
+        return dict(self.feature_dims)[self.item_feature]
+
+    def param_shapes(self, vocab_sizes: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """Shapes of the parameters: one table `[V_f, d_f]` per feature, then `hidden_i` `[in, out]`."""
+        shapes = {name: (int(vocab_sizes[name]), d) for name, d in self.feature_dims}
+        fan_in = self.input_dim
+        for i, out in enumerate(self.hidden_dims):
+            shapes[f"hidden_{i}"] = (fan_in, out)
+            fan_in = out
+        return shapes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["feature_dims"] = dict(self.feature_dims)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return {"kind": "softmax", **d}

@@ -82,7 +82,13 @@ def test_train_mf_jax(ml100k, tmp_path: Path) -> None:
         assert emb["user"].shape == (943, 30) and emb["user"].dtype == np.float32
         assert emb["item"].shape == (1682, 30) and emb["item"].dtype == np.float32
         assert np.isfinite(emb["user"]).all() and np.isfinite(emb["item"]).all()
-    assert f"wrote {tmp_path / 'history.csv'} and {tmp_path / 'embeddings.npz'}" in text
+    assert (
+        f"wrote {tmp_path / 'history.csv'}, {tmp_path / 'embeddings.npz'} and {tmp_path / 'model.npz'}"
+        in text
+    )
+    loaded = cfcore.load(tmp_path / "model.npz")
+    with np.load(tmp_path / "embeddings.npz") as emb:
+        np.testing.assert_array_equal(loaded.embeddings["item"], emb["item"])
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 

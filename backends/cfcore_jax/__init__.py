@@ -14,9 +14,10 @@ import numpy as np
 
 from cfcore._backend import Batch, TrainState
 from cfcore._checks import check_embeddings, check_pairs
+from cfcore.retrieval import check_k
 from cfcore.specs import MFSpec, OptimizerSpec
 
-from . import losses, scoring, training
+from . import linalg, losses, scoring, training
 
 jax.tree_util.register_dataclass(TrainState, data_fields=["params", "opt_state"], meta_fields=[])
 jax.tree_util.register_dataclass(Batch, data_fields=["users", "items", "values"], meta_fields=[])
@@ -101,6 +102,124 @@ class JaxBackend:
 
     def top_k(self, scores, k: int, exclude=None):
         return scoring.top_k(scores, k, exclude)
+
+    # ---------------------------------------------------------------- retrieval
+    def fold_in_solve(self, item_emb, rows, items, ratings, num_rows: int, reg, prior=None):
+        """New users' embeddings by ridge regression on fixed items; `[num_rows, d]` (see cfcore.retrieval)."""
+        item_emb = jnp.asarray(item_emb, jnp.float32)
+        d = item_emb.shape[1]
+        reg = jnp.broadcast_to(jnp.asarray(reg, jnp.float32), (int(num_rows),))
+        prior = jnp.zeros((d, d), jnp.float32) if prior is None else jnp.asarray(prior, jnp.float32)
+        return linalg.fold_in_solve(
+            item_emb,
+            jnp.asarray(rows, jnp.int32),
+            jnp.asarray(items, jnp.int32),
+            jnp.asarray(ratings, jnp.float32),
+            reg,
+            prior,
+            num_rows=int(num_rows),
+        )
+
+    def measure_scores(self, query_emb, item_emb, query_power=0.0, item_power=0.0):
+        """`⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power)`: `[B, M]` for `[B, d]` and `[M, d]`."""
+        check_embeddings(query_emb, item_emb)
+        return linalg.measure_scores(
+            jnp.asarray(query_emb, jnp.float32),
+            jnp.asarray(item_emb, jnp.float32),
+            jnp.float32(query_power),
+            jnp.float32(item_power),
+        )
+
+    def batched_top_k(
+        self, query_emb, item_emb, k: int, exclude=None, query_power=0.0, item_power=0.0
+    ):
+        """Top-k items of `measure_scores` per query row: `(values [B, k], indices [B, k])`."""
+        check_embeddings(query_emb, item_emb)
+        check_k(k, item_emb.shape[0])
+        query_emb = jnp.asarray(query_emb, jnp.float32)
+        shape = (query_emb.shape[0], item_emb.shape[0])
+        exclude = (
+            jnp.zeros(shape, bool) if exclude is None else jnp.asarray(exclude, bool).reshape(shape)
+        )
+        return linalg.batched_top_k(
+            query_emb,
+            jnp.asarray(item_emb, jnp.float32),
+            exclude,
+            jnp.float32(query_power),
+            jnp.float32(item_power),
+            k=int(k),
+        )
+
+    # ---------------------------------------------------------------- softmax model
+    # Thin wrappers: the math is in softmax.py (imported here, on first use of the model).
+    def bag_of_words(self, table, ids, weights, combiner: str = "mean"):
+        """Weighted bags of `table` rows: `[..., d]` for `ids`/`weights` `[..., L]` (mean or sum)."""
+        from cfcore.softmax import check_bag_inputs
+
+        from . import softmax
+
+        check_bag_inputs(table, ids, weights, combiner)
+        return softmax.bag_of_words_jit(
+            jnp.asarray(table, jnp.float32),
+            None if ids is None else jnp.asarray(ids, jnp.int32),
+            jnp.asarray(weights, jnp.float32),
+            combiner=combiner,
+        )
+
+    def softmax_cross_entropy(self, query_emb, item_emb, labels):
+        """Mean full-softmax cross-entropy of `[B, d]` queries over `[M, d]` items; scalar."""
+        from cfcore.softmax import check_softmax_inputs
+
+        from . import softmax
+
+        check_softmax_inputs(query_emb, item_emb, labels)
+        return softmax.softmax_cross_entropy_jit(
+            jnp.asarray(query_emb, jnp.float32),
+            jnp.asarray(item_emb, jnp.float32),
+            jnp.asarray(labels, jnp.int32),
+        )
+
+    def sampled_softmax_loss(
+        self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
+    ):
+        """In-batch sampled softmax with logQ correction and accidental hits removed; scalar."""
+        from cfcore.softmax import check_softmax_inputs
+
+        from . import softmax
+
+        check_softmax_inputs(query_emb, item_emb, labels, log_q)
+        return softmax.sampled_softmax_loss_jit(
+            jnp.asarray(query_emb, jnp.float32),
+            jnp.asarray(item_emb, jnp.float32),
+            jnp.asarray(labels, jnp.int32),
+            None if log_q is None else jnp.asarray(log_q, jnp.float32),
+            remove_accidental_hits=remove_accidental_hits,
+        )
+
+    def softmax_query_embeddings(self, spec, params, ids, weights):
+        """The softmax model's tower: `[B, d]` query embeddings of bags `ids`/`weights`."""
+        from . import softmax
+
+        return softmax.query_embeddings_jit(
+            spec, self.params_from_numpy(params), *softmax.device_bags(ids, weights)
+        )
+
+    def softmax_value_and_grad(self, spec, params, batch, log_q=None):
+        """`(loss, grads)` of the softmax model on one batch pytree (see softmax.py)."""
+        from . import softmax
+
+        return softmax.value_and_grad(
+            spec,
+            self.params_from_numpy(params),
+            softmax.device_batch(batch),
+            None if log_q is None else jnp.asarray(log_q, jnp.float32),
+        )
+
+    def make_softmax_train_chunk(self, spec, optimizer: OptimizerSpec):
+        """`run(state, prev, batches, log_q=None) -> (state, prev, bad_step, losses)`."""
+        from . import softmax
+
+        return softmax.make_train_chunk(spec, optimizer)
 
     def __repr__(self) -> str:
         return f"JaxBackend(jax {jax.__version__}, devices={[d.platform for d in jax.devices()]})"

@@ -18,9 +18,10 @@ import tensorflow as tf  # noqa: E402
 
 from cfcore._backend import Batch, TrainState
 from cfcore._checks import check_embeddings, check_pairs  # noqa: E402
+from cfcore.retrieval import check_k  # noqa: E402
 from cfcore.specs import MFSpec, OptimizerSpec  # noqa: E402
 
-from . import losses, scoring, training  # noqa: E402
+from . import linalg, losses, scoring, training  # noqa: E402
 
 
 class TFBackend:
@@ -104,6 +105,115 @@ class TFBackend:
     @staticmethod
     def _i32(*xs):
         return [tf.convert_to_tensor(x, tf.int32) for x in xs]
+
+    # ---------------------------------------------------------------- retrieval
+    def fold_in_solve(self, item_emb, rows, items, ratings, num_rows: int, reg, prior=None):
+        """New users' embeddings by ridge regression on fixed items; `[num_rows, d]` (see cfcore.retrieval)."""
+        (item_emb,) = self._f32(item_emb)
+        d = int(item_emb.shape[1])
+        reg = tf.broadcast_to(tf.convert_to_tensor(reg, tf.float32), (int(num_rows),))
+        prior = tf.zeros((d, d), tf.float32) if prior is None else self._f32(prior)[0]
+        return linalg.fold_in_solve(
+            item_emb,
+            *self._i32(rows, items),
+            self._f32(ratings)[0],
+            reg,
+            prior,
+            tf.constant(int(num_rows), tf.int32),
+        )
+
+    def measure_scores(self, query_emb, item_emb, query_power=0.0, item_power=0.0):
+        """`⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power)`: `[B, M]` for `[B, d]` and `[M, d]`."""
+        check_embeddings(query_emb, item_emb)
+        return linalg.measure_scores(*self._f32(query_emb, item_emb, query_power, item_power))
+
+    def batched_top_k(
+        self, query_emb, item_emb, k: int, exclude=None, query_power=0.0, item_power=0.0
+    ):
+        """Top-k items of `measure_scores` per query row: `(values [B, k], indices [B, k])`."""
+        check_embeddings(query_emb, item_emb)
+        check_k(k, int(item_emb.shape[0]))
+        query_emb, item_emb = self._f32(query_emb, item_emb)
+        shape = (int(query_emb.shape[0]), int(item_emb.shape[0]))
+        exclude = (
+            tf.zeros(shape, tf.bool)
+            if exclude is None
+            else tf.reshape(tf.convert_to_tensor(exclude, tf.bool), shape)
+        )
+        return linalg.batched_top_k(
+            query_emb, item_emb, exclude, *self._f32(query_power, item_power), k=int(k)
+        )
+
+    # ---------------------------------------------------------------- softmax model
+    # Thin wrappers: the math is in softmax.py (imported here, on first use of the model).
+    def bag_of_words(self, table, ids, weights, combiner: str = "mean"):
+        """Weighted bags of `table` rows: `[..., d]` for `ids`/`weights` `[..., L]` (mean or sum)."""
+        from cfcore.softmax import check_bag_inputs
+
+        from . import softmax
+
+        check_bag_inputs(table, ids, weights, combiner)
+        return softmax.bag_of_words_fn(
+            tf.convert_to_tensor(table, tf.float32),
+            None if ids is None else tf.convert_to_tensor(ids, tf.int32),
+            tf.convert_to_tensor(weights, tf.float32),
+            combiner,
+        )
+
+    def softmax_cross_entropy(self, query_emb, item_emb, labels):
+        """Mean full-softmax cross-entropy of `[B, d]` queries over `[M, d]` items; scalar."""
+        from cfcore.softmax import check_softmax_inputs
+
+        from . import softmax
+
+        check_softmax_inputs(query_emb, item_emb, labels)
+        return softmax.softmax_cross_entropy_fn(
+            tf.convert_to_tensor(query_emb, tf.float32),
+            tf.convert_to_tensor(item_emb, tf.float32),
+            tf.convert_to_tensor(labels, tf.int32),
+        )
+
+    def sampled_softmax_loss(
+        self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
+    ):
+        """In-batch sampled softmax with logQ correction and accidental hits removed; scalar."""
+        from cfcore.softmax import check_softmax_inputs
+
+        from . import softmax
+
+        check_softmax_inputs(query_emb, item_emb, labels, log_q)
+        return softmax.sampled_softmax_loss_fn(
+            tf.convert_to_tensor(query_emb, tf.float32),
+            tf.convert_to_tensor(item_emb, tf.float32),
+            tf.convert_to_tensor(labels, tf.int32),
+            None if log_q is None else tf.convert_to_tensor(log_q, tf.float32),
+            remove_accidental_hits,
+        )
+
+    def softmax_query_embeddings(self, spec, params, ids, weights):
+        """The softmax model's tower: `[B, d]` query embeddings of bags `ids`/`weights`."""
+        from . import softmax
+
+        return softmax.query_embeddings_fn(spec)(
+            self.params_from_numpy(params), *softmax.device_bags(ids, weights)
+        )
+
+    def softmax_value_and_grad(self, spec, params, batch, log_q=None):
+        """`(loss, grads)` of the softmax model on one batch pytree (see softmax.py)."""
+        from . import softmax
+
+        return softmax.value_and_grad(
+            spec,
+            self.params_from_numpy(params),
+            softmax.device_batch(batch),
+            None if log_q is None else tf.convert_to_tensor(log_q, tf.float32),
+        )
+
+    def make_softmax_train_chunk(self, spec, optimizer: OptimizerSpec):
+        """`run(state, prev, batches, log_q=None) -> (state, prev, bad_step, losses)`."""
+        from . import softmax
+
+        return softmax.make_train_chunk(spec, optimizer)
 
     def __repr__(self) -> str:
         return f"TFBackend(tensorflow {tf.__version__})"

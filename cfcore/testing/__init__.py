@@ -8,3 +8,4 @@ from .conformance import CrossBackendConformance as CrossBackendConformance
 from .conformance import assert_array_close as assert_array_close
 from .conformance import assert_scalar_close as assert_scalar_close
 from .conformance import make_problem as make_problem
+from .retrieval_conformance import RetrievalConformance as RetrievalConformance

@@ -1,0 +1,386 @@
+"""The `recommend`, `neighbors` and `rate` commands, added to a Typer app by `register(app)`.
+
+They read a model saved with `model.save(path)` (a file, or a folder holding `model.npz`).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+MODEL_FILE = "model.npz"
+
+# Option texts shared by the commands.
+_MODEL_HELP = f"Saved model: a file, or a folder holding {MODEL_FILE} (as written by model.save)."
+_MEASURE_HELP = "Similarity: dot, cosine, or norm:ALPHA for <u,v>/|v|^ALPHA (e.g. norm:0.5)."
+_BACKEND_HELP = (
+    "jax, tf or numpy (default: NumPy for small catalogues, else $CFCORE_BACKEND or jax)."
+)
+_ERRORS = (ValueError, OSError, FloatingPointError, TypeError, KeyError)
+
+
+class OptimizerKind(enum.StrEnum):
+    sgd = "sgd"
+    adagrad = "adagrad"
+    adam = "adam"
+
+
+def _fail(err: BaseException) -> typer.Exit:
+    console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+    return typer.Exit(code=1)
+
+
+def model_path(path: Path) -> Path:
+    """`path` itself, or `path/model.npz` for a folder."""
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no model at {path}: save one with model.save(path) (or train one into that folder) "
+            "and pass it with --model"
+        )
+    return path
+
+
+def _load_model(path: Path) -> Any:
+    from .persistence import load
+
+    return load(model_path(path))
+
+
+def _print_items(frame: pd.DataFrame, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column(f"{frame.attrs.get('measure', '')} score", justify="right")
+    table.add_column("item id", justify="right")
+    for col in ("title", "genres"):
+        if col in frame.columns:
+            table.add_column(col)
+    for rank, row in enumerate(frame.itertuples(index=False), start=1):
+        cells = [str(rank), f"{row.score:.4f}", str(row.item_id)]
+        for col in ("title", "genres"):
+            if col in frame.columns:
+                cells.append(str(getattr(row, col)))
+        table.add_row(*cells)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- recommend
+
+
+def recommend(
+    user: Annotated[
+        str | None, typer.Option(help="The user's original id (e.g. 42 in MovieLens).")
+    ] = None,
+    user_index: Annotated[
+        int | None, typer.Option(help="The user's 0-based row instead of --user.")
+    ] = None,
+    all_users: Annotated[
+        bool,
+        typer.Option(
+            "--all-users", help="Top-k for every user, batched on the backend; needs --out."
+        ),
+    ] = False,
+    model: Annotated[Path, typer.Option(help=_MODEL_HELP)] = Path("runs/latest"),
+    k: Annotated[int, typer.Option("--k", "-k", help="Number of items per user.")] = 10,
+    measure: Annotated[str, typer.Option(help=_MEASURE_HELP)] = "dot",
+    include_rated: Annotated[
+        bool, typer.Option(help="Also show items the user rated in the training ratings.")
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help=_BACKEND_HELP)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the recommendations as CSV (user_id, rank, item_id, score)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar for --all-users.")] = True,
+) -> None:
+    """Recommend items to a user (or to every user) of a saved model."""
+    from . import retrieval
+    from ._io import atomic_write
+
+    try:
+        chosen = sum(
+            x is not None and x is not False for x in (user, user_index, all_users or None)
+        )
+        if chosen != 1:
+            raise ValueError("give exactly one of --user, --user-index and --all-users")
+        m = _load_model(model)
+        retrieval.parse_measure(measure)
+        if all_users:
+            if out is None:
+                raise ValueError("--all-users writes a CSV: give it with --out")
+            values, idx = retrieval.batch_recommend(
+                m,
+                k=k,
+                measure=measure,
+                exclude_rated=not include_rated,
+                backend=backend,
+                progress=progress,
+            )
+            frame = _batch_frame(m, values, idx)
+            atomic_write(out, lambda p: frame.to_csv(p, index=False))
+            console.print(
+                f"wrote {len(frame)} recommendations for {values.shape[0]} users to {out}"
+            )
+            return
+        frame = retrieval.recommend(
+            m,
+            user,
+            k=k,
+            measure=measure,
+            exclude_rated=not include_rated,
+            user_index=user_index,
+            backend=backend,
+        )
+    except _ERRORS as err:
+        raise _fail(err) from err
+    u = frame.attrs["user_index"]
+    uid = m.user_ids[u] if m.user_ids is not None else u
+    _print_items(frame, f"Top {len(frame)} for user {uid}")
+    if out is not None:
+        frame = frame.assign(user_id=uid, rank=np.arange(1, len(frame) + 1))
+        cols = ["user_id", "rank", "item_id", "score"] + [
+            c for c in ("title", "genres") if c in frame
+        ]
+        atomic_write(out, lambda p: frame[cols].to_csv(p, index=False))
+        console.print(f"wrote {out}")
+
+
+def _batch_frame(m: Any, values: np.ndarray, idx: np.ndarray) -> pd.DataFrame:
+    n, k = idx.shape
+    user_ids = np.arange(n) if m.user_ids is None else np.asarray(m.user_ids)
+    item_ids = (
+        np.arange(m.embeddings_numpy()["item"].shape[0]) if m.item_ids is None else m.item_ids
+    )
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(user_ids, k),
+            "rank": np.tile(np.arange(1, k + 1), n),
+            "item_id": np.asarray(item_ids)[idx.ravel()],
+            "score": values.ravel(),
+        }
+    )
+    return frame[np.isfinite(frame["score"].to_numpy())]  # users with fewer than k unrated items
+
+
+# ---------------------------------------------------------------------------- neighbors
+
+
+def neighbors(
+    title: Annotated[
+        str | None, typer.Argument(help="Part of a title (case-insensitive), e.g. Aladdin.")
+    ] = None,
+    item_id: Annotated[
+        str | None, typer.Option(help="The item's original id instead of a title.")
+    ] = None,
+    model: Annotated[Path, typer.Option(help=_MODEL_HELP)] = Path("runs/latest"),
+    k: Annotated[
+        int, typer.Option("--k", "-k", help="Number of items shown, the query item included.")
+    ] = 6,
+    measure: Annotated[str, typer.Option(help=_MEASURE_HELP)] = "dot",
+    backend: Annotated[str | None, typer.Option(help=_BACKEND_HELP)] = None,
+) -> None:
+    """Show the nearest neighbours of a movie in the embedding space."""
+    from . import retrieval
+
+    try:
+        if (title is None) == (item_id is None):
+            raise ValueError("give a TITLE or --item-id (one of them)")
+        m = _load_model(model)
+        row = None if item_id is None else retrieval.find_item(m, item_id)
+        with warnings.catch_warnings():
+            # The other matches are printed below from the result's attrs.
+            warnings.simplefilter("ignore", UserWarning)
+            frame = retrieval.neighbors(
+                m, title, k=k, measure=measure, item_index=row, backend=backend
+            )
+    except _ERRORS as err:
+        raise _fail(err) from err
+    _print_items(frame, f"Nearest neighbours of {frame.attrs['query']}")
+    others = frame.attrs.get("other_matches") or []
+    if others:
+        shown = "; ".join(others[:10]) + (
+            f" and {len(others) - 10} more" if len(others) > 10 else ""
+        )
+        what = "other title matches" if len(others) == 1 else "other titles match"
+        console.print(f"[yellow]{len(others)} {what} {title!r}:[/] {shown}", highlight=False)
+
+
+# ---------------------------------------------------------------------------- rate
+
+
+def _ask(text: str) -> str:
+    """One line from the user; end of input counts as an empty line."""
+    try:
+        return str(typer.prompt(text, default="", show_default=False)).strip()
+    except typer.Abort:
+        return ""
+
+
+def prompt_ratings(model: Any) -> pd.DataFrame:
+    """Asks for titles and ratings at the terminal until an empty title; returns the ratings."""
+    from .user_ratings import UserRatingsError, check_rating, search_titles
+
+    catalog = model.catalog
+    if catalog is None or "title" not in catalog.columns:
+        raise ValueError("this model has no catalog of titles to search: use --ratings CSV instead")
+    titles = catalog["title"].astype(str).to_numpy()
+    scale = model.rating_scale
+    span = "" if scale is None else f" ({scale[0]:g}-{scale[1]:g})"
+    console.print(
+        f"Rate movies: type part of a title, pick it, then give your rating{span}. "
+        "An empty title finishes."
+    )
+    chosen: dict[int, float] = {}
+    while True:
+        query = _ask("Title")
+        if not query:
+            break
+        hits = search_titles(catalog, query)
+        if len(hits) == 0:
+            console.print(f"  no title contains {query!r}", highlight=False)
+            continue
+        if len(hits) == 1:
+            i = int(hits[0])
+        else:
+            shown = hits[:20]
+            for n, j in enumerate(shown, start=1):
+                console.print(f"  {n:>2}. {titles[j]}", highlight=False)
+            if len(hits) > len(shown):
+                console.print(f"  ... and {len(hits) - len(shown)} more: type more of the title")
+            pick = _ask("Number (empty to skip)")
+            if not pick:
+                continue
+            if not pick.isdigit() or not 1 <= int(pick) <= len(shown):
+                console.print(f"  {pick!r} is not a number between 1 and {len(shown)}")
+                continue
+            i = int(shown[int(pick) - 1])
+        while True:
+            answer = _ask(f"Your rating of {titles[i]}{span} (empty to skip)")
+            if not answer:
+                break
+            try:
+                chosen[i] = check_rating(answer, scale, f"for {titles[i]!r}")
+                break
+            except UserRatingsError as err:
+                console.print(f"  {err}", highlight=False)
+    if not chosen:
+        raise ValueError("no ratings were entered: there is nothing to recommend from")
+    item_ids = np.arange(len(titles)) if model.item_ids is None else np.asarray(model.item_ids)
+    idx = np.fromiter(chosen, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "item_id": item_ids[idx],
+            "item_index": idx,
+            "title": titles[idx],
+            "rating": np.fromiter(chosen.values(), dtype=np.float32),
+        }
+    )
+
+
+def rate(
+    ratings: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of your ratings (columns title or item_id, and rating); "
+            "without it you are asked at the prompt."
+        ),
+    ] = None,
+    model: Annotated[Path, typer.Option(help=_MODEL_HELP)] = Path("runs/latest"),
+    k: Annotated[int, typer.Option("--k", "-k", help="Number of recommendations.")] = 10,
+    measure: Annotated[str, typer.Option(help=_MEASURE_HELP)] = "dot",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="jax or tf for the fold-in and retraining (default: $CFCORE_BACKEND, else jax)."
+        ),
+    ] = None,
+    reg: Annotated[
+        float | None,
+        typer.Option(
+            help="Fold-in ridge λ (default: the model's own regularization, or 0.1 per rating "
+            "for plain MF)."
+        ),
+    ] = None,
+    retrain_steps: Annotated[
+        int,
+        typer.Option(help="After the fold-in, retrain this many steps with your ratings included."),
+    ] = 0,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            "--learning-rate",
+            help="Learning rate of the retraining \\[mf: 10, regularized: 20].",
+        ),
+    ] = None,
+    optimizer: Annotated[
+        OptimizerKind, typer.Option(help="Optimizer of the retraining.")
+    ] = OptimizerKind.sgd,
+    save_ratings: Annotated[
+        Path | None, typer.Option(help="Write the ratings you entered to this CSV.")
+    ] = None,
+    save_model: Annotated[
+        Path | None, typer.Option(help="Save the model with you added as a user to this file.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
+) -> None:
+    """Rate movies (from a CSV or at the prompt) and get recommendations at once, by fold-in."""
+    from . import retrieval
+    from .specs import make_optimizer
+    from .user_ratings import read_user_ratings, write_user_ratings
+
+    try:
+        if retrain_steps < 0:
+            raise ValueError(f"--retrain-steps must be >= 0, got {retrain_steps}")
+        retrieval.parse_measure(measure)
+        m = _load_model(model)
+        mine = read_user_ratings(ratings, model=m) if ratings is not None else prompt_ratings(m)
+        if save_ratings is not None:
+            write_user_ratings(save_ratings, mine)
+            console.print(f"wrote your ratings to {save_ratings}")
+        (uid,) = m.add_users(
+            mine.drop(columns="user_id", errors="ignore"), reg=reg, backend=backend
+        )
+        console.print(f"added you as user {uid} with {len(mine)} ratings (fold-in, no retraining)")
+        frame = retrieval.recommend(m, uid, k=k, measure=measure)
+        _print_items(frame, f"Top {len(frame)} for you")
+        if retrain_steps > 0:
+            if m.train_ratings is None:
+                raise ValueError(
+                    "this model was saved without its training ratings, so it cannot be retrained"
+                )
+            lr = learning_rate
+            if lr is None:
+                lr = 20.0 if m.spec.regularized else 10.0
+            m.fit(
+                m.train_ratings,
+                steps=retrain_steps,
+                optimizer=make_optimizer(optimizer.value, lr),
+                backend=backend,
+                progress=progress,
+            )
+            frame = retrieval.recommend(m, uid, k=k, measure=measure)
+            _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
+        if save_model is not None:
+            m.save(save_model)
+            console.print(f"saved the model with you as user {uid} to {save_model}")
+    except _ERRORS as err:
+        raise _fail(err) from err
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the commands `recommend`, `neighbors` and `rate` to `app`."""
+    app.command("recommend")(recommend)
+    app.command("neighbors")(neighbors)
+    app.command("rate")(rate)
