@@ -312,7 +312,8 @@ class SoftmaxModel:
 
         Returns:
             The history so far: one row per evaluation with `step`, `train_loss` (mean loss of the
-            chunk's batches, before each update, as the notebook prints), `test_loss` (mean
+            chunk's batches, before each update, as the notebook prints; NaN in the first row, of
+            step 0, which precedes any batch), `test_loss` (mean
             cross-entropy over the test users' (user, target) pairs) and the ranking metrics at
             `k` on the test users (`precision@k`, `recall@k`, `ndcg@k`, `map@k`, `hit_rate@k`).
         """
@@ -387,12 +388,16 @@ class SoftmaxModel:
         done = 0
         with _progress(progress, steps) as bar:
             task = bar.add_task("", total=steps) if bar is not None else None
+            batches = batcher.take(min(eval_every, steps)).to_dict()
             while done < steps:
                 n = min(eval_every, steps - done)
-                batches = batcher.take(n).to_dict()
                 state, prev, bad, losses = session.chunk(
                     session.state, session.prev, batches, log_q
                 )
+                # Build the next chunk's batches while the device runs this one (JAX dispatches
+                # asynchronously), then wait for it.
+                ahead = min(eval_every, steps - done - n)
+                batches = batcher.take(ahead).to_dict() if ahead else None
                 bad = int(be.to_numpy(bad))
                 if bad >= 0:
                     at = session.step + bad

@@ -23,7 +23,7 @@ Example:
     >>> split = split_users(feats, protocol="holdout", seed=0)          # doctest: +SKIP
     >>> batcher = SoftmaxBatcher(feats, split.train_users, batch_size=200, seed=0,
     ...                          protocol="holdout")                    # doctest: +SKIP
-    >>> batch = batcher.take(10)  # ids/weights [10, 200, L_f], labels [10, 200]   # doctest: +SKIP
+    >>> batch = batcher.take(10)  # weights [10, 200, V_f], labels [10, 200]    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "SoftmaxBatcher",
     "SoftmaxSplit",
     "Vocabulary",
+    "input_bags",
     "split_users",
 ]
 
@@ -57,12 +58,15 @@ FEATURES = ("movie_id", "genre", "year")
 PROTOCOLS = ("holdout", "notebook")
 """Evaluation protocols of the softmax model; see `split_users`."""
 
-DENSE_VOCAB = 4096
+DENSE_VOCAB = 2048
 """Vocabularies up to this size are sent as whole-vocabulary count vectors `[B, V_f]`.
 
 On a CPU a `[B, V] x [V, d]` product is about ten times faster than gathering and scattering the
 `[B, L, d]` rows of padded ids for MovieLens 100K's 1,682 movies (`L` = 737, the longest history).
+The price is memory: a chunk of `k` steps holds `k · B · V · 4` bytes per dense feature (134 MB for
+100 steps of 200 users over 1,682 movies), hence the cap.
 """
+
 
 MISSING = "<missing>"
 """The token of a missing value (a movie without a release year), as the notebook's "nan"."""
@@ -706,33 +710,44 @@ class SoftmaxBatcher:
         self._rng = np.random.default_rng([seed, 1])
 
     def take(self, num_steps: int) -> SoftmaxBatch:
-        """The next `num_steps` batches, stacked: leading shape `[k, B]`, `labels` `[k, B]`."""
-        users = self.users[self._sampler.take(num_steps).reshape(-1)]
+        """The next `num_steps` batches, stacked: leading shape `[k, B]`, `labels` `[k, B]`.
+
+        The draws are made step by step, so the batches do not depend on how steps are grouped
+        into calls (`take(10)` twice gives what `take(20)` gives).
+        """
+        positions = self._sampler.take(num_steps)
+        rows, items, labels = [], [], []
+        for step in range(num_steps):
+            r, i, lab = self._examples(self.users[positions[step]])
+            rows.append(r + step * self.batch_size)
+            items.append(i)
+            labels.append(lab)
+        shape = (num_steps, self.batch_size)
+        return self.features.bags_from_pairs(
+            np.concatenate(rows), np.concatenate(items), shape, self.names, np.stack(labels)
+        )
+
+    def _examples(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One example per user: `(row, item)` pairs of the inputs and the labels `[B]`."""
         hist = self.features.histories
         lengths = hist.lengths[users]
-        starts = hist.offsets[users]
         num_rows = len(users)
         rows = np.repeat(np.arange(num_rows), lengths)
         row_start = np.cumsum(lengths) - lengths  # each row's first entry in the flat arrays
         within = np.arange(len(rows)) - np.repeat(row_start, lengths)
-        items = hist.values[np.repeat(starts, lengths) + within]
+        items = hist.values[np.repeat(hist.offsets[users], lengths) + within]
         rng = self._rng
         if self.protocol == "notebook":
-            keep = np.ones(len(rows), bool)
             label_entry = row_start + np.floor(rng.random(num_rows) * lengths).astype(np.int64)
-        else:
-            keep = rng.random(len(rows)) < self.input_fraction
-            kept = np.bincount(rows, weights=keep, minlength=num_rows).astype(np.int64)
-            # A row with everything kept drops one random item; one with nothing kept keeps one.
-            forced = row_start + np.floor(rng.random(num_rows) * lengths).astype(np.int64)
-            keep[forced[kept == lengths]] = False
-            keep[forced[kept == 0]] = True
-            dropped = np.flatnonzero(~keep)  # in row order
-            n_dropped = np.bincount(rows[dropped], minlength=num_rows)
-            pick = np.floor(rng.random(num_rows) * n_dropped).astype(np.int64)
-            label_entry = dropped[np.cumsum(n_dropped) - n_dropped + pick]
-        labels = items[label_entry]
-        shape = (num_steps, self.batch_size)
-        return self.features.bags_from_pairs(
-            rows[keep], items[keep], shape, self.names, labels.reshape(shape)
-        )
+            return rows, items, items[label_entry]
+        keep = rng.random(len(rows)) < self.input_fraction
+        kept = np.bincount(rows, weights=keep, minlength=num_rows).astype(np.int64)
+        # A row with everything kept drops one random item; one with nothing kept keeps one.
+        forced = row_start + np.floor(rng.random(num_rows) * lengths).astype(np.int64)
+        keep[forced[kept == lengths]] = False
+        keep[forced[kept == 0]] = True
+        dropped = np.flatnonzero(~keep)  # in row order
+        n_dropped = np.bincount(rows[dropped], minlength=num_rows)
+        pick = np.floor(rng.random(num_rows) * n_dropped).astype(np.int64)
+        label_entry = dropped[np.cumsum(n_dropped) - n_dropped + pick]
+        return rows[keep], items[keep], items[label_entry]

@@ -9,3 +9,5 @@ from .conformance import assert_array_close as assert_array_close
 from .conformance import assert_scalar_close as assert_scalar_close
 from .conformance import make_problem as make_problem
 from .retrieval_conformance import RetrievalConformance as RetrievalConformance
+from .softmax_conformance import SoftmaxConformance as SoftmaxConformance
+from .softmax_conformance import SoftmaxCrossBackend as SoftmaxCrossBackend

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from .. import reference as ref
-from ..data.features import SoftmaxBatcher, split_users
+from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
 from ..optimizers import SGD, Adagrad
 from ..softmax import init_softmax_params, label_log_probabilities
 from ..specs import SoftmaxSpec
@@ -363,7 +363,12 @@ class SoftmaxCrossBackend:
         for col in ("train_loss", "test_loss"):
             a, b = ha[col].to_numpy()[1:], hb[col].to_numpy()[1:]
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-4, err_msg=col)
-        np.testing.assert_array_equal(ha["precision@10"], hb["precision@10"])
+        # Rankings may differ where two scores tie to float32 rounding: allow one test user's hit.
+        features = HistoryFeatures.from_dataset(softmax_dataset)
+        users = len(split_users(features, "notebook", 0).test_users)
+        np.testing.assert_allclose(
+            ha["precision@10"], hb["precision@10"], rtol=0, atol=0.1 / users + 1e-12
+        )
         for k in ea:
             diff = float(np.max(np.abs(ea[k] - eb[k])))
             scale = float(np.max(np.abs(ea[k])))
@@ -371,8 +376,6 @@ class SoftmaxCrossBackend:
 
     def test_sampled_model_trajectory(self, backend_pair, softmax_dataset):
         # Sampled softmax on the same batches: the logQ correction and accidental hits agree too.
-        from ..data.features import HistoryFeatures
-
         features = HistoryFeatures.from_dataset(softmax_dataset)
         split = split_users(features, "holdout", 0)
         spec = SoftmaxSpec(
