@@ -142,3 +142,35 @@ class Backend(Protocol):
     ) -> tuple[Any, Any]:
         """Top-k of `measure_scores` per row, `exclude` `[B, M]` masked: `([B, k], [B, k])`."""
         ...
+
+    # softmax model (checked by cfcore.testing.softmax_conformance; needed only by SoftmaxModel)
+    def bag_of_words(self, table: Any, ids: Any, weights: Any, combiner: str = "mean") -> Any:
+        """Weighted bags of `table` rows: `[..., d]` for `ids`/`weights` `[..., L]`."""
+        ...
+
+    def softmax_cross_entropy(self, query_emb: Any, item_emb: Any, labels: Any) -> Any:
+        """Mean full-softmax cross-entropy of `[B, d]` queries over `[M, d]` items; scalar."""
+        ...
+
+    def sampled_softmax_loss(
+        self,
+        query_emb: Any,
+        item_emb: Any,
+        labels: Any,
+        log_q: Any = None,
+        remove_accidental_hits: bool = True,
+    ) -> Any:
+        """In-batch sampled softmax with logQ correction and accidental hits removed; scalar."""
+        ...
+
+    def softmax_query_embeddings(self, spec: Any, params: Any, ids: Any, weights: Any) -> Any:
+        """The softmax tower: `[B, d]` query embeddings of the feature bags."""
+        ...
+
+    def softmax_value_and_grad(self, spec: Any, params: Any, batch: Any, log_q: Any = None) -> Any:
+        """`(loss, grads)` of the softmax model on one batch."""
+        ...
+
+    def make_softmax_train_chunk(self, spec: Any, optimizer: OptimizerSpec) -> Any:
+        """`run(state, prev, batches, log_q=None) -> (state, prev, bad_step, losses)`."""
+        ...
