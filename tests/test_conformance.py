@@ -20,3 +20,12 @@ class TestTensorFlowAgreesWithJax(CrossBackendConformance):
     @pytest.fixture
     def trajectory_data(self, ml100k):
         return ml100k.ratings.split(holdout_fraction=0.1, seed=0)
+
+
+def test_backend_has_every_protocol_member(backend):
+    import cfcore
+
+    members = [m for m in dir(cfcore.Backend) if not m.startswith("_")]
+    missing = [m for m in members if not hasattr(backend, m)]
+    assert not missing, f"{backend.name} lacks {missing}"
+    assert isinstance(backend, cfcore.Backend)
