@@ -1,6 +1,8 @@
 """The `recommend`, `neighbors` and `rate` commands, added to a Typer app by `register(app)`.
 
-They read a model saved with `model.save(path)` (a file, or a folder holding `model.npz`).
+They read a model saved with `model.save(path)` (a file, or a folder holding `model.npz`): a
+matrix-factorization model or a softmax model (whose user queries are computed from the movies
+each user rated).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class OptimizerKind(enum.StrEnum):
     sgd = "sgd"
     adagrad = "adagrad"
     adam = "adam"
+
+
+def _is_softmax(model: Any) -> bool:
+    # A model that computes its users' queries from their rated movies (SoftmaxModel).
+    return callable(getattr(model, "query_embeddings", None))
 
 
 def _fail(err: BaseException) -> typer.Exit:
@@ -309,7 +316,7 @@ def rate(
         float | None,
         typer.Option(
             help="Fold-in ridge λ (default: the model's own regularization, or 0.1 per rating "
-            "for plain MF)."
+            "for plain MF; a softmax model has none)."
         ),
     ] = None,
     retrain_steps: Annotated[
@@ -321,12 +328,15 @@ def rate(
         typer.Option(
             "--lr",
             "--learning-rate",
-            help="Learning rate of the retraining \\[mf: 10, regularized: 20].",
+            help="Learning rate of the retraining \\[mf: 10, regularized: 20, softmax: 8].",
         ),
     ] = None,
     optimizer: Annotated[
-        OptimizerKind, typer.Option(help="Optimizer of the retraining.")
-    ] = OptimizerKind.sgd,
+        OptimizerKind | None,
+        typer.Option(
+            help="Optimizer of the retraining \\[mf, regularized: sgd; softmax: adagrad]."
+        ),
+    ] = None,
     save_ratings: Annotated[
         Path | None, typer.Option(help="Write the ratings you entered to this CSV.")
     ] = None,
@@ -335,7 +345,11 @@ def rate(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
 ) -> None:
-    """Rate movies (from a CSV or at the prompt) and get recommendations at once, by fold-in."""
+    """Rate movies (from a CSV or at the prompt) and get recommendations at once, by fold-in.
+
+    A softmax model needs no fold-in solve: your query is its tower over the movies you rated
+    (only which movies you rated counts, not the values).
+    """
     from . import retrieval
     from .specs import make_optimizer
     from .user_ratings import read_user_ratings, write_user_ratings
@@ -349,27 +363,41 @@ def rate(
         if save_ratings is not None:
             write_user_ratings(save_ratings, mine)
             console.print(f"wrote your ratings to {save_ratings}")
+        softmax = _is_softmax(m)
+        if softmax and reg is not None:
+            raise ValueError(
+                f"--reg {reg:g} applies to matrix factorization's fold-in; a softmax model has no "
+                "fold-in regularization (your query is its tower over the movies you rated)"
+            )
         (uid,) = m.add_users(
             mine.drop(columns="user_id", errors="ignore"), reg=reg, backend=backend
         )
-        console.print(f"added you as user {uid} with {len(mine)} ratings (fold-in, no retraining)")
+        how = "from the movies you rated" if softmax else "fold-in"
+        console.print(f"added you as user {uid} with {len(mine)} ratings ({how}, no retraining)")
         frame = retrieval.recommend(m, uid, k=k, measure=measure)
         _print_items(frame, f"Top {len(frame)} for you")
         if retrain_steps > 0:
-            if m.train_ratings is None:
-                raise ValueError(
-                    "this model was saved without its training ratings, so it cannot be retrained"
+            if softmax:
+                # The model's own features (your movies included): you join the training users.
+                kind = (optimizer or OptimizerKind.adagrad).value
+                opt = make_optimizer(kind, 8.0 if learning_rate is None else learning_rate)
+                m.fit(None, steps=retrain_steps, optimizer=opt, backend=backend, progress=progress)
+            else:
+                if m.train_ratings is None:
+                    raise ValueError(
+                        "this model was saved without its training ratings, so it cannot be "
+                        "retrained"
+                    )
+                lr = learning_rate
+                if lr is None:
+                    lr = 20.0 if m.spec.regularized else 10.0
+                m.fit(
+                    m.train_ratings,
+                    steps=retrain_steps,
+                    optimizer=make_optimizer((optimizer or OptimizerKind.sgd).value, lr),
+                    backend=backend,
+                    progress=progress,
                 )
-            lr = learning_rate
-            if lr is None:
-                lr = 20.0 if m.spec.regularized else 10.0
-            m.fit(
-                m.train_ratings,
-                steps=retrain_steps,
-                optimizer=make_optimizer(optimizer.value, lr),
-                backend=backend,
-                progress=progress,
-            )
             frame = retrieval.recommend(m, uid, k=k, measure=measure)
             _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
         if save_model is not None:

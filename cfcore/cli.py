@@ -20,6 +20,7 @@ console = Console()
 class ModelKind(enum.StrEnum):
     mf = "mf"
     regularized = "regularized"
+    softmax = "softmax"
 
 
 class OptimizerKind(enum.StrEnum):
@@ -28,11 +29,40 @@ class OptimizerKind(enum.StrEnum):
     adam = "adam"
 
 
+class Protocol(enum.StrEnum):
+    holdout = "holdout"
+    notebook = "notebook"
+
+
+class SoftmaxLoss(enum.StrEnum):
+    full = "full"
+    sampled = "sampled"
+
+
+class Activation(enum.StrEnum):
+    none = "none"
+    relu = "relu"
+    tanh = "tanh"
+
+
 # The notebook's settings for each model; every one can be overridden on the command line.
 DEFAULTS = {
     ModelKind.mf: {"dim": 30, "init_stddev": 0.5, "learning_rate": 10.0, "steps": 1000},
     ModelKind.regularized: {"dim": 35, "init_stddev": 0.05, "learning_rate": 20.0, "steps": 2000},
 }
+
+# The notebook's softmax model: Adagrad(8), 3000 steps of 200 users, inputs 35/3/2, one hidden
+# layer of 35 (the query dimension, equal to the movie-id dimension).
+SOFTMAX_DEFAULTS = {
+    "feature_dims": "movie_id=35,genre=3,year=2",
+    "hidden_dims": "35",
+    "optimizer": OptimizerKind.adagrad,
+    "learning_rate": 8.0,
+    "steps": 3000,
+    "batch_size": 200,
+    "eval_every": 100,
+}
+SOFTMAX_FEATURES = ("movie_id", "genre", "year")
 
 
 @app.callback()
@@ -43,7 +73,11 @@ def _main() -> None:
 @app.command()
 def train(
     model: Annotated[
-        ModelKind, typer.Option(help="Plain MF or MF with L2 + gravity regularization.")
+        ModelKind,
+        typer.Option(
+            help="Plain MF or MF with L2 + gravity regularization, or the softmax model "
+            "(section VI of the notebook)."
+        ),
     ] = ModelKind.regularized,
     backend: Annotated[
         str | None, typer.Option(help="jax or tf (default: $CFCORE_BACKEND, else jax).")
@@ -59,13 +93,21 @@ def train(
         int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps \\[mf: 1000, regularized: 2000].")
+        int | None,
+        typer.Option(help="Optimizer steps \\[mf: 1000, regularized: 2000] (softmax: 3000)."),
     ] = None,
     learning_rate: Annotated[
         float | None,
-        typer.Option("--lr", "--learning-rate", help="Learning rate \\[mf: 10, regularized: 20]."),
+        typer.Option(
+            "--lr",
+            "--learning-rate",
+            help="Learning rate \\[mf: 10, regularized: 20] (softmax: 8).",
+        ),
     ] = None,
-    optimizer: Annotated[OptimizerKind, typer.Option(help="Optimizer.")] = OptimizerKind.sgd,
+    optimizer: Annotated[
+        OptimizerKind | None,
+        typer.Option(help="Optimizer (mf, regularized: sgd; softmax: adagrad)."),
+    ] = None,
     init_stddev: Annotated[
         float | None,
         typer.Option(help="Std. dev. of the initial embeddings \\[mf: 0.5, regularized: 0.05]."),
@@ -78,7 +120,10 @@ def train(
     ] = 1.0,
     mse: Annotated[str, typer.Option(help="gather or dense form of the observed MSE.")] = "gather",
     batch_size: Annotated[
-        int | None, typer.Option(help="Ratings per step; default full batch.")
+        int | None,
+        typer.Option(
+            help="Ratings per step; default full batch (softmax: users per step, default 200)."
+        ),
     ] = None,
     holdout: Annotated[float, typer.Option(help="Fraction of ratings held out for testing.")] = 0.1,
     fold: Annotated[
@@ -88,16 +133,80 @@ def train(
     seed: Annotated[
         int, typer.Option(help="Seed of the split, the initial values and the batches.")
     ] = 0,
-    eval_every: Annotated[int, typer.Option(help="Steps between two history rows.")] = 10,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(help="Steps between two history rows (mf, regularized: 10; softmax: 100)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for history.csv and embeddings.npz.")] = Path(
         "runs/latest"
     ),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    feature_dims: Annotated[
+        str | None,
+        typer.Option(
+            help="Softmax: input embedding dimensions, NAME=DIM,... or DIMS in movie_id,genre,year "
+            "order \\[default: movie_id=35,genre=3,year=2]."
+        ),
+    ] = None,
+    hidden_dims: Annotated[
+        str | None,
+        typer.Option(
+            help="Softmax: hidden layer sizes, comma-separated, the last equal to the movie_id "
+            "dimension, or none \\[default: 35]."
+        ),
+    ] = None,
+    activation: Annotated[
+        Activation, typer.Option(help="Softmax: activation after each hidden layer.")
+    ] = Activation.none,
+    loss: Annotated[
+        SoftmaxLoss,
+        typer.Option(help="Softmax: full softmax, or sampled (in-batch negatives, logQ)."),
+    ] = SoftmaxLoss.full,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="Softmax: holdout (leak-free, 20% of a test user's movies held out) or notebook "
+            "(as the notebook)."
+        ),
+    ] = Protocol.holdout,
+    k: Annotated[
+        int, typer.Option("--k", "-k", help="Softmax: cut-off of the ranking metrics.")
+    ] = 10,
 ) -> None:
-    """Train a matrix-factorization model and write its history and embeddings."""
+    """Train a matrix-factorization model and write its history and embeddings.
+
+    With --model softmax, trains the notebook's softmax model instead and prints its ranking
+    metrics beside the popularity baseline's.
+    """
     import cfcore
     from cfcore._io import atomic_write
 
+    if model is ModelKind.softmax:
+        _train_softmax(
+            backend=backend,
+            dataset=dataset,
+            data_dir=data_dir,
+            dim=dim,
+            init_stddev=init_stddev,
+            fold=fold,
+            feature_dims=feature_dims,
+            hidden_dims=hidden_dims,
+            activation=activation,
+            loss=loss,
+            protocol=protocol,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            steps=steps,
+            batch_size=batch_size,
+            eval_every=eval_every,
+            seed=seed,
+            k=k,
+            out=out,
+            progress=progress,
+        )
+        return
+    optimizer = OptimizerKind.sgd if optimizer is None else optimizer
+    eval_every = 10 if eval_every is None else eval_every
     d = DEFAULTS[model]
     dim = d["dim"] if dim is None else dim
     steps = d["steps"] if steps is None else steps
@@ -156,6 +265,145 @@ def train(
             f"gravity {last['gravity_loss']:.4f}"
         )
     emb = m.embeddings
+    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
+    atomic_write(out / "embeddings.npz", lambda p: _save_npz(p, emb))
+    m.save(out / "model.npz")
+    console.print(
+        f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
+        f"(use it with: cfcore recommend --model {out})"
+    )
+
+
+def _parse_feature_dims(text: str) -> dict[str, int]:
+    """`"movie_id=35,genre=3,year=2"` (or `"35,3,2"`, in `SOFTMAX_FEATURES` order) as a dict."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    named = ["=" in p for p in parts]
+    expected = "NAME=DIM pairs such as movie_id=35,genre=3,year=2, or DIMS such as 35,3,2"
+    if (
+        not parts
+        or (any(named) and not all(named))
+        or (not any(named) and len(parts) > len(SOFTMAX_FEATURES))
+    ):
+        raise ValueError(f"--feature-dims expects {expected}; got {text!r}")
+    pairs = (
+        [tuple(x.strip() for x in p.split("=", 1)) for p in parts]
+        if all(named)
+        else list(zip(SOFTMAX_FEATURES, parts, strict=False))
+    )
+    dims = {}
+    for name, value in pairs:
+        try:
+            dims[name] = int(value)
+        except ValueError:
+            raise ValueError(
+                f"--feature-dims: the dimension of {name!r} must be an int, got {value!r} "
+                f"(expected {expected})"
+            ) from None
+    return dims
+
+
+def _parse_hidden_dims(text: str) -> tuple[int, ...]:
+    """`"35"` or `"64,35"` as a tuple; `"none"` or `""` for no hidden layer."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--hidden-dims expects comma-separated ints such as 35 or 64,35 (or 'none'), got "
+            f"{text!r}"
+        ) from None
+
+
+def _train_softmax(
+    *,
+    backend: str | None,
+    dataset: str,
+    data_dir: Path | None,
+    dim: int | None,
+    init_stddev: float | None,
+    fold: str | None,
+    feature_dims: str | None,
+    hidden_dims: str | None,
+    activation: Activation,
+    loss: SoftmaxLoss,
+    protocol: Protocol,
+    optimizer: OptimizerKind | None,
+    learning_rate: float | None,
+    steps: int | None,
+    batch_size: int | None,
+    eval_every: int | None,
+    seed: int,
+    k: int,
+    out: Path,
+    progress: bool,
+) -> None:
+    """`cfcore train --model softmax`: fit, print ranking metrics, write the run's files."""
+    import cfcore
+    from cfcore._io import atomic_write
+    from cfcore.popularity import evaluate_popularity
+
+    d = SOFTMAX_DEFAULTS
+    try:
+        # Options of matrix factorization that mean nothing here: refuse rather than ignore.
+        for flag, value, instead in (
+            ("--dim", dim, "--feature-dims and --hidden-dims"),
+            ("--init-stddev", init_stddev, "nothing: the tables start as the notebook's"),
+            ("--fold", fold, "--protocol (the softmax model splits users, not ratings)"),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{flag} applies to the matrix-factorization models; for --model softmax "
+                    f"use {instead}"
+                )
+        m = cfcore.SoftmaxModel(
+            _parse_feature_dims(d["feature_dims"] if feature_dims is None else feature_dims),
+            _parse_hidden_dims(d["hidden_dims"] if hidden_dims is None else hidden_dims),
+            None if activation is Activation.none else activation.value,
+            loss=loss.value,
+        )
+        opt = cfcore.optimizers.make_optimizer(
+            (d["optimizer"] if optimizer is None else optimizer).value,
+            d["learning_rate"] if learning_rate is None else learning_rate,
+        )
+        be = cfcore.get_backend(backend)
+        ds = _load(dataset, data_dir)
+        console.print(
+            f"[bold]{m!r}[/] on {ds.name} ({ds.ratings.num_users} users, {len(ds.ratings)} "
+            f"ratings; {protocol.value} protocol), backend {be.name}, {opt}"
+        )
+        history = m.fit(
+            ds,
+            steps=d["steps"] if steps is None else steps,
+            optimizer=opt,
+            backend=be,
+            seed=seed,
+            batch_size=d["batch_size"] if batch_size is None else batch_size,
+            protocol=protocol.value,
+            eval_every=d["eval_every"] if eval_every is None else eval_every,
+            k=k,
+            progress=progress,
+        )
+        got = m.evaluate(k=k)
+        baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
+    except (ValueError, OSError, FloatingPointError, TypeError) as err:
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        raise typer.Exit(code=1) from err
+
+    table = Table(title=f"after {m.step} steps: ranking on {got['users']} test users")
+    for col, justify in (("metric", "left"), ("softmax", "right"), ("popularity", "right")):
+        table.add_column(col, justify=justify)
+    for name in ("precision", "recall", "ndcg", "map", "hit_rate"):
+        key = f"{name}@{k}"
+        table.add_row(key, f"{got[key]:.4f}", f"{baseline[key]:.4f}")
+    table.add_row("test loss", f"{got['test_loss']:.4f}", "")
+    console.print(table)
+    params = m.embeddings
+    item_feature = m.spec.item_feature
+    # Item embeddings and every user's query (zero for a user without ratings), as for MF,
+    # then the other parameters under their own names.
+    emb = {"item": params["item"], "user": m.query_embeddings()}
+    emb.update({name: v for name, v in params.items() if name not in ("item", item_feature)})
     atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
     atomic_write(out / "embeddings.npz", lambda p: _save_npz(p, emb))
     m.save(out / "model.npz")

@@ -21,6 +21,11 @@ minimise Σ_{j∈S} (r_j − ⟨u, v_j⟩)² + uᵀ(λ·I + P)u over `u`, whose 
 for the user's rated items `S` and ratings `r_S` (`P` is a `[d, d]` prior, zero unless the model
 has gravity; see `fold_in_regularization`). It is solved on the backend, batched over new users.
 
+A `cfcore.SoftmaxModel` works everywhere a matrix-factorization model does: its item embeddings
+are the movie-id table (also the softmax weights), and a user's query embedding is computed, not
+stored: the tower over the bags of words of the movies the user rated (`user_query_embeddings`;
+its `fold_in` does the same for new users' rated movies).
+
 Example:
     >>> import cfcore
     >>> from cfcore import retrieval
@@ -332,14 +337,47 @@ def _vocab(ids: Any, size: int) -> np.ndarray:
     return np.arange(size) if ids is None else np.asarray(ids)
 
 
+def _num_users(model: Any) -> int:
+    """N: the rows of the user embeddings, or the users of a model that computes their queries."""
+    if callable(getattr(model, "query_embeddings", None)):
+        return int(model.num_users)
+    return model.embeddings_numpy()["user"].shape[0]
+
+
+def user_query_embeddings(
+    model: Any, user_indices: Any, *, backend: Any = None, allow_empty: bool = True
+) -> np.ndarray:
+    """The query embeddings that score the catalogue for users of `model`, `[B, d]`.
+
+    The rows of the user embeddings for matrix factorization; for a model that computes its
+    queries (`SoftmaxModel.query_embeddings`: the tower over each user's rated movies) that
+    computation, on NumPy for small catalogues (as `scores`) or on the backend.
+
+    Args:
+        model: a trained (or loaded) model.
+        user_indices: user rows, `[B]`.
+        backend: as in `scores`.
+        allow_empty: a softmax user who rated nothing gets the zero vector; False raises.
+
+    Returns:
+        float32 `[B, d]`.
+    """
+    rows = np.asarray(user_indices)
+    compute = getattr(model, "query_embeddings", None)
+    if not callable(compute):
+        return model.embeddings_numpy()["user"][rows]
+    m = model.embeddings_numpy()["item"].shape[0]
+    be = _resolve_backend(backend, len(rows) * m)
+    return compute(rows, backend="numpy" if be is None else be, allow_empty=allow_empty)
+
+
 def find_user(model: Any, user: Any) -> int:
     """The row of the user with original id `user` (a numeric string matches a numeric id).
 
     Raises:
         ValueError: no user of the model has that id.
     """
-    n = model.embeddings_numpy()["user"].shape[0]
-    return _lookup(_vocab(model.user_ids, n), user, "user", "users")
+    return _lookup(_vocab(model.user_ids, _num_users(model)), user, "user", "users")
 
 
 def find_item(model: Any, item: Any) -> int:
@@ -443,12 +481,16 @@ def recommend(
         `title` and `genres` (when the model has a catalog; genres from `all_genres` or
         `genre`). `attrs["measure"]` names the measure and `attrs["item_index"]` lists the rows.
 
+    For a `SoftmaxModel` the user's query embedding is the tower over the movies they rated
+    (`user_query_embeddings`), and those movies are the ones `exclude_rated` leaves out.
+
     Raises:
-        ValueError: unknown user, both or neither of `user`/`user_index`, bad `k` or measure, or
-            `exclude_rated` on a model that has no record of the training ratings.
+        ValueError: unknown user, both or neither of `user`/`user_index`, bad `k` or measure,
+            `exclude_rated` on a model that has no record of the training ratings, or a softmax
+            user who rated nothing.
     """
     emb = model.embeddings_numpy()
-    n, m = emb["user"].shape[0], emb["item"].shape[0]
+    n, m = _num_users(model), emb["item"].shape[0]
     if (user is None) == (user_index is None):
         raise ValueError("give exactly one of user (an original id) and user_index (a row)")
     u = _check_index(user_index, n, "user") if user is None else find_user(model, user)
@@ -459,8 +501,9 @@ def recommend(
         rated = _rated(model)
         exclude = np.zeros((1, m), dtype=bool)
         exclude[0, rated.row(u)] = True
+    query = user_query_embeddings(model, [u], backend=backend, allow_empty=False)
     values, idx = batch_top_k(
-        emb["user"][u : u + 1], emb["item"], k, measure=measure, exclude=exclude, backend=backend
+        query, emb["item"], k, measure=measure, exclude=exclude, backend=backend
     )
     frame = _item_frame(model, idx[0], values[0], label)
     frame.attrs["user_index"] = u
@@ -496,7 +539,8 @@ def batch_recommend(
         k: items per user, 1 ≤ k ≤ the number of items.
         measure: see `parse_measure`.
         exclude_rated: leave out each user's training ratings (as in `recommend`; a user with
-            fewer than `k` unrated items gets −inf scores at the end of its row).
+            fewer than `k` unrated items gets −inf scores at the end of its row). A softmax
+            user who rated nothing has the zero query: every item scores 0.
         backend: a backend name or instance; None for the default backend, `"numpy"` for NumPy.
         chunk_rows: users per chunk (see `batch_top_k`).
         progress: show a progress bar over the chunks.
@@ -508,7 +552,7 @@ def batch_recommend(
     from ._registry import get_backend
 
     emb = model.embeddings_numpy()
-    n = emb["user"].shape[0]
+    n = _num_users(model)
     if user_indices is None:
         rows = np.arange(n)
     else:
@@ -525,7 +569,7 @@ def batch_recommend(
         "numpy" if isinstance(backend, str) and backend.lower() == "numpy" else get_backend(backend)
     )
     return batch_top_k(
-        emb["user"][rows],
+        user_query_embeddings(model, rows, backend=be),
         emb["item"],
         k,
         measure=measure,
