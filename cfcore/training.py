@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -64,23 +65,28 @@ EVAL_CHUNK = 1 << 21
 def _terms(backend: Any, spec: MFSpec, params: Any, batch: Batch) -> dict[str, float]:
     """The objective's parts on `batch`, the observed MSE averaged over chunks of `EVAL_CHUNK`."""
     n = int(batch.values.shape[0])
-    chunk = EVAL_CHUNK
+    if n <= EVAL_CHUNK:
+        return {
+            k: float(backend.to_numpy(v))
+            for k, v in backend.mf_loss_terms(spec, params, batch).items()
+        }
+    # The penalties do not depend on the ratings: compute them once, and only the MSE per chunk.
+    mse_spec = dataclasses.replace(spec, regularization_coeff=0.0, gravity_coeff=0.0)
     observed = 0.0
-    for start in range(0, n, chunk):
-        part = (
-            batch
-            if n <= chunk
-            else Batch(
-                *(a[start : start + chunk] for a in (batch.users, batch.items, batch.values))
-            )
+    for start in range(0, n, EVAL_CHUNK):
+        part = Batch(
+            *(a[start : start + EVAL_CHUNK] for a in (batch.users, batch.items, batch.values))
         )
-        terms = backend.mf_loss_terms(spec, params, part)
+        terms = backend.mf_loss_terms(mse_spec, params, part)
         observed += float(backend.to_numpy(terms["observed"])) * int(part.values.shape[0])
-    # The penalties do not depend on the ratings: take them from the last chunk.
-    out = {k: float(backend.to_numpy(v)) for k, v in terms.items()}
-    if n > chunk:
-        out["observed"] = observed / n
-        out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
+    out = {"observed": observed / n}
+    if spec.regularized:
+        u, v = params["user"], params["item"]
+        out["regularization"] = spec.regularization_coeff * float(
+            backend.to_numpy(backend.l2_penalty(u, v))
+        )
+        out["gravity"] = spec.gravity_coeff * float(backend.to_numpy(backend.gravity(u, v)))
+    out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
     return out
 
 

@@ -93,7 +93,10 @@ class Ratings:
         if self.catalog is not None and len(self.catalog) != num_items:
             raise RatingsError(f"catalog has {len(self.catalog)} rows for {num_items} items")
         # Range is checked on int64 before narrowing so that huge ids cannot wrap around.
-        users, items = users.astype(np.int32), items.astype(np.int32)
+        users, items = (
+            users.astype(np.int32),
+            items.astype(np.int32),
+        )  # copies: the caller keeps theirs
         for name, arr in (("users", users), ("items", items), ("values", values)):
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
@@ -232,6 +235,8 @@ class Ratings:
 
 def _as_index_array(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
+    if arr.dtype == np.int32 and arr.ndim == 1:
+        return arr  # already narrow: skip the int64 round trip (GBs at tens of millions of ratings)
     if arr.ndim != 1:
         raise RatingsError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
