@@ -188,7 +188,9 @@ def test_chunked_evaluation_equals_whole(backend, small, monkeypatch):
     import cfcore.training as training
 
     train, test = small
-    spec = cfcore.MFSpec(embedding_dim=4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5)
+    spec = cfcore.MFSpec(
+        embedding_dim=4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5
+    )
     params = cfcore.init.init_mf_params(spec, 40, 60, seed=1)
     batch = backend.device_batch(cfcore.Batch.from_ratings(train))
     whole = training._terms(backend, spec, params, batch)
