@@ -293,28 +293,13 @@ class MatrixFactorization:
         Returns:
             The new users' original ids, `[B]`.
         """
-        from .user_ratings import UserRatingsError, fold_in_arrays
+        from .user_ratings import fold_in_arrays, new_user_ids
 
         rows, items, values, num, frame_ids = fold_in_arrays(ratings, self)
         emb = self.embeddings_numpy()
         n, m = emb["user"].shape[0], emb["item"].shape[0]
         old_ids = np.arange(n) if self.user_ids is None else np.asarray(self.user_ids)
-        if user_ids is None:
-            user_ids = frame_ids
-        if user_ids is None:
-            if old_ids.dtype.kind in "iu":
-                start = int(old_ids.max()) + 1 if len(old_ids) else 0
-                user_ids = np.arange(start, start + num, dtype=old_ids.dtype)
-            else:
-                user_ids = np.array([f"new-{j}" for j in range(num)])
-        user_ids = np.asarray(user_ids)
-        if user_ids.shape != (num,):
-            raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
-        clash = np.isin(user_ids, old_ids)
-        if clash.any():
-            raise UserRatingsError(
-                f"user id {user_ids[clash][0].item()!r} is already a user of this model"
-            )
+        user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)
         new_emb = self._fold_in_arrays(rows, items, values, num, reg, backend)
         # The session's state has N rows: drop it, keep the step count and history to continue.
         self._resume_step = self.step

@@ -824,7 +824,7 @@ class SoftmaxModel:
         Returns:
             The new users' original ids, `[B]`.
         """
-        from .user_ratings import UserRatingsError
+        from .user_ratings import new_user_ids
 
         del backend
         _no_reg(reg)
@@ -832,22 +832,7 @@ class SoftmaxModel:
         features = self._data
         n = features.num_users
         old_ids = np.arange(n) if self.user_ids is None else np.asarray(self.user_ids)
-        if user_ids is None:
-            user_ids = frame_ids
-        if user_ids is None:
-            if old_ids.dtype.kind in "iu":
-                start = int(old_ids.max()) + 1 if len(old_ids) else 0
-                user_ids = np.arange(start, start + num, dtype=old_ids.dtype)
-            else:
-                user_ids = np.array([f"new-{j}" for j in range(num)])
-        user_ids = np.asarray(user_ids)
-        if user_ids.shape != (num,):
-            raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
-        clash = np.isin(user_ids, old_ids)
-        if clash.any():
-            raise UserRatingsError(
-                f"user id {user_ids[clash][0].item()!r} is already a user of this model"
-            )
+        user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)
         hist = features.histories
         counts = np.bincount(rows, minlength=num)
         offsets = np.concatenate([hist.offsets, hist.offsets[-1] + np.cumsum(counts)])

@@ -388,3 +388,33 @@ def fold_in_arrays(
     else:
         rows, num, ids = np.zeros(len(frame), np.int64), 1, None
     return rows, frame["item_index"].to_numpy(), frame["rating"].to_numpy(), num, ids
+
+
+def new_user_ids(
+    old_ids: np.ndarray, num: int, user_ids: Any = None, frame_ids: Any = None
+) -> np.ndarray:
+    """Original ids for `num` users being added to a model whose users have `old_ids`.
+
+    Explicit `user_ids` win, then the ids read from the ratings frame (`frame_ids`); otherwise
+    numeric vocabularies continue after their largest id and others get "new-0", "new-1", ...
+
+    Returns:
+        `[num]` ids, none of them already in `old_ids`.
+    """
+    if user_ids is None:
+        user_ids = frame_ids
+    if user_ids is None:
+        if old_ids.dtype.kind in "iu":
+            start = int(old_ids.max()) + 1 if len(old_ids) else 0
+            user_ids = np.arange(start, start + num, dtype=old_ids.dtype)
+        else:
+            user_ids = np.array([f"new-{j}" for j in range(num)])
+    user_ids = np.asarray(user_ids)
+    if user_ids.shape != (num,):
+        raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
+    clash = np.isin(user_ids, old_ids)
+    if clash.any():
+        raise UserRatingsError(
+            f"user id {user_ids[clash][0].item()!r} is already a user of this model"
+        )
+    return user_ids
