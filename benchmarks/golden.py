@@ -3,7 +3,7 @@
 Runs each experiment with the notebook's hyper-parameters on every backend and seed, and writes
 `benchmarks/results/golden.md` (mean ± standard deviation over seeds).
 
-    python benchmarks/golden.py [--backends jax tf] [--seeds 0 1 2]
+    python benchmarks/golden.py [--backends jax tf] [--seeds 0 1 2] [--only Regularized] [--out golden.md]
 """
 
 from __future__ import annotations
@@ -78,10 +78,17 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["jax", "tf"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="golden.md")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="run only the experiments whose name contains this (e.g. Regularized)",
+    )
     args = p.parse_args()
     ratings = cfcore.datasets.load_movielens("100k", data_dir=DATA_DIR).ratings
     rows = []
     for exp in EXPERIMENTS:
+        if args.only and args.only.lower() not in exp.lower():
+            continue
         for be in args.backends:
             for seed in args.seeds:
                 rows.append(run(exp, be, seed, ratings))
