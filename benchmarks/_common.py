@@ -48,7 +48,7 @@ def stamp() -> str:
     )
 
 
-def write_result(name: str, text: str) -> Path:
-    path = RESULTS / name
+def write_result(name: str, text: str, out_dir: str | Path | None = None) -> Path:
+    path = Path(out_dir or RESULTS) / name
     atomic_write(path, lambda p: p.write_text(text))
     return path

@@ -29,8 +29,11 @@ EXPERIMENTS = {
 }  # fmt: skip
 
 
-def run(experiment: str, backend: str, seed: int, ratings: cfcore.Ratings) -> dict:
-    make, opt, steps = EXPERIMENTS[experiment]
+def run(
+    experiment: str, backend: str, seed: int, ratings: cfcore.Ratings, steps: int | None = None
+) -> dict:
+    make, opt, full_steps = EXPERIMENTS[experiment]
+    steps = full_steps if steps is None else steps
     train, test = ratings.split(holdout_fraction=0.1, seed=seed)
     model = make()
     t0 = time.perf_counter()
@@ -78,12 +81,16 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["jax", "tf"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="golden.md")
+    p.add_argument("--out-dir", default=None, help="folder for --out (default benchmarks/results)")
+    p.add_argument("--smoke", action="store_true", help="20 steps per experiment, one seed (tests)")
     p.add_argument(
         "--only",
         default=None,
         help="run only the experiments whose name contains this (e.g. Regularized)",
     )
     args = p.parse_args()
+    if args.smoke:
+        args.seeds = args.seeds[:1]
     ratings = cfcore.datasets.load_movielens("100k", data_dir=DATA_DIR).ratings
     rows = []
     for exp in EXPERIMENTS:
@@ -91,7 +98,7 @@ def main() -> None:
             continue
         for be in args.backends:
             for seed in args.seeds:
-                rows.append(run(exp, be, seed, ratings))
+                rows.append(run(exp, be, seed, ratings, 20 if args.smoke else None))
                 print(
                     {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()},
                     flush=True,
@@ -108,7 +115,7 @@ def main() -> None:
         f"{table}\n\n{stamp()}\n\n## Per run\n\n{per_seed.round(4).to_markdown(index=False)}\n"
     )
     print(table)
-    print("wrote", write_result(args.out, text))
+    print("wrote", write_result(args.out, text, args.out_dir))
     np.seterr(all="ignore")
 
 

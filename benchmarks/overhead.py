@@ -190,9 +190,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dim", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="20 steps x 3 repeats")
+    p.add_argument("--smoke", action="store_true", help="2 steps x 1 repeat, gather only (tests)")
+    p.add_argument(
+        "--out-dir", default=None, help="where to write overhead.md (default benchmarks/results)"
+    )
     args = p.parse_args()
     if args.quick:
         args.steps, args.repeats = 20, 3
+    if args.smoke:
+        args.steps, args.repeats, args.methods = 2, 1, ["gather"]
     ratings = cfcore.datasets.load_movielens("100k", data_dir=DATA_DIR).ratings
     train, _ = ratings.split(0.1, seed=0)
     spec = cfcore.MFSpec(embedding_dim=args.dim, init_stddev=0.05)
@@ -243,7 +249,7 @@ def main() -> None:
         + "\n".join(lines)
         + f"\n\n{stamp()}\n"
     )
-    print("wrote", write_result("overhead.md", text))
+    print("wrote", write_result("overhead.md", text, args.out_dir))
 
 
 if __name__ == "__main__":

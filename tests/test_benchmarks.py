@@ -216,3 +216,32 @@ def test_peers_smoke(tmp_path, ml100k):
     # surprise's RMSE on u1 at its defaults, recomputed by the script: near the figure.
     rmse = float(out.split("surprise SVD rmse ")[1].split()[0])
     assert 0.93 < rmse < 0.97
+
+
+# ------------------------------------------------------------------------------------ overhead, golden
+
+
+@pytest.mark.slow
+def test_overhead_smoke(tmp_path, ml100k):
+    out = _run_script("overhead.py", out_dir=tmp_path)
+    text = (tmp_path / "overhead.md").read_text()
+    # Every contender of both backends has a row with a positive time and a ratio.
+    for name in (
+        "hand-written jax.jit",
+        "hand-written tf.function(jit_compile=True)",
+        "cfcore make_train_step",
+        "cfcore fit loop (chunks of 10)",
+        "hand-written tf.function(jit_compile=True), functional",
+    ):
+        assert f"| {name} |" in text, name
+    assert "Measured" in text  # the machine and versions stamp
+    assert "wrote" in out
+
+
+@pytest.mark.slow
+def test_golden_smoke(tmp_path, ml100k):
+    _run_script("golden.py", "--seeds", "0", out_dir=tmp_path)
+    text = (tmp_path / "golden.md").read_text()
+    for exp in ("MF d=30, init 0.5", "MF d=30, init 0.05", "Regularized d=35"):
+        assert exp in text
+    assert " | jax | " in text and " | tf | " in text  # a row per backend
