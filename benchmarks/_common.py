@@ -52,3 +52,14 @@ def write_result(name: str, text: str, out_dir: str | Path | None = None) -> Pat
     path = Path(out_dir or RESULTS) / name
     atomic_write(path, lambda p: p.write_text(text))
     return path
+
+
+def missing_gpu(device: str) -> str | None:
+    """None when `device` is "cpu" or JAX sees a GPU, else the reason the GPU rows cannot run."""
+    if device != "gpu":
+        return None
+    import jax
+
+    if jax.devices()[0].platform != "gpu":
+        return f"no GPU visible to JAX (devices: {jax.devices()})"
+    return None

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 import _report as rp
-from _common import DATA_DIR, stamp
+from _common import DATA_DIR, missing_gpu, stamp
 
 import cfcore
 from cfcore._backend import Batch
@@ -328,11 +328,8 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_sizes = [1_000] if args.smoke else [1_000, 10_000, 100_000]
     # The accelerator is chosen before either framework is imported.
     os.environ.update(rp.cpu_env(args.device))
-    if args.device == "gpu":
-        import jax
-
-        if jax.devices()[0].platform != "gpu":
-            sys.exit(f"--device gpu: no GPU visible to JAX (devices: {jax.devices()})")
+    if (reason := missing_gpu(args.device)) is not None:
+        sys.exit(f"--device gpu: {reason}")
     rows = run_all(args)
     suffix = "_gpu" if args.device == "gpu" else ""
     rp.write_json(args.out_dir, f"backends{suffix}.json", rows)

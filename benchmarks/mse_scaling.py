@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import _report as rp
-from _common import stamp
+from _common import missing_gpu, stamp
 from _mem import GB, run_isolated
 
 from cfcore.data.synthetic import MOVIELENS_SHAPES
@@ -86,11 +86,8 @@ def measure(cfg: dict[str, Any], meter) -> dict[str, Any]:
     from cfcore.optimizers import SGD
 
     be = cfcore.get_backend(cfg["backend"])
-    if cfg["device"] == "gpu":
-        import jax
-
-        if jax.devices()[0].platform != "gpu":
-            return {"error": f"no GPU visible to JAX (devices: {jax.devices()})"}
+    if (reason := missing_gpu(cfg["device"])) is not None:
+        return {"error": reason}
     meter.mark("imports")
     n_users, n_items, n, d, form = cfg["N"], cfg["M"], cfg["n"], cfg["d"], cfg["form"]
     ratings = cfcore.synthetic_ratings(n_users, n_items, n, seed=cfg["seed"])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import _report as rp
-from _common import stamp
+from _common import missing_gpu, stamp
 from _mem import GB, run_isolated
 from mse_scaling import estimate_total_bytes
 
@@ -72,11 +72,8 @@ def train_case(cfg: dict[str, Any], meter) -> dict[str, Any]:
     from cfcore.optimizers import Adam
 
     be = cfcore.get_backend(cfg["backend"])
-    if cfg["device"] == "gpu":
-        import jax
-
-        if jax.devices()[0].platform != "gpu":
-            return {"error": f"no GPU visible to JAX (devices: {jax.devices()})"}
+    if (reason := missing_gpu(cfg["device"])) is not None:
+        return {"error": reason}
     meter.mark("imports")
     t = time.perf_counter()
     ratings = cfcore.synthetic_ratings(cfg["N"], cfg["M"], cfg["n"], seed=0)

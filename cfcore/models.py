@@ -124,9 +124,9 @@ class MatrixFactorization:
             )
             state = be.init_train_state(self.spec, params, opt)
             chunk = be.make_train_chunk(self.spec, opt)
-            step = session.step if session is not None else self._resume_step
-            rows = session.history_rows if session is not None else self.history.to_dict("records")
-            session = _Session(be, opt, state, state, chunk, step, rows)
+            session = _Session.start(
+                session, be, opt, state, chunk, self._resume_step, self.history
+            )
             self._session = session
         self._shape = shape
         if train.catalog is not None:

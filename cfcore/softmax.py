@@ -441,9 +441,9 @@ class SoftmaxModel:
             )
             state = be.init_train_state(self.spec, params, opt)
             chunk = be.make_softmax_train_chunk(self.spec, opt)
-            step = session.step if session is not None else self._resume_step
-            rows = session.history_rows if session is not None else self.history.to_dict("records")
-            session = _Session(be, opt, state, state, chunk, step, rows)
+            session = _Session.start(
+                session, be, opt, state, chunk, self._resume_step, self.history
+            )
             self._session = session
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}

@@ -43,6 +43,16 @@ class _Session:
     step: int = 0
     history_rows: list[dict[str, float]] = field(default_factory=list)
 
+    @classmethod
+    def start(
+        cls, previous, backend, optimizer, state, chunk, resume_step: int, history: pd.DataFrame
+    ):
+        """A session on `backend` that continues the step count and history of `previous` (or
+        of a loaded model: `resume_step` and `history`) from the freshly built `state`."""
+        step = previous.step if previous is not None else resume_step
+        rows = previous.history_rows if previous is not None else history.to_dict("records")
+        return cls(backend, optimizer, state, state, chunk, step, rows)
+
 
 def history_row(
     step: int, terms: dict[str, float], test_mse: float | None, regularized: bool
