@@ -20,7 +20,7 @@ from .data import RatingsError as RatingsError
 from .models import MatrixFactorization as MatrixFactorization
 from .models import RegularizedMF as RegularizedMF
 from .specs import MFSpec as MFSpec
-from .training import TrainingDivergedError as TrainingDivergedError
+from .train import TrainingDivergedError as TrainingDivergedError
 
 __version__ = "0.1.0"
 from . import exploration as exploration  # noqa: E402  (tables of section I; pandas only)
@@ -31,4 +31,4 @@ from .data.synthetic import MOVIELENS_SHAPES as MOVIELENS_SHAPES  # noqa: E402
 from .data.synthetic import synthetic_ratings as synthetic_ratings  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402
-from .softmax import SoftmaxModel as SoftmaxModel  # noqa: E402
+from .models import SoftmaxModel as SoftmaxModel  # noqa: E402

@@ -13,6 +13,8 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
+from .backend.bound import bind
+
 ENTRY_POINT_GROUP = "cfcore.backends"
 DEFAULT_BACKEND = "jax"
 
@@ -20,6 +22,7 @@ DEFAULT_BACKEND = "jax"
 _BUILTINS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "jax": ("cfcore_jax:backend", ("jax", "optax"), "jax"),
     "tf": ("cfcore_tf:backend", ("tensorflow",), "tf"),
+    "numpy": ("cfcore.reference_backend:backend", (), ""),
 }
 _ALIASES = {"tensorflow": "tf", "jaxlib": "jax"}
 
@@ -104,7 +107,7 @@ def get_backend(name: Any = None) -> Any:
             is not installed (the message names the pip extra).
     """
     if name is not None and not isinstance(name, str):
-        return name
+        return bind(name)
     if name is None:
         name = os.environ.get("CFCORE_BACKEND") or _default or DEFAULT_BACKEND
     name = _canonical(name)
@@ -130,5 +133,5 @@ def get_backend(name: Any = None) -> Any:
         backend = eps[name].load()
         if isinstance(backend, type):
             backend = backend()
-    _loaded[name] = backend
-    return backend
+    _loaded[name] = bind(backend)
+    return _loaded[name]

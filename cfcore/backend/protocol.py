@@ -221,14 +221,14 @@ class Backend(Protocol):
         """Mean in-batch sampled-softmax cross-entropy; differentiable in both embeddings.
 
         The candidates of row `b` are the batch's labels: logits `s_bc = ⟨q_b, v_{labels[c]}⟩ −
-        log_q[c]`; with `remove_accidental_hits`, `s_bc` for `c ≠ b` with `labels[c] = labels[b]`
+        log_q[labels[c]]` (the logQ correction); with `remove_accidental_hits`, `s_bc` for `c ≠ b` with `labels[c] = labels[b]`
         is −inf. Loss `mean_b [logsumexp_c s_bc − s_bb]`.
 
         Args:
             query_emb: float32 `[B, d]`.
             item_emb: float32 `[M, d]`.
             labels: int32 `[B]`.
-            log_q: float32 `[B]`, log sampling probability of each row's label, or None (no
+            log_q: float32 `[M]`, the log sampling probability of each item, or None (no
                 correction).
             remove_accidental_hits: as above.
 

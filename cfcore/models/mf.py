@@ -16,12 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._backend import Batch
-from ._registry import get_backend
-from .data.ratings import Ratings
-from .init import init_mf_params
-from .specs import MFSpec, MSEMethod, OptimizerSpec, make_optimizer
-from .training import _Session, as_ratings, check_steps, run_training
+from .._registry import get_backend
+from ..data.batching import MinibatchSampler
+from ..data.ratings import Ratings
+from ..init import init_mf_params
+from ..specs import MFSpec, MSEMethod, OptimizerSpec
+from ..train.session import Session, as_ratings, check_steps
+from . import losses
+
+# Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
+EVAL_CHUNK = 1 << 21
 
 
 class MatrixFactorization:
@@ -38,7 +42,7 @@ class MatrixFactorization:
         self, embedding_dim: int = 3, init_stddev: float = 1.0, mse: MSEMethod = "gather"
     ) -> None:
         self.spec = MFSpec(embedding_dim=embedding_dim, init_stddev=init_stddev, mse=mse)
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._params: dict[str, np.ndarray] | None = None
         self._shape: tuple[int, int] | None = None
         self.catalog: pd.DataFrame | None = None
@@ -105,7 +109,6 @@ class MatrixFactorization:
                     f"ratings over {train.num_users} x {train.num_items}: they must share a catalog"
                 )
         check_steps(steps, eval_every)
-        opt = make_optimizer(optimizer)
         shape = (train.num_users, train.num_items)
         if self._shape is not None and shape != self._shape:
             raise ValueError(
@@ -114,19 +117,18 @@ class MatrixFactorization:
             )
         be = get_backend(backend)
         session = self._session
-        if session is None or session.backend is not be or session.optimizer != opt:
+        if session is None or session.backend is not be or not _same(session.optimizer, optimizer):
             if session is not None:
                 self._params = self.embeddings_numpy()
+                step, history = session.step, pd.DataFrame(session.history_rows)
+            else:
+                step, history = self._resume_step, self.history
             params = (
                 self._params
                 if self._params is not None
                 else init_mf_params(self.spec, *shape, seed)
             )
-            state = be.init_train_state(self.spec, params, opt)
-            chunk = be.make_train_chunk(self.spec, opt)
-            session = _Session.start(
-                session, be, opt, state, chunk, self._resume_step, self.history
-            )
+            session = Session.start(be, optimizer, params, step=step, history=history)
             self._session = session
         self._shape = shape
         if train.catalog is not None:
@@ -134,17 +136,8 @@ class MatrixFactorization:
         self._remember_train(train)
         self._params = None  # the session's state is now the truth
         try:
-            run_training(
-                self.spec,
-                session,
-                train,
-                test,
-                steps=steps,
-                batch_size=batch_size,
-                seed=seed + session.step,
-                eval_every=eval_every,
-                progress=progress,
-            )
+            _run(self.spec, session, train, test, steps, batch_size, seed + session.step,
+                 eval_every, progress)
         finally:
             self.history = pd.DataFrame(session.history_rows)
         return self.history
@@ -153,7 +146,7 @@ class MatrixFactorization:
 
     def embeddings_numpy(self) -> dict[str, np.ndarray]:
         if self._session is not None and self._params is None:
-            self._params = self._session.backend.params_to_numpy(self._session.state.params)
+            self._params = self._session.params_numpy()
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} has no embeddings yet: call fit() first")
         return self._params
@@ -196,9 +189,7 @@ class MatrixFactorization:
     def loss_terms(self, ratings: Ratings, backend: Any = None) -> dict[str, float]:
         """The objective's parts on `ratings`, computed by the backend (as recorded in the history)."""
         be = get_backend(backend)
-        terms = be.mf_loss_terms(
-            self.spec, self.embeddings_numpy(), Batch.from_ratings(as_ratings(ratings, "ratings"))
-        )
+        terms = be.mf_loss_terms(self.spec, self.embeddings_numpy(), as_ratings(ratings, "ratings"))
         return {k: float(be.to_numpy(v)) for k, v in terms.items()}
 
     # ------------------------------------------------------------------ retrieval, new users, files
@@ -221,7 +212,7 @@ class MatrixFactorization:
     @property
     def rated_items(self) -> Any:
         """Items each user rated in `train_ratings`, a `cfcore.retrieval.RatedItems` (or None)."""
-        from .retrieval import RatedItems
+        from ..retrieval import RatedItems
 
         if self.train_ratings is None:
             return None
@@ -258,13 +249,13 @@ class MatrixFactorization:
         Returns:
             float32 `[B, d]`, one row per new user.
         """
-        from .user_ratings import fold_in_arrays
+        from ..user_ratings import fold_in_arrays
 
         rows, items, values, num, _ = fold_in_arrays(ratings, self)
         return self._fold_in_arrays(rows, items, values, num, reg, backend)
 
     def _fold_in_arrays(self, rows, items, values, num, reg, backend) -> np.ndarray:
-        from .retrieval import fold_in_regularization, fold_in_solve
+        from ..retrieval import fold_in_regularization, fold_in_solve
 
         prior = None
         if reg is None:
@@ -293,7 +284,7 @@ class MatrixFactorization:
         Returns:
             The new users' original ids, `[B]`.
         """
-        from .user_ratings import fold_in_arrays, new_user_ids
+        from ..user_ratings import fold_in_arrays, new_user_ids
 
         rows, items, values, num, frame_ids = fold_in_arrays(ratings, self)
         emb = self.embeddings_numpy()
@@ -335,7 +326,7 @@ class MatrixFactorization:
         Returns:
             The path written.
         """
-        from .persistence import save
+        from ..persistence import save
 
         return save(self, path, include_ratings=include_ratings)
 
@@ -371,3 +362,95 @@ class RegularizedMF(MatrixFactorization):
             regularization_coeff=regularization_coeff,
             gravity_coeff=gravity_coeff,
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether `fit` may continue the optimizer state: an equal spec, or the very same object."""
+    if isinstance(a, OptimizerSpec) and isinstance(b, OptimizerSpec):
+        return a == b
+    return a is b
+
+
+def history_row(
+    step: int, terms: dict[str, float], test_mse: float | None, regularized: bool
+) -> dict[str, float]:
+    row: dict[str, float] = {"step": step, "train_mse": terms["observed"]}
+    if test_mse is not None:
+        row["test_mse"] = test_mse
+    if regularized:
+        row["observed_loss"] = terms["observed"]
+        row["regularization_loss"] = terms["regularization"]
+        row["gravity_loss"] = terms["gravity"]
+        row["total_loss"] = terms["total"]
+    return row
+
+
+def evaluate_terms(be: Any, spec: MFSpec, params: Any, data: dict[str, Any]) -> dict[str, float]:
+    """The objective's parts on device `data`, the observed MSE averaged over `EVAL_CHUNK` chunks."""
+    n = int(data["values"].shape[0])
+    terms_fn = be.compiled(
+        ("mf_terms", spec), lambda: lambda p, b: losses.mf_loss_terms(be, spec, p, b)
+    )
+    if n <= EVAL_CHUNK:
+        return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
+    # The penalties do not depend on the ratings: compute them once, and only the MSE per chunk.
+    mse_spec = MFSpec(spec.embedding_dim, spec.init_stddev, spec.mse)
+    mse_fn = be.compiled(
+        ("mf_terms", mse_spec), lambda: lambda p, b: losses.mf_loss_terms(be, mse_spec, p, b)
+    )
+    observed = 0.0
+    for start in range(0, n, EVAL_CHUNK):
+        part = {k: v[start : start + EVAL_CHUNK] for k, v in data.items()}
+        m = int(part["values"].shape[0])
+        observed += float(be.to_numpy(mse_fn(params, part)["observed"])) * m
+    out = {"observed": observed / n}
+    if spec.regularized:
+        u, v = params["user"], params["item"]
+        out["regularization"] = spec.regularization_coeff * float(be.to_numpy(be.l2_penalty(u, v)))
+        out["gravity"] = spec.gravity_coeff * float(be.to_numpy(be.gravity(u, v)))
+    out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
+    return out
+
+
+def _full_batch(data: Any, x: Any) -> Any:
+    return data
+
+
+def _minibatch(be: Any) -> Any:
+    def take(data: dict[str, Any], idx: Any) -> dict[str, Any]:
+        return {k: be.xp.take(v, idx) for k, v in data.items()}
+
+    return take
+
+
+def _run(spec, session, train, test, steps, batch_size, seed, eval_every, progress) -> None:
+    """Trains `session` on `train` with `spec`'s loss; a history row every `eval_every` steps."""
+    be = session.backend
+    data = session.placement.data(be.device_batch(train))
+    test_data = None if test is None else session.placement.data(be.device_batch(test))
+    sampler = None if batch_size is None else MinibatchSampler(len(train), batch_size, seed)
+    take = _full_batch if sampler is None else _minibatch(be)
+    run_chunk = session.chunk((spec, sampler is None), losses.mf_loss(be, spec), take)
+
+    def record(_: float | None) -> dict[str, float]:
+        terms = evaluate_terms(be, spec, session.params, data)
+        test_mse = None
+        if test_data is not None:
+            test_mse = evaluate_terms(be, spec, session.params, test_data)["observed"]
+        row = history_row(session.step, terms, test_mse, spec.regularized)
+        session.history_rows.append(row)
+        return row
+
+    def label(row: dict[str, float]) -> str:
+        return "  ".join(f"{c}={row[c]:.4f}" for c in ("train_mse", "test_mse") if c in row)
+
+    session.run(
+        run_chunk,
+        data,
+        steps=steps,
+        eval_every=eval_every,
+        next_xs=None if sampler is None else sampler.take,
+        record=record,
+        progress=progress,
+        label=label,
+    )

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ..backend.checks import check_k as check_k
+from ..train.progress import progress_bar
 
 Measure = str | tuple[str, float]
 
@@ -105,15 +107,6 @@ def parse_measure(measure: Measure) -> tuple[float, float, str]:
     )
 
 
-def check_k(k: Any, size: int, what: str = "catalogue") -> int:
-    """`k` as an int in `[1, size]`, else a ValueError naming `k` and the size."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be an int, got {k!r}")
-    if not 1 <= k <= size:
-        raise ValueError(f"k={k} is out of range: it must be between 1 and the {what} size {size}")
-    return int(k)
-
-
 def _as_2d(x: Any, what: str) -> tuple[np.ndarray, bool]:
     arr = np.asarray(x)
     if arr.ndim == 1:
@@ -134,29 +127,15 @@ def _check_dims(query: np.ndarray, items: np.ndarray) -> None:
 
 
 def _resolve_backend(backend: Any, size: int) -> Any:
-    """None for NumPy, else a backend instance."""
-    if isinstance(backend, str) and backend.strip().lower() == "numpy":
-        return None
-    if backend is None and size <= NUMPY_MAX_SCORES:
-        return None
-    from ._registry import get_backend
+    """The backend to score on: the float64 NumPy reference for small problems by default."""
+    from .._registry import get_backend
 
+    if backend is None and size <= NUMPY_MAX_SCORES:
+        return get_backend("numpy")
     return get_backend(backend)
 
 
 # ---------------------------------------------------------------------------- scores
-
-
-def numpy_scores(query: Any, items: Any, query_power: float, item_power: float) -> np.ndarray:
-    """The NumPy (float64) scores: ⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power), `[B, M]`."""
-    q = np.asarray(query, dtype=np.float64)
-    v = np.asarray(items, dtype=np.float64)
-
-    def inv_norm(x: np.ndarray, power: float) -> np.ndarray:
-        n = np.linalg.norm(x, axis=1)
-        return np.where(n > 0, n, 1.0) ** -power
-
-    return (q @ v.T) * inv_norm(q, query_power)[:, None] * inv_norm(v, item_power)[None, :]
 
 
 def scores(query: Any, items: Any, measure: Measure = "dot", *, backend: Any = None) -> np.ndarray:
@@ -177,10 +156,7 @@ def scores(query: Any, items: Any, measure: Measure = "dot", *, backend: Any = N
     v = np.asarray(items)
     _check_dims(q, v)
     be = _resolve_backend(backend, q.shape[0] * v.shape[0])
-    if be is None:
-        out = numpy_scores(q, v, qp, ip).astype(np.float32)
-    else:
-        out = np.asarray(be.to_numpy(be.measure_scores(q, v, qp, ip)), dtype=np.float32)
+    out = np.asarray(be.to_numpy(be.measure_scores(q, v, qp, ip)), dtype=np.float32)
     return out[0] if single else out
 
 
@@ -297,8 +273,8 @@ def batch_top_k(
         chunk_rows = max(1, CHUNK_SCORES // max(num_items, 1))
     values = np.empty((num_queries, k), np.float32)
     indices = np.empty((num_queries, k), np.int64)
-    item_native = v if be is None else be.asarray(np.asarray(v, np.float32))
-    with _progress_bar(progress, "scoring") as bar:
+    item_native = be.asarray(np.asarray(v, np.float32))
+    with progress_bar(progress, "scoring") as bar:
         task = bar.add_task("", total=num_queries) if bar is not None else None
         for start in range(0, num_queries, chunk_rows):
             stop = min(start + chunk_rows, num_queries)
@@ -318,16 +294,6 @@ def batch_top_k(
             if bar is not None:
                 bar.update(task, advance=stop - start)
     return values, indices
-
-
-def _progress_bar(enabled: bool, label: str):
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
 
 
 # ---------------------------------------------------------------------------- model lookups
@@ -368,7 +334,7 @@ def user_query_embeddings(
         return model.embeddings_numpy()["user"][rows]
     m = model.embeddings_numpy()["item"].shape[0]
     be = _resolve_backend(backend, len(rows) * m)
-    return compute(rows, backend="numpy" if be is None else be, allow_empty=allow_empty)
+    return compute(rows, backend=be, allow_empty=allow_empty)
 
 
 def find_user(model: Any, user: Any) -> int:
@@ -549,7 +515,7 @@ def batch_recommend(
         `(scores float32 [B, k], item indices int64 [B, k])`; map indices to original ids with
         `model.item_ids`.
     """
-    from ._registry import get_backend
+    from .._registry import get_backend
 
     emb = model.embeddings_numpy()
     n = _num_users(model)
@@ -565,9 +531,7 @@ def batch_recommend(
                 f"user index {rows[bad][0]} is out of range for {n} users (valid: 0..{n - 1})"
             )
     exclude = _rated(model).take(rows) if exclude_rated else None
-    be = (
-        "numpy" if isinstance(backend, str) and backend.lower() == "numpy" else get_backend(backend)
-    )
+    be = get_backend(backend)
     return batch_top_k(
         user_query_embeddings(model, rows, backend=be),
         emb["item"],
@@ -615,7 +579,7 @@ def neighbors(
         ValueError: no title contains the string, the id is unknown, both or neither of
             `title_or_id` and `item_index` are given, or `k` is out of range.
     """
-    from .user_ratings import search_titles
+    from ..user_ratings import search_titles
 
     emb = model.embeddings_numpy()
     m = emb["item"].shape[0]
@@ -782,9 +746,7 @@ def fold_in_solve(
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (d, d):
             raise ValueError(f"prior must be [d, d] = {(d, d)}, got shape {prior.shape}")
-    if isinstance(backend, str) and backend.strip().lower() == "numpy":
-        return _numpy_fold_in(v, rows, items, ratings, num_rows, reg, prior).astype(np.float32)
-    from ._registry import get_backend
+    from .._registry import get_backend
 
     be = get_backend(backend)
     order = np.argsort(rows, kind="stable")
@@ -823,18 +785,3 @@ def fold_in_solve(
 
 def _pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 0).bit_length()
-
-
-def _numpy_fold_in(v, rows, items, ratings, num_rows, reg, prior) -> np.ndarray:
-    """The float64 NumPy solve (the `"numpy"` backend of `fold_in_solve`)."""
-    v = v.astype(np.float64)
-    d = v.shape[1]
-    g = np.zeros((num_rows, d, d))
-    b = np.zeros((num_rows, d))
-    vi = v[items]
-    np.add.at(g, rows, vi[:, :, None] * vi[:, None, :])
-    np.add.at(b, rows, vi * ratings[:, None])
-    g += reg[:, None, None] * np.eye(d)
-    if prior is not None:
-        g += prior[None]
-    return np.linalg.solve(g, b[..., None])[..., 0]

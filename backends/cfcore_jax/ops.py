@@ -1,0 +1,42 @@
+"""The array namespace (`xp`) that core's mathematics is written in, on jax.numpy.
+
+Matmuls run at full float32 precision: on GPUs the default may use TF32 and lose agreement with
+the other backends and the float64 reference.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+_DTYPES = {"float32": jnp.float32, "int32": jnp.int32, "bool": jnp.bool_}
+
+sum = jnp.sum  # noqa: A001  (the array-API names are the contract)
+mean = jnp.mean
+max = jnp.max  # noqa: A001
+square = jnp.square
+sqrt = jnp.sqrt
+exp = jnp.exp
+log = jnp.log
+tanh = jnp.tanh
+maximum = jnp.maximum
+where = jnp.where
+isfinite = jnp.isfinite
+all = jnp.all  # noqa: A001
+transpose = jnp.transpose
+concat = jnp.concatenate
+reshape = jnp.reshape
+zeros_like = jnp.zeros_like
+full_like = jnp.full_like
+
+
+def matmul(a, b):
+    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+
+
+def take(x, indices, axis: int = 0):
+    return jnp.take(x, indices, axis=axis)
+
+
+def astype(x, dtype: str):
+    return jnp.asarray(x).astype(_DTYPES[dtype])

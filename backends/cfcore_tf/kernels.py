@@ -1,0 +1,67 @@
+"""Fused kernels of the TensorFlow backend (contracts in `cfcore.backend.protocol`)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+_NEG_INF = float("-inf")
+
+
+def pair_dot(user_emb, item_emb, users, items, method: str = "gather"):
+    """`⟨U[users[k]], V[items[k]]⟩` for each observed pair: `[n]` float32."""
+    if method == "dense":
+        full = tf.matmul(user_emb, item_emb, transpose_b=True)
+        return tf.gather_nd(full, tf.stack([users, items], axis=1))
+    return tf.reduce_sum(tf.gather(user_emb, users) * tf.gather(item_emb, items), axis=1)
+
+
+def gramian(x):
+    """`xᵀx`: `[d, d]` for `[n, d]`."""
+    return tf.matmul(x, x, transpose_a=True)
+
+
+def segment_sum(data, segment_ids, num_segments: int):
+    """Row sums per segment: `[S, ...]`."""
+    return tf.math.unsorted_segment_sum(data, segment_ids, num_segments)
+
+
+def bag_of_words(table, ids, weights, combiner: str = "mean"):
+    """Weighted bags of `table` rows: `[B, d]`."""
+    if ids is None:
+        total = tf.tensordot(weights, table, axes=1)
+    else:
+        total = tf.reduce_sum(weights[..., None] * tf.gather(table, ids), axis=-2)
+    if combiner == "sum":
+        return total
+    count = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    return total / tf.where(count > 0, count, tf.ones_like(count))
+
+
+def softmax_cross_entropy(query_emb, item_emb, labels):
+    """Mean full-softmax cross-entropy: scalar."""
+    logits = tf.matmul(query_emb, item_emb, transpose_b=True)
+    picked = tf.gather(logits, labels, axis=1, batch_dims=1)
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - picked)
+
+
+def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
+    """Mean in-batch sampled-softmax cross-entropy: scalar."""
+    logits = tf.matmul(query_emb, tf.gather(item_emb, labels), transpose_b=True)
+    if log_q is not None:
+        logits = logits - tf.gather(log_q, labels)[None, :]
+    if remove_accidental_hits:
+        n = tf.shape(labels)[0]
+        hit = tf.equal(labels[:, None], labels[None, :]) & ~tf.eye(n, dtype=tf.bool)
+        logits = tf.where(hit, tf.constant(_NEG_INF, logits.dtype), logits)
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits))
+
+
+def top_k(scores, k: int):
+    """`tf.math.top_k` documents lowest-index-first ties for equal values, as the contract asks."""
+    out = tf.math.top_k(scores, k=k, sorted=True)
+    return out.values, out.indices
+
+
+def solve(a, b):
+    """Batched Cholesky solves; under XLA a non-positive-definite system gives NaN rows."""
+    return tf.linalg.cholesky_solve(tf.linalg.cholesky(a), b[..., None])[..., 0]

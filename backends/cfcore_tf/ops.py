@@ -1,0 +1,77 @@
+"""The array namespace (`xp`) that core's mathematics is written in, on TensorFlow ops.
+
+TensorFlow names these differently from NumPy (`reduce_sum`, `gather`, ...): this module maps the
+array-API names core uses onto them, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+_DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
+
+
+def sum(x, axis: int | None = None):  # noqa: A001  (the array-API names are the contract)
+    return tf.reduce_sum(x, axis=axis)
+
+
+def mean(x, axis: int | None = None):
+    return tf.reduce_mean(x, axis=axis)
+
+
+def max(x, axis: int | None = None):  # noqa: A001
+    return tf.reduce_max(x, axis=axis)
+
+
+square = tf.square
+sqrt = tf.sqrt
+exp = tf.exp
+log = tf.math.log
+tanh = tf.tanh
+isfinite = tf.math.is_finite
+
+
+def maximum(x, y):
+    return tf.maximum(x, tf.cast(y, x.dtype) if not isinstance(y, tf.Tensor) else y)
+
+
+def where(condition, x, y):
+    return tf.where(condition, x, y)
+
+
+def all(x):  # noqa: A001
+    return tf.reduce_all(x)
+
+
+def matmul(a, b):
+    return tf.matmul(a, b)
+
+
+def transpose(x):
+    return tf.transpose(x)
+
+
+def take(x, indices, axis: int = 0):
+    return tf.gather(x, indices, axis=axis)
+
+
+def concat(xs: Sequence, axis: int = 0):
+    return tf.concat(list(xs), axis=axis)
+
+
+def reshape(x, shape: Sequence[int]):
+    return tf.reshape(x, shape)
+
+
+def zeros_like(x):
+    return tf.zeros_like(x)
+
+
+def full_like(x, value: float):
+    return tf.fill(tf.shape(x), tf.constant(value, x.dtype))
+
+
+def astype(x, dtype: str):
+    return tf.cast(x, _DTYPES[dtype])

@@ -1,0 +1,5 @@
+"""Models: each one's objective written once (`losses`) on the backend's operations."""
+
+from .mf import MatrixFactorization as MatrixFactorization
+from .mf import RegularizedMF as RegularizedMF
+from .softmax import SoftmaxModel as SoftmaxModel

@@ -1,0 +1,815 @@
+"""The softmax model of the notebook's section VI, on any backend.
+
+A user is described by bags of words built from the movies they rated (the movie ids, their genres,
+their release years; see `cfcore.data.features`). Each bag is embedded with a mean combiner, the
+bags are concatenated and go through hidden layers to a query embedding `ψ(x)`; the model predicts
+the softmax of `ψ(x)·Vᵀ` over the catalogue, where `V`, the movie-id input table, doubles as the
+softmax weights.
+
+Example:
+    >>> import cfcore
+    >>> ml = cfcore.datasets.load_movielens("100k")                                # doctest: +SKIP
+    >>> model = cfcore.SoftmaxModel(feature_dims={"movie_id": 35, "genre": 3, "year": 2},
+    ...                             hidden_dims=(35,))
+    >>> history = model.fit(ml, steps=3000, optimizer=cfcore.optimizers.Adagrad(8.0),
+    ...                     protocol="holdout")                                    # doctest: +SKIP
+    >>> model.evaluate(ml, k=10)                                                   # doctest: +SKIP
+    {'precision@10': ..., 'recall@10': ..., 'ndcg@10': ..., 'map@10': ..., 'hit_rate@10': ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._registry import get_backend
+from ..backend.checks import _shape
+from ..data.features import (
+    PROTOCOLS,
+    HistoryFeatures,
+    Ragged,
+    SoftmaxBatcher,
+    SoftmaxSplit,
+    _ratings_of,
+    input_bags,
+    split_users,
+)
+from ..metrics import ranking_metrics
+from ..specs import OptimizerSpec, SoftmaxSpec
+from ..train.session import Session, check_steps
+from . import losses
+from .mf import _same
+
+__all__ = [
+    "SoftmaxModel",
+    "check_bag_inputs",
+    "check_softmax_inputs",
+    "init_softmax_params",
+    "label_log_probabilities",
+]
+
+NOTEBOOK_FEATURES = {"movie_id": 35, "genre": 3, "year": 2}
+"""The notebook's input embedding dimensions."""
+
+# Scores per evaluation call: bounds the `[users, M]` score matrix on large catalogues.
+_EVAL_SCORES = 1 << 24
+
+DEFAULT_BATCH_SIZE = 200
+"""Training users per step when `fit` is not told otherwise (the notebook's)."""
+
+
+# ---------------------------------------------------------------------------- argument checks
+
+
+from ..backend.checks import check_bag_inputs as check_bag_inputs  # noqa: E402
+from ..backend.checks import check_index_range as _check_index_range  # noqa: E402
+from ..backend.checks import check_softmax_inputs as check_softmax_inputs  # noqa: E402
+
+
+# ---------------------------------------------------------------------------- initial values
+
+
+def _truncated_normal(
+    rng: np.random.Generator, stddev: float, shape: tuple[int, ...]
+) -> np.ndarray:
+    # As TensorFlow's truncated normal: values beyond two standard deviations are drawn again.
+    x = rng.normal(0.0, stddev, size=shape)
+    bad = np.abs(x) > 2.0 * stddev
+    while bad.any():
+        x[bad] = rng.normal(0.0, stddev, size=int(bad.sum()))
+        bad = np.abs(x) > 2.0 * stddev
+    return x.astype(np.float32)
+
+
+def init_softmax_params(
+    spec: SoftmaxSpec, vocab_sizes: dict[str, int], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Initial parameters of the softmax model, drawn on the host so every backend starts alike.
+
+    As the notebook's TensorFlow code: each feature table `[V_f, d_f]` from a normal with standard
+    deviation `1/√d_f` truncated at two standard deviations (`tf.feature_column.embedding_column`'s
+    default), and each hidden matrix `[in, out]` from a truncated normal with standard deviation
+    `1/√out` (used times `spec.hidden_scale`, the notebook's `/ 10`). Drawn in that order (features
+    in `spec.feature_names` order, then the hidden layers) from `numpy.random.default_rng(seed)`.
+
+    Returns:
+        float32 arrays by name: the feature names and `hidden_0`, `hidden_1`, ...
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in spec.param_shapes(vocab_sizes).items():
+        params[name] = _truncated_normal(rng, 1.0 / np.sqrt(shape[1]), shape)
+    return params
+
+
+def label_log_probabilities(features: HistoryFeatures, users: np.ndarray) -> np.ndarray:
+    """`log q(j)`, the log probability that a training label is item `j`: the logQ correction.
+
+    Labels are drawn by picking a training user (each equally often) and then an item of their
+    history uniformly, so `q(j) = (1/|U|) Σ_{u ∈ U} [j ∈ H_u] / |H_u|`. Items never drawn get
+    the smallest positive probability (they never appear as in-batch negatives anyway).
+
+    Returns:
+        float32 `[M]`.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    hist = features.histories
+    lengths = hist.lengths[users]
+    items = np.concatenate([hist.row(u) for u in users]) if len(users) else np.zeros(0, np.int32)
+    q = np.bincount(items, weights=np.repeat(1.0 / lengths, lengths), minlength=features.num_items)
+    q /= max(len(users), 1)
+    return np.log(np.maximum(q, np.finfo(np.float64).tiny)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass
+class _EvalData:
+    """The test users' inputs and targets, as the evaluation needs them."""
+
+    split: SoftmaxSplit
+    ids: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    exclude: np.ndarray | None  # bool [n_test, M]
+    pair_rows: np.ndarray  # [T] test-user row of each (user, target) pair
+    pair_items: np.ndarray  # [T] target item of each pair
+
+
+class SoftmaxModel:
+    """The notebook's softmax recommender: bags of words -> tower -> softmax over the catalogue.
+
+    Args:
+        feature_dims: input embedding dimension of each feature (`"movie_id"`, `"genre"`,
+            `"year"`), in concatenation order. The notebook's: 35, 3, 2.
+        hidden_dims: hidden layer sizes (no biases); the last is the query embedding dimension
+            and must equal `feature_dims["movie_id"]`, whose table is also the softmax weights.
+        activation: None (linear, as the notebook), "relu" or "tanh", after each hidden layer.
+        combiner: "mean" (the notebook's) or "sum" for the bags.
+        loss: "full" softmax over the catalogue, or "sampled" softmax (in-batch negatives with
+            logQ correction and accidental hits removed) for catalogues too large to score whole.
+        hidden_scale: the hidden weights are used times this (0.1: the notebook's `w / 10.`).
+
+    Raises:
+        ValueError: the dimensions do not fit (the message names both), or a setting is unknown.
+    """
+
+    def __init__(
+        self,
+        feature_dims: dict[str, int] | None = None,
+        hidden_dims: tuple[int, ...] = (35,),
+        activation: str | None = None,
+        combiner: str = "mean",
+        *,
+        loss: str = "full",
+        hidden_scale: float = 0.1,
+    ) -> None:
+        self.spec = SoftmaxSpec(
+            feature_dims=dict(NOTEBOOK_FEATURES if feature_dims is None else feature_dims),
+            hidden_dims=tuple(hidden_dims),
+            activation=activation,
+            combiner=combiner,
+            hidden_scale=hidden_scale,
+            loss=loss,
+        )
+        self._session: Session | None = None
+        self._params: dict[str, np.ndarray] | None = None
+        self._protocol: str | None = None
+        self._split_seed: int | None = None
+        self._vocab_sizes: dict[str, int] | None = None
+        self.history = pd.DataFrame()
+        # What retrieval, fold-in and saving need without the dataset: the features of the last
+        # fit (histories, vocabularies, each item's tokens; extended by `add_users`), the
+        # catalogue and the id vocabularies.
+        self._data: HistoryFeatures | None = None
+        self._has_histories = True  # False for a model loaded from a file saved without them
+        self.catalog: pd.DataFrame | None = None
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self._num_train_ratings: int | None = None
+        self._rating_scale: tuple[float, float] | None = None
+        # Users the split is drawn over (those of the first fit): users added later always train,
+        # so adding users never moves anyone between the training and test sides.
+        self._split_users: int | None = None
+        self._batch_size: int | None = None
+        # Step count to continue from when there is no session (a loaded model).
+        self._resume_step = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items() if k != "kind")
+        return f"{type(self).__name__}({fields})"
+
+    # ------------------------------------------------------------------ set-up
+
+    def _features(self, dataset: Any) -> HistoryFeatures:
+        if dataset is None:
+            return self._stored_features()
+        features = dataset if isinstance(dataset, HistoryFeatures) else None
+        if features is None:
+            features = HistoryFeatures.from_dataset(dataset)
+        features.check_features(self.spec.feature_names)
+        sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
+        if self._vocab_sizes is not None and sizes != self._vocab_sizes:
+            raise ValueError(
+                f"this model was trained on vocabularies of sizes {self._vocab_sizes}; the dataset "
+                f"has {sizes}"
+            )
+        return features
+
+    def _stored_features(self) -> HistoryFeatures:
+        """The features kept from the last `fit` (or the file), for calls without a dataset."""
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+        if not self._has_histories:
+            raise ValueError(
+                "this model was saved without its users' rated movies (include_ratings=False), so "
+                "it cannot split, evaluate or train on them: pass the dataset"
+            )
+        return self._data
+
+    def _remember(self, dataset: Any, features: HistoryFeatures) -> None:
+        """Keeps the features, catalogue, id vocabularies and rating scale of a `fit` dataset."""
+        n, m = features.num_users, features.num_items
+        self._data, self._has_histories = features, True
+        if isinstance(dataset, HistoryFeatures):
+            # Bare features (e.g. `model.features` after `add_users`) carry no ids: keep ours if
+            # they still fit.
+            if self.user_ids is None or len(self.user_ids) != n:
+                self.user_ids = np.arange(n)
+            if self.item_ids is None or len(self.item_ids) != m:
+                self.item_ids = np.arange(m)
+            return
+        ratings = _ratings_of(dataset)
+        catalog = getattr(dataset, "items", None)
+        self.catalog = catalog if isinstance(catalog, pd.DataFrame) else ratings.catalog
+        self.user_ids = np.arange(n) if ratings.user_ids is None else np.asarray(ratings.user_ids)
+        if ratings.item_ids is not None:
+            self.item_ids = np.asarray(ratings.item_ids)
+        elif self.catalog is not None and "item_id" in self.catalog.columns:
+            self.item_ids = self.catalog["item_id"].to_numpy()
+        else:
+            self.item_ids = np.arange(m)
+        self._num_train_ratings = len(ratings)
+        values = ratings.values
+        self._rating_scale = (float(values.min()), float(values.max())) if len(values) else None
+
+    def _split(self, features: HistoryFeatures, protocol: str, seed: int) -> SoftmaxSplit:
+        """`split_users` over the users of the first fit; any later user is a training user."""
+        n0 = features.num_users
+        if self._split_users is not None:
+            n0 = min(self._split_users, n0)
+        if n0 == features.num_users:
+            return split_users(features, protocol, seed)
+        hist = features.histories
+        first = HistoryFeatures(
+            Ragged(hist.offsets[: n0 + 1], hist.values[: hist.offsets[n0]]),
+            features.num_items,
+            features.vocabularies,
+            features.item_tokens,
+            features.item_feature,
+        )
+        split = split_users(first, protocol, seed)
+        min_len = 2 if protocol == "holdout" else 1
+        later = n0 + np.flatnonzero(hist.lengths[n0:] >= min_len)
+        return replace(split, train_users=np.concatenate([split.train_users, later]))
+
+    def _eval_data(self, features: HistoryFeatures, split: SoftmaxSplit) -> _EvalData:
+        bags = input_bags(features, split, self.spec.feature_names)
+        exclude = None
+        if split.exclude_inputs:
+            exclude = np.zeros((len(split.test_users), features.num_items), bool)
+            lengths = split.test_inputs.lengths
+            exclude[np.repeat(np.arange(len(lengths)), lengths), split.test_inputs.values] = True
+        t_len = split.test_targets.lengths
+        return _EvalData(
+            split,
+            bags.ids,
+            bags.weights,
+            exclude,
+            np.repeat(np.arange(len(t_len)), t_len),
+            split.test_targets.values.astype(np.int32),
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        dataset: Any,
+        *,
+        steps: int,
+        optimizer: OptimizerSpec,
+        backend: Any = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = True,
+        protocol: str | None = None,
+        eval_every: int = 100,
+        k: int = 10,
+    ) -> pd.DataFrame:
+        """Trains for `steps` updates; a second call continues where the first stopped.
+
+        The users are split 90/10 with `seed` on the first call (`cfcore.data.features.split_users`);
+        later calls keep that split. Steps run in compiled chunks of `eval_every`; the batches of a
+        chunk are built on the host with NumPy (`SoftmaxBatcher`, seeded with `seed` plus the number
+        of steps done) and stacked `[k, B, ...]`, so every backend sees the same ones. If the loss
+        turns NaN or infinite, training stops with `TrainingDivergedError` and the model keeps the
+        last finite parameters.
+
+        A loaded model (`cfcore.load`) continues too, from its parameters, step count and
+        history, with a fresh optimizer state (the file keeps no Adagrad/Adam accumulators: they
+        are each framework's own structures), on either backend. Users beyond those of the first
+        fit (added with `add_users`) are always training users, so the test users stay the same.
+
+        Args:
+            dataset: ratings plus item metadata (`cfcore.datasets.load_movielens(...)`), or
+                `HistoryFeatures`; None for the features kept from the last fit or the file
+                (`model.features`, new users included).
+            steps: number of optimizer updates.
+            optimizer: a `cfcore.optimizers` spec; the notebook's is `Adagrad(8.0)`.
+            backend: "jax", "tf", a backend instance, or None (`CFCORE_BACKEND`, else "jax").
+            seed: seeds the split and the initial values (first call) and the batches.
+            batch_size: training users per step; None for the last fit's, else 200 (the
+                notebook's).
+            progress: show a progress bar.
+            protocol: "holdout" (leak-free, the default) or "notebook" (the notebook's set-up: the
+                label is one of the input movies, so precision@10 is at most 0.1; see
+                `split_users`). Fixed by the first call; None means the model's (or "holdout").
+            eval_every: steps between two history rows.
+            k: cut-off of the ranking metrics recorded in the history.
+
+        Returns:
+            The history so far: one row per evaluation with `step`, `train_loss` (mean loss of the
+            chunk's batches, before each update, as the notebook prints; NaN in the first row, of
+            step 0, which precedes any batch), `test_loss` (mean
+            cross-entropy over the test users' (user, target) pairs) and the ranking metrics at
+            `k` on the test users (`precision@k`, `recall@k`, `ndcg@k`, `map@k`, `hit_rate@k`).
+        """
+        if protocol is None:
+            protocol = self._protocol or "holdout"
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if self._protocol is not None and protocol != self._protocol:
+            raise ValueError(
+                f"this model was trained under protocol {self._protocol!r}; it cannot continue "
+                f"under {protocol!r} (start a new model)"
+            )
+        check_steps(steps, eval_every)
+        features = self._features(dataset)
+        _check_k_catalogue(k, features.num_items)
+        split_seed = seed if self._split_seed is None else self._split_seed
+        split = self._split(features, protocol, split_seed)
+        if batch_size is None:
+            batch_size = self._batch_size or DEFAULT_BATCH_SIZE
+        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= len(
+            split.train_users
+        ):
+            raise ValueError(
+                f"batch_size must be an int in [1, {len(split.train_users)}] (the number of "
+                f"training users), got {batch_size!r}"
+            )
+        be = get_backend(backend)
+        session = self._session
+        if session is None or session.backend is not be or not _same(session.optimizer, optimizer):
+            if session is not None:
+                self._params = self.params_numpy()
+                step, history = session.step, pd.DataFrame(session.history_rows)
+            else:
+                step, history = self._resume_step, self.history
+            params = (
+                self._params
+                if self._params is not None
+                else init_softmax_params(self.spec, features.vocab_sizes, seed)
+            )
+            session = Session.start(be, optimizer, params, step=step, history=history)
+            self._session = session
+        self._protocol, self._split_seed = protocol, split_seed
+        self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
+        if dataset is not None:
+            self._remember(dataset, features)
+        if self._split_users is None:
+            self._split_users = features.num_users
+        self._batch_size = int(batch_size)
+        self._params = None  # the session's state is now the truth
+        log_q = None
+        if self.spec.loss == "sampled":
+            log_q = label_log_probabilities(features, split.train_users)
+        batcher = SoftmaxBatcher(
+            features,
+            split.train_users,
+            int(batch_size),
+            seed + session.step,
+            protocol,
+            self.spec.feature_names,
+        )
+        eval_data = self._eval_data(features, split)
+        try:
+            self._run(session, batcher, eval_data, log_q, steps, eval_every, k, progress)
+        finally:
+            self.history = pd.DataFrame(session.history_rows)
+        return self.history
+
+    def _run(self, session, batcher, eval_data, log_q, steps, eval_every, k, progress) -> None:
+        be = session.backend
+        run_chunk = session.chunk(self.spec, losses.softmax_loss(be, self.spec), _batch_and_log_q)
+
+        def record(train_loss: float | None) -> dict[str, float]:
+            loss = float("nan") if train_loss is None else train_loss
+            row = {"step": session.step, "train_loss": loss}
+            row.update(self._metrics(be, session.params, eval_data, k))
+            session.history_rows.append(row)
+            return row
+
+        def label(row: dict[str, float]) -> str:
+            cols = ("train_loss", "test_loss", f"precision@{k}")
+            return "  ".join(f"{c}={row[c]:.4f}" for c in cols)
+
+        session.run(
+            run_chunk,
+            None if log_q is None else be.asarray(log_q, "float32"),
+            steps=steps,
+            eval_every=eval_every,
+            next_xs=lambda n: batcher.take(n).to_dict(),
+            record=record,
+            progress=progress,
+            label=label,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _metrics(self, be: Any, params: Any, data: _EvalData, k: int) -> dict[str, float]:
+        """Test loss and ranking metrics at k of `params` on the test users."""
+        spec = self.spec
+        query = be.softmax_query_embeddings(spec, params, data.ids, data.weights)
+        items = params[spec.item_feature]
+        loss = float(
+            be.to_numpy(
+                be.softmax_cross_entropy(_take(be, query, data.pair_rows), items, data.pair_items)
+            )
+        )
+        num_items = int(_shape(items)[0])
+        rows_per_call = max(1, _EVAL_SCORES // num_items)
+        tops = []
+        for start in range(0, int(_shape(query)[0]), rows_per_call):
+            stop = start + rows_per_call
+            scores = be.score_all(query[start:stop], items)
+            exclude = None if data.exclude is None else data.exclude[start:stop]
+            tops.append(np.asarray(be.to_numpy(be.top_k(scores, k, exclude=exclude)[1])))
+        metrics = ranking_metrics(np.concatenate(tops), data.split.test_targets, k)
+        return {"test_loss": loss, **metrics}
+
+    def evaluate(
+        self, dataset: Any = None, k: int = 10, *, backend: Any = None
+    ) -> dict[str, float]:
+        """Ranking metrics at `k` on the test users of the split made by the first `fit`.
+
+        Under "holdout" the ranking is over all movies but the test user's input ones and the
+        targets are the held-out 20 %; under "notebook" it is over all movies and the target is
+        the one random label, so precision@k is TensorFlow's `precision_at_k` (at most 1/k).
+
+        Args:
+            dataset: the dataset given to `fit`; None for the features kept by the model (a
+                loaded model evaluates without the dataset).
+            k: the cut-off, at most the number of items.
+            backend: where to compute (default: the one that trained the model).
+
+        Returns:
+            `{"precision@k", "recall@k", "ndcg@k", "map@k", "hit_rate@k", "test_loss", "users"}`.
+        """
+        if self._protocol is None:
+            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+        features = self._features(dataset)
+        _check_k_catalogue(k, features.num_items)
+        split = self._split(features, self._protocol, self._split_seed)
+        be = get_backend(backend) if backend is not None else self._backend()
+        params = be.params_from_numpy(self.params_numpy())
+        out = self._metrics(be, params, self._eval_data(features, split), k)
+        metrics = {name: v for name, v in out.items() if name != "test_loss"}
+        return {**metrics, "test_loss": out["test_loss"], "users": len(split.test_users)}
+
+    def _backend(self) -> Any:
+        return self._session.backend if self._session is not None else get_backend(None)
+
+    # ------------------------------------------------------------------ results
+
+    def params_numpy(self) -> dict[str, np.ndarray]:
+        """All parameters as float32 NumPy arrays (the feature tables and `hidden_i`)."""
+        if self._session is not None and self._params is None:
+            self._params = self._session.params_numpy()
+        if self._params is None:
+            raise RuntimeError(f"{type(self).__name__} has no parameters yet: call fit() first")
+        return self._params
+
+    def embeddings_numpy(self) -> dict[str, np.ndarray]:
+        """As `embeddings`, without copying (do not modify the arrays)."""
+        params = self.params_numpy()
+        return {"item": params[self.spec.item_feature], **params}
+
+    @property
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """`{"item": float32 [M, d]}` (the movie-id table, also the softmax weights) plus every
+        parameter by name (`"movie_id"`, `"genre"`, `"year"`, `"hidden_0"`, ...); copies."""
+        return {k: v.copy() for k, v in self.embeddings_numpy().items()}
+
+    @property
+    def step(self) -> int:
+        """Number of optimizer updates applied so far."""
+        return self._resume_step if self._session is None else self._session.step
+
+    @property
+    def protocol(self) -> str | None:
+        """The protocol fixed by the first `fit` (None before)."""
+        return self._protocol
+
+    def user_embeddings(
+        self, dataset: Any = None, users: Any = None, *, backend: Any = None
+    ) -> np.ndarray:
+        """Query embeddings of `users` (default: all with a rating) from their whole histories.
+
+        Args:
+            dataset: the dataset whose users these are; None for the model's own
+                (`model.features`: those of the last fit or the file, plus added users).
+            users: user rows, `[B]`; each needs at least one rated movie.
+            backend: where to compute (default: the one that trained the model, else the
+                default backend).
+
+        Returns:
+            float32 `[len(users), d]`.
+        """
+        features = self._features(dataset)
+        if users is None:
+            users = np.flatnonzero(features.histories.lengths > 0)
+        items, valid = features.padded_histories(np.asarray(users))
+        bags = features.bags(items, valid, self.spec.feature_names)
+        be = get_backend(backend) if backend is not None else self._backend()
+        params = be.params_from_numpy(self.params_numpy())
+        return np.asarray(
+            be.to_numpy(be.softmax_query_embeddings(self.spec, params, bags.ids, bags.weights))
+        )
+
+    # ------------------------------------------------------------------ retrieval, new users, files
+
+    @property
+    def features(self) -> HistoryFeatures | None:
+        """The features of the last fit (or of the file), new users included; None before."""
+        return self._data
+
+    @property
+    def num_users(self) -> int | None:
+        """N, the users the model knows (rows of `user_ids`), added ones included."""
+        return None if self._data is None else self._data.num_users
+
+    @property
+    def rated_items(self) -> Any:
+        """The movies each user rated, a `cfcore.retrieval.RatedItems` (None when unknown)."""
+        from ..retrieval import RatedItems
+
+        if self._data is None or not self._has_histories:
+            return None
+        hist = self._data.histories
+        return RatedItems(hist.offsets, hist.values, self._data.num_items)
+
+    @property
+    def num_train_ratings(self) -> int | None:
+        """The number of ratings of the last fit (added users' included)."""
+        return self._num_train_ratings
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """`(lowest, highest)` rating of the training ratings; new ratings must lie inside.
+
+        The softmax model reads only WHICH movies a user rated, not the values; the scale
+        only catches typing mistakes in a new user's ratings.
+        """
+        return self._rating_scale
+
+    def _compute_backend(self, backend: Any) -> Any:
+        """The backend to compute on ("numpy" is the registered float64 reference)."""
+        return get_backend(backend) if backend is not None else self._backend()
+
+    def _tower(
+        self, features: HistoryFeatures, rows: np.ndarray, items: np.ndarray, num_rows: int, be: Any
+    ) -> np.ndarray:
+        """Query embeddings `[num_rows, d]` of the bags of `(row, item)` input pairs.
+
+        `rows` must be sorted; every row needs a pair. Rows go in chunks so that the dense
+        bags of one chunk hold at most `_EVAL_SCORES` counts.
+        """
+        spec = self.spec
+        params = be.params_from_numpy(self.params_numpy())
+        width = sum(features.width(f) for f in spec.feature_names)
+        per_chunk = max(1, _EVAL_SCORES // max(width, 1))
+        out = np.empty((num_rows, spec.output_dim), np.float32)
+        bounds = np.searchsorted(rows, np.arange(0, num_rows + per_chunk, per_chunk))
+        for c, start in enumerate(range(0, num_rows, per_chunk)):
+            stop = min(start + per_chunk, num_rows)
+            lo, hi = bounds[c], bounds[c + 1]
+            bags = features.bags_from_pairs(
+                rows[lo:hi] - start, items[lo:hi], (stop - start,), spec.feature_names
+            )
+            q = be.to_numpy(be.softmax_query_embeddings(spec, params, bags.ids, bags.weights))
+            out[start:stop] = np.asarray(q, dtype=np.float32)
+        return out
+
+    def query_embeddings(
+        self, users: Any = None, *, backend: Any = None, allow_empty: bool = True
+    ) -> np.ndarray:
+        """Query embeddings of the model's own users, from every movie they rated.
+
+        What `cfcore.retrieval` scores the catalogue with: `ψ(x_u)` of user `u`'s bags of words
+        (the movies of `model.features`, new users included).
+
+        Args:
+            users: user rows (0-based, as `user_ids`), `[B]`; None for all.
+            backend: "jax", "tf", a backend instance, or "numpy" (the float64 reference); None for
+                the one that trained the model, else the default.
+            allow_empty: a user who rated nothing gets the zero vector (what the tower gives an
+                empty bag: every item then scores 0); False raises instead (as does a model
+                saved without its users' movies, for the users it does not know the movies of).
+
+        Returns:
+            float32 `[B, d]`.
+
+        Raises:
+            ValueError: a row is out of range, or (with `allow_empty=False`) a user rated nothing.
+        """
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+        features = self._data
+        n = features.num_users
+        users = np.arange(n) if users is None else np.asarray(users)
+        if users.ndim != 1 or (users.size and not np.issubdtype(users.dtype, np.integer)):
+            raise ValueError(f"users must be a 1-D array of user rows (ints), got {users!r}")
+        bad = (users < 0) | (users >= n)
+        if bad.any():
+            raise ValueError(
+                f"user index {users[bad][0]} is out of range for {n} users (valid: 0..{n - 1})"
+            )
+        hist = features.histories
+        lengths = hist.lengths[users]
+        # Without the saved histories an empty row means "unknown", not "rated nothing": raise.
+        if (not allow_empty or not self._has_histories) and (lengths == 0).any():
+            u = int(users[np.argmax(lengths == 0)])
+            uid = u if self.user_ids is None else np.asarray(self.user_ids)[u].item()
+            why = (
+                " (this model was saved with include_ratings=False: it kept no user's movies)"
+                if not self._has_histories
+                else ""
+            )
+            raise ValueError(
+                f"user {uid} has rated no movies{why}: the softmax model builds a user's query "
+                "from the movies they rated. Fold new ratings in with model.fold_in(...) or "
+                "model.add_users(...)"
+            )
+        out = np.zeros((len(users), self.spec.output_dim), np.float32)
+        has = np.flatnonzero(lengths > 0)
+        if len(has):
+            rows, items = _ragged_pairs(hist, users[has])
+            out[has] = self._tower(features, rows, items, len(has), self._compute_backend(backend))
+        return out
+
+    def _new_user_pairs(self, ratings: Any) -> tuple[np.ndarray, np.ndarray, int, Any, int]:
+        """`(rows, items, B, user ids or None, ratings read)` of new users, pairs distinct, sorted."""
+        from ..user_ratings import UserRatingsError, fold_in_arrays
+
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+        rows, items, _, num, ids = fold_in_arrays(ratings, self)
+        m = self._data.num_items
+        # A movie rated twice is in the bag once, as in the training histories.
+        keys = np.unique(np.asarray(rows, np.int64) * m + np.asarray(items, np.int64))
+        rows, items = keys // m, keys % m
+        counts = np.bincount(rows, minlength=num)
+        if (counts == 0).any():
+            raise UserRatingsError(
+                f"new user {int(np.argmax(counts == 0))} has no ratings to fold in"
+            )
+        return rows, items, num, ids, len(keys)
+
+    def fold_in(self, ratings: Any, *, reg: Any = None, backend: Any = None) -> np.ndarray:
+        """Query embeddings of new users from the movies they rated (no training).
+
+        The softmax model's natural fold-in: a new user's bags of words are built from the
+        movies they rated (their ids, genres and years, as for any user) and go through the
+        tower. Only which movies were rated counts, not the values (the notebook's model reads
+        no rating values); values are still checked against `rating_scale`. The model is not
+        changed; `add_users` also adds them.
+
+        Args:
+            ratings: the new users' ratings: a `Ratings` over this model's items (its users are
+                the new users 0..B-1), or a frame / CSV path / mapping `{item id or title:
+                rating}` as `cfcore.user_ratings.read_user_ratings` reads (one user, or several
+                with a `user_id` column).
+            reg: must be None: there is nothing to regularize (accepted so that code written for
+                `MatrixFactorization.fold_in` runs unchanged).
+            backend: "jax", "tf", a backend instance, or "numpy"; None for the model's.
+
+        Returns:
+            float32 `[B, d]`, one query embedding per new user: score items with
+            `cfcore.retrieval.scores(q, model.embeddings["item"])`.
+        """
+        _no_reg(reg)
+        rows, items, num, _, _ = self._new_user_pairs(ratings)
+        return self._tower(self._data, rows, items, num, self._compute_backend(backend))
+
+    def add_users(
+        self, ratings: Any, *, user_ids: Any = None, reg: Any = None, backend: Any = None
+    ) -> np.ndarray:
+        """Adds new users from the movies they rated; `recommend` then serves them.
+
+        Their rated movies extend the model's histories (`features`), so their query embeddings
+        are their bags of words through the tower (see `fold_in`), `recommend` leaves those
+        movies out, and `fit(model.features, ...)` (or `fit(None, ...)`) trains with them as
+        training users (the test users stay the same). The parameters are not changed.
+
+        Args:
+            ratings: as in `fold_in`.
+            user_ids: original ids of the new users, `[B]`; default the `user_id` column of a
+                frame, else (numeric vocabularies) the next free integers after the largest id,
+                else "new-0", "new-1", ...
+            reg: must be None (see `fold_in`).
+            backend: unused (the query embeddings are computed when needed); accepted as in
+                `MatrixFactorization.add_users`.
+
+        Returns:
+            The new users' original ids, `[B]`.
+        """
+        from ..user_ratings import new_user_ids
+
+        del backend
+        _no_reg(reg)
+        rows, items, num, frame_ids, count = self._new_user_pairs(ratings)
+        features = self._data
+        n = features.num_users
+        old_ids = np.arange(n) if self.user_ids is None else np.asarray(self.user_ids)
+        user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)
+        hist = features.histories
+        counts = np.bincount(rows, minlength=num)
+        offsets = np.concatenate([hist.offsets, hist.offsets[-1] + np.cumsum(counts)])
+        values = np.concatenate([hist.values, items.astype(np.int32)])
+        self._data = HistoryFeatures(
+            Ragged(offsets.astype(np.int64), values),
+            features.num_items,
+            features.vocabularies,
+            features.item_tokens,
+            features.item_feature,
+        )
+        self.user_ids = np.concatenate([old_ids, user_ids])
+        if self._num_train_ratings is not None:
+            self._num_train_ratings += count
+        return user_ids
+
+    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
+        """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
+
+        The file holds the spec, every parameter (feature tables, hidden layers), the feature
+        vocabularies and each item's tokens, the users' rated movies, the catalogue, the id
+        vocabularies, the history and what `evaluate` needs to draw the same split again (see
+        `cfcore.persistence`).
+
+        Args:
+            path: the file to write (a `.npz` archive whatever its suffix).
+            include_ratings: also store which movies each user rated (needed to recommend to
+                them, to evaluate or to train without the dataset).
+
+        Returns:
+            The path written.
+        """
+        from ..persistence import save
+
+        return save(self, path, include_ratings=include_ratings)
+
+
+def _no_reg(reg: Any) -> None:
+    if reg is not None:
+        raise ValueError(
+            f"reg={reg!r}: the softmax model has no fold-in regularization (it applies to matrix "
+            "factorization's ridge solve); a new user's query embedding is the tower over the bags "
+            "of words of the movies they rated"
+        )
+
+
+def _ragged_pairs(ragged: Ragged, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(row position [n], value [n])` of every value of `ragged`'s rows `rows`, in order."""
+    starts, lengths = ragged.offsets[rows], ragged.lengths[rows]
+    first = np.cumsum(lengths) - lengths
+    index = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+    return np.repeat(np.arange(len(rows)), lengths), ragged.values[index].astype(np.int64)
+
+
+def _take(be: Any, x: Any, rows: np.ndarray) -> Any:
+    """Rows of a native `[n, d]` array (gathered on the host: evaluation sizes are small)."""
+    return np.asarray(be.to_numpy(x))[rows]
+
+
+def _check_k_catalogue(k: Any, num_items: int) -> None:
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > num_items:
+        raise ValueError(f"k={k} is larger than the catalogue of {num_items} items")
+
+
+def _batch_and_log_q(log_q: Any, batch: Any) -> tuple[Any, Any]:
+    return batch, log_q

@@ -1,0 +1,108 @@
+"""The update rules of cfcore's optimizers, written once in the backend's array namespace.
+
+Each rule is the formula of its spec's docstring (`cfcore.optimizers`), as a pure pair
+`init(params) -> state` and `update(grads, state, params) -> (params, state)` over dicts of
+arrays, so the same spec gives the same trajectory on every backend. A framework's own optimizer
+(an optax transformation, a Keras 3 optimizer) is turned into the same pair by the backend's
+`native_optimizer`: accepted, but not bound to cross-backend agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..specs import SGD, Adagrad, Adam, OptimizerSpec
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An optimizer as the pure pair the trainer calls.
+
+    Attributes:
+        init: `init(params) -> state`.
+        update: `update(grads, state, params) -> (new_params, new_state)`.
+        spec: the cfcore spec (None for a framework's own optimizer).
+        learning_rate: for messages (None when unknown).
+    """
+
+    init: Any
+    update: Any
+    spec: OptimizerSpec | None = None
+    learning_rate: float | None = None
+
+
+def _sgd(be: Any, opt: SGD) -> Rule:
+    lr = opt.learning_rate
+
+    def init(params: Params) -> dict:
+        return {}
+
+    def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        return {k: params[k] - lr * grads[k] for k in params}, state
+
+    return Rule(init, update, opt, lr)
+
+
+def _adagrad(be: Any, opt: Adagrad) -> Rule:
+    xp, lr, eps = be.xp, opt.learning_rate, opt.eps
+
+    def init(params: Params) -> dict:
+        return {"acc": {k: xp.full_like(p, opt.initial_accumulator_value) for k, p in params.items()}}
+
+    def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        acc = {k: state["acc"][k] + xp.square(grads[k]) for k in params}
+        new = {k: params[k] - lr * (grads[k] / xp.sqrt(acc[k] + eps)) for k in params}
+        return new, {"acc": acc}
+
+    return Rule(init, update, opt, lr)
+
+
+def _adam(be: Any, opt: Adam) -> Rule:
+    xp, lr, b1, b2, eps = be.xp, opt.learning_rate, opt.b1, opt.b2, opt.eps
+
+    def init(params: Params) -> dict:
+        zeros = {k: xp.zeros_like(p) for k, p in params.items()}
+        # The step count t as float32: exact up to 2²⁴ steps, and b ** t needs a float exponent.
+        return {"m": zeros, "v": dict(zeros), "t": be.asarray(np.float32(0.0))}
+
+    def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        t = state["t"] + 1.0
+        m = {k: b1 * state["m"][k] + (1.0 - b1) * grads[k] for k in params}
+        v = {k: b2 * state["v"][k] + (1.0 - b2) * xp.square(grads[k]) for k in params}
+        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+        new = {k: params[k] - lr * ((m[k] / c1) / (xp.sqrt(v[k] / c2) + eps)) for k in params}
+        return new, {"m": m, "v": v, "t": t}
+
+    return Rule(init, update, opt, lr)
+
+
+_RULES = {SGD: _sgd, Adagrad: _adagrad, Adam: _adam}
+
+
+def make_rule(be: Any, optimizer: Any) -> Rule:
+    """The update rule of `optimizer` on backend `be`.
+
+    Args:
+        be: a backend (its `xp` and `asarray` are used).
+        optimizer: a `cfcore.optimizers` spec, or a framework's own optimizer object that the
+            backend's `native_optimizer` recognises (optax on JAX, Keras 3 on TensorFlow).
+
+    Raises:
+        TypeError: for anything else, naming what is accepted.
+    """
+    if isinstance(optimizer, OptimizerSpec):
+        return _RULES[type(optimizer)](be, optimizer)
+    native = be.native_optimizer(optimizer)
+    if native is None:
+        raise TypeError(
+            f"optimizer must be a cfcore.optimizers spec (SGD, Adagrad, Adam) or an optimizer "
+            f"object of the {be.name!r} backend's framework, got {type(optimizer).__name__}: "
+            f"{optimizer!r}"
+        )
+    lr = getattr(optimizer, "learning_rate", None)
+    return Rule(native.init, native.update, None, lr if isinstance(lr, int | float) else None)

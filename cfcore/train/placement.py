@@ -1,0 +1,41 @@
+"""Where training data and parameters live: the one place the trainer asks.
+
+Single-device training puts everything on the backend's default device. Multi-device training
+(row-sharded tables, batches split over devices) is a different `Placement` handed to the same
+trainer: nothing else in core decides where arrays go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Placement:
+    """Puts host (NumPy) trees on the backend's default device.
+
+    Args:
+        backend: the backend whose arrays are made.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Parameters as float32 native arrays."""
+        return {k: self.backend.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
+
+    def data(self, tree: Any) -> Any:
+        """A tree of host arrays (ratings, bags, batch indices) as native arrays, dtypes narrowed."""
+        if tree is None:
+            return None
+        if isinstance(tree, dict):
+            return {k: self.data(v) for k, v in tree.items()}
+        if isinstance(tree, list | tuple):
+            return type(tree)(self.data(v) for v in tree)
+        return self.backend.asarray(tree)
+
+    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Parameters back on the host as float32 NumPy arrays."""
+        return {k: np.asarray(self.backend.to_numpy(v), np.float32) for k, v in params.items()}

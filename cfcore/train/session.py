@@ -1,0 +1,217 @@
+"""One trainer for every model: sessions of compiled chunks, history rows, the divergence stop.
+
+A model hands the trainer its loss, how each step takes its batch, and how to evaluate a history
+row; the trainer owns everything else: the optimizer state, the guarded compiled chunks
+(`cfcore.train.loop`), where arrays live (`cfcore.train.placement`), the step count across `fit`
+calls, the progress bar and the stop at the first non-finite loss or parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..optim.rules import Rule, make_rule
+from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk
+from .placement import Placement
+from .progress import progress_bar
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the parameters became NaN or infinite; the model keeps the last finite state.
+
+    Attributes:
+        step: the step (number of updates applied) at which training stopped.
+        history: the history up to the last finite step.
+    """
+
+    def __init__(self, message: str, step: int, history: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.step = step
+        self.history = history
+
+
+# Compiled chunks by (backend, model key, optimizer): a model trained again, or a second model of
+# the same spec, reuses the compiled loop instead of compiling it again.
+_CHUNKS: dict[tuple, Callable[..., ChunkResult]] = {}
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+@dataclass
+class Session:
+    """Backend-side training state kept between `fit` calls, so that a second `fit` continues.
+
+    Attributes:
+        backend: the backend it runs on.
+        optimizer: what the user passed (a cfcore spec or a framework optimizer).
+        rule: its update rule.
+        placement: where parameters and data live.
+        params, opt_state: the current state (native arrays).
+        prev_params, prev_opt_state: the state one applied step earlier.
+        step: number of updates applied so far (continued from a loaded model).
+        history_rows: one dict per history row.
+    """
+
+    backend: Any
+    optimizer: Any
+    rule: Rule
+    placement: Placement
+    params: dict[str, Any]
+    opt_state: Any
+    prev_params: dict[str, Any]
+    prev_opt_state: Any
+    step: int = 0
+    history_rows: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        backend: Any,
+        optimizer: Any,
+        params: dict[str, np.ndarray],
+        *,
+        step: int = 0,
+        history: pd.DataFrame | None = None,
+        placement: Placement | None = None,
+    ) -> Session:
+        """A session on `backend` from host `params`, continuing `step` and `history`."""
+        placement = placement or Placement(backend)
+        rule = make_rule(backend, optimizer)
+        native = placement.params(params)
+        opt_state = rule.init(native)
+        rows = [] if history is None or history.empty else history.to_dict("records")
+        return cls(backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows)
+
+    def params_numpy(self) -> dict[str, np.ndarray]:
+        return self.placement.to_host(self.params)
+
+    def chunk(self, key: Any, loss: Callable, take_batch: Callable) -> Callable[..., ChunkResult]:
+        """The compiled chunk for `key` (the model's spec and batch layout), built once."""
+        full_key = (self.backend.name, id(self.backend), key, self.optimizer)
+        if not (_hashable(key) and _hashable(self.optimizer)):
+            return make_chunk(self.backend, loss, self.rule, take_batch)
+        if full_key not in _CHUNKS:
+            _CHUNKS[full_key] = make_chunk(self.backend, loss, self.rule, take_batch)
+        return _CHUNKS[full_key]
+
+    def run(
+        self,
+        run_chunk: Callable[..., ChunkResult],
+        data: Any,
+        *,
+        steps: int,
+        eval_every: int,
+        next_xs: Callable[[int], Any] | None,
+        record: Callable[[float | None], dict[str, float]],
+        progress: bool,
+        label: Callable[[dict[str, float]], str],
+    ) -> None:
+        """Runs `steps` updates in chunks of `eval_every`, recording a history row after each.
+
+        Args:
+            run_chunk: from `chunk`.
+            data: the training data on the device (passed to every step).
+            steps: number of updates.
+            eval_every: steps per chunk (one history row per chunk).
+            next_xs: `next_xs(k)` gives the next `k` steps' slices (minibatch indices, batches),
+                or None for full-batch steps.
+            record: `record(mean training loss of the chunk, or None before any step)` appends a
+                history row to `history_rows` and returns it.
+            progress: show the progress bar.
+            label: the progress bar's text for a row.
+
+        Raises:
+            TrainingDivergedError: at the first step whose loss or new parameters are not finite.
+        """
+        if self.step == 0 and not self.history_rows:
+            record(None)
+        done = 0
+        with progress_bar(progress) as bar:
+            task = bar.add_task("", total=steps) if bar is not None else None
+            while done < steps:
+                k = min(eval_every, steps - done)
+                xs = None if next_xs is None else self.placement.data(next_xs(k))
+                out = run_chunk(
+                    self.params,
+                    self.opt_state,
+                    self.prev_params,
+                    self.prev_opt_state,
+                    data,
+                    xs=xs,
+                    num_steps=None if xs is not None else k,
+                )
+                if out.bad_step >= 0:
+                    self._diverged(out)
+                self.params, self.opt_state = out.params, out.opt_state
+                self.prev_params, self.prev_opt_state = out.prev_params, out.prev_opt_state
+                self.step += k
+                done += k
+                row = record(out.loss_sum / k)
+                if bar is not None:
+                    bar.update(task, advance=k, description=label(row))
+
+    def _diverged(self, out: ChunkResult) -> None:
+        at = self.step + out.bad_step
+        lr = self.rule.learning_rate
+        advice = (
+            f"Lower the learning rate (now {lr:g}) or init_stddev."
+            if lr is not None
+            else "Lower the learning rate or init_stddev."
+        )
+        if out.reason == LOSS_NOT_FINITE and at == 0:
+            # Nothing was trained: the loss of the initial values is itself not finite.
+            msg = (
+                "the training loss is NaN or infinite at the initial values (step 0), before any "
+                "update: check the ratings and the initial parameters for non-finite values"
+            )
+            kept = 0
+        elif out.reason == LOSS_NOT_FINITE:
+            # The state reached at step `at` has a non-finite loss: keep the one before it.
+            self.params, self.opt_state = out.prev_params, out.prev_opt_state
+            kept = at - 1
+            msg = (
+                f"the training loss became NaN or infinite at step {at}; stopped there and kept "
+                f"the parameters of step {kept}, the last with a finite loss. {advice}"
+            )
+        else:
+            # The update of step `at` would have produced non-finite parameters: keep step `at`.
+            self.params, self.opt_state = out.params, out.opt_state
+            kept = at
+            msg = (
+                f"the update at step {at} made parameters NaN or infinite (its loss was still "
+                f"finite); stopped there and kept the parameters of step {kept}. {advice}"
+            )
+        self.prev_params, self.prev_opt_state = self.params, self.opt_state
+        self.step = kept
+        raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
+
+
+def as_ratings(data: Any, what: str) -> Any:
+    """Accepts `Ratings` or anything with a `.ratings` attribute holding them (a dataset)."""
+    from ..data.ratings import Ratings
+
+    if isinstance(data, Ratings):
+        return data
+    inner = getattr(data, "ratings", None)
+    if isinstance(inner, Ratings):
+        return inner
+    raise TypeError(
+        f"{what} must be cfcore.Ratings (or a dataset holding them), got {type(data).__name__}"
+    )
+
+
+def check_steps(steps: Any, eval_every: Any) -> None:
+    for name, v in (("steps", steps), ("eval_every", eval_every)):
+        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
