@@ -31,13 +31,21 @@ def sparse_mse(be: Any, user_emb: Any, item_emb: Any, users: Any, items: Any, ra
     return xp.mean(xp.square(pred - ratings))
 
 
+def _rows(xp: Any, x: Any) -> Any:
+    """The number of rows of `x` as a float: static when known (exact, in double precision),
+    else counted on the device (a compiled function traced for any shape)."""
+    n = x.shape[0]
+    if isinstance(n, int):
+        return float(n)
+    return xp.sum(xp.full_like(x[:, 0], 1.0))
+
+
 def l2_penalty(be: Any, user_emb: Any, item_emb: Any) -> Any:
     """`ΣU²/N + ΣV²/M`: float32 scalar."""
     xp = be.xp
-    return (
-        xp.sum(xp.square(user_emb)) / float(user_emb.shape[0])
-        + xp.sum(xp.square(item_emb)) / float(item_emb.shape[0])
-    )
+    return xp.sum(xp.square(user_emb)) / _rows(xp, user_emb) + xp.sum(
+        xp.square(item_emb)
+    ) / _rows(xp, item_emb)
 
 
 def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
@@ -46,8 +54,11 @@ def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
     Σ_ij ⟨U_i, V_j⟩² = Σ (UᵀU) ∘ (VᵀV), so the `N × M` matrix is never formed. N·M is formed in
     floating point: at ML-20M shape it overflows int32.
     """
-    scale = 1.0 / (float(user_emb.shape[0]) * float(item_emb.shape[0]))
-    return be.xp.sum(be.gramian(user_emb) * be.gramian(item_emb)) * scale
+    xp = be.xp
+    n, m = _rows(xp, user_emb), _rows(xp, item_emb)
+    if isinstance(n, float) and isinstance(m, float):
+        return xp.sum(be.gramian(user_emb) * be.gramian(item_emb)) * (1.0 / (n * m))
+    return xp.sum(be.gramian(user_emb) * be.gramian(item_emb)) / n / m
 
 
 def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,26 @@ import pytest
 from .. import reference as ref
 from .._backend import Batch
 from ..data.batching import MinibatchSampler
+from ..models import losses
+from ..optim import make_rule
 from ..specs import SGD, Adagrad, Adam, MFSpec
+from ..train.loop import LOSS_NOT_FINITE, PARAMS_NOT_FINITE, make_chunk, make_step
+
+
+def _start(backend, spec, opt, params):
+    """`(step, params, opt_state, chunk)` of `spec`'s loss and `opt` on `backend`, from `params`."""
+    rule = make_rule(backend, opt)
+    native = backend.params_from_numpy(params)
+    loss = losses.mf_loss(backend, spec)
+    full = make_chunk(backend, loss, rule, lambda data, x: data)
+    return make_step(backend, loss, rule), native, rule.init(native), full, (loss, rule)
+
+
+def _take_rows(backend):
+    def take(data, idx):
+        return {k: backend.xp.take(v, idx) for k, v in data.items()}
+
+    return take
 
 RTOL = 1e-5
 
@@ -162,7 +181,8 @@ class BackendConformance:
     def test_value_and_grad_matches_reference(self, backend, name):
         spec = SPECS[name]
         params, b = make_problem(seed=11)
-        value, grads = backend.value_and_grad(spec, params, b)
+        grad = backend.value_and_grad(losses.mf_loss(backend, spec))
+        (value, _), grads = grad(backend.params_from_numpy(params), backend.device_batch(b))
         terms, ref_grads = ref.mf_objective(spec, params, b.users, b.items, b.values)
         assert_scalar_close(backend.to_numpy(value), terms["total"], what=f"{name} total loss")
         for k in ("user", "item"):
@@ -212,19 +232,18 @@ class BackendConformance:
     def test_train_steps_match_reference(self, backend, opt_name, spec_name):
         spec, opt = SPECS[spec_name], OPTIMIZERS[opt_name]
         params, b = make_problem(seed=21)
-        state = backend.init_train_state(spec, params, opt)
-        step = backend.make_train_step(spec, opt)
+        step, p, o, _, _ = _start(backend, spec, opt, params)
         data = backend.device_batch(b)
         ref_params = {k: v.astype(np.float64) for k, v in params.items()}
         ref_state = ref.init_optimizer_state(opt, ref_params)
         for i in range(3):
-            state, terms = step(state, data)
+            p, o, terms = step(p, o, data)
             ref_terms, ref_grads = ref.mf_objective(spec, ref_params, b.users, b.items, b.values)
             assert_scalar_close(
                 backend.to_numpy(terms["total"]), ref_terms["total"], what=f"step {i} loss"
             )
             ref_params, ref_state = ref.optimizer_update(opt, ref_params, ref_grads, ref_state)
-            got = backend.params_to_numpy(state.params)
+            got = backend.params_to_numpy(p)
             for k in ("user", "item"):
                 assert_array_close(got[k], ref_params[k], what=f"{opt_name} step {i + 1} {k}")
 
@@ -233,15 +252,13 @@ class BackendConformance:
         spec, opt = SPECS["regularized"], OPTIMIZERS[opt_name]
         params, b = make_problem(seed=31)
         data = backend.device_batch(b)
-        step = backend.make_train_step(spec, opt)
-        state = backend.init_train_state(spec, params, opt)
+        step, p, o, run, _ = _start(backend, spec, opt, params)
+        p0, o0 = p, o
         for _ in range(5):
-            state, _ = step(state, data)
-        run = backend.make_train_chunk(spec, opt)
-        start = backend.init_train_state(spec, params, opt)
-        chunked, _, bad = run(start, start, data, 5)
-        assert int(backend.to_numpy(bad)) == -1
-        a, c = backend.params_to_numpy(state.params), backend.params_to_numpy(chunked.params)
+            p, o, _ = step(p, o, data)
+        out = run(p0, o0, p0, o0, data, num_steps=5)
+        assert out.bad_step == -1
+        a, c = backend.params_to_numpy(p), backend.params_to_numpy(out.params)
         for k in a:
             assert_array_close(c[k], a[k], what=f"5 chunked steps vs 5 single steps, {k}")
 
@@ -249,43 +266,65 @@ class BackendConformance:
         spec, opt = SPECS["mf-gather"], OPTIMIZERS["sgd"]
         params, b = make_problem(seed=41)
         index = MinibatchSampler(len(b.values), 32, seed=0).take(4)
-        run = backend.make_train_chunk(spec, opt)
-        start = backend.init_train_state(spec, params, opt)
-        state, _, bad = run(start, start, backend.device_batch(b), 4, index)
-        assert int(backend.to_numpy(bad)) == -1
+        _, p, o, _, (loss, rule) = _start(backend, spec, opt, params)
+        run = make_chunk(backend, loss, rule, _take_rows(backend))
+        out = run(p, o, p, o, backend.device_batch(b), xs=backend.asarray(index))
+        assert out.bad_step == -1
         ref_params = {k: v.astype(np.float64) for k, v in params.items()}
         for rows in index:
             _, g = ref.mf_objective(spec, ref_params, b.users[rows], b.items[rows], b.values[rows])
             ref_params, _ = ref.optimizer_update(opt, ref_params, g, {})
-        got = backend.params_to_numpy(state.params)
+        got = backend.params_to_numpy(out.params)
         for k in got:
             assert_array_close(got[k], ref_params[k], what=f"minibatch SGD {k}")
 
-    def test_chunk_stops_at_first_non_finite_loss(self, backend):
+    def test_chunk_stops_at_first_non_finite_step(self, backend):
         spec = MFSpec(embedding_dim=4, init_stddev=0.5)
         opt = SGD(learning_rate=1e4)  # diverges within a few steps
         params, b = make_problem(seed=51)
         data = backend.device_batch(b)
-        step = backend.make_train_step(spec, opt)
-        # Find the first non-finite step one step at a time, then compare with the chunk.
-        state = backend.init_train_state(spec, params, opt)
-        history = [backend.params_to_numpy(state.params)]
-        first_bad = None
+        step, p, o, run, _ = _start(backend, spec, opt, params)
+        p0, o0 = p, o
+        # Find the first refused step one step at a time: a non-finite loss before the update,
+        # or non-finite parameters after it. Then compare with the chunk.
+        history = [backend.params_to_numpy(p)]
+        first_bad = reason = None
         for i in range(50):
-            state, terms = step(state, data)
+            new_p, o, terms = step(p, o, data)
             if not np.isfinite(float(backend.to_numpy(terms["total"]))):
-                first_bad = i
+                first_bad, reason = i, LOSS_NOT_FINITE
                 break
-            history.append(backend.params_to_numpy(state.params))
+            host = backend.params_to_numpy(new_p)
+            if not all(np.isfinite(v).all() for v in host.values()):
+                first_bad, reason = i, PARAMS_NOT_FINITE
+                break
+            p = new_p
+            history.append(host)
         assert first_bad is not None and first_bad > 0, "SGD with learning rate 1e4 should diverge"
-        run = backend.make_train_chunk(spec, opt)
-        start = backend.init_train_state(spec, params, opt)
-        final, prev, bad = run(start, start, data, 50)
-        assert int(backend.to_numpy(bad)) == first_bad
-        kept = backend.params_to_numpy(prev.params)
+        out = run(p0, o0, p0, o0, data, num_steps=50)
+        assert (out.bad_step, out.reason) == (first_bad, reason)
+        # A non-finite loss at the state reached: the one before it is the last finite one.
+        kept_state = out.prev_params if reason == LOSS_NOT_FINITE else out.params
+        expected = history[first_bad - 1] if reason == LOSS_NOT_FINITE else history[first_bad]
+        kept = backend.params_to_numpy(kept_state)
         for k in kept:
             assert np.all(np.isfinite(kept[k]))
-            assert_array_close(kept[k], history[first_bad - 1][k], what=f"last finite params {k}")
+            assert_array_close(kept[k], expected[k], what=f"last finite params {k}")
+
+    def test_chunk_stops_when_an_update_makes_parameters_non_finite(self, backend):
+        # A minibatch whose loss is finite but whose update overflows the rows it touches: the
+        # loss before the update never sees it, the parameter check does.
+        spec = MFSpec(embedding_dim=4, init_stddev=0.5)
+        params, b = make_problem(seed=52)
+        data = backend.device_batch(b)
+        _, p, o, _, (loss, rule) = _start(backend, spec, SGD(learning_rate=3e38), params)
+        run = make_chunk(backend, loss, rule, _take_rows(backend))
+        index = np.arange(4, dtype=np.int32).reshape(4, 1)  # one rating per step
+        out = run(p, o, p, o, data, xs=backend.asarray(index))
+        assert (out.bad_step, out.reason) == (0, PARAMS_NOT_FINITE)
+        kept = backend.params_to_numpy(out.params)
+        for k in kept:
+            np.testing.assert_array_equal(kept[k], params[k])
 
     # ------------------------------------------------------------------ scoring
 
