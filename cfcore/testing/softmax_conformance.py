@@ -30,7 +30,51 @@ from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
 from ..optimizers import SGD, Adagrad
 from ..softmax import init_softmax_params, label_log_probabilities
 from ..specs import SoftmaxSpec
+from ..models import losses as model_losses
+from ..optim import make_rule
+from ..train.loop import LOSS_NOT_FINITE, make_chunk, make_step
 from .conformance import RTOL, assert_array_close, assert_scalar_close
+
+
+class _Trainer:
+    """The softmax loss of `spec` with `opt` on `backend`: compiled steps and chunks, as `fit`."""
+
+    def __init__(self, backend, spec, opt, params):
+        rule = make_rule(backend, opt)
+        loss = model_losses.softmax_loss(backend, spec)
+        self.backend = backend
+        self.params = backend.params_from_numpy(params)
+        self.opt_state = rule.init(self.params)
+        self.chunk = make_chunk(backend, loss, rule, lambda log_q, batch: (batch, log_q))
+        self.step = make_step(backend, loss, rule)
+        self.grad = backend.value_and_grad(loss)
+
+    def native(self, tree):
+        be = self.backend
+        if isinstance(tree, dict):
+            return {k: self.native(v) for k, v in tree.items()}
+        return None if tree is None else be.asarray(tree)
+
+    def run_chunk(self, batches, log_q=None):
+        """Runs the stacked `batches` from the current state (not kept); a ChunkResult."""
+        p, o = self.params, self.opt_state
+        return self.chunk(p, o, p, o, self.native(log_q), xs=self.native(batches))
+
+    def run_steps(self, batches, log_q=None):
+        """Steps one at a time from the current state (kept): each step's loss, before it."""
+        out = []
+        for i in range(len(batches["labels"])):
+            batch = self.native(_steps(batches, i, i + 1))
+            batch = {
+                "ids": {f: a[0] for f, a in batch["ids"].items()},
+                "weights": {f: a[0] for f, a in batch["weights"].items()},
+                "labels": batch["labels"][0],
+            }
+            self.params, self.opt_state, parts = self.step(
+                self.params, self.opt_state, (batch, self.native(log_q))
+            )
+            out.append(float(np.asarray(self.backend.to_numpy(parts["loss"]))))
+        return np.asarray(out, np.float32)
 
 VOCAB = {"movie_id": 13, "genre": 5, "year": 7}
 
@@ -218,7 +262,8 @@ class SoftmaxConformance:
     def test_value_and_grad_matches_reference(self, backend, name):
         spec = SPECS[name]
         params, batch, log_q = make_softmax_problem(spec, seed=11)
-        value, grads = backend.softmax_value_and_grad(spec, params, batch, log_q)
+        t = _Trainer(backend, spec, SGD(1.0), params)
+        (value, _), grads = t.grad(t.params, (t.native(batch), t.native(log_q)))
         expected, ref_grads = ref.softmax_loss_and_grads(spec, params, batch, log_q)
         assert_scalar_close(_np(backend, value), expected, what=f"{name} loss")
         assert set(grads) == set(ref_grads)
@@ -244,7 +289,6 @@ class SoftmaxConformance:
         steps = [make_softmax_problem(spec, seed=20 + i) for i in range(3)]
         params, _, log_q = steps[0]
         stacked = _stack([s[1] for s in steps])
-        run = backend.make_softmax_train_chunk(spec, opt)
         ref_params = {k: v.astype(np.float64) for k, v in params.items()}
         ref_state = ref.init_optimizer_state(opt, ref_params)
         ref_losses, after = [], []
@@ -253,24 +297,24 @@ class SoftmaxConformance:
             ref_losses.append(loss)
             ref_params, ref_state = ref.optimizer_update(opt, ref_params, grads, ref_state)
             after.append(ref_params)
-        if name == "notebook-like":  # one step, then three in one compiled chunk
-            start = backend.init_train_state(spec, params, opt)
-            state, _, bad, losses = run(start, start, _steps(stacked, 0, 1), log_q)
-            assert int(_np(backend, bad)) == -1
-            got = backend.params_to_numpy(state.params)
+        trainer = _Trainer(backend, spec, opt, params)
+        if name == "notebook-like":  # one step in a compiled chunk
+            out = trainer.run_chunk(_steps(stacked, 0, 1), log_q)
+            assert out.bad_step == -1
+            got = backend.params_to_numpy(out.params)
             for k in got:
                 assert_array_close(got[k], after[0][k], what=f"{name}: one Adagrad step, {k}")
-        start = backend.init_train_state(spec, params, opt)
-        state, _, bad, losses = run(start, start, stacked, log_q)
-        assert int(_np(backend, bad)) == -1
-        losses = _np(backend, losses)
-        assert losses.shape == (3,) and losses.dtype == np.float32
-        for i in range(3):
-            assert_scalar_close(losses[i], ref_losses[i], what=f"{name}: loss before step {i}")
-        got = backend.params_to_numpy(state.params)
+        out = trainer.run_chunk(stacked, log_q)
+        assert out.bad_step == -1
+        assert_scalar_close(out.loss_sum, sum(ref_losses), what=f"{name}: sum of the chunk's losses")
+        got = backend.params_to_numpy(out.params)
         for k in got:
             assert got[k].dtype == np.float32
             assert_array_close(got[k], after[-1][k], what=f"{name}: three Adagrad steps, {k}")
+        step_losses = trainer.run_steps(stacked, log_q)
+        assert step_losses.shape == (3,)
+        for i in range(3):
+            assert_scalar_close(step_losses[i], ref_losses[i], what=f"{name}: loss before step {i}")
 
     def test_chunk_stops_at_first_non_finite_loss(self, backend):
         spec = SPECS["notebook-like"]
@@ -278,25 +322,28 @@ class SoftmaxConformance:
         params, batch, _ = make_softmax_problem(spec, seed=31)
         k = 12
         stacked = _stack([batch] * k)
-        run = backend.make_softmax_train_chunk(spec, opt)
-        # Step by step to find the first non-finite loss, then the whole chunk at once.
-        state = backend.init_train_state(spec, params, opt)
-        history = [backend.params_to_numpy(state.params)]
-        first_bad = None
+        trainer = _Trainer(backend, spec, opt, params)
+        # Step by step to the first refused step, then the whole chunk at once.
+        history = [backend.params_to_numpy(trainer.params)]
+        first_bad = reason = None
         for i in range(k):
-            state, _, bad, _ = run(state, state, _steps(stacked, i, i + 1))
-            if int(_np(backend, bad)) == 0:
-                first_bad = i
+            out = trainer.run_chunk(_steps(stacked, i, i + 1))
+            if out.bad_step == 0:
+                first_bad, reason = i, out.reason
                 break
-            history.append(backend.params_to_numpy(state.params))
+            trainer.params, trainer.opt_state = out.params, out.opt_state
+            history.append(backend.params_to_numpy(out.params))
         assert first_bad is not None and first_bad > 0, "SGD with learning rate 1e12 should diverge"
-        start = backend.init_train_state(spec, params, opt)
-        _, prev, bad, _ = run(start, start, stacked)
-        assert int(_np(backend, bad)) == first_bad
-        kept = backend.params_to_numpy(prev.params)
-        for name, v in kept.items():
+        trainer = _Trainer(backend, spec, opt, params)
+        out = trainer.run_chunk(stacked)
+        assert (out.bad_step, out.reason) == (first_bad, reason)
+        if reason == LOSS_NOT_FINITE:
+            kept, expected = out.prev_params, history[first_bad - 1]
+        else:
+            kept, expected = out.params, history[first_bad]
+        for name, v in backend.params_to_numpy(kept).items():
             assert np.all(np.isfinite(v))
-            assert_array_close(v, history[first_bad - 1][name], what=f"last finite params {name}")
+            assert_array_close(v, expected[name], what=f"last finite params {name}")
 
     # ------------------------------------------------------------------ errors
 
@@ -386,13 +433,14 @@ class SoftmaxCrossBackend:
         batches = SoftmaxBatcher(features, split.train_users, 128, 0, "holdout").take(50).to_dict()
         out = []
         for be in backend_pair:
-            opt = Adagrad(1.0)
-            start = be.init_train_state(spec, params, opt)
-            state, _, bad, losses = be.make_softmax_train_chunk(spec, opt)(
-                start, start, batches, log_q
-            )
-            assert int(_np(be, bad)) == -1
-            out.append((_np(be, losses), be.params_to_numpy(state.params)))
+            chunked = _Trainer(be, spec, Adagrad(1.0), params).run_chunk(batches, log_q)
+            assert chunked.bad_step == -1
+            stepped = _Trainer(be, spec, Adagrad(1.0), params)
+            losses = stepped.run_steps(batches, log_q)
+            a, b = be.params_to_numpy(chunked.params), be.params_to_numpy(stepped.params)
+            for k in a:  # the compiled chunk is the same steps
+                assert np.max(np.abs(a[k] - b[k])) <= 1e-5 * max(float(np.max(np.abs(a[k]))), 1.0)
+            out.append((losses, a))
         (la, pa), (lb, pb) = out
         np.testing.assert_allclose(la, lb, rtol=0, atol=1e-4)
         for k in pa:
