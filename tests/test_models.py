@@ -185,7 +185,7 @@ def test_empty_split_errors(small):
 
 
 def test_chunked_evaluation_equals_whole(backend, small, monkeypatch):
-    import cfcore.training as training
+    import cfcore.models.mf as mf
 
     train, test = small
     spec = cfcore.MFSpec(
@@ -193,9 +193,10 @@ def test_chunked_evaluation_equals_whole(backend, small, monkeypatch):
     )
     params = cfcore.init.init_mf_params(spec, 40, 60, seed=1)
     batch = backend.device_batch(cfcore.Batch.from_ratings(train))
-    whole = training._terms(backend, spec, params, batch)
-    monkeypatch.setattr(training, "EVAL_CHUNK", 97)  # uneven last chunk
-    chunked = training._terms(backend, spec, params, batch)
+    native = backend.params_from_numpy(params)
+    whole = mf.evaluate_terms(backend, spec, native, batch)
+    monkeypatch.setattr(mf, "EVAL_CHUNK", 97)  # uneven last chunk
+    chunked = mf.evaluate_terms(backend, spec, native, batch)
     assert set(whole) == set(chunked)
     for k in whole:
         assert np.isclose(whole[k], chunked[k], rtol=1e-5), (k, whole[k], chunked[k])

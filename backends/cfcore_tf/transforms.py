@@ -26,13 +26,15 @@ def value_and_grad(fn: Callable) -> Callable:
 
 
 def compile(fn: Callable) -> Callable:  # noqa: A001
-    return tf.function(fn, jit_compile=JIT_COMPILE, reduce_retracing=True)
+    # Traced per input shape (no reduce_retracing): core's mathematics may use static shapes
+    # (the embedding dimension of an identity, the row counts of a penalty).
+    return tf.function(fn, jit_compile=JIT_COMPILE)
 
 
 def compile_loop(body: Callable) -> Callable:
     """`run(carry, data, xs=None, num_steps=None)`: one XLA `while_loop` over the steps."""
 
-    @tf.function(jit_compile=JIT_COMPILE, reduce_retracing=True)
+    @tf.function(jit_compile=JIT_COMPILE)
     def scan(carry, data, xs):
         num = tf.shape(tf.nest.flatten(xs)[0])[0]
 
@@ -42,7 +44,7 @@ def compile_loop(body: Callable) -> Callable:
 
         return tf.while_loop(lambda t, c: t < num, step, (tf.constant(0), carry))[1]
 
-    @tf.function(jit_compile=JIT_COMPILE, reduce_retracing=True)
+    @tf.function(jit_compile=JIT_COMPILE)
     def repeat(carry, data, num_steps):
         def step(t, c):
             return t + 1, body(c, data, None)

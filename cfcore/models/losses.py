@@ -27,7 +27,7 @@ def sparse_mse(be: Any, user_emb: Any, item_emb: Any, users: Any, items: Any, ra
         method: "gather" or "dense" (see `Backend.pair_dot`).
     """
     xp = be.xp
-    pred = be.pair_dot(user_emb, item_emb, users, items, method=method)
+    pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
     return xp.mean(xp.square(pred - ratings))
 
 
@@ -57,8 +57,8 @@ def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
     xp = be.xp
     n, m = _rows(xp, user_emb), _rows(xp, item_emb)
     if isinstance(n, float) and isinstance(m, float):
-        return xp.sum(be.gramian(user_emb) * be.gramian(item_emb)) * (1.0 / (n * m))
-    return xp.sum(be.gramian(user_emb) * be.gramian(item_emb)) / n / m
+        return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) * (1.0 / (n * m))
+    return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) / n / m
 
 
 def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def softmax_query_embeddings(be: Any, spec: SoftmaxSpec, params: Params, ids: di
     """
     xp = be.xp
     bags = [
-        be.bag_of_words(params[f], ids.get(f), weights[f], combiner=spec.combiner)
+        _ops(be).bag_of_words(params[f], ids.get(f), weights[f], combiner=spec.combiner)
         for f in spec.feature_names
     ]
     x = xp.concat(bags, axis=-1) if len(bags) > 1 else bags[0]
@@ -134,9 +134,15 @@ def softmax_loss(be: Any, spec: SoftmaxSpec) -> Any:
         query = softmax_query_embeddings(be, spec, params, batch["ids"], batch["weights"])
         items = params[spec.item_feature]
         if spec.loss == "sampled":
-            value = be.sampled_softmax_loss(query, items, batch["labels"], log_q)
+            value = _ops(be).sampled_softmax_loss(query, items, batch["labels"], log_q)
         else:
-            value = be.softmax_cross_entropy(query, items, batch["labels"])
+            value = _ops(be).softmax_cross_entropy(query, items, batch["labels"])
         return value, {"loss": value}
 
     return loss
+
+
+def _ops(be: Any) -> Any:
+    """The backend's raw operations: inside compiled code the bound backend's host-side checks
+    and conversions must not run (shapes may be symbolic there)."""
+    return getattr(be, "ops", be)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..specs import SGD, Adagrad, Adam, OptimizerSpec
+from ..specs import SGD, Adagrad, Adam, OptimizerSpec, make_optimizer
 
 Params = dict[str, Any]
 
@@ -93,16 +93,22 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
             backend's `native_optimizer` recognises (optax on JAX, Keras 3 on TensorFlow).
 
     Raises:
-        TypeError: for anything else, naming what is accepted.
+        ValueError: for anything else (a name without a learning rate, an unknown object),
+            naming what is accepted.
     """
     if isinstance(optimizer, OptimizerSpec):
-        return _RULES[type(optimizer)](be, optimizer)
-    native = be.native_optimizer(optimizer)
+        for cls, rule in _RULES.items():
+            if isinstance(optimizer, cls):
+                return rule(be, optimizer)
+    native = None if isinstance(optimizer, str) else be.native_optimizer(optimizer)
     if native is None:
-        raise TypeError(
-            f"optimizer must be a cfcore.optimizers spec (SGD, Adagrad, Adam) or an optimizer "
-            f"object of the {be.name!r} backend's framework, got {type(optimizer).__name__}: "
-            f"{optimizer!r}"
-        )
+        try:
+            make_optimizer(optimizer)  # its errors name the accepted specs and names
+        except ValueError as err:
+            raise ValueError(
+                f"{err}; or an optimizer object of the {be.name!r} backend's framework "
+                "(an optax GradientTransformation on jax, a Keras 3 optimizer on tf)"
+            ) from None
+        raise ValueError(f"optimizer {optimizer!r} has no update rule on backend {be.name!r}")
     lr = getattr(optimizer, "learning_rate", None)
     return Rule(native.init, native.update, None, lr if isinstance(lr, int | float) else None)

@@ -34,7 +34,7 @@ def masked_top_k(be: Any, scores: Any, k: int, exclude: Any = None) -> tuple[Any
     """Top-k of `[B, M]` scores with `exclude` (bool `[B, M]`) scored −inf; lowest index first."""
     if exclude is not None:
         scores = be.xp.where(exclude, be.xp.full_like(scores, float("-inf")), scores)
-    return be.top_k(scores, k)
+    return _ops(be).top_k(scores, k)
 
 
 def fold_in_solve(be: Any, item_emb: Any, rows: Any, items: Any, ratings: Any, num_rows: int,
@@ -60,9 +60,15 @@ def fold_in_solve(be: Any, item_emb: Any, rows: Any, items: Any, ratings: Any, n
     # Σ_k v_k v_kᵀ per row as a segment sum of outer products: memory O(n·d²), bounded by the
     # caller's chunking, and no [B, M] matrix.
     outer = xp.reshape(v, (-1, d, 1)) * xp.reshape(v, (-1, 1, d))
-    gram = be.segment_sum(outer, rows, num_rows)
-    rhs = be.segment_sum(v * xp.reshape(ratings, (-1, 1)), rows, num_rows)
+    gram = _ops(be).segment_sum(outer, rows, num_rows)
+    rhs = _ops(be).segment_sum(v * xp.reshape(ratings, (-1, 1)), rows, num_rows)
     # A NumPy constant: inside a compiled function it becomes part of the program.
     eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
     system = gram + xp.reshape(reg, (-1, 1, 1)) * eye + xp.reshape(prior, (1, d, d))
-    return be.solve(system, rhs)
+    return _ops(be).solve(system, rhs)
+
+
+def _ops(be: Any) -> Any:
+    """The backend's raw operations: inside compiled code the bound backend's host-side checks
+    and conversions must not run (shapes may be symbolic there)."""
+    return getattr(be, "ops", be)
