@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ratings import Ratings
+from .ratings import Ratings, as_ratings
 
 __all__ = [
     "check_genres",
@@ -35,9 +35,6 @@ __all__ = [
 
 
 def _ratings(data: Any) -> Ratings:
-    # Local import: training.py is light, but keep this module importable on its own.
-    from ..training import as_ratings
-
     return as_ratings(data, "ratings")
 
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..data.ratings import Ratings, as_ratings
+
 if TYPE_CHECKING:  # only for annotations: importing them here would make `import cfcore` heavy
     import altair as alt
 
@@ -81,7 +83,5 @@ def _nice_log_ticks(top: float) -> list[float]:
     return [float(t) for t in ticks if t <= max(top, 2)]
 
 
-def _as_ratings(data: Any):
-    from ..training import as_ratings
-
+def _as_ratings(data: Any) -> Ratings:
     return as_ratings(data, "ratings")
