@@ -100,7 +100,7 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
     Returns:
         The path written.
     """
-    from ._io import atomic_write
+    from .io.atomic import atomic_write
 
     if model.spec.to_dict().get("kind") == "softmax":
         arrays = _softmax_arrays(model, include_ratings)

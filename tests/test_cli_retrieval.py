@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import cfcore
 from cfcore import retrieval
-from cfcore._cli_retrieval import register
+from cfcore.cli.retrieval import register
 from cfcore.optimizers import SGD
 
 from .conftest import load_backend

@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cfcore._cli_viz import register
+from cfcore.cli.viz import register
 
 from .conftest import DATA_DIR
 

@@ -160,3 +160,35 @@ def test_failed_selection_imports_nothing() -> None:
         "else:\n    raise SystemExit('no error')\n"
     )
     assert _imported(code) == []
+
+
+# Modules that `import cfcore` and every cfcore module below must leave unimported: the
+# frameworks (imported by the backends when selected) and the plotting and t-SNE libraries
+# (imported by `cfcore.viz` functions when called). torch is not a dependency at all.
+HEAVY = ("jax", "tensorflow", "torch", "matplotlib", "altair", "sklearn")
+LIGHT_MODULES = (
+    "cfcore",
+    "cfcore.cli",
+    "cfcore.data.exploration",
+    "cfcore.data.features",
+    "cfcore.data.user_ratings",
+    "cfcore.eval.metrics",
+    "cfcore.eval.popularity",
+    "cfcore.io.atomic",
+    "cfcore.viz",
+    "cfcore.exploration",
+    "cfcore.metrics",
+    "cfcore.popularity",
+    "cfcore.user_ratings",
+)
+
+
+def test_cfcore_modules_import_no_heavy_library() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {LIGHT_MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+        "assert not heavy, f'imported {heavy}'\n"
+    )
+    assert _imported(code) == []

@@ -6,7 +6,7 @@ import pytest
 
 import cfcore
 from cfcore import reference as ref
-from cfcore.data import features as feat
+from cfcore.data import history
 from cfcore.data.features import HistoryFeatures, SoftmaxBatcher, input_bags, split_users
 from cfcore.popularity import evaluate_popularity, popularity_ranking, popularity_scores
 from cfcore.softmax import label_log_probabilities
@@ -92,7 +92,7 @@ def test_sparse_bags_equal_dense_bags(toy, feats, monkeypatch):
     users = np.arange(12)
     items, valid = feats.padded_histories(users)
     dense = feats.bags(items, valid, feats.feature_names)
-    monkeypatch.setattr(feat, "DENSE_VOCAB", 2)  # every vocabulary is now "large"
+    monkeypatch.setattr(history, "DENSE_VOCAB", 2)  # every vocabulary is now "large"
     sparse = feats.bags(items, valid, feats.feature_names)
     for f in feats.feature_names:
         assert sparse.ids[f].shape == sparse.weights[f].shape == (12, feats.width(f))

@@ -176,11 +176,11 @@ def test_softmax_beats_popularity_on_ml100k(ml100k):
 
 def test_sparse_and_dense_bags_train_alike(toy, monkeypatch):
     """Bags sent as padded ids (large vocabularies) or as counts (small ones): one trajectory."""
-    from cfcore.data import features
+    from cfcore.data import history
 
     runs = []
-    for dense_vocab in (features.DENSE_VOCAB, 1):
-        monkeypatch.setattr(features, "DENSE_VOCAB", dense_vocab)
+    for dense_vocab in (history.DENSE_VOCAB, 1):
+        monkeypatch.setattr(history, "DENSE_VOCAB", dense_vocab)
         model = SoftmaxModel(SMALL, hidden_dims=(4,))
         runs.append(_fit(model, toy, load_backend("jax"), steps=20, protocol="holdout"))
     for col in ("train_loss", "test_loss", "ndcg@10"):

@@ -576,7 +576,7 @@ def test_save_chart_html_and_json(ml100k, tmp_path: Path) -> None:
 
 def test_imports_stay_light_and_pyplot_free() -> None:
     code = (
-        "import sys, cfcore, cfcore.viz, cfcore.exploration, cfcore._cli_viz\n"
+        "import sys, cfcore, cfcore.viz, cfcore.exploration, cfcore.cli.viz\n"
         "heavy = [m for m in ('matplotlib', 'altair', 'sklearn', 'jax', 'tensorflow') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "import numpy as np\n"

@@ -177,7 +177,9 @@ class Backend(Protocol):
         """
         ...
 
-    def bag_of_words(self, table: Array, ids: Array, weights: Array, combiner: str = "mean") -> Array:
+    def bag_of_words(
+        self, table: Array, ids: Array, weights: Array, combiner: str = "mean"
+    ) -> Array:
         """Weighted bags of `table` rows; differentiable in `table`.
 
         `out[b] = Σ_t weights[b, t] · table[ids[b, t]]`, divided by `Σ_t weights[b, t]` for

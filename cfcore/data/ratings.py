@@ -233,6 +233,18 @@ class Ratings:
         return pd.DataFrame(cols)
 
 
+def as_ratings(data: Any, what: str) -> Ratings:
+    """Accepts `Ratings` or anything with a `.ratings` attribute holding them (a dataset)."""
+    if isinstance(data, Ratings):
+        return data
+    inner = getattr(data, "ratings", None)
+    if isinstance(inner, Ratings):
+        return inner
+    raise TypeError(
+        f"{what} must be cfcore.Ratings (or a dataset holding them), got {type(data).__name__}"
+    )
+
+
 def _as_index_array(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == np.int32 and arr.ndim == 1:

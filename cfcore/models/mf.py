@@ -249,7 +249,7 @@ class MatrixFactorization:
         Returns:
             float32 `[B, d]`, one row per new user.
         """
-        from ..user_ratings import fold_in_arrays
+        from ..data.user_ratings import fold_in_arrays
 
         rows, items, values, num, _ = fold_in_arrays(ratings, self)
         return self._fold_in_arrays(rows, items, values, num, reg, backend)
@@ -284,7 +284,7 @@ class MatrixFactorization:
         Returns:
             The new users' original ids, `[B]`.
         """
-        from ..user_ratings import fold_in_arrays, new_user_ids
+        from ..data.user_ratings import fold_in_arrays, new_user_ids
 
         rows, items, values, num, frame_ids = fold_in_arrays(ratings, self)
         emb = self.embeddings_numpy()

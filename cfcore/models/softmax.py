@@ -37,7 +37,7 @@ from ..data.features import (
     input_bags,
     split_users,
 )
-from ..metrics import ranking_metrics
+from ..eval.metrics import ranking_metrics
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session, check_steps
 from . import losses
@@ -672,7 +672,7 @@ class SoftmaxModel:
 
     def _new_user_pairs(self, ratings: Any) -> tuple[np.ndarray, np.ndarray, int, Any, int]:
         """`(rows, items, B, user ids or None, ratings read)` of new users, pairs distinct, sorted."""
-        from ..user_ratings import UserRatingsError, fold_in_arrays
+        from ..data.user_ratings import UserRatingsError, fold_in_arrays
 
         if self._data is None:
             raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
@@ -736,7 +736,7 @@ class SoftmaxModel:
         Returns:
             The new users' original ids, `[B]`.
         """
-        from ..user_ratings import new_user_ids
+        from ..data.user_ratings import new_user_ids
 
         del backend
         _no_reg(reg)

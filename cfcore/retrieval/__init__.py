@@ -579,7 +579,7 @@ def neighbors(
         ValueError: no title contains the string, the id is unknown, both or neither of
             `title_or_id` and `item_index` are given, or `k` is out of range.
     """
-    from ..user_ratings import search_titles
+    from ..data.user_ratings import search_titles
 
     emb = model.embeddings_numpy()
     m = emb["item"].shape[0]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..optim.rules import Rule, make_rule
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk
+from ..data.ratings import as_ratings as as_ratings
 from .placement import Placement
 from .progress import progress_bar
 
@@ -195,20 +196,6 @@ class Session:
         self.prev_params, self.prev_opt_state = self.params, self.opt_state
         self.step = kept
         raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
-
-
-def as_ratings(data: Any, what: str) -> Any:
-    """Accepts `Ratings` or anything with a `.ratings` attribute holding them (a dataset)."""
-    from ..data.ratings import Ratings
-
-    if isinstance(data, Ratings):
-        return data
-    inner = getattr(data, "ratings", None)
-    if isinstance(inner, Ratings):
-        return inner
-    raise TypeError(
-        f"{what} must be cfcore.Ratings (or a dataset holding them), got {type(data).__name__}"
-    )
 
 
 def check_steps(steps: Any, eval_every: Any) -> None:

@@ -7,7 +7,6 @@ each user rated).
 
 from __future__ import annotations
 
-import enum
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,10 +14,9 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from ._common import OptimizerKind, console, fail
 
 MODEL_FILE = "model.npz"
 
@@ -31,20 +29,9 @@ _BACKEND_HELP = (
 _ERRORS = (ValueError, OSError, FloatingPointError, TypeError, KeyError)
 
 
-class OptimizerKind(enum.StrEnum):
-    sgd = "sgd"
-    adagrad = "adagrad"
-    adam = "adam"
-
-
 def _is_softmax(model: Any) -> bool:
     # A model that computes its users' queries from their rated movies (SoftmaxModel).
     return callable(getattr(model, "query_embeddings", None))
-
-
-def _fail(err: BaseException) -> typer.Exit:
-    console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
-    return typer.Exit(code=1)
 
 
 def model_path(path: Path) -> Path:
@@ -60,7 +47,7 @@ def model_path(path: Path) -> Path:
 
 
 def _load_model(path: Path) -> Any:
-    from .persistence import load
+    from ..persistence import load
 
     return load(model_path(path))
 
@@ -112,8 +99,8 @@ def recommend(
     progress: Annotated[bool, typer.Option(help="Show a progress bar for --all-users.")] = True,
 ) -> None:
     """Recommend items to a user (or to every user) of a saved model."""
-    from . import retrieval
-    from ._io import atomic_write
+    from .. import retrieval
+    from ..io.atomic import atomic_write
 
     try:
         chosen = sum(
@@ -150,7 +137,7 @@ def recommend(
             backend=backend,
         )
     except _ERRORS as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     u = frame.attrs["user_index"]
     uid = m.user_ids[u] if m.user_ids is not None else u
     _print_items(frame, f"Top {len(frame)} for user {uid}")
@@ -198,7 +185,7 @@ def neighbors(
     backend: Annotated[str | None, typer.Option(help=_BACKEND_HELP)] = None,
 ) -> None:
     """Show the nearest neighbours of a movie in the embedding space."""
-    from . import retrieval
+    from .. import retrieval
 
     try:
         if (title is None) == (item_id is None):
@@ -212,7 +199,7 @@ def neighbors(
                 m, title, k=k, measure=measure, item_index=row, backend=backend
             )
     except _ERRORS as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     _print_items(frame, f"Nearest neighbours of {frame.attrs['query']}")
     others = frame.attrs.get("other_matches") or []
     if others:
@@ -236,7 +223,7 @@ def _ask(text: str) -> str:
 
 def prompt_ratings(model: Any) -> pd.DataFrame:
     """Asks for titles and ratings at the terminal until an empty title; returns the ratings."""
-    from .user_ratings import UserRatingsError, check_rating, search_titles
+    from ..data.user_ratings import UserRatingsError, check_rating, search_titles
 
     catalog = model.catalog
     if catalog is None or "title" not in catalog.columns:
@@ -350,9 +337,9 @@ def rate(
     A softmax model needs no fold-in solve: your query is its tower over the movies you rated
     (only which movies you rated counts, not the values).
     """
-    from . import retrieval
-    from .specs import make_optimizer
-    from .user_ratings import read_user_ratings, write_user_ratings
+    from .. import retrieval
+    from ..data.user_ratings import read_user_ratings, write_user_ratings
+    from ..specs import make_optimizer
 
     try:
         if retrain_steps < 0:
@@ -404,7 +391,7 @@ def rate(
             m.save(save_model)
             console.print(f"saved the model with you as user {uid} to {save_model}")
     except _ERRORS as err:
-        raise _fail(err) from err
+        raise fail(err) from err
 
 
 def register(app: typer.Typer) -> None:

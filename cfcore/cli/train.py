@@ -1,32 +1,32 @@
-"""The `cfcore` command line."""
+"""`cfcore train`: fit a matrix-factorization or softmax model and write the run's files.
+
+The command runs in named steps: resolve the options against the notebook's defaults, load and
+split the data, build the model, fit it, print its evaluation, write history.csv, embeddings.npz
+and model.npz.
+"""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="Collaborative-filtering embeddings on TensorFlow or JAX.", no_args_is_help=True
-)
-console = Console()
+from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
+
+# What a failed `train` reports as `error: ...` with exit code 1 (anything else is a bug).
+_ERRORS = (ValueError, OSError, FloatingPointError, TypeError)
 
 
 class ModelKind(enum.StrEnum):
     mf = "mf"
     regularized = "regularized"
     softmax = "softmax"
-
-
-class OptimizerKind(enum.StrEnum):
-    sgd = "sgd"
-    adagrad = "adagrad"
-    adam = "adam"
 
 
 class Protocol(enum.StrEnum):
@@ -65,12 +65,11 @@ SOFTMAX_DEFAULTS = {
 SOFTMAX_FEATURES = ("movie_id", "genre", "year")
 
 
-@app.callback()
-def _main() -> None:
-    """cfcore: train and inspect collaborative-filtering embeddings."""
+def register(app: typer.Typer) -> None:
+    """Adds the `train` command to `app`."""
+    app.command(name="train")(train)
 
 
-@app.command()
 def train(
     model: Annotated[
         ModelKind,
@@ -82,13 +81,8 @@ def train(
     backend: Annotated[
         str | None, typer.Option(help="jax or tf (default: $CFCORE_BACKEND, else jax).")
     ] = None,
-    dataset: Annotated[
-        str, typer.Option(help="100k, latest-small, or a folder/zip holding one of them.")
-    ] = "100k",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Where the release lives (default: $CFCORE_DATA_DIR or the cache)."),
-    ] = None,
+    dataset: DatasetOpt = "100k",
+    data_dir: DataDirOpt = None,
     dim: Annotated[
         int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
     ] = None,
@@ -178,9 +172,6 @@ def train(
     With --model softmax, trains the notebook's softmax model instead and prints its ranking
     metrics beside the popularity baseline's.
     """
-    import cfcore
-    from cfcore._io import atomic_write
-
     if model is ModelKind.softmax:
         _train_softmax(
             backend=backend,
@@ -205,49 +196,130 @@ def train(
             progress=progress,
         )
         return
-    optimizer = OptimizerKind.sgd if optimizer is None else optimizer
-    eval_every = 10 if eval_every is None else eval_every
-    d = DEFAULTS[model]
-    dim = d["dim"] if dim is None else dim
-    steps = d["steps"] if steps is None else steps
-    lr = d["learning_rate"] if learning_rate is None else learning_rate
-    init = d["init_stddev"] if init_stddev is None else init_stddev
+    settings = _MFSettings.resolve(
+        model,
+        dim=dim,
+        steps=steps,
+        learning_rate=learning_rate,
+        init_stddev=init_stddev,
+        optimizer=optimizer,
+        eval_every=eval_every,
+    )
     try:
-        ds = _load(dataset, data_dir)
-        if fold is not None:
-            train_r, test_r = ds.fold(fold)
-        else:
-            train_r, test_r = ds.ratings.split(holdout_fraction=holdout, seed=seed)
-        if model is ModelKind.mf:
-            m = cfcore.MatrixFactorization(embedding_dim=dim, init_stddev=init, mse=mse)
-        else:
-            m = cfcore.RegularizedMF(
-                embedding_dim=dim,
-                init_stddev=init,
-                regularization_coeff=regularization,
-                gravity_coeff=gravity,
-                mse=mse,
-            )
-        opt = cfcore.optimizers.make_optimizer(optimizer.value, lr)
-        be = cfcore.get_backend(backend)
+        ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
+        m = _build_mf(model, settings, regularization, gravity, mse)
+        opt, be = _optimizer_and_backend(settings.optimizer, settings.learning_rate, backend)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test ratings), backend {be.name}, {opt}"
         )
         history = m.fit(
             train_r,
             test=test_r,
-            steps=steps,
+            steps=settings.steps,
             optimizer=opt,
             backend=be,
             seed=seed,
             batch_size=batch_size,
-            eval_every=eval_every,
+            eval_every=settings.eval_every,
             progress=progress,
         )
-    except (ValueError, OSError, FloatingPointError, TypeError) as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(code=1) from err
+    except _ERRORS as err:
+        raise fail(err, highlight=True) from err
+    _print_mf_evaluation(m, train_r, test_r, history)
+    _write_run(out, history, m.embeddings, m)
 
+
+# ---------------------------------------------------------------------------- steps, shared
+
+
+def _optimizer_and_backend(optimizer: OptimizerKind, learning_rate: float, backend: str | None):
+    """The optimizer, then the backend (which imports its framework)."""
+    import cfcore
+
+    opt = cfcore.optimizers.make_optimizer(optimizer.value, learning_rate)
+    return opt, cfcore.get_backend(backend)
+
+
+def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], model: Any) -> None:
+    """Writes history.csv, embeddings.npz and model.npz into `out`, each atomically."""
+    from cfcore.io.atomic import atomic_write
+
+    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
+    atomic_write(out / "embeddings.npz", lambda p: save_npz(p, emb))
+    model.save(out / "model.npz")
+    console.print(
+        f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
+        f"(use it with: cfcore recommend --model {out})"
+    )
+
+
+# ---------------------------------------------------------------------------- steps, MF
+
+
+@dataclass(frozen=True)
+class _MFSettings:
+    """The options of an MF run, each given on the command line or the notebook's default."""
+
+    dim: int
+    steps: int
+    learning_rate: float
+    init_stddev: float
+    optimizer: OptimizerKind
+    eval_every: int
+
+    @classmethod
+    def resolve(
+        cls,
+        model: ModelKind,
+        *,
+        dim: int | None,
+        steps: int | None,
+        learning_rate: float | None,
+        init_stddev: float | None,
+        optimizer: OptimizerKind | None,
+        eval_every: int | None,
+    ) -> _MFSettings:
+        d = DEFAULTS[model]
+        return cls(
+            dim=d["dim"] if dim is None else dim,
+            steps=d["steps"] if steps is None else steps,
+            learning_rate=d["learning_rate"] if learning_rate is None else learning_rate,
+            init_stddev=d["init_stddev"] if init_stddev is None else init_stddev,
+            optimizer=OptimizerKind.sgd if optimizer is None else optimizer,
+            eval_every=10 if eval_every is None else eval_every,
+        )
+
+
+def _load_split(dataset: str, data_dir: Path | None, fold: str | None, holdout: float, seed: int):
+    """The dataset and its (train, test) ratings: a canonical fold, or a seeded random split."""
+    ds = load_dataset(dataset, data_dir)
+    if fold is not None:
+        train_r, test_r = ds.fold(fold)
+    else:
+        train_r, test_r = ds.ratings.split(holdout_fraction=holdout, seed=seed)
+    return ds, train_r, test_r
+
+
+def _build_mf(
+    model: ModelKind, settings: _MFSettings, regularization: float, gravity: float, mse: str
+) -> Any:
+    import cfcore
+
+    if model is ModelKind.mf:
+        return cfcore.MatrixFactorization(
+            embedding_dim=settings.dim, init_stddev=settings.init_stddev, mse=mse
+        )
+    return cfcore.RegularizedMF(
+        embedding_dim=settings.dim,
+        init_stddev=settings.init_stddev,
+        regularization_coeff=regularization,
+        gravity_coeff=gravity,
+        mse=mse,
+    )
+
+
+def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFrame) -> None:
+    """The MSE, RMSE and MAE on both splits, and the last loss parts of a regularized model."""
     table = Table(title=f"after {m.step} steps")
     table.add_column("split")
     for col in ("MSE", "RMSE", "MAE", "ratings"):
@@ -264,14 +336,9 @@ def train(
             f"loss parts: observed {last['observed_loss']:.4f}, regularization {last['regularization_loss']:.4f}, "
             f"gravity {last['gravity_loss']:.4f}"
         )
-    emb = m.embeddings
-    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
-    atomic_write(out / "embeddings.npz", lambda p: _save_npz(p, emb))
-    m.save(out / "model.npz")
-    console.print(
-        f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
-        f"(use it with: cfcore recommend --model {out})"
-    )
+
+
+# ---------------------------------------------------------------------------- steps, softmax
 
 
 def _parse_feature_dims(text: str) -> dict[str, int]:
@@ -339,35 +406,18 @@ def _train_softmax(
     progress: bool,
 ) -> None:
     """`cfcore train --model softmax`: fit, print ranking metrics, write the run's files."""
-    import cfcore
-    from cfcore._io import atomic_write
-    from cfcore.popularity import evaluate_popularity
+    from cfcore.eval.popularity import evaluate_popularity
 
     d = SOFTMAX_DEFAULTS
     try:
-        # Options of matrix factorization that mean nothing here: refuse rather than ignore.
-        for flag, value, instead in (
-            ("--dim", dim, "--feature-dims and --hidden-dims"),
-            ("--init-stddev", init_stddev, "nothing: the tables start as the notebook's"),
-            ("--fold", fold, "--protocol (the softmax model splits users, not ratings)"),
-        ):
-            if value is not None:
-                raise ValueError(
-                    f"{flag} applies to the matrix-factorization models; for --model softmax "
-                    f"use {instead}"
-                )
-        m = cfcore.SoftmaxModel(
-            _parse_feature_dims(d["feature_dims"] if feature_dims is None else feature_dims),
-            _parse_hidden_dims(d["hidden_dims"] if hidden_dims is None else hidden_dims),
-            None if activation is Activation.none else activation.value,
-            loss=loss.value,
-        )
-        opt = cfcore.optimizers.make_optimizer(
-            (d["optimizer"] if optimizer is None else optimizer).value,
+        _refuse_mf_options(dim=dim, init_stddev=init_stddev, fold=fold)
+        m = _build_softmax(feature_dims, hidden_dims, activation, loss)
+        opt, be = _optimizer_and_backend(
+            d["optimizer"] if optimizer is None else optimizer,
             d["learning_rate"] if learning_rate is None else learning_rate,
+            backend,
         )
-        be = cfcore.get_backend(backend)
-        ds = _load(dataset, data_dir)
+        ds = load_dataset(dataset, data_dir)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({ds.ratings.num_users} users, {len(ds.ratings)} "
             f"ratings; {protocol.value} protocol), backend {be.name}, {opt}"
@@ -386,10 +436,42 @@ def _train_softmax(
         )
         got = m.evaluate(k=k)
         baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
-    except (ValueError, OSError, FloatingPointError, TypeError) as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
-        raise typer.Exit(code=1) from err
+    except _ERRORS as err:
+        raise fail(err) from err
+    _print_ranking(m, got, baseline, k)
+    _write_run(out, history, _softmax_embeddings(m), m)
 
+
+def _refuse_mf_options(*, dim: int | None, init_stddev: float | None, fold: str | None) -> None:
+    """Options of matrix factorization that mean nothing here: refuse rather than ignore."""
+    for flag, value, instead in (
+        ("--dim", dim, "--feature-dims and --hidden-dims"),
+        ("--init-stddev", init_stddev, "nothing: the tables start as the notebook's"),
+        ("--fold", fold, "--protocol (the softmax model splits users, not ratings)"),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"{flag} applies to the matrix-factorization models; for --model softmax "
+                f"use {instead}"
+            )
+
+
+def _build_softmax(
+    feature_dims: str | None, hidden_dims: str | None, activation: Activation, loss: SoftmaxLoss
+) -> Any:
+    import cfcore
+
+    d = SOFTMAX_DEFAULTS
+    return cfcore.SoftmaxModel(
+        _parse_feature_dims(d["feature_dims"] if feature_dims is None else feature_dims),
+        _parse_hidden_dims(d["hidden_dims"] if hidden_dims is None else hidden_dims),
+        None if activation is Activation.none else activation.value,
+        loss=loss.value,
+    )
+
+
+def _print_ranking(m: Any, got: dict[str, Any], baseline: dict[str, Any], k: int) -> None:
+    """The model's ranking metrics beside the popularity baseline's, and its test loss."""
     table = Table(title=f"after {m.step} steps: ranking on {got['users']} test users")
     for col, justify in (("metric", "left"), ("softmax", "right"), ("popularity", "right")):
         table.add_column(col, justify=justify)
@@ -398,51 +480,13 @@ def _train_softmax(
         table.add_row(key, f"{got[key]:.4f}", f"{baseline[key]:.4f}")
     table.add_row("test loss", f"{got['test_loss']:.4f}", "")
     console.print(table)
+
+
+def _softmax_embeddings(m: Any) -> dict[str, np.ndarray]:
+    """Item embeddings and every user's query (zero for a user without ratings), as for MF,
+    then the other parameters under their own names."""
     params = m.embeddings
     item_feature = m.spec.item_feature
-    # Item embeddings and every user's query (zero for a user without ratings), as for MF,
-    # then the other parameters under their own names.
     emb = {"item": params["item"], "user": m.query_embeddings()}
     emb.update({name: v for name, v in params.items() if name not in ("item", item_feature)})
-    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
-    atomic_write(out / "embeddings.npz", lambda p: _save_npz(p, emb))
-    m.save(out / "model.npz")
-    console.print(
-        f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
-        f"(use it with: cfcore recommend --model {out})"
-    )
-
-
-def _save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
-        np.savez(f, **emb)
-
-
-def _load(dataset: str, data_dir: Path | None):
-    from cfcore.datasets import load_movielens
-
-    path = Path(dataset)
-    if dataset not in ("100k", "ml-100k", "latest-small", "ml-latest-small") and path.exists():
-        name = "latest-small" if any(path.rglob("ratings.csv")) or "latest" in path.name else "100k"
-        return load_movielens(name, data_dir=path)
-    return load_movielens(dataset, data_dir=data_dir)
-
-
-def _register_commands() -> None:
-    # Each group of commands lives in its own module; they all hang off this one app.
-    from ._cli_retrieval import register as register_retrieval
-    from ._cli_viz import register as register_viz
-
-    register_retrieval(app)
-    register_viz(app)
-
-
-_register_commands()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+    return emb

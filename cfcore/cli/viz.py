@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
 
 _ERRORS = (ValueError, OSError, TypeError, KeyError)
 
@@ -26,26 +25,8 @@ def register(app: typer.Typer) -> None:
 
 # ---------------------------------------------------------------------------- shared options
 
-DatasetOpt = Annotated[
-    str, typer.Option(help="100k, latest-small, or a folder/zip holding one of them.")
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(help="Where the release lives (default: $CFCORE_DATA_DIR or the cache)."),
-]
 PngOpt = Annotated[bool, typer.Option(help="Write static PNG pictures (matplotlib).")]
 HtmlOpt = Annotated[bool, typer.Option(help="Write interactive HTML charts (Altair).")]
-
-
-def _load(dataset: str, data_dir: Path | None) -> Any:
-    from cfcore.cli import _load as load  # the same dataset resolution as `cfcore train`
-
-    return load(dataset, data_dir)
-
-
-def _fail(err: BaseException) -> typer.Exit:
-    console.print(f"[red]error:[/] {err}", highlight=False)
-    return typer.Exit(code=1)
 
 
 class _Writer:
@@ -65,13 +46,13 @@ class _Writer:
             self.written.append(viz.save_figure(fig, self.out / f"{name}.png"))
 
     def text(self, name: str, text: str) -> None:
-        from cfcore._io import atomic_write
+        from cfcore.io.atomic import atomic_write
 
         atomic_write(self.out / name, lambda p: p.write_text(text, encoding="utf-8"))
         self.written.append(self.out / name)
 
     def csv(self, name: str, frame: Any) -> None:
-        from cfcore._io import atomic_write
+        from cfcore.io.atomic import atomic_write
 
         index = frame.index.name is not None
         atomic_write(self.out / name, lambda p: frame.to_csv(p, index=index))
@@ -115,14 +96,14 @@ def explore(
     most_rated.csv, top_rated.csv, by_occupation.csv, by_genre.csv and all the tables in
     tables.md.
     """
-    from cfcore import exploration as ex
     from cfcore import viz
+    from cfcore.data import exploration as ex
 
     try:
         if top < 1 or min_ratings < 1:
             bad = ("--top", top) if top < 1 else ("--min-ratings", min_ratings)
             raise ValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
-        ds = _load(dataset, data_dir)
+        ds = load_dataset(dataset, data_dir)
         r = ds.ratings
         w = _Writer(out, png, html)
         with console.status("drawing the user and movie charts ..."):
@@ -161,7 +142,7 @@ def explore(
             md += [f"\n## {title}\n\n", ex.to_markdown(frame)]
         w.text("tables.md", "".join(md))
     except _ERRORS as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     console.print(md[1].strip(), highlight=False)
     for title, _, frame in tables[:2]:
         shown = [c for c in ("title", "all_genres", "genre") if c in frame]
@@ -289,11 +270,11 @@ def plot(
         if embeddings:
             labels = _labels(embeddings, label)
             models = {lab: _read_embeddings(p) for lab, p in zip(labels, embeddings, strict=True)}
-            ds = _load(dataset, data_dir)
+            ds = load_dataset(dataset, data_dir)
             # Checks every file against the catalog before the slow t-SNE starts.
             viz.embedding_norms(models, ds.ratings)
             if tsne and genre:
-                from cfcore.exploration import check_genres, genre_names
+                from cfcore.data.exploration import check_genres, genre_names
 
                 check_genres(genre, genre_names(ds.items) or sorted(set(ds.items["genre"])))
             w.chart(
@@ -304,7 +285,7 @@ def plot(
             if tsne:
                 _tsne_all(w, models, ds, perplexity, tsne_iter, seed, genre, progress)
     except _ERRORS as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     w.report()
 
 

@@ -1,0 +1,5 @@
+"""`python -m cfcore.cli`, as the `cfcore` console script."""
+
+from . import main
+
+main()

@@ -1,0 +1,130 @@
+"""Array containers of the bag-of-words inputs: `Vocabulary`, `Ragged` rows and `SoftmaxBatch`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The tokens of one feature; token `i` has id `i`.
+
+    Attributes:
+        name: the feature's name.
+        tokens: the tokens, as strings, in id order.
+    """
+
+    name: str
+    tokens: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def index(self, token: Any) -> int:
+        """The id of `token`; a ValueError names the feature if it is not in the vocabulary."""
+        try:
+            return self.tokens.index(str(token))
+        except ValueError:
+            raise ValueError(
+                f"token {token!r} is not in the vocabulary of feature {self.name!r} "
+                f"({len(self)} tokens, e.g. {list(self.tokens[:3])})"
+            ) from None
+
+
+@dataclass(frozen=True, eq=False)
+class Ragged:
+    """Rows of different lengths stored flat (CSR): row `i` is `values[offsets[i]:offsets[i + 1]]`.
+
+    Attributes:
+        offsets: int64 `[R + 1]`, non-decreasing, starting at 0.
+        values: int32 `[offsets[-1]]`.
+    """
+
+    offsets: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any]) -> Ragged:
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        values = (
+            np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]).astype(np.int32)
+            if len(rows) and offsets[-1]
+            else np.zeros(0, np.int32)
+        )
+        return cls(offsets, values)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 `[R]`."""
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def rows(self) -> list[np.ndarray]:
+        return [self.row(i) for i in range(len(self))]
+
+    def padded(self, rows: np.ndarray | None = None, width: int | None = None):
+        """Rows `rows` (all by default) padded with 0 to `width` (default: the longest).
+
+        Returns:
+            `(values [len(rows), width] int32, valid [len(rows), width] bool)`.
+        """
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[rows], self.lengths[rows]
+        width = int(lengths.max(initial=0)) if width is None else int(width)
+        if len(rows) and lengths.max() > width:
+            raise ValueError(f"a row has {int(lengths.max())} values, more than width {width}")
+        pos = np.arange(width)
+        valid = pos[None, :] < lengths[:, None]
+        index = np.where(valid, starts[:, None] + pos[None, :], 0)
+        values = np.where(valid, self.values[index] if len(self.values) else 0, 0)
+        return values.astype(np.int32), valid
+
+
+@dataclass(frozen=True)
+class SoftmaxBatch:
+    """Bags of words (and labels) as NumPy arrays, the same for every backend.
+
+    Shapes have a leading `[k]` when `k` steps are stacked for one compiled chunk.
+
+    Attributes:
+        ids: per feature, int32 `[..., B, L_f]` token ids (0 on padding).
+        weights: per feature, float32 `[..., B, L_f]` token counts (0 on padding).
+        labels: int32 `[..., B]` target items, or None for inputs alone.
+    """
+
+    ids: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"ids": ..., "weights": ..., "labels": ...}`: the pytree the backends take."""
+        out: dict[str, Any] = {"ids": dict(self.ids), "weights": dict(self.weights)}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
+
+    def step(self, i: int) -> SoftmaxBatch:
+        """Step `i` of a stacked batch (`[k, B, ...]` -> `[B, ...]`)."""
+        return SoftmaxBatch(
+            {f: a[i] for f, a in self.ids.items()},
+            {f: a[i] for f, a in self.weights.items()},
+            None if self.labels is None else self.labels[i],
+        )
+
+    def rows(self, index: np.ndarray) -> SoftmaxBatch:
+        """Rows `index` of an unstacked batch."""
+        return SoftmaxBatch(
+            {f: a[index] for f, a in self.ids.items()},
+            {f: a[index] for f, a in self.weights.items()},
+            None if self.labels is None else self.labels[index],
+        )

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics (`metrics`) and the popularity baseline (`popularity`)."""

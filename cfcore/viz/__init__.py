@@ -1,0 +1,52 @@
+"""Pictures: data exploration, training curves, embedding norms and t-SNE maps of item embeddings.
+
+Each picture comes twice: an interactive Altair chart (`*_chart`, saved as HTML with
+`save_chart`), as in the course notebook, and a static matplotlib figure (`*_figure`, saved as PNG
+with `save_figure`) for reports. Every function is pure: it returns a new chart or
+`matplotlib.figure.Figure` and touches no global plotting state (no pyplot). matplotlib, Altair
+and scikit-learn are imported inside the functions, so `import cfcore` stays light.
+
+Embeddings may be given as an item array `[M, d]`, a mapping with an `"item"` array (what
+`model.embeddings` and an `embeddings.npz` from `cfcore train` hold) or a fitted model; several
+models as a `{label: embeddings}` mapping or a list.
+
+Example:
+    >>> ml = cfcore.datasets.load_movielens("100k")                            # doctest: +SKIP
+    >>> save_chart(user_exploration_chart(ml.ratings, ml.users), "users.html")  # doctest: +SKIP
+    >>> fig = embedding_norm_figure({"mf": mf, "regularized": reg}, ml.ratings) # doctest: +SKIP
+    >>> save_figure(fig, "norms.png")                                           # doctest: +SKIP
+"""
+
+from .embeddings import embedding_norm_chart as embedding_norm_chart
+from .embeddings import embedding_norm_figure as embedding_norm_figure
+from .embeddings import embedding_norms as embedding_norms
+from .exploration import item_exploration_chart as item_exploration_chart
+from .exploration import item_exploration_figure as item_exploration_figure
+from .exploration import user_exploration_chart as user_exploration_chart
+from .exploration import user_exploration_figure as user_exploration_figure
+from .save import save_chart as save_chart
+from .save import save_figure as save_figure
+from .training import METRIC_GROUPS as METRIC_GROUPS
+from .training import training_curves_chart as training_curves_chart
+from .training import training_curves_figure as training_curves_figure
+from .tsne_maps import tsne as tsne
+from .tsne_maps import tsne_chart as tsne_chart
+from .tsne_maps import tsne_figure as tsne_figure
+
+__all__ = [
+    "METRIC_GROUPS",
+    "embedding_norm_chart",
+    "embedding_norm_figure",
+    "embedding_norms",
+    "item_exploration_chart",
+    "item_exploration_figure",
+    "save_chart",
+    "save_figure",
+    "training_curves_chart",
+    "training_curves_figure",
+    "tsne",
+    "tsne_chart",
+    "tsne_figure",
+    "user_exploration_chart",
+    "user_exploration_figure",
+]
