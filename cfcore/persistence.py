@@ -60,6 +60,17 @@ FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
 
 
+MODEL_CLASSES: dict[str, type] = {}
+"""Model classes by name, filled by `register_model` when `cfcore.models` is imported: the file
+container reads the class name from a file and never imports the models itself."""
+
+
+def register_model(cls: type) -> type:
+    """Class decorator: makes `cls` loadable by `load` under its name."""
+    MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
 class ModelFileError(ValueError):
     """A file that is not a cfcore model, is damaged, or comes from a newer cfcore."""
 
@@ -334,7 +345,8 @@ def _read_history(meta: dict[str, Any]) -> pd.DataFrame:
 
 def _read_mf(path: Path, archive: Any, meta: dict[str, Any], spec_dict: dict[str, Any]) -> Any:
     from .data.ratings import Ratings
-    from .models import MatrixFactorization, RegularizedMF
+    MatrixFactorization = MODEL_CLASSES["MatrixFactorization"]
+    RegularizedMF = MODEL_CLASSES["RegularizedMF"]
     from .specs import MFSpec
 
     spec = MFSpec(**spec_dict)
@@ -413,7 +425,7 @@ def _ragged(path: Path, offsets: Any, values: Any, rows: int, bound: int, what: 
 
 def _read_softmax(path: Path, archive: Any, meta: dict[str, Any], spec_dict: dict[str, Any]) -> Any:
     from .data.features import PROTOCOLS, HistoryFeatures, Ragged, Vocabulary
-    from .softmax import SoftmaxModel
+    SoftmaxModel = MODEL_CLASSES["SoftmaxModel"]
     from .specs import SoftmaxSpec
 
     if meta["model"] != "SoftmaxModel":

@@ -26,7 +26,8 @@ class JaxBackend:
 
     @staticmethod
     def is_available() -> bool:
-        return all(importlib.util.find_spec(m) is not None for m in ("jax", "optax"))
+        # optax is needed only for optax optimizers (`native_optimizer`), imported then.
+        return importlib.util.find_spec("jax") is not None
 
     def asarray(self, x: Any, dtype: str | None = None) -> jax.Array:
         if dtype is None and isinstance(x, np.ndarray | np.generic | float | int | bool):

@@ -100,7 +100,7 @@ class BoundBackend:
             ratings: `[n]`.
             method: "gather" (memory O(n·d)) or "dense" (forms `U·Vᵀ`, memory O(N·M)).
         """
-        from ..models import losses
+        from ..maths import objectives as losses
 
         if method not in ("gather", "dense"):
             raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
@@ -113,7 +113,7 @@ class BoundBackend:
 
     def l2_penalty(self, user_emb, item_emb):
         """`ΣU²/N + ΣV²/M`; a native float32 scalar."""
-        from ..models import losses
+        from ..maths import objectives as losses
 
         checks.check_embeddings(user_emb, item_emb)
         fn = self.compiled("l2", lambda: lambda u, v: losses.l2_penalty(self, u, v))
@@ -121,7 +121,7 @@ class BoundBackend:
 
     def gravity(self, user_emb, item_emb):
         """`(1/(N·M)) Σ_ij ⟨U_i, V_j⟩²` through the Gramians; a native float32 scalar."""
-        from ..models import losses
+        from ..maths import objectives as losses
 
         checks.check_embeddings(user_emb, item_emb)
         fn = self.compiled("gravity", lambda: lambda u, v: losses.gravity(self, u, v))
@@ -129,7 +129,7 @@ class BoundBackend:
 
     def mf_loss_terms(self, spec: Any, params: dict[str, Any], batch: Any) -> dict[str, Array]:
         """The parts of an `MFSpec`'s objective on `batch` (see `cfcore.models.losses`)."""
-        from ..models import losses
+        from ..maths import objectives as losses
 
         data = self.device_batch(batch)
         checks.check_pairs(
@@ -154,7 +154,7 @@ class BoundBackend:
 
     def measure_scores(self, query_emb, item_emb, query_power=0.0, item_power=0.0) -> Array:
         """`⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power)`: `[B, M]`, zero norms counted as 1."""
-        from ..retrieval import compute
+        from ..maths import retrieval as compute
 
         checks.check_embeddings(query_emb, item_emb)
         qp, ip = float(query_power), float(item_power)
@@ -165,7 +165,7 @@ class BoundBackend:
 
     def top_k(self, scores: Any, k: int, exclude: Any = None) -> tuple[Array, Array]:
         """Top-k per row of `[B, M]` scores, lowest index first on ties; `exclude` scores −inf."""
-        from ..retrieval import compute
+        from ..maths import retrieval as compute
 
         shape = tuple(np.shape(scores)) if not hasattr(scores, "shape") else tuple(scores.shape)
         k = checks.check_k(k, int(shape[-1]))
@@ -178,7 +178,7 @@ class BoundBackend:
         self, query_emb, item_emb, k: int, exclude=None, query_power=0.0, item_power=0.0
     ) -> tuple[Array, Array]:
         """Top-k items of `measure_scores` per query row: `(values [B, k], indices [B, k])`."""
-        from ..retrieval import compute
+        from ..maths import retrieval as compute
 
         checks.check_embeddings(query_emb, item_emb)
         k = checks.check_k(k, int(item_emb.shape[0]))
@@ -198,7 +198,7 @@ class BoundBackend:
 
     def fold_in_solve(self, item_emb, rows, items, ratings, num_rows: int, reg, prior=None):
         """`[num_rows, d]`: `u_b = (V_Sᵀ V_S + reg_b·I + prior)⁻¹ V_Sᵀ r_b` per new user `b`."""
-        from ..retrieval import compute
+        from ..maths import retrieval as compute
 
         num_rows = int(num_rows)
         d = int(item_emb.shape[1])
@@ -248,7 +248,7 @@ class BoundBackend:
 
     def softmax_query_embeddings(self, spec: Any, params: dict[str, Any], ids: dict, weights: dict):
         """The softmax tower: `[B, d]` query embeddings of the feature bags."""
-        from ..models import losses
+        from ..maths import objectives as losses
 
         fn = self.compiled(
             ("softmax_query", spec),

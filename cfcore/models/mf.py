@@ -18,16 +18,18 @@ import pandas as pd
 
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
+from ..persistence import register_model
 from ..data.ratings import Ratings
 from ..init import init_mf_params
 from ..specs import MFSpec, MSEMethod, OptimizerSpec
 from ..train.session import Session, as_ratings, check_steps
-from . import losses
+from ..maths import objectives as losses
 
 # Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
 EVAL_CHUNK = 1 << 21
 
 
+@register_model
 class MatrixFactorization:
     """Matrix factorization `A ≈ U·Vᵀ` trained on the MSE of the observed ratings.
 
@@ -331,6 +333,7 @@ class MatrixFactorization:
         return save(self, path, include_ratings=include_ratings)
 
 
+@register_model
 class RegularizedMF(MatrixFactorization):
     """Matrix factorization with L2 and gravity regularization (the notebook's section V).
 

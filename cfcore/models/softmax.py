@@ -38,9 +38,10 @@ from ..data.features import (
     split_users,
 )
 from ..eval.metrics import ranking_metrics
+from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session, check_steps
-from . import losses
+from ..maths import objectives as losses
 from .mf import _same
 
 __all__ = [

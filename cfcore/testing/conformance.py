@@ -22,7 +22,7 @@ import pytest
 from .. import reference as ref
 from .._backend import Batch
 from ..data.batching import MinibatchSampler
-from ..models import losses
+from ..maths import objectives as losses
 from ..optim import make_rule
 from ..specs import SGD, Adagrad, Adam, MFSpec
 from ..train.loop import LOSS_NOT_FINITE, PARAMS_NOT_FINITE, make_chunk, make_step

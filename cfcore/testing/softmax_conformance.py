@@ -30,7 +30,7 @@ from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
 from ..optimizers import SGD, Adagrad
 from ..softmax import init_softmax_params, label_log_probabilities
 from ..specs import SoftmaxSpec
-from ..models import losses as model_losses
+from ..maths import objectives as model_losses
 from ..optim import make_rule
 from ..train.loop import LOSS_NOT_FINITE, make_chunk, make_step
 from .conformance import RTOL, assert_array_close, assert_scalar_close

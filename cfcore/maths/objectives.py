@@ -1,0 +1,148 @@
+"""Every model's objective, written once on the backend's operations (`cfcore.backend.protocol`).
+
+These functions take a backend `be` and native arrays; they run eagerly, or traced inside
+`be.compile` / `be.value_and_grad` / `be.compile_loop`. The float64 oracle of each formula is in
+`cfcore.reference`, with hand-derived gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..specs import MFSpec, SoftmaxSpec
+
+Params = dict[str, Any]
+
+
+def sparse_mse(be: Any, user_emb: Any, item_emb: Any, users: Any, items: Any, ratings: Any,
+               method: str = "gather") -> Any:
+    """`(1/n) Σ_k (r_k − ⟨U[users[k]], V[items[k]]⟩)²`: float32 scalar.
+
+    Args:
+        be: the backend.
+        user_emb: `[N, d]`.
+        item_emb: `[M, d]`.
+        users, items: int32 `[n]`.
+        ratings: float32 `[n]`.
+        method: "gather" or "dense" (see `Backend.pair_dot`).
+    """
+    xp = be.xp
+    pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
+    return xp.mean(xp.square(pred - ratings))
+
+
+def _rows(xp: Any, x: Any) -> Any:
+    """The number of rows of `x` as a float: static when known (exact, in double precision),
+    else counted on the device (a compiled function traced for any shape)."""
+    n = x.shape[0]
+    if isinstance(n, int):
+        return float(n)
+    return xp.sum(xp.full_like(x[:, 0], 1.0))
+
+
+def l2_penalty(be: Any, user_emb: Any, item_emb: Any) -> Any:
+    """`ΣU²/N + ΣV²/M`: float32 scalar."""
+    xp = be.xp
+    return xp.sum(xp.square(user_emb)) / _rows(xp, user_emb) + xp.sum(
+        xp.square(item_emb)
+    ) / _rows(xp, item_emb)
+
+
+def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
+    """`(1/(N·M)) Σ_ij ⟨U_i, V_j⟩²` through the `[d, d]` Gramians: float32 scalar.
+
+    Σ_ij ⟨U_i, V_j⟩² = Σ (UᵀU) ∘ (VᵀV), so the `N × M` matrix is never formed. N·M is formed in
+    floating point: at ML-20M shape it overflows int32.
+    """
+    xp = be.xp
+    n, m = _rows(xp, user_emb), _rows(xp, item_emb)
+    if isinstance(n, float) and isinstance(m, float):
+        return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) * (1.0 / (n * m))
+    return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) / n / m
+
+
+def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) -> dict[str, Any]:
+    """The parts of `spec`'s objective on `batch`.
+
+    Args:
+        be: the backend.
+        spec: the model.
+        params: `{"user": [N, d], "item": [M, d]}`.
+        batch: `{"users": int32 [n], "items": int32 [n], "values": float32 [n]}`.
+
+    Returns:
+        `{"observed", "total"}`, plus `"regularization"` and `"gravity"` (already multiplied by
+        their coefficients) for a regularized spec; float32 scalars.
+    """
+    u, v = params["user"], params["item"]
+    observed = sparse_mse(be, u, v, batch["users"], batch["items"], batch["values"], spec.mse)
+    terms = {"observed": observed}
+    total = observed
+    if spec.regularized:
+        terms["regularization"] = spec.regularization_coeff * l2_penalty(be, u, v)
+        terms["gravity"] = spec.gravity_coeff * gravity(be, u, v)
+        total = total + terms["regularization"] + terms["gravity"]
+    terms["total"] = total
+    return terms
+
+
+def mf_loss(be: Any, spec: MFSpec) -> Any:
+    """`loss(params, batch) -> (total, parts)` of `spec`, as the trainer takes it."""
+
+    def loss(params: Params, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        terms = mf_loss_terms(be, spec, params, batch)
+        return terms["total"], terms
+
+    return loss
+
+
+_ACTIVATIONS = {
+    None: lambda xp, x: x,
+    "relu": lambda xp, x: xp.maximum(x, 0.0),
+    "tanh": lambda xp, x: xp.tanh(x),
+}
+
+
+def softmax_query_embeddings(be: Any, spec: SoftmaxSpec, params: Params, ids: dict[str, Any],
+                             weights: dict[str, Any]) -> Any:
+    """The softmax model's tower (see `SoftmaxSpec`): `[B, d]` query embeddings.
+
+    Args:
+        be: the backend.
+        spec: the model.
+        params: the feature tables and `hidden_i` matrices.
+        ids: `{feature: int32 [B, L_f]}` (a feature may be missing: dense weights then).
+        weights: `{feature: float32 [B, L_f]}` (or `[B, V_f]` without ids).
+    """
+    xp = be.xp
+    bags = [
+        _ops(be).bag_of_words(params[f], ids.get(f), weights[f], combiner=spec.combiner)
+        for f in spec.feature_names
+    ]
+    x = xp.concat(bags, axis=-1) if len(bags) > 1 else bags[0]
+    act = _ACTIVATIONS[spec.activation]
+    for i in range(len(spec.hidden_dims)):
+        x = act(xp, xp.matmul(x, spec.hidden_scale * params[f"hidden_{i}"]))
+    return x
+
+
+def softmax_loss(be: Any, spec: SoftmaxSpec) -> Any:
+    """`loss(params, (batch, log_q)) -> (loss, {"loss": loss})` of `spec` on one batch."""
+
+    def loss(params: Params, batch_and_log_q: tuple[dict[str, Any], Any]) -> tuple[Any, dict]:
+        batch, log_q = batch_and_log_q
+        query = softmax_query_embeddings(be, spec, params, batch["ids"], batch["weights"])
+        items = params[spec.item_feature]
+        if spec.loss == "sampled":
+            value = _ops(be).sampled_softmax_loss(query, items, batch["labels"], log_q)
+        else:
+            value = _ops(be).softmax_cross_entropy(query, items, batch["labels"])
+        return value, {"loss": value}
+
+    return loss
+
+
+def _ops(be: Any) -> Any:
+    """The backend's raw operations: inside compiled code the bound backend's host-side checks
+    and conversions must not run (shapes may be symbolic there)."""
+    return getattr(be, "ops", be)
