@@ -2,9 +2,10 @@
 
 Both backends run in one process and are timed in alternation (jax, tf, jax, tf, ...), so drift on a
 shared machine hits both alike and their ratio is meaningful. Every number goes through cfcore's
-backend API: `make_train_step` (one compiled step called from Python), `make_train_chunk` (what
-`fit` runs: many steps in one compiled loop, full batch or with `[k, B]` minibatch positions drawn
-by `cfcore.data.MinibatchSampler`). Clocks stop after a sync (`block_until_ready` / `.numpy()`).
+trainer (`cfcore.train`): `make_step` (one compiled step called from Python), `make_chunk` (what
+`fit` runs: many guarded steps in one compiled loop, full batch or with `[k, B]` minibatch
+positions drawn by `cfcore.data.MinibatchSampler`). Clocks stop after a sync (`backend.sync`:
+`block_until_ready` / `.numpy()`).
 
 * compile: the first call's time minus the median of the later ones (tracing + XLA compilation).
 * full batch: milliseconds per step, from the single step and from the chunked loop (10 steps
@@ -27,7 +28,7 @@ import time
 from typing import Any
 
 import _report as rp
-from _common import DATA_DIR, missing_gpu, stamp
+from _common import DATA_DIR, CfcoreTraining, missing_gpu, stamp
 
 import cfcore
 from cfcore._backend import Batch
@@ -46,15 +47,6 @@ FULL_OPT = SGD(1.0)
 MINI_OPT = Adagrad(0.1)
 
 
-def _sync(be: Any, state: Any) -> None:
-    if be.name == "jax":
-        import jax
-
-        jax.block_until_ready(state.params)
-    else:
-        be.to_numpy(state.params["item"])
-
-
 class Contender:
     """One timed thing: `run(k)` does k units of work and syncs; `per` converts to a rate."""
 
@@ -65,28 +57,19 @@ class Contender:
 
 
 def full_batch(be: Any, spec: cfcore.MFSpec, params, data: Batch, chunked: bool) -> Contender:
-    state = {"s": be.init_train_state(spec, params, FULL_OPT)}
-    dev = be.device_batch(data)
+    train = CfcoreTraining(be, spec, FULL_OPT, params, data)
     if chunked:
-        chunk = be.make_train_chunk(spec, FULL_OPT)
 
         def run(k: int) -> None:
-            s = state["s"]
             for _ in range(max(1, k // 10)):
-                s, _, bad = chunk(s, s, dev, 10)
-                int(be.to_numpy(bad))  # fit reads the divergence flag after every chunk
-            state["s"] = s
-            _sync(be, s)
+                train.chunk(10)  # reads the divergence flag after every chunk, as fit does
+            train.sync()
 
         return Contender(be, run, unit=1.0)
-    step = be.make_train_step(spec, FULL_OPT)
 
     def run_steps(k: int) -> None:
-        s = state["s"]
-        for _ in range(k):
-            s, _ = step(s, dev)
-        state["s"] = s
-        _sync(be, s)
+        train.steps(k)
+        train.sync()
 
     return Contender(be, run_steps, unit=1.0)
 
@@ -94,18 +77,13 @@ def full_batch(be: Any, spec: cfcore.MFSpec, params, data: Batch, chunked: bool)
 def minibatch(
     be: Any, spec: cfcore.MFSpec, params, data: Batch, batch_size: int, k: int
 ) -> Contender:
-    state = {"s": be.init_train_state(spec, params, MINI_OPT)}
-    dev = be.device_batch(data)
-    chunk = be.make_train_chunk(spec, MINI_OPT)
+    train = CfcoreTraining(be, spec, MINI_OPT, params, data)
     sampler = MinibatchSampler(len(data.values), batch_size, seed=0)
 
     def run(calls: int) -> None:
-        s = state["s"]
         for _ in range(calls):
-            s, _, bad = chunk(s, s, dev, k, sampler.take(k))
-            int(be.to_numpy(bad))
-        state["s"] = s
-        _sync(be, s)
+            train.chunk(k, sampler.take(k))
+        train.sync()
 
     return Contender(be, run, unit=float(k * batch_size))
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import _report as rp
-from _common import missing_gpu, stamp
+from _common import CfcoreTraining, missing_gpu, stamp
 from _mem import GB, run_isolated
 
 from cfcore.data.synthetic import MOVIELENS_SHAPES
@@ -81,7 +81,6 @@ def _time_calls(fn, min_time: float, min_repeats: int, max_repeats: int) -> tupl
 def measure(cfg: dict[str, Any], meter) -> dict[str, Any]:
     """Child: times the loss and one SGD step of MF with `cfg["form"]`, with their peak memory."""
     import cfcore
-    from cfcore._backend import Batch
     from cfcore.init import init_mf_params
     from cfcore.optimizers import SGD
 
@@ -93,16 +92,18 @@ def measure(cfg: dict[str, Any], meter) -> dict[str, Any]:
     ratings = cfcore.synthetic_ratings(n_users, n_items, n, seed=cfg["seed"])
     spec = cfcore.MFSpec(embedding_dim=d, init_stddev=0.1, mse=form)
     opt = SGD(LR)
-    state = be.init_train_state(spec, init_mf_params(spec, n_users, n_items, cfg["seed"]), opt)
-    batch = be.device_batch(Batch.from_ratings(ratings))
+    train = CfcoreTraining(
+        be, spec, opt, init_mf_params(spec, n_users, n_items, cfg["seed"]), ratings
+    )
+    batch = train.data
     del ratings
     gc.collect()
     meter.mark("setup")
-    U, V = state.params["user"], state.params["item"]
+    U, V = train.params["user"], train.params["item"]
     timing = dict(min_time=cfg["min_time"], min_repeats=3, max_repeats=cfg["max_repeats"])
 
     def loss() -> None:
-        value = be.sparse_mse(U, V, batch.users, batch.items, batch.values, method=form)
+        value = be.sparse_mse(U, V, batch["users"], batch["items"], batch["values"], method=form)
         _sync(be, value, value)
 
     loss_first, loss_s = _time_calls(loss, **timing)
@@ -111,13 +112,9 @@ def measure(cfg: dict[str, Any], meter) -> dict[str, Any]:
     # the setup is then max(loss, step), which is the step's, since a step computes the loss.
     loss_ws = max(0, meter.peak() - meter.marks["setup"])
 
-    step = be.make_train_step(spec, opt)
-    box = {"state": state}
-
     def one_step() -> None:
-        new, terms = step(box["state"], batch)
-        _sync(be, new.params, terms["total"])
-        box["state"] = new
+        terms = train.steps(1)  # cfcore.train.make_step: loss, gradient and SGD update
+        _sync(be, train.params, terms["total"])
 
     step_first, step_s = _time_calls(one_step, **timing)
     peak = meter.peak()
@@ -429,7 +426,7 @@ def report(rows, args: argparse.Namespace) -> str:
     parts: list[str] = [
         f"# Full-matmul (dense) vs gather MSE{' on the GPU' if suffix else ''}\n",
         "Matrix factorization (`cfcore.MFSpec(mse=...)`), one loss evaluation (`backend.sparse_mse`) "
-        "and one training step (loss + gradient + SGD update, `backend.make_train_step`), full "
+        "and one training step (loss + gradient + SGD update, `cfcore.train.make_step`), full "
         "batch, on seeded synthetic ratings with MovieLens-like skew (`cfcore.synthetic_ratings`). "
         "Each row ran in a fresh process; times are medians after the first (compiling) call, "
         "memory is the peak resident size (`VmHWM`): *working set* above the resident size once "

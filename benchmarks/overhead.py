@@ -3,8 +3,9 @@
 Full-batch regularized MF on ml-100k (90% train split), both MSE forms, each backend. For each
 configuration the hand-written step and cfcore's are timed in alternation (same process, same
 warm caches), so their ratio is meaningful on a shared, noisy machine. cfcore is timed two ways:
-its single compiled step called from Python (`make_train_step`), and its chunked loop (what
-`fit` runs: `eval_every` steps inside one compiled loop), per step.
+its single compiled step called from Python (`cfcore.train.make_step`), and its chunked loop
+(`cfcore.train.make_chunk` as `fit` runs it: `eval_every` guarded steps inside one compiled loop,
+the divergence flag read after each), per step.
 
     python benchmarks/overhead.py [--backends jax tf] [--steps 50] [--repeats 7] [--dim 30]
 
@@ -17,7 +18,7 @@ import argparse
 import statistics
 import time
 
-from _common import DATA_DIR, stamp, write_result
+from _common import DATA_DIR, CfcoreTraining, stamp, write_result
 
 import cfcore
 from cfcore._backend import Batch
@@ -133,29 +134,16 @@ def hand_written_tf_functional(params, data, method):
 def cfcore_runs(backend, params, data, method):
     spec = cfcore.MFSpec(embedding_dim=params["user"].shape[1], init_stddev=0.05, mse=method,
                          regularization_coeff=REG, gravity_coeff=GRAV)  # fmt: skip
-    opt = SGD(LR)
-    dev = backend.device_batch(data)
-    step = backend.make_train_step(spec, opt)
-    chunk = backend.make_train_chunk(spec, opt)
-    box = {"s": backend.init_train_state(spec, params, opt)}
-
-    def sync(state):
-        backend.to_numpy(state.params["user"])
+    train = CfcoreTraining(backend, spec, SGD(LR), params, data)
 
     def run_step(k):
-        s = box["s"]
-        for _ in range(k):
-            s, _ = step(s, dev)
-        box["s"] = s
-        sync(s)
+        train.steps(k)
+        train.sync()
 
     def run_chunk(k, eval_every=10):
-        s = box["s"]
         for _ in range(k // eval_every):
-            s, prev, bad = chunk(s, s, dev, eval_every)
-            int(backend.to_numpy(bad))  # fit reads the divergence flag after every chunk
-        box["s"] = s
-        sync(s)
+            train.chunk(eval_every)  # reads the divergence flag after every chunk, as fit does
+        train.sync()
 
     return run_step, run_chunk
 
@@ -223,8 +211,8 @@ def main() -> None:
                     hand_written_tf_functional(params, data, method)
                 )
                 ref_name = "hand-written tf.function(jit_compile=True)"
-            runners["cfcore make_train_step"], runners["cfcore fit loop (chunks of 10)"] = (
-                cfcore_runs(be, params, data, method)
+            runners["cfcore make_step"], runners["cfcore fit loop (chunks of 10)"] = cfcore_runs(
+                be, params, data, method
             )
             res = measure(runners, args.steps, args.repeats)
             base = res[ref_name]["ms"]

@@ -35,7 +35,7 @@ from typing import Any
 
 import _report as rp
 import numpy as np
-from _common import DATA_DIR, stamp
+from _common import DATA_DIR, CfcoreTraining, stamp
 
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
 SCRIPT = Path(__file__).resolve()
@@ -252,9 +252,7 @@ def per_step_race(ml, steps: int, repeats: int, tmp: Path) -> list[dict[str, Any
         be = cfcore.get_backend(be_name)
         for form in ("dense", "gather"):
             s = cfcore.MFSpec(embedding_dim=30, init_stddev=0.5, mse=form)
-            contenders[f"cfcore {be_name} make_train_step ({form})"] = _cf_step(
-                be, s, opt, params, train
-            )
+            contenders[f"cfcore {be_name} make_step ({form})"] = _cf_step(be, s, opt, params, train)
             contenders[f"cfcore {be_name} fit loop, chunks of 10 ({form})"] = _cf_chunk(
                 be, s, opt, params, train
             )
@@ -281,36 +279,22 @@ def per_step_race(ml, steps: int, repeats: int, tmp: Path) -> list[dict[str, Any
 
 
 def _cf_step(be, spec, opt, params, train):
-    from cfcore._backend import Batch
-
-    dev = be.device_batch(Batch.from_ratings(train))
-    step = be.make_train_step(spec, opt)
-    box = {"s": be.init_train_state(spec, params, opt)}
+    cf = CfcoreTraining(be, spec, opt, params, train)
 
     def run(k: int) -> None:
-        s = box["s"]
-        for _ in range(k):
-            s, terms = step(s, dev)
-        box["s"] = s
+        terms = cf.steps(k)
         be.to_numpy(terms["total"])
 
     return run
 
 
 def _cf_chunk(be, spec, opt, params, train):
-    from cfcore._backend import Batch
-
-    dev = be.device_batch(Batch.from_ratings(train))
-    chunk = be.make_train_chunk(spec, opt)
-    box = {"s": be.init_train_state(spec, params, opt)}
+    cf = CfcoreTraining(be, spec, opt, params, train)
 
     def run(k: int) -> None:
-        s = box["s"]
         for _ in range(max(1, k // 10)):
-            s, _, bad = chunk(s, s, dev, 10)
-            int(be.to_numpy(bad))
-        box["s"] = s
-        be.to_numpy(s.params["item"])
+            cf.chunk(10)  # reads the divergence flag after every chunk, as fit does
+        be.to_numpy(cf.params["item"])
 
     return run
 

@@ -44,7 +44,7 @@ def zipf_labels(rng: np.random.Generator, num_items: int, batch: int, a: float =
 def jax_fns(loss: str):
     import jax
     import jax.numpy as jnp
-    from cfcore_jax import softmax
+    from cfcore_jax import kernels as softmax
 
     def value(q, v, labels, log_q):
         if loss == "full":
@@ -65,7 +65,7 @@ def jax_fns(loss: str):
 
 def tf_fns(loss: str):
     import tensorflow as tf
-    from cfcore_tf import softmax
+    from cfcore_tf import kernels as softmax
 
     def value(q, v, labels, log_q):
         if loss == "full":

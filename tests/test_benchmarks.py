@@ -229,7 +229,7 @@ def test_overhead_smoke(tmp_path, ml100k):
     for name in (
         "hand-written jax.jit",
         "hand-written tf.function(jit_compile=True)",
-        "cfcore make_train_step",
+        "cfcore make_step",
         "cfcore fit loop (chunks of 10)",
         "hand-written tf.function(jit_compile=True), functional",
     ):
