@@ -9,11 +9,11 @@ from . import reference as reference
 from ._backend import Backend as Backend
 from ._backend import Batch as Batch
 from ._backend import TrainState as TrainState
-from ._registry import BackendError as BackendError
-from ._registry import available_backends as available_backends
-from ._registry import get_backend as get_backend
-from ._registry import register_backend as register_backend
-from ._registry import set_default_backend as set_default_backend
+from .backend.registry import BackendError as BackendError
+from .backend.registry import available_backends as available_backends
+from .backend.registry import get_backend as get_backend
+from .backend.registry import register_backend as register_backend
+from .backend.registry import set_default_backend as set_default_backend
 from .data import DatasetError as DatasetError
 from .data import Ratings as Ratings
 from .data import RatingsError as RatingsError

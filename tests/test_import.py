@@ -140,7 +140,7 @@ def test_env_tf_imports_only_tensorflow() -> None:
     imported, importers = report["imported"], report["importers"]
     assert {"tensorflow", "cfcore_tf"} <= set(imported)
     assert "optax" not in imported and "cfcore_jax" not in imported, imported
-    assert importers["cfcore_tf"] == "cfcore._registry"
+    assert importers["cfcore_tf"] == "cfcore.backend.registry"
     assert importers["tensorflow"] == "cfcore_tf"
     # TensorFlow may import jax on its own when it is installed; cfcore must not.
     for module in ("jax", "jaxlib", "keras"):
@@ -150,7 +150,7 @@ def test_env_tf_imports_only_tensorflow() -> None:
 
 def test_spy_names_the_importer() -> None:
     report = _result(_start("import cfcore\ncfcore.get_backend('jax')\n"))
-    assert report["importers"]["cfcore_jax"] == "cfcore._registry"
+    assert report["importers"]["cfcore_jax"] == "cfcore.backend.registry"
     assert report["importers"]["jax"] == "cfcore_jax"
 
 

@@ -3,11 +3,13 @@
 See `BackendConformance` for how to mix it into a test module.
 """
 
+from ..backend.registry import check_backend_members as check_backend_members
 from .conformance import BackendConformance as BackendConformance
 from .conformance import CrossBackendConformance as CrossBackendConformance
 from .conformance import assert_array_close as assert_array_close
 from .conformance import assert_scalar_close as assert_scalar_close
 from .conformance import make_problem as make_problem
+from .members_conformance import BackendMembersConformance as BackendMembersConformance
 from .retrieval_conformance import RetrievalConformance as RetrievalConformance
 from .softmax_conformance import SoftmaxConformance as SoftmaxConformance
 from .softmax_conformance import SoftmaxCrossBackend as SoftmaxCrossBackend
