@@ -20,6 +20,7 @@ DEFAULT_BACKEND = "jax"
 _BUILTINS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "jax": ("cfcore_jax:backend", ("jax", "optax"), "jax"),
     "tf": ("cfcore_tf:backend", ("tensorflow",), "tf"),
+    "torch": ("cfcore_torch:backend", ("torch",), "torch"),
 }
 _ALIASES = {"tensorflow": "tf", "jaxlib": "jax"}
 
