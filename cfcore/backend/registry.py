@@ -57,6 +57,7 @@ every member)."""
 _BUILTINS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "jax": ("cfcore_jax:backend", ("jax",), "jax"),
     "tf": ("cfcore_tf:backend", ("tensorflow",), "tf"),
+    "torch": ("cfcore_torch:backend", ("torch",), "torch"),
     "numpy": ("cfcore.reference_backend:backend", (), ""),
 }
 _ALIASES = {"tensorflow": "tf", "jaxlib": "jax"}

@@ -1,0 +1,78 @@
+"""Fused kernels of the torch backend (contracts in `cfcore.backend.protocol`).
+
+Inputs are float32 / int32 tensors (`TorchBackend` converts NumPy input first). Row gathers use
+`torch.nn.functional.embedding`: about 2x faster than index gathers in its backward pass, and its
+gradient is dense.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pair_dot(user_emb, item_emb, users, items, method: str = "gather"):
+    """`⟨U[users[k]], V[items[k]]⟩` for each observed pair: `[n]` float32."""
+    if method == "dense":
+        return torch.matmul(user_emb, item_emb.mT)[users, items]
+    return torch.sum(F.embedding(users, user_emb) * F.embedding(items, item_emb), dim=1)
+
+
+def gramian(x):
+    """`xᵀx`: `[d, d]` for `[n, d]`."""
+    return torch.matmul(x.mT, x)
+
+
+def segment_sum(data, segment_ids, num_segments: int):
+    """Row sums per segment: `[S, ...]`, zero for an empty segment."""
+    out = data.new_zeros((int(num_segments), *data.shape[1:]))
+    return out.index_add(0, segment_ids, data)  # out of place: differentiable in `data`
+
+
+def bag_of_words(table, ids, weights, combiner: str = "mean"):
+    """Weighted bags of `table` rows: `[B, d]` (`ids` None: dense `[B, V]` weights)."""
+    if ids is None:
+        total = torch.matmul(weights, table)
+    else:
+        total = torch.einsum("...l,...ld->...d", weights, F.embedding(ids, table))
+    if combiner == "sum":
+        return total
+    count = torch.sum(weights, dim=-1, keepdim=True)
+    return total / torch.where(count > 0, count, 1.0)
+
+
+def softmax_cross_entropy(query_emb, item_emb, labels):
+    """Mean full-softmax cross-entropy: scalar."""
+    logits = torch.matmul(query_emb, item_emb.mT)
+    picked = torch.gather(logits, 1, labels.long()[:, None])[:, 0]
+    return torch.mean(torch.logsumexp(logits, dim=1) - picked)
+
+
+def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
+    """Mean in-batch sampled-softmax cross-entropy: scalar (`log_q` is `[M]`, per item)."""
+    logits = torch.matmul(query_emb, F.embedding(labels, item_emb).mT)
+    if log_q is not None:
+        logits = logits - torch.index_select(log_q, 0, labels)[None, :]
+    if remove_accidental_hits:
+        n = labels.shape[0]
+        eye = torch.eye(n, dtype=torch.bool, device=labels.device)
+        logits = logits.masked_fill((labels[:, None] == labels[None, :]) & ~eye, -torch.inf)
+    return torch.mean(torch.logsumexp(logits, dim=1) - torch.diagonal(logits))
+
+
+def top_k(scores, k: int):
+    """Top-k per row, ties broken by the lowest index, NaN last.
+
+    `torch.topk` does not specify its tie order, so this sorts: a stable ascending sort of the
+    negated scores keeps the lowest index first among equal scores and puts NaN last, exactly as
+    NumPy's `argsort(-scores, kind="stable")`. O(M log M) per row rather than topk's O(M).
+    """
+    order = torch.sort(-scores, dim=-1, stable=True).indices[..., :k]
+    return torch.gather(scores, -1, order), order.to(torch.int32)
+
+
+def solve(a, b):
+    """Batched Cholesky solves; a system that is not positive definite gives a NaN row."""
+    chol, info = torch.linalg.cholesky_ex(a)  # `_ex`: reports failure in `info`, never raises
+    x = torch.cholesky_solve(b[..., None], chol)[..., 0]
+    return torch.where((info == 0)[..., None], x, torch.nan)

@@ -1,0 +1,100 @@
+"""Transforms of the torch backend: autodiff, (no) compilation and loops of steps.
+
+torch runs eagerly: `compile` returns the function itself and `compile_loop` is a Python loop.
+`torch.compile` would work, but on CPU its compile time dominates the small problems cfcore
+trains, and its recompiles on new shapes are slow; it may become an opt-in later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .ops import floats
+
+
+def _map(fn: Callable, tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_map(fn, v) for v in tree)
+    return None if tree is None else fn(tree)
+
+
+def _leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _leaves(v)]
+    if isinstance(tree, list | tuple):
+        return [leaf for v in tree for leaf in _leaves(v)]
+    return [] if tree is None else [tree]
+
+
+def _detach(x: Any) -> Any:
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def value_and_grad(fn: Callable) -> Callable:
+    """`g(params, *args) -> ((loss, aux), grads)` by reverse-mode autograd; see the protocol."""
+
+    def value_and_grad_fn(params, *args):
+        with torch.enable_grad():  # also inside `compile_loop`, which runs under no_grad
+            leaves = {k: floats(v).detach().requires_grad_() for k, v in params.items()}
+            value, aux = fn(leaves, *args)
+            names = list(leaves)
+            grads = (
+                torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+                if value.requires_grad
+                else [None] * len(names)
+            )
+        # A parameter the loss does not use gets a zero gradient (autograd gives None).
+        dense = {
+            k: torch.zeros_like(leaves[k]) if g is None else g
+            for k, g in zip(names, grads, strict=True)
+        }
+        # Detached: nothing returned keeps the step's graph (and its memory) alive.
+        return (value.detach(), _map(_detach, aux)), dense
+
+    return value_and_grad_fn
+
+
+def compile(fn: Callable) -> Callable:  # noqa: A001
+    """`fn` itself (see the module docstring)."""
+    return fn
+
+
+def compile_loop(body: Callable) -> Callable:
+    """`run(carry, data, xs=None, num_steps=None)`: a Python loop over the steps, under no_grad.
+
+    No host synchronisation happens between steps unless `body` asks for a value (on a GPU the
+    kernels queue asynchronously).
+    """
+
+    def run(carry, data, xs=None, num_steps=None):
+        with torch.no_grad():
+            if xs is None:
+                for _ in range(int(num_steps)):
+                    carry = body(carry, data, None)
+                return carry
+            for i in range(len(_leaves(xs)[0])):
+                carry = body(carry, data, _map(lambda leaf, i=i: leaf[i], xs))
+            return carry
+
+    return run
+
+
+def sync(tree: Any) -> Any:
+    """Waits for the queued GPU work that produces `tree`; a no-op on the CPU."""
+    if any(isinstance(x, torch.Tensor) and x.is_cuda for x in _leaves(tree)):
+        torch.cuda.synchronize()
+    return tree
+
+
+def native_optimizer(optimizer: Any) -> None:
+    """None: torch has no native optimizers on cfcore yet.
+
+    `torch.optim` optimizers mutate parameters and keep their state inside the object, so they do
+    not fit the pure `init` / `update` pair without a functional wrapper; use cfcore's optimizers.
+    """
+    return None
