@@ -9,7 +9,7 @@ import pytest
 
 import cfcore
 
-BACKENDS = ("jax", "tf")
+BACKENDS = ("jax", "tf", "torch")
 DATA_DIR = Path(
     os.environ.get("CFCORE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
