@@ -345,6 +345,7 @@ def _read_history(meta: dict[str, Any]) -> pd.DataFrame:
 
 def _read_mf(path: Path, archive: Any, meta: dict[str, Any], spec_dict: dict[str, Any]) -> Any:
     from .data.ratings import Ratings
+
     MatrixFactorization = MODEL_CLASSES["MatrixFactorization"]
     RegularizedMF = MODEL_CLASSES["RegularizedMF"]
     from .specs import MFSpec
@@ -425,6 +426,7 @@ def _ragged(path: Path, offsets: Any, values: Any, rows: int, bound: int, what: 
 
 def _read_softmax(path: Path, archive: Any, meta: dict[str, Any], spec_dict: dict[str, Any]) -> Any:
     from .data.features import PROTOCOLS, HistoryFeatures, Ragged, Vocabulary
+
     SoftmaxModel = MODEL_CLASSES["SoftmaxModel"]
     from .specs import SoftmaxSpec
 

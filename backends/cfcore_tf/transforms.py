@@ -59,33 +59,11 @@ def compile_loop(body: Callable) -> Callable:
     return run
 
 
-class _Keras:
-    """A Keras 3 optimizer through its stateless API (`stateless_apply`), as a pure pair."""
-
-    def __init__(self, optimizer: Any) -> None:
-        self.optimizer = optimizer
-        self._names: list[str] = []
-
-    def init(self, params):
-        self._names = sorted(params)
-        variables = [tf.Variable(params[k]) for k in self._names]
-        self.optimizer.build(variables)
-        return [tf.convert_to_tensor(v) for v in self.optimizer.variables]
-
-    def update(self, grads, state, params):
-        trainable = [params[k] for k in self._names]
-        new, state = self.optimizer.stateless_apply(
-            list(state), [grads[k] for k in self._names], trainable
-        )
-        return dict(zip(self._names, new, strict=True)), list(state)
-
-
 def native_optimizer(optimizer: Any) -> Any:
-    """A Keras 3 optimizer (`keras.optimizers.Optimizer`), else None."""
-    try:
-        import keras
-    except ImportError:
-        return None
-    if isinstance(optimizer, keras.optimizers.Optimizer) and hasattr(optimizer, "stateless_apply"):
-        return _Keras(optimizer)
+    """None: no TensorFlow optimizer is accepted yet.
+
+    Keras 3 optimizers are stateful, and their stateless API (`stateless_apply`) refuses to run
+    with Keras' TensorFlow backend ("incompatible with tf.distribute"), so they cannot run inside
+    cfcore's functional compiled loop. Use cfcore's pinned `SGD`, `Adagrad` or `Adam`.
+    """
     return None

@@ -206,8 +206,8 @@ class BoundBackend:
         prior = np.zeros((d, d), np.float32) if prior is None else np.asarray(prior, np.float32)
         fn = self.compiled(
             ("fold_in", num_rows),
-            lambda: lambda v, r, i, y, lam, p: compute.fold_in_solve(
-                self, v, r, i, y, num_rows, lam, p
+            lambda: (
+                lambda v, r, i, y, lam, p: compute.fold_in_solve(self, v, r, i, y, num_rows, lam, p)
             ),
         )
         return fn(

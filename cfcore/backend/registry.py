@@ -43,7 +43,6 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .bound import BoundBackend, bind
-
 from .protocol import BACKEND_MEMBERS, XP_FUNCTIONS
 
 ENTRY_POINT_GROUP = "cfcore.backends"

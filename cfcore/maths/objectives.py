@@ -14,8 +14,15 @@ from ..specs import MFSpec, SoftmaxSpec
 Params = dict[str, Any]
 
 
-def sparse_mse(be: Any, user_emb: Any, item_emb: Any, users: Any, items: Any, ratings: Any,
-               method: str = "gather") -> Any:
+def sparse_mse(
+    be: Any,
+    user_emb: Any,
+    item_emb: Any,
+    users: Any,
+    items: Any,
+    ratings: Any,
+    method: str = "gather",
+) -> Any:
     """`(1/n) Σ_k (r_k − ⟨U[users[k]], V[items[k]]⟩)²`: float32 scalar.
 
     Args:
@@ -43,9 +50,9 @@ def _rows(xp: Any, x: Any) -> Any:
 def l2_penalty(be: Any, user_emb: Any, item_emb: Any) -> Any:
     """`ΣU²/N + ΣV²/M`: float32 scalar."""
     xp = be.xp
-    return xp.sum(xp.square(user_emb)) / _rows(xp, user_emb) + xp.sum(
-        xp.square(item_emb)
-    ) / _rows(xp, item_emb)
+    return xp.sum(xp.square(user_emb)) / _rows(xp, user_emb) + xp.sum(xp.square(item_emb)) / _rows(
+        xp, item_emb
+    )
 
 
 def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
@@ -103,8 +110,9 @@ _ACTIVATIONS = {
 }
 
 
-def softmax_query_embeddings(be: Any, spec: SoftmaxSpec, params: Params, ids: dict[str, Any],
-                             weights: dict[str, Any]) -> Any:
+def softmax_query_embeddings(
+    be: Any, spec: SoftmaxSpec, params: Params, ids: dict[str, Any], weights: dict[str, Any]
+) -> Any:
     """The softmax model's tower (see `SoftmaxSpec`): `[B, d]` query embeddings.
 
     Args:

@@ -19,7 +19,9 @@ def _inv_norm_power(be: Any, x: Any, power: float) -> Any:
     return 1.0 / norm**power
 
 
-def measure_scores(be: Any, query_emb: Any, item_emb: Any, query_power: float, item_power: float) -> Any:
+def measure_scores(
+    be: Any, query_emb: Any, item_emb: Any, query_power: float, item_power: float
+) -> Any:
     """`⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power)`: `[B, M]` for `[B, d]` and `[M, d]`."""
     xp = be.xp
     dots = xp.matmul(query_emb, xp.transpose(item_emb))
@@ -37,8 +39,9 @@ def masked_top_k(be: Any, scores: Any, k: int, exclude: Any = None) -> tuple[Any
     return _ops(be).top_k(scores, k)
 
 
-def fold_in_solve(be: Any, item_emb: Any, rows: Any, items: Any, ratings: Any, num_rows: int,
-                  reg: Any, prior: Any) -> Any:
+def fold_in_solve(
+    be: Any, item_emb: Any, rows: Any, items: Any, ratings: Any, num_rows: int, reg: Any, prior: Any
+) -> Any:
     """New rows by ridge regression on fixed items: `u_b = (V_Sᵀ V_S + reg_b·I + P)⁻¹ V_Sᵀ r_b`.
 
     Args:

@@ -18,12 +18,12 @@ import pandas as pd
 
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
-from ..persistence import register_model
 from ..data.ratings import Ratings
 from ..init import init_mf_params
+from ..maths import objectives as losses
+from ..persistence import register_model
 from ..specs import MFSpec, MSEMethod, OptimizerSpec
 from ..train.session import Session, as_ratings, check_steps
-from ..maths import objectives as losses
 
 # Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
 EVAL_CHUNK = 1 << 21
@@ -138,8 +138,17 @@ class MatrixFactorization:
         self._remember_train(train)
         self._params = None  # the session's state is now the truth
         try:
-            _run(self.spec, session, train, test, steps, batch_size, seed + session.step,
-                 eval_every, progress)
+            _run(
+                self.spec,
+                session,
+                train,
+                test,
+                steps,
+                batch_size,
+                seed + session.step,
+                eval_every,
+                progress,
+            )
         finally:
             self.history = pd.DataFrame(session.history_rows)
         return self.history

@@ -38,10 +38,9 @@ from ..data.features import (
     split_users,
 )
 from ..eval.metrics import ranking_metrics
-from ..persistence import register_model
+from ..maths import objectives as losses
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session, check_steps
-from ..maths import objectives as losses
 from .mf import _same
 
 __all__ = [
@@ -66,9 +65,7 @@ DEFAULT_BATCH_SIZE = 200
 
 
 from ..backend.checks import check_bag_inputs as check_bag_inputs  # noqa: E402
-from ..backend.checks import check_index_range as _check_index_range  # noqa: E402
 from ..backend.checks import check_softmax_inputs as check_softmax_inputs  # noqa: E402
-
 
 # ---------------------------------------------------------------------------- initial values
 

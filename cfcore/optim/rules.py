@@ -3,7 +3,7 @@
 Each rule is the formula of its spec's docstring (`cfcore.optimizers`), as a pure pair
 `init(params) -> state` and `update(grads, state, params) -> (params, state)` over dicts of
 arrays, so the same spec gives the same trajectory on every backend. A framework's own optimizer
-(an optax transformation, a Keras 3 optimizer) is turned into the same pair by the backend's
+(an optax transformation) is turned into the same pair by the backend's
 `native_optimizer`: accepted, but not bound to cross-backend agreement.
 """
 
@@ -52,7 +52,9 @@ def _adagrad(be: Any, opt: Adagrad) -> Rule:
     xp, lr, eps = be.xp, opt.learning_rate, opt.eps
 
     def init(params: Params) -> dict:
-        return {"acc": {k: xp.full_like(p, opt.initial_accumulator_value) for k, p in params.items()}}
+        return {
+            "acc": {k: xp.full_like(p, opt.initial_accumulator_value) for k, p in params.items()}
+        }
 
     def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
         acc = {k: state["acc"][k] + xp.square(grads[k]) for k in params}
@@ -90,7 +92,7 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
     Args:
         be: a backend (its `xp` and `asarray` are used).
         optimizer: a `cfcore.optimizers` spec, or a framework's own optimizer object that the
-            backend's `native_optimizer` recognises (optax on JAX, Keras 3 on TensorFlow).
+            backend's `native_optimizer` recognises (optax on JAX).
 
     Raises:
         ValueError: for anything else (a name without a learning rate, an unknown object),
@@ -107,7 +109,7 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
         except ValueError as err:
             raise ValueError(
                 f"{err}; or an optimizer object of the {be.name!r} backend's framework "
-                "(an optax GradientTransformation on jax, a Keras 3 optimizer on tf)"
+                "(an optax GradientTransformation on jax; none yet on tf and torch)"
             ) from None
         raise ValueError(f"optimizer {optimizer!r} has no update rule on backend {be.name!r}")
     lr = getattr(optimizer, "learning_rate", None)

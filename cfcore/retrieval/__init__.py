@@ -282,14 +282,8 @@ def batch_top_k(
                 mask = exclude.mask(start, stop)
             else:
                 mask = None if exclude is None else exclude[start:stop]
-            if be is None:
-                from .reference import top_k as ref_top_k
-
-                s = numpy_scores(q[start:stop], v, qp, ip).astype(np.float32)
-                val, idx = ref_top_k(s, k, exclude=mask)
-            else:
-                val, idx = be.batched_top_k(q[start:stop], item_native, k, mask, qp, ip)
-                val, idx = be.to_numpy(val), be.to_numpy(idx)
+            val, idx = be.batched_top_k(q[start:stop], item_native, k, mask, qp, ip)
+            val, idx = be.to_numpy(val), be.to_numpy(idx)
             values[start:stop], indices[start:stop] = val, idx
             if bar is not None:
                 bar.update(task, advance=stop - start)

@@ -43,6 +43,7 @@ def _take_rows(backend):
 
     return take
 
+
 RTOL = 1e-5
 
 SPECS = {

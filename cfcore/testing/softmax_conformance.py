@@ -27,11 +27,11 @@ import pytest
 
 from .. import reference as ref
 from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
+from ..maths import objectives as model_losses
+from ..optim import make_rule
 from ..optimizers import SGD, Adagrad
 from ..softmax import init_softmax_params, label_log_probabilities
 from ..specs import SoftmaxSpec
-from ..maths import objectives as model_losses
-from ..optim import make_rule
 from ..train.loop import LOSS_NOT_FINITE, make_chunk, make_step
 from .conformance import RTOL, assert_array_close, assert_scalar_close
 
@@ -75,6 +75,7 @@ class _Trainer:
             )
             out.append(float(np.asarray(self.backend.to_numpy(parts["loss"]))))
         return np.asarray(out, np.float32)
+
 
 VOCAB = {"movie_id": 13, "genre": 5, "year": 7}
 
@@ -306,7 +307,9 @@ class SoftmaxConformance:
                 assert_array_close(got[k], after[0][k], what=f"{name}: one Adagrad step, {k}")
         out = trainer.run_chunk(stacked, log_q)
         assert out.bad_step == -1
-        assert_scalar_close(out.loss_sum, sum(ref_losses), what=f"{name}: sum of the chunk's losses")
+        assert_scalar_close(
+            out.loss_sum, sum(ref_losses), what=f"{name}: sum of the chunk's losses"
+        )
         got = backend.params_to_numpy(out.params)
         for k in got:
             assert got[k].dtype == np.float32

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.ratings import as_ratings as as_ratings
 from ..optim.rules import Rule, make_rule
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk
-from ..data.ratings import as_ratings as as_ratings
 from .placement import Placement
 from .progress import progress_bar
 
@@ -92,7 +92,9 @@ class Session:
         native = placement.params(params)
         opt_state = rule.init(native)
         rows = [] if history is None or history.empty else history.to_dict("records")
-        return cls(backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows)
+        return cls(
+            backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows
+        )
 
     def params_numpy(self) -> dict[str, np.ndarray]:
         return self.placement.to_host(self.params)
