@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from . import checks
+from .checks import (
+    check_bag_inputs,
+    check_embeddings,
+    check_indices,
+    check_k,
+    check_pairs,
+    check_softmax_inputs,
+)
 from .protocol import Array
 
 _DTYPE_NAMES = {"f": "float32", "i": "int32", "u": "int32", "b": "bool"}
@@ -81,8 +88,8 @@ class BoundBackend:
             users, items, values = batch["users"], batch["items"], batch["values"]
         else:
             users, items, values = batch.users, batch.items, batch.values
-        checks.check_indices(users, "users")
-        checks.check_indices(items, "items")
+        check_indices(users, "users")
+        check_indices(items, "items")
         return {
             "users": self.ops.asarray(users, "int32"),
             "items": self.ops.asarray(items, "int32"),
@@ -104,7 +111,7 @@ class BoundBackend:
 
         if method not in ("gather", "dense"):
             raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
-        checks.check_pairs(user_emb, item_emb, users, items, ratings)
+        check_pairs(user_emb, item_emb, users, items, ratings)
         fn = self.compiled(
             ("sparse_mse", method),
             lambda: lambda u, v, us, it, r: losses.sparse_mse(self, u, v, us, it, r, method),
@@ -115,7 +122,7 @@ class BoundBackend:
         """`ΣU²/N + ΣV²/M`; a native float32 scalar."""
         from ..maths import objectives as losses
 
-        checks.check_embeddings(user_emb, item_emb)
+        check_embeddings(user_emb, item_emb)
         fn = self.compiled("l2", lambda: lambda u, v: losses.l2_penalty(self, u, v))
         return fn(*self._f32(user_emb, item_emb))
 
@@ -123,7 +130,7 @@ class BoundBackend:
         """`(1/(N·M)) Σ_ij ⟨U_i, V_j⟩²` through the Gramians; a native float32 scalar."""
         from ..maths import objectives as losses
 
-        checks.check_embeddings(user_emb, item_emb)
+        check_embeddings(user_emb, item_emb)
         fn = self.compiled("gravity", lambda: lambda u, v: losses.gravity(self, u, v))
         return fn(*self._f32(user_emb, item_emb))
 
@@ -132,9 +139,7 @@ class BoundBackend:
         from ..maths import objectives as losses
 
         data = self.device_batch(batch)
-        checks.check_pairs(
-            params["user"], params["item"], data["users"], data["items"], data["values"]
-        )
+        check_pairs(params["user"], params["item"], data["users"], data["items"], data["values"])
         fn = self.compiled(
             ("mf_terms", spec), lambda: lambda p, b: losses.mf_loss_terms(self, spec, p, b)
         )
@@ -142,8 +147,8 @@ class BoundBackend:
 
     def predict(self, params: dict[str, Any], users: Any, items: Any) -> Array:
         """`⟨U_u, V_i⟩` per pair: `[n]`."""
-        checks.check_indices(users, "users")
-        checks.check_indices(items, "items")
+        check_indices(users, "users")
+        check_indices(items, "items")
         p = self.params_from_numpy(params)
         return self.ops.pair_dot(p["user"], p["item"], *self._i32(users, items))
 
@@ -156,7 +161,7 @@ class BoundBackend:
         """`⟨q, v⟩ / (‖q‖^query_power · ‖v‖^item_power)`: `[B, M]`, zero norms counted as 1."""
         from ..maths import retrieval as compute
 
-        checks.check_embeddings(query_emb, item_emb)
+        check_embeddings(query_emb, item_emb)
         qp, ip = float(query_power), float(item_power)
         fn = self.compiled(
             ("scores", qp, ip), lambda: lambda q, v: compute.measure_scores(self, q, v, qp, ip)
@@ -168,7 +173,7 @@ class BoundBackend:
         from ..maths import retrieval as compute
 
         shape = tuple(np.shape(scores)) if not hasattr(scores, "shape") else tuple(scores.shape)
-        k = checks.check_k(k, int(shape[-1]))
+        k = check_k(k, int(shape[-1]))
         scores = self.ops.asarray(scores, "float32")
         if exclude is None:
             return self.ops.top_k(scores, k)
@@ -180,8 +185,8 @@ class BoundBackend:
         """Top-k items of `measure_scores` per query row: `(values [B, k], indices [B, k])`."""
         from ..maths import retrieval as compute
 
-        checks.check_embeddings(query_emb, item_emb)
-        k = checks.check_k(k, int(item_emb.shape[0]))
+        check_embeddings(query_emb, item_emb)
+        k = check_k(k, int(item_emb.shape[0]))
         qp, ip = float(query_power), float(item_power)
         b, m = int(query_emb.shape[0]), int(item_emb.shape[0])
 
@@ -219,7 +224,7 @@ class BoundBackend:
     # ------------------------------------------------------------------ softmax
     def bag_of_words(self, table, ids, weights, combiner: str = "mean") -> Array:
         """Weighted bags of `table` rows: `[..., d]` for `ids`/`weights` `[..., L]`."""
-        checks.check_bag_inputs(table, ids, weights, combiner)
+        check_bag_inputs(table, ids, weights, combiner)
         return self.ops.bag_of_words(
             *self._f32(table),
             None if ids is None else self.ops.asarray(ids, "int32"),
@@ -229,7 +234,7 @@ class BoundBackend:
 
     def softmax_cross_entropy(self, query_emb, item_emb, labels) -> Array:
         """Mean full-softmax cross-entropy of `[B, d]` queries over `[M, d]` items; scalar."""
-        checks.check_softmax_inputs(query_emb, item_emb, labels)
+        check_softmax_inputs(query_emb, item_emb, labels)
         return self.ops.softmax_cross_entropy(
             *self._f32(query_emb, item_emb), self.ops.asarray(labels, "int32")
         )
@@ -238,7 +243,7 @@ class BoundBackend:
         self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
     ) -> Array:
         """In-batch sampled softmax with logQ correction and accidental hits removed; scalar."""
-        checks.check_softmax_inputs(query_emb, item_emb, labels, log_q)
+        check_softmax_inputs(query_emb, item_emb, labels, log_q)
         return self.ops.sampled_softmax_loss(
             *self._f32(query_emb, item_emb),
             self.ops.asarray(labels, "int32"),
