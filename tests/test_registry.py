@@ -24,6 +24,12 @@ from cfcore.backend.protocol import Backend as BackendProtocol
 from cfcore.backend.registry import ENTRY_POINT_GROUP, check_backend_members, known_backends
 from cfcore.testing import BackendMembersConformance
 
+
+def _raw(backend):
+    """The operations under a bound backend (`get_backend` binds them to core's checks)."""
+    return getattr(backend, "ops", backend)
+
+
 from .conftest import BACKENDS, load_backend
 
 
@@ -83,7 +89,7 @@ def test_builtin_backends_available(name: str) -> None:
     assert name in known_backends()
     be = load_backend(name)  # skips (or fails in CI) if the framework is missing
     assert name in cfcore.available_backends()
-    assert cfcore.get_backend(name) is be
+    assert _raw(cfcore.get_backend(name)) is _raw(be)
     assert be.name == name
 
 
@@ -96,16 +102,16 @@ def test_both_builtins_available_here() -> None:
 
 def test_tensorflow_alias() -> None:
     tf_be = _one_tf_backend()
-    assert cfcore.get_backend("tensorflow") is tf_be
-    assert cfcore.get_backend("TensorFlow") is tf_be
-    assert cfcore.get_backend(" tf ") is tf_be
+    assert _raw(cfcore.get_backend("tensorflow")) is _raw(tf_be)
+    assert _raw(cfcore.get_backend("TensorFlow")) is _raw(tf_be)
+    assert _raw(cfcore.get_backend(" tf ")) is _raw(tf_be)
     assert tf_be.name == "tf"
 
 
 def test_case_insensitive() -> None:
     jax_be = load_backend("jax")
-    assert cfcore.get_backend("JAX") is jax_be
-    assert cfcore.get_backend("Jax") is jax_be
+    assert _raw(cfcore.get_backend("JAX")) is _raw(jax_be)
+    assert _raw(cfcore.get_backend("Jax")) is _raw(jax_be)
     assert jax_be.name == "jax"
 
 
@@ -126,11 +132,11 @@ def test_unknown_backend_lists_available() -> None:
 def test_env_selects_backend_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     tf_be, jax_be = _one_tf_backend(), load_backend("jax")
     monkeypatch.setenv("CFCORE_BACKEND", "tf")
-    assert cfcore.get_backend() is tf_be
+    assert _raw(cfcore.get_backend()) is _raw(tf_be)
     monkeypatch.setenv("CFCORE_BACKEND", "jax")
-    assert cfcore.get_backend() is jax_be
+    assert _raw(cfcore.get_backend()) is _raw(jax_be)
     monkeypatch.setenv("CFCORE_BACKEND", "TensorFlow")
-    assert cfcore.get_backend() is tf_be
+    assert _raw(cfcore.get_backend()) is _raw(tf_be)
 
 
 def test_env_unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,39 +148,39 @@ def test_env_unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_explicit_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
     tf_be, jax_be = _one_tf_backend(), load_backend("jax")
     monkeypatch.setenv("CFCORE_BACKEND", "tf")
-    assert cfcore.get_backend("jax") is jax_be
+    assert _raw(cfcore.get_backend("jax")) is _raw(jax_be)
     monkeypatch.setenv("CFCORE_BACKEND", "jax")
-    assert cfcore.get_backend("tf") is tf_be
+    assert _raw(cfcore.get_backend("tf")) is _raw(tf_be)
     # Even an invalid environment value does not matter when the argument decides.
     monkeypatch.setenv("CFCORE_BACKEND", "nope")
-    assert cfcore.get_backend("jax") is jax_be
+    assert _raw(cfcore.get_backend("jax")) is _raw(jax_be)
 
 
 def test_default_when_nothing_set() -> None:
     jax_be = load_backend("jax")
     assert _registry.DEFAULT_BACKEND == "jax"
-    assert cfcore.get_backend() is jax_be
-    assert cfcore.get_backend(None) is jax_be
+    assert _raw(cfcore.get_backend()) is _raw(jax_be)
+    assert _raw(cfcore.get_backend(None)) is _raw(jax_be)
 
 
 def test_empty_env_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     jax_be = load_backend("jax")
     monkeypatch.setenv("CFCORE_BACKEND", "")
-    assert cfcore.get_backend() is jax_be
+    assert _raw(cfcore.get_backend()) is _raw(jax_be)
 
 
 def test_set_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     tf_be, jax_be = _one_tf_backend(), load_backend("jax")
     try:
         cfcore.set_default_backend("tensorflow")
-        assert cfcore.get_backend() is tf_be  # env unset: the default decides
+        assert _raw(cfcore.get_backend()) is _raw(tf_be)  # env unset: the default decides
         monkeypatch.setenv("CFCORE_BACKEND", "jax")
-        assert cfcore.get_backend() is jax_be  # env beats the default
+        assert _raw(cfcore.get_backend()) is _raw(jax_be)  # env beats the default
         monkeypatch.delenv("CFCORE_BACKEND")
-        assert cfcore.get_backend() is tf_be
-        assert cfcore.get_backend("jax") is jax_be  # the argument beats the default
+        assert _raw(cfcore.get_backend()) is _raw(tf_be)
+        assert _raw(cfcore.get_backend("jax")) is _raw(jax_be)  # the argument beats the default
         cfcore.set_default_backend(None)
-        assert cfcore.get_backend() is jax_be
+        assert _raw(cfcore.get_backend()) is _raw(jax_be)
     finally:
         cfcore.set_default_backend(None)
 
@@ -187,9 +193,9 @@ def test_set_default_backend_unknown() -> None:
 
 def test_instance_passed_through() -> None:
     mine = make_backend("mine")
-    assert cfcore.get_backend(mine) is mine
+    assert cfcore.get_backend(mine).ops is mine
     jax_be = load_backend("jax")
-    assert cfcore.get_backend(jax_be) is jax_be
+    assert _raw(cfcore.get_backend(jax_be)) is _raw(jax_be)
 
 
 # ---------------------------------------------------------------------------- registration
@@ -199,13 +205,13 @@ def test_register_instance() -> None:
     mine = make_backend("mine")
     try:
         cfcore.register_backend("mine", mine)
-        assert cfcore.get_backend("mine") is mine
+        assert cfcore.get_backend("mine").ops is mine
         assert "mine" in known_backends()
         assert "mine" in cfcore.available_backends()
         # Re-registering replaces the cached one.
         other = make_backend("mine2")
         cfcore.register_backend("mine", other)
-        assert cfcore.get_backend("mine") is other
+        assert cfcore.get_backend("mine").ops is other
     finally:
         _registry._registered.pop("mine", None)
         _registry._loaded.pop("mine", None)
@@ -223,7 +229,7 @@ def test_register_lazy_target(plugin_modules) -> None:
         assert "lazy" not in _registry._loaded  # nothing imported until asked for
         assert "cfcore_lazy_plugin" not in sys.modules
         be = cfcore.get_backend("lazy")
-        assert be is sys.modules["cfcore_lazy_plugin"].backend
+        assert _raw(be) is sys.modules["cfcore_lazy_plugin"].backend
         assert be.name == "lazy"
     finally:
         _registry._registered.pop("lazy", None)
@@ -234,7 +240,7 @@ def test_register_mixed_case_name() -> None:
     mine = make_backend("mine")
     try:
         cfcore.register_backend("Mine", mine)
-        assert cfcore.get_backend("Mine") is mine
+        assert cfcore.get_backend("Mine").ops is mine
     finally:
         _registry._registered.pop("Mine", None)
         _registry._registered.pop("mine", None)
@@ -281,14 +287,15 @@ def test_missing_tensorflow_through_env(monkeypatch: pytest.MonkeyPatch) -> None
         cfcore.get_backend()
 
 
-def test_missing_optax(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_registry, "importlib", _without("optax"))
+def test_missing_jax(monkeypatch: pytest.MonkeyPatch) -> None:
+    # optax is needed only for optax optimizers now: jax itself is what the backend requires.
+    monkeypatch.setattr(_registry, "importlib", _without("jax"))
     monkeypatch.delitem(_registry._loaded, "jax", raising=False)
     assert "jax" not in cfcore.available_backends()
     with pytest.raises(BackendError) as info:
         cfcore.get_backend("jax")
     msg = str(info.value)
-    assert "backend 'jax' needs optax, which is not installed" in msg
+    assert "backend 'jax' needs jax, which is not installed" in msg
     assert "pip install 'cfcore[jax]'" in msg
 
 
@@ -343,15 +350,15 @@ def test_entry_point_plugin_class(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ep.loads == 1 and FakeBackend.made == 1
     assert set(groups) == {"cfcore.backends"}
     be = cfcore.get_backend("fake")
-    assert isinstance(be, FakeBackend)
-    assert cfcore.get_backend("FAKE") is be  # cached, one instance
+    assert isinstance(_raw(be), FakeBackend)
+    assert _raw(cfcore.get_backend("FAKE")) is _raw(be)  # cached, one instance
     assert ep.loads == 1 and FakeBackend.made == 1
 
 
 def test_entry_point_plugin_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     instance = make_backend("inst")
     _plugins(monkeypatch, FakeEntryPoint("inst", instance))
-    assert cfcore.get_backend("inst") is instance
+    assert cfcore.get_backend("inst").ops is instance
 
 
 def test_entry_point_plugin_listed_in_unknown_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,7 +372,7 @@ def test_entry_point_name_case_folded(monkeypatch: pytest.MonkeyPatch) -> None:
     instance = make_backend("mixed")
     _plugins(monkeypatch, FakeEntryPoint("MixedCase", instance))
     assert "mixedcase" in cfcore.available_backends()
-    assert cfcore.get_backend("MixedCase") is instance
+    assert cfcore.get_backend("MixedCase").ops is instance
 
 
 # ---------------------------------------------------------------------------- the move
@@ -527,7 +534,9 @@ def test_builtin_without_framework_listed_without_import(
     monkeypatch.setitem(_registry._BUILTINS, "fakebuiltin", ("cfcore_fake_builtin:backend", (), ""))
     assert "fakebuiltin" in cfcore.available_backends()
     assert "cfcore_fake_builtin" not in sys.modules  # found, not imported
-    assert cfcore.get_backend("fakebuiltin") is sys.modules["cfcore_fake_builtin"].backend
+    assert (
+        _raw(cfcore.get_backend("fakebuiltin")) is _raw(sys.modules)["cfcore_fake_builtin"].backend
+    )
 
 
 def test_builtin_whose_module_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -601,8 +610,9 @@ def test_incomplete_instance_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BackendError, match=r"backend instance 'mine'.*missing top_k"):
         cfcore.get_backend(make_backend("mine", drop=("top_k",)))
     # An instance named like a built-in follows the built-ins' switch.
+    monkeypatch.setattr(_registry, "_CHECK_BUILTINS", False)
     partial_jax = make_backend("JAX", drop=("top_k",))
-    assert cfcore.get_backend(partial_jax) is partial_jax
+    assert _raw(cfcore.get_backend(partial_jax)) is _raw(partial_jax)
     monkeypatch.setattr(_registry, "_CHECK_BUILTINS", True)
     with pytest.raises(BackendError, match="missing top_k"):
         cfcore.get_backend(partial_jax)
@@ -611,7 +621,8 @@ def test_incomplete_instance_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_builtins_checked_only_when_switched_on(
     monkeypatch: pytest.MonkeyPatch, plugin_modules
 ) -> None:
-    assert _registry._CHECK_BUILTINS is False
+    assert _registry._CHECK_BUILTINS is True  # every built-in implements the Protocol
+    monkeypatch.setattr(_registry, "_CHECK_BUILTINS", False)
     plugin_modules(
         "cfcore_partial_builtin",
         "from tests.test_registry import make_backend\n"
@@ -621,7 +632,7 @@ def test_builtins_checked_only_when_switched_on(
         _registry._BUILTINS, "oldbuiltin", ("cfcore_partial_builtin:backend", (), "")
     )
     be = cfcore.get_backend("oldbuiltin")
-    assert be is sys.modules["cfcore_partial_builtin"].backend
+    assert _raw(be) is sys.modules["cfcore_partial_builtin"].backend
     _registry._loaded.pop("oldbuiltin")
     monkeypatch.setattr(_registry, "_CHECK_BUILTINS", True)
     with pytest.raises(BackendError, match=r"built-in backend 'oldbuiltin'.*missing solve"):
@@ -647,8 +658,8 @@ def test_register_builtin_name_wins_with_warning(monkeypatch: pytest.MonkeyPatch
     mine = make_backend("jax")
     with pytest.warns(UserWarning, match=r"replaces the built-in backend 'jax'"):
         cfcore.register_backend("jax", mine)
-    assert cfcore.get_backend("jax") is mine
-    assert cfcore.get_backend() is mine
+    assert _raw(cfcore.get_backend("jax")) is _raw(mine)
+    assert _raw(cfcore.get_backend()) is _raw(mine)
     with pytest.warns(UserWarning, match=r"replaces the built-in backend 'tf'"):
         cfcore.register_backend("TensorFlow", make_backend("tf"))
 
@@ -673,7 +684,7 @@ def test_entry_point_does_not_shadow_builtin(
     _plugins(monkeypatch, impostor)
     with pytest.warns(UserWarning) as record:
         be = cfcore.get_backend("fakebuiltin")
-    assert be is sys.modules["cfcore_fake_builtin2"].backend  # the built-in wins
+    assert _raw(be) is sys.modules["cfcore_fake_builtin2"].backend  # the built-in wins
     assert impostor.loads == 0
     msg = str(record[0].message)
     assert "entry point 'FakeBuiltin'" in msg and "distribution 'cfcore-impostor'" in msg
