@@ -24,13 +24,12 @@ from cfcore.backend.protocol import Backend as BackendProtocol
 from cfcore.backend.registry import ENTRY_POINT_GROUP, check_backend_members, known_backends
 from cfcore.testing import BackendMembersConformance
 
+from .conftest import BACKENDS, load_backend
+
 
 def _raw(backend):
     """The operations under a bound backend (`get_backend` binds them to core's checks)."""
     return getattr(backend, "ops", backend)
-
-
-from .conftest import BACKENDS, load_backend
 
 
 @pytest.fixture(autouse=True)

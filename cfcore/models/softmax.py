@@ -137,6 +137,7 @@ class _EvalData:
     pair_items: np.ndarray  # [T] target item of each pair
 
 
+@register_model
 class SoftmaxModel:
     """The notebook's softmax recommender: bags of words -> tower -> softmax over the catalogue.
 
