@@ -39,6 +39,7 @@ from ..data.features import (
 )
 from ..eval.metrics import ranking_metrics
 from ..maths import objectives as losses
+from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session, check_steps
 from .mf import _same
