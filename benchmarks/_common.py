@@ -68,7 +68,7 @@ def missing_gpu(device: str) -> str | None:
 class CfcoreTraining:
     """cfcore's own training of an `MFSpec` from `params` on `data`, driven as `fit` drives it.
 
-    The pieces are core's (`cfcore.train`): the spec's loss (`cfcore.models.losses.mf_loss`), the
+    The pieces are core's (`cfcore.train`): the spec's loss (`cfcore.maths.objectives.mf_loss`), the
     optimizer's update rule (`cfcore.optim.make_rule`), `make_step` (one compiled, unguarded step
     called from Python) and `make_chunk` (`fit`'s compiled loop of guarded steps: full batch, or
     one minibatch per step taken on the device from `[k, B]` positions into `data`). The state
@@ -83,7 +83,7 @@ class CfcoreTraining:
     """
 
     def __init__(self, be, spec, optimizer, params, data) -> None:
-        from cfcore.models import losses
+        from cfcore.maths import objectives as losses
         from cfcore.optim import make_rule
 
         self.be = be

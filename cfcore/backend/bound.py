@@ -135,7 +135,7 @@ class BoundBackend:
         return fn(*self._f32(user_emb, item_emb))
 
     def mf_loss_terms(self, spec: Any, params: dict[str, Any], batch: Any) -> dict[str, Array]:
-        """The parts of an `MFSpec`'s objective on `batch` (see `cfcore.models.losses`)."""
+        """The parts of an `MFSpec`'s objective on `batch` (see `cfcore.maths.objectives`)."""
         from ..maths import objectives as losses
 
         data = self.device_batch(batch)

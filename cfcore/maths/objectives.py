@@ -38,21 +38,12 @@ def sparse_mse(
     return xp.mean(xp.square(pred - ratings))
 
 
-def _rows(xp: Any, x: Any) -> Any:
-    """The number of rows of `x` as a float: static when known (exact, in double precision),
-    else counted on the device (a compiled function traced for any shape)."""
-    n = x.shape[0]
-    if isinstance(n, int):
-        return float(n)
-    return xp.sum(xp.full_like(x[:, 0], 1.0))
-
-
 def l2_penalty(be: Any, user_emb: Any, item_emb: Any) -> Any:
     """`ΣU²/N + ΣV²/M`: float32 scalar."""
     xp = be.xp
-    return xp.sum(xp.square(user_emb)) / _rows(xp, user_emb) + xp.sum(xp.square(item_emb)) / _rows(
-        xp, item_emb
-    )
+    # Row counts from the static shapes (every backend compiles per shape): exact, in double.
+    n, m = float(user_emb.shape[0]), float(item_emb.shape[0])
+    return xp.sum(xp.square(user_emb)) / n + xp.sum(xp.square(item_emb)) / m
 
 
 def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
@@ -61,11 +52,8 @@ def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
     Σ_ij ⟨U_i, V_j⟩² = Σ (UᵀU) ∘ (VᵀV), so the `N × M` matrix is never formed. N·M is formed in
     floating point: at ML-20M shape it overflows int32.
     """
-    xp = be.xp
-    n, m = _rows(xp, user_emb), _rows(xp, item_emb)
-    if isinstance(n, float) and isinstance(m, float):
-        return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) * (1.0 / (n * m))
-    return xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) / n / m
+    scale = 1.0 / (float(user_emb.shape[0]) * float(item_emb.shape[0]))
+    return be.xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) * scale
 
 
 def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) -> dict[str, Any]:

@@ -118,20 +118,16 @@ class MatrixFactorization:
                 f"cannot continue training on ratings over {shape[0]} x {shape[1]}"
             )
         be = get_backend(backend)
-        session = self._session
-        if session is None or session.backend is not be or not _same(session.optimizer, optimizer):
-            if session is not None:
-                self._params = self.embeddings_numpy()
-                step, history = session.step, pd.DataFrame(session.history_rows)
-            else:
-                step, history = self._resume_step, self.history
-            params = (
-                self._params
-                if self._params is not None
-                else init_mf_params(self.spec, *shape, seed)
-            )
-            session = Session.start(be, optimizer, params, step=step, history=history)
-            self._session = session
+
+        def start_params() -> dict[str, np.ndarray]:
+            if self._session is not None or self._params is not None:
+                return self.embeddings_numpy()
+            return init_mf_params(self.spec, *shape, seed)
+
+        session = Session.continue_or_start(
+            self._session, be, optimizer, start_params, step=self._resume_step, history=self.history
+        )
+        self._session = session
         self._shape = shape
         if train.catalog is not None:
             self.catalog = train.catalog
@@ -374,13 +370,6 @@ class RegularizedMF(MatrixFactorization):
             regularization_coeff=regularization_coeff,
             gravity_coeff=gravity_coeff,
         )
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether `fit` may continue the optimizer state: an equal spec, or the very same object."""
-    if isinstance(a, OptimizerSpec) and isinstance(b, OptimizerSpec):
-        return a == b
-    return a is b
 
 
 def history_row(

@@ -42,7 +42,6 @@ from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session, check_steps
-from .mf import _same
 
 __all__ = [
     "SoftmaxModel",
@@ -371,20 +370,16 @@ class SoftmaxModel:
                 f"training users), got {batch_size!r}"
             )
         be = get_backend(backend)
-        session = self._session
-        if session is None or session.backend is not be or not _same(session.optimizer, optimizer):
-            if session is not None:
-                self._params = self.params_numpy()
-                step, history = session.step, pd.DataFrame(session.history_rows)
-            else:
-                step, history = self._resume_step, self.history
-            params = (
-                self._params
-                if self._params is not None
-                else init_softmax_params(self.spec, features.vocab_sizes, seed)
-            )
-            session = Session.start(be, optimizer, params, step=step, history=history)
-            self._session = session
+
+        def start_params() -> dict[str, np.ndarray]:
+            if self._session is not None or self._params is not None:
+                return self.params_numpy()
+            return init_softmax_params(self.spec, features.vocab_sizes, seed)
+
+        session = Session.continue_or_start(
+            self._session, be, optimizer, start_params, step=self._resume_step, history=self.history
+        )
+        self._session = session
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if dataset is not None:

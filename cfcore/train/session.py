@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data.ratings import as_ratings as as_ratings
 from ..optim.rules import Rule, make_rule
+from ..specs import OptimizerSpec
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk
 from .placement import Placement
 from .progress import progress_bar
@@ -95,6 +96,33 @@ class Session:
         return cls(
             backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows
         )
+
+    @classmethod
+    def continue_or_start(
+        cls,
+        previous: Session | None,
+        backend: Any,
+        optimizer: Any,
+        params: Callable[[], dict[str, np.ndarray]],
+        *,
+        step: int,
+        history: pd.DataFrame,
+    ) -> Session:
+        """`previous` if it runs on `backend` with the same optimizer, else a new session.
+
+        A new session starts from the host parameters `params()` (called only then) and continues
+        the step count and history of `previous`, or `step` and `history` (a loaded model's) when
+        there is none. The optimizer state restarts.
+        """
+        if (
+            previous is not None
+            and previous.backend is backend
+            and same_optimizer(previous.optimizer, optimizer)
+        ):
+            return previous
+        if previous is not None:
+            step, history = previous.step, pd.DataFrame(previous.history_rows)
+        return cls.start(backend, optimizer, params(), step=step, history=history)
 
     def params_numpy(self) -> dict[str, np.ndarray]:
         return self.placement.to_host(self.params)
@@ -198,6 +226,13 @@ class Session:
         self.prev_params, self.prev_opt_state = self.params, self.opt_state
         self.step = kept
         raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
+
+
+def same_optimizer(a: Any, b: Any) -> bool:
+    """Whether `fit` may continue the optimizer state: an equal spec, or the very same object."""
+    if isinstance(a, OptimizerSpec) and isinstance(b, OptimizerSpec):
+        return a == b
+    return a is b
 
 
 def check_steps(steps: Any, eval_every: Any) -> None:
