@@ -12,10 +12,10 @@ class TestBackendConformance(BackendConformance):
 
 
 @pytest.mark.slow
-class TestTensorFlowAgreesWithJax(CrossBackendConformance):
-    @pytest.fixture
-    def backend_pair(self):
-        return load_backend("tf"), load_backend("jax")
+class TestBackendsAgree(CrossBackendConformance):
+    @pytest.fixture(params=[("tf", "jax"), ("jax", "torch")], ids=lambda p: "-".join(p))
+    def backend_pair(self, request):
+        return tuple(load_backend(name) for name in request.param)
 
     @pytest.fixture
     def trajectory_data(self, ml100k):

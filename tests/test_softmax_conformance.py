@@ -11,10 +11,10 @@ class TestSoftmaxConformance(SoftmaxConformance):
     """Runs the shipped softmax suite once per backend (the `backend` fixture in conftest)."""
 
 
-class TestSoftmaxTensorFlowAgreesWithJax(SoftmaxCrossBackend):
-    @pytest.fixture
-    def backend_pair(self):
-        return load_backend("tf"), load_backend("jax")
+class TestSoftmaxBackendsAgree(SoftmaxCrossBackend):
+    @pytest.fixture(params=[("tf", "jax"), ("jax", "torch")], ids=lambda p: "-".join(p))
+    def backend_pair(self, request):
+        return tuple(load_backend(name) for name in request.param)
 
     @pytest.fixture
     def softmax_dataset(self, ml100k):
