@@ -548,8 +548,8 @@ def test_offline_without_copy(isolated: Path) -> None:
 
 
 def test_unknown_name() -> None:
-    with pytest.raises(ValueError, match="'1m'.*'100k'.*'latest-small'"):
-        load_movielens("1m")
+    with pytest.raises(ValueError, match="'2m'.*'100k'.*'1m'.*'25m'.*'latest-small'"):
+        load_movielens("2m")
 
 
 def test_dataset_error_is_an_os_error() -> None:
