@@ -82,9 +82,7 @@ def download_release(
     zip_name = url.rsplit("/", 1)[-1]  # "ml-10m.zip" holds "ml-10M100K/"
     try:
         zip_path = Path(
-            pooch.retrieve(
-                url, known_hash=None, fname=zip_name, path=root, progressbar=False
-            )
+            pooch.retrieve(url, known_hash=None, fname=zip_name, path=root, progressbar=False)
         )
     except Exception as exc:  # network, HTTP and disk errors all mean the same to the user
         raise DatasetError(

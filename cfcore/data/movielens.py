@@ -32,7 +32,14 @@ import pandas as pd
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
 from .ratings import Ratings
 
-__all__ = ["FOLDS_100K", "DatasetError", "MovieLens", "load_movielens"]
+__all__ = [
+    "FOLDS_100K",
+    "DatasetError",
+    "MovieLens",
+    "guess_release",
+    "load_movielens",
+    "release_name",
+]
 
 _URL = "https://files.grouplens.org/datasets/movielens/{folder}.zip"
 
@@ -377,6 +384,57 @@ def _verify_counts(
 
 
 # ---------------------------------------------------------------------------- locating the files
+
+
+def release_name(name: str) -> str:
+    """The canonical name of a release (`"ml-10M100K"` -> `"10m"`).
+
+    Raises:
+        ValueError: `name` is not a known release; the message lists the valid names.
+    """
+    return _release(name).name
+
+
+def guess_release(path: str | os.PathLike[str]) -> str:
+    """The release a folder or zip most likely holds, for `load_movielens(name, path)`.
+
+    By folder names first (`ml-1m/`, `ml-10M100K/`, ...: the path itself, a folder in it, or a
+    folder inside the zip), else by the files: `u.data` is 100K, `ratings.dat` 1M (with
+    `users.dat`) or 10M, and `ratings.csv`, shared by 20M, 25M and both latest, latest-small.
+
+    Raises:
+        DatasetError: the path holds no release.
+    """
+    path = Path(path).expanduser()
+    by_folder = {r.folder: r.name for r in _RELEASES.values()}
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as exc:
+            raise DatasetError(f"{path} is a file but not a valid zip ({exc})") from exc
+        folders = {n.split("/")[-2] for n in names if "/" in n}
+        files = {n.rsplit("/", 1)[-1] for n in names}
+    elif path.is_dir():
+        if path.name in by_folder:
+            return by_folder[path.name]
+        folders = {p.name for p in path.iterdir() if p.is_dir()}
+        files = {p.name for p in path.iterdir() if p.is_file()}
+    else:
+        raise DatasetError(f"{path} does not exist")
+    for release in _RELEASES.values():
+        if release.folder in folders:
+            return release.name
+    if "u.data" in files:
+        return "100k"
+    if "ratings.dat" in files:
+        return "1m" if "users.dat" in files else "10m"
+    if "ratings.csv" in files:
+        return "latest-small"
+    raise DatasetError(
+        f"{path} holds no MovieLens release: no release folder ({', '.join(by_folder)}) and no "
+        "u.data, ratings.dat or ratings.csv"
+    )
 
 
 def _release(name: str) -> _Release:
