@@ -45,12 +45,17 @@ def _require_all() -> bool:
     return bool(os.environ.get("CI")) or bool(os.environ.get("CFCORE_REQUIRE_BACKENDS"))
 
 
-def load_backend(name: str):
+def require_backend(name: str) -> None:
+    """Skips (fails in CI) unless backend `name` is installed; imports nothing."""
     if name not in cfcore.available_backends():
         msg = f"backend {name!r} is not installed (pip install 'cfcore[{name}]')"
         if _require_all():
             pytest.fail(msg + "; CI requires every backend")
         pytest.skip(msg)
+
+
+def load_backend(name: str):
+    require_backend(name)
     be = cfcore.get_backend(name)
     if name == "tf":
         import tensorflow as tf
