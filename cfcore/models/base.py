@@ -282,6 +282,15 @@ def _vocab_array(ids: Any, what: str) -> np.ndarray:
         return arr
     if arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr):
         return arr.astype(str)
+    if arr.dtype.kind == "O" and all(
+        isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_) for x in arr
+    ):
+        # Integer ids in an object column (a frame built from Python objects): store them as
+        # int64, which reads back as the same numbers; past int64 they are refused below.
+        try:
+            return np.asarray(arr.tolist(), dtype=np.int64)
+        except OverflowError:
+            pass
     raise ModelFileError(
         f"cannot save the {what} vocabulary: its ids must be all numbers or all strings, got "
         f"dtype {arr.dtype} (first id {arr[0]!r})"
