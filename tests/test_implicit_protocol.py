@@ -21,7 +21,7 @@ from cfcore.eval.popularity import PopularityScorer
 from cfcore.optimizers import SGD
 from cfcore.retrieval import RatedItems
 
-from .conftest import DATA_DIR, load_backend
+from .conftest import load_backend
 
 # ---------------------------------------------------------------------------- data
 
@@ -437,11 +437,9 @@ def test_real_model_folds_in_with_its_own_solve() -> None:
 
 
 @pytest.mark.parametrize(("name", "share"), [("100k", 0.2), ("latest-small", 0.1)])
-def test_real_split_and_popularity(name: str, share: float) -> None:
-    folder = DATA_DIR / ("ml-" + name)
-    if not folder.is_dir():
-        pytest.skip(f"no {folder}")
-    ml = cfcore.datasets.load_movielens(name, DATA_DIR, download=False)
+def test_real_split_and_popularity(name: str, share: float, request: pytest.FixtureRequest) -> None:
+    folder = request.getfixturevalue("ml100k_files" if name == "100k" else "latest_files")
+    ml = cfcore.datasets.load_movielens(name, folder, download=False)
     split = strong_generalization_split(ml, heldout_share=share, seed=0)
     pos = positives_by_user(ml.ratings)
     eligible = [u for u, items in pos.items() if len(items) >= 5]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
@@ -21,11 +20,6 @@ import pytest
 
 from cfcore.data import movielens
 from cfcore.data.movielens import DatasetError, guess_release, load_movielens, release_name
-
-DATA = Path(
-    os.environ.get("CFCORE_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
-LATEST_SMALL = DATA / "ml-latest-small"
 
 # name -> (folder inside the zip, zip name on the GroupLens server)
 LAYOUT = {
@@ -443,16 +437,15 @@ def test_offline_without_copy_names_the_zip(isolated: Path) -> None:
 # ---------------------------------------------------------------------------- the real copy
 
 
-@pytest.mark.skipif(not LATEST_SMALL.is_dir(), reason=f"no ml-latest-small at {LATEST_SMALL}")
-def test_real_latest_small_read_as_latest(tmp_path: Path) -> None:
+def test_real_latest_small_read_as_latest(tmp_path: Path, latest_files: Path) -> None:
     # ml-latest has the same layout as ml-latest-small: the real files, in an ml-latest folder,
     # load as "latest" exactly as they do as "latest-small".
     folder = tmp_path / "ml-latest"
     folder.mkdir()
     for name in ("ratings.csv", "movies.csv"):
-        (folder / name).symlink_to(LATEST_SMALL / name)
+        (folder / name).symlink_to(latest_files / name)
     latest = load_movielens("latest", tmp_path)
-    small = load_movielens("latest-small", DATA)
+    small = load_movielens("latest-small", latest_files)
     assert latest.name == "latest" and small.name == "latest-small"
     assert (len(latest.ratings), latest.ratings.num_users, latest.ratings.num_items) == (
         100_836,
@@ -463,7 +456,7 @@ def test_real_latest_small_read_as_latest(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(latest.items, small.items)
     # The real folder is refused under the other name.
     with pytest.raises(DatasetError, match="holds MovieLens latest-small"):
-        load_movielens("latest", LATEST_SMALL)
+        load_movielens("latest", latest_files)
 
 
 # ---------------------------------------------------------------------------- guessing (CLI)

@@ -77,7 +77,7 @@ class _Release:
     checksums: dict[str, str] = field(default_factory=dict)
     # "sha256:<hex>" or "md5:<hex>" of the zip GroupLens serves, checked before it is extracted.
     zip_hash: str | None = None
-    counts: _Counts | None = None  # None: the release changes over time (ml-latest)
+    counts: _Counts | None = None  # None: not checked (see _RELEASES)
     zip_name: str | None = None  # the zip's name on the server when it differs from `folder`
 
     @property
@@ -90,7 +90,8 @@ class _Release:
 #   and movies found in the ratings file, the figures every paper on these releases repeats
 #   (ml-1m: 3,706 movies rated out of 3,883; ml-10m: 69,878 users rated, the README's 71,567
 #   counting those who only tagged, and 10,677 movies out of 10,681; ml-20m: 26,744 of 27,278;
-#   ml-25m: 59,047 of 62,423). 100k and latest-small were counted on the copies in shared/data.
+#   ml-25m: 59,047 of 62,423). 100k and latest-small have none: their files are checked one by
+#   one after a download, and small synthetic copies of them are loaded by name (tests, demos).
 # * zip_hash: no release could be downloaded where this was written (no internet), so nothing
 #   here was computed by us. The SHA-256 of ml-1m, ml-20m and ml-25m are TensorFlow Datasets'
 #   pins (tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt, commit
@@ -110,7 +111,6 @@ _RELEASES = {
             "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
             "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
         },
-        counts=_Counts(ratings=100_000, users=943, rated=1_682, movies=1_682),
     ),
     "1m": _Release(
         "1m",
@@ -155,7 +155,6 @@ _RELEASES = {
             "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
             "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
         },
-        counts=_Counts(ratings=100_836, users=610, rated=9_724, movies=9_742),
     ),
 }
 # Other spellings of release names (after lower-casing and dropping "ml-").
@@ -318,9 +317,11 @@ def load_movielens(
         data_dir: optional explicit location of the release (folder or zip).
         download: whether a release missing from the cache may be downloaded.
         genre_seed: seed of `numpy.random.default_rng` drawing each item's single `genre`.
-        verify: check the numbers of ratings, users who rated, movies rated and catalog movies
-            against those the release's README states (not for ml-latest, which changes); pass
-            False to load a copy that was trimmed or altered on purpose.
+        verify: for 1M, 10M, 20M and 25M, check the numbers of ratings, users who rated, movies
+            rated and catalog movies against those the release's README states; pass False to
+            load a copy that was trimmed or altered on purpose. (ml-latest changes over time;
+            100K and latest-small are checked file by file when downloaded, and small synthetic
+            copies of them are loaded on purpose.)
 
     Returns:
         The loaded `MovieLens`. Sizes (ratings; users; movies rated / in the catalog):
