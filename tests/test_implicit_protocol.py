@@ -354,6 +354,28 @@ def test_model_evaluation_matches_the_loop(chunk_rows: int | None) -> None:
     assert got["users"] == split.num_heldout
 
 
+def test_item_biases_of_a_scoring_table_count() -> None:
+    # A biased model ranks by <u, v> + b_i: its scoring tables are [u, 1] and [v, b_i].
+    split = strong_generalization_split(half_star_ratings(6), heldout_share=0.2, seed=3)
+    rng = np.random.default_rng(1)
+    item_emb = rng.integers(-2, 3, (split.num_items, 3)).astype(np.float32)
+    user_emb = rng.integers(-2, 3, (split.num_heldout, 3)).astype(np.float32)
+    bias = rng.integers(-4, 5, split.num_items).astype(np.float32)
+
+    class Biased(StubModel):
+        def scoring_embeddings(self) -> dict[str, np.ndarray]:
+            return {"item": np.concatenate([self.item_emb, bias[:, None]], axis=1)}
+
+    got = evaluate_strong_generalization(Biased(item_emb, user_emb), split, (10,), per_user=True)
+    scores = user_emb.astype(np.float64) @ item_emb.T + bias[None, :]
+    top = loop_ranking(scores, rows(split.fold_in), 10)
+    recall, ndcg = loop_metrics(top, rows(split.targets), 10)
+    np.testing.assert_allclose(got["recall@10"], recall, rtol=1e-12)
+    np.testing.assert_allclose(got["ndcg@10"], ndcg, rtol=1e-12)
+    unbiased = evaluate_strong_generalization(StubModel(item_emb, user_emb), split, (10,))
+    assert unbiased["ndcg@10"] != pytest.approx(float(np.mean(ndcg)))
+
+
 def test_popularity_matches_the_loop() -> None:
     split = strong_generalization_split(half_star_ratings(2), heldout_share=0.2, seed=0)
     counts = [0] * split.num_items

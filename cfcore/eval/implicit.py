@@ -358,7 +358,8 @@ def evaluate_strong_generalization(
 
     A model (anything with `fold_in` and `embeddings_numpy`) gets the held-out users'
     embeddings by its own fold-in, `model.fold_in(split.fold_in_ratings(), backend=backend)`,
-    and items are scored by ⟨u, v⟩ against its item embeddings; a scorer (a callable, see
+    and items are scored by ⟨u, v⟩ against its item embeddings (a model with
+    `scoring_embeddings()`, such as a biased one, by `⟨[u, 1], [v, b_i]⟩`); a scorer (a callable, see
     `Scorer`) gives the scores itself. Either way the top `max(ks)` items, with each user's
     fold-in items scored −inf, come from the backend's masked top-k (`cfcore.retrieval`), in
     chunks of users; ties go to the lowest item index.
@@ -384,22 +385,22 @@ def evaluate_strong_generalization(
     m = split.num_items
     ks = _check_ks(ks, m, "the number of training items")
     top_k = max(ks)
-    if hasattr(model_or_scorer, "fold_in") and hasattr(model_or_scorer, "embeddings_numpy"):
-        item_emb = np.asarray(model_or_scorer.embeddings_numpy()["item"])
+    model = model_or_scorer
+    if hasattr(model, "fold_in") and hasattr(model, "embeddings_numpy"):
+        item_emb = np.asarray(model.embeddings_numpy()["item"])
         if item_emb.shape[0] != m:
             raise ValueError(
                 f"the model has {item_emb.shape[0]} items but the split {m} training items: "
                 "train it on split.train"
             )
         # The model's own fold-in: no training, the item embeddings fixed.
-        user_emb = np.asarray(
-            model_or_scorer.fold_in(split.fold_in_ratings(), backend=backend), np.float32
-        )
+        user_emb = np.asarray(model.fold_in(split.fold_in_ratings(), backend=backend), np.float32)
         if user_emb.shape != (split.num_heldout, item_emb.shape[1]):
             raise ValueError(
                 f"fold_in returned shape {user_emb.shape}; expected "
                 f"{(split.num_heldout, item_emb.shape[1])} (one row per held-out user)"
             )
+        user_emb, item_emb = _scoring_tables(model, user_emb, item_emb)
         _, top = batch_top_k(
             user_emb, item_emb, top_k, exclude=split.fold_in, backend=backend, chunk_rows=chunk_rows
         )
@@ -412,6 +413,30 @@ def evaluate_strong_generalization(
         )
     metrics = strong_generalization_metrics(top, split.targets, ks, per_user=per_user)
     return {**metrics, "users": split.num_heldout}
+
+
+def _scoring_tables(
+    model: Any, user_emb: np.ndarray, item_emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tables whose dot products rank items as the model's predictions do.
+
+    A model whose `scoring_embeddings()` appends columns to its item table (a biased model:
+    `[v, b_i]`, its user table `[u, 1]`) is scored with the folded-in rows extended the same
+    way, so that the item biases count; other models by their embeddings.
+    """
+    tables = getattr(model, "scoring_embeddings", None)
+    if not callable(tables):
+        return user_emb, item_emb
+    scoring_items = np.asarray(tables()["item"])
+    extra = scoring_items.shape[1] - item_emb.shape[1]
+    if scoring_items.shape[0] != item_emb.shape[0] or extra not in (0, 1):
+        raise ValueError(
+            f"the model's scoring item table has shape {scoring_items.shape}; expected "
+            f"{item_emb.shape[0]} rows of {item_emb.shape[1]} or {item_emb.shape[1] + 1} columns"
+        )
+    if extra:
+        user_emb = np.concatenate([user_emb, np.ones((len(user_emb), 1), np.float32)], axis=1)
+    return user_emb, scoring_items
 
 
 def _scorer_top_k(
