@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import CfcoreError
+
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
 
@@ -71,7 +73,7 @@ def register_model(cls: type) -> type:
     return cls
 
 
-class ModelFileError(ValueError):
+class ModelFileError(CfcoreError, ValueError):
     """A file that is not a cfcore model, is damaged, or comes from a newer cfcore."""
 
 

@@ -42,6 +42,7 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..errors import CfcoreError
 from .bound import BoundBackend, bind
 from .protocol import BACKEND_MEMBERS, XP_FUNCTIONS
 
@@ -67,7 +68,7 @@ _resolved: dict[str, Any] = {}  # name -> plug-in object loaded (by listing), no
 _default: str | None = None
 
 
-class BackendError(ValueError):
+class BackendError(CfcoreError, ValueError):
     """An unknown backend, one whose framework is not installed, or a plug-in that is broken."""
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import CfcoreError
+
 ID_COLUMNS = ("item_id", "movie_id", "movieid", "itemid", "id")
 TITLE_COLUMNS = ("title", "movie", "name")
 RATING_COLUMN = "rating"
@@ -46,7 +48,7 @@ _ARTICLE = re.compile(rf"^(.*),\s*({'|'.join(_ARTICLES)})$")
 _SPACES = re.compile(r"\s+")
 
 
-class UserRatingsError(ValueError):
+class UserRatingsError(CfcoreError, ValueError):
     """A user's ratings are malformed: missing columns, unknown titles or ids, bad ratings."""
 
 
