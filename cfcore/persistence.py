@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import CfcoreError
+from .errors import CfcoreError, FileAccessError
 
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
@@ -246,11 +246,20 @@ def load(path: str | os.PathLike[str]) -> Any:
             archive at all), damaged, or written by a newer cfcore (format version above
             `FORMAT_VERSION`).
     """
+    from .io.npz import check_total_size, member_headers
+
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise FileAccessError(f"cannot read the model file {path}: permission denied")
+    # Declared sizes first: a small crafted file must not inflate to gigabytes before a check.
+    headers = member_headers(path, ModelFileError)
+    check_total_size(path, headers)
     try:
         archive = np.load(path, allow_pickle=False)
+    except PermissionError as err:
+        raise FileAccessError(f"cannot read the model file {path}: permission denied") from err
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ModelFileError(
             f"{path} cannot be read as a cfcore model: it is not a valid .npz archive (a "
@@ -262,11 +271,54 @@ def load(path: str | os.PathLike[str]) -> Any:
         )
     with archive:
         try:
+            _check_declared_shapes(path, archive, headers)
             return _read(path, archive)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
             raise ModelFileError(f"{path} is damaged: the entry {err} is missing") from err
+
+
+_MAX_METADATA_BYTES = 64 << 20
+
+
+def _check_declared_shapes(path: Path, archive: Any, headers: dict[str, Any]) -> None:
+    """Compares the shapes the members declare with the metadata's, before reading the members.
+
+    Only the metadata (at most 64 MiB) is inflated here. Metadata that does not parse is left to
+    `_read`, which names what is wrong.
+    """
+    meta_h = headers.get("metadata")
+    if meta_h is None:
+        return
+    if meta_h.nbytes > _MAX_METADATA_BYTES:
+        raise ModelFileError(
+            f"{path} is damaged: its metadata declares {meta_h.nbytes} bytes (at most "
+            f"{_MAX_METADATA_BYTES} expected)"
+        )
+    try:
+        meta = json.loads(archive["metadata"].tobytes().decode("utf-8"))
+        n, m, d = (int(x) for x in meta["shape"])
+        kind = meta["spec"].get("kind", "mf")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return
+    expected: dict[str, tuple[int, ...]] = {"user_ids": (n,), "item_ids": (m,)}
+    if kind == "mf":
+        expected |= {"user_embeddings": (n, d), "item_embeddings": (m, d)}
+        k = meta.get("num_train_ratings")
+        if meta.get("has_ratings") and isinstance(k, int):
+            expected |= dict.fromkeys(("ratings_users", "ratings_items", "ratings_values"), (k,))
+    elif kind == "softmax":
+        expected["history_offsets"] = (n + 1,)
+        for j in range(len(meta.get("token_features", []))):
+            expected[f"tokens_offsets_{j}"] = (m + 1,)
+    for name, shape in expected.items():
+        h = headers.get(name)
+        if h is not None and h.shape != shape:
+            raise ModelFileError(
+                f"{path} is damaged: its array {name!r} declares shape {h.shape} but the "
+                f"metadata's sizes (N={n}, M={m}, d={d}) say {shape}"
+            )
 
 
 def _read(path: Path, archive: Any) -> Any:

@@ -36,13 +36,24 @@ def fail(err: BaseException, *, highlight: bool = False) -> typer.Exit:
 
 def load_dataset(dataset: str, data_dir: Path | None) -> Any:
     """A release by name (`100k`, `latest-small`) or from a folder/zip holding one of them."""
+    from cfcore.data import DatasetError
     from cfcore.datasets import load_movielens
 
-    path = Path(dataset)
-    if dataset not in ("100k", "ml-100k", "latest-small", "ml-latest-small") and path.exists():
+    path = Path(dataset).expanduser()
+    names = ("100k", "ml-100k", "latest-small", "ml-latest-small")
+    if dataset not in names and not path.exists() and _looks_like_path(dataset):
+        raise DatasetError(
+            f"no such folder or zip: {dataset} (--dataset takes {', '.join(names[::2])}, or a "
+            "folder or zip holding one of them)"
+        )
+    if dataset not in names and path.exists():
         name = "latest-small" if any(path.rglob("ratings.csv")) or "latest" in path.name else "100k"
         return load_movielens(name, data_dir=path)
     return load_movielens(dataset, data_dir=data_dir)
+
+
+def _looks_like_path(text: str) -> bool:
+    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or text.endswith(".zip")
 
 
 def save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:

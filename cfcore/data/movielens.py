@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 import zlib
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
+from .csv_check import first_bad_line
 from .ratings import Ratings
 
 __all__ = ["FOLDS_100K", "DatasetError", "MovieLens", "load_movielens"]
@@ -82,14 +84,38 @@ class _Files:
     path: Path
     zip_prefix: str | None = None
 
-    def read_csv(self, name: str, **kwargs: Any) -> pd.DataFrame:
+    def read_csv(self, name: str, required: tuple[str, ...] = (), **kwargs: Any) -> pd.DataFrame:
+        """Reads one file of the release with `pandas.read_csv(**kwargs)`.
+
+        Args:
+            name: the file's name in the release.
+            required: columns that must have a value on every line.
+            kwargs: passed to `pandas.read_csv`.
+
+        Raises:
+            DatasetError: the file is missing, or a line is malformed (the wrong number of fields,
+                a missing value in `required`, a value not of its column's type), naming the
+                file and the line.
+        """
+        try:
+            frame = pd.read_csv(io.BytesIO(self.read_bytes(name)), **kwargs)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise self._malformed(name, kwargs, required, exc) from exc
+        # With `names` and more fields on every row, pandas silently makes the extras an index.
+        extra = kwargs.get("names") is not None and not isinstance(frame.index, pd.RangeIndex)
+        if extra or (required and frame[list(required)].isna().to_numpy().any()):
+            raise self._malformed(name, kwargs, required, None)
+        return frame
+
+    def read_bytes(self, name: str) -> bytes:
+        """The content of one file of the release (from the folder, or the zip)."""
         if self.zip_prefix is None:
             file = self.path / name
             if not file.is_file():
                 raise DatasetError(
                     f"{file} is missing: the release folder {self.path} lacks {name}"
                 )
-            return pd.read_csv(file, **kwargs)
+            return file.read_bytes()
         member = self.zip_prefix + name
         try:
             with zipfile.ZipFile(self.path) as zf:
@@ -97,10 +123,30 @@ class _Files:
                     info = zf.getinfo(member)
                 except KeyError:
                     raise DatasetError(f"{member} is missing from the zip {self.path}") from None
-                with zf.open(info) as f:
-                    return pd.read_csv(f, **kwargs)
+                return zf.read(info)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise DatasetError(f"the zip {self.path} is corrupt ({exc})") from exc
+
+    def _where(self, name: str) -> str:
+        if self.zip_prefix is None:
+            return str(self.path / name)
+        return f"{self.path}:{self.zip_prefix}{name}"
+
+    def _malformed(
+        self, name: str, kwargs: dict[str, Any], required: tuple[str, ...], exc: Exception | None
+    ) -> DatasetError:
+        text = self.read_bytes(name).decode(kwargs.get("encoding") or "utf-8", errors="replace")
+        dtype = kwargs.get("dtype")
+        bad = first_bad_line(
+            text,
+            sep=kwargs.get("sep", ","),
+            names=kwargs.get("names"),
+            dtype=dtype if isinstance(dtype, dict) else None,
+            required=required,
+        )
+        if bad is None:
+            return DatasetError(f"{self._where(name)} cannot be parsed: {exc}")
+        return DatasetError(f"{self._where(name)}, {bad}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,7 +296,11 @@ def _release(name: str) -> _Release:
     key = str(name).removeprefix("ml-")
     if key not in _RELEASES:
         valid = ", ".join(f"{k!r} (or 'ml-{k}')" for k in _RELEASES)
-        raise ValueError(f"unknown MovieLens dataset {name!r}; valid names are {valid}")
+        hint = ""
+        if any(c in str(name) for c in "/\\") or str(name).endswith(".zip"):
+            where = "it exists" if Path(name).expanduser().exists() else "no such folder or zip"
+            hint = f"; {name!r} looks like a path ({where}): pass a location as data_dir="
+        raise ValueError(f"unknown MovieLens dataset {name!r}; valid names are {valid}{hint}")
     return _RELEASES[key]
 
 
@@ -307,6 +357,7 @@ def _read_100k_ratings(files: _Files, name: str) -> pd.DataFrame:
         header=None,
         names=[*_RATINGS_100K_COLS, "timestamp"],
         dtype={**_RATINGS_100K_COLS, "timestamp": np.int64},
+        required=(*_RATINGS_100K_COLS, "timestamp"),
     )
 
 
@@ -350,6 +401,7 @@ def _load_latest_small(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     ratings = files.read_csv(
         "ratings.csv",
+        required=("userId", "movieId", "rating", "timestamp"),
         dtype={
             "userId": np.int64,
             "movieId": np.int64,

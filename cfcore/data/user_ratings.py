@@ -414,9 +414,34 @@ def new_user_ids(
     user_ids = np.asarray(user_ids)
     if user_ids.shape != (num,):
         raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
+    # One vocabulary holds one kind of id: appending strings to integer ids would turn every id
+    # into a string (and `recommend(model, 42)` would no longer find user 42), and vice versa.
+    old_kind, new_kind = _id_kind(old_ids), _id_kind(user_ids)
+    if len(old_ids) and old_kind != new_kind:
+        raise UserRatingsError(
+            f"the new user ids {user_ids[:3].tolist()!r} are {new_kind} but this model's user ids "
+            f"are {old_kind} (e.g. {old_ids[:3].tolist()!r}); give {old_kind} user_ids, or none "
+            "to number the new users after the existing ones"
+        )
+    if old_kind == "numbers" and len(old_ids):
+        user_ids = user_ids.astype(np.result_type(old_ids.dtype, user_ids.dtype))
     clash = np.isin(user_ids, old_ids)
     if clash.any():
         raise UserRatingsError(
             f"user id {user_ids[clash][0].item()!r} is already a user of this model"
         )
     return user_ids
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    """ "numbers", "strings" or "other ids": the kind of an id vocabulary, for mixing checks."""
+    if ids.dtype.kind in "iuf":
+        return "numbers"
+    if ids.dtype.kind == "U" or (ids.dtype.kind == "O" and all(isinstance(x, str) for x in ids)):
+        return "strings"
+    if ids.dtype.kind == "O" and all(
+        isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+        for x in ids
+    ):
+        return "numbers"
+    return "other ids"

@@ -462,12 +462,35 @@ def recommend(
         exclude = np.zeros((1, m), dtype=bool)
         exclude[0, rated.row(u)] = True
     query = user_query_embeddings(model, [u], backend=backend, allow_empty=False)
+    _check_finite_embeddings(query, emb["item"], [u])
     values, idx = batch_top_k(
         query, emb["item"], k, measure=measure, exclude=exclude, backend=backend
     )
     frame = _item_frame(model, idx[0], values[0], label)
     frame.attrs["user_index"] = u
     return frame
+
+
+def _check_finite_embeddings(query: Any, items: np.ndarray, rows: Any) -> None:
+    """Refuses NaN/inf user embeddings and warns about NaN/inf items, instead of silently
+    recommending nothing (a NaN score never ranks, so such a user gets an empty list)."""
+    q = np.asarray(query)
+    bad_users = ~np.all(np.isfinite(q.reshape(len(q), -1)), axis=1)
+    if bad_users.any():
+        row = int(np.asarray(rows)[np.argmax(bad_users)])
+        raise ValueError(
+            f"the embedding of user row {row} is NaN or infinite ({int(bad_users.sum())} such "
+            "user(s) asked for), so no item can be ranked for it: retrain the model or fold the "
+            "user in again (with reg > 0)"
+        )
+    bad_items = ~np.all(np.isfinite(items), axis=1)
+    if bad_items.any():
+        warnings.warn(
+            f"{int(bad_items.sum())} of {len(items)} item embeddings are NaN or infinite (the "
+            f"first is item row {int(np.argmax(bad_items))}); they are never recommended",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _rated(model: Any) -> RatedItems:
@@ -526,8 +549,10 @@ def batch_recommend(
             )
     exclude = _rated(model).take(rows) if exclude_rated else None
     be = get_backend(backend)
+    query = user_query_embeddings(model, rows, backend=be)
+    _check_finite_embeddings(query, emb["item"], rows)
     return batch_top_k(
-        user_query_embeddings(model, rows, backend=be),
+        query,
         emb["item"],
         k,
         measure=measure,
@@ -740,6 +765,19 @@ def fold_in_solve(
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (d, d):
             raise ValueError(f"prior must be [d, d] = {(d, d)}, got shape {prior.shape}")
+    if prior is None:
+        # With λ = 0 and no prior, V_Sᵀ V_S has rank at most |S|: fewer than d distinct items
+        # make the system singular, and the solve returns NaN or meaningless huge values.
+        pairs = np.unique(np.stack([rows, items]), axis=1)
+        distinct = np.bincount(pairs[0], minlength=num_rows)
+        short = np.flatnonzero((reg == 0) & (distinct < d))
+        if len(short):
+            b = int(short[0])
+            raise ValueError(
+                f"new user {b} has reg=0 and ratings of only {int(distinct[b])} distinct "
+                f"item(s), fewer than the embedding dimension d={d}: the fold-in system is "
+                "singular. Pass reg > 0 (or leave reg=None for the default)"
+            )
     from .._registry import get_backend
 
     be = get_backend(backend)
@@ -774,6 +812,14 @@ def fold_in_solve(
         )
         out[first:last] = be.to_numpy(sol)[:b]
         first = last
+    bad = ~np.all(np.isfinite(out), axis=1)
+    if bad.any():
+        b = int(np.argmax(bad))
+        raise ValueError(
+            f"the fold-in of {int(bad.sum())} new user(s) gave NaN or infinite embeddings (the "
+            f"first is new user {b}, with {int(counts[b])} rating(s) and reg={float(reg[b]):g}): "
+            "the system is singular or the item embeddings are not finite. Pass a larger reg"
+        )
     return out
 
 
