@@ -316,8 +316,8 @@ def _check_declared_shapes(path: Path, archive: Any, headers: dict[str, Any]) ->
         h = headers.get(name)
         if h is not None and h.shape != shape:
             raise ModelFileError(
-                f"{path} is damaged: its array {name!r} declares shape {h.shape} but the "
-                f"metadata's sizes (N={n}, M={m}, d={d}) say {shape}"
+                f"{path} is damaged: the shapes its arrays declare do not match the recorded "
+                f"shape N={n}, M={m}, d={d}: {name!r} declares {h.shape}, expected {shape}"
             )
 
 
@@ -363,7 +363,9 @@ def _read(path: Path, archive: Any) -> Any:
     except KeyError as err:
         raise ModelFileError(f"{path} is damaged: the entry or field {err} is missing") from err
     except (TypeError, ValueError, RatingsError) as err:
-        raise ModelFileError(f"{path} is damaged: {type(err).__name__}: {err}") from err
+        # The built-in kind ("ValueError"), not cfcore's subclass of it, as before.
+        kind = next(c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins")
+        raise ModelFileError(f"{path} is damaged: {kind}: {err}") from err
     return model
 
 

@@ -37,7 +37,12 @@ def _int_expected(minimum: int | None, maximum: int | None) -> str:
 
 
 def check_int(
-    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    expected: str | None = None,
 ) -> int:
     """`value` as a Python int, after checking its type and range.
 
@@ -46,6 +51,7 @@ def check_int(
         value: the value given.
         minimum: the smallest value allowed (None: no bound).
         maximum: the largest value allowed (None: no bound).
+        expected: how to word what is allowed (default: from the bounds, "a positive int").
 
     Returns:
         `int(value)`.
@@ -54,7 +60,7 @@ def check_int(
         ArgumentTypeError: `value` is a bool or not an integer (Python or NumPy).
         ArgumentValueError: `value` is outside `[minimum, maximum]`.
     """
-    expected = _int_expected(minimum, maximum)
+    expected = expected or _int_expected(minimum, maximum)
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise ArgumentTypeError(f"{name} must be {expected}, got {_shown(value)}")
     out = int(value)
@@ -81,6 +87,7 @@ def check_float(
     exclusive_minimum: float | None = None,
     maximum: float | None = None,
     exclusive_maximum: float | None = None,
+    expected: str | None = None,
 ) -> float:
     """`value` as a finite Python float, after checking its type and range.
 
@@ -89,6 +96,7 @@ def check_float(
         value: the value given: a Python or NumPy int or float.
         minimum, exclusive_minimum: lower bound, inclusive or strict (None: no bound).
         maximum, exclusive_maximum: upper bound, inclusive or strict (None: no bound).
+        expected: how to word what is allowed (default: from the bounds, "in (0, 1)").
 
     Returns:
         `float(value)`.
@@ -100,7 +108,7 @@ def check_float(
     lo = exclusive_minimum if exclusive_minimum is not None else minimum
     hi = exclusive_maximum if exclusive_maximum is not None else maximum
     lo_open, hi_open = exclusive_minimum is not None, exclusive_maximum is not None
-    expected = _float_expected(lo, lo_open, hi, hi_open)
+    expected = expected or _float_expected(lo, lo_open, hi, hi_open)
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be {expected}, got {_shown(value)}")
     out = float(value)

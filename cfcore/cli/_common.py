@@ -43,8 +43,9 @@ def load_dataset(dataset: str, data_dir: Path | None) -> Any:
     names = ("100k", "ml-100k", "latest-small", "ml-latest-small")
     if dataset not in names and not path.exists() and _looks_like_path(dataset):
         raise DatasetError(
-            f"no such folder or zip: {dataset} (--dataset takes {', '.join(names[::2])}, or a "
-            "folder or zip holding one of them)"
+            f"no such folder or zip: {dataset!r}. --dataset takes a release name (valid names "
+            "are '100k' (or 'ml-100k'), 'latest-small' (or 'ml-latest-small')) or a folder or "
+            "zip holding one of them"
         )
     if dataset not in names and path.exists():
         name = "latest-small" if any(path.rglob("ratings.csv")) or "latest" in path.name else "100k"

@@ -22,7 +22,13 @@ class MinibatchSampler:
 
     def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
         # Bools are refused and NumPy ints accepted, as everywhere (cfcore.validate).
-        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=n)
+        batch_size = check_int(
+            "batch_size",
+            batch_size,
+            minimum=1,
+            maximum=n,
+            expected=f"an int in [1, {n}] (the number of ratings)",
+        )
         self.n, self.batch_size = n, batch_size
         self._rng = np.random.default_rng(check_int("seed", seed, minimum=0))
         self._perm = np.empty(0, dtype=np.int32)

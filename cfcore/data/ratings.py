@@ -223,7 +223,11 @@ class Ratings:
             `(train, test)`.
         """
         holdout_fraction = check_float(
-            "holdout_fraction", holdout_fraction, exclusive_minimum=0.0, exclusive_maximum=1.0
+            "holdout_fraction",
+            holdout_fraction,
+            exclusive_minimum=0.0,
+            exclusive_maximum=1.0,
+            expected="strictly between 0 and 1",
         )
         seed = check_int("seed", seed, minimum=0)
         n = len(self)

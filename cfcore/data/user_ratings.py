@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -414,21 +415,29 @@ def new_user_ids(
     user_ids = np.asarray(user_ids)
     if user_ids.shape != (num,):
         raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
-    # One vocabulary holds one kind of id: appending strings to integer ids would turn every id
-    # into a string (and `recommend(model, 42)` would no longer find user 42), and vice versa.
     old_kind, new_kind = _id_kind(old_ids), _id_kind(user_ids)
-    if len(old_ids) and old_kind != new_kind:
-        raise UserRatingsError(
-            f"the new user ids {user_ids[:3].tolist()!r} are {new_kind} but this model's user ids "
-            f"are {old_kind} (e.g. {old_ids[:3].tolist()!r}); give {old_kind} user_ids, or none "
-            "to number the new users after the existing ones"
-        )
-    if old_kind == "numbers" and len(old_ids):
+    compare_with, mixed = old_ids, False
+    if len(old_ids) and {old_kind, new_kind} == {"numbers", "strings"}:
+        # One vocabulary holds one kind of id: with string ids added to numeric ones (or the
+        # reverse) every id becomes a string. Lookups by number still find them ("42" is found
+        # by 42), but the change of dtype is worth a word.
+        mixed = True
+        user_ids, compare_with = user_ids.astype(str), old_ids.astype(str)
+    elif old_kind == "numbers" and new_kind == "numbers" and len(old_ids):
         user_ids = user_ids.astype(np.result_type(old_ids.dtype, user_ids.dtype))
-    clash = np.isin(user_ids, old_ids)
+    clash = np.isin(user_ids, compare_with)
     if clash.any():
         raise UserRatingsError(
             f"user id {user_ids[clash][0].item()!r} is already a user of this model"
+        )
+    if mixed:
+        warnings.warn(
+            f"the new user ids {user_ids[:3].tolist()!r} are {new_kind} and this model's are "
+            f"{old_kind} (e.g. {old_ids[:3].tolist()!r}): the user vocabulary becomes strings "
+            "(recommend(model, 42) still finds the user '42'). Give "
+            f"{old_kind} user_ids to keep it {old_kind}",
+            UserWarning,
+            stacklevel=3,
         )
     return user_ids
 

@@ -76,7 +76,19 @@ def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHead
     """
     out: dict[str, MemberHeader] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise damaged(f"{path} is not an .npz archive: it holds a single array (.npy)")
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            if isinstance(err, PermissionError):
+                raise
+            raise damaged(
+                f"{path} cannot be read: it is not a valid .npz archive (a damaged or truncated "
+                f"file, or another kind of file): {err}"
+            ) from err
+        with zf:
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")
                 with zf.open(info) as f:
@@ -101,10 +113,7 @@ def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHead
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
         if isinstance(err, damaged):
             raise
-        raise damaged(
-            f"{path} is not a valid .npz archive (a damaged or truncated file, or another kind "
-            f"of file): {err}"
-        ) from err
+        raise damaged(f"{path} is damaged: {err}") from err
     return out
 
 

@@ -110,7 +110,7 @@ class MatrixFactorization:
                     f"test ratings are over {test.num_users} users x {test.num_items} items but train "
                     f"ratings over {train.num_users} x {train.num_items}: they must share a catalog"
                 )
-        check_steps(steps, eval_every)
+        check_steps(steps, eval_every, seed)
         shape = (train.num_users, train.num_items)
         if self._shape is not None and shape != self._shape:
             raise ValueError(
@@ -169,9 +169,9 @@ class MatrixFactorization:
         return self._resume_step if self._session is None else self._session.step
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
-        """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]`."""
+        """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]` (scalars: one pair)."""
         emb = self.embeddings_numpy()
-        users, items = np.asarray(users), np.asarray(items)
+        users, items = np.atleast_1d(users), np.atleast_1d(items)
         Ratings(users, items, np.zeros(len(users)), *self._shape)  # validates ids and lengths
         return np.einsum("nd,nd->n", emb["user"][users], emb["item"][items])
 

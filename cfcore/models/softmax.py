@@ -355,7 +355,7 @@ class SoftmaxModel:
                 f"this model was trained under protocol {self._protocol!r}; it cannot continue "
                 f"under {protocol!r} (start a new model)"
             )
-        check_steps(steps, eval_every)
+        check_steps(steps, eval_every, seed)
         features = self._features(dataset)
         _check_k_catalogue(k, features.num_items)
         split_seed = seed if self._split_seed is None else self._split_seed

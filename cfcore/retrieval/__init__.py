@@ -353,6 +353,13 @@ def _lookup(vocab: np.ndarray, key: Any, what: str, plural: str) -> int:
             probe = int(key.strip())
         except ValueError:
             probe = None
+    elif (
+        isinstance(key, int | np.integer)
+        and not isinstance(key, bool | np.bool_)
+        and vocab.dtype.kind in "UO"
+    ):
+        # A numeric id in a string vocabulary (numeric ids turned to strings by add_users).
+        probe = str(int(key))
     if isinstance(probe, bool) or probe is None:
         hits = np.zeros(0, dtype=np.int64)
     else:

@@ -257,6 +257,8 @@ def same_optimizer(a: Any, b: Any) -> bool:
     return a is b
 
 
-def check_steps(steps: Any, eval_every: Any) -> None:
+def check_steps(steps: Any, eval_every: Any, seed: Any = 0) -> None:
+    """`fit`'s counts are positive ints and its seed an int >= 0 (NumPy ints accepted, bools not)."""
     for name, v in (("steps", steps), ("eval_every", eval_every)):
         check_int(name, v, minimum=1)
+    check_int("seed", seed, minimum=0)
