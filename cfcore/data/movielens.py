@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentValueError
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
 from .csv_check import first_bad_line
 from .ratings import Ratings
@@ -300,7 +301,9 @@ def _release(name: str) -> _Release:
         if any(c in str(name) for c in "/\\") or str(name).endswith(".zip"):
             where = "it exists" if Path(name).expanduser().exists() else "no such folder or zip"
             hint = f"; {name!r} looks like a path ({where}): pass a location as data_dir="
-        raise ValueError(f"unknown MovieLens dataset {name!r}; valid names are {valid}{hint}")
+        raise ArgumentValueError(
+            f"unknown MovieLens dataset {name!r}; valid names are {valid}{hint}"
+        )
     return _RELEASES[key]
 
 
