@@ -243,8 +243,11 @@ def load(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         ModelFileError: the file is missing, not a cfcore model (another `.npz`, or not an
-            archive at all), damaged, or written by a newer cfcore (format version above
-            `FORMAT_VERSION`).
+            archive at all), damaged (including arrays whose declared shapes disagree with the
+            metadata: checked before they are decompressed), or written by a newer cfcore
+            (format version above `FORMAT_VERSION`).
+        FileAccessError: the file exists but cannot be read (permission).
+        ResourceLimitError: the arrays the file declares would not fit in memory.
     """
     from .io.npz import check_total_size, member_headers
 

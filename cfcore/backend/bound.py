@@ -106,7 +106,9 @@ class BoundBackend:
         Args:
             user_emb: `[N, d]`.
             item_emb: `[M, d]`.
-            users, items: integer `[n]` (host indices are range-checked).
+            users, items: integer `[n]`. Host indices (NumPy, lists) out of range are a
+                ValueError; indices already on a device are not pulled back to check (that
+                would synchronise): an out-of-range one makes the loss NaN, on every backend.
             ratings: `[n]`.
             method: "gather" (memory O(n·d)) or "dense" (forms `U·Vᵀ`, memory O(N·M)).
         """
