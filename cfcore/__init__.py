@@ -16,6 +16,11 @@ from .backend.registry import set_default_backend as set_default_backend
 from .data import DatasetError as DatasetError
 from .data import Ratings as Ratings
 from .data import RatingsError as RatingsError
+from .errors import ArgumentTypeError as ArgumentTypeError
+from .errors import ArgumentValueError as ArgumentValueError
+from .errors import CfcoreError as CfcoreError
+from .errors import FileAccessError as FileAccessError
+from .errors import ResourceLimitError as ResourceLimitError
 from .models import MatrixFactorization as MatrixFactorization
 from .models import RegularizedMF as RegularizedMF
 from .specs import MFSpec as MFSpec
@@ -28,6 +33,7 @@ from . import retrieval as retrieval  # noqa: E402
 from . import viz as viz  # noqa: E402  (pictures; matplotlib/altair/sklearn imported on use)
 from .data.synthetic import MOVIELENS_SHAPES as MOVIELENS_SHAPES  # noqa: E402
 from .data.synthetic import synthetic_ratings as synthetic_ratings  # noqa: E402
+from .data.user_ratings import UserRatingsError as UserRatingsError  # noqa: E402
 from .models import SoftmaxModel as SoftmaxModel  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402

@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CfcoreError, FileAccessError
+
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
 
@@ -80,7 +82,7 @@ def register_model(cls: type) -> type:
     return cls
 
 
-class ModelFileError(ValueError):
+class ModelFileError(CfcoreError, ValueError):
     """A file that is not a cfcore model, is damaged, or comes from a newer cfcore."""
 
 
@@ -149,14 +151,26 @@ def load(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         ModelFileError: the file is missing, not a cfcore model (another `.npz`, or not an
-            archive at all), damaged, or written by a newer cfcore (format version above
-            `FORMAT_VERSION`).
+            archive at all), damaged (including arrays whose declared shapes disagree with the
+            metadata: checked before they are decompressed), or written by a newer cfcore
+            (format version above `FORMAT_VERSION`).
+        FileAccessError: the file exists but cannot be read (permission).
+        ResourceLimitError: the arrays the file declares would not fit in memory.
     """
+    from .io.npz import check_total_size, member_headers
+
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise FileAccessError(f"cannot read the model file {path}: permission denied")
+    # Declared sizes first: a small crafted file must not inflate to gigabytes before a check.
+    headers = member_headers(path, ModelFileError)
+    check_total_size(path, headers)
     try:
         archive = np.load(path, allow_pickle=False)
+    except PermissionError as err:
+        raise FileAccessError(f"cannot read the model file {path}: permission denied") from err
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ModelFileError(
             f"{path} cannot be read as a cfcore model: it is not a valid .npz archive (a "
@@ -168,11 +182,45 @@ def load(path: str | os.PathLike[str]) -> Any:
         )
     with archive:
         try:
+            _check_declared_shapes(path, archive, headers)
             return _read(path, archive)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
             raise ModelFileError(f"{path} is damaged: the entry {err} is missing") from err
+
+
+_MAX_METADATA_BYTES = 64 << 20
+
+
+def _check_declared_shapes(path: Path, archive: Any, headers: dict[str, Any]) -> None:
+    """Compares the shapes the members declare with the metadata's, before reading the members.
+
+    Only the metadata (at most 64 MiB) is inflated here. Metadata that does not parse is left to
+    `_read`, which names what is wrong.
+    """
+    meta_h = headers.get("metadata")
+    if meta_h is None:
+        return
+    if meta_h.nbytes > _MAX_METADATA_BYTES:
+        raise ModelFileError(
+            f"{path} is damaged: its metadata declares {meta_h.nbytes} bytes (at most "
+            f"{_MAX_METADATA_BYTES} expected)"
+        )
+    try:
+        meta = json.loads(archive["metadata"].tobytes().decode("utf-8"))
+        n, m, d = (int(x) for x in meta["shape"])
+        cls = _model_class(path, meta)
+        expected = cls.declared_shapes(meta)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return
+    for name, shape in expected.items():
+        h = headers.get(name)
+        if h is not None and h.shape != shape:
+            raise ModelFileError(
+                f"{path} is damaged: the shapes its arrays declare do not match the recorded "
+                f"shape N={n}, M={m}, d={d}: {name!r} declares {h.shape}, expected {shape}"
+            )
 
 
 def _read(path: Path, archive: Any) -> Any:
@@ -210,7 +258,9 @@ def _read(path: Path, archive: Any) -> Any:
     except KeyError as err:
         raise ModelFileError(f"{path} is damaged: the entry or field {err} is missing") from err
     except (TypeError, ValueError, RatingsError) as err:
-        raise ModelFileError(f"{path} is damaged: {type(err).__name__}: {err}") from err
+        # The built-in kind ("ValueError"), not cfcore's subclass of it, as before.
+        kind = next(c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins")
+        raise ModelFileError(f"{path} is damaged: {kind}: {err}") from err
 
 
 def _model_class(path: Path, meta: dict[str, Any]) -> Any:

@@ -6,19 +6,28 @@ saved with a model, compared, and handed to a backend that was written by someon
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from .validate import check_float, check_int
 
 MSEMethod = Literal["gather", "dense"]
 MSE_METHODS: tuple[str, ...] = ("gather", "dense")
 
 
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, int | float) and math.isfinite(value) and ok):
-        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+def _check_positive(obj: Any, name: str, *, allow_zero: bool = False) -> None:
+    """Checks `obj.name` with the shared validator and stores it as a Python float."""
+    value = getattr(obj, name)
+    if allow_zero:
+        out = check_float(name, value, minimum=0.0)
+    else:
+        out = check_float(name, value, exclusive_minimum=0.0)
+    object.__setattr__(obj, name, out)
+
+
+def _check_dim(obj: Any, name: str) -> None:
+    """Checks `obj.name` is a positive int (NumPy ints accepted, bools refused); stores an int."""
+    object.__setattr__(obj, name, check_int(name, getattr(obj, name), minimum=1))
 
 
 @dataclass(frozen=True)
@@ -51,13 +60,12 @@ class MFSpec:
     gravity_coeff: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.embedding_dim, int) or self.embedding_dim <= 0:
-            raise ValueError(f"embedding_dim must be a positive int, got {self.embedding_dim!r}")
-        _check_positive("init_stddev", self.init_stddev)
+        _check_dim(self, "embedding_dim")
+        _check_positive(self, "init_stddev")
         if self.mse not in MSE_METHODS:
             raise ValueError(f"mse must be one of {MSE_METHODS}, got {self.mse!r}")
-        _check_positive("regularization_coeff", self.regularization_coeff, allow_zero=True)
-        _check_positive("gravity_coeff", self.gravity_coeff, allow_zero=True)
+        _check_positive(self, "regularization_coeff", allow_zero=True)
+        _check_positive(self, "gravity_coeff", allow_zero=True)
 
     @property
     def regularized(self) -> bool:
@@ -79,7 +87,7 @@ class OptimizerSpec:
     learning_rate: float
 
     def __post_init__(self) -> None:
-        _check_positive("learning_rate", self.learning_rate)
+        _check_positive(self, "learning_rate")
 
     @property
     def name(self) -> str:
@@ -127,8 +135,8 @@ class Adagrad(OptimizerSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive("initial_accumulator_value", self.initial_accumulator_value)
-        _check_positive("eps", self.eps, allow_zero=True)
+        _check_positive(self, "initial_accumulator_value")
+        _check_positive(self, "eps", allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -158,10 +166,9 @@ class Adam(OptimizerSpec):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("b1", "b2"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        _check_positive("eps", self.eps, allow_zero=True)
+            v = check_float(name, getattr(self, name), minimum=0.0, exclusive_maximum=1.0)
+            object.__setattr__(self, name, v)
+        _check_positive(self, "eps", allow_zero=True)
 
 
 _OPTIMIZERS: dict[str, type[OptimizerSpec]] = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}
@@ -237,10 +244,7 @@ class SoftmaxSpec:
             if len(pair) != 2 or not isinstance(pair[0], str):
                 raise ValueError(f"feature_dims must map feature names to dimensions, got {dims!r}")
             name, d = pair
-            if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
-                raise ValueError(
-                    f"the dimension of feature {name!r} must be a positive int, got {d!r}"
-                )
+            check_int(f"the dimension of feature {name!r}", d, minimum=1)
             if name.startswith("hidden_"):
                 raise ValueError(
                     f"feature name {name!r} is reserved (hidden_* names the hidden layers)"
@@ -248,11 +252,9 @@ class SoftmaxSpec:
         names = [p[0] for p in pairs]
         if len(set(names)) != len(names):
             raise ValueError(f"feature names must be distinct, got {names}")
+        pairs = tuple((name, int(d)) for name, d in pairs)
         object.__setattr__(self, "feature_dims", pairs)
-        hidden = tuple(self.hidden_dims)
-        for h in hidden:
-            if not isinstance(h, int) or isinstance(h, bool) or h <= 0:
-                raise ValueError(f"hidden_dims must be positive ints, got {self.hidden_dims!r}")
+        hidden = tuple(check_int("each of hidden_dims", h, minimum=1) for h in self.hidden_dims)
         object.__setattr__(self, "hidden_dims", hidden)
         if self.activation not in SOFTMAX_ACTIVATIONS:
             raise ValueError(
@@ -262,7 +264,7 @@ class SoftmaxSpec:
             raise ValueError(f"combiner must be one of {SOFTMAX_COMBINERS}, got {self.combiner!r}")
         if self.loss not in SOFTMAX_LOSSES:
             raise ValueError(f"loss must be one of {SOFTMAX_LOSSES}, got {self.loss!r}")
-        _check_positive("hidden_scale", self.hidden_scale)
+        _check_positive(self, "hidden_scale")
         if self.item_feature not in names:
             raise ValueError(
                 f"the item feature {self.item_feature!r} is not among the features {names}: its "

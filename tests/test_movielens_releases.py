@@ -404,11 +404,12 @@ def test_malformed_ratings(tmp_path: Path) -> None:
     folder = write_release(tmp_path, "10m", fake_ratings("10m"))
     with open(folder / "ratings.dat", "a") as f:
         f.write("7::1::four::978300760\n")
-    with pytest.raises(DatasetError, match=r"ratings\.dat .* is malformed"):
+    # The file, the line and the bad value are named.
+    with pytest.raises(DatasetError, match=r"ratings\.dat, line 50: .*'four'"):
         load_movielens("10m", folder, verify=False)
     folder = write_release(tmp_path / "b", "25m", fake_ratings("25m"))
     (folder / "ratings.csv").write_text("userId,movieId,score\n1,1,4.0\n")
-    with pytest.raises(DatasetError, match=r"ratings\.csv .* is malformed"):
+    with pytest.raises(DatasetError, match=r"ratings\.csv cannot be parsed: .*'rating'"):
         load_movielens("25m", folder, verify=False)
 
 

@@ -7,8 +7,8 @@ generated item sets. The profile registered in conftest makes them deterministic
 the same examples on every run) and small; `HYPOTHESIS_PROFILE=explore` searches at random, wider.
 A failing example is printed with a `@reproduce_failure` blob to replay it.
 
-Properties that today's main breaks because of a bug listed in issue #11 are marked
-`xfail(strict=True)`: they turn into failures (XPASS) once the fix lands, so the mark goes then.
+Two properties (large ids kept or refused; fold-in never silently non-finite) failed before the
+fixes of issue #11's bugs 1 and 3 and pass since.
 """
 
 from __future__ import annotations
@@ -177,7 +177,6 @@ def test_ratings_keep_valid_indices_and_refuse_out_of_range(shape) -> None:
         )
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11 bug 1: ids >= 2**31 are narrowed to int32")
 @given(st.integers(2**31, 2**62), st.integers(1, 2**20))
 def test_large_ids_are_kept_or_refused(user: int, extra: int) -> None:
     try:
@@ -533,7 +532,6 @@ def test_fold_in_solves_the_regularized_least_squares(name: str, folding_model) 
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11 bug 3: fold-in with reg=0 returns NaN silently")
 def test_fold_in_never_returns_non_finite_silently(folding_model) -> None:
     # Fewer ratings than dimensions and no regularization: the system is singular. A clear
     # error or a warning is fine; NaN or infinite embeddings handed back in silence are not.

@@ -21,13 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from ..resources import check_memory
 from .checks import (
     check_bag_inputs,
     check_embeddings,
+    check_index_range,
     check_indices,
     check_k,
     check_pairs,
     check_softmax_inputs,
+    host_ints,
 )
 from .protocol import Array
 
@@ -103,7 +106,9 @@ class BoundBackend:
         Args:
             user_emb: `[N, d]`.
             item_emb: `[M, d]`.
-            users, items: integer `[n]` (host indices are range-checked).
+            users, items: integer `[n]`. Host indices (NumPy, lists) out of range are a
+                ValueError; indices already on a device are not pulled back to check (that
+                would synchronise): an out-of-range one makes the loss NaN, on every backend.
             ratings: `[n]`.
             method: "gather" (memory O(n·d)) or "dense" (forms `U·Vᵀ`, memory O(N·M)).
         """
@@ -112,10 +117,29 @@ class BoundBackend:
         if method not in ("gather", "dense"):
             raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
         check_pairs(user_emb, item_emb, users, items, ratings)
-        fn = self.compiled(
-            ("sparse_mse", method),
-            lambda: lambda u, v, us, it, r: losses.sparse_mse(self, u, v, us, it, r, method),
-        )
+        if method == "dense":
+            n, m = int(user_emb.shape[0]), int(item_emb.shape[0])
+            check_memory(
+                2 * 4.0 * n * m,
+                f'method="dense" (the [{n}, {m}] scores U·Vᵀ and their gradient, float32)',
+                'use method="gather" (memory O(n·d), the same value)',
+            )
+        if host_ints(users) is not None and host_ints(items) is not None:
+            fn = self.compiled(
+                ("sparse_mse", method),
+                lambda: lambda u, v, us, it, r: losses.sparse_mse(self, u, v, us, it, r, method),
+            )
+        else:
+            # Device indices are not range-checked on the host (that would synchronise): an
+            # out-of-range one makes the loss NaN, the same on every backend.
+            def guarded(u, v, us, it, r):
+                ok = _in_range(us, u.shape[0]) & _in_range(it, v.shape[0])
+                us, it = self._clamp(ok, us), self._clamp(ok, it)
+                return self._nan_unless(
+                    self.xp.all(ok), losses.sparse_mse(self, u, v, us, it, r, method)
+                )
+
+            fn = self.compiled(("sparse_mse_guarded", method), lambda: guarded)
         return fn(*self._f32(user_emb, item_emb), *self._i32(users, items), *self._f32(ratings))
 
     def l2_penalty(self, user_emb, item_emb):
@@ -150,7 +174,20 @@ class BoundBackend:
         check_indices(users, "users")
         check_indices(items, "items")
         p = self.params_from_numpy(params)
-        return self.ops.pair_dot(p["user"], p["item"], *self._i32(users, items))
+        host_u, host_i = host_ints(users), host_ints(items)
+        if host_u is not None and host_i is not None:
+            check_index_range(host_u, p["user"].shape[0], "user index", "users")
+            check_index_range(host_i, p["item"].shape[0], "item index", "items")
+            return self.ops.pair_dot(p["user"], p["item"], *self._i32(users, items))
+
+        def guarded(u, v, us, it):
+            # Device indices: an out-of-range pair predicts NaN on every backend.
+            ok = _in_range(us, u.shape[0]) & _in_range(it, v.shape[0])
+            pred = self.ops.pair_dot(u, v, self._clamp(ok, us), self._clamp(ok, it))
+            return self._nan_unless(ok, pred)
+
+        fn = self.compiled("predict_guarded", lambda: guarded)
+        return fn(p["user"], p["item"], *self._i32(users, items))
 
     # ------------------------------------------------------------------ scoring and retrieval
     def score_all(self, query_emb: Any, item_emb: Any) -> Array:
@@ -235,21 +272,37 @@ class BoundBackend:
     def softmax_cross_entropy(self, query_emb, item_emb, labels) -> Array:
         """Mean full-softmax cross-entropy of `[B, d]` queries over `[M, d]` items; scalar."""
         check_softmax_inputs(query_emb, item_emb, labels)
-        return self.ops.softmax_cross_entropy(
-            *self._f32(query_emb, item_emb), self.ops.asarray(labels, "int32")
-        )
+        if host_ints(labels) is not None:
+            return self.ops.softmax_cross_entropy(
+                *self._f32(query_emb, item_emb), self.ops.asarray(labels, "int32")
+            )
+
+        def guarded(q, v, y):
+            # Device labels: an out-of-range one makes the loss NaN on every backend.
+            ok = _in_range(y, v.shape[0])
+            loss = self.ops.softmax_cross_entropy(q, v, self._clamp(ok, y))
+            return self._nan_unless(self.xp.all(ok), loss)
+
+        fn = self.compiled("softmax_ce_guarded", lambda: guarded)
+        return fn(*self._f32(query_emb, item_emb), self.ops.asarray(labels, "int32"))
 
     def sampled_softmax_loss(
         self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
     ) -> Array:
         """In-batch sampled softmax with logQ correction and accidental hits removed; scalar."""
         check_softmax_inputs(query_emb, item_emb, labels, log_q)
-        return self.ops.sampled_softmax_loss(
-            *self._f32(query_emb, item_emb),
-            self.ops.asarray(labels, "int32"),
-            None if log_q is None else self.ops.asarray(log_q, "float32"),
-            remove_accidental_hits=bool(remove_accidental_hits),
+        hits = bool(remove_accidental_hits)
+        lq = None if log_q is None else self.ops.asarray(log_q, "float32")
+        y = self.ops.asarray(labels, "int32")
+        q, v = self._f32(query_emb, item_emb)
+        if host_ints(labels) is not None:
+            return self.ops.sampled_softmax_loss(q, v, y, lq, remove_accidental_hits=hits)
+        # Device labels: an out-of-range one makes the loss NaN on every backend.
+        ok = _in_range(y, v.shape[0])
+        loss = self.ops.sampled_softmax_loss(
+            q, v, self._clamp(ok, y), lq, remove_accidental_hits=hits
         )
+        return self._nan_unless(self.xp.all(ok), loss)
 
     def softmax_query_embeddings(self, spec: Any, params: dict[str, Any], ids: dict, weights: dict):
         """The softmax tower: `[B, d]` query embeddings of the feature bags."""
@@ -266,11 +319,24 @@ class BoundBackend:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _clamp(self, ok: Any, idx: Any) -> Any:
+        """`idx` with the entries where `ok` is false replaced by 0 (a valid row)."""
+        return self.xp.where(ok, idx, self.xp.zeros_like(idx))
+
+    def _nan_unless(self, ok: Any, x: Any) -> Any:
+        """`x` where `ok`, NaN elsewhere (`ok` a bool scalar or of `x`'s shape)."""
+        return self.xp.where(ok, x, self.xp.full_like(x, float("nan")))
+
     def _f32(self, *xs: Any) -> list[Array]:
         return [self.ops.asarray(x, "float32") for x in xs]
 
     def _i32(self, *xs: Any) -> list[Array]:
         return [self.ops.asarray(x, "int32") for x in xs]
+
+
+def _in_range(idx: Any, size: int) -> Any:
+    """Element-wise `0 <= idx < size` on native arrays."""
+    return (idx >= 0) & (idx < size)
 
 
 def bind(backend: Any) -> BoundBackend:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentTypeError, ArgumentValueError
+
 
 def _shape(x: Any) -> tuple:
     shape = getattr(x, "shape", None)
@@ -19,9 +21,9 @@ def check_embeddings(user_emb: Any, item_emb: Any) -> None:
     """Both embeddings are 2-D with the same dimension d."""
     su, sv = _shape(user_emb), _shape(item_emb)
     if len(su) != 2 or len(sv) != 2:
-        raise ValueError(f"embeddings must be 2-D [rows, d]; got user {su} and item {sv}")
+        raise ArgumentValueError(f"embeddings must be 2-D [rows, d]; got user {su} and item {sv}")
     if su[1] != sv[1]:
-        raise ValueError(
+        raise ArgumentValueError(
             f"embedding dimensions differ: user embeddings are {su} (d={su[1]}) and item embeddings "
             f"{sv} (d={sv[1]}); both need the same d"
         )
@@ -42,7 +44,7 @@ def check_indices(x: Any, what: str) -> None:
     """`x` holds integers (NumPy, Python or native): float indices are refused, never truncated."""
     kind = _dtype_kind(x)
     if kind is not None and kind not in "iu":
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{what} must be integers (int32 indices), got an array of dtype "
             f"{getattr(x, 'dtype', np.asarray(x).dtype)}"
         )
@@ -55,9 +57,11 @@ def check_pairs(user_emb: Any, item_emb: Any, users: Any, items: Any, ratings: A
     check_indices(items, "items")
     shapes = {"users": _shape(users), "items": _shape(items), "ratings": _shape(ratings)}
     if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
-        raise ValueError(f"users, items and ratings must be 1-D of one length, got shapes {shapes}")
+        raise ArgumentValueError(
+            f"users, items and ratings must be 1-D of one length, got shapes {shapes}"
+        )
     if shapes["users"][0] == 0:
-        raise ValueError(
+        raise ArgumentValueError(
             "users, items and ratings are empty: the mean over no ratings is undefined"
         )
     # Indices already on a device are not pulled back to check (that would sync); host ones are.
@@ -69,7 +73,7 @@ def check_pairs(user_emb: Any, item_emb: Any, users: Any, items: Any, ratings: A
             arr = np.asarray(idx)
             if arr.min() < 0 or arr.max() >= size:
                 bad = arr.min() if arr.min() < 0 else arr.max()
-                raise ValueError(
+                raise ArgumentValueError(
                     f"{name} index {bad} is out of range for {size} {name}s (valid: 0..{size - 1})"
                 )
 
@@ -83,7 +87,9 @@ def host_ints(x: Any) -> np.ndarray | None:
 def check_index_range(idx: np.ndarray, size: int, what: str, of: str) -> None:
     if idx.size and (idx.min() < 0 or idx.max() >= size):
         bad = int(idx.min() if idx.min() < 0 else idx.max())
-        raise ValueError(f"{what} {bad} is out of range for {size} {of} (valid: 0..{size - 1})")
+        raise ArgumentValueError(
+            f"{what} {bad} is out of range for {size} {of} (valid: 0..{size - 1})"
+        )
 
 
 def check_softmax_inputs(query_emb: Any, item_emb: Any, labels: Any, log_q: Any = None) -> None:
@@ -94,20 +100,22 @@ def check_softmax_inputs(query_emb: Any, item_emb: Any, labels: Any, log_q: Any 
     """
     sq, sv, sl = _shape(query_emb), _shape(item_emb), _shape(labels)
     if len(sq) != 2 or len(sv) != 2:
-        raise ValueError(
+        raise ArgumentValueError(
             f"query and item embeddings must be 2-D [rows, d]; got query {sq} and item {sv}"
         )
     if sq[1] != sv[1]:
-        raise ValueError(
+        raise ArgumentValueError(
             f"the query embedding dimension {sq[1]} (query embeddings {sq}) must equal the item "
             f"embedding dimension {sv[1]} (item embeddings {sv})"
         )
     if len(sl) != 1 or sl[0] != sq[0]:
-        raise ValueError(f"labels must be 1-D with one label per query row ({sq[0]}), got {sl}")
+        raise ArgumentValueError(
+            f"labels must be 1-D with one label per query row ({sq[0]}), got {sl}"
+        )
     if sq[0] == 0:
-        raise ValueError("the batch is empty: the mean loss over no examples is undefined")
+        raise ArgumentValueError("the batch is empty: the mean loss over no examples is undefined")
     if log_q is not None and tuple(_shape(log_q)) != (sv[0],):
-        raise ValueError(
+        raise ArgumentValueError(
             f"log_q must have one entry per item, shape ({sv[0]},), got {_shape(log_q)}"
         )
     check_indices(labels, "labels")
@@ -123,19 +131,19 @@ def check_bag_inputs(table: Any, ids: Any, weights: Any, combiner: str = "mean")
     """
     st, sw = _shape(table), _shape(weights)
     if len(st) != 2:
-        raise ValueError(f"the embedding table must be 2-D [vocabulary, d], got {st}")
+        raise ArgumentValueError(f"the embedding table must be 2-D [vocabulary, d], got {st}")
     if combiner not in ("mean", "sum"):
-        raise ValueError(f"combiner must be 'mean' or 'sum', got {combiner!r}")
+        raise ArgumentValueError(f"combiner must be 'mean' or 'sum', got {combiner!r}")
     if ids is None:
         if len(sw) < 1 or sw[-1] != st[0]:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"dense bags need weights [..., {st[0]}] (one count per token of the table {st}), "
                 f"got {sw}"
             )
         return
     si = _shape(ids)
     if si != sw or len(si) < 1:
-        raise ValueError(f"ids and weights must have one shape [..., L], got {si} and {sw}")
+        raise ArgumentValueError(f"ids and weights must have one shape [..., L], got {si} and {sw}")
     check_indices(ids, "token ids")
     host = host_ints(ids)
     if host is not None:
@@ -145,7 +153,9 @@ def check_bag_inputs(table: Any, ids: Any, weights: Any, combiner: str = "mean")
 def check_k(k: Any, size: int, what: str = "catalogue") -> int:
     """`k` as an int in `[1, size]`, else a ValueError naming `k` and the size."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be an int, got {k!r}")
+        raise ArgumentValueError(f"k must be an int, got {k!r}")
     if not 1 <= k <= size:
-        raise ValueError(f"k={k} is out of range: it must be between 1 and the {what} size {size}")
+        raise ArgumentValueError(
+            f"k={k} is out of range: it must be between 1 and the {what} size {size}"
+        )
     return int(k)

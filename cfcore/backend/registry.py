@@ -45,6 +45,7 @@ from contextlib import AbstractContextManager
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..errors import CfcoreError
 from .bound import BoundBackend, bind
 from .protocol import BACKEND_MEMBERS, XP_FUNCTIONS
 
@@ -75,7 +76,7 @@ _resolved: dict[str, Any] = {}  # name -> plug-in object loaded (by listing), no
 _default: str | None = None
 
 
-class BackendError(ValueError):
+class BackendError(CfcoreError, ValueError):
     """An unknown backend, one whose framework is not installed, or a plug-in that is broken."""
 
 

@@ -39,18 +39,28 @@ def fail(err: BaseException, *, highlight: bool = False) -> typer.Exit:
 
 def load_dataset(dataset: str, data_dir: Path | None) -> Any:
     """A release by name (`100k`, `1m`, ...) or from a folder/zip holding one of them."""
+    from cfcore.data import DatasetError
     from cfcore.data.movielens import guess_release, release_name
     from cfcore.datasets import load_movielens
 
-    path = Path(dataset)
+    path = Path(dataset).expanduser()
     try:
         release_name(dataset)
         known = True
-    except ValueError:
+    except ValueError as err:
         known = False
+        if not path.exists() and _looks_like_path(dataset):
+            raise DatasetError(
+                f"no such folder or zip: {dataset!r}. --dataset takes a release name ({err}) or "
+                "a folder or zip holding one"
+            ) from None
     if not known and path.exists():
         return load_movielens(guess_release(path), data_dir=path)
     return load_movielens(dataset, data_dir=data_dir)
+
+
+def _looks_like_path(text: str) -> bool:
+    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or text.endswith(".zip")
 
 
 def save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:

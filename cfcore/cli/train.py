@@ -17,10 +17,14 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from ..errors import CfcoreError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
 
 # What a failed `train` reports as `error: ...` with exit code 1 (anything else is a bug).
-_ERRORS = (ValueError, OSError, FloatingPointError, TypeError)
+_ERRORS = (CfcoreError, ValueError, OSError, FloatingPointError, TypeError, MemoryError)
+
+# The files a run writes into --out.
+RUN_FILES = ("history.csv", "embeddings.npz", "model.npz")
 
 
 class ModelKind(enum.StrEnum):
@@ -172,6 +176,10 @@ def train(
     With --model softmax, trains the notebook's softmax model instead and prints its ranking
     metrics beside the popularity baseline's.
     """
+    try:
+        _check_out(out)  # before training: an output error must not cost a finished run
+    except _ERRORS as err:
+        raise fail(err) from err
     if model is ModelKind.softmax:
         _train_softmax(
             backend=backend,
@@ -240,17 +248,59 @@ def _optimizer_and_backend(optimizer: OptimizerKind, learning_rate: float, backe
     return opt, cfcore.get_backend(backend)
 
 
-def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], model: Any) -> None:
-    """Writes history.csv, embeddings.npz and model.npz into `out`, each atomically."""
-    from cfcore.io.atomic import atomic_write
+def _check_out(out: Path) -> None:
+    """Refuses, before any training, an --out where the run's files cannot be written.
 
-    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
-    atomic_write(out / "embeddings.npz", lambda p: save_npz(p, emb))
-    model.save(out / "model.npz")
+    Raises:
+        FileAccessError: `out` is a file, lies under a file, holds a folder where a file goes,
+            or is (or would be created in) a folder this process may not write into.
+    """
+    from cfcore.io.atomic import check_output_path
+
+    for name in RUN_FILES:
+        check_output_path(out / name)
+
+
+def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], model: Any) -> None:
+    """Writes history.csv, embeddings.npz and model.npz into `out`, each atomically.
+
+    If `out` fails now (it was checked before training, but a disk can fill up or a folder
+    change meanwhile), the run is written to a new temporary folder instead, so the trained
+    model is never lost; the command then says where it is and exits with code 1.
+    """
+    try:
+        _write_files(out, history, emb, model)
+    except _ERRORS as err:
+        import tempfile
+
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="cfcore-run-"))
+            _write_files(rescue, history, emb, model)
+        except _ERRORS as err2:
+            console.print(
+                f"[red]error:[/] could not write the run to {out} ({err}) nor to a "
+                f"temporary folder ({err2}); the trained model is lost"
+            )
+            raise typer.Exit(code=1) from err2
+        console.print(
+            f"[red]error:[/] could not write the run to {out}: {err}\n"
+            f"The trained model was saved to {rescue} instead (move it where you want it: "
+            f"cfcore recommend --model {rescue})."
+        )
+        raise typer.Exit(code=1) from err
     console.print(
         f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
         f"(use it with: cfcore recommend --model {out})"
     )
+
+
+def _write_files(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], model: Any) -> None:
+    from cfcore.io.atomic import atomic_write
+
+    # The model first: it is what a rerun would cost.
+    model.save(out / "model.npz")
+    atomic_write(out / "embeddings.npz", lambda p: save_npz(p, emb))
+    atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
 
 
 # ---------------------------------------------------------------------------- steps, MF

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..errors import CfcoreError
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
 
-_ERRORS = (ValueError, OSError, TypeError, KeyError)
+_ERRORS = (CfcoreError, ValueError, OSError, TypeError, KeyError, MemoryError)
 
 
 def register(app: typer.Typer) -> None:
@@ -179,15 +180,12 @@ def _slug(label: str) -> str:
 
 
 def _read_embeddings(path: Path) -> dict[str, Any]:
-    import numpy as np
+    from cfcore.io.npz import NpzFileError, load_arrays
 
     if not path.is_file():
         raise FileNotFoundError(f"embeddings file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not an embeddings .npz file ({err})") from err
+    # Checked reading: a truncated or crafted file is a clear error, not a BadZipFile traceback.
+    arrays = load_arrays(path, NpzFileError)
     if "item" not in arrays:
         raise ValueError(
             f"{path} holds no 'item' array (it has {sorted(arrays)}); expected the "

@@ -11,10 +11,12 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import CfcoreError
+
 DATA_DIR_ENV = "CFCORE_DATA_DIR"
 
 
-class DatasetError(OSError):
+class DatasetError(CfcoreError, OSError):
     """Raised when a dataset cannot be found, downloaded, verified or read.
 
     An `OSError` because every cause is a file that is missing, unreadable or not what was expected.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import check_int
+
 
 class MinibatchSampler:
     """Epochs of shuffled positions `0..n-1`, cut into batches of a fixed size.
@@ -19,12 +21,16 @@ class MinibatchSampler:
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
-        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
-            raise ValueError(
-                f"batch_size must be an int in [1, {n}] (the number of ratings), got {batch_size!r}"
-            )
-        self.n, self.batch_size = n, int(batch_size)
-        self._rng = np.random.default_rng(seed)
+        # Bools are refused and NumPy ints accepted, as everywhere (cfcore.validate).
+        batch_size = check_int(
+            "batch_size",
+            batch_size,
+            minimum=1,
+            maximum=n,
+            expected=f"an int in [1, {n}] (the number of ratings)",
+        )
+        self.n, self.batch_size = n, batch_size
+        self._rng = np.random.default_rng(check_int("seed", seed, minimum=0))
         self._perm = np.empty(0, dtype=np.int32)
         self._offset = 0  # next unread position of the current permutation
 

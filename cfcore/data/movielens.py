@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentValueError
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
+from .csv_check import first_bad_line
 from .ratings import Ratings
 
 __all__ = [
@@ -168,10 +170,31 @@ class _Files:
     path: Path
     zip_prefix: str | None = None
 
-    def read_csv(self, name: str, **kwargs: Any) -> pd.DataFrame:
-        return self._read(name, lambda f: pd.read_csv(f, **kwargs))
+    def read_csv(self, name: str, required: tuple[str, ...] = (), **kwargs: Any) -> pd.DataFrame:
+        """Reads one file of the release with `pandas.read_csv(**kwargs)`, streamed.
+
+        Args:
+            name: the file's name in the release.
+            required: columns that must have a value on every line.
+            kwargs: passed to `pandas.read_csv`.
+
+        Raises:
+            DatasetError: the file is missing, or a line is malformed (the wrong number of fields,
+                a missing value in `required`, a value not of its column's type), naming the
+                file and the line.
+        """
+        try:
+            frame = self._read(name, lambda f: pd.read_csv(f, **kwargs))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise self._malformed(name, kwargs, required, exc) from exc
+        # With `names` and more fields on every row, pandas silently makes the extras an index.
+        extra = kwargs.get("names") is not None and not isinstance(frame.index, pd.RangeIndex)
+        if extra or (required and frame[list(required)].isna().to_numpy().any()):
+            raise self._malformed(name, kwargs, required, None)
+        return frame
 
     def read_bytes(self, name: str) -> bytes:
+        """The content of one file of the release (from the folder, or the zip)."""
         return self._read(name, lambda f: f.read())
 
     def _read(self, name: str, parse: Callable[[Any], Any]) -> Any:
@@ -194,6 +217,27 @@ class _Files:
                     return parse(f)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise DatasetError(f"the zip {self.path} is corrupt ({exc})") from exc
+
+    def _where(self, name: str) -> str:
+        if self.zip_prefix is None:
+            return str(self.path / name)
+        return f"{self.path}:{self.zip_prefix}{name}"
+
+    def _malformed(
+        self, name: str, kwargs: dict[str, Any], required: tuple[str, ...], exc: Exception | None
+    ) -> DatasetError:
+        text = self.read_bytes(name).decode(kwargs.get("encoding") or "utf-8", errors="replace")
+        dtype = kwargs.get("dtype")
+        bad = first_bad_line(
+            text,
+            sep=kwargs.get("sep", ","),
+            names=kwargs.get("names"),
+            dtype=dtype if isinstance(dtype, dict) else None,
+            required=required,
+        )
+        if bad is None:
+            return DatasetError(f"{self._where(name)} cannot be parsed: {exc}")
+        return DatasetError(f"{self._where(name)}, {bad}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -443,7 +487,13 @@ def _release(name: str) -> _Release:
     key = _ALIASES.get(key, key)
     if key not in _RELEASES:
         valid = ", ".join(f"{k!r} (or 'ml-{k}')" for k in _RELEASES)
-        raise ValueError(f"unknown MovieLens dataset {name!r}; valid names are {valid}")
+        hint = ""
+        if any(c in str(name) for c in "/\\") or str(name).endswith(".zip"):
+            where = "it exists" if Path(name).expanduser().exists() else "no such folder or zip"
+            hint = f"; {name!r} looks like a path ({where}): pass a location as data_dir="
+        raise ArgumentValueError(
+            f"unknown MovieLens dataset {name!r}; valid names are {valid}{hint}"
+        )
     return _RELEASES[key]
 
 
@@ -522,6 +572,7 @@ def _read_100k_ratings(files: _Files, name: str) -> pd.DataFrame:
         header=None,
         names=[*_RATINGS_100K_COLS, "timestamp"],
         dtype={**_RATINGS_100K_COLS, "timestamp": np.int64},
+        required=(*_RATINGS_100K_COLS, "timestamp"),
     )
 
 
@@ -568,6 +619,7 @@ def _load_csv(
         files,
         "ratings.csv",
         usecols=["userId", "movieId", "rating", "timestamp"],
+        required=("userId", "movieId", "rating", "timestamp"),
         dtype={
             "userId": np.int64,
             "movieId": np.int64,
@@ -645,6 +697,8 @@ def _read_table(files: _Files, name: str, **kwargs: Any) -> pd.DataFrame:
     """`pd.read_csv` of a release file; a malformed file is a `DatasetError` naming it."""
     try:
         return files.read_csv(name, **kwargs)
+    except DatasetError:  # already names the file and line
+        raise
     except (ValueError, pd.errors.ParserError) as exc:  # wrong header, fields or types
         raise DatasetError(f"{name} of {files.path} is malformed: {exc}") from exc
 

@@ -8,8 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import CfcoreError
+from ..validate import check_float, check_int
 
-class RatingsError(ValueError):
+MAX_INDEX = int(np.iinfo(np.int32).max)
+"""The largest user or item index: indices are int32 on every backend."""
+
+
+class RatingsError(CfcoreError, ValueError):
     """Raised when ratings are malformed (bad ids, non-finite values, mismatched lengths)."""
 
 
@@ -70,13 +76,20 @@ class Ratings:
             raise RatingsError("the ratings set is empty: at least one rating is needed")
         for name in ("num_users", "num_items"):
             v = getattr(self, name)
-            if not isinstance(v, int | np.integer) or isinstance(v, bool):
-                raise RatingsError(f"{name} must be an int, got {v!r}")
+            if not isinstance(v, int | np.integer) or isinstance(v, bool | np.bool_):
+                raise RatingsError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
         num_users, num_items = int(self.num_users), int(self.num_items)
         if num_users <= 0 or num_items <= 0:
             raise RatingsError(
                 f"num_users and num_items must be positive, got {num_users} and {num_items}"
             )
+        for name, size in (("num_users", num_users), ("num_items", num_items)):
+            # Indices are int32 on every backend: a larger catalog would wrap around when narrowed.
+            if size > MAX_INDEX + 1:
+                raise RatingsError(
+                    f"{name}={size} is more than cfcore supports: indices are int32, so a "
+                    f"catalog holds at most {MAX_INDEX + 1} users and {MAX_INDEX + 1} items"
+                )
         _check_range(users, num_users, "user")
         _check_range(items, num_items, "item")
         bad = ~np.isfinite(values)
@@ -209,10 +222,14 @@ class Ratings:
         Returns:
             `(train, test)`.
         """
-        if not 0.0 < float(holdout_fraction) < 1.0:
-            raise ValueError(
-                f"holdout_fraction must be strictly between 0 and 1, got {holdout_fraction!r}"
-            )
+        holdout_fraction = check_float(
+            "holdout_fraction",
+            holdout_fraction,
+            exclusive_minimum=0.0,
+            exclusive_maximum=1.0,
+            expected="strictly between 0 and 1",
+        )
+        seed = check_int("seed", seed, minimum=0)
         n = len(self)
         n_test = int(round(holdout_fraction * n))
         if n_test in (0, n):

@@ -28,12 +28,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ..errors import CfcoreError
 
 ID_COLUMNS = ("item_id", "movie_id", "movieid", "itemid", "id")
 TITLE_COLUMNS = ("title", "movie", "name")
@@ -46,7 +49,7 @@ _ARTICLE = re.compile(rf"^(.*),\s*({'|'.join(_ARTICLES)})$")
 _SPACES = re.compile(r"\s+")
 
 
-class UserRatingsError(ValueError):
+class UserRatingsError(CfcoreError, ValueError):
     """A user's ratings are malformed: missing columns, unknown titles or ids, bad ratings."""
 
 
@@ -412,9 +415,42 @@ def new_user_ids(
     user_ids = np.asarray(user_ids)
     if user_ids.shape != (num,):
         raise UserRatingsError(f"user_ids has shape {user_ids.shape}; expected ({num},)")
-    clash = np.isin(user_ids, old_ids)
+    old_kind, new_kind = _id_kind(old_ids), _id_kind(user_ids)
+    compare_with, mixed = old_ids, False
+    if len(old_ids) and {old_kind, new_kind} == {"numbers", "strings"}:
+        # One vocabulary holds one kind of id: with string ids added to numeric ones (or the
+        # reverse) every id becomes a string. Lookups by number still find them ("42" is found
+        # by 42), but the change of dtype is worth a word.
+        mixed = True
+        user_ids, compare_with = user_ids.astype(str), old_ids.astype(str)
+    elif old_kind == "numbers" and new_kind == "numbers" and len(old_ids):
+        user_ids = user_ids.astype(np.result_type(old_ids.dtype, user_ids.dtype))
+    clash = np.isin(user_ids, compare_with)
     if clash.any():
         raise UserRatingsError(
             f"user id {user_ids[clash][0].item()!r} is already a user of this model"
         )
+    if mixed:
+        warnings.warn(
+            f"the new user ids {user_ids[:3].tolist()!r} are {new_kind} and this model's are "
+            f"{old_kind} (e.g. {old_ids[:3].tolist()!r}): the user vocabulary becomes strings "
+            "(recommend(model, 42) still finds the user '42'). Give "
+            f"{old_kind} user_ids to keep it {old_kind}",
+            UserWarning,
+            stacklevel=3,
+        )
     return user_ids
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    """ "numbers", "strings" or "other ids": the kind of an id vocabulary, for mixing checks."""
+    if ids.dtype.kind in "iuf":
+        return "numbers"
+    if ids.dtype.kind == "U" or (ids.dtype.kind == "O" and all(isinstance(x, str) for x in ids)):
+        return "strings"
+    if ids.dtype.kind == "O" and all(
+        isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+        for x in ids
+    ):
+        return "numbers"
+    return "other ids"

@@ -230,7 +230,24 @@ class Model:
         model._restore_links(reader, meta)
         return model
 
+    @classmethod
+    def declared_shapes(cls, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shapes a file's entries must have, from its metadata: checked against the
+        entries' headers before anything is decompressed.
+
+        Raises:
+            KeyError, TypeError, ValueError: the metadata lacks what the shapes need (the
+                reading that follows names the problem).
+        """
+        n, m, _ = (int(x) for x in meta["shape"])
+        return {"user_ids": (n,), "item_ids": (m,)} | cls._own_declared_shapes(meta)
+
     # ------------------------------------------------------------------ hooks of each model
+
+    @classmethod
+    def _own_declared_shapes(cls, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shapes of the model's own entries (default: none checked ahead)."""
+        return {}
 
     @classmethod
     def _spec_from_dict(cls, fields: dict[str, Any]) -> Any:

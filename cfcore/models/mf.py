@@ -102,7 +102,7 @@ class MatrixFactorization(Model):
                     f"test ratings are over {test.num_users} users x {test.num_items} items but train "
                     f"ratings over {train.num_users} x {train.num_items}: they must share a catalog"
                 )
-        check_steps(steps, eval_every)
+        check_steps(steps, eval_every, seed)
         shape = (train.num_users, train.num_items)
         if self._shape is not None and shape != self._shape:
             raise ValueError(
@@ -145,9 +145,9 @@ class MatrixFactorization(Model):
         return {k: v.copy() for k, v in self.embeddings_numpy().items()}
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
-        """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]`."""
+        """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]` (scalars: one pair)."""
         emb = self.embeddings_numpy()
-        users, items = np.asarray(users), np.asarray(items)
+        users, items = np.atleast_1d(users), np.atleast_1d(items)
         Ratings(users, items, np.zeros(len(users)), *self._shape)  # validates ids and lengths
         return np.einsum("nd,nd->n", emb["user"][users], emb["item"][items])
 
@@ -295,6 +295,15 @@ class MatrixFactorization(Model):
         model = cls(embedding_dim=spec.embedding_dim, init_stddev=spec.init_stddev, mse=spec.mse)
         model.spec = spec
         return model
+
+    @classmethod
+    def _own_declared_shapes(cls, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        n, m, d = (int(x) for x in meta["shape"])
+        shapes: dict[str, tuple[int, ...]] = {"user_embeddings": (n, d), "item_embeddings": (m, d)}
+        k = meta.get("num_train_ratings")
+        if meta.get("has_ratings") and isinstance(k, int):
+            shapes |= dict.fromkeys(("ratings_users", "ratings_items", "ratings_values"), (k,))
+        return shapes
 
     def _own_state(self, include_ratings: bool) -> State:
         emb = self.embeddings_numpy()

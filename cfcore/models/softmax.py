@@ -348,7 +348,7 @@ class SoftmaxModel(Model):
                 f"this model was trained under protocol {self._protocol!r}; it cannot continue "
                 f"under {protocol!r} (start a new model)"
             )
-        check_steps(steps, eval_every)
+        check_steps(steps, eval_every, seed)
         features = self._features(dataset)
         _check_k_catalogue(k, features.num_items)
         split_seed = seed if self._split_seed is None else self._split_seed
@@ -745,6 +745,14 @@ class SoftmaxModel(Model):
         )
         model.spec = spec  # item_feature too
         return model
+
+    @classmethod
+    def _own_declared_shapes(cls, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        n, m, _ = (int(x) for x in meta["shape"])
+        shapes: dict[str, tuple[int, ...]] = {"history_offsets": (n + 1,)}
+        for j in range(len(meta.get("token_features", []))):
+            shapes[f"tokens_offsets_{j}"] = (m + 1,)
+        return shapes
 
     def _own_state(self, include_ratings: bool) -> State:
         """Everything `evaluate`, `recommend`, `fold_in` and `fit` need without the dataset:

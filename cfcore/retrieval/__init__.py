@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend.checks import check_k as check_k
+from ..errors import ArgumentValueError
 from ..train.progress import progress_bar
 
 Measure = str | tuple[str, float]
@@ -97,11 +98,11 @@ def parse_measure(measure: Measure) -> tuple[float, float, str]:
         except (TypeError, ValueError):
             a = float("nan")
         if not np.isfinite(a):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the alpha of measure ('norm', alpha) must be a number, got {alpha!r}"
             )
         return 0.0, a, f"norm({a:g})"
-    raise ValueError(
+    raise ArgumentValueError(
         f"unknown similarity measure {measure!r}; expected 'dot', 'cosine', ('norm', alpha) "
         "or 'norm:alpha' (for example 'norm:0.5')"
     )
@@ -112,15 +113,15 @@ def _as_2d(x: Any, what: str) -> tuple[np.ndarray, bool]:
     if arr.ndim == 1:
         return arr[None, :], True
     if arr.ndim != 2:
-        raise ValueError(f"{what} must be [d] or [B, d], got shape {arr.shape}")
+        raise ArgumentValueError(f"{what} must be [d] or [B, d], got shape {arr.shape}")
     return arr, False
 
 
 def _check_dims(query: np.ndarray, items: np.ndarray) -> None:
     if items.ndim != 2:
-        raise ValueError(f"item embeddings must be [M, d], got shape {items.shape}")
+        raise ArgumentValueError(f"item embeddings must be [M, d], got shape {items.shape}")
     if query.shape[1] != items.shape[1]:
-        raise ValueError(
+        raise ArgumentValueError(
             f"query embeddings have d={query.shape[1]} but item embeddings d={items.shape[1]} "
             f"(shapes {query.shape} and {items.shape})"
         )
@@ -251,21 +252,21 @@ def batch_top_k(
     qp, ip, _ = parse_measure(measure)
     q = np.asarray(query)
     if q.ndim != 2:
-        raise ValueError(f"query must be [B, d], got shape {q.shape}")
+        raise ArgumentValueError(f"query must be [B, d], got shape {q.shape}")
     v = np.asarray(items)
     _check_dims(q, v)
     num_queries, num_items = q.shape[0], v.shape[0]
     k = check_k(k, num_items)
     if isinstance(exclude, RatedItems):
         if exclude.num_rows != num_queries or exclude.num_items != num_items:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"exclude has {exclude.num_rows} rows over {exclude.num_items} items; expected "
                 f"{num_queries} rows (one per query) over {num_items} items"
             )
     elif exclude is not None:
         exclude = np.asarray(exclude, dtype=bool)
         if exclude.shape != (num_queries, num_items):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"exclude mask has shape {exclude.shape}; expected {(num_queries, num_items)}"
             )
     be = _resolve_backend(backend, num_queries * num_items)
@@ -353,6 +354,13 @@ def _lookup(vocab: np.ndarray, key: Any, what: str, plural: str) -> int:
             probe = int(key.strip())
         except ValueError:
             probe = None
+    elif (
+        isinstance(key, int | np.integer)
+        and not isinstance(key, bool | np.bool_)
+        and vocab.dtype.kind in "UO"
+    ):
+        # A numeric id in a string vocabulary (numeric ids turned to strings by add_users).
+        probe = str(int(key))
     if isinstance(probe, bool) or probe is None:
         hits = np.zeros(0, dtype=np.int64)
     else:
@@ -364,15 +372,17 @@ def _lookup(vocab: np.ndarray, key: Any, what: str, plural: str) -> int:
         span = ""
         if vocab.dtype.kind in "iu" and len(vocab):
             span = f" (ids {vocab.min()}..{vocab.max()})"
-        raise ValueError(f"{what} id {key!r} is not among the model's {len(vocab)} {plural}{span}")
+        raise ArgumentValueError(
+            f"{what} id {key!r} is not among the model's {len(vocab)} {plural}{span}"
+        )
     return int(hits[0])
 
 
 def _check_index(index: Any, size: int, what: str) -> int:
     if isinstance(index, bool) or not isinstance(index, int | np.integer):
-        raise ValueError(f"{what} index must be an int, got {index!r}")
+        raise ArgumentValueError(f"{what} index must be an int, got {index!r}")
     if not 0 <= index < size:
-        raise ValueError(
+        raise ArgumentValueError(
             f"{what} index {index} is out of range for {size} {what}s (valid: 0..{size - 1})"
         )
     return int(index)
@@ -452,7 +462,7 @@ def recommend(
     emb = model.embeddings_numpy()
     n, m = _num_users(model), emb["item"].shape[0]
     if (user is None) == (user_index is None):
-        raise ValueError("give exactly one of user (an original id) and user_index (a row)")
+        raise ArgumentValueError("give exactly one of user (an original id) and user_index (a row)")
     u = _check_index(user_index, n, "user") if user is None else find_user(model, user)
     k = check_k(k, m)
     _, _, label = parse_measure(measure)
@@ -462,6 +472,7 @@ def recommend(
         exclude = np.zeros((1, m), dtype=bool)
         exclude[0, rated.row(u)] = True
     query = user_query_embeddings(model, [u], backend=backend, allow_empty=False)
+    _check_finite_embeddings(query, emb["item"], [u])
     values, idx = batch_top_k(
         query, emb["item"], k, measure=measure, exclude=exclude, backend=backend
     )
@@ -470,10 +481,32 @@ def recommend(
     return frame
 
 
+def _check_finite_embeddings(query: Any, items: np.ndarray, rows: Any) -> None:
+    """Refuses NaN/inf user embeddings and warns about NaN/inf items, instead of silently
+    recommending nothing (a NaN score never ranks, so such a user gets an empty list)."""
+    q = np.asarray(query)
+    bad_users = ~np.all(np.isfinite(q.reshape(len(q), -1)), axis=1)
+    if bad_users.any():
+        row = int(np.asarray(rows)[np.argmax(bad_users)])
+        raise ArgumentValueError(
+            f"the embedding of user row {row} is NaN or infinite ({int(bad_users.sum())} such "
+            "user(s) asked for), so no item can be ranked for it: retrain the model or fold the "
+            "user in again (with reg > 0)"
+        )
+    bad_items = ~np.all(np.isfinite(items), axis=1)
+    if bad_items.any():
+        warnings.warn(
+            f"{int(bad_items.sum())} of {len(items)} item embeddings are NaN or infinite (the "
+            f"first is item row {int(np.argmax(bad_items))}); they are never recommended",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _rated(model: Any) -> RatedItems:
     rated = getattr(model, "rated_items", None)
     if rated is None:
-        raise ValueError(
+        raise ArgumentValueError(
             "this model has no record of which items each user rated (it was saved without its "
             "training ratings); pass exclude_rated=False"
         )
@@ -518,16 +551,18 @@ def batch_recommend(
     else:
         rows = np.asarray(user_indices)
         if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
-            raise ValueError(f"user_indices must be a 1-D array of ints, got {rows!r}")
+            raise ArgumentValueError(f"user_indices must be a 1-D array of ints, got {rows!r}")
         bad = (rows < 0) | (rows >= n)
         if bad.any():
-            raise ValueError(
+            raise ArgumentValueError(
                 f"user index {rows[bad][0]} is out of range for {n} users (valid: 0..{n - 1})"
             )
     exclude = _rated(model).take(rows) if exclude_rated else None
     be = get_backend(backend)
+    query = user_query_embeddings(model, rows, backend=be)
+    _check_finite_embeddings(query, emb["item"], rows)
     return batch_top_k(
-        user_query_embeddings(model, rows, backend=be),
+        query,
         emb["item"],
         k,
         measure=measure,
@@ -580,19 +615,19 @@ def neighbors(
     k = check_k(k, m)
     others: list[str] = []
     if (title_or_id is None) == (item_index is None):
-        raise ValueError("give exactly one of title_or_id and item_index")
+        raise ArgumentValueError("give exactly one of title_or_id and item_index")
     if item_index is not None:
         i = _check_index(item_index, m, "item")
     elif isinstance(title_or_id, str):
         catalog = model.catalog
         if catalog is None or "title" not in catalog.columns:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"cannot search for the title {title_or_id!r}: this model has no catalog of titles; "
                 "pass an item id instead"
             )
         hits = search_titles(catalog, title_or_id)
         if len(hits) == 0:
-            raise ValueError(f"no title in the catalog contains {title_or_id!r}")
+            raise ArgumentValueError(f"no title in the catalog contains {title_or_id!r}")
         i = int(hits[0])
         titles = catalog["title"].to_numpy()
         others = [str(t) for t in titles[hits[1:]]]
@@ -611,7 +646,7 @@ def neighbors(
     _, _, label = parse_measure(measure)
     if exclude_query:
         if m < 2 or k > m - 1:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"k={k} is out of range: with the query left out it must be between 1 and {m - 1}"
             )
     exclude = None
@@ -662,7 +697,7 @@ def fold_in_regularization(model: Any, counts: np.ndarray) -> tuple[np.ndarray, 
         n, m = emb["user"].shape[0], emb["item"].shape[0]
         omega = model.num_train_ratings
         if not omega:
-            raise ValueError(
+            raise ArgumentValueError(
                 "the default fold-in regularization of a regularized model needs its number of "
                 "training ratings, which this model does not know; pass reg= explicitly"
             )
@@ -709,37 +744,54 @@ def fold_in_solve(
     """
     v = np.asarray(item_emb)
     if v.ndim != 2:
-        raise ValueError(f"item embeddings must be [M, d], got shape {v.shape}")
+        raise ArgumentValueError(f"item embeddings must be [M, d], got shape {v.shape}")
     m, d = v.shape
     rows = np.asarray(rows, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float64)
     if not (rows.shape == items.shape == ratings.shape) or rows.ndim != 1:
-        raise ValueError(
+        raise ArgumentValueError(
             f"rows, items and ratings must be 1-D of one length, got {rows.shape}, "
             f"{items.shape}, {ratings.shape}"
         )
     num_rows = int(num_rows)
     if num_rows < 1:
-        raise ValueError(f"num_rows must be at least 1, got {num_rows}")
+        raise ArgumentValueError(f"num_rows must be at least 1, got {num_rows}")
     for name, idx, size in (("new-user", rows, num_rows), ("item", items, m)):
         if idx.size and (idx.min() < 0 or idx.max() >= size):
             bad = idx.min() if idx.min() < 0 else idx.max()
-            raise ValueError(
+            raise ArgumentValueError(
                 f"{name} index {bad} is out of range for {size} (valid: 0..{size - 1})"
             )
     if not np.all(np.isfinite(ratings)):
-        raise ValueError("fold-in ratings must be finite numbers")
+        raise ArgumentValueError("fold-in ratings must be finite numbers")
     counts = np.bincount(rows, minlength=num_rows)
     if (counts == 0).any():
-        raise ValueError(f"new user {int(np.argmax(counts == 0))} has no ratings to fold in")
+        raise ArgumentValueError(
+            f"new user {int(np.argmax(counts == 0))} has no ratings to fold in"
+        )
     reg = np.broadcast_to(np.asarray(reg, dtype=np.float64), (num_rows,))
     if not np.all(np.isfinite(reg)) or (reg < 0).any():
-        raise ValueError(f"reg must be finite and >= 0, got {reg.min() if len(reg) else reg}")
+        raise ArgumentValueError(
+            f"reg must be finite and >= 0, got {reg.min() if len(reg) else reg}"
+        )
     if prior is not None:
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (d, d):
-            raise ValueError(f"prior must be [d, d] = {(d, d)}, got shape {prior.shape}")
+            raise ArgumentValueError(f"prior must be [d, d] = {(d, d)}, got shape {prior.shape}")
+    if prior is None:
+        # With λ = 0 and no prior, V_Sᵀ V_S has rank at most |S|: fewer than d distinct items
+        # make the system singular, and the solve returns NaN or meaningless huge values.
+        pairs = np.unique(np.stack([rows, items]), axis=1)
+        distinct = np.bincount(pairs[0], minlength=num_rows)
+        short = np.flatnonzero((reg == 0) & (distinct < d))
+        if len(short):
+            b = int(short[0])
+            raise ArgumentValueError(
+                f"new user {b} has reg=0 and ratings of only {int(distinct[b])} distinct "
+                f"item(s), fewer than the embedding dimension d={d}: the fold-in system is "
+                "singular. Pass reg > 0 (or leave reg=None for the default)"
+            )
     from .._registry import get_backend
 
     be = get_backend(backend)
@@ -774,6 +826,14 @@ def fold_in_solve(
         )
         out[first:last] = be.to_numpy(sol)[:b]
         first = last
+    bad = ~np.all(np.isfinite(out), axis=1)
+    if bad.any():
+        b = int(np.argmax(bad))
+        raise ArgumentValueError(
+            f"the fold-in of {int(bad.sum())} new user(s) gave NaN or infinite embeddings (the "
+            f"first is new user {b}, with {int(counts[b])} rating(s) and reg={float(reg[b]):g}): "
+            "the system is singular or the item embeddings are not finite. Pass a larger reg"
+        )
     return out
 
 

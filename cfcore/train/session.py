@@ -16,14 +16,17 @@ import numpy as np
 import pandas as pd
 
 from ..data.ratings import as_ratings as as_ratings
+from ..errors import CfcoreError
 from ..optim.rules import Rule, make_rule
+from ..resources import check_memory, optimizer_slots
 from ..specs import OptimizerSpec
+from ..validate import check_int
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk, make_update_chunk, sweep_update
 from .placement import Placement
 from .progress import progress_bar
 
 
-class TrainingDivergedError(FloatingPointError):
+class TrainingDivergedError(CfcoreError, FloatingPointError):
     """The loss or the parameters became NaN or infinite; the model keeps the last finite state.
 
     Attributes:
@@ -92,6 +95,7 @@ class Session:
         `optimizer` None: a session of closed-form sweeps (`sweep_chunk`), with no optimizer
         state.
         """
+        check_training_memory(params, optimizer)
         placement = placement or Placement(backend)
         rule = None if optimizer is None else make_rule(backend, optimizer)
         native = placement.params(params)
@@ -249,6 +253,24 @@ class Session:
         raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
 
 
+def check_training_memory(params: dict[str, np.ndarray], optimizer: Any) -> None:
+    """Refuses, before placing anything on the device, a training state that cannot fit.
+
+    A step holds the parameters, the previous parameters (for the divergence stop), the
+    gradients and the new parameters, plus the optimizer's state now and one step earlier: about
+    `(4 + 2·slots)` copies of the parameters (SGD has no slot, Adagrad one, Adam two).
+    """
+    param_bytes = float(sum(np.asarray(p).nbytes for p in params.values()))
+    slots = optimizer_slots(optimizer)
+    shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in params.items())
+    check_memory(
+        param_bytes * (4 + 2 * slots),
+        f"training ({shapes}; {4 + 2 * slots} copies of the parameters with this optimizer)",
+        "lower the embedding dimension or the number of rows, or use an optimizer with less "
+        "state (SGD keeps none, Adagrad one array per parameter, Adam two)",
+    )
+
+
 def same_optimizer(a: Any, b: Any) -> bool:
     """Whether `fit` may continue the optimizer state: an equal spec, or the very same object."""
     if isinstance(a, OptimizerSpec) and isinstance(b, OptimizerSpec):
@@ -256,7 +278,8 @@ def same_optimizer(a: Any, b: Any) -> bool:
     return a is b
 
 
-def check_steps(steps: Any, eval_every: Any) -> None:
+def check_steps(steps: Any, eval_every: Any, seed: Any = 0) -> None:
+    """`fit`'s counts are positive ints and its seed an int >= 0 (NumPy ints accepted, bools not)."""
     for name, v in (("steps", steps), ("eval_every", eval_every)):
-        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int(name, v, minimum=1)
+    check_int("seed", seed, minimum=0)

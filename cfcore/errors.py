@@ -1,0 +1,49 @@
+"""cfcore's errors: one base class, `CfcoreError`, under every error cfcore raises on purpose.
+
+Each specific error also keeps the built-in base it always had (`ValueError`, `OSError`,
+`FloatingPointError`, ...), so code written as `except ValueError` keeps working, while
+`except cfcore.CfcoreError` catches every refusal of cfcore's and nothing else.
+
+This module imports nothing from cfcore, so any module may import it.
+"""
+
+from __future__ import annotations
+
+
+class CfcoreError(Exception):
+    """Base class of the errors cfcore raises on purpose (bad input, damaged files, divergence)."""
+
+
+class ArgumentTypeError(CfcoreError, TypeError, ValueError):
+    """An argument of the wrong type (a string where a number belongs, a bool for an int, ...).
+
+    A `TypeError`, and also a `ValueError` so that code catching the `ValueError`s that cfcore
+    raised for wrong types before this class existed keeps working.
+    """
+
+
+class ArgumentValueError(CfcoreError, ValueError):
+    """An argument of the right type with a value outside what is allowed."""
+
+
+class ResourceLimitError(CfcoreError, MemoryError):
+    """An allocation refused before it was attempted: the estimate exceeds the memory available.
+
+    Attributes:
+        nbytes: the estimated size in bytes.
+        available: the bytes the estimate was compared with.
+    """
+
+    def __init__(self, message: str, nbytes: int = 0, available: int = 0) -> None:
+        super().__init__(message)
+        self.nbytes = nbytes
+        self.available = available
+
+
+class FileAccessError(CfcoreError, OSError):
+    """A path cannot be read or written: permission denied, empty, a NUL byte, under a file, a
+    folder where a file belongs, no such folder.
+
+    Distinct from a file that can be read but holds the wrong content (`ModelFileError`,
+    `DatasetError`).
+    """

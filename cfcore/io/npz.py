@@ -1,0 +1,148 @@
+"""Reading `.npz` archives defensively: declared sizes are checked before anything is decompressed.
+
+A `.npz` is a zip of `.npy` members. Each member's `.npy` header declares its dtype and shape in
+its first bytes; `member_headers` reads only those headers (and the zip's directory), so a small
+crafted file that declares gigabytes is refused before NumPy inflates it. Errors name the file:
+one that cannot be opened for lack of permission is a `FileAccessError`; one whose content is
+not a sound archive is reported through the caller's error class (`damaged`).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CfcoreError, FileAccessError
+from ..resources import check_memory
+
+
+class NpzFileError(CfcoreError, ValueError):
+    """An `.npz` file (other than a model: `ModelFileError`) that is damaged or not one of cfcore's."""
+
+
+@dataclass(frozen=True)
+class MemberHeader:
+    """What one `.npy` member of an archive declares.
+
+    Attributes:
+        shape: the array's shape.
+        dtype: its dtype.
+        nbytes: the bytes its data takes once read (`prod(shape) * itemsize`).
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+
+
+def check_readable(path: Path, missing: type[Exception], what: str) -> None:
+    """Refuses a path that does not exist (`missing(...)`) or cannot be read (`FileAccessError`)."""
+    if not path.exists():
+        raise missing(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise missing(f"{what} {path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise FileAccessError(f"cannot read {what} {path}: permission denied")
+
+
+def _read_header(f: Any, version: tuple[int, int]) -> tuple[Any, bool, np.dtype]:
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHeader]:
+    """The declared dtype and shape of every member of the archive at `path`, read from headers.
+
+    Args:
+        path: the `.npz` file.
+        damaged: the error class raised for content that is not a sound `.npz` archive.
+
+    Returns:
+        `{member name without ".npy": MemberHeader}`.
+
+    Raises:
+        FileAccessError: the file cannot be read (permission).
+        damaged: not a zip, a member that is not `.npy`, a header that does not parse, holds
+            Python objects (pickles), or disagrees with the zip's own size of the member.
+    """
+    out: dict[str, MemberHeader] = {}
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise damaged(f"{path} is not an .npz archive: it holds a single array (.npy)")
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            if isinstance(err, PermissionError):
+                raise
+            raise damaged(
+                f"{path} cannot be read: it is not a valid .npz archive (a damaged or truncated "
+                f"file, or another kind of file): {err}"
+            ) from err
+        with zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = _read_header(f, version)
+                    header_len = f.tell()
+                if dtype.hasobject:
+                    raise damaged(
+                        f"{path} is damaged or not a cfcore file: its member {name!r} holds "
+                        "Python objects (a pickle), which cfcore never loads"
+                    )
+                nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if info.file_size != header_len + nbytes:
+                    raise damaged(
+                        f"{path} is damaged: its member {name!r} declares {dtype} {shape} "
+                        f"({nbytes} bytes) but the archive says it holds "
+                        f"{info.file_size - header_len} bytes"
+                    )
+                out[name] = MemberHeader(tuple(int(s) for s in shape), dtype, nbytes)
+    except PermissionError as err:
+        raise FileAccessError(f"cannot read {path}: permission denied") from err
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
+        if isinstance(err, damaged):
+            raise
+        raise damaged(f"{path} is damaged: {err}") from err
+    return out
+
+
+def check_total_size(path: Path, headers: dict[str, MemberHeader]) -> None:
+    """Refuses an archive whose arrays, once read, would not fit in memory (`ResourceLimitError`)."""
+    total = sum(h.nbytes for h in headers.values())
+    check_memory(
+        total,
+        f"reading {path} ({len(headers)} arrays)",
+        "the file is damaged or crafted, or was written on a machine with more memory",
+    )
+
+
+def load_arrays(path: Path, damaged: type[Exception], names: Any = None) -> dict[str, np.ndarray]:
+    """Every member (or `names`) of the archive at `path`, after the header and size checks.
+
+    Raises:
+        FileAccessError: the file cannot be read (permission).
+        ResourceLimitError: the declared arrays would not fit in memory.
+        damaged: the archive is not sound (see `member_headers`).
+    """
+    headers = member_headers(path, damaged)
+    if names is not None:
+        headers = {k: v for k, v in headers.items() if k in set(names)}
+    check_total_size(path, headers)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in headers}
+    except PermissionError as err:
+        raise FileAccessError(f"cannot read {path}: permission denied") from err
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
+        raise damaged(f"{path} is damaged: {err}") from err
