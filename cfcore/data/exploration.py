@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backend.checks import check_k
 from .ratings import Ratings, as_ratings
 
 __all__ = [
@@ -120,7 +121,7 @@ def most_rated(ratings: Any, k: int = 10, *, items: pd.DataFrame | None = None) 
         Up to `k` rows with `item` (index), and when known `item_id`, `title` and `all_genres` (else
         `genre`), then `rating_count` and `rating_mean`; most rated first, indexed 1..k (the rank).
     """
-    _check_k(k)
+    check_k(k)
     stats = item_stats(ratings, items)
     order = np.lexsort((stats["item"].to_numpy(), -stats["rating_count"].to_numpy()))
     return _ranked(stats.iloc[order[:k]][_table_columns(stats)])
@@ -144,7 +145,7 @@ def top_rated(
         Up to `k` rows with the columns of `most_rated`, best mean first; ties go to the item with
         more ratings, then to the lower index. Indexed 1..k (the rank).
     """
-    _check_k(k)
+    check_k(k)
     if not isinstance(min_count, int | np.integer) or isinstance(min_count, bool) or min_count < 1:
         raise ValueError(f"min_count must be a positive int, got {min_count!r}")
     stats = item_stats(ratings, items)
@@ -159,11 +160,6 @@ def top_rated(
         )
     )
     return _ranked(stats.iloc[order[:k]][_table_columns(stats)])
-
-
-def _check_k(k: Any) -> None:
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..backend.checks import check_k as check_k
+from ..data.bags import Ragged
 from ..train.progress import progress_bar
 
 Measure = str | tuple[str, float]
@@ -163,55 +163,12 @@ def scores(query: Any, items: Any, measure: Measure = "dot", *, backend: Any = N
 # ---------------------------------------------------------------------------- rated items
 
 
-@dataclass(frozen=True)
-class RatedItems:
-    """Which items each user rated, in compressed sparse row form.
+RatedItems = Ragged
+"""Which items each user rated: a `cfcore.data.features.Ragged` (CSR) of `N` rows over `M` items.
 
-    Row `u`'s items are `indices[indptr[u]:indptr[u + 1]]`.
-
-    Attributes:
-        indptr: int64 `[N + 1]`.
-        indices: int32 `[nnz]`, item indices.
-        num_items: M.
-    """
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    num_items: int
-
-    @classmethod
-    def from_ratings(cls, ratings: Any) -> RatedItems:
-        """From a `Ratings` (its users become the rows)."""
-        order = np.argsort(ratings.users, kind="stable")
-        counts = np.bincount(ratings.users, minlength=ratings.num_users)
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(indptr, np.asarray(ratings.items)[order].astype(np.int32), ratings.num_items)
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.indptr) - 1
-
-    def row(self, u: int) -> np.ndarray:
-        """The items rated by row `u`, `[n_u]`."""
-        return self.indices[self.indptr[u] : self.indptr[u + 1]]
-
-    def take(self, rows: Any) -> RatedItems:
-        """The rows `rows` (`[B]`), as a new `RatedItems` with `B` rows."""
-        rows = np.asarray(rows, dtype=np.int64)
-        counts = self.indptr[rows + 1] - self.indptr[rows]
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        # Position j of the new row r maps to indptr[rows[r]] + j in the old arrays.
-        pos = np.arange(indptr[-1]) + np.repeat(self.indptr[rows] - indptr[:-1], counts)
-        return RatedItems(indptr, self.indices[pos].astype(np.int32), self.num_items)
-
-    def mask(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Dense boolean `[stop - start, M]` of rows `start:stop` (all rows by default)."""
-        stop = self.num_rows if stop is None else stop
-        out = np.zeros((stop - start, self.num_items), dtype=bool)
-        lo, hi = self.indptr[start], self.indptr[stop]
-        counts = np.diff(self.indptr[start : stop + 1])
-        out[np.repeat(np.arange(stop - start), counts), self.indices[lo:hi]] = True
-        return out
+Row `u`'s items are `row(u)`; `RatedItems.from_ratings(ratings)` builds it, `take(rows)` selects
+rows and `mask(start, stop)` gives the dense boolean `[stop - start, M]`.
+"""
 
 
 # ---------------------------------------------------------------------------- top-k
@@ -257,9 +214,9 @@ def batch_top_k(
     num_queries, num_items = q.shape[0], v.shape[0]
     k = check_k(k, num_items)
     if isinstance(exclude, RatedItems):
-        if exclude.num_rows != num_queries or exclude.num_items != num_items:
+        if exclude.num_rows != num_queries or exclude.num_columns != num_items:
             raise ValueError(
-                f"exclude has {exclude.num_rows} rows over {exclude.num_items} items; expected "
+                f"exclude has {exclude.num_rows} rows over {exclude.num_columns} items; expected "
                 f"{num_queries} rows (one per query) over {num_items} items"
             )
     elif exclude is not None:
