@@ -109,7 +109,7 @@ class NumpyBackend:
         count = weights.sum(axis=-1, keepdims=True)
         return total / np.where(count > 0, count, 1.0)
 
-    def softmax_cross_entropy(self, query_emb, item_emb, labels) -> np.ndarray:
+    def softmax_cross_entropy(self, query_emb, item_emb, labels) -> np.floating:
         logits = self.asarray(query_emb) @ self.asarray(item_emb).T
         labels = np.asarray(labels)
         picked = logits[np.arange(len(labels)), labels]
@@ -117,7 +117,7 @@ class NumpyBackend:
 
     def sampled_softmax_loss(
         self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
-    ) -> np.ndarray:
+    ) -> np.floating:
         labels = np.asarray(labels)
         logits = self.asarray(query_emb) @ self.asarray(item_emb)[labels].T
         if log_q is not None:
@@ -155,8 +155,25 @@ class NumpyBackend:
         return fn
 
     def compile_loop(self, body: Callable) -> Callable:
-        def run(carry, data, xs=None, num_steps=None):
+        """A plain Python loop of `body` (see the protocol).
+
+        Example:
+            >>> from cfcore import get_backend
+            >>> run = get_backend("numpy").compile_loop(lambda total, data, x: total + data * x)
+            >>> float(run(0.0, 2.0, xs=np.arange(4.0)))  # 2 * (0 + 1 + 2 + 3)
+            12.0
+            >>> run(0.0, 1.0, num_steps=None)
+            Traceback (most recent call last):
+            ...
+            ValueError: run needs xs (inputs stacked per step) or num_steps; both are None
+        """
+
+        def run(carry, data, xs=None, num_steps: int | None = None):
             if xs is None:
+                if num_steps is None:
+                    raise ValueError(
+                        "run needs xs (inputs stacked per step) or num_steps; both are None"
+                    )
                 for _ in range(int(num_steps)):
                     carry = body(carry, data, None)
                 return carry

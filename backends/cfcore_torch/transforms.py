@@ -71,9 +71,13 @@ def compile_loop(body: Callable) -> Callable:
     kernels queue asynchronously).
     """
 
-    def run(carry, data, xs=None, num_steps=None):
+    def run(carry, data, xs=None, num_steps: int | None = None):
         with torch.no_grad():
             if xs is None:
+                if num_steps is None:
+                    raise ValueError(
+                        "run needs xs (inputs stacked per step) or num_steps; both are None"
+                    )
                 for _ in range(int(num_steps)):
                     carry = body(carry, data, None)
                 return carry
