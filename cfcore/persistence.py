@@ -51,7 +51,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -60,12 +60,15 @@ FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
 
 
-MODEL_CLASSES: dict[str, type] = {}
+MODEL_CLASSES: dict[str, Any] = {}
 """Model classes by name, filled by `register_model` when `cfcore.models` is imported: the file
 container reads the class name from a file and never imports the models itself."""
 
 
-def register_model(cls: type) -> type:
+_ModelT = TypeVar("_ModelT", bound=type)
+
+
+def register_model(cls: _ModelT) -> _ModelT:
     """Class decorator: makes `cls` loadable by `load` under its name."""
     MODEL_CLASSES[cls.__name__] = cls
     return cls
@@ -121,7 +124,9 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
     def write(tmp: Path) -> None:
         # A file object keeps NumPy from appending ".npz" to the temporary name.
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            # numpy's stub lets `**arrays` fill `allow_pickle` (a NumPy >= 2.1 parameter, so not
+            # passed here); the keys are cfcore's own array names.
+            np.savez_compressed(f, **arrays)  # pyright: ignore[reportArgumentType]
 
     return atomic_write(path, write)
 
@@ -160,7 +165,8 @@ def _mf_arrays(model: Any, include_ratings: bool) -> dict[str, np.ndarray]:
     n, d = emb["user"].shape
     m = emb["item"].shape[0]
     meta = _common_meta(model, [n, m, d])
-    meta["has_ratings"] = bool(include_ratings and model.train_ratings is not None)
+    r = model.train_ratings if include_ratings else None
+    meta["has_ratings"] = r is not None
     arrays: dict[str, np.ndarray] = {
         "metadata": _json_bytes(meta),
         "user_embeddings": np.asarray(emb["user"], np.float32),
@@ -174,8 +180,7 @@ def _mf_arrays(model: Any, include_ratings: bool) -> dict[str, np.ndarray]:
     }
     if model.catalog is not None:
         arrays["catalog"] = _catalog_bytes(model.catalog)
-    if meta["has_ratings"]:
-        r = model.train_ratings
+    if r is not None:
         arrays["ratings_users"] = r.users.astype(np.int32)
         arrays["ratings_items"] = r.items.astype(np.int32)
         arrays["ratings_values"] = r.values.astype(np.float32)

@@ -14,6 +14,22 @@ MSEMethod = Literal["gather", "dense"]
 MSE_METHODS: tuple[str, ...] = ("gather", "dense")
 
 
+def check_mse(mse: str) -> MSEMethod:
+    """`mse` as an `MSEMethod` ("gather" or "dense"), else a ValueError naming it.
+
+    Example:
+        >>> check_mse("dense")
+        'dense'
+        >>> check_mse("sparse")
+        Traceback (most recent call last):
+        ...
+        ValueError: mse must be one of ('gather', 'dense'), got 'sparse'
+    """
+    if mse == "gather" or mse == "dense":
+        return mse
+    raise ValueError(f"mse must be one of {MSE_METHODS}, got {mse!r}")
+
+
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not (isinstance(value, int | float) and math.isfinite(value) and ok):
@@ -54,8 +70,7 @@ class MFSpec:
         if not isinstance(self.embedding_dim, int) or self.embedding_dim <= 0:
             raise ValueError(f"embedding_dim must be a positive int, got {self.embedding_dim!r}")
         _check_positive("init_stddev", self.init_stddev)
-        if self.mse not in MSE_METHODS:
-            raise ValueError(f"mse must be one of {MSE_METHODS}, got {self.mse!r}")
+        check_mse(self.mse)
         _check_positive("regularization_coeff", self.regularization_coeff, allow_zero=True)
         _check_positive("gravity_coeff", self.gravity_coeff, allow_zero=True)
 

@@ -47,4 +47,6 @@ def load_dataset(dataset: str, data_dir: Path | None) -> Any:
 
 def save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
-        np.savez(f, **emb)
+        # numpy's stub lets `**emb` fill `allow_pickle` (a NumPy >= 2.1 parameter, so not passed
+        # here); the keys are "user" and "item".
+        np.savez(f, **emb)  # pyright: ignore[reportArgumentType]

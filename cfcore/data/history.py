@@ -150,7 +150,7 @@ class HistoryFeatures:
             none = ~flags.any(axis=1)
             if none.any():
                 tokens.append(NO_GENRE)
-                flags = np.concatenate([flags, none[:, None]], axis=1)
+                flags = np.column_stack([flags, none])
             vocabularies["genre"] = Vocabulary("genre", tuple(tokens))
             item_tokens["genre"] = _ragged_from_flags(flags)
         if "year" in catalog:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Calls `write(tmp)` on a temporary file beside `path`, then renames it over `path`.
+
+    What `write` returns (e.g. `Path.write_text`'s count) is ignored.
 
     The temporary file is removed if `write` fails, so nothing partial is left behind.
     """

@@ -172,7 +172,8 @@ class MatrixFactorization:
         """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]`."""
         emb = self.embeddings_numpy()
         users, items = np.asarray(users), np.asarray(items)
-        Ratings(users, items, np.zeros(len(users)), *self._shape)  # validates ids and lengths
+        n, m = len(emb["user"]), len(emb["item"])
+        Ratings(users, items, np.zeros(len(users)), n, m)  # validates ids and lengths
         return np.einsum("nd,nd->n", emb["user"][users], emb["item"][items])
 
     def evaluate(self, ratings: Ratings) -> dict[str, float]:

@@ -26,17 +26,24 @@ are the movie-id table (also the softmax weights), and a user's query embedding 
 stored: the tower over the bags of words of the movies the user rated (`user_query_embeddings`;
 its `fold_in` does the same for new users' rated movies).
 
-Example:
+Example (a short fit on the default backend, JAX):
     >>> import cfcore
     >>> from cfcore import retrieval
-    >>> retrieval.recommend(model, 42, k=5, measure="cosine")          # doctest: +SKIP
-    >>> retrieval.neighbors(model, "Aladdin", measure=("norm", 0.5))    # doctest: +SKIP
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> model = cfcore.MatrixFactorization(embedding_dim=8, init_stddev=0.5)
+    >>> _ = model.fit(ml.ratings, steps=50, optimizer=cfcore.optimizers.SGD(10.0), progress=False)
+    >>> top = retrieval.recommend(model, 42, k=5, measure="cosine")  # user id 42, unrated items
+    >>> top.columns.tolist(), len(top)
+    (['score', 'item_id', 'title', 'genres'], 5)
+    >>> near = retrieval.neighbors(model, "Aladdin (1992)", measure=("norm", 0.5))
+    >>> near.attrs["query"], near.attrs["measure"]
+    ('Aladdin (1992)', 'norm(0.5)')
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,7 +135,7 @@ def _check_dims(query: np.ndarray, items: np.ndarray) -> None:
 
 def _resolve_backend(backend: Any, size: int) -> Any:
     """The backend to score on: the float64 NumPy reference for small problems by default."""
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     if backend is None and size <= NUMPY_MAX_SCORES:
         return get_backend("numpy")
@@ -280,7 +287,8 @@ def user_query_embeddings(
         float32 `[B, d]`.
     """
     rows = np.asarray(user_indices)
-    compute = getattr(model, "query_embeddings", None)
+    # A softmax model computes its queries (`[B, d]`); a factorization model stores them.
+    compute: Callable[..., np.ndarray] | None = getattr(model, "query_embeddings", None)
     if not callable(compute):
         return model.embeddings_numpy()["user"][rows]
     m = model.embeddings_numpy()["item"].shape[0]
@@ -358,7 +366,7 @@ def _item_frame(model: Any, idx: np.ndarray, values: np.ndarray, label: str) -> 
     if catalog is not None and "title" in catalog.columns:
         out["title"] = catalog["title"].to_numpy()[idx]
     genres = genre_column(catalog)
-    if genres is not None:
+    if catalog is not None and genres is not None:
         out["genres"] = catalog[genres].to_numpy()[idx]
     frame = pd.DataFrame(out)
     frame.attrs["measure"] = label
@@ -466,7 +474,7 @@ def batch_recommend(
         `(scores float32 [B, k], item indices int64 [B, k])`; map indices to original ids with
         `model.item_ids`.
     """
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     emb = model.embeddings_numpy()
     n = _num_users(model)
@@ -581,9 +589,11 @@ def neighbors(
     )
     frame = _item_frame(model, idx[0], values[0], label)
     catalog = model.catalog
-    has_titles = catalog is not None and "title" in catalog.columns
     query_id = _vocab(model.item_ids, m)[i].item()
-    frame.attrs["query"] = str(catalog["title"].iloc[i]) if has_titles else f"item {query_id}"
+    if catalog is not None and "title" in catalog.columns:
+        frame.attrs["query"] = str(catalog["title"].iloc[i])
+    else:
+        frame.attrs["query"] = f"item {query_id}"
     frame.attrs["query_item_id"] = query_id
     frame.attrs["other_matches"] = others
     return frame
@@ -697,7 +707,7 @@ def fold_in_solve(
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (d, d):
             raise ValueError(f"prior must be [d, d] = {(d, d)}, got shape {prior.shape}")
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     be = get_backend(backend)
     order = np.argsort(rows, kind="stable")

@@ -219,15 +219,17 @@ def user_exploration_figure(ratings: Any, users: pd.DataFrame | None = None) -> 
         A `matplotlib.figure.Figure`.
     """
     stats = user_stats(ratings, users)
-    has_occ = "occupation" in stats
+    # Occupations come from the user frame alone (user_stats appends its columns).
+    occupations = users if users is not None and "occupation" in users else None
+    has_occ = occupations is not None
     fig, axes = _figure(3 if has_occ else 2, width=4.6, height=4.2)
     _count_hist(axes[0, 0], stats["rating_count"].to_numpy(), "user", _BLUE)
     _mean_hist(axes[0, 1], stats["rating_mean"].to_numpy(), "user", _BLUE)
     r = _as_ratings(ratings)
-    if has_occ:
+    if occupations is not None:
         _slice_bars(
             axes[0, 2],
-            slice_by_occupation(r, users),
+            slice_by_occupation(r, occupations),
             "users",
             float(r.values.astype(np.float64).mean()),
         )
