@@ -5,9 +5,16 @@ computed with pandas and NumPy only. Every function takes `cfcore.Ratings` (or a
 them, such as `cfcore.datasets.load_movielens(...)`) plus, where needed, the user or item frame.
 
 Example:
-    >>> ml = cfcore.datasets.load_movielens("100k")                  # doctest: +SKIP
-    >>> top_rated(ml.ratings, k=5, min_count=20)                     # doctest: +SKIP
-    >>> slice_by_occupation(ml.ratings, ml.users)                    # doctest: +SKIP
+    >>> import cfcore
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> top_rated(ml.ratings, k=3, min_count=20)[["title", "rating_count", "rating_mean"]]
+                               title  rating_count  rating_mean
+    rank
+    1          Close Shave, A (1995)           112     4.491071
+    2        Schindler's List (1993)           298     4.466443
+    3     Wrong Trousers, The (1993)           118     4.466102
+    >>> slice_by_occupation(ml.ratings, ml.users).loc["doctor", ["users", "ratings"]].tolist()
+    [7, 540]
 """
 
 from __future__ import annotations
