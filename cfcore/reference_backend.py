@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend.loops import python_loop
+
 _DTYPES = {"float32": np.float64, "int32": np.int64, "bool": np.bool_}
 
 
@@ -155,55 +157,13 @@ class NumpyBackend:
         return fn
 
     def compile_loop(self, body: Callable) -> Callable:
-        """A plain Python loop of `body` (see the protocol).
-
-        Example:
-            >>> from cfcore import get_backend
-            >>> run = get_backend("numpy").compile_loop(lambda total, data, x: total + data * x)
-            >>> float(run(0.0, 2.0, xs=np.arange(4.0)))  # 2 * (0 + 1 + 2 + 3)
-            12.0
-            >>> run(0.0, 1.0, num_steps=None)
-            Traceback (most recent call last):
-            ...
-            ValueError: run needs xs (inputs stacked per step) or num_steps; both are None
-        """
-
-        def run(carry, data, xs=None, num_steps: int | None = None):
-            if xs is None:
-                if num_steps is None:
-                    raise ValueError(
-                        "run needs xs (inputs stacked per step) or num_steps; both are None"
-                    )
-                for _ in range(int(num_steps)):
-                    carry = body(carry, data, None)
-                return carry
-            for i in range(_leading(xs)):
-                carry = body(carry, data, _index(xs, i))
-            return carry
-
-        return run
+        return python_loop(body)
 
     def native_optimizer(self, optimizer: Any) -> None:
         return None
 
     def __repr__(self) -> str:
         return f"NumpyBackend(numpy {np.__version__}, float64)"
-
-
-def _leading(tree: Any) -> int:
-    if isinstance(tree, dict):
-        return _leading(next(iter(tree.values())))
-    if isinstance(tree, list | tuple):
-        return _leading(tree[0])
-    return int(np.shape(tree)[0])
-
-
-def _index(tree: Any, i: int) -> Any:
-    if isinstance(tree, dict):
-        return {k: _index(v, i) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_index(v, i) for v in tree)
-    return None if tree is None else tree[i]
 
 
 backend = NumpyBackend()

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cfcore.backend.loops import python_loop
+
 from .ops import floats
 
 
@@ -71,19 +73,11 @@ def compile_loop(body: Callable) -> Callable:
     kernels queue asynchronously).
     """
 
+    loop = python_loop(body)
+
     def run(carry, data, xs=None, num_steps: int | None = None):
         with torch.no_grad():
-            if xs is None:
-                if num_steps is None:
-                    raise ValueError(
-                        "run needs xs (inputs stacked per step) or num_steps; both are None"
-                    )
-                for _ in range(int(num_steps)):
-                    carry = body(carry, data, None)
-                return carry
-            for i in range(len(_leaves(xs)[0])):
-                carry = body(carry, data, _map(lambda leaf, i=i: leaf[i], xs))
-            return carry
+            return loop(carry, data, xs, num_steps)
 
     return run
 
