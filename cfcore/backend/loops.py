@@ -42,7 +42,7 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
             for _ in range(int(num_steps)):
                 carry = body(carry, data, None)
             return carry
-        leaves = _leaves(xs)
+        leaves = tree_leaves(xs)
         for i in range(int(np.shape(leaves[0])[0]) if leaves else 0):
             carry = body(carry, data, _index(xs, i))
         return carry
@@ -50,11 +50,12 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
     return run
 
 
-def _leaves(tree: Tree) -> list[Any]:
+def tree_leaves(tree: Tree) -> list[Any]:
+    """The array leaves of a tree (dicts, lists, tuples), in order; `None` leaves left out."""
     if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _leaves(v)]
+        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
     if isinstance(tree, list | tuple):
-        return [leaf for v in tree for leaf in _leaves(v)]
+        return [leaf for v in tree for leaf in tree_leaves(v)]
     return [] if tree is None else [tree]
 
 
