@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast typecheck lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,16 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/cfcore train --model regularized --dataset 100k --out runs/demo
 
-test: $(STAMP)
+# The static type check, then the suite (which runs the docstring examples too: test_docstrings).
+test: $(STAMP) typecheck
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# pyright over cfcore/ and backends/ in standard mode ([tool.pyright] in pyproject.toml).
+typecheck: $(STAMP)
+	$(VENV)/bin/pyright --pythonpath $(PY)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

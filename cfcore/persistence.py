@@ -54,7 +54,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -64,15 +64,17 @@ FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
 
 
-MODEL_KINDS: dict[str, dict[str, type]] = {}
+MODEL_KINDS: dict[str, dict[str, Any]] = {}
 """Model classes by file kind (`spec["kind"]`: "mf", "softmax") and class name, filled by
 `register_model` when `cfcore.models` is imported: the container never imports the models."""
 
-MODEL_CLASSES: dict[str, type] = {}
+MODEL_CLASSES: dict[str, Any] = {}
 """Model classes by name (every kind together)."""
 
+_ModelT = TypeVar("_ModelT", bound=type)
 
-def register_model(cls: type) -> type:
+
+def register_model(cls: _ModelT) -> _ModelT:
     """Class decorator: makes `cls` (a `cfcore.models.base.Model` with its `kind`) loadable."""
     kind = getattr(cls, "kind", "")
     if not kind:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend.loops import python_loop
+
 _DTYPES = {"float32": np.float64, "int32": np.int64, "bool": np.bool_}
 
 
@@ -109,7 +111,7 @@ class NumpyBackend:
         count = weights.sum(axis=-1, keepdims=True)
         return total / np.where(count > 0, count, 1.0)
 
-    def softmax_cross_entropy(self, query_emb, item_emb, labels) -> np.ndarray:
+    def softmax_cross_entropy(self, query_emb, item_emb, labels) -> np.floating:
         logits = self.asarray(query_emb) @ self.asarray(item_emb).T
         labels = np.asarray(labels)
         picked = logits[np.arange(len(labels)), labels]
@@ -117,7 +119,7 @@ class NumpyBackend:
 
     def sampled_softmax_loss(
         self, query_emb, item_emb, labels, log_q=None, remove_accidental_hits: bool = True
-    ) -> np.ndarray:
+    ) -> np.floating:
         labels = np.asarray(labels)
         logits = self.asarray(query_emb) @ self.asarray(item_emb)[labels].T
         if log_q is not None:
@@ -155,38 +157,13 @@ class NumpyBackend:
         return fn
 
     def compile_loop(self, body: Callable) -> Callable:
-        def run(carry, data, xs=None, num_steps=None):
-            if xs is None:
-                for _ in range(int(num_steps)):
-                    carry = body(carry, data, None)
-                return carry
-            for i in range(_leading(xs)):
-                carry = body(carry, data, _index(xs, i))
-            return carry
-
-        return run
+        return python_loop(body)
 
     def native_optimizer(self, optimizer: Any) -> None:
         return None
 
     def __repr__(self) -> str:
         return f"NumpyBackend(numpy {np.__version__}, float64)"
-
-
-def _leading(tree: Any) -> int:
-    if isinstance(tree, dict):
-        return _leading(next(iter(tree.values())))
-    if isinstance(tree, list | tuple):
-        return _leading(tree[0])
-    return int(np.shape(tree)[0])
-
-
-def _index(tree: Any, i: int) -> Any:
-    if isinstance(tree, dict):
-        return {k: _index(v, i) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_index(v, i) for v in tree)
-    return None if tree is None else tree[i]
 
 
 backend = NumpyBackend()

@@ -30,6 +30,22 @@ def _check_dim(obj: Any, name: str) -> None:
     object.__setattr__(obj, name, check_int(name, getattr(obj, name), minimum=1))
 
 
+def check_mse(mse: str) -> MSEMethod:
+    """`mse` as an `MSEMethod` ("gather" or "dense"), else a ValueError naming it.
+
+    Example:
+        >>> check_mse("dense")
+        'dense'
+        >>> check_mse("sparse")
+        Traceback (most recent call last):
+        ...
+        ValueError: mse must be one of ('gather', 'dense'), got 'sparse'
+    """
+    if mse == "gather" or mse == "dense":
+        return mse
+    raise ValueError(f"mse must be one of {MSE_METHODS}, got {mse!r}")
+
+
 @dataclass(frozen=True)
 class MFSpec:
     """Matrix factorization with optional L2 and gravity regularization.
@@ -62,8 +78,7 @@ class MFSpec:
     def __post_init__(self) -> None:
         _check_dim(self, "embedding_dim")
         _check_positive(self, "init_stddev")
-        if self.mse not in MSE_METHODS:
-            raise ValueError(f"mse must be one of {MSE_METHODS}, got {self.mse!r}")
+        check_mse(self.mse)
         _check_positive(self, "regularization_coeff", allow_zero=True)
         _check_positive(self, "gravity_coeff", allow_zero=True)
 

@@ -91,10 +91,14 @@ def test_duplicate_targets_count_once_and_negative_ranks_never_hit():
 
 def test_bad_arguments_raise():
     top = np.array([[0, 1, 2]])
-    with pytest.raises(ValueError, match=r"k=4 is larger than the 3 ranked items"):
+    with pytest.raises(
+        ValueError, match=r"k=4 is out of range: .* number of items ranked per user 3"
+    ):
         metrics.ranking_metrics(top, [np.array([1])], 4)
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(ValueError, match="k=0 is out of range"):
         metrics.ranking_metrics(top, [np.array([1])], 0)
+    with pytest.raises(ValueError, match="k must be a positive int, got 2.0"):
+        metrics.ranking_metrics(top, [np.array([1])], 2.0)
     with pytest.raises(ValueError, match="user row 1 has no targets"):
         metrics.ranking_metrics(np.array([[0], [1]]), [np.array([1]), np.array([], int)], 1)
     with pytest.raises(ValueError, match="targets are given for 2 users but rankings for 1"):

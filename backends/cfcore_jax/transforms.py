@@ -29,9 +29,11 @@ def compile_loop(body: Callable) -> Callable:
     def repeat(carry, data, num_steps):
         return lax.fori_loop(0, num_steps, lambda _, c: body(c, data, None), carry)
 
-    def run(carry, data, xs=None, num_steps=None):
+    def run(carry, data, xs=None, num_steps: int | None = None):
         if xs is not None:
             return scan(carry, data, xs)
+        if num_steps is None:
+            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
         return repeat(carry, data, jnp.int32(num_steps))
 
     return run

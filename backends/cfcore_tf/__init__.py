@@ -19,12 +19,13 @@ import tensorflow as tf  # noqa: E402
 from . import kernels, ops, transforms  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
-_NARROW = {np.dtype(np.float64): tf.float32, np.dtype(np.int64): tf.int32}
+_NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
 
 
 def _native(x: Any) -> Any:
     # NumPy input is narrowed as the contract says (float64 -> float32, int64 -> int32).
     if isinstance(x, np.ndarray | np.generic):
+        x = np.asarray(x)  # a NumPy scalar becomes a 0-d array, which TensorFlow takes as one
         return tf.convert_to_tensor(x.astype(_NARROW[x.dtype]) if x.dtype in _NARROW else x)
     return x
 

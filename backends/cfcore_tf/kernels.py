@@ -51,7 +51,8 @@ def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_acciden
         logits = logits - tf.gather(log_q, labels)[None, :]
     if remove_accidental_hits:
         n = tf.shape(labels)[0]
-        hit = tf.equal(labels[:, None], labels[None, :]) & ~tf.eye(n, dtype=tf.bool)
+        same = tf.equal(labels[:, None], labels[None, :])
+        hit = tf.logical_and(same, tf.logical_not(tf.eye(n, dtype=tf.bool)))
         logits = tf.where(hit, tf.constant(_NEG_INF, logits.dtype), logits)
     return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits))
 

@@ -51,9 +51,11 @@ def compile_loop(body: Callable) -> Callable:
 
         return tf.while_loop(lambda t, c: t < num_steps, step, (tf.constant(0), carry))[1]
 
-    def run(carry, data, xs=None, num_steps=None):
+    def run(carry, data, xs=None, num_steps: int | None = None):
         if xs is not None:
             return scan(carry, data, xs)
+        if num_steps is None:
+            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
         return repeat(carry, data, tf.constant(num_steps, tf.int32))
 
     return run

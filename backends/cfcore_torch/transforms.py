@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cfcore.backend.loops import python_loop, tree_leaves
+
 from .ops import floats
 
 
@@ -21,14 +23,6 @@ def _map(fn: Callable, tree: Any) -> Any:
     if isinstance(tree, list | tuple):
         return type(tree)(_map(fn, v) for v in tree)
     return None if tree is None else fn(tree)
-
-
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _leaves(v)]
-    if isinstance(tree, list | tuple):
-        return [leaf for v in tree for leaf in _leaves(v)]
-    return [] if tree is None else [tree]
 
 
 def _detach(x: Any) -> Any:
@@ -71,22 +65,18 @@ def compile_loop(body: Callable) -> Callable:
     kernels queue asynchronously).
     """
 
-    def run(carry, data, xs=None, num_steps=None):
+    loop = python_loop(body)
+
+    def run(carry, data, xs=None, num_steps: int | None = None):
         with torch.no_grad():
-            if xs is None:
-                for _ in range(int(num_steps)):
-                    carry = body(carry, data, None)
-                return carry
-            for i in range(len(_leaves(xs)[0])):
-                carry = body(carry, data, _map(lambda leaf, i=i: leaf[i], xs))
-            return carry
+            return loop(carry, data, xs, num_steps)
 
     return run
 
 
 def sync(tree: Any) -> Any:
     """Waits for the queued GPU work that produces `tree`; a no-op on the CPU."""
-    if any(isinstance(x, torch.Tensor) and x.is_cuda for x in _leaves(tree)):
+    if any(isinstance(x, torch.Tensor) and x.is_cuda for x in tree_leaves(tree)):
         torch.cuda.synchronize()
     return tree
 

@@ -150,12 +150,35 @@ def check_bag_inputs(table: Any, ids: Any, weights: Any, combiner: str = "mean")
         check_index_range(host, st[0], "token id", "tokens in the vocabulary")
 
 
-def check_k(k: Any, size: int, what: str = "catalogue") -> int:
-    """`k` as an int in `[1, size]`, else a ValueError naming `k` and the size."""
+def check_k(k: object, size: int | None = None, what: str = "catalogue size") -> int:
+    """`k` as an int in `[1, size]` (`k >= 1` when `size` is None), else a ValueError.
+
+    The one check of a top-`k` argument (retrieval, ranking metrics, exploration tables).
+
+    Args:
+        k: the value to check; an int or NumPy integer (not a bool).
+        size: the largest valid `k`, or None for no upper bound.
+        what: what `size` counts, as the error names it ("catalogue size": the items).
+
+    Example:
+        >>> check_k(3, 10)
+        3
+        >>> check_k(11, 10)
+        Traceback (most recent call last):
+        ...
+        cfcore.errors.ArgumentValueError: k=11 is out of range: it must be between 1 and the catalogue size 10
+        >>> check_k(0)
+        Traceback (most recent call last):
+        ...
+        cfcore.errors.ArgumentValueError: k must be a positive int, got 0
+    """
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ArgumentValueError(f"k must be an int, got {k!r}")
-    if not 1 <= k <= size:
+        raise ArgumentValueError(f"k must be a positive int, got {k!r}")
+    if size is None:
+        if k < 1:
+            raise ArgumentValueError(f"k must be a positive int, got {k!r}")
+    elif not 1 <= k <= size:
         raise ArgumentValueError(
-            f"k={k} is out of range: it must be between 1 and the {what} size {size}"
+            f"k={k} is out of range: it must be between 1 and the {what} {size}"
         )
     return int(k)

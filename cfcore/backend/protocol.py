@@ -301,6 +301,7 @@ class Backend(Protocol):
             with `xs=None` it applies `body(carry, data, None)` `num_steps` times. `data` is
             passed unchanged to every step (the training set, already on the device: arguments,
             not closure constants, so large data is never baked into a compiled program).
+            `run` raises a ValueError when `xs` and `num_steps` are both None.
         """
         ...
 

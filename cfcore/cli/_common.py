@@ -65,4 +65,6 @@ def _looks_like_path(text: str) -> bool:
 
 def save_npz(path: Path, emb: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
-        np.savez(f, **emb)
+        # numpy's stub lets `**emb` fill `allow_pickle` (a NumPy >= 2.1 parameter, so not passed
+        # here); the keys are "user" and "item".
+        np.savez(f, **emb)  # pyright: ignore[reportArgumentType]

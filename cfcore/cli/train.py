@@ -354,17 +354,19 @@ def _build_mf(
     model: ModelKind, settings: _MFSettings, regularization: float, gravity: float, mse: str
 ) -> Any:
     import cfcore
+    from cfcore.specs import check_mse
 
+    method = check_mse(mse)  # the option is free text: checked here, as the model would
     if model is ModelKind.mf:
         return cfcore.MatrixFactorization(
-            embedding_dim=settings.dim, init_stddev=settings.init_stddev, mse=mse
+            embedding_dim=settings.dim, init_stddev=settings.init_stddev, mse=method
         )
     return cfcore.RegularizedMF(
         embedding_dim=settings.dim,
         init_stddev=settings.init_stddev,
         regularization_coeff=regularization,
         gravity_coeff=gravity,
-        mse=mse,
+        mse=method,
     )
 
 
@@ -523,8 +525,9 @@ def _build_softmax(
 def _print_ranking(m: Any, got: dict[str, Any], baseline: dict[str, Any], k: int) -> None:
     """The model's ranking metrics beside the popularity baseline's, and its test loss."""
     table = Table(title=f"after {m.step} steps: ranking on {got['users']} test users")
-    for col, justify in (("metric", "left"), ("softmax", "right"), ("popularity", "right")):
-        table.add_column(col, justify=justify)
+    table.add_column("metric", justify="left")
+    table.add_column("softmax", justify="right")
+    table.add_column("popularity", justify="right")
     for name in ("precision", "recall", "ndcg", "map", "hit_rate"):
         key = f"{name}@{k}"
         table.add_row(key, f"{got[key]:.4f}", f"{baseline[key]:.4f}")

@@ -5,9 +5,16 @@ computed with pandas and NumPy only. Every function takes `cfcore.Ratings` (or a
 them, such as `cfcore.datasets.load_movielens(...)`) plus, where needed, the user or item frame.
 
 Example:
-    >>> ml = cfcore.datasets.load_movielens("100k")                  # doctest: +SKIP
-    >>> top_rated(ml.ratings, k=5, min_count=20)                     # doctest: +SKIP
-    >>> slice_by_occupation(ml.ratings, ml.users)                    # doctest: +SKIP
+    >>> import cfcore
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> top_rated(ml.ratings, k=3, min_count=20)[["title", "rating_count", "rating_mean"]]
+                               title  rating_count  rating_mean
+    rank
+    1          Close Shave, A (1995)           112     4.491071
+    2        Schindler's List (1993)           298     4.466443
+    3     Wrong Trousers, The (1993)           118     4.466102
+    >>> slice_by_occupation(ml.ratings, ml.users).loc["doctor", ["users", "ratings"]].tolist()
+    [7, 540]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backend.checks import check_k
 from .ratings import Ratings, as_ratings
 
 __all__ = [
@@ -120,7 +128,7 @@ def most_rated(ratings: Any, k: int = 10, *, items: pd.DataFrame | None = None) 
         Up to `k` rows with `item` (index), and when known `item_id`, `title` and `all_genres` (else
         `genre`), then `rating_count` and `rating_mean`; most rated first, indexed 1..k (the rank).
     """
-    _check_k(k)
+    check_k(k)
     stats = item_stats(ratings, items)
     order = np.lexsort((stats["item"].to_numpy(), -stats["rating_count"].to_numpy()))
     return _ranked(stats.iloc[order[:k]][_table_columns(stats)])
@@ -144,7 +152,7 @@ def top_rated(
         Up to `k` rows with the columns of `most_rated`, best mean first; ties go to the item with
         more ratings, then to the lower index. Indexed 1..k (the rank).
     """
-    _check_k(k)
+    check_k(k)
     if not isinstance(min_count, int | np.integer) or isinstance(min_count, bool) or min_count < 1:
         raise ValueError(f"min_count must be a positive int, got {min_count!r}")
     stats = item_stats(ratings, items)
@@ -159,11 +167,6 @@ def top_rated(
         )
     )
     return _ranked(stats.iloc[order[:k]][_table_columns(stats)])
-
-
-def _check_k(k: Any) -> None:
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:

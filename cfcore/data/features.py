@@ -18,12 +18,19 @@ and compilations do not change between steps). Either way the mean combiner equa
 over the bag with its repetitions.
 
 Example:
-    >>> ml = cfcore.datasets.load_movielens("100k")                     # doctest: +SKIP
-    >>> feats = HistoryFeatures.from_dataset(ml)                        # doctest: +SKIP
-    >>> split = split_users(feats, protocol="holdout", seed=0)          # doctest: +SKIP
+    >>> import cfcore
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> feats = HistoryFeatures.from_dataset(ml)
+    >>> {name: len(vocab) for name, vocab in feats.vocabularies.items()}
+    {'movie_id': 1682, 'genre': 19, 'year': 72}
+    >>> split = split_users(feats, protocol="holdout", seed=0)
+    >>> len(split.train_users), len(split.test_users)
+    (849, 94)
     >>> batcher = SoftmaxBatcher(feats, split.train_users, batch_size=200, seed=0,
-    ...                          protocol="holdout")                    # doctest: +SKIP
-    >>> batch = batcher.take(10)  # weights [10, 200, V_f], labels [10, 200]    # doctest: +SKIP
+    ...                          protocol="holdout")
+    >>> batch = batcher.take(10)  # 10 steps of 200 users: dense bags, weights [10, 200, V_f]
+    >>> batch.weights["genre"].shape, batch.labels.shape
+    ((10, 200, 19), (10, 200))
 
 The code lives in `bags` (`Vocabulary`, `Ragged`, `SoftmaxBatch`), `history` (`HistoryFeatures`
 and `DENSE_VOCAB`), `splits` (`split_users`, `input_bags`) and `softmax_batches`

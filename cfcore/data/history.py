@@ -72,13 +72,8 @@ class HistoryFeatures:
         # Each item's tokens padded with -1 to the most any item has: one gather per batch.
         self._token_table: dict[str, np.ndarray] = {}
         for name, tokens in self.item_tokens.items():
-            per_item = tokens.lengths
-            table = np.full((self.num_items, max(int(per_item.max(initial=0)), 1)), -1, np.int64)
-            item_of = np.repeat(np.arange(self.num_items), per_item)
-            table[item_of, np.arange(len(item_of)) - np.repeat(tokens.offsets[:-1], per_item)] = (
-                tokens.values
-            )
-            self._token_table[name] = table
+            padded, valid = tokens.padded(width=max(int(tokens.lengths.max(initial=0)), 1))
+            self._token_table[name] = np.where(valid, padded.astype(np.int64), -1)
         lengths = histories.lengths
         self.max_history = int(lengths.max(initial=0))
         # The most distinct tokens any user's whole history holds: a fixed pad width for every
@@ -86,7 +81,9 @@ class HistoryFeatures:
         self.max_distinct: dict[str, int] = {item_feature: self.max_history}
         users = np.repeat(np.arange(self.num_users), lengths)
         for name, tokens in self.item_tokens.items():
-            rows, toks = _expand(tokens, users, histories.values)
+            # Every token of every rated item, with the user who rated the item.
+            positions, toks = tokens.pairs(histories.values)
+            rows = users[positions]
             vocab = len(self.vocabularies[name])
             keys = np.unique(rows.astype(np.int64) * vocab + toks)
             per_user = np.bincount(keys // vocab, minlength=self.num_users)
@@ -153,7 +150,7 @@ class HistoryFeatures:
             none = ~flags.any(axis=1)
             if none.any():
                 tokens.append(NO_GENRE)
-                flags = np.concatenate([flags, none[:, None]], axis=1)
+                flags = np.column_stack([flags, none])
             vocabularies["genre"] = Vocabulary("genre", tuple(tokens))
             item_tokens["genre"] = _ragged_from_flags(flags)
         if "year" in catalog:
@@ -333,21 +330,10 @@ class HistoryFeatures:
         return (rows[:, None] * vocab + toks)[toks >= 0]
 
 
-def _expand(tokens: Ragged, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For (row, item) pairs, the (row, token) pairs of every token of each item."""
-    starts = tokens.offsets[items]
-    lengths = tokens.offsets[items + 1] - starts
-    total = int(lengths.sum())
-    # Index of each output token: its item's start plus its rank within the item.
-    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    index = np.repeat(starts, lengths) + (np.arange(total) - first)
-    return np.repeat(rows, lengths), tokens.values[index].astype(np.int64)
-
-
 def _ragged_from_flags(flags: np.ndarray) -> Ragged:
+    """The columns set in each row of a 2-D flag matrix `[R, C]`, ascending."""
     rows, cols = np.nonzero(flags)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(flags)))])
-    return Ragged(offsets.astype(np.int64), cols.astype(np.int32))
+    return Ragged.from_pairs(rows, cols, flags.shape[0], flags.shape[1])
 
 
 def _ratings_of(dataset: Any) -> Ratings:
@@ -366,8 +352,7 @@ def _histories(ratings: Ratings) -> Ragged:
     """Each user's distinct rated items, sorted (a movie rated twice counts once)."""
     keys = np.unique(ratings.users.astype(np.int64) * ratings.num_items + ratings.items)
     users, items = keys // ratings.num_items, keys % ratings.num_items
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=ratings.num_users))])
-    return Ragged(offsets.astype(np.int64), items.astype(np.int32))
+    return Ragged.from_pairs(users, items, ratings.num_users, ratings.num_items)
 
 
 def _check_users(users: np.ndarray, num_users: int) -> None:

@@ -305,7 +305,7 @@ def _encode(col: pd.Series, vocab: Any, what: str) -> tuple[np.ndarray, np.ndarr
     index = pd.Index(vocab_arr)
     if not index.is_unique:
         raise RatingsError(f"the {what} vocabulary has duplicate ids")
-    codes = index.get_indexer(col)
+    codes = index.get_indexer(pd.Index(col))
     if (codes < 0).any():
         bad = col[codes < 0].iloc[0]
         bad = bad.item() if isinstance(bad, np.generic) else bad

@@ -34,13 +34,13 @@ def _check_int(name: str, value: object, low: int) -> int:
 
 
 def _check_float(name: str, value: object, *, positive: bool = False) -> float:
-    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
-    ok = ok and math.isfinite(float(value)) and (float(value) > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(
-            f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
-        )
-    return float(value)
+    if isinstance(value, int | float | np.floating) and not isinstance(value, bool):
+        x = float(value)
+        if math.isfinite(x) and (x > 0 if positive else x >= 0):
+            return x
+    raise ValueError(
+        f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
+    )
 
 
 def item_popularity(num_items: int, exponent: float = 1.5, offset: float = 0.02) -> np.ndarray:

@@ -17,10 +17,20 @@ Titles are resolved by `resolve_title`: an exact title (case-insensitive, with o
 year, "The Lion King" matching "Lion King, The (1994)"), else the only title that contains the
 text; a text that several titles contain is an error listing them (add the year to choose).
 
-Example:
+Example (a CSV file or a `model=` works the same as the text and catalog here):
+    >>> import io, cfcore
     >>> from cfcore.user_ratings import read_user_ratings
-    >>> mine = read_user_ratings("my_ratings.csv", model=model)   # doctest: +SKIP
-    >>> model.add_users(mine)                                      # doctest: +SKIP
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> text = io.StringIO("title,rating\\nAladdin (1992),5\\nLion King,5\\nToy Story (1995),4\\n")
+    >>> mine = read_user_ratings(text, catalog=ml.items)
+    >>> mine[["item_id", "title", "rating"]]
+       item_id                  title  rating
+    0       95         Aladdin (1992)     5.0
+    1       71  Lion King, The (1994)     5.0
+    2        1       Toy Story (1995)     4.0
+
+    With a fitted model, `model.add_users(mine)` then makes `cfcore.retrieval.recommend` serve
+    this new user (see `cfcore.retrieval`).
 """
 
 from __future__ import annotations
@@ -81,10 +91,10 @@ def _title_key(title: str) -> str:
     return rest if rest and first in _ARTICLES else t
 
 
-def _titles(catalog: pd.DataFrame) -> np.ndarray:
+def _titles(catalog: pd.DataFrame | None) -> list[str]:
     if catalog is None or "title" not in catalog.columns:
         raise UserRatingsError("no catalog of titles is available to search: give item ids instead")
-    return catalog["title"].astype(str).to_numpy()
+    return catalog["title"].astype(str).tolist()
 
 
 def search_titles(catalog: pd.DataFrame, query: str) -> np.ndarray:

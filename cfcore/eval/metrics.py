@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.checks import check_k
+from ..data.bags import Ragged
+
 __all__ = [
     "METRICS",
     "hit_rate_at_k",
@@ -44,21 +47,11 @@ METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 """Names of the metrics `ranking_metrics` returns, each suffixed with `@k`."""
 
 
-def _check_k(k: Any, columns: int | None = None) -> int:
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if columns is not None and k > columns:
-        raise ValueError(
-            f"k={k} is larger than the {columns} ranked items given per user; rank at least k items"
-        )
-    return int(k)
-
-
 def _targets_csr(targets: Any, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Targets as (row of each target, item of each target), duplicates within a row removed."""
-    if hasattr(targets, "offsets") and hasattr(targets, "values"):  # cfcore.data.features.Ragged
-        lengths = np.diff(np.asarray(targets.offsets))
-        items = np.asarray(targets.values, dtype=np.int64)
+    if isinstance(targets, Ragged):
+        lengths = targets.lengths
+        items = targets.values.astype(np.int64)
     else:
         rows = [np.asarray(t).reshape(-1) for t in targets]
         lengths = np.array([len(t) for t in rows], dtype=np.int64)
@@ -112,7 +105,7 @@ def ranking_metrics(
         raise ValueError(
             f"top_items must be a 2-D int array [users, K], got {top.dtype} {top.shape}"
         )
-    k = _check_k(top.shape[1] if k is None else k, top.shape[1])
+    k = check_k(top.shape[1] if k is None else k, top.shape[1], "number of items ranked per user")
     top = top[:, :k].astype(np.int64)
     rel, sizes = _relevance(top, targets)
     relf = rel.astype(np.float64)

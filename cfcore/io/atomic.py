@@ -142,8 +142,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Calls `write(tmp)` on a temporary file beside `path`, then renames it over `path`.
+
+    What `write` returns (e.g. `Path.write_text`'s count) is ignored.
 
     The temporary file is removed if `write` fails, so nothing partial is left behind; temporary
     files of `path` left by killed writers are removed first.

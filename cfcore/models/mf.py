@@ -148,7 +148,8 @@ class MatrixFactorization(Model):
         """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]` (scalars: one pair)."""
         emb = self.embeddings_numpy()
         users, items = np.atleast_1d(users), np.atleast_1d(items)
-        Ratings(users, items, np.zeros(len(users)), *self._shape)  # validates ids and lengths
+        n, m = len(emb["user"]), len(emb["item"])
+        Ratings(users, items, np.zeros(len(users)), n, m)  # validates ids and lengths
         return np.einsum("nd,nd->n", emb["user"][users], emb["item"][items])
 
     def evaluate(self, ratings: Ratings) -> dict[str, float]:
@@ -311,7 +312,7 @@ class MatrixFactorization(Model):
         m = emb["item"].shape[0]
         has_ratings = bool(include_ratings and self.train_ratings is not None)
         meta = {"shape": [n, m, d], "has_ratings": has_ratings}
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "user_embeddings": np.asarray(emb["user"], np.float32),
             "item_embeddings": np.asarray(emb["item"], np.float32),
         }

@@ -462,7 +462,7 @@ class SoftmaxModel(Model):
         Returns:
             `{"precision@k", "recall@k", "ndcg@k", "map@k", "hit_rate@k", "test_loss", "users"}`.
         """
-        if self._protocol is None:
+        if self._protocol is None or self._split_seed is None:  # fit sets both
             raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
         features = self._features(dataset)
         _check_k_catalogue(k, features.num_items)
@@ -678,6 +678,7 @@ class SoftmaxModel(Model):
         """
         _no_reg(reg)
         rows, items, num, _, _ = self._new_user_pairs(ratings)
+        assert self._data is not None  # _new_user_pairs raised otherwise
         return self._tower(self._data, rows, items, num, self._compute_backend(backend))
 
     def add_users(
@@ -708,6 +709,7 @@ class SoftmaxModel(Model):
         _no_reg(reg)
         rows, items, num, frame_ids, count = self._new_user_pairs(ratings)
         features = self._data
+        assert features is not None  # _new_user_pairs raised otherwise
         n = features.num_users
         old_ids = np.arange(n) if self.user_ids is None else np.asarray(self.user_ids)
         user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)

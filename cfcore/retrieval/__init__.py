@@ -26,24 +26,31 @@ are the movie-id table (also the softmax weights), and a user's query embedding 
 stored: the tower over the bags of words of the movies the user rated (`user_query_embeddings`;
 its `fold_in` does the same for new users' rated movies).
 
-Example:
+Example (a short fit on the default backend, JAX):
     >>> import cfcore
     >>> from cfcore import retrieval
-    >>> retrieval.recommend(model, 42, k=5, measure="cosine")          # doctest: +SKIP
-    >>> retrieval.neighbors(model, "Aladdin", measure=("norm", 0.5))    # doctest: +SKIP
+    >>> ml = cfcore.datasets.load_movielens("100k")
+    >>> model = cfcore.MatrixFactorization(embedding_dim=8, init_stddev=0.5)
+    >>> _ = model.fit(ml.ratings, steps=50, optimizer=cfcore.optimizers.SGD(10.0), progress=False)
+    >>> top = retrieval.recommend(model, 42, k=5, measure="cosine")  # user id 42, unrated items
+    >>> top.columns.tolist(), len(top)
+    (['score', 'item_id', 'title', 'genres'], 5)
+    >>> near = retrieval.neighbors(model, "Aladdin (1992)", measure=("norm", 0.5))
+    >>> near.attrs["query"], near.attrs["measure"]
+    ('Aladdin (1992)', 'norm(0.5)')
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..backend.checks import check_k as check_k
+from ..data.bags import Ragged
 from ..errors import ArgumentValueError
 from ..train.progress import progress_bar
 
@@ -129,7 +136,7 @@ def _check_dims(query: np.ndarray, items: np.ndarray) -> None:
 
 def _resolve_backend(backend: Any, size: int) -> Any:
     """The backend to score on: the float64 NumPy reference for small problems by default."""
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     if backend is None and size <= NUMPY_MAX_SCORES:
         return get_backend("numpy")
@@ -164,55 +171,12 @@ def scores(query: Any, items: Any, measure: Measure = "dot", *, backend: Any = N
 # ---------------------------------------------------------------------------- rated items
 
 
-@dataclass(frozen=True)
-class RatedItems:
-    """Which items each user rated, in compressed sparse row form.
+RatedItems = Ragged
+"""Which items each user rated: a `cfcore.data.features.Ragged` (CSR) of `N` rows over `M` items.
 
-    Row `u`'s items are `indices[indptr[u]:indptr[u + 1]]`.
-
-    Attributes:
-        indptr: int64 `[N + 1]`.
-        indices: int32 `[nnz]`, item indices.
-        num_items: M.
-    """
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    num_items: int
-
-    @classmethod
-    def from_ratings(cls, ratings: Any) -> RatedItems:
-        """From a `Ratings` (its users become the rows)."""
-        order = np.argsort(ratings.users, kind="stable")
-        counts = np.bincount(ratings.users, minlength=ratings.num_users)
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(indptr, np.asarray(ratings.items)[order].astype(np.int32), ratings.num_items)
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.indptr) - 1
-
-    def row(self, u: int) -> np.ndarray:
-        """The items rated by row `u`, `[n_u]`."""
-        return self.indices[self.indptr[u] : self.indptr[u + 1]]
-
-    def take(self, rows: Any) -> RatedItems:
-        """The rows `rows` (`[B]`), as a new `RatedItems` with `B` rows."""
-        rows = np.asarray(rows, dtype=np.int64)
-        counts = self.indptr[rows + 1] - self.indptr[rows]
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        # Position j of the new row r maps to indptr[rows[r]] + j in the old arrays.
-        pos = np.arange(indptr[-1]) + np.repeat(self.indptr[rows] - indptr[:-1], counts)
-        return RatedItems(indptr, self.indices[pos].astype(np.int32), self.num_items)
-
-    def mask(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Dense boolean `[stop - start, M]` of rows `start:stop` (all rows by default)."""
-        stop = self.num_rows if stop is None else stop
-        out = np.zeros((stop - start, self.num_items), dtype=bool)
-        lo, hi = self.indptr[start], self.indptr[stop]
-        counts = np.diff(self.indptr[start : stop + 1])
-        out[np.repeat(np.arange(stop - start), counts), self.indices[lo:hi]] = True
-        return out
+Row `u`'s items are `row(u)`; `RatedItems.from_ratings(ratings)` builds it, `take(rows)` selects
+rows and `mask(start, stop)` gives the dense boolean `[stop - start, M]`.
+"""
 
 
 # ---------------------------------------------------------------------------- top-k
@@ -258,9 +222,9 @@ def batch_top_k(
     num_queries, num_items = q.shape[0], v.shape[0]
     k = check_k(k, num_items)
     if isinstance(exclude, RatedItems):
-        if exclude.num_rows != num_queries or exclude.num_items != num_items:
+        if exclude.num_rows != num_queries or exclude.num_columns != num_items:
             raise ArgumentValueError(
-                f"exclude has {exclude.num_rows} rows over {exclude.num_items} items; expected "
+                f"exclude has {exclude.num_rows} rows over {exclude.num_columns} items; expected "
                 f"{num_queries} rows (one per query) over {num_items} items"
             )
     elif exclude is not None:
@@ -324,7 +288,8 @@ def user_query_embeddings(
         float32 `[B, d]`.
     """
     rows = np.asarray(user_indices)
-    compute = getattr(model, "query_embeddings", None)
+    # A softmax model computes its queries (`[B, d]`); a factorization model stores them.
+    compute: Callable[..., np.ndarray] | None = getattr(model, "query_embeddings", None)
     if not callable(compute):
         return model.embeddings_numpy()["user"][rows]
     m = model.embeddings_numpy()["item"].shape[0]
@@ -411,7 +376,7 @@ def _item_frame(model: Any, idx: np.ndarray, values: np.ndarray, label: str) -> 
     if catalog is not None and "title" in catalog.columns:
         out["title"] = catalog["title"].to_numpy()[idx]
     genres = genre_column(catalog)
-    if genres is not None:
+    if catalog is not None and genres is not None:
         out["genres"] = catalog[genres].to_numpy()[idx]
     frame = pd.DataFrame(out)
     frame.attrs["measure"] = label
@@ -542,7 +507,7 @@ def batch_recommend(
         `(scores float32 [B, k], item indices int64 [B, k])`; map indices to original ids with
         `model.item_ids`.
     """
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     emb = model.embeddings_numpy()
     n = _num_users(model)
@@ -659,9 +624,11 @@ def neighbors(
     )
     frame = _item_frame(model, idx[0], values[0], label)
     catalog = model.catalog
-    has_titles = catalog is not None and "title" in catalog.columns
     query_id = _vocab(model.item_ids, m)[i].item()
-    frame.attrs["query"] = str(catalog["title"].iloc[i]) if has_titles else f"item {query_id}"
+    if catalog is not None and "title" in catalog.columns:
+        frame.attrs["query"] = str(catalog["title"].iloc[i])
+    else:
+        frame.attrs["query"] = f"item {query_id}"
     frame.attrs["query_item_id"] = query_id
     frame.attrs["other_matches"] = others
     return frame
@@ -792,7 +759,7 @@ def fold_in_solve(
                 f"item(s), fewer than the embedding dimension d={d}: the fold-in system is "
                 "singular. Pass reg > 0 (or leave reg=None for the default)"
             )
-    from .._registry import get_backend
+    from ..backend.registry import get_backend
 
     be = get_backend(backend)
     order = np.argsort(rows, kind="stable")

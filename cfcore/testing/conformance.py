@@ -263,6 +263,11 @@ class BackendConformance:
         for k in a:
             assert_array_close(c[k], a[k], what=f"5 chunked steps vs 5 single steps, {k}")
 
+    def test_compile_loop_needs_xs_or_num_steps(self, backend):
+        run = backend.compile_loop(lambda carry, data, x: carry)
+        with pytest.raises(ValueError, match="xs .* or num_steps; both are None"):
+            run({"w": backend.asarray(np.zeros(2, np.float32))}, None)
+
     def test_minibatch_chunk_uses_given_batches(self, backend):
         spec, opt = SPECS["mf-gather"], OPTIMIZERS["sgd"]
         params, b = make_problem(seed=41)

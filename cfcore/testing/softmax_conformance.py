@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from .. import reference as ref
+from ..backend.protocol import Tree
 from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
 from ..maths import objectives as model_losses
 from ..optim import make_rule
@@ -49,7 +50,7 @@ class _Trainer:
         self.step = make_step(backend, loss, rule)
         self.grad = backend.value_and_grad(loss)
 
-    def native(self, tree):
+    def native(self, tree: Tree) -> Tree:
         be = self.backend
         if isinstance(tree, dict):
             return {k: self.native(v) for k, v in tree.items()}

@@ -100,7 +100,8 @@ class Session:
         rule = None if optimizer is None else make_rule(backend, optimizer)
         native = placement.params(params)
         opt_state = {} if rule is None else rule.init(native)
-        rows = [] if history is None or history.empty else history.to_dict("records")
+        records = [] if history is None or history.empty else history.to_dict("records")
+        rows = [{str(k): v for k, v in r.items()} for r in records]
         return cls(
             backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows
         )

@@ -44,7 +44,7 @@ def _inline(frame: pd.DataFrame) -> alt.InlineData:
     alt = _alt()
     clean = frame.astype(object).where(frame.notna(), None)
     records = [
-        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
         for row in clean.to_dict("records")
     ]
     return alt.InlineData(values=records)

@@ -21,8 +21,8 @@ def _item_embeddings(model: Any, label: str) -> np.ndarray:
     emb = model
     if hasattr(model, "embeddings") and not isinstance(model, Mapping | np.ndarray):
         emb = model.embeddings  # a fitted MatrixFactorization (raises if not fitted)
-    if isinstance(emb, Mapping) or hasattr(emb, "files"):  # dict or np.lib.npyio.NpzFile
-        keys = list(emb.files) if hasattr(emb, "files") else list(emb.keys())
+    if isinstance(emb, Mapping):  # a dict, or the NpzFile of np.load("embeddings.npz")
+        keys = list(emb.keys())
         if "item" not in keys:
             raise ValueError(
                 f"embeddings {label!r} have no 'item' array (keys: {keys}); expected "
@@ -178,7 +178,8 @@ def embedding_norm_chart(models: Any, ratings: Any) -> alt.HConcatChart:
         select=alt.IntervalSelectionConfig(type="interval", encodings=["x", "y"]),
         views=views,
     )
-    chart.params = [shared, *([] if chart.params is alt.Undefined else chart.params)]
+    earlier = chart.params  # a list once set, else alt.Undefined
+    chart.params = [shared, *(earlier if isinstance(earlier, list) else [])]
     return chart
 
 

@@ -219,21 +219,11 @@ def user_exploration_figure(ratings: Any, users: pd.DataFrame | None = None) -> 
         A `matplotlib.figure.Figure`.
     """
     stats = user_stats(ratings, users)
-    has_occ = "occupation" in stats
-    fig, axes = _figure(3 if has_occ else 2, width=4.6, height=4.2)
-    _count_hist(axes[0, 0], stats["rating_count"].to_numpy(), "user", _BLUE)
-    _mean_hist(axes[0, 1], stats["rating_mean"].to_numpy(), "user", _BLUE)
+    # Occupations come from the user frame alone (user_stats appends its columns).
+    occupations = users if users is not None and "occupation" in users else None
     r = _as_ratings(ratings)
-    if has_occ:
-        _slice_bars(
-            axes[0, 2],
-            slice_by_occupation(r, users),
-            "users",
-            float(r.values.astype(np.float64).mean()),
-        )
-        axes[0, 2].set_title("by occupation", fontsize=10)
-    fig.suptitle(f"{r.num_users} users, {len(r)} ratings")
-    return fig
+    by = None if occupations is None else (slice_by_occupation(r, occupations), "by occupation")
+    return _stats_figure(r, stats, "user", _BLUE, by)
 
 
 def item_exploration_figure(ratings: Any, items: pd.DataFrame | None = None) -> Figure:
@@ -249,17 +239,23 @@ def item_exploration_figure(ratings: Any, items: pd.DataFrame | None = None) -> 
     r = _as_ratings(ratings)
     stats = item_stats(r, items)
     catalog = r.catalog if items is None else items
-    has_genres = catalog is not None and bool(genre_names(catalog))
-    fig, axes = _figure(3 if has_genres else 2, width=4.6, height=4.2)
-    _count_hist(axes[0, 0], stats["rating_count"].to_numpy(), "movie", "#f58518")
-    _mean_hist(axes[0, 1], stats["rating_mean"].to_numpy(), "movie", "#f58518")
-    if has_genres:
-        _slice_bars(
-            axes[0, 2],
-            slice_by_genre(r, catalog),
-            "movies",
-            float(r.values.astype(np.float64).mean()),
-        )
-        axes[0, 2].set_title("by genre (a movie counts in each of its genres)", fontsize=10)
-    fig.suptitle(f"{r.num_items} movies, {len(r)} ratings")
+    by = None
+    if catalog is not None and genre_names(catalog):
+        by = (slice_by_genre(r, catalog), "by genre (a movie counts in each of its genres)")
+    return _stats_figure(r, stats, "movie", "#f58518", by)
+
+
+def _stats_figure(
+    r: Any, stats: pd.DataFrame, member: str, colour: str, by: tuple[pd.DataFrame, str] | None
+) -> Figure:
+    """Ratings per `member` and mean rating per `member`, then the bars of `by` (table, title)."""
+    fig, axes = _figure(2 if by is None else 3, width=4.6, height=4.2)
+    _count_hist(axes[0, 0], stats["rating_count"].to_numpy(), member, colour)
+    _mean_hist(axes[0, 1], stats["rating_mean"].to_numpy(), member, colour)
+    if by is not None:
+        table, title = by
+        _slice_bars(axes[0, 2], table, f"{member}s", float(r.values.astype(np.float64).mean()))
+        axes[0, 2].set_title(title, fontsize=10)
+    count = r.num_users if member == "user" else r.num_items
+    fig.suptitle(f"{count} {member}s, {len(r)} ratings")
     return fig

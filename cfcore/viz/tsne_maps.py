@@ -192,9 +192,11 @@ def _genre_colors(label: np.ndarray, order: Sequence[str] | None = None) -> dict
     named = [str(g) for g in (order if order is not None else counts.index) if g != _OTHER]
     named = [g for g in named if g in counts]
     if len(named) <= 10:
-        palette = [to_hex(c) for c in colormaps["tab10"].colors]
+        tab10 = colormaps["tab10"]
+        palette = [to_hex(tab10(i)) for i in range(tab10.N)]
     else:
-        tab20 = [to_hex(c) for c in colormaps["tab20"].colors]
+        cmap = colormaps["tab20"]
+        tab20 = [to_hex(cmap(i)) for i in range(cmap.N)]
         palette = tab20[0::2] + tab20[1::2]
     colors = {g: palette[i % len(palette)] for i, g in enumerate(named)}
     if _OTHER in counts:

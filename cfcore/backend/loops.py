@@ -1,0 +1,67 @@
+"""`compile_loop` as a plain Python loop, for backends that run eagerly (NumPy, torch).
+
+A backend whose framework compiles loops (JAX's `lax.scan`, TensorFlow's `while_loop`) writes its
+own; one that runs operations one by one returns `python_loop(body)` (inside whatever context it
+needs, e.g. torch's `no_grad`). Public, so a third-party backend may use it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .protocol import LoopBody, Tree
+
+
+def python_loop(body: LoopBody) -> Callable[..., Tree]:
+    """`run(carry, data, xs=None, num_steps=None) -> carry` calling `body` once per step.
+
+    With `xs` (a tree whose leaves have a leading axis of length k) step `i` gets `xs[i]`;
+    without, `body(carry, data, None)` runs `num_steps` times. See `Backend.compile_loop`.
+
+    Example:
+        >>> run = python_loop(lambda total, data, x: total + data * (1.0 if x is None else x))
+        >>> float(run(0.0, 2.0, xs=np.arange(4.0)))  # 2 * (0 + 1 + 2 + 3)
+        12.0
+        >>> run(0.0, 1.0, num_steps=3)
+        3.0
+        >>> run(0.0, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: run needs xs (inputs stacked per step) or num_steps; both are None
+    """
+
+    def run(carry: Tree, data: Tree, xs: Tree = None, num_steps: int | None = None) -> Tree:
+        if xs is None:
+            if num_steps is None:
+                raise ValueError(
+                    "run needs xs (inputs stacked per step) or num_steps; both are None"
+                )
+            for _ in range(int(num_steps)):
+                carry = body(carry, data, None)
+            return carry
+        leaves = tree_leaves(xs)
+        for i in range(int(np.shape(leaves[0])[0]) if leaves else 0):
+            carry = body(carry, data, _index(xs, i))
+        return carry
+
+    return run
+
+
+def tree_leaves(tree: Tree) -> list[Any]:
+    """The array leaves of a tree (dicts, lists, tuples), in order; `None` leaves left out."""
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
+    if isinstance(tree, list | tuple):
+        return [leaf for v in tree for leaf in tree_leaves(v)]
+    return [] if tree is None else [tree]
+
+
+def _index(tree: Tree, i: int) -> Tree:
+    if isinstance(tree, dict):
+        return {k: _index(v, i) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_index(v, i) for v in tree)
+    return None if tree is None else tree[i]
