@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import cfcore
+from cfcore.eval.agreement import strict_float32
 
 BACKENDS = ("jax", "tf", "torch")
 DATA_DIR = Path(
@@ -27,14 +28,7 @@ def load_backend(name: str):
             pytest.fail(msg + "; CI requires every backend")
         pytest.skip(msg)
     be = cfcore.get_backend(name)
-    if name == "tf":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_default_matmul_precision", "highest")
+    strict_float32(be)
     return be
 
 

@@ -1,13 +1,14 @@
 """The `cfcore` command line: one Typer app; each group of commands lives in its own module.
 
 `train` (train.py), `recommend`, `neighbors` and `rate` (retrieval.py), `explore` and `plot`
-(viz.py); what they share is in _common.py. The console script is `cfcore.cli:main`.
+(viz.py), `compare` (compare.py); what they share is in _common.py. The console script is `cfcore.cli:main`.
 """
 
 from __future__ import annotations
 
 import typer
 
+from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
 from .viz import register as _register_viz
@@ -25,6 +26,7 @@ def _main() -> None:
 _register_train(app)
 _register_retrieval(app)
 _register_viz(app)
+_register_compare(app)
 
 
 def main() -> None:
