@@ -359,7 +359,7 @@ def _title(result: dict) -> str:
 
 def _table(result: dict) -> Table:
     header, rows = _rows(result)
-    table = Table(title=_title(result), title_justify="left")
+    table = Table()  # the run is described on the line above it
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):
