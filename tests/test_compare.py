@@ -170,3 +170,17 @@ def test_compare_on_ml100k(ml100k, tmp_path: Path) -> None:
     # The regularized model's test MSE after 500 steps, as in the golden runs' trajectory.
     for b in out["backends"].values():
         assert 2.0 < b["test"]["mse"] < 3.5
+
+
+def test_every_option_has_help() -> None:
+    import typer
+
+    cmd = typer.main.get_command(app).commands["compare"]
+    assert cmd.help and "same start" in cmd.help
+    for param in cmd.params:
+        if param.name != "help":
+            assert getattr(param, "help", None), f"compare --{param.name} has no help text"
+    result, text = invoke("--help")
+    assert result.exit_code == 0
+    # Defaults in square brackets are escaped, so rich prints them instead of eating them.
+    assert "Embedding dimension [mf: 30, regularized: 35]" in text

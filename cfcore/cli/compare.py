@@ -44,7 +44,9 @@ def compare(
             "installed backend that trains)."
         ),
     ] = None,
-    model: Annotated[ModelKind, typer.Option(help="mf or regularized.")] = ModelKind.regularized,
+    model: Annotated[
+        ModelKind, typer.Option(help="mf or regularized (softmax: not yet).")
+    ] = ModelKind.regularized,
     dataset: DatasetOpt = "100k",
     data_dir: DataDirOpt = None,
     ratings: Annotated[
@@ -59,19 +61,19 @@ def compare(
         int, typer.Option(help="Seed of the split, the initial values, the batches.")
     ] = 0,
     dim: Annotated[
-        int | None, typer.Option(help="Embedding dimension [mf: 30, regularized: 35].")
+        int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
     ] = None,
     steps: Annotated[
         int, typer.Option(help="Optimizer steps (500: the run the documented tolerances are for).")
     ] = STEPS,
     learning_rate: Annotated[
         float | None,
-        typer.Option("--lr", "--learning-rate", help="Learning rate [mf: 10, regularized: 20]."),
+        typer.Option("--lr", "--learning-rate", help="Learning rate \\[mf: 10, regularized: 20]."),
     ] = None,
     optimizer: Annotated[OptimizerKind, typer.Option(help="Optimizer.")] = OptimizerKind.sgd,
     init_stddev: Annotated[
         float | None,
-        typer.Option(help="Std. dev. of the initial embeddings [mf: 0.5, reg.: 0.05]."),
+        typer.Option(help="Std. dev. of the initial embeddings \\[mf: 0.5, reg.: 0.05]."),
     ] = None,
     regularization: Annotated[float, typer.Option(help="λr (regularized model).")] = 0.1,
     gravity: Annotated[float, typer.Option(help="λg (regularized model).")] = 1.0,
