@@ -1,4 +1,8 @@
-"""Public datasets: `cfcore.datasets.load_movielens("100k" | "latest-small")`."""
+"""Public datasets: `cfcore.datasets.load_movielens(name)` for every MovieLens release.
+
+`name` is `"100k"`, `"1m"`, `"10m"`, `"20m"`, `"25m"`, `"latest"` or `"latest-small"`; see
+`cfcore.data.movielens.load_movielens`.
+"""
 
 from .data.movielens import FOLDS_100K as FOLDS_100K
 from .data.movielens import DatasetError as DatasetError

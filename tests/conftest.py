@@ -1,19 +1,44 @@
-"""Shared fixtures: the installed backends, strict float32 numerics, and the shared MovieLens data."""
+"""Shared fixtures: the installed backends, strict float32 numerics, MovieLens (a local copy or
+`load_movielens`'s download, see `data_source`) and the hypothesis profile."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import cfcore
 from cfcore.eval.agreement import strict_float32
 
+from .data_source import ensure_release, resolve
+
 BACKENDS = ("jax", "tf", "torch")
-DATA_DIR = Path(
-    os.environ.get("CFCORE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA_SOURCE = resolve()
+DATA_DIR = DATA_SOURCE.root
+"""The folder holding `ml-100k/` and `ml-latest-small/` (chosen without touching the network; a
+test needing a release requests the `ml100k` / `ml100k_files` / `latest_files` fixture, which
+downloads it into the cache on first use)."""
+
+# Property-based tests are deterministic by default (the same examples on every run and machine)
+# and small enough for CI's budget; HYPOTHESIS_PROFILE=explore searches more widely, at random.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=25,
+    deadline=None,
+    print_blob=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(
+    "explore",
+    max_examples=500,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _require_all() -> bool:
@@ -21,12 +46,17 @@ def _require_all() -> bool:
     return bool(os.environ.get("CI")) or bool(os.environ.get("CFCORE_REQUIRE_BACKENDS"))
 
 
-def load_backend(name: str):
+def require_backend(name: str) -> None:
+    """Skips (fails in CI) unless backend `name` is installed; imports nothing."""
     if name not in cfcore.available_backends():
         msg = f"backend {name!r} is not installed (pip install 'cfcore[{name}]')"
         if _require_all():
             pytest.fail(msg + "; CI requires every backend")
         pytest.skip(msg)
+
+
+def load_backend(name: str):
+    require_backend(name)
     be = cfcore.get_backend(name)
     strict_float32(be)
     return be
@@ -38,10 +68,17 @@ def backend(request):
 
 
 @pytest.fixture(scope="session")
-def ml100k():
-    if not (DATA_DIR / "ml-100k" / "u.data").exists():
-        msg = f"MovieLens copy not found under {DATA_DIR} (set CFCORE_TEST_DATA)"
-        if _require_all():
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return cfcore.datasets.load_movielens("100k", data_dir=DATA_DIR)
+def ml100k_files():
+    """`DATA_DIR / "ml-100k"`, downloaded first if it is missing from the cache."""
+    return ensure_release("100k", DATA_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def latest_files():
+    """`DATA_DIR / "ml-latest-small"`, downloaded first if it is missing from the cache."""
+    return ensure_release("latest-small", DATA_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def ml100k(ml100k_files):
+    return cfcore.datasets.load_movielens("100k", data_dir=ml100k_files)

@@ -219,7 +219,9 @@ def test_nonexistent_dataset_path(tmp_path: Path) -> None:
         result,
         text,
         "'/nonexistent/path'",
-        "valid names are '100k' (or 'ml-100k'), 'latest-small' (or 'ml-latest-small')",
+        "valid names are '100k' (or 'ml-100k'), '1m' (or 'ml-1m'), '10m' (or 'ml-10m'), "
+        "'20m' (or 'ml-20m'), '25m' (or 'ml-25m'), 'latest' (or 'ml-latest'), "
+        "'latest-small' (or 'ml-latest-small')",
     )
 
 

@@ -1,4 +1,5 @@
-"""MovieLens loaders, read against the real releases in `../shared/data` (read-only).
+"""MovieLens loaders, read against the real releases (read-only) in the tests' data folder
+(`tests/data_source.py`: a local copy, else downloaded once into the cache).
 
 Every test runs with `CFCORE_DATA_DIR` pointing into its own `tmp_path` and with `pooch.retrieve`
 replaced, so nothing here touches the network, the user's cache or the shared data folder.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -22,17 +22,17 @@ import pytest
 from cfcore.data.movielens import FOLDS_100K, DatasetError, MovieLens, load_movielens
 from cfcore.data.ratings import Ratings
 
-DATA = Path(
-    os.environ.get("CFCORE_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+from .conftest import DATA_DIR as DATA
+
 ML100K = DATA / "ml-100k"
 LATEST = DATA / "ml-latest-small"
 URL_100K = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 KEY_100K = ("u.data", "u.item", "u.user")
 KEY_LATEST = ("ratings.csv", "movies.csv")
 
-needs_100k = pytest.mark.skipif(not ML100K.is_dir(), reason=f"no MovieLens 100K at {ML100K}")
-needs_latest = pytest.mark.skipif(not LATEST.is_dir(), reason=f"no ml-latest-small at {LATEST}")
+# The fixtures find or download the release, else skip (fail in CI) saying how to point at a copy.
+needs_100k = pytest.mark.usefixtures("ml100k_files")
+needs_latest = pytest.mark.usefixtures("latest_files")
 
 
 # ---------------------------------------------------------------------------- fixtures and helpers
@@ -52,16 +52,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ml() -> MovieLens:
-    if not ML100K.is_dir():
-        pytest.skip(f"no MovieLens 100K at {ML100K}")
+def ml(ml100k_files: Path) -> MovieLens:
     return load_movielens("100k", DATA, download=False)
 
 
 @pytest.fixture(scope="module")
-def latest() -> MovieLens:
-    if not LATEST.is_dir():
-        pytest.skip(f"no ml-latest-small at {LATEST}")
+def latest(latest_files: Path) -> MovieLens:
     return load_movielens("latest-small", DATA, download=False)
 
 
@@ -548,8 +544,8 @@ def test_offline_without_copy(isolated: Path) -> None:
 
 
 def test_unknown_name() -> None:
-    with pytest.raises(ValueError, match="'1m'.*'100k'.*'latest-small'"):
-        load_movielens("1m")
+    with pytest.raises(ValueError, match="'2m'.*'100k'.*'1m'.*'25m'.*'latest-small'"):
+        load_movielens("2m")
 
 
 def test_dataset_error_is_an_os_error() -> None:

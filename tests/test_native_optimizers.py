@@ -35,6 +35,19 @@ def test_optax_transformation_on_jax(small):
     np.testing.assert_allclose(same.embeddings["user"], pinned.embeddings["user"], atol=1e-5)
 
 
+def test_a_model_trained_with_optax_saves(small, tmp_path):
+    optax = pytest.importorskip("optax")
+    model, _ = _fit(small, "jax", optax.adamw(0.05), steps=10)
+    loaded = cfcore.load(model.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(loaded.embeddings["user"], model.embeddings["user"])
+    # The file cannot describe a framework's optimizer object: it records its type only.
+    import json
+
+    with np.load(tmp_path / "m.npz") as archive:
+        meta = json.loads(archive["metadata"].tobytes().decode())
+    assert meta["optimizer"]["native"].startswith("GradientTransformation")
+
+
 def test_keras_optimizer_on_tf_is_refused_clearly(small):
     # Keras 3's stateless optimizer API does not run on its TensorFlow backend: not supported yet.
     keras = pytest.importorskip("keras")

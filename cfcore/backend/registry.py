@@ -34,11 +34,14 @@ docs/writing-a-backend.md); one that fails to load is not listed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import os
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -47,6 +50,11 @@ from .protocol import BACKEND_MEMBERS, XP_FUNCTIONS
 
 ENTRY_POINT_GROUP = "cfcore.backends"
 DEFAULT_BACKEND = "jax"
+
+import_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+"""What a built-in backend's module (and so its framework) is imported inside. The library leaves
+the frameworks' start-up logging alone; the command line swaps in a filter of that logging
+(`cfcore.cli._quiet`) unless the user asks for it with `-v`."""
 
 _CHECK_BUILTINS = True
 """Whether the built-in backends are checked against the Protocol (switched on once they have
@@ -333,7 +341,8 @@ def get_backend(name: Any = None) -> Any:
                 f"(available backends now: {available_backends()})"
             )
         try:
-            backend = _load(target)
+            with import_guard():
+                backend = _load(target)
         except Exception as e:
             raise BackendError(f"{_origin(name)} failed to import: {type(e).__name__}: {e}") from e
         if _CHECK_BUILTINS:

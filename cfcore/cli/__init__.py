@@ -1,13 +1,17 @@
 """The `cfcore` command line: one Typer app; each group of commands lives in its own module.
 
 `train` (train.py), `recommend`, `neighbors` and `rate` (retrieval.py), `explore` and `plot`
-(viz.py), `compare` (compare.py); what they share is in _common.py. The console script is `cfcore.cli:main`.
+(viz.py), `compare` (compare.py); what they share is in _common.py. The console script is
+`cfcore.cli:main`.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from ._quiet import configure as _configure_logging
 from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
@@ -19,8 +23,22 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main() -> None:
+def _main(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Let the frameworks' start-up log lines (TensorFlow/absl, oneDNN, CUDA, JAX) "
+            "through to stderr; without it they are silenced. Put it before the command: "
+            "cfcore -v train ...",
+        ),
+    ] = False,
+) -> None:
     """cfcore: train and inspect collaborative-filtering embeddings."""
+    # Before any command runs, so before any framework is imported; undone when it ends.
+    ctx.call_on_close(_configure_logging(verbose))
 
 
 _register_train(app)

@@ -20,7 +20,10 @@ class OptimizerKind(enum.StrEnum):
 
 
 DatasetOpt = Annotated[
-    str, typer.Option(help="100k, latest-small, or a folder/zip holding one of them.")
+    str,
+    typer.Option(
+        help="100k, 1m, 10m, 20m, 25m, latest, latest-small, or a folder/zip holding one of them."
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -35,13 +38,18 @@ def fail(err: BaseException, *, highlight: bool = False) -> typer.Exit:
 
 
 def load_dataset(dataset: str, data_dir: Path | None) -> Any:
-    """A release by name (`100k`, `latest-small`) or from a folder/zip holding one of them."""
+    """A release by name (`100k`, `1m`, ...) or from a folder/zip holding one of them."""
+    from cfcore.data.movielens import guess_release, release_name
     from cfcore.datasets import load_movielens
 
     path = Path(dataset)
-    if dataset not in ("100k", "ml-100k", "latest-small", "ml-latest-small") and path.exists():
-        name = "latest-small" if any(path.rglob("ratings.csv")) or "latest" in path.name else "100k"
-        return load_movielens(name, data_dir=path)
+    try:
+        release_name(dataset)
+        known = True
+    except ValueError:
+        known = False
+    if not known and path.exists():
+        return load_movielens(guess_release(path), data_dir=path)
     return load_movielens(dataset, data_dir=data_dir)
 
 

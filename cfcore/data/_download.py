@@ -33,27 +33,41 @@ def cache_dir() -> Path:
 
 def sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks so memory stays flat."""
-    digest = hashlib.sha256()
+    return file_hash(path, "sha256")
+
+
+def file_hash(path: Path, algorithm: str) -> str:
+    """Hex digest of a file by `hashlib` algorithm `algorithm`, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def download_release(url: str, folder: str, checksums: Mapping[str, str], root: Path) -> Path:
+def download_release(
+    url: str,
+    folder: str,
+    checksums: Mapping[str, str],
+    root: Path,
+    *,
+    zip_hash: str | None = None,
+) -> Path:
     """Downloads `url` (a zip of `folder/`), verifies it and moves it to `root / folder`.
 
-    GroupLens publishes no checksum of its zips and we know no trustworthy one, so what is pinned is
-    the SHA-256 of the release's key files, checked after extraction. Extraction goes to a temporary
-    folder beside the target that is renamed into place only once verified, so an interrupted or bad
-    download never leaves a half-written release where the loader would read it. The zip is deleted
-    once the release is in place (the folder is what is read), and on any failure.
+    What is pinned differs by release: the hash of the zip itself where a trustworthy one is known
+    (`zip_hash`, checked before anything is extracted), and/or the SHA-256 of the release's key
+    files (`checksums`, checked after extraction). Extraction goes to a temporary folder beside the
+    target that is renamed into place only once verified, so an interrupted or bad download never
+    leaves a half-written release where the loader would read it. The zip is deleted once the
+    release is in place (the folder is what is read), and on any failure.
 
     Args:
         url: address of the zip.
         folder: name of the release folder inside the zip and in `root` (e.g. `"ml-100k"`).
         checksums: expected hex SHA-256 of files of the release, by file name.
         root: cache folder; created if missing.
+        zip_hash: expected hash of the zip, `"sha256:<hex>"` or `"md5:<hex>"`; None for none.
 
     Returns:
         `root / folder`, holding the verified release.
@@ -65,21 +79,26 @@ def download_release(url: str, folder: str, checksums: Mapping[str, str], root: 
 
     root.mkdir(parents=True, exist_ok=True)
     target = root / folder
+    zip_name = url.rsplit("/", 1)[-1]  # "ml-10m.zip" holds "ml-10M100K/"
     try:
         zip_path = Path(
-            pooch.retrieve(
-                url, known_hash=None, fname=f"{folder}.zip", path=root, progressbar=False
-            )
+            pooch.retrieve(url, known_hash=None, fname=zip_name, path=root, progressbar=False)
         )
     except Exception as exc:  # network, HTTP and disk errors all mean the same to the user
         raise DatasetError(
             f"could not download {url} into {root}: {exc}. Check the connection and retry, or "
-            f"unzip a copy of {folder}.zip into a folder and set {DATA_DIR_ENV} to that folder "
+            f"unzip a copy of {zip_name} into a folder and set {DATA_DIR_ENV} to that folder "
             f"(it must hold {folder}/)."
         ) from exc
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=root))
     try:
+        if zip_hash is not None:
+            algorithm, _, expected = zip_hash.partition(":")
+            actual = file_hash(zip_path, algorithm)
+            if actual != expected.lower():
+                detail = f"{algorithm.upper()} of the zip is {actual}, expected {expected}"
+                raise _corrupt(url, zip_path, detail)
         try:
             with zipfile.ZipFile(zip_path) as zf:
                 zf.extractall(tmp)  # extractall drops absolute paths and '..' from member names

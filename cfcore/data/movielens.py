@@ -1,4 +1,13 @@
-"""MovieLens loaders: 100K (with its canonical folds) and latest-small, from disk or the web.
+"""MovieLens loaders: every GroupLens release, from disk or the web.
+
+Releases and their files (each parsed into the same `MovieLens` structure):
+
+| name | folder | ratings file | movies | users |
+|---|---|---|---|---|
+| `"100k"` | `ml-100k/` | `u.data` (tab-separated) | `u.item` (`|`, Latin-1) | `u.user` |
+| `"1m"` | `ml-1m/` | `ratings.dat` (`::`) | `movies.dat` (`::`, Latin-1) | `users.dat` |
+| `"10m"` | `ml-10M100K/` (zip `ml-10m.zip`) | `ratings.dat` (`::`) | `movies.dat` (`::`) | (ids only) |
+| `"20m"`, `"25m"`, `"latest"`, `"latest-small"` | `ml-<name>/` | `ratings.csv` | `movies.csv` | (ids only) |
 
 Example:
     >>> ml = load_movielens("100k")                      # doctest: +SKIP
@@ -12,6 +21,7 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,14 @@ import pandas as pd
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
 from .ratings import Ratings
 
-__all__ = ["FOLDS_100K", "DatasetError", "MovieLens", "load_movielens"]
+__all__ = [
+    "FOLDS_100K",
+    "DatasetError",
+    "MovieLens",
+    "guess_release",
+    "load_movielens",
+    "release_name",
+]
 
 _URL = "https://files.grouplens.org/datasets/movielens/{folder}.zip"
 
@@ -41,38 +58,107 @@ _RATINGS_100K_COLS = {"user_id": np.int64, "item_id": np.int64, "rating": np.flo
 
 
 @dataclass(frozen=True)
+class _Counts:
+    """What a release's README states (and the ratings file holds), to check a copy against."""
+
+    ratings: int  # rating rows
+    users: int  # distinct users who rated
+    rated: int  # distinct movies rated
+    movies: int  # rows of the movie file: the catalog
+
+
+@dataclass(frozen=True)
 class _Release:
     name: str
-    folder: str
+    folder: str  # the folder inside the zip, and in the cache
     key_file: str  # the file whose presence marks a folder as holding the release
-    checksums: dict[str, str]  # SHA-256 of files of the release, as in shared/data PROVENANCE.md
+    layout: str  # the parser: "100k", "1m", "10m" (`::`-separated) or "csv" (20M and later)
+    # SHA-256 of files of the release, checked after a download (as in shared/data PROVENANCE.md).
+    checksums: dict[str, str] = field(default_factory=dict)
+    # "sha256:<hex>" or "md5:<hex>" of the zip GroupLens serves, checked before it is extracted.
+    zip_hash: str | None = None
+    counts: _Counts | None = None  # None: not checked (see _RELEASES)
+    zip_name: str | None = None  # the zip's name on the server when it differs from `folder`
 
     @property
     def url(self) -> str:
-        return _URL.format(folder=self.folder)
+        return _URL.format(folder=self.zip_name or self.folder)
 
 
+# Where the pinned numbers come from:
+# * counts: each release's README (ratings, users, catalog movies) and, for the distinct users
+#   and movies found in the ratings file, the figures every paper on these releases repeats
+#   (ml-1m: 3,706 movies rated out of 3,883; ml-10m: 69,878 users rated, the README's 71,567
+#   counting those who only tagged, and 10,677 movies out of 10,681; ml-20m: 26,744 of 27,278;
+#   ml-25m: 59,047 of 62,423). 100k and latest-small have none: their files are checked one by
+#   one after a download, and small synthetic copies of them are loaded by name (tests, demos).
+# * zip_hash: no release could be downloaded where this was written (no internet), so nothing
+#   here was computed by us. The SHA-256 of ml-1m, ml-20m and ml-25m are TensorFlow Datasets'
+#   pins (tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt, commit
+#   1c076ac3c19c8ea83e1d1a75e0623c9a699e0d7c, with sizes 5,917,549, 198,702,078 and
+#   261,978,986 bytes). ml-10m has no SHA-256 we can trust: its pin is the MD5 GroupLens
+#   publishes beside the zip (ml-10m.zip.md5), as repeated by several independent projects.
+#   ml-latest is regenerated from time to time and has no fixed checksum.
+# * checksums: the per-file SHA-256 of 100k and latest-small, from shared/data PROVENANCE.md.
 _RELEASES = {
     "100k": _Release(
         "100k",
         "ml-100k",
         "u.data",
+        "100k",
         {
             "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
             "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
             "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
         },
     ),
+    "1m": _Release(
+        "1m",
+        "ml-1m",
+        "ratings.dat",
+        "1m",
+        zip_hash="sha256:a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        counts=_Counts(ratings=1_000_209, users=6_040, rated=3_706, movies=3_883),
+    ),
+    "10m": _Release(
+        "10m",
+        "ml-10M100K",
+        "ratings.dat",
+        "10m",
+        zip_hash="md5:ce571fd55effeba0271552578f2648bd",
+        counts=_Counts(ratings=10_000_054, users=69_878, rated=10_677, movies=10_681),
+        zip_name="ml-10m",
+    ),
+    "20m": _Release(
+        "20m",
+        "ml-20m",
+        "ratings.csv",
+        "csv",
+        zip_hash="sha256:96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+        counts=_Counts(ratings=20_000_263, users=138_493, rated=26_744, movies=27_278),
+    ),
+    "25m": _Release(
+        "25m",
+        "ml-25m",
+        "ratings.csv",
+        "csv",
+        zip_hash="sha256:8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
+        counts=_Counts(ratings=25_000_095, users=162_541, rated=59_047, movies=62_423),
+    ),
+    "latest": _Release("latest", "ml-latest", "ratings.csv", "csv"),
     "latest-small": _Release(
         "latest-small",
         "ml-latest-small",
         "ratings.csv",
+        "csv",
         {
             "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
             "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
         },
     ),
 }
+# Other spellings of release names (after lower-casing and dropping "ml-").
+_ALIASES = {"10m100k": "10m"}
 
 
 @dataclass(frozen=True)
@@ -83,13 +169,20 @@ class _Files:
     zip_prefix: str | None = None
 
     def read_csv(self, name: str, **kwargs: Any) -> pd.DataFrame:
+        return self._read(name, lambda f: pd.read_csv(f, **kwargs))
+
+    def read_bytes(self, name: str) -> bytes:
+        return self._read(name, lambda f: f.read())
+
+    def _read(self, name: str, parse: Callable[[Any], Any]) -> Any:
         if self.zip_prefix is None:
             file = self.path / name
             if not file.is_file():
                 raise DatasetError(
                     f"{file} is missing: the release folder {self.path} lacks {name}"
                 )
-            return pd.read_csv(file, **kwargs)
+            with open(file, "rb") as f:
+                return parse(f)
         member = self.zip_prefix + name
         try:
             with zipfile.ZipFile(self.path) as zf:
@@ -98,7 +191,7 @@ class _Files:
                 except KeyError:
                     raise DatasetError(f"{member} is missing from the zip {self.path}") from None
                 with zf.open(info) as f:
-                    return pd.read_csv(f, **kwargs)
+                    return parse(f)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise DatasetError(f"the zip {self.path} is corrupt ({exc})") from exc
 
@@ -108,14 +201,18 @@ class MovieLens:
     """A loaded MovieLens release.
 
     Attributes:
-        name: `"100k"` or `"latest-small"`.
+        name: the release: `"100k"`, `"1m"`, `"10m"`, `"20m"`, `"25m"`, `"latest"` or
+            `"latest-small"`.
         path: the folder (or zip) read.
         items: catalog frame with `M` rows, row `i` describing item index `i`: `item_id` (original
             movie id), `title`, `year` (nullable `Int64`), one 0/1 column per genre, `all_genres`
             (active genres joined by `"-"`, `"Other"` if none) and `genre` (one active genre drawn
             at random, `"Other"` if none).
         users: frame with `N` rows, row `u` describing user index `u`: `user_id` (original id);
-            for 100K also `age`, `sex`, `occupation` and `zip_code`.
+            for 100K also `age`, `sex`, `occupation` and `zip_code`; for 1M the same columns,
+            where `age` is the lower bound of the user's age group (1 for "under 18", 18, 25,
+            35, 45, 50, 56 for "56+") and `occupation` the name of the release's code. The
+            other releases have no user file: their users are those who rated.
         ratings: all ratings over the whole catalog, with timestamps, vocabularies and `items` as
             catalog.
         genres: the names of the genre columns of `items`, in column order.
@@ -193,39 +290,57 @@ def load_movielens(
     download: bool = True,
     *,
     genre_seed: int = 0,
+    verify: bool = True,
 ) -> MovieLens:
     """Loads a MovieLens release, downloading and caching it if needed.
 
     Where the files come from, in order:
 
-    1. `data_dir`, if given: a folder holding the release's files (`u.data`, ...), a folder holding
-       the release folder (`ml-100k/`), or a zip of the release (read in memory). It is read as is
-       and never triggers a download: a wrong path is an error.
+    1. `data_dir`, if given: a folder holding the release's files (`u.data`, `ratings.dat` or
+       `ratings.csv`, ...), a folder holding the release folder (`ml-100k/`, `ml-1m/`,
+       `ml-10M100K/`, `ml-20m/`, ...), or a zip of the release as GroupLens serves it (read in
+       memory). It is read as is and never triggers a download: a wrong path is an error.
     2. The cache folder, `$CFCORE_DATA_DIR` or else the user's cache folder, if it holds the
-       release folder (`ml-100k/` or `ml-latest-small/`).
-    3. A download from GroupLens into the cache folder (if `download`), verified by SHA-256.
+       release folder.
+    3. A download from GroupLens (`https://files.grouplens.org/datasets/movielens/<zip>`) into
+       the cache folder (if `download`), verified by the checksum pinned for the release (the
+       zip's SHA-256, or GroupLens' MD5 for 10M, or the SHA-256 of the files for 100K and
+       latest-small; ml-latest changes over time and has none).
+
+    Every release is parsed into the same structure: ratings with timestamps over the whole
+    catalog of the movie file, items with `title`, `year`, genre flags and the two genre labels,
+    users with their original ids (and demographics where the release has them: 100K, 1M).
 
     Args:
-        name: `"100k"` (or `"ml-100k"`) or `"latest-small"` (or `"ml-latest-small"`).
+        name: `"100k"`, `"1m"`, `"10m"`, `"20m"`, `"25m"`, `"latest"` or `"latest-small"`,
+            with or without the `"ml-"` prefix (`"ml-10M100K"` is the 10M folder's name).
         data_dir: optional explicit location of the release (folder or zip).
         download: whether a release missing from the cache may be downloaded.
         genre_seed: seed of `numpy.random.default_rng` drawing each item's single `genre`.
+        verify: for 1M, 10M, 20M and 25M, check the numbers of ratings, users who rated, movies
+            rated and catalog movies against those the release's README states; pass False to
+            load a copy that was trimmed or altered on purpose. (ml-latest changes over time;
+            100K and latest-small are checked file by file when downloaded, and small synthetic
+            copies of them are loaded on purpose.)
 
     Returns:
-        The loaded `MovieLens`: 100K has 100,000 ratings of 1,682 items by 943 users;
-        latest-small 100,836 ratings over a catalog of 9,742 movies (9,724 rated) by 610 users.
+        The loaded `MovieLens`. Sizes (ratings; users; movies rated / in the catalog):
+        100K 100,000; 943; 1,682 / 1,682. 1M 1,000,209; 6,040; 3,706 / 3,883.
+        10M 10,000,054; 69,878; 10,677 / 10,681. 20M 20,000,263; 138,493; 26,744 / 27,278.
+        25M 25,000,095; 162,541; 59,047 / 62,423. latest-small 100,836; 610; 9,724 / 9,742.
 
     Raises:
         ValueError: `name` is not a known release.
-        DatasetError: the release is not where it was looked for and cannot be downloaded, or a
-            download was corrupt, or a file of the release is missing.
+        DatasetError: the release is not where it was looked for and cannot be downloaded, a
+            download was corrupt, a file of the release is missing or malformed, or (with
+            `verify`) its counts differ from the README's.
     """
     release = _release(name)
     files = _locate(release, data_dir, download)
-    if release.name == "100k":
-        items, users, ratings, genres = _load_100k(files, genre_seed)
-    else:
-        items, users, ratings, genres = _load_latest_small(files, genre_seed)
+    loader = _LOADERS[release.layout]
+    items, users, ratings, genres = loader(files, genre_seed)
+    if verify and release.counts is not None:
+        _verify_counts(release, files, ratings, items)
     return MovieLens(
         name=release.name,
         path=files.path,
@@ -243,11 +358,89 @@ def load_movielens(
     )
 
 
+def _verify_counts(
+    release: _Release, files: _Files, ratings: pd.DataFrame, items: pd.DataFrame
+) -> None:
+    expected = release.counts
+    assert expected is not None
+    found = _Counts(
+        ratings=len(ratings),
+        users=int(ratings["user_id"].nunique()),
+        rated=int(ratings["item_id"].nunique()),
+        movies=len(items),
+    )
+    if found != expected:
+
+        def show(c: _Counts) -> str:
+            return (
+                f"{c.ratings:,} ratings by {c.users:,} users of {c.rated:,} movies "
+                f"(catalog {c.movies:,})"
+            )
+
+        raise DatasetError(
+            f"the copy of MovieLens {release.name} at {files.path} has {show(found)}, but the "
+            f"release's README states {show(expected)}: it is incomplete, altered or another "
+            "release. Remove it to download a fresh copy, or pass verify=False to load it anyway."
+        )
+
+
 # ---------------------------------------------------------------------------- locating the files
 
 
+def release_name(name: str) -> str:
+    """The canonical name of a release (`"ml-10M100K"` -> `"10m"`).
+
+    Raises:
+        ValueError: `name` is not a known release; the message lists the valid names.
+    """
+    return _release(name).name
+
+
+def guess_release(path: str | os.PathLike[str]) -> str:
+    """The release a folder or zip most likely holds, for `load_movielens(name, path)`.
+
+    By folder names first (`ml-1m/`, `ml-10M100K/`, ...: the path itself, a folder in it, or a
+    folder inside the zip), else by the files: `u.data` is 100K, `ratings.dat` 1M (with
+    `users.dat`) or 10M, and `ratings.csv`, shared by 20M, 25M and both latest, latest-small.
+
+    Raises:
+        DatasetError: the path holds no release.
+    """
+    path = Path(path).expanduser()
+    by_folder = {r.folder: r.name for r in _RELEASES.values()}
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as exc:
+            raise DatasetError(f"{path} is a file but not a valid zip ({exc})") from exc
+        folders = {n.split("/")[-2] for n in names if "/" in n}
+        files = {n.rsplit("/", 1)[-1] for n in names}
+    elif path.is_dir():
+        if path.name in by_folder:
+            return by_folder[path.name]
+        folders = {p.name for p in path.iterdir() if p.is_dir()}
+        files = {p.name for p in path.iterdir() if p.is_file()}
+    else:
+        raise DatasetError(f"{path} does not exist")
+    for release in _RELEASES.values():
+        if release.folder in folders:
+            return release.name
+    if "u.data" in files:
+        return "100k"
+    if "ratings.dat" in files:
+        return "1m" if "users.dat" in files else "10m"
+    if "ratings.csv" in files:
+        return "latest-small"
+    raise DatasetError(
+        f"{path} holds no MovieLens release: no release folder ({', '.join(by_folder)}) and no "
+        "u.data, ratings.dat or ratings.csv"
+    )
+
+
 def _release(name: str) -> _Release:
-    key = str(name).removeprefix("ml-")
+    key = str(name).strip().lower().removeprefix("ml-")
+    key = _ALIASES.get(key, key)
     if key not in _RELEASES:
         valid = ", ".join(f"{k!r} (or 'ml-{k}')" for k in _RELEASES)
         raise ValueError(f"unknown MovieLens dataset {name!r}; valid names are {valid}")
@@ -266,13 +459,17 @@ def _locate(release: _Release, data_dir: str | os.PathLike[str] | None, download
             f"Download {release.url} and unzip it into a folder, then set {DATA_DIR_ENV} to that "
             f"folder (it must hold {release.folder}/) or pass data_dir=; or allow download=True."
         )
-    return _Files(download_release(release.url, release.folder, release.checksums, root))
+    path = download_release(
+        release.url, release.folder, release.checksums, root, zip_hash=release.zip_hash
+    )
+    return _Files(path)
 
 
 def _explicit(release: _Release, path: Path) -> _Files:
     if path.is_file():
         return _Files(path, _zip_prefix(release, path))
     if (path / release.key_file).is_file():
+        _not_another_release(release, path.name, path)
         return _Files(path)
     if (path / release.folder).is_dir():
         return _Files(path / release.folder)
@@ -283,6 +480,20 @@ def _explicit(release: _Release, path: Path) -> _Files:
     )
 
 
+def _not_another_release(release: _Release, folder: str, path: Path) -> None:
+    """Refuses a folder named as another release that has the same key file.
+
+    20M, 25M, latest and latest-small all hold a `ratings.csv`: only the folder's name tells a
+    copy of one from a copy of another before it is parsed.
+    """
+    for other in _RELEASES.values():
+        if other is not release and folder == other.folder:
+            raise DatasetError(
+                f"{path} holds MovieLens {other.name} ({other.folder}), not {release.name} "
+                f"({release.folder}); load it with load_movielens({other.name!r}, ...)"
+            )
+
+
 def _zip_prefix(release: _Release, path: Path) -> str:
     """The folder, inside the zip, that holds the release files (`"ml-100k/"` or `""`)."""
     try:
@@ -291,10 +502,14 @@ def _zip_prefix(release: _Release, path: Path) -> str:
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"data_dir {path} is a file but not a valid zip ({exc})") from exc
     key = release.key_file
-    found = sorted((n for n in names if n == key or n.endswith("/" + key)), key=len)
+    found = [n for n in names if n == key or n.endswith("/" + key)]
     if not found:
         raise DatasetError(f"the zip {path} holds no {key} (expected {release.folder}/{key})")
-    return found[0][: -len(key)]
+    # The release's own folder first, then the shallowest.
+    own = release.folder + "/" + key
+    prefix = min(found, key=lambda n: (not n.endswith(own), len(n)))[: -len(key)]
+    _not_another_release(release, Path(prefix).name, path)
+    return prefix
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -345,11 +560,14 @@ def _load_100k(
     return items, users, ratings, list(_GENRES_100K)
 
 
-def _load_latest_small(
+def _load_csv(
     files: _Files, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
-    ratings = files.read_csv(
+    """20M, 25M, latest and latest-small: `ratings.csv` and `movies.csv`, UTF-8 with a header."""
+    ratings = _read_table(
+        files,
         "ratings.csv",
+        usecols=["userId", "movieId", "rating", "timestamp"],
         dtype={
             "userId": np.int64,
             "movieId": np.int64,
@@ -357,11 +575,134 @@ def _load_latest_small(
             "timestamp": np.int64,
         },
     ).rename(columns={"userId": "user_id", "movieId": "item_id"})
-    movies = files.read_csv(
-        "movies.csv", dtype={"movieId": np.int64, "title": str, "genres": str}
-    ).sort_values("movieId", ignore_index=True)
-    movies = movies.rename(columns={"movieId": "item_id"})
-    # Titles end with "(1995)", a few with a range "(2006–2007)" and a dozen with no year at all.
+    movies = _read_table(
+        files,
+        "movies.csv",
+        usecols=["movieId", "title", "genres"],
+        dtype={"movieId": np.int64, "title": str, "genres": str},
+        keep_default_na=False,  # a movie titled "NaN" stays a title
+    ).rename(columns={"movieId": "item_id"})
+    items, genres = _movie_items(movies, seed)
+    users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
+    return items, users, ratings, genres
+
+
+# The occupation codes of ml-1m's users.dat, as its README lists them.
+_OCCUPATIONS_1M = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)  # fmt: skip
+
+
+def _load_1m(
+    files: _Files, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """1M: `ratings.dat`, `movies.dat` and `users.dat`, fields separated by `::`."""
+    items, ratings, genres = _load_dat_ratings_movies(files, seed)
+    users = _read_dat_table(
+        files,
+        "users.dat",
+        {"user_id": np.int64, "sex": str, "age": np.int64, "occupation": np.int64, "zip_code": str},
+    )
+    codes = users["occupation"].to_numpy()
+    bad = (codes < 0) | (codes >= len(_OCCUPATIONS_1M))
+    if bad.any():
+        raise DatasetError(
+            f"users.dat of {files.path} has occupation code {codes[bad][0]} (user "
+            f"{users['user_id'].to_numpy()[bad][0]}); the release defines codes 0.."
+            f"{len(_OCCUPATIONS_1M) - 1}"
+        )
+    users["occupation"] = np.asarray(_OCCUPATIONS_1M, dtype=object)[codes]
+    users = users[["user_id", "age", "sex", "occupation", "zip_code"]]
+    return items, users.sort_values("user_id", ignore_index=True), ratings, genres
+
+
+def _load_10m(
+    files: _Files, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """10M: `ratings.dat` and `movies.dat` (`::`); no user file (`tags.dat` is not read)."""
+    items, ratings, genres = _load_dat_ratings_movies(files, seed)
+    users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
+    return items, users, ratings, genres
+
+
+def _load_dat_ratings_movies(
+    files: _Files, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    ratings = _read_dat_table(
+        files,
+        "ratings.dat",
+        {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "timestamp": np.int64},
+    )
+    movies = _read_dat_movies(files)
+    items, genres = _movie_items(movies, seed)
+    return items, ratings, genres
+
+
+def _read_table(files: _Files, name: str, **kwargs: Any) -> pd.DataFrame:
+    """`pd.read_csv` of a release file; a malformed file is a `DatasetError` naming it."""
+    try:
+        return files.read_csv(name, **kwargs)
+    except (ValueError, pd.errors.ParserError) as exc:  # wrong header, fields or types
+        raise DatasetError(f"{name} of {files.path} is malformed: {exc}") from exc
+
+
+def _read_dat_table(files: _Files, name: str, columns: dict[str, Any]) -> pd.DataFrame:
+    """A `::`-separated file of numbers and codes (`ratings.dat`, `users.dat`).
+
+    Read with `:` as the separator by pandas' C parser (the Python parser, the only one that
+    takes `::`, is many times slower on 10M rows): every other field is then the empty one
+    between the two colons. No field of these files holds a colon.
+    """
+    names = list(columns)
+    return _read_table(
+        files,
+        name,
+        sep=":",
+        header=None,
+        usecols=[2 * j for j in range(len(names))],
+        names=[f"_{j}" for j in range(2 * len(names) - 1)],
+        dtype={f"_{2 * j}": dtype for j, dtype in enumerate(columns.values())},
+        keep_default_na=False,
+    ).set_axis(names, axis=1)
+
+
+def _read_dat_movies(files: _Files) -> pd.DataFrame:
+    """`movies.dat` (`id::title::genres`): split by hand, titles may hold single colons.
+
+    1M's file is Latin-1; a file that is valid UTF-8 is read as UTF-8.
+    """
+    raw = files.read_bytes("movies.dat")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("::")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            raise DatasetError(
+                f"movies.dat of {files.path}, line {number}, is malformed: {line!r}; "
+                "expected 'MovieID::Title::Genres'"
+            )
+        rows.append((int(fields[0]), fields[1], fields[2]))
+    if not rows:
+        raise DatasetError(f"movies.dat of {files.path} lists no movies")
+    return pd.DataFrame(rows, columns=["item_id", "title", "genres"])
+
+
+def _movie_items(movies: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """Items frame and genre names from `item_id`, `title` and `genres` (`"A|B"`)."""
+    movies = movies.sort_values("item_id", ignore_index=True)
+    dupes = movies["item_id"].duplicated()
+    if dupes.any():
+        raise DatasetError(f"movie id {movies['item_id'][dupes].iloc[0]} is listed twice")
+    # Titles end with "(1995)", a few with a range "(2006–2007)", some with trailing spaces
+    # and a few with no year at all.
     year = movies["title"].str.extract(r"\((\d{4})(?:[-–]\d{4})?\)\s*$", expand=False)
     year = pd.to_numeric(year, errors="coerce").astype("Int64")
     flags = (
@@ -369,9 +710,7 @@ def _load_latest_small(
         .str.get_dummies(sep="|")
         .drop(columns="(no genres listed)", errors="ignore")
     )
-    items = _catalog(movies, year, flags, seed)
-    users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
-    return items, users, ratings, list(flags.columns)
+    return _catalog(movies, year, flags, seed), list(flags.columns)
 
 
 def _catalog(movies: pd.DataFrame, year: pd.Series, flags: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -402,3 +741,6 @@ def _catalog(movies: pd.DataFrame, year: pd.Series, flags: pd.DataFrame, seed: i
         ],
         axis=1,
     )
+
+
+_LOADERS = {"100k": _load_100k, "1m": _load_1m, "10m": _load_10m, "csv": _load_csv}

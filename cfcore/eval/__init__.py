@@ -1,1 +1,2 @@
-"""Evaluation: ranking metrics (`metrics`) and the popularity baseline (`popularity`)."""
+"""Evaluation: ranking metrics (`metrics`), the popularity baseline (`popularity`) and the
+implicit-feedback protocol of strong generalization (`implicit`)."""

@@ -2,6 +2,8 @@
 
 It is evaluated under the softmax model's protocols (`cfcore.data.features.split_users`), so its
 numbers sit beside the model's: a recommender that does not beat it has learnt nothing personal.
+`PopularityScorer` is the same baseline for the implicit-feedback protocol
+(`cfcore.eval.implicit.evaluate_strong_generalization`).
 
 Example:
     >>> ml = cfcore.datasets.load_movielens("100k")            # doctest: +SKIP
@@ -11,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import numpy as np
 from ..data.features import HistoryFeatures, SoftmaxSplit, split_users
 from .metrics import ranking_metrics
 
-__all__ = ["evaluate_popularity", "popularity_ranking", "popularity_scores"]
+__all__ = ["PopularityScorer", "evaluate_popularity", "popularity_ranking", "popularity_scores"]
 
 
 def popularity_scores(features: HistoryFeatures, users: np.ndarray) -> np.ndarray:
@@ -76,3 +79,29 @@ def evaluate_popularity(
     split = split_users(features, protocol, seed)
     top = popularity_ranking(features, split, k)
     return {**ranking_metrics(top, split.test_targets, k), "users": len(split.test_users)}
+
+
+@dataclass(frozen=True, eq=False)
+class PopularityScorer:
+    """Scores every item by how many training users interacted with it, the same for everyone.
+
+    A scorer for `cfcore.eval.implicit.evaluate_strong_generalization`: called with the held-out
+    users' fold-in items (a `cfcore.retrieval.RatedItems` of `B` rows), it returns the counts for
+    each of them; the evaluation leaves the fold-in items out and breaks ties by the lowest index.
+
+    Attributes:
+        counts: float64 `[M]`, the number of distinct users with a rating of each item.
+    """
+
+    counts: np.ndarray
+
+    @classmethod
+    def from_ratings(cls, train: Any) -> PopularityScorer:
+        """From the training interactions (`cfcore.Ratings`; a pair counted once per user)."""
+        m = train.num_items
+        pairs = np.unique(np.asarray(train.users, np.int64) * m + np.asarray(train.items))
+        return cls(np.bincount(pairs % m, minlength=m).astype(np.float64))
+
+    def __call__(self, fold_in: Any) -> np.ndarray:
+        """`[B, M]` scores (a read-only broadcast of `counts`) for `B` users."""
+        return np.broadcast_to(self.counts, (fold_in.num_rows, len(self.counts)))

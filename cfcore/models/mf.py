@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,18 @@ from ..init import init_mf_params
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import MFSpec, MSEMethod, OptimizerSpec
-from ..train.session import Session, as_ratings, check_steps
+from ..train.session import as_ratings, check_steps
+from .base import Model, Params, State
+
+if TYPE_CHECKING:
+    from ..persistence import StateReader
 
 # Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
 EVAL_CHUNK = 1 << 21
 
 
 @register_model
-class MatrixFactorization:
+class MatrixFactorization(Model):
     """Matrix factorization `A ≈ U·Vᵀ` trained on the MSE of the observed ratings.
 
     Args:
@@ -40,29 +44,17 @@ class MatrixFactorization:
             gather; memory O(N·M)). Same objective, different cost.
     """
 
+    kind = "mf"
+
     def __init__(
         self, embedding_dim: int = 3, init_stddev: float = 1.0, mse: MSEMethod = "gather"
     ) -> None:
+        super().__init__()
         self.spec = MFSpec(embedding_dim=embedding_dim, init_stddev=init_stddev, mse=mse)
-        self._session: Session | None = None
-        self._params: dict[str, np.ndarray] | None = None
         self._shape: tuple[int, int] | None = None
-        self.catalog: pd.DataFrame | None = None
-        self.history = pd.DataFrame()
-        # Vocabularies (original ids of each row) and the ratings of the last fit: retrieval maps
-        # rows back to ids, leaves rated items out, and `add_users` extends them.
-        self.user_ids: np.ndarray | None = None
-        self.item_ids: np.ndarray | None = None
+        # The ratings of the last fit: retrieval leaves rated items out, `add_users` extends them.
         self.train_ratings: Ratings | None = None
-        self._num_train_ratings: int | None = None
-        self._rating_scale: tuple[float, float] | None = None
         self._rated_cache: tuple[Ratings, Any] | None = None
-        # Step count to continue from when there is no session (a loaded model, added users).
-        self._resume_step = 0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items() if k != "kind")
-        return f"{type(self).__name__}({fields})"
 
     # ------------------------------------------------------------------ training
 
@@ -119,20 +111,16 @@ class MatrixFactorization:
             )
         be = get_backend(backend)
 
-        def start_params() -> dict[str, np.ndarray]:
-            if self._session is not None or self._params is not None:
-                return self.embeddings_numpy()
+        def start_params() -> Params:
+            if self._has_params():
+                return self.params_numpy()
             return init_mf_params(self.spec, *shape, seed)
 
-        session = Session.continue_or_start(
-            self._session, be, optimizer, start_params, step=self._resume_step, history=self.history
-        )
-        self._session = session
+        session = self._train_session(be, optimizer, start_params)
         self._shape = shape
         if train.catalog is not None:
             self.catalog = train.catalog
         self._remember_train(train)
-        self._params = None  # the session's state is now the truth
         try:
             _run(
                 self.spec,
@@ -151,22 +139,10 @@ class MatrixFactorization:
 
     # ------------------------------------------------------------------ results
 
-    def embeddings_numpy(self) -> dict[str, np.ndarray]:
-        if self._session is not None and self._params is None:
-            self._params = self._session.params_numpy()
-        if self._params is None:
-            raise RuntimeError(f"{type(self).__name__} has no embeddings yet: call fit() first")
-        return self._params
-
     @property
-    def embeddings(self) -> dict[str, np.ndarray]:
+    def embeddings(self) -> Params:
         """`{"user": float32[N, d], "item": float32[M, d]}` (copies; the model is not changed)."""
         return {k: v.copy() for k, v in self.embeddings_numpy().items()}
-
-    @property
-    def step(self) -> int:
-        """Number of optimizer updates applied so far."""
-        return self._resume_step if self._session is None else self._session.step
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Predicted ratings ⟨U_u, V_i⟩ for pairs of indices; float32 `[n]`."""
@@ -226,16 +202,6 @@ class MatrixFactorization:
         if self._rated_cache is None or self._rated_cache[0] is not self.train_ratings:
             self._rated_cache = (self.train_ratings, RatedItems.from_ratings(self.train_ratings))
         return self._rated_cache[1]
-
-    @property
-    def num_train_ratings(self) -> int | None:
-        """|Ω|, the number of ratings of the last fit (used by the default fold-in λ)."""
-        return self._num_train_ratings
-
-    @property
-    def rating_scale(self) -> tuple[float, float] | None:
-        """`(lowest, highest)` rating of the training ratings; new ratings must lie inside."""
-        return self._rating_scale
 
     def fold_in(self, ratings: Any, *, reg: Any = None, backend: Any = None) -> np.ndarray:
         """Embeddings of new users from their ratings, the item embeddings fixed (no training).
@@ -300,9 +266,7 @@ class MatrixFactorization:
         user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)
         new_emb = self._fold_in_arrays(rows, items, values, num, reg, backend)
         # The session's state has N rows: drop it, keep the step count and history to continue.
-        self._resume_step = self.step
-        self._params = {"user": np.concatenate([emb["user"], new_emb]), "item": emb["item"]}
-        self._session = None
+        self._detach({"user": np.concatenate([emb["user"], new_emb]), "item": emb["item"]})
         self._shape = (n + num, m)
         self.user_ids = np.concatenate([old_ids, user_ids])
         if self.train_ratings is not None:
@@ -320,22 +284,64 @@ class MatrixFactorization:
             self._num_train_ratings = len(self.train_ratings)
         return user_ids
 
-    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
-        """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
+    # ------------------------------------------------------------------ file state
 
-        See `cfcore.persistence.save` for the format.
+    @classmethod
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> MFSpec:
+        return MFSpec(**fields)
 
-        Args:
-            path: the file to write (a `.npz` archive whatever its suffix).
-            include_ratings: also store the training ratings (needed to leave rated items out of
-                recommendations and to retrain after loading).
+    @classmethod
+    def _from_spec(cls, spec: MFSpec) -> MatrixFactorization:
+        model = cls(embedding_dim=spec.embedding_dim, init_stddev=spec.init_stddev, mse=spec.mse)
+        model.spec = spec
+        return model
 
-        Returns:
-            The path written.
-        """
-        from ..persistence import save
+    def _own_state(self, include_ratings: bool) -> State:
+        emb = self.embeddings_numpy()
+        n, d = emb["user"].shape
+        m = emb["item"].shape[0]
+        has_ratings = bool(include_ratings and self.train_ratings is not None)
+        meta = {"shape": [n, m, d], "has_ratings": has_ratings}
+        arrays = {
+            "user_embeddings": np.asarray(emb["user"], np.float32),
+            "item_embeddings": np.asarray(emb["item"], np.float32),
+        }
+        if has_ratings:
+            r = self.train_ratings
+            assert r is not None
+            arrays["ratings_users"] = r.users.astype(np.int32)
+            arrays["ratings_items"] = r.items.astype(np.int32)
+            arrays["ratings_values"] = r.values.astype(np.float32)
+        return meta, arrays
 
-        return save(self, path, include_ratings=include_ratings)
+    def _restore_own(
+        self, reader: StateReader, meta: dict[str, Any], shape: tuple[int, ...]
+    ) -> None:
+        n, m, d = shape
+        user = np.asarray(reader["user_embeddings"], np.float32)
+        item = np.asarray(reader["item_embeddings"], np.float32)
+        if user.shape != (n, d) or item.shape != (m, d) or d != self.spec.embedding_dim:
+            raise reader.damaged(
+                f"embeddings of shapes {user.shape} and {item.shape} do not match the recorded "
+                f"shape N={n}, M={m}, d={d} (spec d={self.spec.embedding_dim})"
+            )
+        self._params = {"user": user, "item": item}
+        self._shape = (n, m)
+
+    def _restore_links(self, reader: StateReader, meta: dict[str, Any]) -> None:
+        if not meta.get("has_ratings"):
+            return
+        n, m = self._shape or (0, 0)
+        self.train_ratings = Ratings(
+            reader["ratings_users"],
+            reader["ratings_items"],
+            reader["ratings_values"],
+            n,
+            m,
+            user_ids=self.user_ids,
+            item_ids=self.item_ids,
+            catalog=self.catalog,
+        )
 
 
 @register_model

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from ..data.features import (
     Ragged,
     SoftmaxBatcher,
     SoftmaxSplit,
+    Vocabulary,
     _ratings_of,
     input_bags,
     split_users,
@@ -41,7 +42,11 @@ from ..eval.metrics import ranking_metrics
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
-from ..train.session import Session, check_steps
+from ..train.session import check_steps
+from .base import Model, Params, State
+
+if TYPE_CHECKING:
+    from ..persistence import StateReader
 
 __all__ = [
     "SoftmaxModel",
@@ -138,7 +143,7 @@ class _EvalData:
 
 
 @register_model
-class SoftmaxModel:
+class SoftmaxModel(Model):
     """The notebook's softmax recommender: bags of words -> tower -> softmax over the catalogue.
 
     Args:
@@ -156,6 +161,8 @@ class SoftmaxModel:
         ValueError: the dimensions do not fit (the message names both), or a setting is unknown.
     """
 
+    kind = "softmax"
+
     def __init__(
         self,
         feature_dims: dict[str, int] | None = None,
@@ -166,6 +173,7 @@ class SoftmaxModel:
         loss: str = "full",
         hidden_scale: float = 0.1,
     ) -> None:
+        super().__init__()
         self.spec = SoftmaxSpec(
             feature_dims=dict(NOTEBOOK_FEATURES if feature_dims is None else feature_dims),
             hidden_dims=tuple(hidden_dims),
@@ -174,32 +182,17 @@ class SoftmaxModel:
             hidden_scale=hidden_scale,
             loss=loss,
         )
-        self._session: Session | None = None
-        self._params: dict[str, np.ndarray] | None = None
         self._protocol: str | None = None
         self._split_seed: int | None = None
         self._vocab_sizes: dict[str, int] | None = None
-        self.history = pd.DataFrame()
         # What retrieval, fold-in and saving need without the dataset: the features of the last
-        # fit (histories, vocabularies, each item's tokens; extended by `add_users`), the
-        # catalogue and the id vocabularies.
+        # fit (histories, vocabularies, each item's tokens; extended by `add_users`).
         self._data: HistoryFeatures | None = None
         self._has_histories = True  # False for a model loaded from a file saved without them
-        self.catalog: pd.DataFrame | None = None
-        self.user_ids: np.ndarray | None = None
-        self.item_ids: np.ndarray | None = None
-        self._num_train_ratings: int | None = None
-        self._rating_scale: tuple[float, float] | None = None
         # Users the split is drawn over (those of the first fit): users added later always train,
         # so adding users never moves anyone between the training and test sides.
         self._split_users: int | None = None
         self._batch_size: int | None = None
-        # Step count to continue from when there is no session (a loaded model).
-        self._resume_step = 0
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items() if k != "kind")
-        return f"{type(self).__name__}({fields})"
 
     # ------------------------------------------------------------------ set-up
 
@@ -371,15 +364,12 @@ class SoftmaxModel:
             )
         be = get_backend(backend)
 
-        def start_params() -> dict[str, np.ndarray]:
-            if self._session is not None or self._params is not None:
+        def start_params() -> Params:
+            if self._has_params():
                 return self.params_numpy()
             return init_softmax_params(self.spec, features.vocab_sizes, seed)
 
-        session = Session.continue_or_start(
-            self._session, be, optimizer, start_params, step=self._resume_step, history=self.history
-        )
-        self._session = session
+        session = self._train_session(be, optimizer, start_params)
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if dataset is not None:
@@ -387,7 +377,6 @@ class SoftmaxModel:
         if self._split_users is None:
             self._split_users = features.num_users
         self._batch_size = int(batch_size)
-        self._params = None  # the session's state is now the truth
         log_q = None
         if self.spec.loss == "sampled":
             log_q = label_log_probabilities(features, split.train_users)
@@ -489,29 +478,16 @@ class SoftmaxModel:
 
     # ------------------------------------------------------------------ results
 
-    def params_numpy(self) -> dict[str, np.ndarray]:
-        """All parameters as float32 NumPy arrays (the feature tables and `hidden_i`)."""
-        if self._session is not None and self._params is None:
-            self._params = self._session.params_numpy()
-        if self._params is None:
-            raise RuntimeError(f"{type(self).__name__} has no parameters yet: call fit() first")
-        return self._params
-
-    def embeddings_numpy(self) -> dict[str, np.ndarray]:
+    def embeddings_numpy(self) -> Params:
         """As `embeddings`, without copying (do not modify the arrays)."""
         params = self.params_numpy()
         return {"item": params[self.spec.item_feature], **params}
 
     @property
-    def embeddings(self) -> dict[str, np.ndarray]:
+    def embeddings(self) -> Params:
         """`{"item": float32 [M, d]}` (the movie-id table, also the softmax weights) plus every
         parameter by name (`"movie_id"`, `"genre"`, `"year"`, `"hidden_0"`, ...); copies."""
         return {k: v.copy() for k, v in self.embeddings_numpy().items()}
-
-    @property
-    def step(self) -> int:
-        """Number of optimizer updates applied so far."""
-        return self._resume_step if self._session is None else self._session.step
 
     @property
     def protocol(self) -> str | None:
@@ -565,11 +541,6 @@ class SoftmaxModel:
             return None
         hist = self._data.histories
         return RatedItems(hist.offsets, hist.values, self._data.num_items)
-
-    @property
-    def num_train_ratings(self) -> int | None:
-        """The number of ratings of the last fit (added users' included)."""
-        return self._num_train_ratings
 
     @property
     def rating_scale(self) -> tuple[float, float] | None:
@@ -756,25 +727,161 @@ class SoftmaxModel:
             self._num_train_ratings += count
         return user_ids
 
-    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
-        """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
+    # ------------------------------------------------------------------ file state
 
-        The file holds the spec, every parameter (feature tables, hidden layers), the feature
-        vocabularies and each item's tokens, the users' rated movies, the catalogue, the id
-        vocabularies, the history and what `evaluate` needs to draw the same split again (see
-        `cfcore.persistence`).
+    @classmethod
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> SoftmaxSpec:
+        return SoftmaxSpec(**fields)
 
-        Args:
-            path: the file to write (a `.npz` archive whatever its suffix).
-            include_ratings: also store which movies each user rated (needed to recommend to
-                them, to evaluate or to train without the dataset).
+    @classmethod
+    def _from_spec(cls, spec: SoftmaxSpec) -> SoftmaxModel:
+        model = cls(
+            dict(spec.feature_dims),
+            spec.hidden_dims,
+            spec.activation,
+            spec.combiner,
+            loss=spec.loss,
+            hidden_scale=spec.hidden_scale,
+        )
+        model.spec = spec  # item_feature too
+        return model
 
-        Returns:
-            The path written.
-        """
-        from ..persistence import save
+    def _own_state(self, include_ratings: bool) -> State:
+        """Everything `evaluate`, `recommend`, `fold_in` and `fit` need without the dataset:
+        the parameters, the feature vocabularies and each item's tokens, the users' rated
+        movies, and what draws the same split again."""
+        params = self.params_numpy()
+        features = self.features
+        if features is None:  # parameters without features: not produced by fit or load
+            raise RuntimeError(f"{type(self).__name__} has no features yet: call fit() first")
+        names = list(params)
+        feature_names = list(features.feature_names)
+        token_features = list(features.item_tokens)
+        has_histories = bool(include_ratings and self._has_histories)
+        meta = {
+            "shape": [features.num_users, features.num_items, int(self.spec.output_dim)],
+            "params": names,
+            "protocol": self.protocol,
+            "split_seed": self._split_seed,
+            "split_users": self._split_users,
+            "batch_size": self._batch_size,
+            "feature_names": feature_names,
+            "item_feature": features.item_feature,
+            "token_features": token_features,
+            "has_histories": has_histories,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for i, name in enumerate(names):
+            arrays[f"param_{i}"] = np.asarray(params[name], np.float32)
+        for j, name in enumerate(feature_names):
+            arrays[f"vocab_{j}"] = np.asarray(features.vocabularies[name].tokens, dtype=str)
+        for j, name in enumerate(token_features):
+            tokens = features.item_tokens[name]
+            arrays[f"tokens_offsets_{j}"] = tokens.offsets.astype(np.int64)
+            arrays[f"tokens_values_{j}"] = tokens.values.astype(np.int32)
+        if has_histories:
+            arrays["history_offsets"] = features.histories.offsets.astype(np.int64)
+            arrays["history_items"] = features.histories.values.astype(np.int32)
+        return meta, arrays
 
-        return save(self, path, include_ratings=include_ratings)
+    def _restore_own(
+        self, reader: StateReader, meta: dict[str, Any], shape: tuple[int, ...]
+    ) -> None:
+        spec = self.spec
+        n, m, d = shape
+        if d != spec.output_dim:
+            raise reader.damaged(
+                f"the recorded query dimension {d} is not the spec's {spec.output_dim}"
+            )
+        feature_names = [str(f) for f in meta["feature_names"]]
+        vocabularies = {
+            name: Vocabulary(name, tuple(str(t) for t in np.asarray(reader[f"vocab_{j}"])))
+            for j, name in enumerate(feature_names)
+        }
+        missing = [f for f in spec.feature_names if f not in vocabularies]
+        if missing:
+            raise reader.damaged(
+                f"the spec's feature(s) {missing} have no vocabulary (the file has {feature_names})"
+            )
+        sizes = {f: len(v) for f, v in vocabularies.items()}
+        item_tokens = {
+            name: _read_ragged(
+                reader,
+                f"tokens_offsets_{j}",
+                f"tokens_values_{j}",
+                m,
+                sizes.get(name, 0),
+                f"item tokens of feature {name!r}",
+            )
+            for j, name in enumerate(str(f) for f in meta["token_features"])
+        }
+        has_histories = bool(meta["has_histories"])
+        if has_histories:
+            histories = _read_ragged(
+                reader, "history_offsets", "history_items", n, m, "rated movies"
+            )
+        else:
+            histories = Ragged(np.zeros(n + 1, np.int64), np.zeros(0, np.int32))
+        names = [str(x) for x in meta["params"]]
+        shapes = spec.param_shapes(sizes)
+        if sorted(names) != sorted(shapes):
+            raise reader.damaged(f"its parameters {names} are not the spec's {list(shapes)}")
+        params = {}
+        for i, name in enumerate(names):
+            arr = np.asarray(reader[f"param_{i}"])
+            if arr.shape != shapes[name] or arr.dtype != np.float32:
+                raise reader.damaged(
+                    f"parameter {name!r} is {arr.dtype} {arr.shape}, expected float32 "
+                    f"{shapes[name]}"
+                )
+            params[name] = arr
+        if len(vocabularies[spec.item_feature]) != m:
+            raise reader.damaged(
+                f"the item feature {spec.item_feature!r} has "
+                f"{len(vocabularies[spec.item_feature])} tokens for {m} items"
+            )
+        protocol = meta["protocol"]
+        if protocol not in PROTOCOLS:
+            raise reader.damaged(f"protocol {protocol!r} is not one of {PROTOCOLS}")
+        self._params = params
+        self._protocol = protocol
+        self._split_seed = int(meta["split_seed"])
+        self._split_users = int(meta["split_users"])
+        batch_size = meta.get("batch_size")
+        self._batch_size = None if batch_size is None else int(batch_size)
+        self._vocab_sizes = {f: sizes[f] for f in spec.feature_names}
+        self._data = HistoryFeatures(
+            histories, m, vocabularies, item_tokens, str(meta["item_feature"])
+        )
+        self._has_histories = has_histories
+
+
+def _read_ragged(
+    reader: StateReader, offsets_name: str, values_name: str, rows: int, bound: int, what: str
+) -> Ragged:
+    """CSR rows read back, checked: `rows` rows of values in `[0, bound)`."""
+    offsets = np.asarray(reader[offsets_name], np.int64)
+    values = np.asarray(reader[values_name])
+    if values.dtype.kind not in "iu":
+        raise reader.damaged(f"{what} are not integers ({values.dtype})")
+    ok = (
+        offsets.shape == (rows + 1,)
+        and values.ndim == 1
+        and offsets[0] == 0
+        and offsets[-1] == len(values)
+        and bool(np.all(np.diff(offsets) >= 0))
+    )
+    if not ok:
+        raise reader.damaged(
+            f"the {what} are not {rows} rows (offsets of shape {offsets.shape} over "
+            f"{values.shape} values)"
+        )
+    if len(values) and (values.min() < 0 or values.max() >= bound):
+        bad = int(values.min() if values.min() < 0 else values.max())
+        raise reader.damaged(
+            f"the {what} hold {bad}, out of range for {bound} (valid: 0..{bound - 1})"
+        )
+    return Ragged(offsets, values.astype(np.int32))
 
 
 def _no_reg(reg: Any) -> None:

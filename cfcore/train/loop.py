@@ -1,10 +1,16 @@
 """Compiled chunks of guarded training steps: the one training loop body of every model.
 
-A model gives a loss `loss(params, batch) -> (total, parts)` written on the backend's operations
-and, per step, how to take its batch from the training data; an optimizer gives its update rule
-(`cfcore.optim`). This module joins them into a guarded step and asks the backend to compile a
-loop of such steps (`Backend.compile_loop`), so a chunk of steps runs with no host
-synchronisation.
+A step is an *update* `update(params, opt_state, batch) -> (objective, new_params, new_opt_state)`,
+the objective taken at `params` (before the update). Two kinds exist:
+
+* a gradient step (`gradient_update`): a model's loss `loss(params, batch) -> (total, parts)`
+  written on the backend's operations, differentiated by the backend, and an optimizer's update
+  rule (`cfcore.optim`);
+* a closed-form sweep (`sweep_update`): `sweep(params, batch) -> (objective, new_params)`, e.g.
+  an alternating-least-squares half-sweep per table, with no optimizer state.
+
+This module wraps an update into a guarded step and asks the backend to compile a loop of such
+steps (`Backend.compile_loop`), so a chunk of steps runs with no host synchronisation.
 
 The guard: a step is applied only if its loss (before the update) is finite *and* the parameters
 it produces are finite. At the first step that fails, the loop stops changing the state and records
@@ -71,13 +77,42 @@ def _all_finite(xp: Any, params: dict[str, Any]) -> Any:
     return out
 
 
+Update = Callable[[dict[str, Any], Any, Any], tuple[Any, dict[str, Any], Any]]
+"""`update(params, opt_state, batch) -> (objective at params, new params, new opt_state)`."""
+
+
+def gradient_update(
+    be: Any, loss: Callable[[dict[str, Any], Any], tuple[Any, Any]], rule: Rule
+) -> Update:
+    """The gradient step of `loss` under the optimizer `rule`."""
+    grad = be.value_and_grad(loss)
+
+    def update(params: dict[str, Any], opt: Any, batch: Any) -> tuple[Any, dict[str, Any], Any]:
+        (total, _), grads = grad(params, batch)
+        new_params, new_opt = rule.update(grads, opt, params)
+        return total, new_params, new_opt
+
+    return update
+
+
+def sweep_update(sweep: Callable[[dict[str, Any], Any], tuple[Any, dict[str, Any]]]) -> Update:
+    """A closed-form step: `sweep(params, batch) -> (objective at params, new params)`; the
+    optimizer state (empty) passes through."""
+
+    def update(params: dict[str, Any], opt: Any, batch: Any) -> tuple[Any, dict[str, Any], Any]:
+        total, new_params = sweep(params, batch)
+        return total, new_params, opt
+
+    return update
+
+
 def make_chunk(
     be: Any,
     loss: Callable[[dict[str, Any], Any], tuple[Any, Any]],
     rule: Rule,
     take_batch: Callable[[Any, Any], Any],
 ) -> Callable[..., ChunkResult]:
-    """A compiled chunk of guarded steps.
+    """A compiled chunk of guarded gradient steps of `loss` under `rule`.
 
     Args:
         be: the backend.
@@ -87,16 +122,30 @@ def make_chunk(
             the step's slice of `xs` (None for full-batch steps).
 
     Returns:
+        As `make_update_chunk`.
+    """
+    return make_update_chunk(be, gradient_update(be, loss, rule), take_batch)
+
+
+def make_update_chunk(
+    be: Any, update: Update, take_batch: Callable[[Any, Any], Any]
+) -> Callable[..., ChunkResult]:
+    """A compiled chunk of guarded steps of any `update` (gradient step or closed-form sweep).
+
+    Args:
+        be: the backend.
+        update: see `Update`.
+        take_batch: as in `make_chunk`.
+
+    Returns:
         `run(params, opt_state, prev_params, prev_opt_state, data, xs=None, num_steps=None)
         -> ChunkResult`; see `Backend.compile_loop` for `xs` and `num_steps`.
     """
     xp = be.xp
-    grad = be.value_and_grad(loss)
 
     def body(carry: dict, data: Any, x: Any) -> dict:
         params, opt = carry["params"], carry["opt"]
-        (total, _), grads = grad(params, take_batch(data, x))
-        new_params, new_opt = rule.update(grads, opt, params)
+        total, new_params, new_opt = update(params, opt, take_batch(data, x))
         loss_ok = xp.isfinite(total)
         ok = loss_ok & _all_finite(xp, new_params) & (carry["bad"] < 0)
         first = (carry["bad"] < 0) & ~ok

@@ -18,7 +18,7 @@ import pandas as pd
 from ..data.ratings import as_ratings as as_ratings
 from ..optim.rules import Rule, make_rule
 from ..specs import OptimizerSpec
-from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk
+from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk, make_update_chunk, sweep_update
 from .placement import Placement
 from .progress import progress_bar
 
@@ -57,7 +57,7 @@ class Session:
     Attributes:
         backend: the backend it runs on.
         optimizer: what the user passed (a cfcore spec or a framework optimizer).
-        rule: its update rule.
+        rule: its update rule (None for a session of closed-form sweeps).
         placement: where parameters and data live.
         params, opt_state: the current state (native arrays).
         prev_params, prev_opt_state: the state one applied step earlier.
@@ -67,7 +67,7 @@ class Session:
 
     backend: Any
     optimizer: Any
-    rule: Rule
+    rule: Rule | None
     placement: Placement
     params: dict[str, Any]
     opt_state: Any
@@ -87,11 +87,15 @@ class Session:
         history: pd.DataFrame | None = None,
         placement: Placement | None = None,
     ) -> Session:
-        """A session on `backend` from host `params`, continuing `step` and `history`."""
+        """A session on `backend` from host `params`, continuing `step` and `history`.
+
+        `optimizer` None: a session of closed-form sweeps (`sweep_chunk`), with no optimizer
+        state.
+        """
         placement = placement or Placement(backend)
-        rule = make_rule(backend, optimizer)
+        rule = None if optimizer is None else make_rule(backend, optimizer)
         native = placement.params(params)
-        opt_state = rule.init(native)
+        opt_state = {} if rule is None else rule.init(native)
         rows = [] if history is None or history.empty else history.to_dict("records")
         return cls(
             backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows
@@ -128,12 +132,28 @@ class Session:
         return self.placement.to_host(self.params)
 
     def chunk(self, key: Any, loss: Callable, take_batch: Callable) -> Callable[..., ChunkResult]:
-        """The compiled chunk for `key` (the model's spec and batch layout), built once."""
+        """The compiled chunk of gradient steps of `loss` for `key` (the model's spec and batch
+        layout), built once."""
+        if self.rule is None:
+            raise ValueError("this session has no optimizer: it runs closed-form sweeps only")
+        rule = self.rule
+        return self._cached(key, lambda: make_chunk(self.backend, loss, rule, take_batch))
+
+    def sweep_chunk(
+        self, key: Any, sweep: Callable, take_batch: Callable
+    ) -> Callable[..., ChunkResult]:
+        """The compiled chunk of closed-form steps `sweep(params, batch) -> (objective, new
+        params)` for `key`, built once; guarded like gradient steps."""
+        return self._cached(
+            ("sweep", key), lambda: make_update_chunk(self.backend, sweep_update(sweep), take_batch)
+        )
+
+    def _cached(self, key: Any, make: Callable[[], Callable[..., ChunkResult]]) -> Callable:
         full_key = (self.backend.name, id(self.backend), key, self.optimizer)
         if not (_hashable(key) and _hashable(self.optimizer)):
-            return make_chunk(self.backend, loss, self.rule, take_batch)
+            return make()
         if full_key not in _CHUNKS:
-            _CHUNKS[full_key] = make_chunk(self.backend, loss, self.rule, take_batch)
+            _CHUNKS[full_key] = make()
         return _CHUNKS[full_key]
 
     def run(
@@ -194,12 +214,13 @@ class Session:
 
     def _diverged(self, out: ChunkResult) -> None:
         at = self.step + out.bad_step
-        lr = self.rule.learning_rate
-        advice = (
-            f"Lower the learning rate (now {lr:g}) or init_stddev."
-            if lr is not None
-            else "Lower the learning rate or init_stddev."
-        )
+        lr = None if self.rule is None else self.rule.learning_rate
+        if self.rule is None:
+            advice = "Raise the regularization or lower init_stddev."
+        elif lr is not None:
+            advice = f"Lower the learning rate (now {lr:g}) or init_stddev."
+        else:
+            advice = "Lower the learning rate or init_stddev."
         if out.reason == LOSS_NOT_FINITE and at == 0:
             # Nothing was trained: the loss of the initial values is itself not finite.
             msg = (

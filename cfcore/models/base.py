@@ -1,0 +1,307 @@
+"""What every cfcore model shares, and how a model turns into plain arrays and back.
+
+`Model` holds the state that matrix factorization and the softmax model have in common: the
+training session (so that a second `fit` continues), the step count, the history, the id
+vocabularies, the catalogue, the training-set facts that fold-in needs (|Ω|, the rating scale)
+and saving. Each model class adds its own parameters and writes its own part of the file:
+
+* `_own_state(include_ratings)` returns the model's own metadata fields and arrays;
+* `_from_spec(spec)` makes an untrained model of a spec through the public constructor;
+* `_restore_own(reader, meta, shape)` reads its own part back, checking it, and
+  `_restore_links(reader, meta)` what needs the vocabularies and catalogue (restored between).
+
+`cfcore.persistence` keeps only the file container (format version, atomic write, damage
+checks, the kind -> class registry), so adding a model touches its own module only.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..train.session import Session
+
+if TYPE_CHECKING:
+    from ..persistence import StateReader
+
+Params = dict[str, np.ndarray]
+"""Float32 host arrays by parameter name."""
+
+State = tuple[dict[str, Any], dict[str, np.ndarray]]
+"""What a model writes to a file: JSON-ready metadata fields and plain arrays by entry name."""
+
+
+class Model:
+    """Base class of cfcore's models: training session, history, vocabularies, catalogue, files.
+
+    Subclasses set `kind` (the file kind their spec's `to_dict()` names) and `spec`, call
+    `Model.__init__`, and implement the three state hooks named in the module docstring.
+
+    Attributes:
+        spec: the model's hyper-parameters (an `MFSpec` or `SoftmaxSpec`).
+        history: one row per evaluation of every `fit` so far.
+        catalog: the item frame of the training data (or None).
+        user_ids: `[N]` original user id of each row (or None before the first fit).
+        item_ids: `[M]` original item id of each row (or None before the first fit).
+    """
+
+    kind: ClassVar[str] = ""
+    spec: Any
+
+    def __init__(self) -> None:
+        self._session: Session | None = None
+        # Host copy of the parameters: the truth when there is no session (a loaded model, added
+        # users), else a cache of the session's parameters filled on demand.
+        self._params: Params | None = None
+        self.history = pd.DataFrame()
+        self.catalog: pd.DataFrame | None = None
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self._num_train_ratings: int | None = None
+        self._rating_scale: tuple[float, float] | None = None
+        # Step count to continue from when there is no session (a loaded model, added users).
+        self._resume_step = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items() if k != "kind")
+        return f"{type(self).__name__}({fields})"
+
+    # ------------------------------------------------------------------ training state
+
+    def _train_session(
+        self, backend: Any, optimizer: Any, start_params: Callable[[], Params]
+    ) -> Session:
+        """The session a `fit` runs in: the current one continued, or a new one started."""
+        session = Session.continue_or_start(
+            self._session,
+            backend,
+            optimizer,
+            start_params,
+            step=self._resume_step,
+            history=self.history,
+        )
+        self._session = session
+        self._params = None  # the session's state is now the truth
+        return session
+
+    def _has_params(self) -> bool:
+        return self._session is not None or self._params is not None
+
+    def _detach(self, params: Params) -> None:
+        """Replaces the parameters on the host and drops the session (its shapes no longer fit);
+        the step count and history continue."""
+        self._resume_step = self.step
+        self._params = params
+        self._session = None
+
+    def params_numpy(self) -> Params:
+        """Every parameter as a float32 NumPy array, by name, without copying (do not modify)."""
+        if self._session is not None and self._params is None:
+            self._params = self._session.params_numpy()
+        if self._params is None:
+            raise RuntimeError(f"{type(self).__name__} has no parameters yet: call fit() first")
+        return self._params
+
+    def embeddings_numpy(self) -> Params:
+        """As `embeddings`, without copying (do not modify the arrays)."""
+        return self.params_numpy()
+
+    @property
+    def embeddings(self) -> Params:
+        """The model's embeddings by name, float32 copies (see each model for the names)."""
+        return {k: v.copy() for k, v in self.embeddings_numpy().items()}
+
+    @property
+    def step(self) -> int:
+        """Number of optimizer updates applied so far."""
+        return self._resume_step if self._session is None else self._session.step
+
+    @property
+    def num_train_ratings(self) -> int | None:
+        """|Ω|, the number of ratings of the last fit (used by the default fold-in λ)."""
+        return self._num_train_ratings
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """`(lowest, highest)` rating of the training ratings; new ratings must lie inside."""
+        return self._rating_scale
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
+        """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
+
+        See `cfcore.persistence` for the format.
+
+        Args:
+            path: the file to write (a `.npz` archive whatever its suffix).
+            include_ratings: also store the training ratings (matrix factorization) or which
+                movies each user rated (softmax): needed to leave rated items out of
+                recommendations, and to evaluate or retrain without the dataset.
+
+        Returns:
+            The path written.
+        """
+        from ..persistence import save
+
+        return save(self, path, include_ratings=include_ratings)
+
+    def to_state(self, *, include_ratings: bool = True) -> State:
+        """The model as metadata fields and arrays (what `cfcore.persistence.save` writes).
+
+        Args:
+            include_ratings: as in `save`.
+
+        Returns:
+            `(metadata, arrays)`: the shared fields (`model`, `spec`, `step`, `history`,
+            `optimizer`, `num_train_ratings`, `rating_scale`, `shape`) and entries (`user_ids`,
+            `item_ids`, `catalog`) plus the model's own.
+        """
+        meta, arrays = self._own_state(include_ratings)
+        n, m = int(meta["shape"][0]), int(meta["shape"][1])
+        history = self.history
+        session = self._session
+        meta = {
+            "model": type(self).__name__,
+            "spec": self.spec.to_dict(),
+            "step": int(self.step),
+            "history": {
+                "columns": [str(c) for c in history.columns],
+                "data": [[_plain(x) for x in row] for row in history.itertuples(index=False)],
+            },
+            "optimizer": None if session is None else _optimizer_dict(session.optimizer),
+            "num_train_ratings": self.num_train_ratings,
+            "rating_scale": None if self.rating_scale is None else list(self.rating_scale),
+            **meta,
+        }
+        arrays = {
+            "user_ids": _vocab_array(
+                np.arange(n) if self.user_ids is None else self.user_ids, "user"
+            ),
+            "item_ids": _vocab_array(
+                np.arange(m) if self.item_ids is None else self.item_ids, "item"
+            ),
+            **arrays,
+        }
+        if self.catalog is not None:
+            text = self.catalog.to_json(orient="table", index=False, double_precision=15)
+            arrays["catalog"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, reader: StateReader) -> Model:
+        """A model of this class rebuilt from a file's state (what `cfcore.load` returns).
+
+        Args:
+            reader: the opened file (`reader.meta`, `reader[name]`); its `damaged` method makes
+                the error for anything that does not check out.
+
+        Raises:
+            ModelFileError: the state is inconsistent (the message names the field).
+        """
+        meta = reader.meta
+        spec = cls._spec_from_dict({k: v for k, v in meta["spec"].items() if k != "kind"})
+        model = cls._from_spec(spec)
+        shape = tuple(int(x) for x in meta["shape"])
+        if len(shape) != 3:
+            raise reader.damaged(f"the recorded shape {meta['shape']} is not [N, M, d]")
+        model._restore_own(reader, meta, shape)  # first: its checks name the likeliest damage
+        n, m, _ = shape
+        user_ids, item_ids = np.asarray(reader["user_ids"]), np.asarray(reader["item_ids"])
+        if len(user_ids) != n or len(item_ids) != m:
+            raise reader.damaged(
+                f"{len(user_ids)} user ids for {n} users, {len(item_ids)} item ids for {m} items"
+            )
+        model.user_ids, model.item_ids = user_ids, item_ids
+        model.catalog = _read_catalog(reader, m)
+        hist = meta["history"]
+        history = pd.DataFrame(hist["data"], columns=hist["columns"])
+        if "step" in history.columns and len(history):
+            history["step"] = history["step"].astype(np.int64)
+        model.history = history
+        model._resume_step = int(meta["step"])
+        model._num_train_ratings = meta.get("num_train_ratings")
+        scale = meta.get("rating_scale")
+        model._rating_scale = None if scale is None else (float(scale[0]), float(scale[1]))
+        model._restore_links(reader, meta)
+        return model
+
+    # ------------------------------------------------------------------ hooks of each model
+
+    @classmethod
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> Any:
+        """The spec of a file's `spec` fields (without `kind`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_spec(cls, spec: Any) -> Model:
+        """An untrained model of `spec`, made through the public constructor."""
+        raise NotImplementedError
+
+    def _own_state(self, include_ratings: bool) -> State:
+        """The model's own metadata fields (with `shape`: `[N, M, d]`) and arrays."""
+        raise NotImplementedError
+
+    def _restore_own(
+        self, reader: StateReader, meta: dict[str, Any], shape: tuple[int, ...]
+    ) -> None:
+        """Reads the model's own part of a file back, checking it against `shape`."""
+        raise NotImplementedError
+
+    def _restore_links(self, reader: StateReader, meta: dict[str, Any]) -> None:
+        """Reads what needs the restored vocabularies and catalogue too (default: nothing)."""
+
+
+# ---------------------------------------------------------------------------- encoding helpers
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready scalars: NaN becomes null, NumPy scalars Python ones."""
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _optimizer_dict(optimizer: Any) -> Any:
+    # A framework's own optimizer object has no portable description: record only its type.
+    to_dict = getattr(optimizer, "to_dict", None)
+    return to_dict() if callable(to_dict) else {"native": type(optimizer).__name__}
+
+
+def _vocab_array(ids: Any, what: str) -> np.ndarray:
+    from ..persistence import ModelFileError
+
+    arr = np.asarray(ids)
+    if arr.dtype.kind in "iufb" or arr.dtype.kind == "U":
+        return arr
+    if arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr):
+        return arr.astype(str)
+    if arr.dtype.kind == "O" and all(
+        isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_) for x in arr
+    ):
+        # Integer ids in an object column (a frame built from Python objects): store them as
+        # int64, which reads back as the same numbers; past int64 they are refused below.
+        try:
+            return np.asarray(arr.tolist(), dtype=np.int64)
+        except OverflowError:
+            pass
+    raise ModelFileError(
+        f"cannot save the {what} vocabulary: its ids must be all numbers or all strings, got "
+        f"dtype {arr.dtype} (first id {arr[0]!r})"
+    )
+
+
+def _read_catalog(reader: StateReader, m: int) -> pd.DataFrame | None:
+    if "catalog" not in reader:
+        return None
+    text = reader["catalog"].tobytes().decode("utf-8")
+    catalog = pd.read_json(io.StringIO(text), orient="table")
+    if len(catalog) != m:
+        raise reader.damaged(f"the catalog has {len(catalog)} rows for {m} items")
+    return catalog
