@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast typecheck lint bench clean
+.PHONY: setup demo test test-fast typecheck lint bench gallery clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[all,dev,bench]"
 	$(PY) benchmarks/overhead.py
+
+# The README's gallery: runs the README's commands and keeps small copies of their PNGs.
+gallery: $(STAMP)
+	$(PY) docs/gallery/make_gallery.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -39,6 +39,41 @@ def write_json(out_dir: Path, name: str, data: Any) -> Path:
     return write_text(out_dir, name, json.dumps(payload, indent=1, default=str) + "\n")
 
 
+def read_saved(out_dir: Path, name: str) -> tuple[Any, str]:
+    """The data of `<name>.json` and the footer its figure had, for re-plotting without re-running.
+
+    The footer is the stamp line of `<name>.md` (the stamp plus the run's device and budget) when
+    that file exists, else the JSON's stamp: the figure keeps the date and machine of the
+    measurement, not of the re-plot.
+    """
+    path = Path(out_dir) / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"--replot: {path} does not exist; run the benchmark first")
+    saved = json.loads(path.read_text())
+    footer = saved["stamp"]
+    md = path.with_suffix(".md")
+    if md.is_file():
+        lines = [ln for ln in md.read_text().splitlines() if ln.startswith("Measured ")]
+        if lines:
+            footer = lines[-1]
+    return saved["data"], footer
+
+
+def add_replot_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG from the saved JSON in --out-dir (no measuring; the tables stay)",
+    )
+
+
+def color(label: str) -> str:
+    """The colour of the backend (or contender) a label names: cfcore.viz's one palette."""
+    from cfcore.viz import backend_color
+
+    return backend_color(label)
+
+
 def save_figure(fig: Any, out_dir: Path, name: str, footer: str | None = None) -> Path:
     """Saves a matplotlib figure as PNG with the stamp (date, machine, versions) in its footer."""
     text = footer if footer is not None else stamp()

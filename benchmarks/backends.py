@@ -264,13 +264,16 @@ def plot(rows, backends, args, name: str, footer: str):
             match = [r["ms"] for r in full
                      if r["backend"] == b and f"{r['data'].split(' (')[0]}\n{r['spec']}" == lab]  # fmt: skip
             ys.append(match[0] if match else 0)
-        ax1.bar([x + i * width for x in range(len(labels))], ys, width, label=b)
+        ax1.bar([x + i * width for x in range(len(labels))], ys, width, label=b, color=rp.color(b))
     ax1.set_xticks([x + width * (len(backends) - 1) / 2 for x in range(len(labels))])
     ax1.set_xticklabels(labels, fontsize=7)
     ax1.set_ylabel("ms per full-batch step (fit loop)")
     ax1.legend()
     ax1.set_title("full-batch step", fontsize=10)
     mini = [r for r in rows if r["kind"] == "minibatch"]
+    # Colour: the backend (cfcore.viz's palette); line style: the data set and spec.
+    combos = list(dict.fromkeys((r["data"], r["spec"]) for r in mini))
+    styles = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(combos)}
     for b in backends:
         for data in dict.fromkeys(r["data"] for r in mini):
             for spec in dict.fromkeys(r["spec"] for r in mini):
@@ -278,7 +281,7 @@ def plot(rows, backends, args, name: str, footer: str):
                              if (r["backend"], r["data"], r["spec"]) == (b, data, spec))  # fmt: skip
                 if pts:
                     ax2.plot([p[0] for p in pts], [p[1] / 1e6 for p in pts], marker="o",
-                             ls="-" if b == "jax" else "--",
+                             ls=styles[(data, spec)], color=rp.color(b),
                              label=f"{b}: {data.split(' (')[0]}, {spec}")  # fmt: skip
     ax2.set_xscale("log")
     ax2.set_xlabel("batch size (ratings)")
@@ -299,7 +302,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backends", nargs="+", default=None, help="default: jax tf (jax on a GPU)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None)
+    rp.add_replot_arg(p)
     args = p.parse_args(argv)
+    if args.replot:
+        suffix = "_gpu" if args.device == "gpu" else ""
+        rows, footer = rp.read_saved(args.out_dir, f"backends{suffix}")
+        backends = list(dict.fromkeys(r["backend"] for r in rows))
+        print("wrote", plot(rows, backends, args, f"backends{suffix}.png", footer))
+        return
     if args.backends is None:
         args.backends = ["jax"] if args.device == "gpu" else ["jax", "tf"]
     if args.batch_sizes is None:

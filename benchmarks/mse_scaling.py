@@ -367,8 +367,9 @@ def plot(rows, sw: dict[str, list], backends, out_dir: Path, name: str, footer: 
     plt = rp.pyplot()
     names = list(sw)
     fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.6 * len(names)), squeeze=False)
-    styles = {("jax", "dense"): ("C0", "-"), ("jax", "gather"): ("C0", "--"),
-              ("tf", "dense"): ("C1", "-"), ("tf", "gather"): ("C1", "--")}  # fmt: skip
+    # Colour: the backend (cfcore.viz's palette); line style: the MSE form.
+    styles = {(be, form): (rp.color(be), "-" if form == "dense" else "--")
+              for be in backends for form in FORMS}  # fmt: skip
     for ax_row, sweep in zip(axes, names, strict=True):
         configs = sw[sweep]
         xs_label, xf = _sweep_axis(sweep)
@@ -515,7 +516,15 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="run only these sweeps (default: all)",
     )
+    rp.add_replot_arg(p)
     args = p.parse_args(argv)
+    if args.replot:
+        suffix = "_gpu" if args.device == "gpu" else ""
+        rows, footer = rp.read_saved(args.out_dir, f"mse_scaling{suffix}")
+        backends = args.backends or list(dict.fromkeys(r["backend"] for r in rows))
+        name = f"mse_scaling{suffix}.png"
+        print("wrote", plot(rows, selected_sweeps(args), backends, args.out_dir, name, footer))
+        return
     if args.backends is None:
         args.backends = ["jax"] if args.device == "gpu" else ["jax", "tf"]
     if args.device == "gpu" and args.backends != ["jax"]:

@@ -181,11 +181,14 @@ def plot(rows, out_dir: Path, name: str, footer: str):
     plt = rp.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     ok = [r for r in rows if "epoch_s" in r]
+    # Colour: the backend (cfcore.viz's palette); marker: the case.
+    cases = list(dict.fromkeys(r["case"] for r in ok))
     for r in ok:
         t = [0.0]
         for s in r["epoch_s"]:
             t.append(t[-1] + s)
-        ax1.plot(t, r["test_rmse"], marker="o", label=f"{r['case']} {r['backend']}")
+        ax1.plot(t, r["test_rmse"], marker="os^vD"[cases.index(r["case"]) % 5],
+                 color=rp.color(r["backend"]), label=f"{r['case']} {r['backend']}")  # fmt: skip
     ax1.set_xlabel("seconds of fit (compilation and evaluations included)")
     ax1.set_ylabel("test RMSE (2% held out)")
     ax1.set_yscale("log")
@@ -193,9 +196,10 @@ def plot(rows, out_dir: Path, name: str, footer: str):
     ax1.legend(fontsize=7)
     ax1.grid(True, which="both", alpha=0.3)
     labels = [f"{r['case']}\n{r['backend']}" for r in ok]
-    ax2.bar(range(len(ok)), [r["train_peak_above_imports"] / GB for r in ok], label="training")
+    ax2.bar(range(len(ok)), [r["train_peak_above_imports"] / GB for r in ok], label="training",
+            color=[rp.color(r["backend"]) for r in ok])  # fmt: skip
     ax2.bar(range(len(ok)), [r["host_data_bytes"] / GB for r in ok], width=0.4,
-            label="host copy of the ratings (12 B each)")  # fmt: skip
+            label="host copy of the ratings (12 B each)", color="0.3")  # fmt: skip
     ax2.set_xticks(range(len(ok)))
     ax2.set_xticklabels(labels, fontsize=7)
     ax2.set_ylabel("peak resident memory above imports (GiB)")
@@ -313,7 +317,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mem-budget-gb", type=float, default=None,
                    help="kill a run past this (default: 60%% of the memory available)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=1500.0, help="seconds per run (default 25 min)")
+    rp.add_replot_arg(p)
     args = p.parse_args(argv)
+    if args.replot:
+        suffix = "_gpu" if args.device == "gpu" else ""
+        rows, footer = rp.read_saved(args.out_dir, f"scale{suffix}")
+        print("wrote", plot(rows, args.out_dir, f"scale{suffix}.png", footer))
+        return
     if args.backends is None:
         args.backends = ["jax"] if args.device == "gpu" else ["jax", "tf"]
     if args.mem_budget_gb is None:

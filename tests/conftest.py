@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import cfcore
+from cfcore.eval.agreement import strict_float32
 
 from .data_source import ensure_release, resolve
 
@@ -57,14 +58,7 @@ def require_backend(name: str) -> None:
 def load_backend(name: str):
     require_backend(name)
     be = cfcore.get_backend(name)
-    if name == "tf":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_default_matmul_precision", "highest")
+    strict_float32(be)
     return be
 
 

@@ -245,3 +245,26 @@ def test_golden_smoke(tmp_path, ml100k):
     for exp in ("MF d=30, init 0.5", "MF d=30, init 0.05", "Regularized d=35"):
         assert exp in text
     assert " | jax | " in text and " | tf | " in text  # a row per backend
+
+
+@pytest.mark.parametrize("stem", ["peers", "backends", "mse_scaling", "scale"])
+def test_replot_redraws_the_png_from_the_saved_results(tmp_path, stem):
+    import shutil
+
+    for ext in ("json", "md"):
+        shutil.copy(BENCH / "results" / f"{stem}.{ext}", tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{stem}.py"), "--replot", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Nothing measured, nothing else rewritten: the tables and the numbers stay as they were.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".png"} == before
+    (tmp_path / f"{stem}.json").unlink()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{stem}.py"), "--replot", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode != 0 and f"{stem}.json does not exist" in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -122,6 +123,39 @@ def test_train_regularized_tf(ml100k, tmp_path: Path) -> None:
     ) in text
     with np.load(out / "embeddings.npz") as emb:
         assert emb["user"].shape == (943, 8) and emb["item"].shape == (1682, 8)
+
+
+def test_train_writes_an_offline_report(ml100k, tmp_path: Path) -> None:
+    from cfcore import viz
+
+    load_backend("jax")
+    result, text = train(tmp_path, "--steps", "20", "--backend", "jax", "--dim", "5")
+    assert_ok(result, text)
+    page = tmp_path / "report.html"
+    assert f"report: {page}" in text and page.resolve().as_uri() in text
+    html = page.read_text()
+    assert "cdn.jsdelivr.net" not in html and "vegaEmbed" in html  # the libraries are inside
+    # Curves with the loss parts, then the norms; no t-SNE unless asked for (it takes ~20 s).
+    sections = dict(viz.read_page(page))
+    assert list(sections) == ["training curves", "embedding norm against number of ratings"]
+    curves = json.dumps(sections["training curves"])
+    history = pd.read_csv(tmp_path / "history.csv")
+    for col in ("train_mse", "test_mse", "observed_loss", "regularization_loss", "gravity_loss"):
+        assert f'"metric": "{col}"' in curves, col
+    last = history["gravity_loss"].iloc[-1]
+    assert f'"metric": "gravity_loss", "value": {json.dumps(float(last))}' in curves
+    with np.load(tmp_path / "embeddings.npz") as emb:
+        first = float(np.linalg.norm(emb["item"][0].astype(np.float64)))
+    assert f'"norm_0": {json.dumps(first)}' in json.dumps(sections[list(sections)[1]])
+    # A page holds the libraries once: well under two copies of the ~0.9 MB bundle.
+    assert page.stat().st_size < 1.6e6
+
+    result, text = train(tmp_path / "bare", "--steps", "10", "--backend", "jax", "--no-report")
+    assert_ok(result, text)
+    assert not (tmp_path / "bare" / "report.html").exists() and "report:" not in text
+    result, text = train(tmp_path / "x", "--steps", "10", "--no-report", "--tsne")
+    assert result.exit_code == 2 and "--tsne draws into report.html: it needs --report" in text
+    assert not (tmp_path / "x").exists()
 
 
 def test_train_fold(ml100k, tmp_path: Path) -> None:

@@ -57,11 +57,20 @@ def assert_png(path: Path) -> None:
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
 
 
-def assert_html(path: Path, *needles: str) -> None:
+def assert_html(path: Path, *needles: str, section: str) -> str:
+    """Checks that the page holds the chart under heading `section` (its spec, data included)
+    with every needle in it, and that the page needs no network; returns that chart's spec."""
+    from cfcore import viz
+
     html = path.read_text()
-    assert "vegaEmbed" in html and '"$schema": "https://vega.github.io/schema/vega-lite/' in html
+    assert "vegaEmbed" in html and "cdn.jsdelivr.net" not in html  # the libraries are inline
+    sections = dict(viz.read_page(path))
+    assert section in sections, (section, list(sections))
+    spec = json.dumps(sections[section])
+    assert '"$schema": "https://vega.github.io/schema/vega-lite/' in spec
     for needle in needles:
-        assert needle in html, needle
+        assert needle in spec, needle
+    return spec
 
 
 def history_csv(path: Path, regularized: bool = True) -> Path:
@@ -105,8 +114,9 @@ def test_explore_writes_charts_and_tables(ml100k, tmp_path: Path) -> None:
     assert_ok(result, text)
     for name in ("users", "movies"):
         assert_png(out / f"{name}.png")
-    assert_html(out / "users.html", '"occupation"', "log10_count")
-    assert_html(out / "movies.html", "Star Wars (1977)")
+    report = out / "report.html"
+    assert_html(report, '"occupation"', "log10_count", section="ratings per user, by occupation")
+    assert_html(report, "Star Wars (1977)", section="ratings per movie, by genre")
     assert not list(out.glob(".*.tmp"))
 
     df = ml100k.ratings_frame().astype({"rating": np.float64})
@@ -137,7 +147,8 @@ def test_explore_writes_charts_and_tables(ml100k, tmp_path: Path) -> None:
     assert "## 5 top-rated movies (at least 50 ratings)" in md
     assert f"| 1 | {expected['item_id'].iloc[0] - 1} | {expected['item_id'].iloc[0]} | " in md
     assert "5 most-rated movies" in text and expected["title"].iloc[0] in text
-    assert f"wrote 9 files into {out}" in text  # 2 charts x (HTML, PNG), 4 CSV, tables.md
+    # 2 PNG, the 2 charts in report.html, 4 CSV, tables.md
+    assert f"wrote 8 files into {out}" in text and report.resolve().as_uri() in text
 
 
 def test_explore_png_only(ml100k, tmp_path: Path) -> None:
@@ -177,21 +188,23 @@ def test_plot_curves_and_norms(ml100k, tmp_path: Path) -> None:
     assert_ok(result, text)
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        f"{n}.{ext}" for n in ("curves_mf", "curves_reg", "norms") for ext in ("html", "png")
+        [*(f"{n}.png" for n in ("curves_mf", "curves_reg", "norms")), "report.html"]
     )
     for n in ("curves_mf", "curves_reg", "norms"):
         assert_png(out / f"{n}.png")
-    assert_html(out / "curves_reg.html", "gravity_loss", "regularization_loss")
-    assert "gravity_loss" not in (out / "curves_mf.html").read_text()
-    html = (out / "norms.html").read_text()
-    assert_html(
-        out / "norms.html", "norm_0", "norm_1", "embedding norm (mf)", "embedding norm (reg)"
+    report = out / "report.html"
+    assert_html(report, "gravity_loss", "regularization_loss", section="training curves: reg")
+    assert "gravity_loss" not in assert_html(report, "train_mse", section="training curves: mf")
+    html = assert_html(
+        report,
+        *("norm_0", "norm_1", "embedding norm (mf)", "embedding norm (reg)"),
+        section="embedding norm against number of ratings",
     )
     # The norms drawn are those of the files' item embeddings (checked on the first movie).
     with np.load(a) as f:
         first = float(np.linalg.norm(f["item"][0]))
     assert f'"norm_0": {json.dumps(first)}' in html, first
-    assert "wrote 6 files" in text
+    assert "wrote 4 files" in text
 
 
 @pytest.mark.slow  # t-SNE of 1,682 movies: about 10 s alone, 20 s on a busy machine
@@ -206,8 +219,11 @@ def test_plot_tsne_with_genres(ml100k, tmp_path: Path) -> None:
     )
     assert_ok(result, text)
     assert_png(tmp_path / "p" / "tsne_my_model.png")
-    assert_html(tmp_path / "p" / "tsne_my_model.html", "t-SNE of the item embeddings: my model")
-    html = (tmp_path / "p" / "tsne_my_model.html").read_text()
+    html = assert_html(
+        tmp_path / "p" / "report.html",
+        "t-SNE of the item embeddings: my model",
+        section="t-SNE of the item embeddings: my model",
+    )
     assert '"genre": "Horror"' in html and '"genre": "other genres"' in html
     assert '"genre": "Drama"' not in html  # only the chosen genres are named
 

@@ -574,6 +574,53 @@ def test_save_chart_html_and_json(ml100k, tmp_path: Path) -> None:
     assert viz.save_figure(fig, tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
 
 
+def test_pages_are_self_contained_and_give_their_charts_back(tmp_path: Path) -> None:
+    curves = viz.training_curves_chart(history_frame())
+    norms = viz.embedding_norm_chart(
+        np.eye(6, 2) + 1.0,
+        cfcore.Ratings(np.array([0, 1]), np.array([0, 5]), np.array([4.0, 5.0]), 2, 6),
+    )
+    page = viz.save_report(
+        [("curves", curves), ("norms </script> & more", norms)],
+        tmp_path / "r" / "report.html",
+        title="a <run>",
+    )
+    html = page.read_text()
+    assert html.count("vegaEmbed") >= 1 and "cdn.jsdelivr.net" not in html
+    assert "<title>a &lt;run&gt;</title>" in html
+    # The specs come back whole, in order, under their headings (escaping survives the trip).
+    back = viz.read_page(page)
+    assert [h for h, _ in back] == ["curves", "norms </script> & more"]
+    assert back[0][1] == curves.to_dict() and back[1][1] == norms.to_dict()
+    # One bundle however many charts: a second chart adds its data, not another ~900 KB.
+    one = viz.save_chart(curves, tmp_path / "one.html")
+    assert page.stat().st_size < one.stat().st_size + 200_000
+    assert viz.read_page(one)[0][1] == curves.to_dict()
+    cdn = viz.save_chart(curves, tmp_path / "cdn.html", inline=False)
+    assert "https://cdn.jsdelivr.net/npm/vega-embed@" in cdn.read_text()
+    assert cdn.stat().st_size < 50_000 < 500_000 < one.stat().st_size
+    with pytest.raises(ValueError, match=r"cannot save a report as 'r.png': expected a .html"):
+        viz.save_report([("c", curves)], tmp_path / "r.png", title="t")
+    with pytest.raises(ValueError, match="a page needs at least one chart, got none"):
+        viz.save_report([], tmp_path / "e.html", title="t")
+    (tmp_path / "other.html").write_text("<html></html>")
+    with pytest.raises(ValueError, match="holds no chart written by cfcore"):
+        viz.read_page(tmp_path / "other.html")
+
+
+def test_one_colour_per_backend_everywhere() -> None:
+    colors = viz.BACKEND_COLORS
+    assert len(set(colors.values())) == len(colors)  # no two backends share a colour
+    assert viz.backend_color("jax") == colors["jax"]
+    assert viz.backend_color("cfcore tf A") == colors["tf"]
+    assert viz.backend_color("TensorFlow") == colors["tf"]
+    assert viz.backend_color("cfcore torch: chunked fit loop") == colors["torch"]
+    assert viz.backend_color("notebook TF1 loop") == colors["notebook"]
+    assert viz.backend_color("surprise SVD (fit)") == colors["surprise"]
+    with pytest.raises(ValueError, match=r"label 'caffe' names no backend: expected one of"):
+        viz.backend_color("caffe")
+
+
 def test_imports_stay_light_and_pyplot_free() -> None:
     code = (
         "import sys, cfcore, cfcore.viz, cfcore.exploration, cfcore.cli.viz\n"

@@ -1,7 +1,8 @@
 """The `cfcore` command line: one Typer app; each group of commands lives in its own module.
 
 `train` (train.py), `recommend`, `neighbors` and `rate` (retrieval.py), `explore` and `plot`
-(viz.py); what they share is in _common.py. The console script is `cfcore.cli:main`.
+(viz.py), `compare` (compare.py); what they share is in _common.py. The console script is
+`cfcore.cli:main`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ._quiet import configure as _configure_logging
+from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
 from .viz import register as _register_viz
@@ -42,6 +44,7 @@ def _main(
 _register_train(app)
 _register_retrieval(app)
 _register_viz(app)
+_register_compare(app)
 
 
 def main() -> None:

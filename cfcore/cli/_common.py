@@ -31,7 +31,7 @@ DataDirOpt = Annotated[
 ]
 
 
-def fail(err: BaseException, *, highlight: bool = False) -> typer.Exit:
+def fail(err: BaseException | str, *, highlight: bool = False) -> typer.Exit:
     """Prints `error: <err>` and returns the exit (code 1) to raise."""
     console.print(f"[red]error:[/] {err}", highlight=highlight)
     return typer.Exit(code=1)

@@ -170,12 +170,26 @@ def train(
     k: Annotated[
         int, typer.Option("--k", "-k", help="Softmax: cut-off of the ranking metrics.")
     ] = 10,
+    report: Annotated[
+        bool,
+        typer.Option(
+            help="Write report.html: the run's training curves, loss parts and embedding norms "
+            "in one interactive page that works offline."
+        ),
+    ] = True,
+    tsne: Annotated[
+        bool,
+        typer.Option(
+            help="Add a t-SNE map of the item embeddings to report.html (about 20 s on ml-100k)."
+        ),
+    ] = False,
 ) -> None:
     """Train a matrix-factorization model and write its history and embeddings.
 
     With --model softmax, trains the notebook's softmax model instead and prints its ranking
     metrics beside the popularity baseline's.
     """
+    wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
     try:
         _check_out(out)  # before training: an output error must not cost a finished run
     except _ERRORS as err:
@@ -202,6 +216,7 @@ def train(
             k=k,
             out=out,
             progress=progress,
+            report=wish,
         )
         return
     settings = _MFSettings.resolve(
@@ -235,6 +250,7 @@ def train(
         raise fail(err, highlight=True) from err
     _print_mf_evaluation(m, train_r, test_r, history)
     _write_run(out, history, m.embeddings, m)
+    _write_report(out, wish, history, m.embeddings, ds, f"{model.value} ({be.name})")
 
 
 # ---------------------------------------------------------------------------- steps, shared
@@ -301,6 +317,60 @@ def _write_files(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], m
     model.save(out / "model.npz")
     atomic_write(out / "embeddings.npz", lambda p: save_npz(p, emb))
     atomic_write(out / "history.csv", lambda p: history.to_csv(p, index=False))
+
+
+@dataclass(frozen=True)
+class _ReportWish:
+    """Whether to write report.html, and whether it gets a t-SNE map."""
+
+    write: bool
+    tsne: bool
+
+    def __post_init__(self) -> None:
+        if self.tsne and not self.write:
+            raise typer.BadParameter("--tsne draws into report.html: it needs --report")
+
+
+def _write_report(
+    out: Path,
+    wish: _ReportWish,
+    history: pd.DataFrame,
+    emb: dict[str, np.ndarray],
+    ds: Any,
+    label: str,
+) -> None:
+    """Writes report.html: training curves (with the loss parts), norms and optionally t-SNE."""
+    if not wish.write:
+        return
+    from cfcore import viz
+
+    try:
+        sections = [
+            ("training curves", viz.training_curves_chart(history)),
+            (
+                "embedding norm against number of ratings",
+                viz.embedding_norm_chart({label: emb}, ds.ratings),
+            ),
+        ]
+        if wish.tsne:
+            with console.status(f"t-SNE of {len(emb['item'])} item embeddings ..."):
+                xy = viz.tsne(emb)
+            sections.append(
+                ("t-SNE of the item embeddings", viz.tsne_chart(xy, ds.ratings, title=label))
+            )
+        path = viz.save_report(
+            sections,
+            out / "report.html",
+            title=f"cfcore run {out.name}: {label} on {ds.name}",
+            intro=f"{len(history)} history rows, last step {int(history['step'].iloc[-1])}.",
+        )
+    except _ERRORS as err:
+        raise fail(err) from err
+    console.print(
+        f"report: {path} (open {path.resolve().as_uri()} in a browser; it works offline)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ---------------------------------------------------------------------------- steps, MF
@@ -456,6 +526,7 @@ def _train_softmax(
     k: int,
     out: Path,
     progress: bool,
+    report: _ReportWish,
 ) -> None:
     """`cfcore train --model softmax`: fit, print ranking metrics, write the run's files."""
     from cfcore.eval.popularity import evaluate_popularity
@@ -491,7 +562,9 @@ def _train_softmax(
     except _ERRORS as err:
         raise fail(err) from err
     _print_ranking(m, got, baseline, k)
-    _write_run(out, history, _softmax_embeddings(m), m)
+    emb = _softmax_embeddings(m)
+    _write_run(out, history, emb, m)
+    _write_report(out, report, history, emb, ds, f"softmax ({be.name})")
 
 
 def _refuse_mf_options(*, dim: int | None, init_stddev: float | None, fold: str | None) -> None:

@@ -27,24 +27,43 @@ def register(app: typer.Typer) -> None:
 # ---------------------------------------------------------------------------- shared options
 
 PngOpt = Annotated[bool, typer.Option(help="Write static PNG pictures (matplotlib).")]
-HtmlOpt = Annotated[bool, typer.Option(help="Write interactive HTML charts (Altair).")]
+HtmlOpt = Annotated[
+    bool,
+    typer.Option(help="Write the interactive charts (Altair) into one offline page, report.html."),
+]
 
 
 class _Writer:
-    """Writes the pictures and tables of one command into `out`, and lists them at the end."""
+    """Writes the pictures and tables of one command into `out`, and lists them at the end.
+
+    The interactive charts all go into one self-contained page, `report.html` (written by
+    `finish`): the Vega libraries inside it cost about 900 KB, paid once rather than per chart.
+    """
 
     def __init__(self, out: Path, png: bool, html: bool) -> None:
         self.out, self.png, self.html = out, png, html
         self.written: list[Path] = []
+        self.sections: list[tuple[str, Any]] = []
 
-    def chart(self, name: str, make_chart: Any, make_figure: Any) -> None:
+    def chart(self, name: str, make_chart: Any, make_figure: Any, heading: str = "") -> None:
+        """Adds a chart to the report (HTML) and writes `<name>.png` (PNG)."""
         from cfcore import viz
 
         if self.html:
-            self.written.append(viz.save_chart(make_chart(), self.out / f"{name}.html"))
+            self.sections.append((heading or name, make_chart()))
         if self.png:
             fig = make_figure()
             self.written.append(viz.save_figure(fig, self.out / f"{name}.png"))
+
+    def finish(self, title: str, intro: str = "") -> Path | None:
+        """Writes `report.html` with every chart added (nothing when there is none)."""
+        from cfcore import viz
+
+        if not self.sections:
+            return None
+        path = viz.save_report(self.sections, self.out / "report.html", title=title, intro=intro)
+        self.written.append(path)
+        return path
 
     def text(self, name: str, text: str) -> None:
         from cfcore.io.atomic import atomic_write
@@ -63,6 +82,14 @@ class _Writer:
         console.print(f"wrote {len(self.written)} files into {self.out}:", highlight=False)
         for p in self.written:
             console.print(f"  {p.name}", highlight=False)
+        page = self.out / "report.html"
+        if page in self.written:
+            console.print(
+                f"open {page.resolve().as_uri()} in a browser for the interactive charts "
+                "(the page works offline)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _rich_table(frame: Any, title: str, floatfmt: str = ".3f") -> Table:
@@ -93,8 +120,8 @@ def explore(
 ) -> None:
     """Explore a dataset: ratings per user and per movie, mean ratings by occupation and genre.
 
-    Writes users.{html,png} and movies.{html,png} (histograms sliced by occupation and genre),
-    most_rated.csv, top_rated.csv, by_occupation.csv, by_genre.csv and all the tables in
+    Writes users.png and movies.png (histograms sliced by occupation and genre), both charts
+    interactive in report.html (one page that works offline), most_rated.csv, top_rated.csv, by_occupation.csv, by_genre.csv and all the tables in
     tables.md.
     """
     from cfcore import viz
@@ -112,11 +139,13 @@ def explore(
                 "users",
                 lambda: viz.user_exploration_chart(r, ds.users),
                 lambda: viz.user_exploration_figure(r, ds.users),
+                "ratings per user, by occupation",
             )
             w.chart(
                 "movies",
                 lambda: viz.item_exploration_chart(r, ds.items),
                 lambda: viz.item_exploration_figure(r, ds.items),
+                "ratings per movie, by genre",
             )
         size = ex.summary(r)
         most = ex.most_rated(r, top, items=ds.items)
@@ -142,6 +171,7 @@ def explore(
             w.csv(name, frame)
             md += [f"\n## {title}\n\n", ex.to_markdown(frame)]
         w.text("tables.md", "".join(md))
+        w.finish(f"MovieLens {ds.name}: users and movies", md[1].strip())
     except _ERRORS as err:
         raise fail(err) from err
     console.print(md[1].strip(), highlight=False)
@@ -243,9 +273,10 @@ def plot(
 ) -> None:
     """Plot training runs: curves from history.csv, embedding norms and t-SNE maps from embeddings.npz.
 
-    Writes curves_<run>.{html,png} for each --history, norms.{html,png} with one panel per
-    --embeddings file (norm of each movie's embedding against its number of ratings in the
-    dataset), and tsne_<run>.{html,png} for each --embeddings file.
+    Writes curves_<run>.png for each --history, norms.png with one panel per --embeddings file
+    (norm of each movie's embedding against its number of ratings in the dataset), and
+    tsne_<run>.png for each --embeddings file; every chart, interactive, in report.html (one page
+    that works offline).
     """
     from cfcore import viz
 
@@ -264,6 +295,7 @@ def plot(
                 f"curves_{_slug(lab)}",
                 lambda f=frame: viz.training_curves_chart(f),
                 lambda f=frame: viz.training_curves_figure(f),
+                f"training curves: {lab}",
             )
         if embeddings:
             labels = _labels(embeddings, label)
@@ -279,9 +311,17 @@ def plot(
                 "norms",
                 lambda: viz.embedding_norm_chart(models, ds.ratings),
                 lambda: viz.embedding_norm_figure(models, ds.ratings),
+                "embedding norm against number of ratings",
             )
             if tsne:
                 _tsne_all(w, models, ds, perplexity, tsne_iter, seed, genre, progress)
+        runs = [
+            str(r)
+            for r in dict.fromkeys(
+                [*hist_labels, *(_labels(embeddings, label) if embeddings else [])]
+            )
+        ]
+        w.finish("cfcore plot: " + ", ".join(runs))
     except _ERRORS as err:
         raise fail(err) from err
     w.report()
@@ -331,5 +371,6 @@ def _tsne_all(
                 lambda xy=xy, title=title: viz.tsne_figure(
                     xy, ds.ratings, genres=genres, title=title
                 ),
+                title,
             )
             bar.advance(task)

@@ -6,6 +6,10 @@ with `save_figure`) for reports. Every function is pure: it returns a new chart 
 `matplotlib.figure.Figure` and touches no global plotting state (no pyplot). matplotlib, Altair
 and scikit-learn are imported inside the functions, so `import cfcore` stays light.
 
+HTML pages are self-contained (the Vega libraries inside them, see `cfcore.viz.pages`): one chart
+with `save_chart`, several in one page with `save_report`. Backends get one colour each
+everywhere (`BACKEND_COLORS`).
+
 Embeddings may be given as an item array `[M, d]`, a mapping with an `"item"` array (what
 `model.embeddings` and an `embeddings.npz` from `cfcore train` hold) or a fitted model; several
 models as a `{label: embeddings}` mapping or a list.
@@ -22,6 +26,8 @@ Example (the two `save_*` lines write files, so the doctest run skips them):
     >>> save_figure(fig, "norms.png")                                           # doctest: +SKIP
 """
 
+from ._style import BACKEND_COLORS as BACKEND_COLORS
+from ._style import backend_color as backend_color
 from .embeddings import embedding_norm_chart as embedding_norm_chart
 from .embeddings import embedding_norm_figure as embedding_norm_figure
 from .embeddings import embedding_norms as embedding_norms
@@ -29,6 +35,8 @@ from .exploration import item_exploration_chart as item_exploration_chart
 from .exploration import item_exploration_figure as item_exploration_figure
 from .exploration import user_exploration_chart as user_exploration_chart
 from .exploration import user_exploration_figure as user_exploration_figure
+from .pages import read_page as read_page
+from .pages import save_report as save_report
 from .save import save_chart as save_chart
 from .save import save_figure as save_figure
 from .training import METRIC_GROUPS as METRIC_GROUPS
@@ -39,14 +47,18 @@ from .tsne_maps import tsne_chart as tsne_chart
 from .tsne_maps import tsne_figure as tsne_figure
 
 __all__ = [
+    "BACKEND_COLORS",
     "METRIC_GROUPS",
+    "backend_color",
     "embedding_norm_chart",
     "embedding_norm_figure",
     "embedding_norms",
     "item_exploration_chart",
     "item_exploration_figure",
+    "read_page",
     "save_chart",
     "save_figure",
+    "save_report",
     "training_curves_chart",
     "training_curves_figure",
     "tsne",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +17,43 @@ if TYPE_CHECKING:  # only for annotations: importing them here would make `impor
 _OTHER = "other genres"  # colour label of items outside the highlighted genres
 _GREY = "#c8c8c8"
 _BLUE = "#4c78a8"
+
+BACKEND_COLORS: dict[str, str] = {
+    "jax": "#4c78a8",  # blue
+    "tf": "#f58518",  # orange (TensorFlow's own colour)
+    "torch": "#e45756",  # red (PyTorch's own colour)
+    "numpy": "#9467bd",  # purple: the float64 reference
+    "notebook": "#7f7f7f",  # grey: the course notebook's own TF1 code
+    "surprise": "#54a24b",  # green: scikit-surprise, the peer in benchmarks/peers.py
+}
+"""One colour per backend (and per outside contender of the benchmarks), the same in every figure.
+
+Every picture and benchmark plot that tells backends apart takes its colours from here, through
+`backend_color`, so "TensorFlow" is the same orange in a training-curve figure, a comparison and
+each benchmark PNG.
+"""
+
+# Names a label may use for a backend, mapped to the key of BACKEND_COLORS.
+_ALIASES = {"tensorflow": "tf", "pytorch": "torch", "reference": "numpy", "tf1": "notebook"}
+
+
+def backend_color(label: str) -> str:
+    """The colour of the backend a label names: `"jax"`, `"cfcore tf A"`, `"notebook TF1 loop"`.
+
+    The first word of `label` (split at spaces, colons, slashes, parentheses, dashes and
+    underscores) that names a backend, an alias of one, or a contender of `BACKEND_COLORS` decides.
+
+    Raises:
+        ValueError: no word of `label` names one.
+    """
+    for word in re.split(r"[\s:/()_,-]+", str(label).lower()):
+        key = _ALIASES.get(word, word)
+        if key in BACKEND_COLORS:
+            return BACKEND_COLORS[key]
+    raise ValueError(
+        f"label {label!r} names no backend: expected one of {sorted(BACKEND_COLORS)} "
+        f"(or {sorted(_ALIASES)}) among its words"
+    )
 
 
 def _alt():
