@@ -3,3 +3,5 @@
 from .mf import MatrixFactorization as MatrixFactorization
 from .mf import RegularizedMF as RegularizedMF
 from .softmax import SoftmaxModel as SoftmaxModel
+from .als import IALS as IALS
+from .als import WALS as WALS
