@@ -5,3 +5,4 @@ from .mf import RegularizedMF as RegularizedMF
 from .softmax import SoftmaxModel as SoftmaxModel
 from .als import IALS as IALS
 from .als import WALS as WALS
+from .biased import BiasedMF as BiasedMF

@@ -454,8 +454,10 @@ class IALS(MatrixFactorization):
         )
 
         def record(_: float | None) -> dict[str, float]:
-            terms = {k: float(be.to_numpy(v)) for k, v in terms_fn(session.params, data["positives"]).items()}
-            row = {"step": session.step, **{f"{k}_loss": v for k, v in terms.items()}}
+            terms = terms_fn(session.params, data["positives"])
+            row: dict[str, float] = {"step": session.step}
+            for k in ("observed", "unobserved", "regularization", "total"):
+                row[f"{k}_loss"] = float(be.to_numpy(terms[k]))
             session.history_rows.append(row)
             return row
 

@@ -325,10 +325,17 @@ def user_query_embeddings(
     rows = np.asarray(user_indices)
     compute = getattr(model, "query_embeddings", None)
     if not callable(compute):
-        return model.embeddings_numpy()["user"][rows]
+        return _scoring_tables(model)["user"][rows]
     m = model.embeddings_numpy()["item"].shape[0]
     be = _resolve_backend(backend, len(rows) * m)
     return compute(rows, backend=be, allow_empty=allow_empty)
+
+
+def _scoring_tables(model: Any) -> dict[str, np.ndarray]:
+    """The user and item tables whose dot products rank a user's items: the embeddings, or a
+    model's `scoring_embeddings()` when its scores add more (`BiasedMF`: the item biases)."""
+    tables = getattr(model, "scoring_embeddings", None)
+    return tables() if callable(tables) else model.embeddings_numpy()
 
 
 def find_user(model: Any, user: Any) -> int:
@@ -463,7 +470,7 @@ def recommend(
         exclude[0, rated.row(u)] = True
     query = user_query_embeddings(model, [u], backend=backend, allow_empty=False)
     values, idx = batch_top_k(
-        query, emb["item"], k, measure=measure, exclude=exclude, backend=backend
+        query, _scoring_tables(model)["item"], k, measure=measure, exclude=exclude, backend=backend
     )
     frame = _item_frame(model, idx[0], values[0], label)
     frame.attrs["user_index"] = u
@@ -528,7 +535,7 @@ def batch_recommend(
     be = get_backend(backend)
     return batch_top_k(
         user_query_embeddings(model, rows, backend=be),
-        emb["item"],
+        _scoring_tables(model)["item"],
         k,
         measure=measure,
         exclude=exclude,
