@@ -141,7 +141,7 @@ class WALSSpec:
 
     @property
     def linear_solver(self) -> str:
-        """"cholesky" or "cg" ("auto" resolved by d)."""
+        """ "cholesky" or "cg" ("auto" resolved by d)."""
         return _resolve_solver(self.solver, self.embedding_dim)
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,7 +247,9 @@ class BiasedMFSpec:
         _check_dim(self.embedding_dim)
         _check_positive("init_stddev", self.init_stddev)
         _check_positive("regularization_coeff", self.regularization_coeff, allow_zero=True)
-        _check_positive("bias_regularization_coeff", self.bias_regularization_coeff, allow_zero=True)
+        _check_positive(
+            "bias_regularization_coeff", self.bias_regularization_coeff, allow_zero=True
+        )
         _check_positive("gravity_coeff", self.gravity_coeff, allow_zero=True)
         _check_solver(self.solver, self.cg_steps)
 

@@ -97,8 +97,10 @@ def row_solve(
 
     def matvec(x: Any) -> Any:
         fx = xp.sum(f * xp.take(x, rows), axis=1)  # ⟨f_k, x_{row k}⟩, [C]
-        return ops.segment_sum(wf * xp.reshape(fx, (-1, 1)), rows, num_rows) + diag * x + (
-            xp.matmul(x, prior)
+        return (
+            ops.segment_sum(wf * xp.reshape(fx, (-1, 1)), rows, num_rows)
+            + diag * x
+            + (xp.matmul(x, prior))
         )
 
     x = x0

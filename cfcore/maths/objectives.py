@@ -151,7 +151,9 @@ def biased_mf_loss(be: Any, spec: BiasedMFSpec) -> Any:
     return loss
 
 
-def ials_loss_terms(be: Any, spec: IALSSpec, params: Params, data: dict[str, Any]) -> dict[str, Any]:
+def ials_loss_terms(
+    be: Any, spec: IALSSpec, params: Params, data: dict[str, Any]
+) -> dict[str, Any]:
     """The parts of the iALS objective (`IALSSpec`), sums as written there (not means).
 
     Args:

@@ -510,7 +510,9 @@ class IALS(MatrixFactorization):
             raise ValueError(f"interaction counts must be >= 0, got {values.min():g}")
         conf = 1.0 + spec.confidence * values
         prior = spec.unobserved_weight * (v.astype(np.float64).T @ v.astype(np.float64))
-        return solve_rows(v, rows, items, conf, np.ones(len(rows)), num, reg, prior, backend=backend)
+        return solve_rows(
+            v, rows, items, conf, np.ones(len(rows)), num, reg, prior, backend=backend
+        )
 
     @classmethod
     def _spec_from_dict(cls, fields: dict[str, Any]) -> IALSSpec:
@@ -521,7 +523,6 @@ class IALS(MatrixFactorization):
         model = cls(spec.embedding_dim)
         model.spec = spec
         return model
-
 
 
 # ---------------------------------------------------------------------------- row solves
@@ -569,9 +570,7 @@ def solve_rows(
     col = np.ones(d, np.float32) if col_reg is None else np.asarray(col_reg, np.float32)
     prior = np.zeros((d, d)) if prior is None else np.asarray(prior)
     be = get_backend(backend)
-    blocks = row_blocks(
-        rows, cols, targets, weights, row_reg, max_obs=block_size(d, "cholesky")
-    )
+    blocks = row_blocks(rows, cols, targets, weights, row_reg, max_obs=block_size(d, "cholesky"))
 
     def make() -> Callable[..., Any]:
         half = make_half_sweep(be, col, solver="cholesky", cg_steps=1)

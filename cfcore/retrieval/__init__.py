@@ -518,7 +518,6 @@ def batch_recommend(
     """
     from .._registry import get_backend
 
-    emb = model.embeddings_numpy()
     n = _num_users(model)
     if user_indices is None:
         rows = np.arange(n)
