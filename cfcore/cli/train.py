@@ -93,10 +93,7 @@ def train(
     model: Annotated[
         ModelKind,
         typer.Option(
-            help="Plain MF or MF with L2 + gravity regularization, or the softmax model "
-            "(section VI of the notebook); wals (the regularized objective by alternating least "
-            "squares), ials (implicit-feedback ALS on the ratings above --threshold) or biased "
-            "(mean + user and item biases + dot product; ALS, or gradient steps with --optimizer)."
+            help="Plain MF, MF with L2 + gravity, softmax (section VI), or ALS: wals, ials, biased."
         ),
     ] = ModelKind.regularized,
     backend: Annotated[
@@ -214,7 +211,10 @@ def train(
     """Train a matrix-factorization model and write its history and embeddings.
 
     With --model softmax, trains the notebook's softmax model instead and prints its ranking
-    metrics beside the popularity baseline's.
+    metrics beside the popularity baseline's. --model wals minimises the regularized objective
+    by alternating least squares (steps are sweeps); ials is implicit-feedback ALS on the ratings
+    above --threshold (prints recall and NDCG of the held-out positives); biased adds a mean and
+    user and item biases (ALS sweeps, or gradient steps with --optimizer).
     """
     if model is ModelKind.softmax:
         _train_softmax(
