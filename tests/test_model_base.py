@@ -74,7 +74,10 @@ def test_unregistered_kind_is_refused_with_the_known_kinds(tmp_path: Path, monke
     model = ToyModel(width=1)
     model._detach({"table": np.ones((2, 1), np.float32)})
     path = model.save(tmp_path / "toy.npz")
-    with pytest.raises(cfcore.ModelFileError, match=r"kind 'toy'.*it reads \['biased', 'ials', 'mf', 'softmax', 'wals'\]"):
+    with pytest.raises(
+        cfcore.ModelFileError,
+        match=r"kind 'toy'.*it reads \['biased', 'ials', 'mf', 'softmax', 'wals'\]",
+    ):
         cfcore.load(path)
 
 
