@@ -34,6 +34,9 @@ from . import viz as viz  # noqa: E402  (pictures; matplotlib/altair/sklearn imp
 from .data.synthetic import MOVIELENS_SHAPES as MOVIELENS_SHAPES  # noqa: E402
 from .data.synthetic import synthetic_ratings as synthetic_ratings  # noqa: E402
 from .data.user_ratings import UserRatingsError as UserRatingsError  # noqa: E402
+from .models import IALS as IALS  # noqa: E402
+from .models import WALS as WALS  # noqa: E402
+from .models import BiasedMF as BiasedMF  # noqa: E402
 from .models import SoftmaxModel as SoftmaxModel  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402

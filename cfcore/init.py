@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .resources import check_memory
-from .specs import MFSpec
 from .validate import check_int
 
 
 def init_mf_params(
-    spec: MFSpec, num_users: int, num_items: int, seed: int = 0
+    spec: Any, num_users: int, num_items: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Draws the initial embeddings `U ~ N(0, σ²)` of shape `[N, d]` and `V` of shape `[M, d]`.
 
@@ -28,7 +29,7 @@ def init_mf_params(
     return {"user": user, "item": item}
 
 
-def check_mf_memory(spec: MFSpec, num_users: int, num_items: int) -> None:
+def check_mf_memory(spec: Any, num_users: int, num_items: int) -> None:
     """Refuses, before allocating, embeddings (and a dense `U·Vᵀ`) that cannot fit in memory.
 
     The embeddings are drawn in float64 and kept in float32: about 4·(N + M)·d bytes kept plus
@@ -44,7 +45,8 @@ def check_mf_memory(spec: MFSpec, num_users: int, num_items: int) -> None:
         f"the initial embeddings ({n} users + {m} items) x embedding_dim={d} in float32",
         f"lower embedding_dim (now {d})",
     )
-    if spec.mse == "dense":
+    # Specs without an MSE form (the ALS solvers) never form U·Vᵀ.
+    if getattr(spec, "mse", "gather") == "dense":
         check_memory(
             2 * 4.0 * n * m,
             f'mse="dense" (the [{n}, {m}] matrix U·Vᵀ and its gradient, float32)',

@@ -350,3 +350,170 @@ def ranking_metrics(top_items, targets, k: int) -> dict[str, float]:
         sums["hit_rate"] += float(hits > 0)
     n = len(top_items)
     return {f"{name}@{k}": total / n for name, total in sums.items()}
+
+
+# ---------------------------------------------------------------------------- alternating least squares
+
+
+def als_rows(
+    fixed,
+    rows,
+    cols,
+    weights,
+    targets,
+    num_rows: int,
+    row_reg,
+    col_reg,
+    prior,
+    *,
+    solver: str = "cholesky",
+    x0=None,
+    cg_steps: int = 3,
+) -> np.ndarray:
+    """One row at a time, the rows of an ALS half-sweep (`cfcore.maths.als.row_solve`).
+
+    Row `r` solves `A_r x = b_r` with `A_r = Σ_{k: rows_k = r} w_k f_k f_kᵀ + ρ_r·diag(c) + P`
+    and `b_r = Σ_{k: rows_k = r} w_k y_k f_k` (`f_k = fixed[cols_k]`): exactly with
+    `np.linalg.solve` ("cholesky"), or by `cg_steps` steps of textbook conjugate gradient from
+    `x0[r]` ("cg").
+
+    Returns:
+        float64 `[num_rows, d]`.
+    """
+    F = _f64(fixed)
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    w, y = _f64(weights), _f64(targets)
+    row_reg = np.broadcast_to(_f64(row_reg), (num_rows,))
+    c, P = _f64(col_reg), _f64(prior)
+    d = F.shape[1]
+    out = np.zeros((num_rows, d))
+    for r in range(num_rows):
+        sel = rows == r
+        f, wr = F[cols[sel]], w[sel]
+        a = (f * wr[:, None]).T @ f + row_reg[r] * np.diag(c) + P
+        b = f.T @ (wr * y[sel])
+        if solver == "cholesky":
+            out[r] = np.linalg.solve(a, b)
+            continue
+        x = _f64(x0)[r].copy()
+        res = b - a @ x
+        p = res.copy()
+        rs = res @ res
+        for _ in range(cg_steps):
+            ap = a @ p
+            pap = p @ ap
+            alpha = rs / pap if pap > 0 else 0.0
+            x = x + alpha * p
+            res = res - alpha * ap
+            rs_new = res @ res
+            beta = rs_new / rs if rs > 0 else 0.0
+            p = res + beta * p
+            rs = rs_new
+        out[r] = x
+    return out
+
+
+def wals_sweep(spec, params: dict[str, Any], users, items, ratings) -> dict[str, np.ndarray]:
+    """One WALS sweep (`cfcore.WALSSpec`): every user row, then every item row, float64.
+
+    User rows: `(V_Sᵀ V_S + (λr·|Ω|/N)·I + (λg·|Ω|/(N·M))·VᵀV) u = V_Sᵀ r_S`; items likewise.
+    """
+    U, V = _f64(params["user"]), _f64(params["item"])
+    users, items, r = np.asarray(users), np.asarray(items), _f64(ratings)
+    n, m, count = len(U), len(V), len(r)
+    lr, grav = spec.regularization_coeff, spec.gravity_coeff * count / (n * m)
+    solver, steps = spec.linear_solver, spec.cg_steps
+    ones, c = np.ones(count), np.ones(U.shape[1])
+    U = als_rows(V, users, items, ones, r, n, lr * count / n, c, grav * V.T @ V,
+                 solver=solver, x0=U, cg_steps=steps)  # fmt: skip
+    V = als_rows(U, items, users, ones, r, m, lr * count / m, c, grav * U.T @ U,
+                 solver=solver, x0=V, cg_steps=steps)  # fmt: skip
+    return {"user": U, "item": V}
+
+
+def ials_objective(spec, params: dict[str, Any], users, items, counts) -> dict[str, float]:
+    """The iALS objective of `cfcore.IALSSpec` by its definition (all-pairs sum over `U·Vᵀ`)."""
+    U, V = _f64(params["user"]), _f64(params["item"])
+    users, items = np.asarray(users), np.asarray(items)
+    n, m = len(U), len(V)
+    conf = 1.0 + spec.confidence * _f64(counts)
+    pred = np.einsum("kd,kd->k", U[users], V[items])
+    observed = float(np.sum(conf * (pred - 1.0) ** 2))
+    unobserved = float(spec.unobserved_weight * np.sum((U @ V.T) ** 2))
+    ru = spec.row_regularization(np.bincount(users, minlength=n), m)
+    ri = spec.row_regularization(np.bincount(items, minlength=m), n)
+    reg = float(np.sum(ru[:, None] * U**2) + np.sum(ri[:, None] * V**2))
+    total = observed + unobserved + reg
+    return {"observed": observed, "unobserved": unobserved, "regularization": reg, "total": total}
+
+
+def ials_sweep(spec, params: dict[str, Any], users, items, counts) -> dict[str, np.ndarray]:
+    """One iALS sweep (`cfcore.IALSSpec`), float64: user rows
+    `(Σ_S c h hᵀ + α₀·HᵀH + λ(|S_u| + α₀·M)^ν·I) w = Σ_S c h`, then item rows."""
+    U, V = _f64(params["user"]), _f64(params["item"])
+    users, items = np.asarray(users), np.asarray(items)
+    n, m = len(U), len(V)
+    conf = 1.0 + spec.confidence * _f64(counts)
+    ones, c, a0 = np.ones(len(conf)), np.ones(U.shape[1]), spec.unobserved_weight
+    ru = spec.row_regularization(np.bincount(users, minlength=n), m)
+    ri = spec.row_regularization(np.bincount(items, minlength=m), n)
+    solver, steps = spec.linear_solver, spec.cg_steps
+    U = als_rows(V, users, items, conf, ones, n, ru, c, a0 * V.T @ V,
+                 solver=solver, x0=U, cg_steps=steps)  # fmt: skip
+    V = als_rows(U, items, users, conf, ones, m, ri, c, a0 * U.T @ U,
+                 solver=solver, x0=V, cg_steps=steps)  # fmt: skip
+    return {"user": U, "item": V}
+
+
+def biased_mf_objective(
+    spec, params: dict[str, Any], users, items, ratings, mean: float
+) -> dict[str, float]:
+    """The parts of `cfcore.BiasedMFSpec`'s objective, float64."""
+    U, V = _f64(params["user"]), _f64(params["item"])
+    bu, bi = _f64(params["user_bias"]), _f64(params["item_bias"])
+    users, items = np.asarray(users), np.asarray(items)
+    n, m = len(U), len(V)
+    pred = mean + bu[users] + bi[items] + np.einsum("kd,kd->k", U[users], V[items])
+    observed = float(np.mean((_f64(ratings) - pred) ** 2))
+    terms = {
+        "observed": observed,
+        "regularization": spec.regularization_coeff * (np.sum(U**2) / n + np.sum(V**2) / m),
+        "bias_regularization": spec.bias_regularization_coeff
+        * (np.sum(bu**2) / n + np.sum(bi**2) / m),
+        "gravity": spec.gravity_coeff * float(np.mean((U @ V.T) ** 2)),
+    }
+    terms["total"] = sum(terms.values())
+    return {k: float(v) for k, v in terms.items()}
+
+
+def biased_als_sweep(
+    spec, params: dict[str, Any], users, items, ratings, mean: float
+) -> dict[str, np.ndarray]:
+    """One biased ALS sweep (`cfcore.BiasedMF`, `solver="als"`), float64.
+
+    User rows `[u, b_u]` regressed on `[v, 1]` with targets `r − μ − b_i`, column
+    regularization `(λ, …, λ, λb)·|Ω|/N` and the prior `λg·|Ω|/(N·M)·VᵀV` on the embedding
+    block; then item rows likewise.
+    """
+    U, V = _f64(params["user"]), _f64(params["item"])
+    bu, bi = _f64(params["user_bias"]), _f64(params["item_bias"])
+    users, items, r = np.asarray(users), np.asarray(items), _f64(ratings) - mean
+    n, m, count = len(U), len(V), len(r)
+    d = U.shape[1]
+    c = np.full(d + 1, spec.regularization_coeff)
+    c[-1] = spec.bias_regularization_coeff
+    grav = spec.gravity_coeff * count / (n * m)
+    solver, steps = spec.linear_solver, spec.cg_steps
+
+    def half(table, bias, fixed, other_bias, rows, cols, size):
+        aug = np.concatenate([fixed, np.ones((len(fixed), 1))], 1)
+        prior = np.zeros((d + 1, d + 1))
+        prior[:d, :d] = grav * fixed.T @ fixed
+        x0 = np.concatenate([table, bias[:, None]], 1)
+        out = als_rows(aug, rows, cols, np.ones(count), r - other_bias[cols], size, count / size,
+                       c, prior, solver=solver, x0=x0, cg_steps=steps)  # fmt: skip
+        return out[:, :d], out[:, d]
+
+    U, bu = half(U, bu, V, bi, users, items, n)
+    V, bi = half(V, bi, U, bu, items, users, m)
+    return {"user": U, "item": V, "user_bias": bu, "item_bias": bi}

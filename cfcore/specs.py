@@ -90,6 +90,202 @@ class MFSpec:
         return {"kind": "mf", **asdict(self)}
 
 
+ALS_SOLVERS: tuple[str, ...] = ("auto", "cholesky", "cg")
+CG_THRESHOLD = 128
+"""`solver="auto"` uses Cholesky up to this embedding dimension and conjugate gradient above."""
+
+
+def _check_solver(solver: str, cg_steps: int) -> None:
+    if solver not in ALS_SOLVERS:
+        raise ValueError(f"solver must be one of {ALS_SOLVERS}, got {solver!r}")
+    if not isinstance(cg_steps, int) or isinstance(cg_steps, bool) or cg_steps < 1:
+        raise ValueError(f"cg_steps must be a positive int, got {cg_steps!r}")
+
+
+def _resolve_solver(solver: str, d: int) -> str:
+    if solver == "auto":
+        return "cholesky" if d <= CG_THRESHOLD else "cg"
+    return solver
+
+
+@dataclass(frozen=True)
+class WALSSpec:
+    """The regularized MF objective of `MFSpec`, minimised by alternating least squares.
+
+    With the item embeddings `V` fixed the objective is quadratic in each user row, minimised by
+
+        (V_Sᵀ V_S + (λr·|Ω|/N)·I + (λg·|Ω|/(N·M))·VᵀV) u = V_Sᵀ r_S
+
+    (`S` the user's rated items), and symmetrically for the items; a sweep solves every user row,
+    then every item row.
+
+    Attributes:
+        embedding_dim: d.
+        init_stddev: standard deviation of the normal initial embeddings.
+        regularization_coeff: λr (> 0: a row with fewer than d ratings needs it).
+        gravity_coeff: λg.
+        solver: "cholesky" (exact row solves), "cg" (conjugate gradient, warm-started, `cg_steps`
+            steps per half-sweep; no `[d, d]` system per row) or "auto" (Cholesky up to d = 128).
+        cg_steps: CG steps per half-sweep.
+    """
+
+    embedding_dim: int
+    init_stddev: float = 0.1
+    regularization_coeff: float = 0.1
+    gravity_coeff: float = 1.0
+    solver: str = "auto"
+    cg_steps: int = 3
+
+    def __post_init__(self) -> None:
+        _check_dim(self, "embedding_dim")
+        _check_positive(self, "init_stddev")
+        _check_positive(self, "regularization_coeff")
+        _check_positive(self, "gravity_coeff", allow_zero=True)
+        _check_solver(self.solver, self.cg_steps)
+
+    @property
+    def regularized(self) -> bool:
+        return True
+
+    @property
+    def mse(self) -> str:
+        return "gather"
+
+    @property
+    def objective(self) -> MFSpec:
+        """The `MFSpec` whose objective the sweeps minimise."""
+        return MFSpec(
+            self.embedding_dim,
+            self.init_stddev,
+            "gather",
+            self.regularization_coeff,
+            self.gravity_coeff,
+        )
+
+    @property
+    def linear_solver(self) -> str:
+        """ "cholesky" or "cg" ("auto" resolved by d)."""
+        return _resolve_solver(self.solver, self.embedding_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "wals", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class IALSSpec:
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008; Rendle et al. 2022).
+
+    For positives `S` (user-item pairs with an interaction count `n_ui ≥ 1`), user embeddings `W`
+    (`[N, d]`) and item embeddings `H` (`[M, d]`):
+
+        L = Σ_(u,i)∈S c_ui·(⟨w_u, h_i⟩ − 1)² + α₀·Σ_u Σ_i ⟨w_u, h_i⟩²
+            + λ·(Σ_u (|S_u| + α₀·M)^ν·‖w_u‖² + Σ_i (|S_i| + α₀·N)^ν·‖h_i‖²)
+
+    with confidence `c_ui = 1 + α·n_ui` (α = 0: every positive weighs 1, as Rendle et al.). The
+    second sum runs over all pairs (Rendle et al.'s form) through the Gramians, never the `N × M`
+    matrix. With `H` fixed, each user row is the ridge regression
+
+        (Σ_{i∈S_u} c_ui h_i h_iᵀ + α₀·HᵀH + λ·(|S_u| + α₀·M)^ν·I) w_u = Σ_{i∈S_u} c_ui h_i.
+
+    Attributes:
+        embedding_dim: d.
+        init_stddev: standard deviation of the normal initial embeddings (Rendle et al. use
+            0.1/√d).
+        regularization_coeff: λ (> 0).
+        unobserved_weight: α₀ ≥ 0, the weight of every pair in the all-pairs term.
+        regularization_exponent: ν (0: plain λ; 1: λ scaled by each row's frequency).
+        confidence: α ≥ 0 (`c = 1 + α·count`).
+        solver: "cholesky", "cg" or "auto" (as `WALSSpec`).
+        cg_steps: CG steps per half-sweep.
+    """
+
+    embedding_dim: int
+    init_stddev: float = 0.1
+    regularization_coeff: float = 0.01
+    unobserved_weight: float = 0.1
+    regularization_exponent: float = 1.0
+    confidence: float = 0.0
+    solver: str = "auto"
+    cg_steps: int = 3
+
+    def __post_init__(self) -> None:
+        _check_dim(self, "embedding_dim")
+        _check_positive(self, "init_stddev")
+        _check_positive(self, "regularization_coeff")
+        _check_positive(self, "unobserved_weight", allow_zero=True)
+        _check_positive(self, "regularization_exponent", allow_zero=True)
+        _check_positive(self, "confidence", allow_zero=True)
+        _check_solver(self.solver, self.cg_steps)
+
+    @property
+    def regularized(self) -> bool:
+        return True
+
+    @property
+    def linear_solver(self) -> str:
+        return _resolve_solver(self.solver, self.embedding_dim)
+
+    def row_regularization(self, counts: Any, other: int) -> Any:
+        """λ·(|S_r| + α₀·other)^ν per row, float64 `[R]`, for rows with `counts` positives."""
+        import numpy as np
+
+        base = np.asarray(counts, np.float64) + self.unobserved_weight * float(other)
+        return self.regularization_coeff * base**self.regularization_exponent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "ials", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class BiasedMFSpec:
+    """Matrix factorization with biases: prediction `μ + b_u + b_i + ⟨u, v⟩`.
+
+    Objective over the training ratings `Ω` (`μ`, their mean, is fixed, not trained):
+
+        L = (1/|Ω|) Σ_Ω (r − μ − b_u − b_i − ⟨u, v⟩)²
+            + λ·(ΣU²/N + ΣV²/M) + λb·(Σb_u²/N + Σb_i²/M) + λg·(1/(N·M))·Σ_ij ⟨u_i, v_j⟩²
+
+    Trained by cfcore's gradient optimizers, or by alternating least squares with the biases as
+    augmented columns (`[u, b_u]` solved against `[v, 1]`, targets `r − μ − b_i`).
+
+    Attributes:
+        embedding_dim: d.
+        init_stddev: standard deviation of the normal initial embeddings (biases start at 0).
+        regularization_coeff: λ, on the embeddings.
+        bias_regularization_coeff: λb, on the biases.
+        gravity_coeff: λg (default 0), on the embeddings' dot products.
+        solver: the ALS linear solver, "cholesky", "cg" or "auto" (as `WALSSpec`).
+        cg_steps: CG steps per half-sweep.
+    """
+
+    embedding_dim: int
+    init_stddev: float = 0.1
+    regularization_coeff: float = 0.1
+    bias_regularization_coeff: float = 0.01
+    gravity_coeff: float = 0.0
+    solver: str = "auto"
+    cg_steps: int = 3
+
+    def __post_init__(self) -> None:
+        _check_dim(self, "embedding_dim")
+        _check_positive(self, "init_stddev")
+        _check_positive(self, "regularization_coeff", allow_zero=True)
+        _check_positive(self, "bias_regularization_coeff", allow_zero=True)
+        _check_positive(self, "gravity_coeff", allow_zero=True)
+        _check_solver(self.solver, self.cg_steps)
+
+    @property
+    def regularized(self) -> bool:
+        return True
+
+    @property
+    def linear_solver(self) -> str:
+        return _resolve_solver(self.solver, self.embedding_dim + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "biased", **asdict(self)}
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     """Base class of cfcore's optimizers: a name and pinned hyper-parameters.

@@ -22,8 +22,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def invoke(*args: str):
-    """Runs the CLI; returns the result and its output with ANSI codes and line wraps removed."""
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200", "FORCE_COLOR": None})
+    """Runs the CLI; returns the result and its output with ANSI codes and line wraps removed.
+
+    A wide terminal keeps every option's help on one line of the help table.
+    """
+    result = runner.invoke(app, list(args), env={"COLUMNS": "400", "FORCE_COLOR": None})
     text = " ".join(ANSI.sub("", result.output).split())
     return result, text
 

@@ -74,7 +74,10 @@ def test_unregistered_kind_is_refused_with_the_known_kinds(tmp_path: Path, monke
     model = ToyModel(width=1)
     model._detach({"table": np.ones((2, 1), np.float32)})
     path = model.save(tmp_path / "toy.npz")
-    with pytest.raises(cfcore.ModelFileError, match=r"kind 'toy'.*it reads \['mf', 'softmax'\]"):
+    with pytest.raises(
+        cfcore.ModelFileError,
+        match=r"kind 'toy'.*it reads \['biased', 'ials', 'mf', 'softmax', 'wals'\]",
+    ):
         cfcore.load(path)
 
 
@@ -87,7 +90,14 @@ def test_register_model_needs_a_kind():
 
 
 def test_models_share_the_base():
-    for cls in (cfcore.MatrixFactorization, cfcore.RegularizedMF, cfcore.SoftmaxModel):
+    for cls in (
+        cfcore.MatrixFactorization,
+        cfcore.RegularizedMF,
+        cfcore.SoftmaxModel,
+        cfcore.WALS,
+        cfcore.IALS,
+        cfcore.BiasedMF,
+    ):
         assert issubclass(cls, Model)
         assert persistence.MODEL_KINDS[cls.kind][cls.__name__] is cls
     with pytest.raises(RuntimeError, match="MatrixFactorization has no parameters yet"):

@@ -31,6 +31,22 @@ class ModelKind(enum.StrEnum):
     mf = "mf"
     regularized = "regularized"
     softmax = "softmax"
+    wals = "wals"
+    ials = "ials"
+    biased = "biased"
+
+
+class ALSSolver(enum.StrEnum):
+    auto = "auto"
+    cholesky = "cholesky"
+    cg = "cg"
+
+
+# The models trained by sweeps (steps are sweeps, no optimizer unless --optimizer for biased).
+ALS_MODELS = (ModelKind.wals, ModelKind.ials, ModelKind.biased)
+# λ and λg of each model when not given (the regularized model's are the notebook's).
+REGULARIZATION = {ModelKind.ials: 0.01}
+GRAVITY = {ModelKind.biased: 0.0}
 
 
 class Protocol(enum.StrEnum):
@@ -53,6 +69,9 @@ class Activation(enum.StrEnum):
 DEFAULTS = {
     ModelKind.mf: {"dim": 30, "init_stddev": 0.5, "learning_rate": 10.0, "steps": 1000},
     ModelKind.regularized: {"dim": 35, "init_stddev": 0.05, "learning_rate": 20.0, "steps": 2000},
+    ModelKind.wals: {"dim": 35, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 20},
+    ModelKind.biased: {"dim": 35, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 20},
+    ModelKind.ials: {"dim": 64, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 15},
 }
 
 # The notebook's softmax model: Adagrad(8), 3000 steps of 200 users, inputs 35/3/2, one hidden
@@ -78,8 +97,7 @@ def train(
     model: Annotated[
         ModelKind,
         typer.Option(
-            help="Plain MF or MF with L2 + gravity regularization, or the softmax model "
-            "(section VI of the notebook)."
+            help="Plain MF, MF with L2 + gravity, softmax (section VI), or ALS: wals, ials, biased."
         ),
     ] = ModelKind.regularized,
     backend: Annotated[
@@ -88,11 +106,17 @@ def train(
     dataset: DatasetOpt = "100k",
     data_dir: DataDirOpt = None,
     dim: Annotated[
-        int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
+        int | None,
+        typer.Option(
+            help="Embedding dimension \\[mf: 30, regularized: 35] (wals, biased: 35; ials: 64)."
+        ),
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(help="Optimizer steps \\[mf: 1000, regularized: 2000] (softmax: 3000)."),
+        typer.Option(
+            help="Optimizer steps \\[mf: 1000, regularized: 2000] (softmax: 3000); sweeps for "
+            "wals, ials, biased (20, 15, 20)."
+        ),
     ] = None,
     learning_rate: Annotated[
         float | None,
@@ -111,11 +135,28 @@ def train(
         typer.Option(help="Std. dev. of the initial embeddings \\[mf: 0.5, regularized: 0.05]."),
     ] = None,
     regularization: Annotated[
-        float, typer.Option(help="λr, L2 coefficient (regularized model).")
-    ] = 0.1,
+        float | None,
+        typer.Option(help="λr, L2 coefficient (regularized model) \\[0.1; ials: 0.01]."),
+    ] = None,
     gravity: Annotated[
-        float, typer.Option(help="λg, gravity coefficient (regularized model).")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="λg, gravity coefficient (regularized model) \\[1.0; biased: 0]."),
+    ] = None,
+    solver: Annotated[
+        ALSSolver,
+        typer.Option(
+            help="wals, ials, biased: linear solver of each row (auto: Cholesky to d 128)."
+        ),
+    ] = ALSSolver.auto,
+    bias_regularization: Annotated[
+        float, typer.Option(help="biased: λb, L2 coefficient of the biases.")
+    ] = 0.01,
+    unobserved_weight: Annotated[
+        float, typer.Option(help="ials: α₀, the weight of every unobserved pair.")
+    ] = 0.1,
+    threshold: Annotated[
+        float, typer.Option(help="ials: ratings above this are the positives.")
+    ] = 3.5,
     mse: Annotated[str, typer.Option(help="gather or dense form of the observed MSE.")] = "gather",
     batch_size: Annotated[
         int | None,
@@ -168,7 +209,7 @@ def train(
         ),
     ] = Protocol.holdout,
     k: Annotated[
-        int, typer.Option("--k", "-k", help="Softmax: cut-off of the ranking metrics.")
+        int, typer.Option("--k", "-k", help="Softmax, ials: cut-off of the ranking metrics.")
     ] = 10,
     report: Annotated[
         bool,
@@ -187,7 +228,10 @@ def train(
     """Train a matrix-factorization model and write its history and embeddings.
 
     With --model softmax, trains the notebook's softmax model instead and prints its ranking
-    metrics beside the popularity baseline's.
+    metrics beside the popularity baseline's. --model wals minimises the regularized objective
+    by alternating least squares (steps are sweeps); ials is implicit-feedback ALS on the ratings
+    above --threshold (prints recall and NDCG of the held-out positives); biased adds a mean and
+    user and item biases (ALS sweeps, or gradient steps with --optimizer).
     """
     wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
     try:
@@ -219,6 +263,40 @@ def train(
             report=wish,
         )
         return
+    if model in ALS_MODELS:
+        _train_als(
+            model,
+            backend=backend,
+            dataset=dataset,
+            data_dir=data_dir,
+            fold=fold,
+            holdout=holdout,
+            seed=seed,
+            settings=_MFSettings.resolve(
+                model,
+                dim=dim,
+                steps=steps,
+                learning_rate=learning_rate,
+                init_stddev=init_stddev,
+                optimizer=optimizer,
+                eval_every=1 if eval_every is None else eval_every,
+            ),
+            optimizer_given=optimizer is not None,
+            regularization=REGULARIZATION.get(model, 0.1)
+            if regularization is None
+            else regularization,
+            gravity=GRAVITY.get(model, 1.0) if gravity is None else gravity,
+            solver=solver.value,
+            bias_regularization=bias_regularization,
+            unobserved_weight=unobserved_weight,
+            threshold=threshold,
+            k=k,
+            out=out,
+            progress=progress,
+        )
+        return
+    regularization = 0.1 if regularization is None else regularization
+    gravity = 1.0 if gravity is None else gravity
     settings = _MFSettings.resolve(
         model,
         dim=dim,
@@ -458,6 +536,106 @@ def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFram
             f"loss parts: observed {last['observed_loss']:.4f}, regularization {last['regularization_loss']:.4f}, "
             f"gravity {last['gravity_loss']:.4f}"
         )
+
+
+# ---------------------------------------------------------------------------- steps, ALS
+
+
+def _train_als(
+    model: ModelKind,
+    *,
+    backend: str | None,
+    dataset: str,
+    data_dir: Path | None,
+    fold: str | None,
+    holdout: float,
+    seed: int,
+    settings: _MFSettings,
+    optimizer_given: bool,
+    regularization: float,
+    gravity: float,
+    solver: str,
+    bias_regularization: float,
+    unobserved_weight: float,
+    threshold: float,
+    k: int,
+    out: Path,
+    progress: bool,
+) -> None:
+    """`cfcore train --model wals|ials|biased`: sweeps (or gradient steps for biased with
+    --optimizer), the evaluation, the run's files."""
+    import cfcore
+
+    try:
+        ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
+        common = {"embedding_dim": settings.dim, "init_stddev": settings.init_stddev}
+        fit: dict[str, Any] = {"steps": settings.steps, "seed": seed, "progress": progress}
+        fit["eval_every"] = settings.eval_every
+        if model is ModelKind.wals:
+            m: Any = cfcore.WALS(
+                **common, regularization_coeff=regularization, gravity_coeff=gravity,
+                solver=solver,
+            )  # fmt: skip
+        elif model is ModelKind.biased:
+            m = cfcore.BiasedMF(
+                **common, regularization_coeff=regularization,
+                bias_regularization_coeff=bias_regularization, gravity_coeff=gravity,
+                solver=solver,
+            )  # fmt: skip
+        else:
+            m = cfcore.IALS(
+                **common, regularization_coeff=regularization,
+                unobserved_weight=unobserved_weight, solver=solver,
+            )  # fmt: skip
+        be = cfcore.get_backend(backend)
+        how = "ALS sweeps"
+        if model is ModelKind.biased and optimizer_given:
+            fit["optimizer"] = cfcore.optimizers.make_optimizer(
+                settings.optimizer.value, settings.learning_rate
+            )
+            how = str(fit["optimizer"])
+        if model is ModelKind.ials:
+            train_r, test_r = train_r.to_implicit(threshold), test_r.to_implicit(threshold)
+            how += f", positives: ratings > {threshold:g}"
+        else:
+            fit["test"] = test_r
+        console.print(
+            f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test "
+            f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
+        )
+        history = m.fit(train_r, backend=be, **fit)
+        if model is ModelKind.ials:
+            _print_implicit_evaluation(m, train_r, test_r, k, be)
+    except _ERRORS as err:
+        raise fail(err, highlight=True) from err
+    if model is not ModelKind.ials:
+        _print_mf_evaluation(m, train_r, test_r, history)
+    _write_run(out, history, m.embeddings, m)
+
+
+def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: Any) -> None:
+    """Recall and NDCG at k of the held-out positives, training positives left out."""
+    from cfcore.eval.metrics import ranking_metrics
+    from cfcore.retrieval import batch_recommend
+
+    users = np.unique(test_r.users)
+    _, top = batch_recommend(m, users, k=k, backend=be)
+    order = np.argsort(test_r.users, kind="stable")
+    targets = np.split(test_r.items[order], np.cumsum(np.bincount(test_r.users)[users])[:-1])
+    got = ranking_metrics(top, targets, k)
+    table = Table(
+        title=f"after {m.step} sweeps: ranking on {len(users)} users with held-out positives"
+    )
+    table.add_column("metric")
+    table.add_column("ials", justify="right")
+    for name in ("recall", "ndcg", "precision", "hit_rate"):
+        table.add_row(f"{name}@{k}", f"{got[f'{name}@{k}']:.4f}")
+    console.print(table)
+    last = m.history.iloc[-1]
+    console.print(
+        f"loss parts: observed {last['observed_loss']:.4f}, unobserved "
+        f"{last['unobserved_loss']:.4f}, regularization {last['regularization_loss']:.4f}"
+    )
 
 
 # ---------------------------------------------------------------------------- steps, softmax

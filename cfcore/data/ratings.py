@@ -242,6 +242,47 @@ class Ratings:
         test_mask[rng.choice(n, size=n_test, replace=False)] = True
         return self.subset(~test_mask), self.subset(test_mask)
 
+    def to_implicit(self, threshold: float | None = None, *, counts: bool = False) -> Ratings:
+        """The positives of these ratings, for implicit-feedback models (`cfcore.IALS`).
+
+        Keeps the ratings strictly above `threshold` (all of them for None), and merges repeated
+        (user, item) pairs into one, in (user, item) order. The catalog, vocabularies and
+        catalogue are kept.
+
+        Args:
+            threshold: keep ratings `> threshold` (e.g. 3.5 for MovieLens: 4 and 5 stars).
+            counts: False: every positive has value 1 (a repeated pair too). True: the values
+                are interaction counts (plays, clicks) and a pair's value is their sum.
+
+        Returns:
+            `Ratings` with one entry per positive pair.
+
+        Raises:
+            RatingsError: no rating is above `threshold`, or `counts` with a negative value.
+        """
+        keep = np.ones(len(self), bool) if threshold is None else self.values > float(threshold)
+        if not keep.any():
+            raise RatingsError(
+                f"no rating is above the threshold {threshold!r} (ratings are in "
+                f"[{self.values.min():g}, {self.values.max():g}])"
+            )
+        users, items = self.users[keep].astype(np.int64), self.items[keep].astype(np.int64)
+        values = self.values[keep].astype(np.float64)
+        if counts and (values < 0).any():
+            raise RatingsError(f"counts must be >= 0, got {values.min():g}")
+        pair, inverse = np.unique(users * self.num_items + items, return_inverse=True)
+        merged = np.bincount(inverse, weights=values if counts else None, minlength=len(pair))
+        return Ratings(
+            users=pair // self.num_items,
+            items=pair % self.num_items,
+            values=merged if counts else np.ones(len(pair)),
+            num_users=self.num_users,
+            num_items=self.num_items,
+            user_ids=self.user_ids,
+            item_ids=self.item_ids,
+            catalog=self.catalog,
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """The ratings as a frame with columns `user`, `item`, `rating` (and `timestamp`)."""
         cols: dict[str, Any] = {"user": self.users, "item": self.items, "rating": self.values}

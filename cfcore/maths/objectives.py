@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..specs import MFSpec, SoftmaxSpec
+from ..specs import BiasedMFSpec, IALSSpec, MFSpec, SoftmaxSpec
 
 Params = dict[str, Any]
 
@@ -89,6 +89,98 @@ def mf_loss(be: Any, spec: MFSpec) -> Any:
         return terms["total"], terms
 
     return loss
+
+
+def biased_predictions(be: Any, params: Params, users: Any, items: Any) -> Any:
+    """`b_u + b_i + ⟨u, v⟩` per pair (without μ): float32 `[n]`.
+
+    The biases ride along as augmented columns, `⟨[u, b_u, 1], [v, 1, b_i]⟩`, through the one
+    fused pair kernel: their gradients come out of its backward pass with the embeddings' (dense
+    rows of the augmented tables), never from a separate scatter into a one-wide bias table.
+    """
+    xp = be.xp
+    u, v = params["user"], params["item"]
+    bu = xp.reshape(params["user_bias"], (-1, 1))
+    bi = xp.reshape(params["item_bias"], (-1, 1))
+    user_aug = xp.concat([u, bu, xp.full_like(bu, 1.0)], axis=1)
+    item_aug = xp.concat([v, xp.full_like(bi, 1.0), bi], axis=1)
+    return _ops(be).pair_dot(user_aug, item_aug, users, items)
+
+
+def biased_mf_loss_terms(
+    be: Any, spec: BiasedMFSpec, params: Params, batch: dict[str, Any]
+) -> dict[str, Any]:
+    """The parts of `spec`'s objective on `batch`, whose values are centred (`r − μ`).
+
+    Args:
+        be: the backend.
+        spec: the model.
+        params: `{"user": [N, d], "item": [M, d], "user_bias": [N], "item_bias": [M]}`.
+        batch: `{"users", "items", "values"}`, values `r − μ`.
+
+    Returns:
+        `{"observed", "regularization", "bias_regularization", "gravity", "total"}` (the
+        penalties already multiplied by their coefficients); float32 scalars.
+    """
+    xp = be.xp
+    pred = biased_predictions(be, params, batch["users"], batch["items"])
+    observed = xp.mean(xp.square(batch["values"] - pred))
+    u, v = params["user"], params["item"]
+    bu, bi = params["user_bias"], params["item_bias"]
+    n, m = float(u.shape[0]), float(v.shape[0])
+    terms = {
+        "observed": observed,
+        "regularization": spec.regularization_coeff * l2_penalty(be, u, v),
+        "bias_regularization": spec.bias_regularization_coeff
+        * (xp.sum(xp.square(bu)) / n + xp.sum(xp.square(bi)) / m),
+        "gravity": spec.gravity_coeff * gravity(be, u, v),
+    }
+    terms["total"] = (
+        observed + terms["regularization"] + terms["bias_regularization"] + terms["gravity"]
+    )
+    return terms
+
+
+def biased_mf_loss(be: Any, spec: BiasedMFSpec) -> Any:
+    """`loss(params, batch) -> (total, parts)` of a `BiasedMFSpec`, as the trainer takes it."""
+
+    def loss(params: Params, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        terms = biased_mf_loss_terms(be, spec, params, batch)
+        return terms["total"], terms
+
+    return loss
+
+
+def ials_loss_terms(
+    be: Any, spec: IALSSpec, params: Params, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The parts of the iALS objective (`IALSSpec`), sums as written there (not means).
+
+    Args:
+        be: the backend.
+        spec: the model.
+        params: `{"user": [N, d], "item": [M, d]}`.
+        data: `{"users", "items", "values"}` (the positives, values their counts), and
+            `"user_reg"` `[N]`, `"item_reg"` `[M]`: each row's λ·(|S_r| + α₀·other)^ν.
+
+    Returns:
+        `{"observed", "unobserved", "regularization", "total"}`: float32 scalars.
+    """
+    xp = be.xp
+    u, v = params["user"], params["item"]
+    pred = _ops(be).pair_dot(u, v, data["users"], data["items"])
+    conf = 1.0 + spec.confidence * data["values"]
+    observed = xp.sum(conf * xp.square(pred - 1.0))
+    unobserved = spec.unobserved_weight * xp.sum(_ops(be).gramian(u) * _ops(be).gramian(v))
+    reg = xp.sum(xp.reshape(data["user_reg"], (-1, 1)) * xp.square(u)) + xp.sum(
+        xp.reshape(data["item_reg"], (-1, 1)) * xp.square(v)
+    )
+    return {
+        "observed": observed,
+        "unobserved": unobserved,
+        "regularization": reg,
+        "total": observed + unobserved + reg,
+    }
 
 
 _ACTIVATIONS = {

@@ -267,7 +267,7 @@ class MatrixFactorization(Model):
         user_ids = new_user_ids(old_ids, num, user_ids, frame_ids)
         new_emb = self._fold_in_arrays(rows, items, values, num, reg, backend)
         # The session's state has N rows: drop it, keep the step count and history to continue.
-        self._detach({"user": np.concatenate([emb["user"], new_emb]), "item": emb["item"]})
+        self._detach(self._with_new_users(emb, new_emb))
         self._shape = (n + num, m)
         self.user_ids = np.concatenate([old_ids, user_ids])
         if self.train_ratings is not None:
@@ -285,14 +285,18 @@ class MatrixFactorization(Model):
             self._num_train_ratings = len(self.train_ratings)
         return user_ids
 
+    def _with_new_users(self, params: Params, new: np.ndarray) -> Params:
+        """The parameters with the folded-in rows `new` (from `_fold_in_arrays`) appended."""
+        return {**params, "user": np.concatenate([params["user"], new])}
+
     # ------------------------------------------------------------------ file state
 
     @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> MFSpec:
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> Any:
         return MFSpec(**fields)
 
     @classmethod
-    def _from_spec(cls, spec: MFSpec) -> MatrixFactorization:
+    def _from_spec(cls, spec: Any) -> MatrixFactorization:
         model = cls(embedding_dim=spec.embedding_dim, init_stddev=spec.init_stddev, mse=spec.mse)
         model.spec = spec
         return model

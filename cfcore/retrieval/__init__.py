@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -291,10 +291,19 @@ def user_query_embeddings(
     # A softmax model computes its queries (`[B, d]`); a factorization model stores them.
     compute: Callable[..., np.ndarray] | None = getattr(model, "query_embeddings", None)
     if not callable(compute):
-        return model.embeddings_numpy()["user"][rows]
+        return _scoring_tables(model)["user"][rows]
     m = model.embeddings_numpy()["item"].shape[0]
     be = _resolve_backend(backend, len(rows) * m)
     return compute(rows, backend=be, allow_empty=allow_empty)
+
+
+def _scoring_tables(model: Any) -> dict[str, np.ndarray]:
+    """The user and item tables whose dot products rank a user's items: the embeddings, or a
+    model's `scoring_embeddings()` when its scores add more (`BiasedMF`: the item biases)."""
+    tables: Any = getattr(model, "scoring_embeddings", None)
+    if callable(tables):
+        return cast("dict[str, np.ndarray]", tables())
+    return model.embeddings_numpy()
 
 
 def find_user(model: Any, user: Any) -> int:
@@ -439,7 +448,7 @@ def recommend(
     query = user_query_embeddings(model, [u], backend=backend, allow_empty=False)
     _check_finite_embeddings(query, emb["item"], [u])
     values, idx = batch_top_k(
-        query, emb["item"], k, measure=measure, exclude=exclude, backend=backend
+        query, _scoring_tables(model)["item"], k, measure=measure, exclude=exclude, backend=backend
     )
     frame = _item_frame(model, idx[0], values[0], label)
     frame.attrs["user_index"] = u
@@ -509,7 +518,6 @@ def batch_recommend(
     """
     from ..backend.registry import get_backend
 
-    emb = model.embeddings_numpy()
     n = _num_users(model)
     if user_indices is None:
         rows = np.arange(n)
@@ -525,10 +533,11 @@ def batch_recommend(
     exclude = _rated(model).take(rows) if exclude_rated else None
     be = get_backend(backend)
     query = user_query_embeddings(model, rows, backend=be)
-    _check_finite_embeddings(query, emb["item"], rows)
+    items = _scoring_tables(model)["item"]
+    _check_finite_embeddings(query, items, rows)
     return batch_top_k(
         query,
-        emb["item"],
+        items,
         k,
         measure=measure,
         exclude=exclude,

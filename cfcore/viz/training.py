@@ -35,6 +35,18 @@ A fourth panel, "ranking", gathers the softmax model's `precision@k`, `recall@k`
 
 _RANKING = re.compile(r"^(precision|recall|ndcg|map|hit_rate)@\d+$")
 
+LOSS_PART_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "unobserved_loss": ("observed_loss", "unobserved_loss", "regularization_loss"),
+    "bias_regularization_loss": (
+        "observed_loss",
+        "regularization_loss",
+        "bias_regularization_loss",
+        "gravity_loss",
+    ),
+}
+"""The "loss parts" of `cfcore.IALS` and `cfcore.BiasedMF` histories, told apart by the column
+named by the key; any other history's loss parts are `METRIC_GROUPS["loss parts"]`."""
+
 
 def _curve_groups(history: pd.DataFrame) -> dict[str, list[str]]:
     """The metric groups present in `history`, after checking its columns."""
@@ -50,6 +62,8 @@ def _curve_groups(history: pd.DataFrame) -> dict[str, list[str]]:
         raise ValueError("history is empty: there is nothing to plot")
     groups: dict[str, list[str]] = {}
     for name, cols in METRIC_GROUPS.items():
+        if name == "loss parts":
+            cols = next((v for k, v in LOSS_PART_LAYOUTS.items() if k in history), cols)
         present = [c for c in cols if c in history]
         if present and cols[0] not in history:  # a test curve without its training curve
             raise ValueError(

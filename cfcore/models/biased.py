@@ -1,0 +1,463 @@
+"""Biased matrix factorization: `μ + b_u + b_i + ⟨u, v⟩`, by gradient steps or by ALS.
+
+Example:
+    >>> import cfcore
+    >>> r = cfcore.synthetic_ratings(200, 100, 4000, seed=0)
+    >>> model = cfcore.BiasedMF(embedding_dim=8, regularization_coeff=0.1)
+    >>> history = model.fit(r, steps=10, solver="als", progress=False)          # doctest: +SKIP
+    >>> history = model.fit(r, steps=500, optimizer=cfcore.optimizers.Adam(0.05))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._registry import get_backend
+from ..data.batching import MinibatchSampler
+from ..data.ratings import Ratings
+from ..data.row_blocks import block_size, row_blocks
+from ..init import init_mf_params
+from ..maths import objectives
+from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
+from ..persistence import register_model
+from ..specs import BiasedMFSpec, OptimizerSpec
+from ..train.placement import Placement
+from ..train.session import as_ratings
+from .als import check_fit_inputs, run_sweeps, solve_rows
+from .base import Params, State
+from .mf import EVAL_CHUNK, MatrixFactorization
+
+if TYPE_CHECKING:
+    from ..persistence import StateReader
+
+SOLVERS = ("als", "gradient")
+COLUMNS = (
+    "observed",
+    "regularization",
+    "bias_regularization",
+    "gravity",
+    "total",
+)
+
+
+def _centred(train: Ratings, mean: float) -> dict[str, np.ndarray]:
+    return {
+        "users": train.users,
+        "items": train.items,
+        "values": (train.values.astype(np.float64) - mean).astype(np.float32),
+    }
+
+
+def biased_blocks(spec: BiasedMFSpec, train: Ratings, mean: float) -> dict[str, Any]:
+    """The host data of a biased ALS sweep: the centred ratings and their blocks per side."""
+    n, m, count = train.num_users, train.num_items, len(train)
+    ratings = _centred(train, mean)
+    ones = np.ones(count, np.float32)
+    size = block_size(spec.embedding_dim + 1, spec.linear_solver)
+    by_user = row_blocks(
+        train.users, train.items, ratings["values"], ones, np.full(n, count / n), max_obs=size
+    )
+    by_item = row_blocks(
+        train.items, train.users, ratings["values"], ones, np.full(m, count / m), max_obs=size
+    )
+    return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
+
+
+def column_regularization(spec: BiasedMFSpec) -> np.ndarray:
+    """c of an augmented row `[u, b]`: λ on the embedding columns, λb on the bias."""
+    col = np.full(spec.embedding_dim + 1, spec.regularization_coeff, np.float32)
+    col[-1] = spec.bias_regularization_coeff
+    return col
+
+
+def biased_halves(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> tuple[Any, Any]:
+    """The two halves of a biased ALS sweep, `half(params, data) -> params`.
+
+    With the items fixed, the user row `[u, b_u]` is a ridge regression on `[v, 1]` with targets
+    `r − μ − b_i`; multiplying the objective by |Ω| gives per-row λ·|Ω|/N (embedding columns),
+    λb·|Ω|/N (bias) and the gravity prior λg·|Ω|/(N·M)·VᵀV on the embedding block.
+    """
+    xp = be.xp
+    ops = getattr(be, "ops", be)
+    half = make_half_sweep(
+        be,
+        column_regularization(spec),
+        solver=spec.linear_solver,
+        cg_steps=spec.cg_steps,
+        offsets=True,
+    )
+    grav = spec.gravity_coeff * count / (float(n) * float(m))
+
+    def solve(params, data, side, other, bias, other_bias, blocks):
+        fixed = augment(be, params[other], ones_column(be, params[other]))
+        current = augment(be, params[side], params[bias])
+        prior = pad_prior(be, grav * ops.gramian(params[other]))
+        new = half(fixed, current, data[blocks], prior, params[other_bias])
+        table, b = split_last(be, xp.astype(new, "float32"))
+        return {**params, side: table, bias: b}
+
+    def users(params: dict[str, Any], data: Any) -> dict[str, Any]:
+        return solve(params, data, "user", "item", "user_bias", "item_bias", "by_user")
+
+    def items(params: dict[str, Any], data: Any) -> dict[str, Any]:
+        return solve(params, data, "item", "user", "item_bias", "user_bias", "by_item")
+
+    return users, items
+
+
+def biased_sweep(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> Any:
+    """`sweep(params, data) -> (objective at params, params after users then items)`."""
+    loss = objectives.biased_mf_loss(be, spec)
+    users, items = biased_halves(be, spec, n, m, count)
+
+    def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
+        total, _ = loss(params, data["ratings"])
+        return total, items(users(params, data), data)
+
+    return sweep
+
+
+def init_biased_params(spec: BiasedMFSpec, n: int, m: int, seed: int) -> Params:
+    """The embeddings as `init_mf_params` draws them; biases start at zero."""
+    params = init_mf_params(spec, n, m, seed)
+    params["user_bias"] = np.zeros(n, np.float32)
+    params["item_bias"] = np.zeros(m, np.float32)
+    return params
+
+
+@register_model
+class BiasedMF(MatrixFactorization):
+    """Matrix factorization with a global mean and user and item biases (see `BiasedMFSpec`).
+
+    Prediction `μ + b_u + b_i + ⟨u, v⟩`, with μ the mean training rating (stored with the model,
+    not trained) and per-parameter L2: λ on the embeddings, λb on the biases. `fit` trains it by
+    cfcore's gradient optimizers (`optimizer=...`) through the one trainer, or by alternating least
+    squares (`solver="als"`, no optimizer), the biases solved as augmented columns.
+
+    Predictions are not clipped to the rating scale. `embeddings` holds `user`, `item`,
+    `user_bias` and `item_bias`; `recommend` ranks by the prediction (⟨u, v⟩ + b_i: μ and b_u do
+    not change a user's ranking) through `scoring_embeddings`, `neighbors` by the item
+    embeddings alone.
+
+    Args:
+        embedding_dim: d.
+        init_stddev: standard deviation of the normal initial embeddings.
+        regularization_coeff: λ.
+        bias_regularization_coeff: λb.
+        gravity_coeff: λg (default 0).
+        solver: ALS's linear solver: "auto", "cholesky" or "cg".
+        cg_steps: CG steps per half-sweep.
+    """
+
+    kind = "biased"
+
+    def __init__(
+        self,
+        embedding_dim: int = 3,
+        init_stddev: float = 0.1,
+        regularization_coeff: float = 0.1,
+        bias_regularization_coeff: float = 0.01,
+        gravity_coeff: float = 0.0,
+        solver: str = "auto",
+        cg_steps: int = 3,
+    ) -> None:
+        super().__init__(embedding_dim, init_stddev)
+        self.spec = BiasedMFSpec(
+            embedding_dim=embedding_dim,
+            init_stddev=init_stddev,
+            regularization_coeff=regularization_coeff,
+            bias_regularization_coeff=bias_regularization_coeff,
+            gravity_coeff=gravity_coeff,
+            solver=solver,
+            cg_steps=cg_steps,
+        )
+        self.global_mean: float | None = None
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        train: Ratings,
+        *,
+        test: Ratings | None = None,
+        steps: int,
+        solver: str | None = None,
+        optimizer: OptimizerSpec | None = None,
+        backend: Any = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        eval_every: int | None = None,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Trains for `steps` gradient steps or ALS sweeps; a second call continues.
+
+        Args:
+            train: training ratings (or a dataset).
+            test: optional held-out ratings over the same catalog.
+            steps: gradient steps, or sweeps (users then items) for ALS.
+            solver: "als" (default without an optimizer) or "gradient" (default with one).
+            optimizer: a `cfcore.optimizers` spec, for `solver="gradient"`.
+            backend: a backend name or instance, or None.
+            seed: seeds the initial embeddings (first fit only) and the minibatch order.
+            batch_size: gradient steps only: ratings per step (None: full batch).
+            eval_every: steps between two history rows (default 10 for gradient steps, 1 for
+                sweeps).
+            progress: show a progress bar.
+
+        Returns:
+            The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
+            `regularization_loss`, `bias_regularization_loss`, `gravity_loss`, `total_loss`.
+        """
+        if solver is None:
+            solver = "als" if optimizer is None else "gradient"
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if solver == "als" and optimizer is not None:
+            raise ValueError("solver='als' takes no optimizer: drop optimizer= or use 'gradient'")
+        if solver == "gradient" and optimizer is None:
+            raise ValueError(
+                "solver='gradient' needs an optimizer, e.g. cfcore.optimizers.Adam(0.05)"
+            )
+        if solver == "als" and batch_size is not None:
+            raise ValueError("batch_size applies to gradient steps; ALS sweeps use every rating")
+        if eval_every is None:
+            eval_every = 1 if solver == "als" else 10
+        train, test = check_fit_inputs(self, train, test, steps, eval_every)
+        spec = self.spec
+        n, m, count = train.num_users, train.num_items, len(train)
+        be = get_backend(backend)
+        if self.global_mean is None:
+            self.global_mean = float(np.mean(train.values.astype(np.float64)))
+        mean = self.global_mean
+
+        def start_params() -> Params:
+            if self._has_params():
+                return self.params_numpy()
+            return init_biased_params(spec, n, m, seed)
+
+        session = self._train_session(be, optimizer, start_params)
+        self._shape = (n, m)
+        if train.catalog is not None:
+            self.catalog = train.catalog
+        self._remember_train(train)
+        place = session.placement
+        if solver == "als":
+            data = place.data(biased_blocks(spec, train, mean))
+            ratings = data["ratings"]
+        else:
+            data = ratings = place.data(_centred(train, mean))
+        test_data = None if test is None else place.data(_centred(test, mean))
+
+        def record(_: float | None) -> dict[str, float]:
+            terms = _terms(be, spec, session.params, ratings)
+            row: dict[str, float] = {"step": session.step, "train_mse": terms["observed"]}
+            if test_data is not None:
+                row["test_mse"] = _terms(be, spec, session.params, test_data)["observed"]
+            row.update({f"{k}_loss": terms[k] for k in COLUMNS})
+            session.history_rows.append(row)
+            return row
+
+        def label(row: dict[str, float]) -> str:
+            return "  ".join(f"{c}={row[c]:.4f}" for c in ("train_mse", "test_mse") if c in row)
+
+        try:
+            if solver == "als":
+                run_sweeps(
+                    session,
+                    ("biased-als", spec, n, m, count),
+                    biased_sweep(be, spec, n, m, count),
+                    data,
+                    steps=steps,
+                    eval_every=eval_every,
+                    record=record,
+                    label=label,
+                    progress=progress,
+                )
+            else:
+                sampler = None if batch_size is None else MinibatchSampler(count, batch_size, seed)
+                take = _whole if sampler is None else _minibatch(be)
+                run_chunk = session.chunk(
+                    ("biased", spec, sampler is None), objectives.biased_mf_loss(be, spec), take
+                )
+                session.run(
+                    run_chunk,
+                    data,
+                    steps=steps,
+                    eval_every=eval_every,
+                    next_xs=None if sampler is None else sampler.take,
+                    record=record,
+                    progress=progress,
+                    label=label,
+                )
+        finally:
+            self.history = pd.DataFrame(session.history_rows)
+        return self.history
+
+    # ------------------------------------------------------------------ results
+
+    def _mean(self) -> float:
+        if self.global_mean is None:
+            raise RuntimeError("BiasedMF has no parameters yet: call fit() first")
+        return self.global_mean
+
+    def predict(self, users: Any, items: Any) -> np.ndarray:
+        """Predicted ratings `μ + b_u + b_i + ⟨u, v⟩` for pairs of indices (not clipped);
+        float32 `[n]`."""
+        p = self.params_numpy()
+        users, items = np.atleast_1d(users), np.atleast_1d(items)
+        n, m = len(p["user"]), len(p["item"])
+        Ratings(users, items, np.zeros(len(users)), n, m)  # validates ids and lengths
+        dots = np.einsum("nd,nd->n", p["user"][users], p["item"][items])
+        return (self._mean() + p["user_bias"][users] + p["item_bias"][items] + dots).astype(
+            np.float32
+        )
+
+    def loss_terms(self, ratings: Ratings, backend: Any = None) -> dict[str, float]:
+        """The objective's parts on `ratings`, computed by the backend (as in the history)."""
+        be = get_backend(backend)
+        params = be.params_from_numpy(self.params_numpy())
+        data = Placement(be).data(_centred(as_ratings(ratings, "ratings"), self._mean()))
+        return _terms(be, self.spec, params, data)
+
+    def scoring_embeddings(self) -> Params:
+        """`{"user": [u, 1], "item": [v, b_i]}` (`[N, d+1]`, `[M, d+1]`): their dot product is
+        the prediction less `μ + b_u`, which ranks a user's items as the prediction does."""
+        p = self.params_numpy()
+        return {
+            "user": np.concatenate([p["user"], np.ones((len(p["user"]), 1), np.float32)], 1),
+            "item": np.concatenate([p["item"], p["item_bias"][:, None]], 1),
+        }
+
+    # ------------------------------------------------------------------ new users
+
+    def fold_in(self, ratings: Any, *, reg: Any = None, backend: Any = None) -> np.ndarray:
+        """Embeddings of new users, the items fixed: `[B, d]` (see `fold_in_with_bias`)."""
+        return self.fold_in_with_bias(ratings, reg=reg, backend=backend)[0]
+
+    def fold_in_with_bias(
+        self, ratings: Any, *, reg: Any = None, backend: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and biases of new users from their ratings, the items fixed.
+
+        One row solve of an ALS user half-sweep: `[u, b_u]` regressed on `[v, 1]` with targets
+        `r − μ − b_i` and the model's own regularization (λ·|Ω|/N, λb·|Ω|/N, gravity prior), so
+        the row is the one a sweep would compute.
+
+        Args:
+            ratings: as `MatrixFactorization.fold_in`.
+            reg: None for the model's own regularization, or ρ > 0 (scalar or per new user)
+                for embedding and bias alike, without the gravity prior.
+            backend: a backend name or instance, or "numpy".
+
+        Returns:
+            `(embeddings float32 [B, d], biases float32 [B])`.
+        """
+        from ..data.user_ratings import fold_in_arrays
+
+        rows, items, values, num, _ = fold_in_arrays(ratings, self)
+        aug = self._fold_in_arrays(rows, items, values, num, reg, backend)
+        return aug[:, :-1], aug[:, -1]
+
+    def _fold_in_arrays(self, rows, items, values, num, reg, backend) -> np.ndarray:
+        spec = self.spec
+        p = self.params_numpy()
+        n, m = p["user"].shape[0], p["item"].shape[0]
+        fixed = np.concatenate([p["item"], np.ones((m, 1), np.float32)], 1)
+        targets = np.asarray(values, np.float64) - self._mean() - p["item_bias"][items]
+        if reg is None:
+            omega = self.num_train_ratings
+            if not omega:
+                raise ValueError(
+                    "the default fold-in regularization needs the number of training ratings, "
+                    "which this model does not know; pass reg= explicitly"
+                )
+            row_reg, col = omega / n, column_regularization(spec)
+            v = p["item"].astype(np.float64)
+            prior = np.zeros((spec.embedding_dim + 1,) * 2)
+            prior[:-1, :-1] = spec.gravity_coeff * omega / (n * m) * (v.T @ v)
+        else:
+            row_reg, col, prior = reg, None, None
+        return solve_rows(
+            fixed, rows, items, np.ones(len(rows)), targets, num, row_reg, prior,
+            col_reg=col, backend=backend,
+        )  # fmt: skip
+
+    def _with_new_users(self, params: Params, new: np.ndarray) -> Params:
+        return {
+            **params,
+            "user": np.concatenate([params["user"], new[:, :-1]]),
+            "user_bias": np.concatenate([params["user_bias"], new[:, -1]]),
+        }
+
+    # ------------------------------------------------------------------ file state
+
+    @classmethod
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> BiasedMFSpec:
+        return BiasedMFSpec(**fields)
+
+    @classmethod
+    def _from_spec(cls, spec: BiasedMFSpec) -> BiasedMF:
+        model = cls(spec.embedding_dim)
+        model.spec = spec
+        return model
+
+    def _own_state(self, include_ratings: bool) -> State:
+        meta, arrays = super()._own_state(include_ratings)
+        p = self.params_numpy()
+        meta["global_mean"] = self._mean()
+        arrays["user_bias"] = np.asarray(p["user_bias"], np.float32)
+        arrays["item_bias"] = np.asarray(p["item_bias"], np.float32)
+        return meta, arrays
+
+    def _restore_own(
+        self, reader: StateReader, meta: dict[str, Any], shape: tuple[int, ...]
+    ) -> None:
+        super()._restore_own(reader, meta, shape)
+        n, m, _ = shape
+        user_bias = np.asarray(reader["user_bias"], np.float32)
+        item_bias = np.asarray(reader["item_bias"], np.float32)
+        if user_bias.shape != (n,) or item_bias.shape != (m,):
+            raise reader.damaged(
+                f"biases of shapes {user_bias.shape} and {item_bias.shape} do not match the "
+                f"recorded shape N={n}, M={m}"
+            )
+        mean = meta.get("global_mean")
+        if not isinstance(mean, int | float) or isinstance(mean, bool) or not np.isfinite(mean):
+            raise reader.damaged(f"the global mean {mean!r} is not a finite number")
+        assert self._params is not None
+        self._params = {**self._params, "user_bias": user_bias, "item_bias": item_bias}
+        self.global_mean = float(mean)
+
+
+def _terms(be: Any, spec: BiasedMFSpec, params: Any, data: dict[str, Any]) -> dict[str, float]:
+    """The objective's parts on device `data` (centred), the MSE over `EVAL_CHUNK` chunks."""
+    fn = be.compiled(
+        ("biased_terms", spec), lambda: lambda p, b: objectives.biased_mf_loss_terms(be, spec, p, b)
+    )
+    n = int(data["values"].shape[0])
+    if n <= EVAL_CHUNK:
+        return {k: float(be.to_numpy(v)) for k, v in fn(params, data).items()}
+    out: dict[str, float] = {}
+    observed = 0.0
+    for start in range(0, n, EVAL_CHUNK):
+        part = {k: v[start : start + EVAL_CHUNK] for k, v in data.items()}
+        terms = {k: float(be.to_numpy(v)) for k, v in fn(params, part).items()}
+        observed += terms["observed"] * int(part["values"].shape[0])
+        out = terms
+    out["observed"] = observed / n
+    out["total"] = out["observed"] + sum(out[k] for k in COLUMNS[1:-1])
+    return out
+
+
+def _whole(data: Any, x: Any) -> Any:
+    return data
+
+
+def _minibatch(be: Any) -> Any:
+    def take(data: dict[str, Any], idx: Any) -> dict[str, Any]:
+        return {k: be.xp.take(v, idx) for k, v in data.items()}
+
+    return take

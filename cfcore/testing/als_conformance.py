@@ -1,0 +1,209 @@
+"""Conformance of the ALS models on a backend: one sweep of each solver against the float64 oracle.
+
+Every expectation comes from `cfcore.reference` (per-row float64 solves written out: `als_rows`,
+`wals_sweep`, `ials_sweep`, `biased_als_sweep`, and the objectives by their definitions), never
+from the code under test. Use it as `BackendConformance`::
+
+    import pytest
+    from cfcore.testing import ALSConformance
+
+    class TestMyBackendALS(ALSConformance):
+        @pytest.fixture
+        def backend(self):
+            return my_backend_instance
+
+Tolerance: `SWEEP_RTOL` relative to the largest entry. A sweep is two rounds of float32 solves,
+the second built on the first's float32 result; with the well-conditioned systems here (every
+row's system has λ ≥ 0.1·|Ω|/N on its diagonal) float32 keeps about 6 digits per solve, and
+relative errors of a few 1e-6 are what JAX, TensorFlow and PyTorch reach. 1e-5 would fail
+now and then on rounding alone: the suite asks for 2e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .. import reference as ref
+from ..data import row_blocks as row_blocks_module
+from ..data.ratings import Ratings
+from ..data.synthetic import synthetic_ratings
+from ..init import init_mf_params
+from ..specs import BiasedMFSpec, IALSSpec, WALSSpec
+from ..train.placement import Placement
+from .conformance import assert_array_close, assert_scalar_close
+
+SWEEP_RTOL = 2e-5
+SOLVERS = ("cholesky", "cg")
+
+
+def als_problem(seed: int = 3) -> Ratings:
+    """A small explicit problem: 30 users, 20 items, 300 ratings (some users with < d ratings)."""
+    return synthetic_ratings(30, 20, 300, seed=seed)
+
+
+def _params(spec, r: Ratings, biased: bool = False) -> dict[str, np.ndarray]:
+    params = init_mf_params(spec, r.num_users, r.num_items, 0)
+    if biased:
+        rng = np.random.default_rng(1)
+        params["user_bias"] = rng.normal(0, 0.3, r.num_users).astype(np.float32)
+        params["item_bias"] = rng.normal(0, 0.3, r.num_items).astype(np.float32)
+    return params
+
+
+def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0):
+    """One sweep of model `kind` ("wals", "ials", "biased") on `backend` from host `params`:
+    `(objective at params, new params)` as host float64 arrays."""
+    from ..models import als, biased
+
+    n, m, count = r.num_users, r.num_items, len(r)
+    place = Placement(backend)
+    if kind == "wals":
+        data, sweep = als.wals_blocks(spec, r), als.wals_sweep(backend, spec, n, m, count)
+    elif kind == "ials":
+        data, sweep = als.ials_blocks(spec, r), als.ials_sweep(backend, spec)
+    else:
+        data = biased.biased_blocks(spec, r, mean)
+        sweep = biased.biased_sweep(backend, spec, n, m, count)
+    total, new = sweep(place.params(params), place.data(data))
+    host = {k: np.asarray(backend.to_numpy(v), np.float64) for k, v in new.items()}
+    return float(backend.to_numpy(total)), host
+
+
+class ALSConformance:
+    """One sweep of WALS, iALS and biased ALS on `backend` equals `cfcore.reference`."""
+
+    @pytest.mark.parametrize("solver", SOLVERS)
+    def test_wals_sweep(self, backend, solver):
+        r = als_problem()
+        spec = WALSSpec(4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5,
+                        solver=solver)  # fmt: skip
+        params = _params(spec, r)
+        total, got = run_sweep(backend, "wals", spec, r, params)
+        want = ref.wals_sweep(spec, params, r.users, r.items, r.values)
+        for k in ("user", "item"):
+            assert_array_close(got[k], want[k], SWEEP_RTOL, f"WALS {solver} {k}")
+        terms, _ = ref.mf_objective(spec.objective, params, r.users, r.items, r.values)
+        assert_scalar_close(total, terms["total"], what="WALS objective")
+
+    @pytest.mark.parametrize("solver", SOLVERS)
+    def test_ials_sweep(self, backend, solver):
+        r = als_problem().to_implicit(threshold=3.0)
+        counts = np.random.default_rng(2).integers(1, 4, len(r)).astype(np.float32)
+        r = Ratings(r.users, r.items, counts, r.num_users, r.num_items)
+        spec = IALSSpec(4, init_stddev=0.3, regularization_coeff=0.05, unobserved_weight=0.2,
+                        regularization_exponent=0.5, confidence=0.7, solver=solver)  # fmt: skip
+        params = _params(spec, r)
+        total, got = run_sweep(backend, "ials", spec, r, params)
+        want = ref.ials_sweep(spec, params, r.users, r.items, r.values)
+        for k in ("user", "item"):
+            assert_array_close(got[k], want[k], SWEEP_RTOL, f"iALS {solver} {k}")
+        expected = ref.ials_objective(spec, params, r.users, r.items, r.values)["total"]
+        assert_scalar_close(total, expected, what="iALS objective")
+
+    @pytest.mark.parametrize("solver", SOLVERS)
+    def test_biased_sweep(self, backend, solver):
+        r = als_problem()
+        spec = BiasedMFSpec(4, init_stddev=0.3, regularization_coeff=0.2,
+                            bias_regularization_coeff=0.05, gravity_coeff=0.3,
+                            solver=solver)  # fmt: skip
+        params = _params(spec, r, biased=True)
+        mean = float(np.mean(r.values.astype(np.float64)))
+        total, got = run_sweep(backend, "biased", spec, r, params, mean)
+        want = ref.biased_als_sweep(spec, params, r.users, r.items, r.values, mean)
+        for k in ("user", "item", "user_bias", "item_bias"):
+            assert_array_close(got[k], want[k], SWEEP_RTOL, f"biased {solver} {k}")
+        terms = ref.biased_mf_objective(spec, params, r.users, r.items, r.values, mean)
+        assert_scalar_close(total, terms["total"], what="biased objective")
+
+    def test_blocks_do_not_change_a_sweep(self, backend, monkeypatch):
+        from ..models.als import wals_blocks
+
+        # Blocks of a few rows (the loop over blocks runs many times): the same sweep.
+        monkeypatch.setattr(row_blocks_module, "BLOCK_FLOATS", 16 * 16)
+        r = als_problem()
+        for solver in SOLVERS:
+            spec = WALSSpec(4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5,
+                            solver=solver)  # fmt: skip
+            params = _params(spec, r)
+            blocks = wals_blocks(spec, r)
+            assert blocks["by_user"]["ids"].shape[0] > 3, "the test must use several blocks"
+            _, got = run_sweep(backend, "wals", spec, r, params)
+            want = ref.wals_sweep(spec, params, r.users, r.items, r.values)
+            for k in ("user", "item"):
+                assert_array_close(got[k], want[k], SWEEP_RTOL, f"blocked {solver} {k}")
+
+    @pytest.mark.slow  # three small fits: about 30 s on TensorFlow (compiling), 2 s on the others
+    def test_fold_in_row_is_the_sweep_row(self, backend):
+        """Fold-in of a trained user's ratings gives the row a user half-sweep computes."""
+        import cfcore
+
+        r = als_problem()
+        implicit = r.to_implicit(threshold=3.0)
+        users = [0, 7]  # folded in together
+        for model, data in (
+            (cfcore.WALS(4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5), r),
+            (
+                cfcore.IALS(
+                    4,
+                    init_stddev=0.3,
+                    regularization_coeff=0.05,
+                    unobserved_weight=0.2,
+                    confidence=0.5,
+                ),
+                implicit,
+            ),  # fmt: skip
+            (
+                cfcore.BiasedMF(
+                    4,
+                    init_stddev=0.3,
+                    regularization_coeff=0.2,
+                    bias_regularization_coeff=0.05,
+                    gravity_coeff=0.3,
+                ),
+                r,
+            ),  # fmt: skip
+        ):
+            model.fit(data, steps=1, backend=backend, progress=False)
+            p = {k: v.astype(np.float64) for k, v in model.params_numpy().items()}
+            spec = model.spec
+            mine = np.isin(data.users, users)
+            rows = np.searchsorted(users, data.users[mine])
+            new = Ratings(rows, data.items[mine], data.values[mine], len(users), data.num_items)
+            if isinstance(model, cfcore.BiasedMF):
+                emb, bias = model.fold_in_with_bias(new, backend=backend)
+                got = np.concatenate([emb, bias[:, None]], 1)
+                mean = model.global_mean
+                assert mean is not None
+                want = ref.biased_als_sweep(spec, p, data.users, data.items, data.values, mean)
+                want_rows = np.concatenate([want["user"], want["user_bias"][:, None]], 1)[users]
+            else:
+                got = model.fold_in(new, backend=backend)
+                sweep = ref.wals_sweep if isinstance(model, cfcore.WALS) else ref.ials_sweep
+                want_rows = sweep(spec, p, data.users, data.items, data.values)["user"][users]
+            assert_array_close(got, want_rows, SWEEP_RTOL, type(model).__name__)
+
+
+class ALSCrossBackend:
+    """The same sweep on two backends (the `backend_pair` fixture) from the same values agrees."""
+
+    @pytest.mark.parametrize("kind", ("wals", "ials", "biased"))
+    @pytest.mark.parametrize("solver", SOLVERS)
+    def test_one_sweep_agrees(self, backend_pair, kind, solver):
+        a, b = backend_pair
+        r = als_problem()
+        mean = 0.0
+        if kind == "wals":
+            spec = WALSSpec(4, init_stddev=0.5, gravity_coeff=0.5, solver=solver)
+        elif kind == "ials":
+            r = r.to_implicit(threshold=3.0)
+            spec = IALSSpec(4, init_stddev=0.3, regularization_coeff=0.05, solver=solver)
+        else:
+            spec = BiasedMFSpec(4, init_stddev=0.3, gravity_coeff=0.3, solver=solver)
+            mean = float(np.mean(r.values))
+        params = _params(spec, r, biased=kind == "biased")
+        ta, got_a = run_sweep(a, kind, spec, r, params, mean)
+        tb, got_b = run_sweep(b, kind, spec, r, params, mean)
+        assert_scalar_close(ta, tb, what=f"{kind} objective")
+        for k in got_a:
+            assert_array_close(got_a[k], got_b[k], SWEEP_RTOL, f"{kind} {solver} {k}")
