@@ -82,22 +82,59 @@ class BoundBackend:
     def params_to_numpy(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         return {k: np.asarray(self.ops.to_numpy(v)) for k, v in params.items()}
 
-    def device_batch(self, batch: Any) -> dict[str, Array]:
-        """Ratings (`Batch`, `Ratings` or a dict) as `{"users", "items", "values"}` native arrays."""
+    def device_batch(self, batch: Any, pair_layout: bool = False) -> dict[str, Array]:
+        """Ratings (`Batch`, `Ratings` or a dict) as `{"users", "items", "values"}` native arrays.
+
+        Args:
+            batch: the ratings.
+            pair_layout: also add `"layout"`, the backend's `pair_layout` of these pairs, when it
+                gives one (full-batch training: built once here, then read by every step's
+                `pair_dot`). Needs `batch.num_users` / `batch.num_items` (a `Ratings`).
+        """
         if isinstance(batch, dict):
             users, items, values = batch["users"], batch["items"], batch["values"]
         else:
             users, items, values = batch.users, batch.items, batch.values
         check_indices(users, "users")
         check_indices(items, "items")
-        return {
+        out = {
             "users": self.ops.asarray(users, "int32"),
             "items": self.ops.asarray(items, "int32"),
             "values": self.ops.asarray(values, "float32"),
         }
+        if pair_layout:
+            shape = (getattr(batch, "num_users", None), getattr(batch, "num_items", None))
+            if None in shape:
+                raise TypeError(
+                    f"pair_layout=True needs ratings with num_users and num_items (a Ratings), "
+                    f"got {type(batch).__name__}"
+                )
+            layout = self.pair_layout(users, items, *shape)
+            if layout is not None:
+                out["layout"] = layout
+        return out
+
+    def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
+        """The backend's precomputed layout of these pairs for `pair_dot`, or None.
+
+        Host ids are checked (integers, 1-D of one non-empty length, in range) before dispatch.
+        """
+        users, items = np.asarray(users), np.asarray(items)
+        num_users, num_items = int(num_users), int(num_items)
+        check_pairs(
+            np.empty((num_users, 0)), np.empty((num_items, 0)), users, items, np.empty(len(users))
+        )
+        return self.ops.pair_layout(
+            users.astype(np.int32, copy=False),
+            items.astype(np.int32, copy=False),
+            num_users,
+            num_items,
+        )
 
     # ------------------------------------------------------------------ functional losses
-    def sparse_mse(self, user_emb, item_emb, users, items, ratings, method: str = "gather"):
+    def sparse_mse(
+        self, user_emb, item_emb, users, items, ratings, method: str = "gather", layout=None
+    ):
         """Mean squared error over observed pairs; a native float32 scalar.
 
         Args:
@@ -106,17 +143,28 @@ class BoundBackend:
             users, items: integer `[n]` (host indices are range-checked).
             ratings: `[n]`.
             method: "gather" (memory O(n·d)) or "dense" (forms `U·Vᵀ`, memory O(N·M)).
+            layout: optional `pair_layout(users, items, N, M)` of these same pairs (gather only):
+                the backend may use it for a faster `pair_dot`; the value is the same.
         """
         from ..maths import objectives as losses
 
         if method not in ("gather", "dense"):
             raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
         check_pairs(user_emb, item_emb, users, items, ratings)
+        args = [*self._f32(user_emb, item_emb), *self._i32(users, items), *self._f32(ratings)]
+        if layout is None:
+            fn = self.compiled(
+                ("sparse_mse", method),
+                lambda: lambda u, v, us, it, r: losses.sparse_mse(self, u, v, us, it, r, method),
+            )
+            return fn(*args)
         fn = self.compiled(
-            ("sparse_mse", method),
-            lambda: lambda u, v, us, it, r: losses.sparse_mse(self, u, v, us, it, r, method),
+            ("sparse_mse", method, "layout"),
+            lambda: (
+                lambda u, v, us, it, r, lay: losses.sparse_mse(self, u, v, us, it, r, method, lay)
+            ),
         )
-        return fn(*self._f32(user_emb, item_emb), *self._i32(users, items), *self._f32(ratings))
+        return fn(*args, layout)
 
     def l2_penalty(self, user_emb, item_emb):
         """`ΣU²/N + ΣV²/M`; a native float32 scalar."""
