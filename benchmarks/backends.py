@@ -42,6 +42,7 @@ from typing import Any
 
 import _report as rp
 from _common import DATA_DIR, CfcoreTraining, missing_gpu, stamp
+from _mem import GB, run_isolated
 
 import cfcore
 from cfcore.data import MinibatchSampler
@@ -66,6 +67,9 @@ SIZES = {
 }
 #: Repeats and steps per timed chunk of the scale section, per size.
 SCALE_RUNS = {"tiny": (2, 3), "1m": (5, 5), "20m": (2, 2)}
+#: Above this many ratings each scale contender runs alone in a fresh process.
+ISOLATE_ABOVE = 5_000_000
+SCRIPT = Path(__file__).resolve()
 
 
 class Contender:
@@ -208,9 +212,13 @@ def dense_fits(num_users: int, num_items: int) -> tuple[bool, float]:
 
 
 def scale_rows(args: argparse.Namespace, backends: dict[str, Any]) -> list[dict[str, Any]]:
-    """Forward loss and full-batch `fit` step of the gather (and dense) form at `args.sizes`."""
-    from cfcore.maths import objectives as losses
+    """Forward loss and full-batch `fit` step of the gather (and dense) form at `args.sizes`.
 
+    Up to `ISOLATE_ABOVE` ratings the contenders share this process and run in alternation;
+    above it each runs alone in a fresh process under the memory budget (`_mem.run_isolated`),
+    so that one contender's peak (JAX's plain gathers hold `[n, d]` blocks: gigabytes at 20M)
+    neither adds to another's nor takes the shared machine down.
+    """
     rows: list[dict[str, Any]] = []
     default_kernel = backends["jax"].ops.gather_kernel() if "jax" in backends else None
     for size in args.sizes:
@@ -219,7 +227,6 @@ def scale_rows(args: argparse.Namespace, backends: dict[str, Any]) -> list[dict[
         if args.mode == "smoke":
             repeats, k = 1, 2
         data_name = f"{size}: {n:,} ratings ({num_users:,} x {num_items:,})"
-        ratings = cfcore.synthetic_ratings(num_users, num_items, n, seed=0)
         forms = ["gather"]
         ok, need = dense_fits(num_users, num_items)
         if ok:
@@ -228,43 +235,95 @@ def scale_rows(args: argparse.Namespace, backends: dict[str, Any]) -> list[dict[
             rows.append(dict(data=data_name, kind="scale", form="dense", backend="all",
                              skipped=f"not run: three [N, M] float32 arrays need "
                                      f"{rp.fmt_bytes(need)}, over half the memory available"))  # fmt: skip
+        isolate = n > args.isolate_above
         for form in forms:
-            spec = cfcore.MFSpec(embedding_dim=32, init_stddev=0.1, mse=form)
-            params = init_mf_params(spec, num_users, num_items, seed=0)
-            contenders = scale_contenders(backends, form)
-            names = list(contenders)
-            layout_s: dict[str, float] = {}
-            fwd: dict[str, Contender] = {}
-            step: dict[str, Contender] = {}
-            for b in names:
-                be = contenders[b]
-                t = time.perf_counter()
-                train = CfcoreTraining(be, spec, FULL_OPT, params, ratings, pair_layout=True)
-                be.sync(train.data)
-                layout_s[b] = time.perf_counter() - t
-                fwd[b] = _forward(be, spec, train, losses)
-                step[b] = _fit_step(be, train, k)
-            race(fwd, 1, repeats, first=1)
-            race(step, 1, repeats, first=1)
+            cfg = dict(size=size, form=form, repeats=repeats, k=k, device=args.device)
+            names = list(scale_contenders(backends, form))
+            if isolate:
+                measured = {b: _isolated(args, dict(cfg, backend=b)) for b in names}
+            else:
+                measured = scale_measure(cfg, scale_contenders(backends, form))
             for b in names:
                 row = dict(data=data_name, kind="scale", form=form, backend=b, n=n,
-                           fwd_ms=statistics.median(fwd[b].times) * 1e3,
-                           fwd_first_s=fwd[b].first_s,
-                           step_ms=statistics.median(step[b].times) / k * 1e3,
-                           step_first_s=step[b].first_s,
-                           data_s=layout_s[b], repeats=repeats, steps_per_chunk=k,
-                           default=b == f"jax-{default_kernel}")  # fmt: skip
+                           repeats=repeats, steps_per_chunk=k, isolated=isolate,
+                           default=b == f"jax-{default_kernel}", **measured[b])  # fmt: skip
                 rows.append(row)
-                print(f"{data_name:42} {form:6} {b:22} forward {row['fwd_ms']:9.1f} ms  "
-                      f"step {row['step_ms']:9.1f} ms  data+layout {row['data_s']:.2f} s",
+                if "skipped" in row:
+                    print(f"{data_name:42} {form:6} {b:12} {row['skipped']}", flush=True)
+                    continue
+                print(f"{data_name:42} {form:6} {b:12} forward {row['fwd_ms']:9.1f} ms  "
+                      f"step {row['step_ms']:9.1f} ms  data+layout {row['data_s']:.2f} s"
+                      + (f"  step peak {rp.fmt_bytes(row['step_ws'])}" if isolate else ""),
                       flush=True)  # fmt: skip
             if form == "gather" and "jax" in backends:
-                rows.append(_layout_timing(data_name, ratings, repeats))
-            del fwd, step
+                rows.append(_layout_timing(data_name, size, repeats))
             gc.collect()
-        del ratings
-        gc.collect()
     return rows
+
+
+def _isolated(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    """`scale_child` in a fresh process: its numbers, or why there are none."""
+    env = rp.cpu_env(args.device) if args.device != "auto" else None
+    rec = run_isolated(SCRIPT, "scale_child", cfg, budget_bytes=int(args.mem_budget_gb * GB),
+                       timeout_s=args.timeout, env=env)  # fmt: skip
+    if not rec.ok or rec.result is None:
+        return {"skipped": f"{rec.status}: {rec.message}"}
+    out = dict(rec.result)
+    out.pop("marks", None)
+    return out
+
+
+def scale_child(cfg: dict[str, Any], meter: Any) -> dict[str, Any]:
+    """Child process: one contender of the scale section, with its peak memory."""
+    name = cfg["backend"]
+    base = name.split("-")[0]
+    _load(base)
+    be = scale_contenders({base: cfcore.get_backend(base)}, cfg["form"])[name]
+    meter.mark("imports")
+    result = scale_measure(cfg, {name: be}, meter)[name]
+    return result
+
+
+def scale_measure(
+    cfg: dict[str, Any], contenders: dict[str, Any], meter: Any = None
+) -> dict[str, dict[str, Any]]:
+    """Times the compiled loss and `fit`'s step for each contender, in alternation."""
+    from cfcore.maths import objectives as losses
+
+    num_users, num_items, n = SIZES[cfg["size"]]
+    repeats, k = cfg["repeats"], cfg["k"]
+    ratings = cfcore.synthetic_ratings(num_users, num_items, n, seed=0)
+    spec = cfcore.MFSpec(embedding_dim=32, init_stddev=0.1, mse=cfg["form"])
+    params = init_mf_params(spec, num_users, num_items, seed=0)
+    data_s: dict[str, float] = {}
+    fwd: dict[str, Contender] = {}
+    step: dict[str, Contender] = {}
+    for b, be in contenders.items():
+        t = time.perf_counter()
+        train = CfcoreTraining(be, spec, FULL_OPT, params, ratings, pair_layout=True)
+        be.sync(train.data)
+        data_s[b] = time.perf_counter() - t
+        fwd[b] = _forward(be, spec, train, losses)
+        step[b] = _fit_step(be, train, k)
+    del ratings
+    gc.collect()
+    if meter is not None:
+        meter.mark("setup")
+    race(fwd, 1, repeats, first=1)
+    race(step, 1, repeats, first=1)
+    out = {}
+    for b in contenders:
+        out[b] = dict(
+            fwd_ms=statistics.median(fwd[b].times) * 1e3,
+            fwd_first_s=fwd[b].first_s,
+            step_ms=statistics.median(step[b].times) / k * 1e3,
+            step_first_s=step[b].first_s,
+            data_s=data_s[b],
+        )
+        if meter is not None:
+            # Above the resident size once data, parameters and layout are in place.
+            out[b]["step_ws"] = max(0, meter.peak() - meter.marks["setup"])
+    return out
 
 
 def _forward(be: Any, spec: cfcore.MFSpec, train: CfcoreTraining, losses: Any) -> Contender:
@@ -299,10 +358,11 @@ def _fit_step(be: Any, train: CfcoreTraining, k: int) -> Contender:
     return Contender(be, run, unit=1.0)
 
 
-def _layout_timing(data_name: str, ratings: Any, repeats: int) -> dict[str, Any]:
+def _layout_timing(data_name: str, size: str, repeats: int) -> dict[str, Any]:
     """`make_pair_layout` alone (NumPy, on the host): median of `repeats` runs."""
     from cfcore_jax.pair_kernel import make_pair_layout
 
+    ratings = cfcore.synthetic_ratings(*SIZES[size], seed=0)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -420,7 +480,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             ),
             "",
         ]
-    parts += scale_report(rows)
+    parts += scale_report(rows, args.isolate_above)
     if not args.suffix:
         parts += [
             "## GPU rows\n",
@@ -433,7 +493,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(parts)
 
 
-def scale_report(rows: list[dict[str, Any]]) -> list[str]:
+def scale_report(rows: list[dict[str, Any]], isolate_above: int) -> list[str]:
     scale = [r for r in rows if r["kind"] == "scale" and "skipped" not in r]
     if not scale:
         return []
@@ -446,7 +506,10 @@ def scale_report(rows: list[dict[str, Any]]) -> list[str]:
             f"{r['fwd_ms']:.1f}", f"{r['fwd_ms'] / tf['fwd_ms']:.2f}" if tf else "",
             f"{r['step_ms']:.1f}", f"{r['step_ms'] / tf['step_ms']:.2f}" if tf else "",
             f"{r['fwd_first_s']:.2f}", f"{r['step_first_s']:.2f}", f"{r['data_s']:.2f}",
+            rp.fmt_bytes(r.get("step_ws")),
         ])  # fmt: skip
+    headers = ["data", "form", "backend", "forward ms", "/ tf", "fit step ms", "/ tf",
+               "forward first call s", "step first call s", "data s", "step peak"]  # fmt: skip
     out = [
         "## The gather path at scale (synthetic ids, d = 32)\n",
         "*forward*: the compiled MSE of all training pairs (`sparse_mse`; JAX's segment kernel "
@@ -455,22 +518,12 @@ def scale_report(rows: list[dict[str, Any]]) -> list[str]:
         "TensorFlow's (below 1: faster). *first call*: compile + one run. *data s*: putting the "
         "ratings on the device, JAX's pair layout included. jax-segment / jax-gather: the JAX "
         "backend with each gather kernel (`CFCORE_JAX_PAIR_KERNEL`); (default) marks the one it "
-        "picks on this device. Medians over alternated repeats (see the JSON for counts).\n",
-        rp.md_table(
-            [
-                "data",
-                "form",
-                "backend",
-                "forward ms",
-                "/ tf",
-                "fit step ms",
-                "/ tf",
-                "forward first call s",
-                "step first call s",
-                "data s",
-            ],
-            table,
-        ),  # fmt: skip
+        "picks on this device. Medians of repeats (counts in the JSON). Up to "
+        f"{isolate_above:,} ratings the contenders share one process and alternate; above, each "
+        "runs alone in a fresh process under the memory budget (drift between those runs is "
+        "not evened out), and *step peak* is its resident peak above the data, parameters and "
+        "layout.\n",
+        rp.md_table(headers, table),
         "",
     ]
     for r in rows:
@@ -478,7 +531,7 @@ def scale_report(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"- `make_pair_layout` at {r['data']}: {r['layout_s']:.2f} s (median of "
                        f"{r['repeats']}; NumPy on the host, once per training set).")  # fmt: skip
         elif r["kind"] == "scale" and "skipped" in r:
-            out.append(f"- {r['data']}, dense form: {r['skipped']}.")
+            out.append(f"- {r['data']}, {r['form']} form, {r['backend']}: {r['skipped']}.")
     out.append("")
     return out
 
@@ -583,7 +636,15 @@ def main(argv: list[str] | None = None) -> None:
                         "(default 1m,20m; quick 1m; smoke tiny)")  # fmt: skip
     p.add_argument("--parts", nargs="+", default=None, help="specs, scale (default both)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None)
+    p.add_argument("--mem-budget-gb", type=float, default=None,
+                   help="memory limit of an isolated scale run (default: 60%% of what is "
+                        "available at the start)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per isolated scale run")
+    p.add_argument("--isolate-above", type=int, default=ISOLATE_ABOVE,
+                   help="scale sizes with more ratings run each contender in its own process")  # fmt: skip
     args = p.parse_args(argv)
+    if args.mem_budget_gb is None:
+        args.mem_budget_gb = rp.default_budget_gb()
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     default_sizes = {"smoke": ("tiny",), "quick": ("1m",), "full": ("1m", "20m")}[args.mode]
     args.sizes = _names(args.sizes, default_sizes)
