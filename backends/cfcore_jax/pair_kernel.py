@@ -78,12 +78,17 @@ def _stable_order(ids: np.ndarray, num_ids: int) -> np.ndarray:
 
 
 def _side(
-    owner_ids: np.ndarray, other_ids: np.ndarray, num_owners: int, seg_len: int, block_slots: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One side's layout (see the module docstring) and each rating's flat slot in it."""
+    owner_ids: np.ndarray,
+    other_ids: np.ndarray,
+    num_owners: int,
+    seg_len: int,
+    block_slots: int,
+    with_slot: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """One side's layout (see the module docstring) and, if asked, each rating's flat slot."""
     n = owner_ids.shape[0]
     order = _stable_order(owner_ids, num_owners)
-    counts = np.bincount(owner_ids, minlength=num_owners).astype(np.int64)
+    counts = np.bincount(owner_ids, minlength=num_owners)
     seg_count = (counts + seg_len - 1) // seg_len
     seg_start = np.cumsum(seg_count) - seg_count
     used = int(seg_count.sum())
@@ -95,20 +100,23 @@ def _side(
             f"a pair layout of {total:,} slots does not fit int32 indices "
             f"({n:,} ratings over {num_owners:,} rows): use minibatches"
         )
-    # Rating order[j] (the j-th in owner order) goes to slot seg_start[owner]·L + its rank within
-    # the owner's run; the rank is j minus where the owner's run starts in the sorted order.
-    sorted_owner = owner_ids[order]
+    # The j-th rating in owner order goes to slot seg_start[o]·L + (j − run_start[o]) of its
+    # owner o: j plus a per-owner shift, repeated over the owner's run. Every pass here is
+    # sequential except the gather of `other_ids` and the scatter of `slot`.
     run_start = np.cumsum(counts) - counts
-    slot_sorted = seg_start[sorted_owner] * seg_len + (np.arange(n) - run_start[sorted_owner])
-    slot_sorted = slot_sorted.astype(np.int32)
+    shift = (seg_start * seg_len - run_start).astype(np.int32)
+    slot_sorted = np.repeat(shift, counts)
+    slot_sorted += np.arange(n, dtype=np.int32)
     src = np.full(total, n, np.int32)
     src[slot_sorted] = order
     other = np.zeros(total, np.int32)
     other[slot_sorted] = other_ids[order]
     owner = np.full(num_blocks * block, num_owners - 1, np.int32)
     owner[:used] = np.repeat(np.arange(num_owners, dtype=np.int32), seg_count)
-    slot = np.empty(n, np.int32)
-    slot[order] = slot_sorted
+    slot = None
+    if with_slot:
+        slot = np.empty(n, np.int32)
+        slot[order] = slot_sorted
     layout = {
         "owner": owner.reshape(num_blocks, block),
         "other": other.reshape(num_blocks, block, seg_len),
@@ -149,8 +157,8 @@ def make_pair_layout(
         )
     if seg_len < 1 or block_slots < 1:
         raise ValueError(f"seg_len and block_slots must be ≥ 1, got {seg_len}, {block_slots}")
-    by_user, slot = _side(users, items, int(num_users), seg_len, block_slots)
-    by_item, _ = _side(items, users, int(num_items), seg_len, block_slots)
+    by_user, slot = _side(users, items, int(num_users), seg_len, block_slots, with_slot=True)
+    by_item, _ = _side(items, users, int(num_items), seg_len, block_slots, with_slot=False)
     out = {f"user_{k}": v for k, v in by_user.items()}
     out.update({f"item_{k}": v for k, v in by_item.items()})
     out["slot"] = slot
