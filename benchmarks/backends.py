@@ -237,7 +237,9 @@ def scale_rows(args: argparse.Namespace, backends: dict[str, Any]) -> list[dict[
                                      f"{rp.fmt_bytes(need)}, over half the memory available"))  # fmt: skip
         isolate = n > args.isolate_above
         for form in forms:
-            cfg = dict(size=size, form=form, repeats=repeats, k=k, device=args.device)
+            # "device" picks the child's memory meter: host RSS, or the GPU's allocator.
+            device = "gpu" if args.suffix else "cpu"
+            cfg = dict(size=size, form=form, repeats=repeats, k=k, device=device)
             names = list(scale_contenders(backends, form))
             if isolate:
                 measured = {b: _isolated(args, dict(cfg, backend=b)) for b in names}
@@ -259,6 +261,21 @@ def scale_rows(args: argparse.Namespace, backends: dict[str, Any]) -> list[dict[
                 rows.append(_layout_timing(data_name, size, repeats))
             gc.collect()
     return rows
+
+
+def _peak_above_setup(name: str, meter: Any) -> int | None:
+    """Peak memory above the size once data, parameters and layout are in place: host RSS on
+    the CPU; on a GPU the framework's own allocator peak (JAX's through the meter, torch's), None
+    for TensorFlow there."""
+    if meter.device != "gpu":
+        return max(0, meter.peak() - meter.marks["setup"])
+    if name.startswith("jax"):
+        return max(0, meter.peak() - meter.marks["setup"])
+    if name == "torch":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return None
 
 
 def _isolated(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +338,7 @@ def scale_measure(
             data_s=data_s[b],
         )
         if meter is not None:
-            # Above the resident size once data, parameters and layout are in place.
-            out[b]["step_ws"] = max(0, meter.peak() - meter.marks["setup"])
+            out[b]["step_ws"] = _peak_above_setup(b, meter)
     return out
 
 
