@@ -40,7 +40,7 @@ def cpu_name() -> str:
 def stamp() -> str:
     """One markdown paragraph: date, machine and versions, to sit beside every table."""
     pkgs = ", ".join(
-        f"{p} {_version(p)}" for p in ("numpy", "jax", "jaxlib", "optax", "tensorflow")
+        f"{p} {_version(p)}" for p in ("numpy", "jax", "jaxlib", "optax", "tensorflow", "torch")
     )
     return (
         f"Measured {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} on {cpu_name()} "
@@ -80,16 +80,19 @@ class CfcoreTraining:
         optimizer: a `cfcore.optimizers` spec.
         params: host `{"user", "item"}` initial values.
         data: the training ratings (`Ratings`, `Batch` or dict), put on the device once.
+        pair_layout: also build the backend's pair layout of `data` (a `Ratings`) for full-batch
+            gather steps, as `fit` does (`BoundBackend.device_batch`); off by default so the
+            scripts measured before it existed time what they timed then.
     """
 
-    def __init__(self, be, spec, optimizer, params, data) -> None:
+    def __init__(self, be, spec, optimizer, params, data, pair_layout: bool = False) -> None:
         from cfcore.maths import objectives as losses
         from cfcore.optim import make_rule
 
         self.be = be
         self.rule = make_rule(be, optimizer)
         self.loss = losses.mf_loss(be, spec)
-        self.data = be.device_batch(data)
+        self.data = be.device_batch(data, pair_layout=pair_layout and spec.mse == "gather")
         self.params = be.params_from_numpy(params)
         self.opt_state = self.rule.init(self.params)
         self.prev_params, self.prev_opt_state = self.params, self.opt_state
@@ -124,8 +127,9 @@ class CfcoreTraining:
         run = self._chunks.get(minibatch)
         if run is None:
             be = self.be
+            keys = ("users", "items", "values")  # a pair layout is never sliced
             take = (
-                (lambda data, idx: {k: be.xp.take(v, idx) for k, v in data.items()})
+                (lambda data, idx: {k: be.xp.take(data[k], idx) for k in keys})
                 if minibatch
                 else (lambda data, x: data)
             )

@@ -90,6 +90,10 @@ class NumpyBackend:
             return (u @ v.T)[np.asarray(users), np.asarray(items)]
         return np.einsum("nd,nd->n", u[np.asarray(users)], v[np.asarray(items)])
 
+    def pair_layout(self, users, items, num_users: int, num_items: int) -> None:
+        # The reference computes the plain formula: nothing to precompute.
+        return None
+
     def gramian(self, x) -> np.ndarray:
         x = self.asarray(x)
         return x.T @ x

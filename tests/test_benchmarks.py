@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,33 @@ def test_backends_smoke(tmp_path, ml100k):
     _run_script("backends.py", out_dir=tmp_path)
     md = _check_outputs(tmp_path, "backends")
     assert "| ml-100k (90% train) | MF gather | single step |" in md
+    # The gather path at scale (tiny in --smoke): both JAX kernels beside TensorFlow, ratios to it.
+    scale = md.split("## The gather path at scale")[1]
+    for who in ("jax-segment", "jax-gather"):
+        assert who in scale, who
+    assert re.search(r"\| gather \| tf \| [0-9.]+ \| 1\.00 \| [0-9.]+ \| 1\.00 \|", scale), scale
+    assert "`make_pair_layout` at tiny" in scale
+
+
+@pytest.mark.slow
+def test_backends_smoke_without_tensorflow_or_movielens(tmp_path):
+    """As on a GPU machine with jax and torch only and no MovieLens files: missing pieces are
+    skipped, the rest runs (here with every contender in its own process)."""
+    env_data = tmp_path / "no-data"
+    env_data.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "backends.py"), "--smoke", "--out", str(tmp_path),
+         "--backends", "jax,nosuch", "--sizes", "tiny", "--isolate-above", "0"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "CFCORE_DATA_DIR": str(env_data)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "backend 'nosuch' is not installed: skipped" in proc.stdout
+    assert "ml-100k not found" in proc.stdout
+    md = _check_outputs(tmp_path, "backends")
+    assert "Devices: jax: cpu" in md
+    assert "| jax-segment (default) |" in md and "| jax-gather |" in md
+    assert "| tf |" not in md
 
 
 @pytest.mark.slow

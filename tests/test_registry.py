@@ -561,7 +561,7 @@ def test_check_backend_members() -> None:
     assert check_backend_members(make_backend(drop=("xp.take", "top_k"))) == ["top_k", "xp.take"]
     assert check_backend_members(make_backend(drop=("xp",))) == ["xp"]
     assert check_backend_members(object()) == list(BACKEND_MEMBERS)
-    assert len(BACKEND_MEMBERS) == 18
+    assert len(BACKEND_MEMBERS) == 19  # 18 + pair_layout
 
 
 def test_check_backend_members_lazy_and_delegated() -> None:

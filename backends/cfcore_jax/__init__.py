@@ -1,18 +1,29 @@
 """The JAX backend of cfcore: the operations of `cfcore.backend.protocol.Backend` on jax.
 
 Importing this module imports jax; `cfcore` itself never does. Select it with `backend="jax"`.
+
+The gather form of `pair_dot` has two kernels: the plain gathers (`kernels.pair_dot`) and the
+segment-layout kernel (`pair_kernel`), which needs a layout precomputed once per training set
+(`pair_layout`) and is several times faster on XLA:CPU. Which one full-batch training uses is
+`JaxBackend(pair_kernel=...)`, else the environment variable `CFCORE_JAX_PAIR_KERNEL`: "segment",
+"gather", or "auto" (the default: segment on the CPU, the plain gathers on other platforms, where
+it has not been measured to win).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import kernels, ops, transforms
+from . import kernels, ops, pair_kernel, transforms
+
+PAIR_KERNEL_ENV = "CFCORE_JAX_PAIR_KERNEL"
+PAIR_KERNELS = ("auto", "segment", "gather")
 
 _DTYPES = {"float32": jnp.float32, "int32": jnp.int32, "bool": jnp.bool_, None: None}
 _NARROW = {np.dtype(np.float64): jnp.float32, np.dtype(np.int64): jnp.int32}
@@ -23,6 +34,22 @@ class JaxBackend:
 
     name = "jax"
     xp = ops
+
+    def __init__(self, pair_kernel: str | None = None) -> None:
+        """Args: pair_kernel: "auto", "segment", "gather", or None (`$CFCORE_JAX_PAIR_KERNEL`)."""
+        if pair_kernel is not None:
+            _check_pair_kernel(pair_kernel, "pair_kernel")
+        self._pair_kernel = pair_kernel
+
+    def gather_kernel(self) -> str:
+        """The gather kernel full-batch training uses here: "segment" or "gather"."""
+        choice = self._pair_kernel
+        if choice is None:
+            choice = _check_pair_kernel(os.environ.get(PAIR_KERNEL_ENV, "auto"), PAIR_KERNEL_ENV)
+        if choice == "auto":
+            # Measured faster on XLA:CPU only; elsewhere the plain gathers until measured.
+            choice = "segment" if jax.default_backend() == "cpu" else "gather"
+        return choice
 
     @staticmethod
     def is_available() -> bool:
@@ -42,6 +69,15 @@ class JaxBackend:
         return jax.block_until_ready(tree)
 
     pair_dot = staticmethod(jax.jit(kernels.pair_dot, static_argnames="method"))
+
+    def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
+        if self.gather_kernel() != "segment" or np.shape(users)[0] == 0:
+            return None
+        layout = pair_kernel.make_pair_layout(
+            np.asarray(users), np.asarray(items), num_users, num_items
+        )
+        return jax.device_put(layout)
+
     gramian = staticmethod(jax.jit(kernels.gramian))
     segment_sum = staticmethod(jax.jit(kernels.segment_sum, static_argnames="num_segments"))
     bag_of_words = staticmethod(jax.jit(kernels.bag_of_words, static_argnames="combiner"))
@@ -59,6 +95,12 @@ class JaxBackend:
 
     def __repr__(self) -> str:
         return f"JaxBackend(jax {jax.__version__}, devices={[d.platform for d in jax.devices()]})"
+
+
+def _check_pair_kernel(value: str, what: str) -> str:
+    if value not in PAIR_KERNELS:
+        raise ValueError(f"{what} must be one of {', '.join(PAIR_KERNELS)}; got {value!r}")
+    return value
 
 
 backend = JaxBackend()

@@ -74,6 +74,12 @@ class TFBackend:
         return tree
 
     pair_dot = staticmethod(_compiled(kernels.pair_dot))
+
+    @staticmethod
+    def pair_layout(users: Any, items: Any, num_users: int, num_items: int) -> None:
+        # XLA under tf.function already fuses the gathers of pair_dot: nothing to precompute.
+        return None
+
     gramian = staticmethod(_compiled(kernels.gramian))
     segment_sum = staticmethod(_compiled(kernels.segment_sum))
     bag_of_words = staticmethod(_compiled(kernels.bag_of_words))

@@ -46,6 +46,10 @@ class TorchBackend:
             floats(user_emb), floats(item_emb), indices(users), indices(items), method
         )
 
+    def pair_layout(self, users, items, num_users: int, num_items: int) -> None:
+        # Nothing to precompute: pair_dot runs on the plain gathers.
+        return None
+
     def gramian(self, x):
         return kernels.gramian(floats(x))
 

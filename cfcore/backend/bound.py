@@ -85,22 +85,60 @@ class BoundBackend:
     def params_to_numpy(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         return {k: np.asarray(self.ops.to_numpy(v)) for k, v in params.items()}
 
-    def device_batch(self, batch: Any) -> dict[str, Array]:
-        """Ratings (`Batch`, `Ratings` or a dict) as `{"users", "items", "values"}` native arrays."""
+    def device_batch(self, batch: Any, pair_layout: bool = False) -> dict[str, Array]:
+        """Ratings (`Batch`, `Ratings` or a dict) as `{"users", "items", "values"}` native arrays.
+
+        Args:
+            batch: the ratings.
+            pair_layout: also add `"layout"`, the backend's `pair_layout` of these pairs, when it
+                gives one (full-batch training: built once here, then read by every step's
+                `pair_dot`). Needs `batch.num_users` / `batch.num_items` (a `Ratings`).
+        """
         if isinstance(batch, dict):
             users, items, values = batch["users"], batch["items"], batch["values"]
         else:
             users, items, values = batch.users, batch.items, batch.values
         check_indices(users, "users")
         check_indices(items, "items")
-        return {
+        out = {
             "users": self.ops.asarray(users, "int32"),
             "items": self.ops.asarray(items, "int32"),
             "values": self.ops.asarray(values, "float32"),
         }
+        if pair_layout:
+            num_users: Any = getattr(batch, "num_users", None)
+            num_items: Any = getattr(batch, "num_items", None)
+            if num_users is None or num_items is None:
+                raise TypeError(
+                    f"pair_layout=True needs ratings with num_users and num_items (a Ratings), "
+                    f"got {type(batch).__name__}"
+                )
+            layout = self.pair_layout(users, items, int(num_users), int(num_items))
+            if layout is not None:
+                out["layout"] = layout
+        return out
+
+    def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
+        """The backend's precomputed layout of these pairs for `pair_dot`, or None.
+
+        Host ids are checked (integers, 1-D of one non-empty length, in range) before dispatch.
+        """
+        users, items = np.asarray(users), np.asarray(items)
+        num_users, num_items = int(num_users), int(num_items)
+        check_pairs(
+            np.empty((num_users, 0)), np.empty((num_items, 0)), users, items, np.empty(len(users))
+        )
+        return self.ops.pair_layout(
+            users.astype(np.int32, copy=False),
+            items.astype(np.int32, copy=False),
+            num_users,
+            num_items,
+        )
 
     # ------------------------------------------------------------------ functional losses
-    def sparse_mse(self, user_emb, item_emb, users, items, ratings, method: str = "gather"):
+    def sparse_mse(
+        self, user_emb, item_emb, users, items, ratings, method: str = "gather", layout=None
+    ):
         """Mean squared error over observed pairs; a native float32 scalar.
 
         Args:
@@ -111,6 +149,8 @@ class BoundBackend:
                 would synchronise): an out-of-range one makes the loss NaN, on every backend.
             ratings: `[n]`.
             method: "gather" (memory O(n·d)) or "dense" (forms `U·Vᵀ`, memory O(N·M)).
+            layout: optional `pair_layout(users, items, N, M)` of these same pairs (gather only):
+                the backend may use it for a faster `pair_dot`; the value is the same.
         """
         from ..maths import objectives as losses
 
@@ -124,6 +164,18 @@ class BoundBackend:
                 f'method="dense" (the [{n}, {m}] scores U·Vᵀ and their gradient, float32)',
                 'use method="gather" (memory O(n·d), the same value)',
             )
+        args = [*self._f32(user_emb, item_emb), *self._i32(users, items), *self._f32(ratings)]
+        if layout is not None:
+            # A layout is built from host ids, which were range-checked then.
+            fn = self.compiled(
+                ("sparse_mse", method, "layout"),
+                lambda: (
+                    lambda u, v, us, it, r, lay: losses.sparse_mse(
+                        self, u, v, us, it, r, method, lay
+                    )
+                ),
+            )
+            return fn(*args, layout)
         if host_ints(users) is not None and host_ints(items) is not None:
             fn = self.compiled(
                 ("sparse_mse", method),
@@ -140,7 +192,7 @@ class BoundBackend:
                 )
 
             fn = self.compiled(("sparse_mse_guarded", method), lambda: guarded)
-        return fn(*self._f32(user_emb, item_emb), *self._i32(users, items), *self._f32(ratings))
+        return fn(*args)
 
     def l2_penalty(self, user_emb, item_emb):
         """`ΣU²/N + ΣV²/M`; a native float32 scalar."""

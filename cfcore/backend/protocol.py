@@ -7,7 +7,7 @@ between frameworks:
 
 * arrays: `xp` (a small array namespace, `ArrayNamespace`), `asarray`, `to_numpy`, `sync`;
 * fused kernels where a framework beats the composition: `pair_dot` (the observed-pair dot, gather
-  and dense forms), `gramian`, `segment_sum`, `bag_of_words`, `softmax_cross_entropy`,
+  and dense forms) with its optional precomputed `pair_layout`, `gramian`, `segment_sum`, `bag_of_words`, `softmax_cross_entropy`,
   `sampled_softmax_loss`, `top_k`, `solve`;
 * transforms: `value_and_grad`, `compile`, `compile_loop`, `native_optimizer`;
 * `name` and `is_available()`.
@@ -104,7 +104,7 @@ class ArrayNamespace(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """The operations a cfcore backend implements (18 members; see the module docstring)."""
+    """The operations a cfcore backend implements (19 members; see the module docstring)."""
 
     name: str
     """The registry name, e.g. "jax"."""
@@ -140,7 +140,13 @@ class Backend(Protocol):
 
     # ------------------------------------------------------------------ fused kernels
     def pair_dot(
-        self, user_emb: Array, item_emb: Array, users: Array, items: Array, method: str = "gather"
+        self,
+        user_emb: Array,
+        item_emb: Array,
+        users: Array,
+        items: Array,
+        method: str = "gather",
+        layout: Tree = None,
     ) -> Array:
         """Dot products of observed pairs: `out[k] = ⟨user_emb[users[k]], item_emb[items[k]]⟩`.
 
@@ -154,9 +160,36 @@ class Backend(Protocol):
             method: "gather" gathers the `n` rows of each table and takes row-wise dots (memory
                 O(n·d)); "dense" forms `user_emb · item_embᵀ` (`[N, M]`) and gathers from it
                 (memory O(N·M)). Same values to float32 rounding.
+            layout: what this backend's `pair_layout(users, items, N, M)` returned for these same
+                `users` and `items` (same order), passed with `method="gather"`. The backend may
+                compute through it instead of `users`/`items`; values and gradients stay the same
+                to float32 rounding. Core passes this argument only when `pair_layout` gave a
+                layout (not None), so a backend whose `pair_layout` returns None never receives
+                it and may leave it out of its signature.
 
         Returns:
             float32 `[n]`.
+        """
+        ...
+
+    def pair_layout(self, users: Array, items: Array, num_users: int, num_items: int) -> Tree:
+        """A precomputed arrangement of observed pairs for a faster `pair_dot`, or None.
+
+        The trainer calls this once per training set (on the host, outside any compiled
+        function) and passes the result into every compiled full-batch step with the data, as
+        `pair_dot(..., layout=...)`. It depends only on the ids. A backend with nothing to
+        precompute returns None (then `pair_dot` is called without `layout`).
+
+        Args:
+            users: int32 `[n]` (NumPy, range-checked by core), n ≥ 1.
+            items: int32 `[n]`.
+            num_users: N, rows of the user table.
+            num_items: M, rows of the item table.
+
+        Returns:
+            None, or a dict tree of native arrays (on the default device) that only this
+            backend's `pair_dot` reads. Core moves it like the ratings (`Placement.data`) but
+            never slices or indexes it: minibatch steps run without a layout.
         """
         ...
 
@@ -328,6 +361,7 @@ BACKEND_MEMBERS: tuple[str, ...] = (
     "to_numpy",
     "sync",
     "pair_dot",
+    "pair_layout",
     "gramian",
     "segment_sum",
     "bag_of_words",

@@ -22,6 +22,7 @@ def sparse_mse(
     items: Any,
     ratings: Any,
     method: str = "gather",
+    layout: Any = None,
 ) -> Any:
     """`(1/n) Σ_k (r_k − ⟨U[users[k]], V[items[k]]⟩)²`: float32 scalar.
 
@@ -32,9 +33,14 @@ def sparse_mse(
         users, items: int32 `[n]`.
         ratings: float32 `[n]`.
         method: "gather" or "dense" (see `Backend.pair_dot`).
+        layout: the backend's `pair_layout` of these pairs, or None.
     """
     xp = be.xp
-    pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
+    if layout is not None and method == "gather":
+        pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method, layout=layout)
+    else:
+        # Backends without a layout are never passed the argument (see `Backend.pair_dot`).
+        pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
     return xp.mean(xp.square(pred - ratings))
 
 
@@ -63,14 +69,18 @@ def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) 
         be: the backend.
         spec: the model.
         params: `{"user": [N, d], "item": [M, d]}`.
-        batch: `{"users": int32 [n], "items": int32 [n], "values": float32 [n]}`.
+        batch: `{"users": int32 [n], "items": int32 [n], "values": float32 [n]}`, and optionally
+            `"layout"`, the backend's `pair_layout` of these pairs (`device_batch(...,
+            pair_layout=True)`).
 
     Returns:
         `{"observed", "total"}`, plus `"regularization"` and `"gravity"` (already multiplied by
         their coefficients) for a regularized spec; float32 scalars.
     """
     u, v = params["user"], params["item"]
-    observed = sparse_mse(be, u, v, batch["users"], batch["items"], batch["values"], spec.mse)
+    observed = sparse_mse(
+        be, u, v, batch["users"], batch["items"], batch["values"], spec.mse, batch.get("layout")
+    )
     terms = {"observed": observed}
     total = observed
     if spec.regularized:

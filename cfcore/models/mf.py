@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 # Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
 EVAL_CHUNK = 1 << 21
+# The arrays of a device batch that are one entry per rating (a batch may also hold a "layout").
+RATING_KEYS = ("users", "items", "values")
 
 
 @register_model
@@ -407,12 +409,16 @@ def history_row(
 
 
 def evaluate_terms(be: Any, spec: MFSpec, params: Any, data: dict[str, Any]) -> dict[str, float]:
-    """The objective's parts on device `data`, the observed MSE averaged over `EVAL_CHUNK` chunks."""
+    """The objective's parts on device `data`, the observed MSE averaged over `EVAL_CHUNK` chunks.
+
+    With a pair layout in `data` (full-batch training on a backend that makes one) the whole set
+    is evaluated in one call: the layout's kernel never holds the `[n, d]` gathered rows.
+    """
     n = int(data["values"].shape[0])
     terms_fn = be.compiled(
         ("mf_terms", spec), lambda: lambda p, b: losses.mf_loss_terms(be, spec, p, b)
     )
-    if n <= EVAL_CHUNK:
+    if n <= EVAL_CHUNK or "layout" in data:
         return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
     # The penalties do not depend on the ratings: compute them once, and only the MSE per chunk.
     mse_spec = MFSpec(spec.embedding_dim, spec.init_stddev, spec.mse)
@@ -421,7 +427,7 @@ def evaluate_terms(be: Any, spec: MFSpec, params: Any, data: dict[str, Any]) -> 
     )
     observed = 0.0
     for start in range(0, n, EVAL_CHUNK):
-        part = {k: v[start : start + EVAL_CHUNK] for k, v in data.items()}
+        part = {k: data[k][start : start + EVAL_CHUNK] for k in RATING_KEYS}
         m = int(part["values"].shape[0])
         observed += float(be.to_numpy(mse_fn(params, part)["observed"])) * m
     out = {"observed": observed / n}
@@ -439,7 +445,8 @@ def _full_batch(data: Any, x: Any) -> Any:
 
 def _minibatch(be: Any) -> Any:
     def take(data: dict[str, Any], idx: Any) -> dict[str, Any]:
-        return {k: be.xp.take(v, idx) for k, v in data.items()}
+        # The ratings only: a pair layout describes the whole set, not a minibatch.
+        return {k: be.xp.take(data[k], idx) for k in RATING_KEYS}
 
     return take
 
@@ -447,9 +454,15 @@ def _minibatch(be: Any) -> Any:
 def _run(spec, session, train, test, steps, batch_size, seed, eval_every, progress) -> None:
     """Trains `session` on `train` with `spec`'s loss; a history row every `eval_every` steps."""
     be = session.backend
-    data = session.placement.data(be.device_batch(train))
-    test_data = None if test is None else session.placement.data(be.device_batch(test))
     sampler = None if batch_size is None else MinibatchSampler(len(train), batch_size, seed)
+    # Full-batch gather steps read the same pairs every step: the backend's pair layout (if it
+    # has one) is built once here. Minibatch steps use the plain gathers: a layout per batch
+    # would cost more than it saves at the batch sizes measured (benchmarks/README.md).
+    layout = sampler is None and spec.mse == "gather"
+    data = session.placement.data(be.device_batch(train, pair_layout=layout))
+    test_data = (
+        None if test is None else session.placement.data(be.device_batch(test, pair_layout=layout))
+    )
     take = _full_batch if sampler is None else _minibatch(be)
     run_chunk = session.chunk((spec, sampler is None), losses.mf_loss(be, spec), take)
 

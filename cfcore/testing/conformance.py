@@ -205,6 +205,79 @@ class BackendConformance:
         for k in keys:
             assert_scalar_close(backend.to_numpy(terms[k]), expected[k], what=f"{name} term {k}")
 
+    # ------------------------------------------------------------------ pair layout
+
+    @staticmethod
+    def _layout_problem(seed: int):
+        """Pairs with a heavy user and item (runs longer than any segment), light ones, and
+        rows rated by nobody."""
+        rng = np.random.default_rng(seed)
+        params, b = make_problem(num_users=23, num_items=31, n=300, seed=seed)
+        users = np.concatenate([b.users, np.full(150, 3, np.int32), rng.integers(0, 20, 90)])
+        items = np.concatenate([b.items, rng.integers(0, 28, 150), np.full(90, 7, np.int32)])
+        users[users == 21] = 20  # user 21 and item 30 have no ratings
+        items[items == 30] = 29
+        values = rng.integers(1, 6, len(users)).astype(np.float32)
+        return params, Batch(users.astype(np.int32), items.astype(np.int32), values)
+
+    @pytest.mark.parametrize("name", ["mf-gather", "regularized"])
+    def test_pair_layout_gives_the_same_values_and_gradients(self, backend, name):
+        spec = SPECS[name]
+        params, b = self._layout_problem(seed=13)
+        layout = backend.pair_layout(b.users, b.items, 23, 31)
+        data = backend.device_batch(b)
+        if layout is None:
+            return  # nothing to check: pair_dot is never given a layout on this backend
+        data["layout"] = layout
+        native = backend.params_from_numpy(params)
+        pred = backend.pair_dot(native["user"], native["item"], data["users"], data["items"],
+                                layout=layout)  # fmt: skip
+        expected_pred = np.einsum(
+            "nd,nd->n",
+            params["user"].astype(np.float64)[b.users],
+            params["item"].astype(np.float64)[b.items],
+        )
+        assert_array_close(backend.to_numpy(pred), expected_pred, what="pair_dot with a layout")
+        grad = backend.value_and_grad(losses.mf_loss(backend, spec))
+        (value, _), grads = grad(native, data)
+        terms, ref_grads = ref.mf_objective(spec, params, b.users, b.items, b.values)
+        assert_scalar_close(backend.to_numpy(value), terms["total"], what=f"{name} with layout")
+        for k in ("user", "item"):
+            assert_array_close(
+                backend.to_numpy(grads[k]), ref_grads[k], what=f"{name} d/d{k} with layout"
+            )
+        mse = backend.sparse_mse(
+            params["user"], params["item"], b.users, b.items, b.values, layout=layout
+        )
+        assert_scalar_close(backend.to_numpy(mse), terms["observed"], what="sparse_mse(layout=)")
+
+    def test_chunk_with_pair_layout_follows_the_reference(self, backend):
+        spec, opt = SPECS["regularized"], OPTIMIZERS["adam"]
+        params, b = self._layout_problem(seed=17)
+        layout = backend.pair_layout(b.users, b.items, 23, 31)
+        data = backend.device_batch(b)
+        if layout is not None:
+            data["layout"] = layout
+        _, p, o, run, _ = _start(backend, spec, opt, params)
+        out = run(p, o, p, o, data, num_steps=4)
+        assert out.bad_step == -1
+        ref_params = {k: v.astype(np.float64) for k, v in params.items()}
+        ref_state = ref.init_optimizer_state(opt, ref_params)
+        for _ in range(4):
+            _, g = ref.mf_objective(spec, ref_params, b.users, b.items, b.values)
+            ref_params, ref_state = ref.optimizer_update(opt, ref_params, g, ref_state)
+        got = backend.params_to_numpy(out.params)
+        for k in got:
+            assert_array_close(got[k], ref_params[k], what=f"4 Adam steps with a layout, {k}")
+
+    def test_pair_layout_checks_its_input(self, backend):
+        with pytest.raises(ValueError, match="item index 31 is out of range for 31 items"):
+            backend.pair_layout(np.array([0, 1]), np.array([0, 31]), 23, 31)
+        with pytest.raises(ValueError, match="empty"):
+            backend.pair_layout(np.array([], np.int32), np.array([], np.int32), 23, 31)
+        with pytest.raises(TypeError, match="users must be integers"):
+            backend.pair_layout(np.array([0.5]), np.array([0]), 23, 31)
+
     # ------------------------------------------------------------------ errors
 
     def test_mismatched_embedding_dimensions_raise(self, backend):
