@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -62,10 +64,94 @@ def compile_loop(body: Callable) -> Callable:
 
 
 def native_optimizer(optimizer: Any) -> Any:
-    """None: no TensorFlow optimizer is accepted yet.
+    """A Keras 3 optimizer (of Keras' TensorFlow backend) as cfcore's pure pair, else None.
 
-    Keras 3 optimizers are stateful, and their stateless API (`stateless_apply`) refuses to run
-    with Keras' TensorFlow backend ("incompatible with tf.distribute"), so they cannot run inside
-    cfcore's functional compiled loop. Use cfcore's pinned `SGD`, `Adagrad` or `Adam`.
+    Accepted as is (schedules, `clipnorm`, `weight_decay` of `AdamW`): not cross-backend
+    identical (Keras' `Adam` puts ε outside the bias-corrected square root, for instance, and its
+    defaults differ from cfcore's pinned `Adam`). The object itself is never changed: each fit
+    works on a copy made from its config.
+
+    Raises:
+        ValueError: a Keras optimizer of another Keras backend (`KERAS_BACKEND`), or one whose
+            config does not rebuild it (an unregistered custom schedule).
     """
-    return None
+    # Keras is imported by whoever built a Keras optimizer: never import it here for nothing.
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(optimizer, keras.optimizers.Optimizer):
+        return None
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"optimizer {optimizer!r} is a Keras optimizer of Keras' {keras.backend.backend()!r} "
+            "backend; the 'tf' backend takes Keras optimizers of Keras' 'tensorflow' backend "
+            "(KERAS_BACKEND=tensorflow)"
+        )
+    adapter = _KERAS_ADAPTERS.get(optimizer)
+    if adapter is None:
+        adapter = _KERAS_ADAPTERS[optimizer] = _KerasOptimizer(optimizer)
+    return adapter
+
+
+class _KerasOptimizer:
+    """A stateful Keras 3 optimizer as the pure pair `init` / `update` over tuples of tensors.
+
+    Keras' stateless API refuses its TensorFlow backend, so the state is carried the other way:
+    `init` builds a copy of the optimizer on scratch variables shaped like the parameters, and
+    `update` writes the carried state into those variables, lets the optimizer apply the
+    gradients, and reads the variables back. Inside the trainer's compiled `tf.while_loop`
+    (XLA) the writes and reads are ordered resource-variable ops, so the state that leaves a step
+    is a tuple of tensors like any other rule's, and the divergence guard can select it.
+    """
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+        # One built copy per parameter layout (names, shapes, dtypes): `update` runs inside a
+        # compiled loop, where variables cannot be created, and picks its copy by static shape.
+        self._slots: dict[tuple, tuple[Any, dict[str, Any]]] = {}
+
+    @staticmethod
+    def _layout(params: dict[str, Any]) -> tuple:
+        return tuple((k, tuple(p.shape), tf.as_dtype(p.dtype).name) for k, p in params.items())
+
+    def init(self, params: dict[str, Any]) -> tuple:
+        """The optimizer's variables after building it on `params`, as a tuple of tensors.
+
+        Called eagerly (the trainer initialises outside its compiled loops).
+        """
+        import keras
+
+        layout = self._layout(params)
+        if layout not in self._slots:
+            try:
+                opt = type(self.optimizer).from_config(self.optimizer.get_config())
+            except Exception as err:  # noqa: BLE001 (Keras raises many kinds; all mean the same)
+                raise ValueError(
+                    f"cannot copy the Keras optimizer {self.optimizer!r} from its config ({err}); "
+                    "register custom schedules with keras.saving.register_keras_serializable"
+                ) from err
+            # Named after the parameters, so `exclude_from_weight_decay(var_names=...)` works.
+            scratch = {k: keras.Variable(p, trainable=True, name=k) for k, p in params.items()}
+            opt.build(list(scratch.values()))
+            self._slots[layout] = (opt, scratch)
+        opt, _ = self._slots[layout]
+        # A fresh state every fit: zero slots, iteration 0, the configured learning rate.
+        fresh = type(self.optimizer).from_config(self.optimizer.get_config())
+        fresh.build([keras.Variable(p, name=k) for k, p in params.items()])
+        return tuple(_read(v) for v in fresh.variables)
+
+    def update(self, grads: dict[str, Any], state: tuple, params: dict[str, Any]) -> tuple:
+        """`(new_params, new_state)`: one `apply_gradients` of the copy, from `state`."""
+        opt, scratch = self._slots[self._layout(params)]
+        for var, value in zip(opt.variables, state, strict=True):
+            var.assign(value)
+        for k, var in scratch.items():
+            var.assign(params[k])
+        opt.apply_gradients([(grads[k], scratch[k]) for k in scratch])
+        return {k: _read(v) for k, v in scratch.items()}, tuple(_read(v) for v in opt.variables)
+
+
+def _read(var: Any) -> tf.Tensor:
+    # A tensor of the variable's value now (not a handle that later assigns would change).
+    return tf.identity(var.value.read_value())
+
+
+_KERAS_ADAPTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

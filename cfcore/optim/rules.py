@@ -3,8 +3,8 @@
 Each rule is the formula of its spec's docstring (`cfcore.optimizers`), as a pure pair
 `init(params) -> state` and `update(grads, state, params) -> (params, state)` over dicts of
 arrays, so the same spec gives the same trajectory on every backend. A framework's own optimizer
-(an optax transformation) is turned into the same pair by the backend's
-`native_optimizer`: accepted, but not bound to cross-backend agreement.
+(an optax transformation on JAX, a Keras 3 optimizer on TensorFlow) is turned into the same
+pair by the backend's `native_optimizer`: accepted, but not cross-backend identical.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
     Args:
         be: a backend (its `xp` and `asarray` are used).
         optimizer: a `cfcore.optimizers` spec, or a framework's own optimizer object that the
-            backend's `native_optimizer` recognises (optax on JAX).
+            backend's `native_optimizer` recognises (optax on JAX, Keras 3 on TensorFlow).
 
     Raises:
         ValueError: for anything else (a name without a learning rate, an unknown object),
@@ -109,7 +109,8 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
         except ValueError as err:
             raise ValueError(
                 f"{err}; or an optimizer object of the {be.name!r} backend's framework "
-                "(an optax GradientTransformation on jax; none yet on tf and torch)"
+                "(an optax GradientTransformation on jax, a Keras 3 optimizer on tf; none yet on "
+                "torch)"
             ) from None
         raise ValueError(f"optimizer {optimizer!r} has no update rule on backend {be.name!r}")
     lr = getattr(optimizer, "learning_rate", None)
