@@ -73,9 +73,14 @@ class Model:
     # ------------------------------------------------------------------ training state
 
     def _train_session(
-        self, backend: Any, optimizer: Any, start_params: Callable[[], Params]
+        self,
+        backend: Any,
+        optimizer: Any,
+        start_params: Callable[[], Params],
+        devices: Any = None,
     ) -> Session:
-        """The session a `fit` runs in: the current one continued, or a new one started."""
+        """The session a `fit` runs in: the current one continued, or a new one started
+        (`devices`: see `cfcore.train.sharding.make_placement`)."""
         session = Session.continue_or_start(
             self._session,
             backend,
@@ -83,6 +88,7 @@ class Model:
             start_params,
             step=self._resume_step,
             history=self.history,
+            devices=devices,
         )
         self._session = session
         self._params = None  # the session's state is now the truth

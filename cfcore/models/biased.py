@@ -191,6 +191,7 @@ class BiasedMF(MatrixFactorization):
         batch_size: int | None = None,
         eval_every: int | None = None,
         progress: bool = True,
+        devices: Any = None,
     ) -> pd.DataFrame:
         """Trains for `steps` gradient steps or ALS sweeps; a second call continues.
 
@@ -206,11 +207,18 @@ class BiasedMF(MatrixFactorization):
             eval_every: steps between two history rows (default 10 for gradient steps, 1 for
                 sweeps).
             progress: show a progress bar.
+            devices: must be None: multi-device training of this model is not done yet.
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
             `regularization_loss`, `bias_regularization_loss`, `gravity_loss`, `total_loss`.
         """
+        if devices is not None:
+            raise NotImplementedError(
+                f"multi-device training (devices={devices!r}) is not yet supported for "
+                f"{type(self).__name__}: only MatrixFactorization and RegularizedMF on the 'jax' "
+                "backend shard over devices; pass devices=None"
+            )
         if solver is None:
             solver = "als" if optimizer is None else "gradient"
         if solver not in SOLVERS:

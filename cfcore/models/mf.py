@@ -23,6 +23,7 @@ from ..init import init_mf_params
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import MFSpec, MSEMethod, OptimizerSpec
+from ..train.placement import Placement
 from ..train.session import as_ratings, check_steps
 from .base import Model, Params, State
 
@@ -72,6 +73,7 @@ class MatrixFactorization(Model):
         batch_size: int | None = None,
         eval_every: int = 10,
         progress: bool = True,
+        devices: Any = None,
     ) -> pd.DataFrame:
         """Trains for `steps` updates; a second call continues from where the first stopped.
 
@@ -90,6 +92,10 @@ class MatrixFactorization(Model):
                 of ratings per step (epochs of seeded shuffles).
             eval_every: steps between two history rows.
             progress: show a progress bar.
+            devices: None (one device), or train on several (JAX backend only): an int k (the
+                backend's first k devices) or a list of `jax.Device`. The tables are row-sharded
+                over them and each batch split (see `cfcore.train.sharding`); the result equals
+                the single-device one up to float32 rounding.
 
         Returns:
             The whole history so far: one row per evaluation with `step`, `train_mse`,
@@ -118,7 +124,7 @@ class MatrixFactorization(Model):
                 return self.params_numpy()
             return init_mf_params(self.spec, *shape, seed)
 
-        session = self._train_session(be, optimizer, start_params)
+        session = self._train_session(be, optimizer, start_params, devices)
         self._shape = shape
         if train.catalog is not None:
             self.catalog = train.catalog
@@ -408,13 +414,25 @@ def history_row(
     return row
 
 
-def evaluate_terms(be: Any, spec: MFSpec, params: Any, data: dict[str, Any]) -> dict[str, float]:
+def evaluate_terms(
+    be: Any, spec: MFSpec, params: Any, data: dict[str, Any], placement: Placement | None = None
+) -> dict[str, float]:
     """The objective's parts on device `data`, the observed MSE averaged over `EVAL_CHUNK` chunks.
 
     With a pair layout in `data` (full-batch training on a backend that makes one) the whole set
-    is evaluated in one call: the layout's kernel never holds the `[n, d]` gathered rows.
+    is evaluated in one call: the layout's kernel never holds the `[n, d]` gathered rows. So is
+    data of a `placement` with a key (sharded: its padding is sliced off inside the call).
     """
     n = int(data["values"].shape[0])
+    key = None if placement is None else placement.key
+    if key is not None:
+        assert placement is not None
+        view = placement.view
+        terms_fn = be.compiled(
+            ("mf_terms", spec, key),
+            lambda: lambda p, b: losses.mf_loss_terms(be, spec, *view(p, b)),
+        )
+        return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
     terms_fn = be.compiled(
         ("mf_terms", spec), lambda: lambda p, b: losses.mf_loss_terms(be, spec, p, b)
     )
@@ -458,7 +476,7 @@ def _run(spec, session, train, test, steps, batch_size, seed, eval_every, progre
     # Full-batch gather steps read the same pairs every step: the backend's pair layout (if it
     # has one) is built once here. Minibatch steps use the plain gathers: a layout per batch
     # would cost more than it saves at the batch sizes measured (benchmarks/README.md).
-    layout = sampler is None and spec.mse == "gather"
+    layout = sampler is None and spec.mse == "gather" and session.placement.pair_layout
     data = session.placement.data(be.device_batch(train, pair_layout=layout))
     test_data = (
         None if test is None else session.placement.data(be.device_batch(test, pair_layout=layout))
@@ -467,10 +485,12 @@ def _run(spec, session, train, test, steps, batch_size, seed, eval_every, progre
     run_chunk = session.chunk((spec, sampler is None), losses.mf_loss(be, spec), take)
 
     def record(_: float | None) -> dict[str, float]:
-        terms = evaluate_terms(be, spec, session.params, data)
+        terms = evaluate_terms(be, spec, session.params, data, session.placement)
         test_mse = None
         if test_data is not None:
-            test_mse = evaluate_terms(be, spec, session.params, test_data)["observed"]
+            test_mse = evaluate_terms(be, spec, session.params, test_data, session.placement)[
+                "observed"
+            ]
         row = history_row(session.step, terms, test_mse, spec.regularized)
         session.history_rows.append(row)
         return row

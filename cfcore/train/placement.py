@@ -19,8 +19,27 @@ class Placement:
         backend: the backend whose arrays are made.
     """
 
+    # Whether full-batch steps may use the backend's precomputed pair layout (its kernel
+    # assumes every pair's rows live on one device).
+    pair_layout = True
+
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+
+    @property
+    def devices_key(self) -> Any:
+        """Which devices it spreads over (None: the backend's default device)."""
+        return None
+
+    @property
+    def key(self) -> Any:
+        """What a compiled chunk built for this placement depends on (None: nothing)."""
+        return None
+
+    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
+        """The parameters and batch as the loss sees them, inside the compiled step (here:
+        unchanged; a placement that pads arrays strips the padding)."""
+        return params, batch
 
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
         """Parameters as float32 native arrays."""

@@ -24,6 +24,7 @@ from ..validate import check_int
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk, make_update_chunk, sweep_update
 from .placement import Placement
 from .progress import progress_bar
+from .sharding import make_placement
 
 
 class TrainingDivergedError(CfcoreError, FloatingPointError):
@@ -116,22 +117,28 @@ class Session:
         *,
         step: int,
         history: pd.DataFrame,
+        devices: Any = None,
     ) -> Session:
-        """`previous` if it runs on `backend` with the same optimizer, else a new session.
+        """`previous` if it runs on `backend` with the same optimizer and devices, else a new
+        session (`devices` as `cfcore.train.sharding.make_placement` takes them).
 
         A new session starts from the host parameters `params()` (called only then) and continues
         the step count and history of `previous`, or `step` and `history` (a loaded model's) when
         there is none. The optimizer state restarts.
         """
+        placement = make_placement(backend, devices)
         if (
             previous is not None
             and previous.backend is backend
             and same_optimizer(previous.optimizer, optimizer)
+            and previous.placement.devices_key == placement.devices_key
         ):
             return previous
         if previous is not None:
             step, history = previous.step, pd.DataFrame(previous.history_rows)
-        return cls.start(backend, optimizer, params(), step=step, history=history)
+        return cls.start(
+            backend, optimizer, params(), step=step, history=history, placement=placement
+        )
 
     def params_numpy(self) -> dict[str, np.ndarray]:
         return self.placement.to_host(self.params)
@@ -142,7 +149,13 @@ class Session:
         if self.rule is None:
             raise ValueError("this session has no optimizer: it runs closed-form sweeps only")
         rule = self.rule
-        return self._cached(key, lambda: make_chunk(self.backend, loss, rule, take_batch))
+        view = self.placement.view
+
+        def placed_loss(params: dict[str, Any], batch: Any) -> Any:
+            # The loss of the unpadded problem, whatever padding the placement added.
+            return loss(*view(params, batch))
+
+        return self._cached(key, lambda: make_chunk(self.backend, placed_loss, rule, take_batch))
 
     def sweep_chunk(
         self, key: Any, sweep: Callable, take_batch: Callable
@@ -154,7 +167,7 @@ class Session:
         )
 
     def _cached(self, key: Any, make: Callable[[], Callable[..., ChunkResult]]) -> Callable:
-        full_key = (self.backend.name, id(self.backend), key, self.optimizer)
+        full_key = (self.backend.name, id(self.backend), key, self.optimizer, self.placement.key)
         if not (_hashable(key) and _hashable(self.optimizer)):
             return make()
         if full_key not in _CHUNKS:

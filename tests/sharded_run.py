@@ -1,0 +1,94 @@
+"""One configuration of sharded training, run in its own process by `test_sharding.py`.
+
+Usage: `python tests/sharded_run.py K OUT.npz` with `K` "none" (single device, the reference)
+or the device count. The caller sets `XLA_FLAGS=--xla_force_host_platform_device_count=8` and
+`JAX_PLATFORMS=cpu` (JAX reads them at import: hence one process per configuration).
+
+Writes the embeddings after full-batch SGD and after minibatch Adam, and for K devices the row
+count of every addressable shard of each table and the all-gathers in the compiled step's HLO.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+
+import cfcore
+
+NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 37, 29, 500, 4
+# `f32[R,C]{...} all-gather(`: the result shape of each all-gather in the compiled HLO text.
+ALL_GATHER = re.compile(r"= f32\[(\d+),(\d+)\]\{[^}]*\} all-gather\(")
+
+
+def _model() -> cfcore.RegularizedMF:
+    return cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
+
+
+def main(k_arg: str, out: str) -> None:
+    import jax
+
+    from cfcore.maths.objectives import mf_loss
+    from cfcore.train.loop import gradient_update
+
+    devices = None if k_arg == "none" else int(k_arg)
+    ratings = cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, NUM_RATINGS, seed=0)
+    result: dict[str, np.ndarray] = {}
+
+    sgd = _model()
+    sgd.fit(
+        ratings,
+        steps=50,
+        optimizer=cfcore.optimizers.SGD(1.0),
+        backend="jax",
+        devices=devices,
+        eval_every=25,
+        progress=False,
+    )
+    adam = _model()
+    adam.fit(
+        ratings,
+        steps=30,
+        optimizer=cfcore.optimizers.Adam(0.05),
+        backend="jax",
+        devices=devices,
+        batch_size=64,
+        eval_every=10,
+        progress=False,
+    )
+    for name, model in (("sgd", sgd), ("adam", adam)):
+        for table, emb in model.embeddings.items():
+            result[f"{name}_{table}"] = emb
+        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+
+    if devices is not None:
+        session = adam._session
+        assert session is not None
+        for table, arr in session.params.items():
+            result[f"shard_rows_{table}"] = np.array(
+                [s.data.shape[0] for s in arr.addressable_shards]
+            )
+            result[f"shard_devices_{table}"] = np.array(
+                [s.device.id for s in arr.addressable_shards]
+            )
+        opt_leaves = [a for a in jax.tree.leaves(session.opt_state) if np.ndim(a) == 2]
+        result["opt_shard_rows"] = np.array(
+            [[s.data.shape[0] for s in a.addressable_shards] for a in opt_leaves]
+        )
+        # The trainer's step body, as `make_chunk` compiles it, on the placed state and data.
+        placement = session.placement
+        be = session.backend
+        loss = mf_loss(be, adam.spec)
+        assert session.rule is not None
+        update = gradient_update(be, lambda p, b: loss(*placement.view(p, b)), session.rule)
+        data = placement.data(be.device_batch(ratings))
+        compiled = jax.jit(update).lower(session.params, session.opt_state, data).compile()
+        hlo = str(compiled.as_text())
+        shapes = [(int(r), int(c)) for r, c in ALL_GATHER.findall(hlo)]
+        result["all_gather_shapes"] = np.array(shapes, np.int64).reshape(-1, 2)
+    np.savez(out, allow_pickle=False, **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
