@@ -131,14 +131,18 @@ def test_bad_arguments_raise(toy):
     with pytest.raises(ValueError, match=r"unknown feature name\(s\) \['age'\]"):
         _fit(model, toy, "jax")
     model = SoftmaxModel(SMALL, hidden_dims=(4,))
-    with pytest.raises(ValueError, match="k=31 is larger than the catalogue of 30 items"):
+    with pytest.raises(
+        ValueError, match="k=31 is out of range: it must be between 1 and the catalogue size 30"
+    ):
         _fit(model, toy, "jax", k=31)
     with pytest.raises(ValueError, match=r"batch_size must be an int in \[1, 53\]"):
         _fit(model, toy, "jax", batch_size=54)
     with pytest.raises(ValueError, match="protocol must be one of"):
         _fit(model, toy, "jax", protocol="leaky")
     _fit(model, toy, "jax", steps=10, protocol="holdout")
-    with pytest.raises(ValueError, match="k=31 is larger than the catalogue of 30 items"):
+    with pytest.raises(
+        ValueError, match="k=31 is out of range: it must be between 1 and the catalogue size 30"
+    ):
         model.evaluate(toy, k=31)
     with pytest.raises(ValueError, match="cannot continue under 'notebook'"):
         _fit(model, toy, "jax", protocol="notebook")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .._registry import get_backend
-from ..backend.checks import _shape
+from ..backend.checks import _shape, check_k
 from ..data.features import (
     PROTOCOLS,
     HistoryFeatures,
@@ -350,7 +350,7 @@ class SoftmaxModel(Model):
             )
         check_steps(steps, eval_every, seed)
         features = self._features(dataset)
-        _check_k_catalogue(k, features.num_items)
+        check_k(k, features.num_items)
         split_seed = seed if self._split_seed is None else self._split_seed
         split = self._split(features, protocol, split_seed)
         if batch_size is None:
@@ -465,7 +465,7 @@ class SoftmaxModel(Model):
         if self._protocol is None or self._split_seed is None:  # fit sets both
             raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
         features = self._features(dataset)
-        _check_k_catalogue(k, features.num_items)
+        check_k(k, features.num_items)
         split = self._split(features, self._protocol, self._split_seed)
         be = get_backend(backend) if backend is not None else self._backend()
         params = be.params_from_numpy(self.params_numpy())
@@ -914,13 +914,6 @@ def _ragged_pairs(ragged: Ragged, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _take(be: Any, x: Any, rows: np.ndarray) -> Any:
     """Rows of a native `[n, d]` array (gathered on the host: evaluation sizes are small)."""
     return np.asarray(be.to_numpy(x))[rows]
-
-
-def _check_k_catalogue(k: Any, num_items: int) -> None:
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if k > num_items:
-        raise ValueError(f"k={k} is larger than the catalogue of {num_items} items")
 
 
 def _batch_and_log_q(log_q: Any, batch: Any) -> tuple[Any, Any]:
