@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import kernels, ops, pair_kernel, transforms
+from . import kernels, ops, pair_kernel, sharding, transforms
 
 PAIR_KERNEL_ENV = "CFCORE_JAX_PAIR_KERNEL"
 PAIR_KERNELS = ("auto", "segment", "gather")
@@ -92,6 +92,10 @@ class JaxBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     native_optimizer = staticmethod(transforms.native_optimizer)
+    # Optional (not Protocol members): `fit(..., devices=...)` asks for the first, and
+    # `cfcore.eval.agreement.strict_float32` calls the second.
+    sharded_placement = staticmethod(sharding.sharded_placement)
+    strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:
         return f"JaxBackend(jax {jax.__version__}, devices={[d.platform for d in jax.devices()]})"

@@ -6,8 +6,16 @@ the other backends and the float64 reference.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+
+
+def strict_float32() -> None:
+    """Full float32 precision as JAX's default for every matmul, process-wide (cfcore's own
+    matmuls ask for it explicitly; this covers the rest of a program, e.g. a user's loss)."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+
 
 _DTYPES = {"float32": jnp.float32, "int32": jnp.int32, "bool": jnp.bool_}
 

@@ -10,6 +10,12 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+
+def strict_float32() -> None:
+    """No TensorFloat-32 in float32 matmuls, process-wide (TF enables it on recent GPUs)."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
 _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
 
 

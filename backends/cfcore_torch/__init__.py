@@ -82,6 +82,8 @@ class TorchBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     native_optimizer = staticmethod(transforms.native_optimizer)
+    # Optional (not a Protocol member): `cfcore.eval.agreement.strict_float32` calls it.
+    strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:
         return f"TorchBackend(torch {torch.__version__}, {ops.DEVICE})"

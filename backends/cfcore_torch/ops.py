@@ -13,9 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
-torch.set_float32_matmul_precision("highest")
+
+def strict_float32() -> None:
+    """Full float32 precision for matmuls and convolutions, process-wide (no TF32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+strict_float32()
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32, "bool": torch.bool}
 _NP_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}

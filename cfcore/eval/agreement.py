@@ -283,19 +283,10 @@ def strict_float32(backend: Any) -> None:
 
     Cross-backend agreement is a float32 property: TensorFlow's TF32 or JAX's default matmul
     precision on a GPU would change results well beyond `TOLERANCES`. The test suite's conftest
-    and `cfcore compare` call this once per backend; on a CPU it changes nothing.
+    and `cfcore compare` call this once per backend; on a CPU it changes nothing. Each backend
+    does it for its own framework (its optional `strict_float32`); one without it has nothing to
+    turn off.
     """
-    name = getattr(backend, "name", backend)
-    if name == "tf":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    elif name == "jax":
-        import jax
-
-        jax.config.update("jax_default_matmul_precision", "highest")
-    elif name == "torch":
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    switch = getattr(getattr(backend, "ops", backend), "strict_float32", None)
+    if switch is not None:
+        switch()

@@ -1,153 +1,16 @@
-"""Row-sharded training on several devices (JAX): the `Placement` that spreads the tables.
+"""Where `fit(..., devices=...)` puts parameters and data: the backend's own placement.
 
-`fit(..., devices=...)` hands the trainer a `ShardedPlacement`: a 1-D `jax.sharding.Mesh` named
-`"rows"` over the devices, every parameter table row-sharded over it (`P("rows", None)`), the
-ratings (and the minibatch positions) split along their one axis. The compiled chunk is the same
-`jax.jit` loop as on one device: XLA's SPMD partitioner partitions it from the inputs' shardings
-(the optimizer state, made by `zeros_like` of the placed parameters, inherits them).
-
-JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
-rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
-of k. The padding never reaches the objective: `view` slices it off inside the compiled step, so
-the loss, its gradients and the penalties' row counts are those of the unpadded problem, and the
-padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
-
-This module imports JAX only when a placement is made (`import cfcore` stays framework-free).
+Spreading tables over several devices is the framework's business (`jax.sharding` for JAX), so a
+backend that can do it offers an optional `sharded_placement(bound_backend, devices)` returning a
+`cfcore.train.placement.Placement`; core only asks for it. It is not part of the `Backend`
+Protocol: a backend without it trains on one device and refuses `devices=` clearly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .placement import Placement
-
-# The arrays of a ratings tree that have one entry per rating (split over the devices).
-_RATING_KEYS = ("users", "items", "values")
-# The entry a padded ratings tree carries: a zero-width `[n, 0]` array whose static length is
-# the true number of ratings (a shape, so the compiled step can slice with it).
-_COUNT = "count"
-
-
-def _padded(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    if a.shape[0] == rows:
-        return a
-    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
-    return np.concatenate([a, pad])
-
-
-class ShardedPlacement(Placement):
-    """Row-shards parameters and splits ratings over `devices` (JAX only).
-
-    Args:
-        backend: the JAX backend.
-        devices: the `jax.Device`s, at least one, all distinct.
-
-    Attributes:
-        devices: the devices, in mesh order.
-        mesh: the 1-D `jax.sharding.Mesh` over them, axis `"rows"`.
-    """
-
-    pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
-
-    def __init__(self, backend: Any, devices: Sequence[Any]) -> None:
-        import jax.sharding as jsh
-
-        super().__init__(backend)
-        self.devices = tuple(devices)
-        self.mesh = jsh.Mesh(np.array(self.devices, dtype=object), ("rows",))
-        self._named = jsh.NamedSharding
-        self._spec = jsh.PartitionSpec
-        # True row count of each placed parameter (before padding).
-        self._rows: dict[str, int] = {}
-
-    @property
-    def num_devices(self) -> int:
-        return len(self.devices)
-
-    @property
-    def devices_key(self) -> Any:
-        return tuple(int(d.id) for d in self.devices)
-
-    @property
-    def key(self) -> Any:
-        # The compiled step slices the padding off with these static counts.
-        return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
-
-    def _sharding(self, ndim: int, axis: int) -> Any:
-        spec: list[str | None] = [None] * ndim
-        spec[axis] = "rows"
-        return self._named(self.mesh, self._spec(*spec))
-
-    def _put(self, a: np.ndarray, axis: int = 0) -> Any:
-        import jax
-
-        return jax.device_put(a, self._sharding(a.ndim, axis))
-
-    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
-        out = {}
-        for name, v in params.items():
-            a = np.asarray(v, np.float32)
-            if a.ndim == 0:
-                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
-            self._rows[name] = a.shape[0]
-            out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
-        return out
-
-    def data(self, tree: Any) -> Any:
-        """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
-        positions `[steps, B]` split along B when k divides B, else replicated."""
-        if tree is None:
-            return None
-        if isinstance(tree, dict) and "values" in tree:
-            if "layout" in tree:
-                raise ValueError("a pair layout cannot be sharded: build the batch without it")
-            n = int(np.shape(tree["values"])[0])
-            rows = _padded(n, self.num_devices)
-            out = {k: self._put(_pad_rows(np.asarray(v), rows)) for k, v in tree.items()}
-            out[_COUNT] = self._put_replicated(np.zeros((n, 0), np.float32))
-            return out
-        if isinstance(tree, dict):
-            return {k: self.data(v) for k, v in tree.items()}
-        if isinstance(tree, list | tuple):
-            return type(tree)(self.data(v) for v in tree)
-        a = np.asarray(tree)
-        if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
-            return self._put(a, axis=a.ndim - 1)
-        return self._put_replicated(a)
-
-    def _put_replicated(self, a: np.ndarray) -> Any:
-        import jax
-
-        return jax.device_put(a, self._named(self.mesh, self._spec()))
-
-    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
-        """Slices the padding off the tables and (full-batch data) the ratings."""
-        params = {
-            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
-            for k, v in params.items()
-        }
-        if isinstance(batch, dict) and _COUNT in batch:
-            n = batch[_COUNT].shape[0]
-            batch = {
-                k: (v[:n] if k in _RATING_KEYS else v) for k, v in batch.items() if k != _COUNT
-            }
-        return params, batch
-
-    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
-        """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
-        out = {}
-        for k, v in params.items():
-            a = np.asarray(self.backend.to_numpy(v), np.float32)
-            out[k] = a[: self._rows.get(k, a.shape[0])]
-        return out
 
 
 def make_placement(backend: Any, devices: Any) -> Placement:
@@ -156,40 +19,19 @@ def make_placement(backend: Any, devices: Any) -> Placement:
     Args:
         backend: the backend trained on.
         devices: None (one device, the backend's default), an int k (the backend's first k
-            devices) or a sequence of `jax.Device`.
+            devices) or a sequence of the framework's devices (`jax.Device` on JAX).
 
     Raises:
-        NotImplementedError: `devices` given on a backend other than JAX.
-        ValueError: k out of range, or the devices empty, repeated or not JAX devices.
+        NotImplementedError: `devices` given on a backend that cannot shard (all but JAX).
+        ValueError: k out of range, or the devices empty, repeated or not the framework's.
     """
     if devices is None:
         return Placement(backend)
-    name = getattr(backend, "name", type(backend).__name__)
-    if name != "jax":
+    factory = getattr(getattr(backend, "ops", backend), "sharded_placement", None)
+    if factory is None:
+        name = getattr(backend, "name", type(backend).__name__)
         raise NotImplementedError(
             f"multi-device training (devices={devices!r}) is not yet supported on backend "
             f"{name!r}: only the 'jax' backend shards tables over devices; pass devices=None"
         )
-    import jax
-
-    available = jax.devices()
-    if isinstance(devices, int | np.integer) and not isinstance(devices, bool | np.bool_):
-        if not 1 <= int(devices) <= len(available):
-            raise ValueError(
-                f"devices={int(devices)} but the JAX backend has {len(available)} device(s) "
-                f"({available[0].platform}); expected an int from 1 to {len(available)}"
-            )
-        return ShardedPlacement(backend, available[: int(devices)])
-    if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
-        raise ValueError(
-            f"devices must be None, an int or a list of jax devices, got {type(devices).__name__}"
-        )
-    chosen = list(devices)
-    if not chosen:
-        raise ValueError("devices is an empty list: expected at least one jax device")
-    bad = [d for d in chosen if not isinstance(d, jax.Device)]
-    if bad:
-        raise ValueError(f"devices must be jax.Device objects, got {bad[0]!r}")
-    if len({d.id for d in chosen}) != len(chosen):
-        raise ValueError(f"devices lists a device more than once: {chosen!r}")
-    return ShardedPlacement(backend, chosen)
+    return factory(backend, devices)
