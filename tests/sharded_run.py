@@ -18,8 +18,27 @@ import numpy as np
 import cfcore
 
 NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 37, 29, 500, 4
+MINIBATCH = 64
 # `f32[R,C]{...} all-gather(`: the result shape of each all-gather in the compiled HLO text.
 ALL_GATHER = re.compile(r"= f32\[(\d+),(\d+)\]\{[^}]*\} all-gather\(")
+# Any collective's result (a shape or a tuple of shapes) and its name.
+COLLECTIVE = re.compile(
+    r"= (\(?[a-z0-9]+\[[\d,]*\][^=]*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
+    r"collective-permute)(?:-start)?\("
+)
+SHAPE = re.compile(r"([a-z]+\d*)\[([\d,]*)\]")
+
+
+def _collectives(hlo: str, prefix: str, result: dict[str, np.ndarray]) -> None:
+    """Records the compiled step's collectives: the 2-D f32 all-gathers' shapes, and every
+    collective's (kind, element type, dims) as text rows."""
+    shapes = [(int(r), int(c)) for r, c in ALL_GATHER.findall(hlo)]
+    result[f"{prefix}all_gather_shapes"] = np.array(shapes, np.int64).reshape(-1, 2)
+    rows = []
+    for operands, kind in COLLECTIVE.findall(hlo):
+        for dtype, dims in SHAPE.findall(operands):
+            rows.append(f"{kind} {dtype} {dims}")
+    result[f"{prefix}collectives"] = np.array(rows, dtype=str)
 
 
 def _model() -> cfcore.RegularizedMF:
@@ -81,12 +100,24 @@ def main(k_arg: str, out: str) -> None:
         be = session.backend
         loss = mf_loss(be, adam.spec)
         assert session.rule is not None
-        update = gradient_update(be, lambda p, b: loss(*placement.view(p, b)), session.rule)
+        update = gradient_update(be, placement.placed(loss), session.rule)
         data = placement.data(be.device_batch(ratings))
         compiled = jax.jit(update).lower(session.params, session.opt_state, data).compile()
-        hlo = str(compiled.as_text())
-        shapes = [(int(r), int(c)) for r, c in ALL_GATHER.findall(hlo)]
-        result["all_gather_shapes"] = np.array(shapes, np.int64).reshape(-1, 2)
+        _collectives(str(compiled.as_text()), "", result)
+        # The minibatch step as `fit(batch_size=64)` runs it: the batch taken from the split
+        # ratings by the step's positions.
+        positions = placement.data(np.arange(MINIBATCH, dtype=np.int32)[None, :])
+
+        def minibatch_update(params, opt, data, xs):
+            batch = {k: jax.numpy.take(data[k], xs[0]) for k in ("users", "items", "values")}
+            return update(params, opt, batch)
+
+        compiled = (
+            jax.jit(minibatch_update)
+            .lower(session.params, session.opt_state, data, positions)
+            .compile()
+        )
+        _collectives(str(compiled.as_text()), "minibatch_", result)
     np.savez(out, allow_pickle=False, **result)
 
 

@@ -4,7 +4,8 @@ Each configuration runs in its own process (`tests/sharded_run.py`), because JAX
 of virtual CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) at import. On 1, 2,
 4 and 8 devices, full-batch SGD and minibatch Adam of `RegularizedMF` must give the single-device
 embeddings and history within 1e-5 relative, and each device must hold ⌈N/k⌉ rows of each table
-(read from the arrays' shards).
+(read from the arrays' shards), and the compiled steps (full batch and minibatch) must move only
+the pairs' rows and the d x d Gramians between devices, never a whole table (read from the HLO).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import cfcore  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("sharded_run.py")
 NUM_USERS, NUM_ITEMS, DIM = 37, 29, 4  # as in sharded_run.py: neither divisible by 2, 4 or 8
+NUM_RATINGS, MINIBATCH = 500, 64  # as in sharded_run.py
 RTOL = 1e-5
 
 
@@ -76,21 +78,42 @@ def test_each_device_holds_its_share_of_rows(sharded):
     assert sorted(got["opt_shard_rows"].tolist()) == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not done: XLA's SPMD partitioner all-gathers both whole tables for the gather-MSE "
-    "(jnp.take of row-sharded tables); avoiding it needs a shard_map gather",
-)
-def test_the_compiled_step_gathers_no_whole_table(sharded):
+def _pad(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+@pytest.mark.parametrize(("prefix", "pairs"), [("", NUM_RATINGS), ("minibatch_", MINIBATCH)])
+def test_the_compiled_step_gathers_no_whole_table(sharded, prefix, pairs):
     k, got = sharded
     if k == 1:
         pytest.skip("one device: no collective to check")
-    whole = [
-        (r, c)
-        for r, c in got["all_gather_shapes"].tolist()
-        if c == DIM and r >= min(NUM_USERS, NUM_ITEMS)
-    ]
+    # A whole table, padded to k·⌈N/k⌉ rows or not, is never all-gathered ...
+    tables = {NUM_USERS, NUM_ITEMS, _pad(NUM_USERS, k), _pad(NUM_ITEMS, k)}
+    gathered = [(r, c) for r, c in got[f"{prefix}all_gather_shapes"].tolist()]
+    whole = [(r, c) for r, c in gathered if r in tables]
     assert whole == [], f"whole-table all-gathers in the compiled step: {whole}"
+    # ... the only float rows gathered are the pairs' (the backward pass of the shard_map
+    # gather: [n, d] cotangents, n the step's pairs padded to k), and the forward pass moves
+    # them by reduce-scatters of [n/k, d].
+    assert gathered and set(gathered) == {(_pad(pairs, k), DIM)}, gathered
+    collectives = got[f"{prefix}collectives"].tolist()
+    assert f"reduce-scatter f32 {_pad(pairs, k) // k},{DIM}" in collectives, collectives
+
+
+@pytest.mark.parametrize("prefix", ["", "minibatch_"])
+def test_gravity_is_a_sum_of_per_shard_gramians(sharded, prefix):
+    k, got = sharded
+    if k == 1:
+        pytest.skip("one device: no collective to check")
+    # The float matrices all-reduced are the two d x d Gramians (one all-reduce each): never
+    # a table nor its gradient.
+    reduced = [
+        c.split(" ", 2)[2]
+        for c in got[f"{prefix}collectives"].tolist()
+        if c.startswith("all-reduce f32")
+    ]
+    matrices = [r for r in reduced if "," in r]
+    assert matrices == [f"{DIM},{DIM}"] * 2, reduced
 
 
 def test_devices_is_refused_off_jax():

@@ -16,12 +16,16 @@ padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.sharding as jsh
 import numpy as np
+from jax import lax
 
 from cfcore.train.placement import Placement
 
@@ -30,6 +34,18 @@ _RATING_KEYS = ("users", "items", "values")
 # The entry a padded ratings tree carries: a zero-width `[n, 0]` array whose static length is
 # the true number of ratings (a shape, so the compiled step can slice with it).
 _COUNT = "count"
+
+
+# The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
+# `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
+_ACTIVE: ContextVar[Any] = ContextVar("cfcore_jax_sharded_mesh", default=None)
+_AXIS = "rows"
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def active_mesh() -> Any:
+    """The mesh of the sharded step being traced, or None (single-device code)."""
+    return _ACTIVE.get()
 
 
 def _padded(n: int, k: int) -> int:
@@ -136,6 +152,16 @@ class ShardedPlacement(Placement):
             }
         return params, batch
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """While tracing a step inside it, the backend's `pair_dot` and `gramian` are the
+        shard_map kernels over this mesh (`pair_dot`, `gramian` below)."""
+        token = _ACTIVE.set(self.mesh)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
         out = {}
@@ -143,6 +169,70 @@ class ShardedPlacement(Placement):
             a = np.asarray(self.backend.to_numpy(v), np.float32)
             out[k] = a[: self._rows.get(k, a.shape[0])]
         return out
+
+
+def _repad(mesh: Any, x: Any) -> Any:
+    """`x` (`[n, ...]`, row-sharded with its padding sliced off by `view`) zero-padded back to a
+    multiple of the device count and constrained to row sharding: what shard_map needs. XLA folds
+    the slice and the pad into local copies (no communication: checked in the tests' HLO)."""
+    k = mesh.devices.size
+    rows = _padded(x.shape[0], k)
+    if rows != x.shape[0]:
+        x = jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+    spec = jsh.PartitionSpec(_AXIS, *([None] * (x.ndim - 1)))
+    return lax.with_sharding_constraint(x, jsh.NamedSharding(mesh, spec))
+
+
+def _own_rows(table: Any, idx: Any) -> Any:
+    """Inside shard_map: the rows `table[idx]` of this device's pairs, `[n/k, d]`.
+
+    Every device receives all the pairs' indices (`[n]` ints), reads those of its own `[N/k, d]`
+    shard (zeros elsewhere) and a reduce-scatter sums the `[n, d]` partial rows, each device
+    keeping its own pairs' `[n/k, d]`: the traffic is O(n·d), never a whole table. The backward
+    pass (JAX's transpose) all-gathers the `[n, d]` cotangents of the pairs' rows and each device
+    scatter-adds those of its own rows.
+    """
+    per = table.shape[0]
+    wanted = lax.all_gather(idx, _AXIS, tiled=True)
+    local = wanted - lax.axis_index(_AXIS) * per
+    own = (local >= 0) & (local < per)
+    rows = jnp.take(table, jnp.clip(local, 0, per - 1), axis=0)
+    rows = jnp.where(own[:, None], rows, jnp.zeros_like(rows))
+    return lax.psum_scatter(rows, _AXIS, scatter_dimension=0, tiled=True)
+
+
+def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) -> Any:
+    """`⟨U[users[k]], V[items[k]]⟩` with U, V row-sharded over `mesh`: float32 `[n]`.
+
+    Args:
+        mesh: the 1-D mesh (axis "rows").
+        user_emb: `[N, d]`, item_emb: `[M, d]`: row-sharded (any N, M: padded here).
+        users, items: int32 `[n]` (any n: padded here, the padding sliced off the result).
+    """
+    n = users.shape[0]
+    p, r = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec(_AXIS)
+
+    def local(u: Any, v: Any, us: Any, it: Any) -> Any:
+        return jnp.sum(_own_rows(u, us) * _own_rows(v, it), axis=1)
+
+    dot = jax.shard_map(local, mesh=mesh, in_specs=(p, p, r, r), out_specs=r)
+    out = dot(
+        _repad(mesh, user_emb), _repad(mesh, item_emb), _repad(mesh, users), _repad(mesh, items)
+    )
+    return out[:n]
+
+
+def gramian(mesh: Any, x: Any) -> Any:
+    """`xᵀx` of a row-sharded `[N, d]` table as the sum of the per-shard Gramians: one all-reduce
+    of a `[d, d]` matrix; the result `[d, d]` is replicated."""
+    rows = jsh.PartitionSpec(_AXIS, None)
+
+    def local(xs: Any) -> Any:
+        return lax.psum(jnp.matmul(xs.T, xs, precision=_HIGHEST), _AXIS)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(rows,), out_specs=jsh.PartitionSpec())(
+        _repad(mesh, x)
+    )
 
 
 def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:

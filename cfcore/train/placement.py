@@ -7,6 +7,8 @@ trainer: nothing else in core decides where arrays go.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,23 @@ class Placement:
         """The parameters and batch as the loss sees them, inside the compiled step (here:
         unchanged; a placement that pads arrays strips the padding)."""
         return params, batch
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """A context the step is traced in (here: none). A sharded placement's tells the
+        backend's kernels to run their multi-device forms (e.g. shard_map gathers)."""
+        return contextlib.nullcontext()
+
+    def placed(
+        self, fn: Callable[[dict[str, Any], Any], Any]
+    ) -> Callable[[dict[str, Any], Any], Any]:
+        """`fn(params, batch)` (a loss, an objective's terms) on the placed arrays: traced in
+        `scope()`, on the `view` of the parameters and batch."""
+
+        def run(params: dict[str, Any], batch: Any) -> Any:
+            with self.scope():
+                return fn(*self.view(params, batch))
+
+        return run
 
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
         """Parameters as float32 native arrays."""
