@@ -4,8 +4,9 @@ Usage: `python tests/sharded_run.py K OUT.npz` with `K` "none" (single device, t
 or the device count. The caller sets `XLA_FLAGS=--xla_force_host_platform_device_count=8` and
 `JAX_PLATFORMS=cpu` (JAX reads them at import: hence one process per configuration).
 
-Writes the embeddings after full-batch SGD and after minibatch Adam, and for K devices the row
-count of every addressable shard of each table and the all-gathers in the compiled step's HLO.
+Writes the embeddings after full-batch SGD, after minibatch Adam and after 2 ALS sweeps (WALS
+with Cholesky and CG, iALS), and for K devices the row count of every addressable shard of each
+table and the collectives in the compiled steps' HLO (full batch, minibatch, WALS sweep).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(k_arg: str, out: str) -> None:
     import jax
 
     from cfcore.maths.objectives import mf_loss
+    from cfcore.models.als import wals_blocks, wals_sweep
     from cfcore.train.loop import gradient_update
 
     devices = None if k_arg == "none" else int(k_arg)
@@ -81,7 +83,35 @@ def main(k_arg: str, out: str) -> None:
             result[f"{name}_{table}"] = emb
         result[f"{name}_history"] = model.history.to_numpy(np.float64)
 
+    # ALS: 2 sweeps of WALS (Cholesky, the default at this d, and CG) and of iALS.
+    als_models = {
+        "wals": cfcore.WALS(embedding_dim=DIM, init_stddev=0.5),
+        "wals_cg": cfcore.WALS(embedding_dim=DIM, init_stddev=0.5, solver="cg"),
+        "ials": cfcore.IALS(embedding_dim=DIM),
+    }
+    for name, model in als_models.items():
+        train = ratings.to_implicit(threshold=3.5) if name == "ials" else ratings
+        model.fit(train, steps=2, backend="jax", devices=devices, progress=False)
+        for table, emb in model.embeddings.items():
+            result[f"{name}_{table}"] = emb
+        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+
     if devices is not None:
+        wals = als_models["wals"]
+        session = wals._session
+        assert session is not None
+        for table, arr in session.params.items():
+            result[f"als_shard_rows_{table}"] = np.array(
+                [s.data.shape[0] for s in arr.addressable_shards]
+            )
+        # The compiled WALS sweep, as `fit` runs it, on the placed state and data.
+        placement = session.placement
+        spec = wals.spec
+        sweep = wals_sweep(session.backend, spec, NUM_USERS, NUM_ITEMS, len(ratings), placement)
+        data = placement.data(wals_blocks(spec, ratings, placement))
+        compiled = jax.jit(sweep).lower(session.params, data).compile()
+        _collectives(str(compiled.as_text()), "als_", result)
+
         session = adam._session
         assert session is not None
         for table, arr in session.params.items():

@@ -52,6 +52,15 @@ def _padded(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
+class DeviceBlocks(dict):
+    """ALS row blocks per device (`ShardedPlacement.row_blocks`), stacked along the block axis:
+    `[k·K, ...]`, device j's K blocks holding only its own rows (row ids local to its shard)."""
+
+
+# What a padding block entry holds: a regular system (ρ = 1) with no observation and no valid row.
+_BLOCK_FILL = {"row_reg": 1}
+
+
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     if a.shape[0] == rows:
         return a
@@ -115,16 +124,25 @@ class ShardedPlacement(Placement):
         return out
 
     def data(self, tree: Any) -> Any:
-        """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
-        positions `[steps, B]` split along B when k divides B, else replicated."""
+        """Ratings split over the devices (zero-padded, with their true count; other entries of
+        a ratings dict replicated); ALS `DeviceBlocks` split along their block axis; stacked
+        minibatch positions `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None
+        if isinstance(tree, DeviceBlocks):
+            return {k: self._put(np.asarray(v)) for k, v in tree.items()}
         if isinstance(tree, dict) and "values" in tree:
             if "layout" in tree:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
             n = int(np.shape(tree["values"])[0])
             rows = _padded(n, self.num_devices)
-            out = {k: self._put(_pad_rows(np.asarray(v), rows)) for k, v in tree.items()}
+            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
+            out = {
+                k: self._put(_pad_rows(np.asarray(v), rows))
+                if k in _RATING_KEYS
+                else self._put_replicated(np.asarray(v))
+                for k, v in tree.items()
+            }
             out[_COUNT] = self._put_replicated(np.zeros((n, 0), np.float32))
             return out
         if isinstance(tree, dict):
@@ -151,6 +169,82 @@ class ShardedPlacement(Placement):
                 k: (v[:n] if k in _RATING_KEYS else v) for k, v in batch.items() if k != _COUNT
             }
         return params, batch
+
+    def row_blocks(
+        self,
+        build: Any,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        weights: Any,
+        row_reg: Any,
+        **kwargs: Any,
+    ) -> DeviceBlocks:
+        """The ALS blocks of each device's own rows: `build` (`cfcore.data.row_blocks.row_blocks`)
+        on the observations of rows `j·⌈R/k⌉ ... (j+1)·⌈R/k⌉ − 1` for device j, rows renumbered
+        from 0, every device's blocks padded to one shape and stacked (`DeviceBlocks`)."""
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        values, weights = np.asarray(values), np.asarray(weights)
+        row_reg = np.asarray(row_reg)
+        k, num = self.num_devices, len(row_reg)
+        per = -(-num // k)
+        parts = []
+        for j in range(k):
+            lo, hi = j * per, min((j + 1) * per, num)
+            if hi <= lo:
+                # No real row here (k > R / ⌈R/k⌉): one padding row without observations.
+                parts.append(
+                    build(rows[:0], cols[:0], values[:0], weights[:0], np.ones(1), **kwargs)
+                )
+                parts[-1]["valid"][:] = 0
+                continue
+            sel = (rows >= lo) & (rows < hi)
+            parts.append(
+                build(
+                    rows[sel] - lo, cols[sel], values[sel], weights[sel], row_reg[lo:hi], **kwargs
+                )
+            )
+        blocks = max(p["ids"].shape[0] for p in parts)
+        out = DeviceBlocks()
+        for name in parts[0]:
+            width = max(p[name].shape[1] for p in parts)
+            fill = _BLOCK_FILL.get(name, 0)
+            padded = []
+            for p in parts:
+                a = p[name]
+                full = np.full((blocks, width), fill, a.dtype)
+                full[: a.shape[0], : a.shape[1]] = a
+                padded.append(full)
+            out[name] = np.concatenate(padded)
+        return out
+
+    def half_sweep(self, half: Any) -> Any:
+        """`half(fixed, current, blocks, prior)` (`cfcore.maths.als.make_half_sweep`) run on every
+        device over its own blocks and rows (the ALX design): the fixed rows its observations
+        read are fetched by the shard_map gather, one block at a time (O(C·d) traffic per
+        block, never a whole table); the rows it solves stay where they live."""
+        mesh = self.mesh
+        rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
+
+        def local(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any) -> Any:
+            token = _ACTIVE.set(None)  # already per device: plain kernels inside
+            try:
+                num, width = blocks["cols"].shape
+                fetched = lax.map(lambda c: _own_rows(fixed, c), blocks["cols"])  # [K, C, d]
+                flat = jnp.reshape(fetched, (num * width, fetched.shape[-1]))
+                local_cols = jnp.arange(num * width, dtype=jnp.int32).reshape(num, width)
+                return half(flat, current, {**blocks, "cols": local_cols}, prior)
+            finally:
+                _ACTIVE.reset(token)
+
+        def run(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any) -> Any:
+            specs = {k: jsh.PartitionSpec(_AXIS, None) for k in blocks}
+            sweep = jax.shard_map(
+                local, mesh=mesh, in_specs=(rows, rows, specs, rep), out_specs=rows
+            )
+            return sweep(_repad(mesh, fixed), _repad(mesh, current), blocks, prior)
+
+        return run
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:

@@ -60,6 +60,16 @@ class Placement:
 
         return run
 
+    def row_blocks(self, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The host row blocks of an ALS half-sweep: `build(*args, **kwargs)`
+        (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own."""
+        return build(*args, **kwargs)
+
+    def half_sweep(self, half: Callable[..., Any]) -> Callable[..., Any]:
+        """An ALS half-sweep `half(fixed, current, blocks, prior)` as it runs here (unchanged; a
+        sharded placement solves each device's rows on it)."""
+        return half
+
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
         """Parameters as float32 native arrays."""
         return {k: self.backend.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
