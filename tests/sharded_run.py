@@ -5,7 +5,7 @@ or the device count. The caller sets `XLA_FLAGS=--xla_force_host_platform_device
 `JAX_PLATFORMS=cpu` (JAX reads them at import: hence one process per configuration).
 
 Writes the embeddings after full-batch SGD, after minibatch Adam and after 2 ALS sweeps (WALS
-with Cholesky and CG, iALS), and for K devices the row count of every addressable shard of each
+with Cholesky and CG, iALS, BiasedMF), and for K devices the row count of every addressable shard of each
 table and the collectives in the compiled steps' HLO (full batch, minibatch, WALS sweep).
 """
 
@@ -83,16 +83,17 @@ def main(k_arg: str, out: str) -> None:
             result[f"{name}_{table}"] = emb
         result[f"{name}_history"] = model.history.to_numpy(np.float64)
 
-    # ALS: 2 sweeps of WALS (Cholesky, the default at this d, and CG) and of iALS.
+    # ALS: 2 sweeps of WALS (Cholesky, the default at this d, and CG), iALS and BiasedMF.
     als_models = {
         "wals": cfcore.WALS(embedding_dim=DIM, init_stddev=0.5),
         "wals_cg": cfcore.WALS(embedding_dim=DIM, init_stddev=0.5, solver="cg"),
         "ials": cfcore.IALS(embedding_dim=DIM),
+        "biased": cfcore.BiasedMF(embedding_dim=DIM, init_stddev=0.5, gravity_coeff=1.0),
     }
     for name, model in als_models.items():
         train = ratings.to_implicit(threshold=3.5) if name == "ials" else ratings
         model.fit(train, steps=2, backend="jax", devices=devices, progress=False)
-        for table, emb in model.embeddings.items():
+        for table, emb in model.params_numpy().items():
             result[f"{name}_{table}"] = emb
         result[f"{name}_history"] = model.history.to_numpy(np.float64)
 

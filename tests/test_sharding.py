@@ -3,8 +3,8 @@
 Each configuration runs in its own process (`tests/sharded_run.py`), because JAX fixes the number
 of virtual CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) at import. On 1, 2,
 4 and 8 devices, full-batch SGD and minibatch Adam of `RegularizedMF` and 2 ALS sweeps (WALS,
-iALS) must give the single-device embeddings and history within 1e-5 relative; each device must
-hold ⌈N/k⌉ rows of each table (read from the arrays' shards); and the compiled steps (full batch,
+iALS, BiasedMF) must give the single-device embeddings and history within 1e-5 relative; each
+device must hold ⌈N/k⌉ rows of each table (read from the arrays' shards); and the compiled steps (full batch,
 minibatch, ALS sweep) must move only the pairs' rows and the d x d Gramians between devices, never
 a whole table (read from the HLO).
 """
@@ -69,12 +69,15 @@ def test_sharded_training_equals_single_device(single, sharded, run):
     np.testing.assert_allclose(got[f"{run}_history"], single[f"{run}_history"], rtol=RTOL)
 
 
-@pytest.mark.parametrize("run", ["wals", "wals_cg", "ials"])
+@pytest.mark.parametrize("run", ["wals", "wals_cg", "ials", "biased"])
 def test_two_als_sweeps_equal_single_device(single, sharded, run):
     k, got = sharded
-    for table, rows in (("user", NUM_USERS), ("item", NUM_ITEMS)):
+    tables = [("user", (NUM_USERS, DIM)), ("item", (NUM_ITEMS, DIM))]
+    if run == "biased":
+        tables += [("user_bias", (NUM_USERS,)), ("item_bias", (NUM_ITEMS,))]
+    for table, shape in tables:
         want = single[f"{run}_{table}"]
-        assert got[f"{run}_{table}"].shape == want.shape == (rows, DIM)
+        assert got[f"{run}_{table}"].shape == want.shape == shape
         # CG (3 steps, not converged) amplifies the float32 rounding of the summed per-shard
         # Gramians: measured 1.1e-5 on 8 devices; the exact (Cholesky) solves stay under 1e-5.
         tol = 3e-5 if run == "wals_cg" else RTOL

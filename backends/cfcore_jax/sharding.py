@@ -219,30 +219,44 @@ class ShardedPlacement(Placement):
         return out
 
     def half_sweep(self, half: Any) -> Any:
-        """`half(fixed, current, blocks, prior)` (`cfcore.maths.als.make_half_sweep`) run on every
+        """`half(fixed, current, blocks, prior, offset=None)` (`cfcore.maths.als.make_half_sweep`;
+        `offset` `[M]` with `offsets=True`) run on every
         device over its own blocks and rows (the ALX design): the fixed rows its observations
         read are fetched by the shard_map gather, one block at a time (O(C·d) traffic per
         block, never a whole table); the rows it solves stay where they live."""
         mesh = self.mesh
         rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
 
-        def local(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any) -> Any:
+        def local(
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, *offset: Any
+        ) -> Any:
             token = _ACTIVE.set(None)  # already per device: plain kernels inside
             try:
                 num, width = blocks["cols"].shape
-                fetched = lax.map(lambda c: _own_rows(fixed, c), blocks["cols"])  # [K, C, d]
+                d = fixed.shape[1]
+                # The other side's offset (a bias, `[M]`) rides along as one more column.
+                both = jnp.concatenate([fixed, offset[0][:, None]], 1) if offset else fixed
+                fetched = lax.map(lambda c: _own_rows(both, c), blocks["cols"])  # [K, C, d(+1)]
                 flat = jnp.reshape(fetched, (num * width, fetched.shape[-1]))
                 local_cols = jnp.arange(num * width, dtype=jnp.int32).reshape(num, width)
-                return half(flat, current, {**blocks, "cols": local_cols}, prior)
+                blocks = {**blocks, "cols": local_cols}
+                if offset:
+                    return half(flat[:, :d], current, blocks, prior, flat[:, d])
+                return half(flat, current, blocks, prior)
             finally:
                 _ACTIVE.reset(token)
 
-        def run(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any) -> Any:
+        def run(
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
+        ) -> Any:
             specs = {k: jsh.PartitionSpec(_AXIS, None) for k in blocks}
-            sweep = jax.shard_map(
-                local, mesh=mesh, in_specs=(rows, rows, specs, rep), out_specs=rows
-            )
-            return sweep(_repad(mesh, fixed), _repad(mesh, current), blocks, prior)
+            args = [_repad(mesh, fixed), _repad(mesh, current), blocks, prior]
+            in_specs: list[Any] = [rows, rows, specs, rep]
+            if offset is not None:
+                args.append(_repad(mesh, offset))
+                in_specs.append(jsh.PartitionSpec(_AXIS))
+            sweep = jax.shard_map(local, mesh=mesh, in_specs=tuple(in_specs), out_specs=rows)
+            return sweep(*args)
 
         return run
 
