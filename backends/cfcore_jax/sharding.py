@@ -270,6 +270,30 @@ class ShardedPlacement(Placement):
         finally:
             _ACTIVE.reset(token)
 
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters' unpadded shapes."""
+        return {k: (self._rows.get(k, v.shape[0]), *v.shape[1:]) for k, v in params.items()}
+
+    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The shards of this process's devices, in mesh order, each copied from its own device
+        (never a whole table on the host): `[(position, k, {name: (start, stop, rows)})]`, the
+        padding rows left out."""
+        position = {d.id: j for j, d in enumerate(self.devices)}
+        out: dict[int, dict[str, Any]] = {}
+        for name, arr in params.items():
+            true_rows = self._rows.get(name, arr.shape[0])
+            for shard in arr.addressable_shards:
+                start, stop, _ = shard.index[0].indices(arr.shape[0])
+                stop = min(stop, true_rows)
+                start = min(start, stop)
+                rows = np.asarray(shard.data, np.float32)[: stop - start]
+                out.setdefault(position[shard.device.id], {})[name] = (start, stop, rows)
+        return [(j, self.num_devices, out[j]) for j in sorted(out)]
+
+    @property
+    def is_primary(self) -> bool:
+        return jax.process_index() == 0
+
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
         out = {}

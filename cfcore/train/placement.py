@@ -84,6 +84,23 @@ class Placement:
             return type(tree)(self.data(v) for v in tree)
         return self.backend.asarray(tree)
 
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Each parameter's shape as the model sees it (a sharded placement's padding removed)."""
+        return {k: tuple(int(s) for s in np.shape(v)) for k, v in params.items()}
+
+    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The shards of the parameters this process holds, one at a time to the host (for
+        sharded checkpoints): `[(index, count, {name: (start, stop, rows)}), ...]`, rows
+        float32 `[stop - start, ...]`. Here: one shard of whole tables."""
+        host = self.to_host(params)
+        return [(0, 1, {k: (0, int(v.shape[0]), v) for k, v in host.items()})]
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether this process writes the files every process shares (the checkpoint's
+        index): True but on the processes after the first of a multi-process run."""
+        return True
+
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Parameters back on the host as float32 NumPy arrays."""
         return {k: np.asarray(self.backend.to_numpy(v), np.float32) for k, v in params.items()}
