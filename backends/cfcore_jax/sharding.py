@@ -298,7 +298,13 @@ class ShardedPlacement(Placement):
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
         out = {}
         for k, v in params.items():
-            a = np.asarray(self.backend.to_numpy(v), np.float32)
+            if v.is_fully_addressable:
+                a = np.asarray(self.backend.to_numpy(v), np.float32)
+            else:
+                # Several processes (`jax.distributed`): every one receives the whole table.
+                from jax.experimental import multihost_utils
+
+                a = np.asarray(multihost_utils.process_allgather(v, tiled=True), np.float32)
             out[k] = a[: self._rows.get(k, a.shape[0])]
         return out
 
