@@ -3,15 +3,29 @@
 `fit(..., devices=...)` asks the backend for a placement (`JaxBackend.sharded_placement`) and hands
 it to the trainer: a 1-D `jax.sharding.Mesh` named `"rows"` over the devices, every parameter
 table row-sharded over it (`P("rows", None)`), the ratings (and the minibatch positions) split
-along their one axis. The compiled chunk is the same `jax.jit` loop as on one device: XLA's SPMD
-partitioner partitions it from the inputs' shardings (the optimizer state, made by `zeros_like` of
-the placed parameters, inherits them).
+along their one axis. The compiled chunk is the same `jax.jit` loop as on one device; the
+optimizer state, made by `zeros_like` of the placed parameters, inherits the tables' sharding.
+
+What XLA's SPMD partitioner would do badly is written by hand with `jax.shard_map`, picked by the
+backend's kernels while a step is traced in `ShardedPlacement.scope()`:
+
+* `pair_dot`: the observed pairs' rows are gathered where they live (`_own_rows`: every device
+  reads the requested rows of its own shard, a reduce-scatter hands each device its pairs' rows):
+  O(n·d) traffic. `jnp.take` of a row-sharded table would all-gather the whole table.
+* `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
+* ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
+  its own observations, fetching the fixed rows they read one block at a time (the ALX design).
 
 JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
 rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
-of k. The padding never reaches the objective: `view` slices it off inside the compiled step, so
-the loss, its gradients and the penalties' row counts are those of the unpadded problem, and the
-padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
+of k. The padding never reaches the objective: `view` slices it off inside the compiled step (the
+shard_map kernels pad back, which XLA folds into local copies), so the loss, its gradients and
+the penalties' row counts are those of the unpadded problem, and the padded rows get zero
+gradients (they stay zero under SGD, Adam and Adagrad, and ALS never solves them).
+
+Several processes (`jax.distributed.initialize`) work unchanged: `devices=k` counts every
+process's devices, and only bringing a whole table back to the host (`to_host`) gathers across
+processes. Checkpoints (`host_shards`) copy each device's rows on their own.
 """
 
 from __future__ import annotations
