@@ -25,9 +25,15 @@ from . import kernels, ops, pair_kernel, sharding, transforms
 PAIR_KERNEL_ENV = "CFCORE_JAX_PAIR_KERNEL"
 PAIR_KERNELS = ("auto", "segment", "gather")
 
-# The plain kernels; `JaxBackend.pair_dot` / `gramian` pick the sharded forms inside a sharded step.
+# The plain kernels; `JaxBackend.pair_dot`, `gramian`, `bag_of_words` and the softmax losses
+# pick the sharded forms inside a sharded step (`sharding.ShardedPlacement.scope`).
 _pair_dot = jax.jit(kernels.pair_dot, static_argnames="method")
 _gramian = jax.jit(kernels.gramian)
+_bag_of_words = jax.jit(kernels.bag_of_words, static_argnames="combiner")
+_softmax_cross_entropy = jax.jit(kernels.softmax_cross_entropy)
+_sampled_softmax_loss = jax.jit(
+    kernels.sampled_softmax_loss, static_argnames="remove_accidental_hits"
+)
 
 _DTYPES = {"float32": jnp.float32, "int32": jnp.int32, "bool": jnp.bool_, None: None}
 _NARROW = {np.dtype(np.float64): jnp.float32, np.dtype(np.int64): jnp.int32}
@@ -97,11 +103,32 @@ class JaxBackend:
         return _gramian(x)
 
     segment_sum = staticmethod(jax.jit(kernels.segment_sum, static_argnames="num_segments"))
-    bag_of_words = staticmethod(jax.jit(kernels.bag_of_words, static_argnames="combiner"))
-    softmax_cross_entropy = staticmethod(jax.jit(kernels.softmax_cross_entropy))
-    sampled_softmax_loss = staticmethod(
-        jax.jit(kernels.sampled_softmax_loss, static_argnames="remove_accidental_hits")
-    )
+
+    @staticmethod
+    def bag_of_words(table, ids, weights, combiner: str = "mean"):
+        mesh = sharding.active_mesh()
+        if mesh is not None:  # traced inside a sharded step: the bags' rows where they live
+            return sharding.bag_of_words(mesh, table, ids, weights, combiner)
+        return _bag_of_words(table, ids, weights, combiner=combiner)
+
+    @staticmethod
+    def softmax_cross_entropy(query_emb, item_emb, labels):
+        mesh = sharding.active_mesh()
+        if mesh is not None:
+            return sharding.softmax_cross_entropy(mesh, query_emb, item_emb, labels)
+        return _softmax_cross_entropy(query_emb, item_emb, labels)
+
+    @staticmethod
+    def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
+        mesh = sharding.active_mesh()
+        if mesh is not None:
+            return sharding.sampled_softmax_loss(
+                mesh, query_emb, item_emb, labels, log_q, remove_accidental_hits
+            )
+        return _sampled_softmax_loss(
+            query_emb, item_emb, labels, log_q, remove_accidental_hits=remove_accidental_hits
+        )
+
     top_k = staticmethod(jax.jit(kernels.top_k, static_argnames="k"))
     solve = staticmethod(jax.jit(kernels.solve))
 

@@ -374,6 +374,87 @@ def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) ->
     return out[:n]
 
 
+def _repad_columns(mesh: Any, x: Any) -> Any:
+    """`[B, V]` zero-padded to a multiple of the device count along V and split along it."""
+    cols = _padded(x.shape[1], mesh.devices.size)
+    if cols != x.shape[1]:
+        x = jnp.pad(x, [(0, 0), (0, cols - x.shape[1])])
+    return lax.with_sharding_constraint(x, jsh.NamedSharding(mesh, jsh.PartitionSpec(None, _AXIS)))
+
+
+def take_rows(mesh: Any, table: Any, idx: Any) -> Any:
+    """`table[idx]` of a row-sharded `[N, d]` table: `[n, d]` (split over the devices), the rows
+    fetched where they live (`_own_rows`), never the whole table."""
+    n = idx.shape[0]
+    rows, split = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec(_AXIS)
+    fetch = jax.shard_map(_own_rows, mesh=mesh, in_specs=(rows, split), out_specs=rows)
+    return fetch(_repad(mesh, table), _repad(mesh, idx))[:n]
+
+
+def bag_of_words(mesh: Any, table: Any, ids: Any, weights: Any, combiner: str) -> Any:
+    """`kernels.bag_of_words` of a row-sharded table: the bags' rows fetched by `take_rows`."""
+    if ids is None:
+        # Dense weights [B, V]: each device multiplies its columns of the weights by its rows of
+        # the table, one all-reduce of the [B, d] sums.
+        def local(w: Any, t: Any) -> Any:
+            return lax.psum(jnp.matmul(w, t, precision=_HIGHEST), _AXIS)
+
+        cols = jsh.PartitionSpec(None, _AXIS)
+        product = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(cols, jsh.PartitionSpec(_AXIS, None)),
+            out_specs=jsh.PartitionSpec(),
+        )
+        total = product(_repad_columns(mesh, weights), _repad(mesh, table))
+    else:
+        flat = take_rows(mesh, table, jnp.reshape(ids, (-1,)))
+        rows = jnp.reshape(flat, (*ids.shape, table.shape[1]))
+        total = jnp.einsum("...l,...ld->...d", weights, rows, precision=_HIGHEST)
+    if combiner == "sum":
+        return total
+    count = jnp.sum(weights, axis=-1, keepdims=True)
+    return total / jnp.where(count > 0, count, 1.0)
+
+
+def softmax_cross_entropy(mesh: Any, query_emb: Any, item_emb: Any, labels: Any) -> Any:
+    """Mean full-softmax cross-entropy over a row-sharded item table: each device computes the
+    logits of its own items (`[B, M/k]`), the log-sum-exp is combined by a max and a sum over the
+    devices (`[B]` each), and the labels' logits are `⟨q, V[label]⟩` with the rows fetched by
+    `take_rows`: the table and the `[B, M]` logits never move."""
+    num_items = item_emb.shape[0]
+
+    def local(q: Any, v: Any) -> Any:
+        # This device's logits [B, M/k], its padding rows masked out of the log-sum-exp.
+        logits = jnp.matmul(q, v.T, precision=_HIGHEST)
+        first = lax.axis_index(_AXIS) * v.shape[0]
+        real = first + jnp.arange(v.shape[0]) < num_items
+        logits = jnp.where(real[None, :], logits, -jnp.inf)
+        # A shift for stability only (the value does not depend on it): no gradient through it.
+        top = lax.pmax(lax.stop_gradient(jnp.max(logits, axis=1)), _AXIS)
+        total = lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1), _AXIS)
+        return top + jnp.log(total)
+
+    lse = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(jsh.PartitionSpec(), jsh.PartitionSpec(_AXIS, None)),
+        out_specs=jsh.PartitionSpec(),
+    )(query_emb, _repad(mesh, item_emb))
+    picked = jnp.sum(query_emb * take_rows(mesh, item_emb, labels), axis=1)
+    return jnp.mean(lse - picked)
+
+
+def sampled_softmax_loss(
+    mesh: Any, query_emb: Any, item_emb: Any, labels: Any, log_q: Any, remove_accidental_hits: bool
+) -> Any:
+    """`kernels.sampled_softmax_loss` with the labels' rows fetched by `take_rows`."""
+    from . import kernels
+
+    rows = take_rows(mesh, item_emb, labels)
+    return kernels.sampled_softmax_from_rows(query_emb, rows, labels, log_q, remove_accidental_hits)
+
+
 def gramian(mesh: Any, x: Any) -> Any:
     """`xᵀx` of a row-sharded `[N, d]` table as the sum of the per-shard Gramians: one all-reduce
     of a `[d, d]` matrix; the result `[d, d]` is replicated."""
