@@ -40,6 +40,17 @@ Each model class writes and reads its own entries (`Model.to_state` / `Model.fro
 `cfcore.models.base`); this module keeps the container: the format and its version, the atomic
 write, the damage checks, and the registry that maps a file's kind and class name to a class.
 
+Sharded checkpoints (`save_sharded`, `model.save(folder, sharded=True)`): a folder holding
+`model.npz`, the file above without the parameter tables and with `format_version` 2 and
+`shards` (`{"count": k, "files": [...], "entries": {entry: shape}}`), and one
+`shard-<j>-of-<k>.npz` per device, each holding the rows `start:stop` of every table entry (the
+entry's name) and `metadata` (`format` "cfcore-shard", `index` j, `count` k, `rows`
+`{entry: [start, stop]}`). Every process writes the shards of its own devices, copied to the
+host one device at a time: no process ever holds a whole table. `load` reads a folder as one
+model (the single-device form: the tables assembled on the host, each row checked to come
+from exactly one shard); `fit(..., devices=...)` then shards it over any number of devices.
+Plain NumPy reads a shard (`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
+
 The embeddings are stored bit for bit, so a model trained on JAX and loaded for TensorFlow scores
 identically up to each framework's float32 rounding. Optimizer state is not stored (it is each
 framework's own structure): a loaded model continues training with a fresh one. A file from a
@@ -62,6 +73,11 @@ from .errors import CfcoreError, FileAccessError
 
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
+SHARDED_FORMAT_VERSION = 2
+"""The version of a sharded checkpoint's index (`save_sharded`): a cfcore that reads only single
+files refuses it as newer instead of calling it damaged."""
+SHARD_FORMAT = "cfcore-shard"
+INDEX_NAME = "model.npz"
 
 
 MODEL_KINDS: dict[str, dict[str, Any]] = {}
@@ -143,6 +159,162 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
     return atomic_write(path, write)
 
 
+def save_sharded(
+    model: Any, folder: str | os.PathLike[str], *, include_ratings: bool = True
+) -> Path:
+    """Writes `model` as a sharded checkpoint: `folder/model.npz` and one file per shard.
+
+    Each table is written as the shards the model's training session holds (one per device for
+    `fit(..., devices=k)`, one for single-device training), each copied from its own device:
+    the tables are never gathered on one host. In a multi-process run every process calls it
+    with the same folder (a shared file system); the first also writes `model.npz`.
+
+    Args:
+        model: a fitted model (or a loaded one: one shard then).
+        folder: the folder to write (created if needed; files of an earlier checkpoint with
+            other shard counts are left alone, the index names the current ones).
+        include_ratings: as in `save`.
+
+    Returns:
+        The folder.
+    """
+    from . import __version__
+    from .io.atomic import atomic_write
+    from .train.placement import Placement
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileAccessError(f"cannot write a sharded checkpoint to {folder}: it is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    session = model._session
+    if session is not None:
+        placement, native = session.placement, session.params
+    else:
+        placement, native = Placement(None), model.params_numpy()
+    shapes = placement.shapes(native)
+    # The model's state with stand-ins for its tables (zero-stride views of one float each, so
+    # no table is materialised): the entries that are stand-ins are the sharded ones.
+    stand_ins = {k: np.broadcast_to(np.zeros((), np.float32), v) for k, v in shapes.items()}
+    kept = model._params
+    model._params = stand_ins
+    try:
+        fields, arrays = model.to_state(include_ratings=include_ratings)
+    finally:
+        model._params = kept
+    entries: dict[str, str] = {}
+    for entry, a in list(arrays.items()):
+        for name, stand_in in stand_ins.items():
+            if isinstance(a, np.ndarray) and np.shares_memory(a, stand_in):
+                entries[entry] = name
+                del arrays[entry]
+    missing = set(stand_ins) - set(entries.values())
+    if missing:
+        raise TypeError(
+            f"{type(model).__name__} writes its parameters {sorted(missing)} in another form "
+            "than the arrays themselves: it cannot be saved sharded; use model.save(path)"
+        )
+    files = []
+    for j, count, rows in placement.host_shards(native):
+        name = f"shard-{j:05d}-of-{count:05d}.npz"
+        files.append(name)
+        meta = {
+            "format": SHARD_FORMAT,
+            "format_version": 1,
+            "index": j,
+            "count": count,
+            "rows": {e: list(rows[p][:2]) for e, p in entries.items()},
+        }
+        shard = {"metadata": _json_bytes(meta), **{e: rows[p][2] for e, p in entries.items()}}
+        atomic_write(folder / name, _npz_writer(shard))
+    if placement.is_primary:
+        count = files and int(files[0].split("-of-")[1].split(".")[0]) or 1
+        shard_names = [f"shard-{j:05d}-of-{count:05d}.npz" for j in range(count)]
+        meta = {
+            "format": FORMAT,
+            "format_version": SHARDED_FORMAT_VERSION,
+            "cfcore_version": __version__,
+            **fields,
+            "shards": {
+                "count": count,
+                "files": shard_names,
+                "entries": {e: list(shapes[p]) for e, p in entries.items()},
+            },
+        }
+        atomic_write(folder / INDEX_NAME, _npz_writer({"metadata": _json_bytes(meta), **arrays}))
+    return folder
+
+
+def _npz_writer(arrays: dict[str, np.ndarray]) -> Any:
+    def write(tmp: Path) -> None:
+        # A file object keeps NumPy from appending ".npz" to the temporary name.
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return write
+
+
+class _ShardedArchive:
+    """A sharded checkpoint's index archive with its table entries assembled from the shards."""
+
+    def __init__(self, folder: Path, archive: Any, shards: dict[str, Any]) -> None:
+        self._archive = archive
+        self._tables = _assemble(folder, shards)
+        self.files = list(archive.files) + list(self._tables)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._tables:
+            return self._tables[name]
+        return self._archive[name]
+
+
+def _assemble(folder: Path, shards: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every table entry of a sharded checkpoint from its shard files, each row exactly once."""
+    from .io.npz import load_arrays
+
+    try:
+        entries = {str(e): tuple(int(x) for x in s) for e, s in dict(shards["entries"]).items()}
+        files = [str(f) for f in shards["files"]]
+        count = int(shards["count"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{folder} is damaged: its shard list does not parse ({err})") from err
+    if len(files) != count or any(Path(f).name != f for f in files):
+        raise ModelFileError(f"{folder} is damaged: its index lists {files!r} for {count} shards")
+    out = {e: np.zeros(shape, np.float32) for e, shape in entries.items()}
+    seen = {e: np.zeros(shape[0], np.int64) for e, shape in entries.items()}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise ModelFileError(f"{folder} is damaged: the shard file {name} is missing")
+        arrays = load_arrays(path, ModelFileError)
+        try:
+            meta = json.loads(arrays["metadata"].tobytes().decode("utf-8"))
+            rows = {str(e): (int(a), int(b)) for e, (a, b) in dict(meta["rows"]).items()}
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+            raise ModelFileError(f"{path} is damaged: its metadata does not parse ({err})") from err
+        if meta.get("format") != SHARD_FORMAT:
+            raise ModelFileError(f"{path} is not a cfcore shard (format {meta.get('format')!r})")
+        for entry, shape in entries.items():
+            start, stop = rows.get(entry, (0, -1))
+            if entry not in arrays or not 0 <= start <= stop <= shape[0]:
+                raise ModelFileError(f"{path} is damaged: no valid rows of {entry!r}")
+            block = arrays[entry]
+            if block.shape != (stop - start, *shape[1:]):
+                raise ModelFileError(
+                    f"{path} is damaged: {entry!r} holds {block.shape}, expected "
+                    f"{(stop - start, *shape[1:])} for rows {start}:{stop}"
+                )
+            out[entry][start:stop] = block
+            seen[entry][start:stop] += 1
+    for entry, counts in seen.items():
+        if (counts != 1).any():
+            row = int(np.flatnonzero(counts != 1)[0])
+            raise ModelFileError(
+                f"{folder} is damaged: row {row} of {entry!r} is in {int(counts[row])} shards "
+                "(expected exactly one)"
+            )
+    return out
+
+
 def load(path: str | os.PathLike[str]) -> Any:
     """Reads a model written by `model.save(path)`.
 
@@ -162,6 +334,10 @@ def load(path: str | os.PathLike[str]) -> Any:
     from .io.npz import check_total_size, member_headers
 
     path = Path(path)
+    folder = None
+    if path.is_dir() and (path / INDEX_NAME).is_file():
+        # A sharded checkpoint (`save_sharded`): its index, the tables from the shards.
+        folder, path = path, path / INDEX_NAME
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if not os.access(path, os.R_OK):
@@ -185,7 +361,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     with archive:
         try:
             _check_declared_shapes(path, archive, headers)
-            return _read(path, archive)
+            return _read(path, archive, folder)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
@@ -225,7 +401,7 @@ def _check_declared_shapes(path: Path, archive: Any, headers: dict[str, Any]) ->
             )
 
 
-def _read(path: Path, archive: Any) -> Any:
+def _read(path: Path, archive: Any, folder: Path | None = None) -> Any:
     from .data.ratings import RatingsError
 
     names = set(archive.files)
@@ -246,15 +422,23 @@ def _read(path: Path, archive: Any) -> Any:
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path} is damaged: format_version {version!r} is not a positive int")
-    if version > FORMAT_VERSION:
+    if version > SHARDED_FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model file format version {version}, newer than this cfcore supports "
-            f"(version {FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
+            f"(version {FORMAT_VERSION}) (sharded checkpoint folders: version "
+            f"{SHARDED_FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
             "Upgrade cfcore to read it"
         )
+    if version == SHARDED_FORMAT_VERSION:
+        if folder is None or "shards" not in meta:
+            raise ModelFileError(
+                f"{path} is the index of a sharded checkpoint: load its folder ({path.parent}), "
+                "with the shard files beside it"
+            )
+        archive = _ShardedArchive(folder, archive, meta["shards"])
     try:
         cls = _model_class(path, meta)
-        return cls.from_state(StateReader(path, archive, meta))
+        return cls.from_state(StateReader(folder or path, archive, meta))
     except ModelFileError:
         raise
     except KeyError as err:

@@ -189,6 +189,34 @@ def test_scale_smoke(tmp_path):
     assert "| ok |" in md
 
 
+def test_distributed_smoke(tmp_path):
+    _run_script("distributed.py", "--devices", "1,2", "--repeats", "1", out_dir=tmp_path)
+    md = (tmp_path / "distributed_smoke.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    # Two steps (minibatch Adam, full-batch SGD) on 1 and 2 devices.
+    assert len(re.findall(r"^\| (minibatch Adam|full-batch SGD) \| [12] \|", md, re.M)) == 4
+
+
+def test_distributed_counts_collective_bytes(bench_modules):
+    sys.path.insert(0, str(BENCH))
+    try:
+        distributed = importlib.import_module("distributed")
+    finally:
+        sys.path.remove(str(BENCH))
+    hlo = (
+        "  %a = f32[63,4]{1,0} reduce-scatter(f32[504,4]{1,0} %x), dimensions={0}\n"
+        "  %b = (f32[4,4]{1,0}, f32[4,4]{1,0}) all-reduce(%g, %h), to_apply=%add\n"
+        "  %c = s32[504]{0} all-gather(s32[63]{0} %i), dimensions={0}\n"
+        "  %d = f32[504,4]{1,0} all-gather-start(f32[63,4]{1,0} %y), dimensions={0}\n"
+        "  %e = f32[504,4]{1,0} add(f32[504,4]{1,0} %p, f32[504,4]{1,0} %q)\n"
+    )
+    assert distributed.collective_bytes(hlo) == {
+        "reduce-scatter": 63 * 4 * 4,
+        "all-reduce": 2 * 4 * 4 * 4,
+        "all-gather": 504 * 4 + 504 * 4 * 4,
+    }
+
+
 @pytest.mark.slow
 def test_mse_scaling_and_scale_smoke_tf(tmp_path):
     _run_script("mse_scaling.py", "--backends", "tf", out_dir=tmp_path)

@@ -25,6 +25,16 @@ from . import kernels, ops, pair_kernel, sharding, transforms
 PAIR_KERNEL_ENV = "CFCORE_JAX_PAIR_KERNEL"
 PAIR_KERNELS = ("auto", "segment", "gather")
 
+# The plain kernels; `JaxBackend.pair_dot`, `gramian`, `bag_of_words` and the softmax losses
+# pick the sharded forms inside a sharded step (`sharding.ShardedPlacement.scope`).
+_pair_dot = jax.jit(kernels.pair_dot, static_argnames="method")
+_gramian = jax.jit(kernels.gramian)
+_bag_of_words = jax.jit(kernels.bag_of_words, static_argnames="combiner")
+_softmax_cross_entropy = jax.jit(kernels.softmax_cross_entropy)
+_sampled_softmax_loss = jax.jit(
+    kernels.sampled_softmax_loss, static_argnames="remove_accidental_hits"
+)
+
 _DTYPES = {"float32": jnp.float32, "int32": jnp.int32, "bool": jnp.bool_, None: None}
 _NARROW = {np.dtype(np.float64): jnp.float32, np.dtype(np.int64): jnp.int32}
 
@@ -68,7 +78,13 @@ class JaxBackend:
     def sync(self, tree: Any) -> Any:
         return jax.block_until_ready(tree)
 
-    pair_dot = staticmethod(jax.jit(kernels.pair_dot, static_argnames="method"))
+    @staticmethod
+    def pair_dot(user_emb, item_emb, users, items, method: str = "gather", layout=None):
+        mesh = sharding.active_mesh()
+        if mesh is not None and method == "gather" and layout is None:
+            # Traced inside a sharded step: gather the pairs' rows where they live.
+            return sharding.pair_dot(mesh, user_emb, item_emb, users, items)
+        return _pair_dot(user_emb, item_emb, users, items, method=method, layout=layout)
 
     def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
         if self.gather_kernel() != "segment" or np.shape(users)[0] == 0:
@@ -78,13 +94,41 @@ class JaxBackend:
         )
         return jax.device_put(layout)
 
-    gramian = staticmethod(jax.jit(kernels.gramian))
+    @staticmethod
+    def gramian(x):
+        mesh = sharding.active_mesh()
+        if mesh is not None:
+            # Traced inside a sharded step: per-shard Gramians summed by one all-reduce.
+            return sharding.gramian(mesh, x)
+        return _gramian(x)
+
     segment_sum = staticmethod(jax.jit(kernels.segment_sum, static_argnames="num_segments"))
-    bag_of_words = staticmethod(jax.jit(kernels.bag_of_words, static_argnames="combiner"))
-    softmax_cross_entropy = staticmethod(jax.jit(kernels.softmax_cross_entropy))
-    sampled_softmax_loss = staticmethod(
-        jax.jit(kernels.sampled_softmax_loss, static_argnames="remove_accidental_hits")
-    )
+
+    @staticmethod
+    def bag_of_words(table, ids, weights, combiner: str = "mean"):
+        mesh = sharding.active_mesh()
+        if mesh is not None:  # traced inside a sharded step: the bags' rows where they live
+            return sharding.bag_of_words(mesh, table, ids, weights, combiner)
+        return _bag_of_words(table, ids, weights, combiner=combiner)
+
+    @staticmethod
+    def softmax_cross_entropy(query_emb, item_emb, labels):
+        mesh = sharding.active_mesh()
+        if mesh is not None:
+            return sharding.softmax_cross_entropy(mesh, query_emb, item_emb, labels)
+        return _softmax_cross_entropy(query_emb, item_emb, labels)
+
+    @staticmethod
+    def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
+        mesh = sharding.active_mesh()
+        if mesh is not None:
+            return sharding.sampled_softmax_loss(
+                mesh, query_emb, item_emb, labels, log_q, remove_accidental_hits
+            )
+        return _sampled_softmax_loss(
+            query_emb, item_emb, labels, log_q, remove_accidental_hits=remove_accidental_hits
+        )
+
     top_k = staticmethod(jax.jit(kernels.top_k, static_argnames="k"))
     solve = staticmethod(jax.jit(kernels.solve))
 

@@ -56,7 +56,13 @@ def softmax_cross_entropy(query_emb, item_emb, labels):
 
 def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
     """Mean in-batch sampled-softmax cross-entropy: scalar."""
-    logits = jnp.matmul(query_emb, jnp.take(item_emb, labels, axis=0).T, precision=_HIGHEST)
+    rows = jnp.take(item_emb, labels, axis=0)
+    return sampled_softmax_from_rows(query_emb, rows, labels, log_q, remove_accidental_hits)
+
+
+def sampled_softmax_from_rows(query_emb, rows, labels, log_q=None, remove_accidental_hits=True):
+    """`sampled_softmax_loss` given the labels' rows `item_emb[labels]` (`[B, d]`): scalar."""
+    logits = jnp.matmul(query_emb, rows.T, precision=_HIGHEST)
     if log_q is not None:
         logits = logits - jnp.take(log_q, labels)[None, :]
     if remove_accidental_hits:

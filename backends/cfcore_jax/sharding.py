@@ -3,25 +3,43 @@
 `fit(..., devices=...)` asks the backend for a placement (`JaxBackend.sharded_placement`) and hands
 it to the trainer: a 1-D `jax.sharding.Mesh` named `"rows"` over the devices, every parameter
 table row-sharded over it (`P("rows", None)`), the ratings (and the minibatch positions) split
-along their one axis. The compiled chunk is the same `jax.jit` loop as on one device: XLA's SPMD
-partitioner partitions it from the inputs' shardings (the optimizer state, made by `zeros_like` of
-the placed parameters, inherits them).
+along their one axis. The compiled chunk is the same `jax.jit` loop as on one device; the
+optimizer state, made by `zeros_like` of the placed parameters, inherits the tables' sharding.
+
+What XLA's SPMD partitioner would do badly is written by hand with `jax.shard_map`, picked by the
+backend's kernels while a step is traced in `ShardedPlacement.scope()`:
+
+* `pair_dot`: the observed pairs' rows are gathered where they live (`_own_rows`: every device
+  reads the requested rows of its own shard, a reduce-scatter hands each device its pairs' rows):
+  O(n·d) traffic. `jnp.take` of a row-sharded table would all-gather the whole table.
+* `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
+* ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
+  its own observations, fetching the fixed rows they read one block at a time (the ALX design).
 
 JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
 rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
-of k. The padding never reaches the objective: `view` slices it off inside the compiled step, so
-the loss, its gradients and the penalties' row counts are those of the unpadded problem, and the
-padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
+of k. The padding never reaches the objective: `view` slices it off inside the compiled step (the
+shard_map kernels pad back, which XLA folds into local copies), so the loss, its gradients and
+the penalties' row counts are those of the unpadded problem, and the padded rows get zero
+gradients (they stay zero under SGD, Adam and Adagrad, and ALS never solves them).
+
+Several processes (`jax.distributed.initialize`) work unchanged: `devices=k` counts every
+process's devices, and only bringing a whole table back to the host (`to_host`) gathers across
+processes. Checkpoints (`host_shards`) copy each device's rows on their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.sharding as jsh
 import numpy as np
+from jax import lax
 
 from cfcore.train.placement import Placement
 
@@ -32,8 +50,29 @@ _RATING_KEYS = ("users", "items", "values")
 _COUNT = "count"
 
 
+# The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
+# `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
+_ACTIVE: ContextVar[Any] = ContextVar("cfcore_jax_sharded_mesh", default=None)
+_AXIS = "rows"
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def active_mesh() -> Any:
+    """The mesh of the sharded step being traced, or None (single-device code)."""
+    return _ACTIVE.get()
+
+
 def _padded(n: int, k: int) -> int:
     return -(-n // k) * k
+
+
+class DeviceBlocks(dict):
+    """ALS row blocks per device (`ShardedPlacement.row_blocks`), stacked along the block axis:
+    `[k·K, ...]`, device j's K blocks holding only its own rows (row ids local to its shard)."""
+
+
+# What a padding block entry holds: a regular system (ρ = 1) with no observation and no valid row.
+_BLOCK_FILL = {"row_reg": 1}
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -99,16 +138,25 @@ class ShardedPlacement(Placement):
         return out
 
     def data(self, tree: Any) -> Any:
-        """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
-        positions `[steps, B]` split along B when k divides B, else replicated."""
+        """Ratings split over the devices (zero-padded, with their true count; other entries of
+        a ratings dict replicated); ALS `DeviceBlocks` split along their block axis; stacked
+        minibatch positions `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None
+        if isinstance(tree, DeviceBlocks):
+            return {k: self._put(np.asarray(v)) for k, v in tree.items()}
         if isinstance(tree, dict) and "values" in tree:
             if "layout" in tree:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
             n = int(np.shape(tree["values"])[0])
             rows = _padded(n, self.num_devices)
-            out = {k: self._put(_pad_rows(np.asarray(v), rows)) for k, v in tree.items()}
+            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
+            out = {
+                k: self._put(_pad_rows(np.asarray(v), rows))
+                if k in _RATING_KEYS
+                else self._put_replicated(np.asarray(v))
+                for k, v in tree.items()
+            }
             out[_COUNT] = self._put_replicated(np.zeros((n, 0), np.float32))
             return out
         if isinstance(tree, dict):
@@ -136,13 +184,288 @@ class ShardedPlacement(Placement):
             }
         return params, batch
 
+    def row_blocks(
+        self,
+        build: Any,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        weights: Any,
+        row_reg: Any,
+        **kwargs: Any,
+    ) -> DeviceBlocks:
+        """The ALS blocks of each device's own rows: `build` (`cfcore.data.row_blocks.row_blocks`)
+        on the observations of rows `j·⌈R/k⌉ ... (j+1)·⌈R/k⌉ − 1` for device j, rows renumbered
+        from 0, every device's blocks padded to one shape and stacked (`DeviceBlocks`)."""
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        values, weights = np.asarray(values), np.asarray(weights)
+        row_reg = np.asarray(row_reg)
+        k, num = self.num_devices, len(row_reg)
+        per = -(-num // k)
+        parts = []
+        for j in range(k):
+            lo, hi = j * per, min((j + 1) * per, num)
+            if hi <= lo:
+                # No real row here (k > R / ⌈R/k⌉): one padding row without observations.
+                parts.append(
+                    build(rows[:0], cols[:0], values[:0], weights[:0], np.ones(1), **kwargs)
+                )
+                parts[-1]["valid"][:] = 0
+                continue
+            sel = (rows >= lo) & (rows < hi)
+            parts.append(
+                build(
+                    rows[sel] - lo, cols[sel], values[sel], weights[sel], row_reg[lo:hi], **kwargs
+                )
+            )
+        blocks = max(p["ids"].shape[0] for p in parts)
+        out = DeviceBlocks()
+        for name in parts[0]:
+            width = max(p[name].shape[1] for p in parts)
+            fill = _BLOCK_FILL.get(name, 0)
+            padded = []
+            for p in parts:
+                a = p[name]
+                full = np.full((blocks, width), fill, a.dtype)
+                full[: a.shape[0], : a.shape[1]] = a
+                padded.append(full)
+            out[name] = np.concatenate(padded)
+        return out
+
+    def half_sweep(self, half: Any) -> Any:
+        """`half(fixed, current, blocks, prior, offset=None)` (`cfcore.maths.als.make_half_sweep`;
+        `offset` `[M]` with `offsets=True`) run on every
+        device over its own blocks and rows (the ALX design): the fixed rows its observations
+        read are fetched by the shard_map gather, one block at a time (O(C·d) traffic per
+        block, never a whole table); the rows it solves stay where they live."""
+        mesh = self.mesh
+        rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
+
+        def local(
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, *offset: Any
+        ) -> Any:
+            token = _ACTIVE.set(None)  # already per device: plain kernels inside
+            try:
+                num, width = blocks["cols"].shape
+                d = fixed.shape[1]
+                # The other side's offset (a bias, `[M]`) rides along as one more column.
+                both = jnp.concatenate([fixed, offset[0][:, None]], 1) if offset else fixed
+                fetched = lax.map(lambda c: _own_rows(both, c), blocks["cols"])  # [K, C, d(+1)]
+                flat = jnp.reshape(fetched, (num * width, fetched.shape[-1]))
+                local_cols = jnp.arange(num * width, dtype=jnp.int32).reshape(num, width)
+                blocks = {**blocks, "cols": local_cols}
+                if offset:
+                    return half(flat[:, :d], current, blocks, prior, flat[:, d])
+                return half(flat, current, blocks, prior)
+            finally:
+                _ACTIVE.reset(token)
+
+        def run(
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
+        ) -> Any:
+            specs = {k: jsh.PartitionSpec(_AXIS, None) for k in blocks}
+            args = [_repad(mesh, fixed), _repad(mesh, current), blocks, prior]
+            in_specs: list[Any] = [rows, rows, specs, rep]
+            if offset is not None:
+                args.append(_repad(mesh, offset))
+                in_specs.append(jsh.PartitionSpec(_AXIS))
+            sweep = jax.shard_map(local, mesh=mesh, in_specs=tuple(in_specs), out_specs=rows)
+            return sweep(*args)
+
+        return run
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """While tracing a step inside it, the backend's `pair_dot` and `gramian` are the
+        shard_map kernels over this mesh (`pair_dot`, `gramian` below)."""
+        token = _ACTIVE.set(self.mesh)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters' unpadded shapes."""
+        return {k: (self._rows.get(k, v.shape[0]), *v.shape[1:]) for k, v in params.items()}
+
+    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The shards of this process's devices, in mesh order, each copied from its own device
+        (never a whole table on the host): `[(position, k, {name: (start, stop, rows)})]`, the
+        padding rows left out."""
+        position = {d.id: j for j, d in enumerate(self.devices)}
+        out: dict[int, dict[str, Any]] = {}
+        for name, arr in params.items():
+            true_rows = self._rows.get(name, arr.shape[0])
+            for shard in arr.addressable_shards:
+                start, stop, _ = shard.index[0].indices(arr.shape[0])
+                stop = min(stop, true_rows)
+                start = min(start, stop)
+                rows = np.asarray(shard.data, np.float32)[: stop - start]
+                out.setdefault(position[shard.device.id], {})[name] = (start, stop, rows)
+        return [(j, self.num_devices, out[j]) for j in sorted(out)]
+
+    @property
+    def is_primary(self) -> bool:
+        return jax.process_index() == 0
+
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
         out = {}
         for k, v in params.items():
-            a = np.asarray(self.backend.to_numpy(v), np.float32)
+            if v.is_fully_addressable:
+                a = np.asarray(self.backend.to_numpy(v), np.float32)
+            else:
+                # Several processes (`jax.distributed`): every one receives the whole table.
+                from jax.experimental import multihost_utils
+
+                a = np.asarray(multihost_utils.process_allgather(v, tiled=True), np.float32)
             out[k] = a[: self._rows.get(k, a.shape[0])]
         return out
+
+
+def _repad(mesh: Any, x: Any) -> Any:
+    """`x` (`[n, ...]`, row-sharded with its padding sliced off by `view`) zero-padded back to a
+    multiple of the device count and constrained to row sharding: what shard_map needs. XLA folds
+    the slice and the pad into local copies (no communication: checked in the tests' HLO)."""
+    k = mesh.devices.size
+    rows = _padded(x.shape[0], k)
+    if rows != x.shape[0]:
+        x = jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+    spec = jsh.PartitionSpec(_AXIS, *([None] * (x.ndim - 1)))
+    return lax.with_sharding_constraint(x, jsh.NamedSharding(mesh, spec))
+
+
+def _own_rows(table: Any, idx: Any) -> Any:
+    """Inside shard_map: the rows `table[idx]` of this device's pairs, `[n/k, d]`.
+
+    Every device receives all the pairs' indices (`[n]` ints), reads those of its own `[N/k, d]`
+    shard (zeros elsewhere) and a reduce-scatter sums the `[n, d]` partial rows, each device
+    keeping its own pairs' `[n/k, d]`: the traffic is O(n·d), never a whole table. The backward
+    pass (JAX's transpose) all-gathers the `[n, d]` cotangents of the pairs' rows and each device
+    scatter-adds those of its own rows.
+    """
+    per = table.shape[0]
+    wanted = lax.all_gather(idx, _AXIS, tiled=True)
+    local = wanted - lax.axis_index(_AXIS) * per
+    own = (local >= 0) & (local < per)
+    rows = jnp.take(table, jnp.clip(local, 0, per - 1), axis=0)
+    rows = jnp.where(own[:, None], rows, jnp.zeros_like(rows))
+    return lax.psum_scatter(rows, _AXIS, scatter_dimension=0, tiled=True)
+
+
+def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) -> Any:
+    """`⟨U[users[k]], V[items[k]]⟩` with U, V row-sharded over `mesh`: float32 `[n]`.
+
+    Args:
+        mesh: the 1-D mesh (axis "rows").
+        user_emb: `[N, d]`, item_emb: `[M, d]`: row-sharded (any N, M: padded here).
+        users, items: int32 `[n]` (any n: padded here, the padding sliced off the result).
+    """
+    n = users.shape[0]
+    p, r = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec(_AXIS)
+
+    def local(u: Any, v: Any, us: Any, it: Any) -> Any:
+        return jnp.sum(_own_rows(u, us) * _own_rows(v, it), axis=1)
+
+    dot = jax.shard_map(local, mesh=mesh, in_specs=(p, p, r, r), out_specs=r)
+    out = dot(
+        _repad(mesh, user_emb), _repad(mesh, item_emb), _repad(mesh, users), _repad(mesh, items)
+    )
+    return out[:n]
+
+
+def _repad_columns(mesh: Any, x: Any) -> Any:
+    """`[B, V]` zero-padded to a multiple of the device count along V and split along it."""
+    cols = _padded(x.shape[1], mesh.devices.size)
+    if cols != x.shape[1]:
+        x = jnp.pad(x, [(0, 0), (0, cols - x.shape[1])])
+    return lax.with_sharding_constraint(x, jsh.NamedSharding(mesh, jsh.PartitionSpec(None, _AXIS)))
+
+
+def take_rows(mesh: Any, table: Any, idx: Any) -> Any:
+    """`table[idx]` of a row-sharded `[N, d]` table: `[n, d]` (split over the devices), the rows
+    fetched where they live (`_own_rows`), never the whole table."""
+    n = idx.shape[0]
+    rows, split = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec(_AXIS)
+    fetch = jax.shard_map(_own_rows, mesh=mesh, in_specs=(rows, split), out_specs=rows)
+    return fetch(_repad(mesh, table), _repad(mesh, idx))[:n]
+
+
+def bag_of_words(mesh: Any, table: Any, ids: Any, weights: Any, combiner: str) -> Any:
+    """`kernels.bag_of_words` of a row-sharded table: the bags' rows fetched by `take_rows`."""
+    if ids is None:
+        # Dense weights [B, V]: each device multiplies its columns of the weights by its rows of
+        # the table, one all-reduce of the [B, d] sums.
+        def local(w: Any, t: Any) -> Any:
+            return lax.psum(jnp.matmul(w, t, precision=_HIGHEST), _AXIS)
+
+        cols = jsh.PartitionSpec(None, _AXIS)
+        product = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(cols, jsh.PartitionSpec(_AXIS, None)),
+            out_specs=jsh.PartitionSpec(),
+        )
+        total = product(_repad_columns(mesh, weights), _repad(mesh, table))
+    else:
+        flat = take_rows(mesh, table, jnp.reshape(ids, (-1,)))
+        rows = jnp.reshape(flat, (*ids.shape, table.shape[1]))
+        total = jnp.einsum("...l,...ld->...d", weights, rows, precision=_HIGHEST)
+    if combiner == "sum":
+        return total
+    count = jnp.sum(weights, axis=-1, keepdims=True)
+    return total / jnp.where(count > 0, count, 1.0)
+
+
+def softmax_cross_entropy(mesh: Any, query_emb: Any, item_emb: Any, labels: Any) -> Any:
+    """Mean full-softmax cross-entropy over a row-sharded item table: each device computes the
+    logits of its own items (`[B, M/k]`), the log-sum-exp is combined by a max and a sum over the
+    devices (`[B]` each), and the labels' logits are `⟨q, V[label]⟩` with the rows fetched by
+    `take_rows`: the table and the `[B, M]` logits never move."""
+    num_items = item_emb.shape[0]
+
+    def local(q: Any, v: Any) -> Any:
+        # This device's logits [B, M/k], its padding rows masked out of the log-sum-exp.
+        logits = jnp.matmul(q, v.T, precision=_HIGHEST)
+        first = lax.axis_index(_AXIS) * v.shape[0]
+        real = first + jnp.arange(v.shape[0]) < num_items
+        logits = jnp.where(real[None, :], logits, -jnp.inf)
+        # A shift for stability only (the value does not depend on it): no gradient through it.
+        top = lax.pmax(lax.stop_gradient(jnp.max(logits, axis=1)), _AXIS)
+        total = lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1), _AXIS)
+        return top + jnp.log(total)
+
+    lse = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(jsh.PartitionSpec(), jsh.PartitionSpec(_AXIS, None)),
+        out_specs=jsh.PartitionSpec(),
+    )(query_emb, _repad(mesh, item_emb))
+    picked = jnp.sum(query_emb * take_rows(mesh, item_emb, labels), axis=1)
+    return jnp.mean(lse - picked)
+
+
+def sampled_softmax_loss(
+    mesh: Any, query_emb: Any, item_emb: Any, labels: Any, log_q: Any, remove_accidental_hits: bool
+) -> Any:
+    """`kernels.sampled_softmax_loss` with the labels' rows fetched by `take_rows`."""
+    from . import kernels
+
+    rows = take_rows(mesh, item_emb, labels)
+    return kernels.sampled_softmax_from_rows(query_emb, rows, labels, log_q, remove_accidental_hits)
+
+
+def gramian(mesh: Any, x: Any) -> Any:
+    """`xᵀx` of a row-sharded `[N, d]` table as the sum of the per-shard Gramians: one all-reduce
+    of a `[d, d]` matrix; the result `[d, d]` is replicated."""
+    rows = jsh.PartitionSpec(_AXIS, None)
+
+    def local(xs: Any) -> Any:
+        return lax.psum(jnp.matmul(xs.T, xs, precision=_HIGHEST), _AXIS)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(rows,), out_specs=jsh.PartitionSpec())(
+        _repad(mesh, x)
+    )
 
 
 def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:

@@ -101,31 +101,52 @@ def _label(columns: tuple[str, ...]) -> Callable[[dict[str, float]], str]:
 # ---------------------------------------------------------------------------- WALS
 
 
-def wals_blocks(spec: WALSSpec, train: Ratings) -> dict[str, dict[str, np.ndarray]]:
-    """The host data of a WALS sweep: the ratings, and their blocks by user and by item."""
+def wals_blocks(
+    spec: WALSSpec, train: Ratings, placement: Placement | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """The host data of a WALS sweep: the ratings, and their blocks by user and by item (each
+    device's own with a sharded `placement`)."""
     n, m, count = train.num_users, train.num_items, len(train)
     lam = spec.regularization_coeff
     ones = np.ones(count, np.float32)
     size = block_size(spec.embedding_dim, spec.linear_solver)
-    by_user = row_blocks(
-        train.users, train.items, train.values, ones, np.full(n, lam * count / n), max_obs=size
+    blocks = (placement or Placement(None)).row_blocks
+    by_user = blocks(
+        row_blocks,
+        train.users,
+        train.items,
+        train.values,
+        ones,
+        np.full(n, lam * count / n),
+        max_obs=size,
     )
-    by_item = row_blocks(
-        train.items, train.users, train.values, ones, np.full(m, lam * count / m), max_obs=size
+    by_item = blocks(
+        row_blocks,
+        train.items,
+        train.users,
+        train.values,
+        ones,
+        np.full(m, lam * count / m),
+        max_obs=size,
     )
     ratings = {"users": train.users, "items": train.items, "values": train.values}
     return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
 
 
-def wals_halves(be: Any, spec: WALSSpec, n: int, m: int, count: int) -> tuple[Half, Half]:
-    """The two halves of a WALS sweep, `half(params, data) -> params` (users, then items)."""
+def wals_halves(
+    be: Any, spec: WALSSpec, n: int, m: int, count: int, placement: Placement | None = None
+) -> tuple[Half, Half]:
+    """The two halves of a WALS sweep, `half(params, data) -> params` (users, then items),
+    each row solved where `placement` keeps it."""
     xp = be.xp
     ops = getattr(be, "ops", be)
-    half = make_half_sweep(
-        be,
-        np.ones(spec.embedding_dim, np.float32),
-        solver=spec.linear_solver,
-        cg_steps=spec.cg_steps,
+    half = (placement or Placement(be)).half_sweep(
+        make_half_sweep(
+            be,
+            np.ones(spec.embedding_dim, np.float32),
+            solver=spec.linear_solver,
+            cg_steps=spec.cg_steps,
+        )
     )
     grav = spec.gravity_coeff * count / (float(n) * float(m))
 
@@ -142,14 +163,19 @@ def wals_halves(be: Any, spec: WALSSpec, n: int, m: int, count: int) -> tuple[Ha
     return users, items
 
 
-def wals_sweep(be: Any, spec: WALSSpec, n: int, m: int, count: int) -> Sweep:
-    """`sweep(params, data) -> (objective at params, params after users then items)`."""
-    loss = objectives.mf_loss(be, spec.objective)
-    users, items = wals_halves(be, spec, n, m, count)
+def wals_sweep(
+    be: Any, spec: WALSSpec, n: int, m: int, count: int, placement: Placement | None = None
+) -> Sweep:
+    """`sweep(params, data) -> (objective at params, params after users then items)`, on the
+    arrays of `placement` (default: one device)."""
+    placement = placement or Placement(be)
+    loss = placement.placed(objectives.mf_loss(be, spec.objective))
+    users, items = wals_halves(be, spec, n, m, count, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         total, _ = loss(params, data["ratings"])
-        return total, items(users(params, data), data)
+        with placement.scope():  # the priors' Gramians: per-shard sums when sharded
+            return total, items(users(params, data), data)
 
     return sweep
 
@@ -204,6 +230,7 @@ class WALS(MatrixFactorization):
         seed: int = 0,
         eval_every: int = 1,
         progress: bool = True,
+        devices: Any = None,
     ) -> pd.DataFrame:
         """Runs `steps` sweeps (users then items); a second call continues.
 
@@ -215,6 +242,9 @@ class WALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
+            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
+                only): both tables row-sharded, each device solving its own rows (see
+                `cfcore.train.sharding`).
 
         Returns:
             The whole history: `step` (sweeps), `train_mse`, `test_mse` (with `test`),
@@ -229,20 +259,23 @@ class WALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params)
+        session = self._train_session(be, None, start_params, devices)
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog
         self._remember_train(train)
-        data = session.placement.data(wals_blocks(spec, train))
+        place = session.placement
+        data = place.data(wals_blocks(spec, train, place))
         test_data = None if test is None else session.placement.data(be.device_batch(test))
         objective = spec.objective
 
         def record(_: float | None) -> dict[str, float]:
-            terms = evaluate_terms(be, objective, session.params, data["ratings"])
+            terms = evaluate_terms(be, objective, session.params, data["ratings"], place)
             test_mse = None
             if test_data is not None:
-                test_mse = evaluate_terms(be, objective, session.params, test_data)["observed"]
+                test_mse = evaluate_terms(be, objective, session.params, test_data, place)[
+                    "observed"
+                ]
             row = history_row(session.step, terms, test_mse, True)
             session.history_rows.append(row)
             return row
@@ -251,7 +284,7 @@ class WALS(MatrixFactorization):
             run_sweeps(
                 session,
                 ("wals", spec, n, m, count),
-                wals_sweep(be, spec, n, m, count),
+                wals_sweep(be, spec, n, m, count, place),
                 data,
                 steps=steps,
                 eval_every=eval_every,
@@ -305,16 +338,20 @@ def check_implicit(train: Ratings) -> None:
         )
 
 
-def ials_blocks(spec: IALSSpec, train: Ratings) -> dict[str, dict[str, np.ndarray]]:
-    """The host data of an iALS sweep: positives with each row's λ, and blocks per side."""
+def ials_blocks(
+    spec: IALSSpec, train: Ratings, placement: Placement | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """The host data of an iALS sweep: positives with each row's λ, and blocks per side (each
+    device's own with a sharded `placement`)."""
     n, m = train.num_users, train.num_items
     user_reg = spec.row_regularization(np.bincount(train.users, minlength=n), m)
     item_reg = spec.row_regularization(np.bincount(train.items, minlength=m), n)
     conf = (1.0 + spec.confidence * train.values.astype(np.float64)).astype(np.float32)
     ones = np.ones(len(train), np.float32)
     size = block_size(spec.embedding_dim, spec.linear_solver)
-    by_user = row_blocks(train.users, train.items, ones, conf, user_reg, max_obs=size)
-    by_item = row_blocks(train.items, train.users, ones, conf, item_reg, max_obs=size)
+    blocks = (placement or Placement(None)).row_blocks
+    by_user = blocks(row_blocks, train.users, train.items, ones, conf, user_reg, max_obs=size)
+    by_item = blocks(row_blocks, train.items, train.users, ones, conf, item_reg, max_obs=size)
     positives = {
         "users": train.users,
         "items": train.items,
@@ -325,15 +362,18 @@ def ials_blocks(spec: IALSSpec, train: Ratings) -> dict[str, dict[str, np.ndarra
     return {"positives": positives, "by_user": by_user, "by_item": by_item}
 
 
-def ials_halves(be: Any, spec: IALSSpec) -> tuple[Half, Half]:
-    """The two halves of an iALS sweep, `half(params, data) -> params`."""
+def ials_halves(be: Any, spec: IALSSpec, placement: Placement | None = None) -> tuple[Half, Half]:
+    """The two halves of an iALS sweep, `half(params, data) -> params`, each row solved where
+    `placement` keeps it."""
     xp = be.xp
     ops = getattr(be, "ops", be)
-    half = make_half_sweep(
-        be,
-        np.ones(spec.embedding_dim, np.float32),
-        solver=spec.linear_solver,
-        cg_steps=spec.cg_steps,
+    half = (placement or Placement(be)).half_sweep(
+        make_half_sweep(
+            be,
+            np.ones(spec.embedding_dim, np.float32),
+            solver=spec.linear_solver,
+            cg_steps=spec.cg_steps,
+        )
     )
     a0 = spec.unobserved_weight
 
@@ -350,13 +390,17 @@ def ials_halves(be: Any, spec: IALSSpec) -> tuple[Half, Half]:
     return users, items
 
 
-def ials_sweep(be: Any, spec: IALSSpec) -> Sweep:
-    """`sweep(params, data) -> (objective at params, params after users then items)`."""
-    users, items = ials_halves(be, spec)
+def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> Sweep:
+    """`sweep(params, data) -> (objective at params, params after users then items)`, on the
+    arrays of `placement` (default: one device)."""
+    placement = placement or Placement(be)
+    terms = placement.placed(lambda p, d: objectives.ials_loss_terms(be, spec, p, d))
+    users, items = ials_halves(be, spec, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
-        total = objectives.ials_loss_terms(be, spec, params, data["positives"])["total"]
-        return total, items(users(params, data), data)
+        total = terms(params, data["positives"])["total"]
+        with placement.scope():  # the priors' Gramians: per-shard sums when sharded
+            return total, items(users(params, data), data)
 
     return sweep
 
@@ -418,6 +462,7 @@ class IALS(MatrixFactorization):
         seed: int = 0,
         eval_every: int = 1,
         progress: bool = True,
+        devices: Any = None,
     ) -> pd.DataFrame:
         """Runs `steps` sweeps (users then items); a second call continues.
 
@@ -428,6 +473,8 @@ class IALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
+            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
+                only): both tables row-sharded, each device solving its own rows.
 
         Returns:
             The whole history: `step`, `observed_loss`, `unobserved_loss`,
@@ -442,15 +489,17 @@ class IALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params)
+        session = self._train_session(be, None, start_params, devices)
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog
         self._remember_train(train)
         self._rating_scale = None  # counts: any number >= 0 folds in
-        data = session.placement.data(ials_blocks(spec, train))
+        place = session.placement
+        data = place.data(ials_blocks(spec, train, place))
         terms_fn = be.compiled(
-            ("ials_terms", spec), lambda: lambda p, d: objectives.ials_loss_terms(be, spec, p, d)
+            ("ials_terms", spec, place.key),
+            lambda: place.placed(lambda p, d: objectives.ials_loss_terms(be, spec, p, d)),
         )
 
         def record(_: float | None) -> dict[str, float]:
@@ -465,7 +514,7 @@ class IALS(MatrixFactorization):
             run_sweeps(
                 session,
                 ("ials", spec, n, m),
-                ials_sweep(be, spec),
+                ials_sweep(be, spec, place),
                 data,
                 steps=steps,
                 eval_every=eval_every,

@@ -138,22 +138,28 @@ class Model:
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: Any, *, include_ratings: bool = True) -> Any:
+    def save(self, path: Any, *, include_ratings: bool = True, sharded: bool = False) -> Any:
         """Writes the model to one file, atomically; read it back with `cfcore.load(path)`.
 
         See `cfcore.persistence` for the format.
 
         Args:
-            path: the file to write (a `.npz` archive whatever its suffix).
+            path: the file to write (a `.npz` archive whatever its suffix); with `sharded`, the
+                folder of a sharded checkpoint.
             include_ratings: also store the training ratings (matrix factorization) or which
                 movies each user rated (softmax): needed to leave rated items out of
                 recommendations, and to evaluate or retrain without the dataset.
+            sharded: write one file per device shard of the tables, each copied from its own
+                device, plus the index `model.npz` (`cfcore.persistence.save_sharded`): a model
+                trained with `fit(..., devices=k)` is saved without gathering a whole table.
 
         Returns:
             The path written.
         """
-        from ..persistence import save
+        from ..persistence import save, save_sharded
 
+        if sharded:
+            return save_sharded(self, path, include_ratings=include_ratings)
         return save(self, path, include_ratings=include_ratings)
 
     def to_state(self, *, include_ratings: bool = True) -> State:

@@ -51,17 +51,33 @@ def _centred(train: Ratings, mean: float) -> dict[str, np.ndarray]:
     }
 
 
-def biased_blocks(spec: BiasedMFSpec, train: Ratings, mean: float) -> dict[str, Any]:
-    """The host data of a biased ALS sweep: the centred ratings and their blocks per side."""
+def biased_blocks(
+    spec: BiasedMFSpec, train: Ratings, mean: float, placement: Placement | None = None
+) -> dict[str, Any]:
+    """The host data of a biased ALS sweep: the centred ratings and their blocks per side (each
+    device's own with a sharded `placement`)."""
     n, m, count = train.num_users, train.num_items, len(train)
     ratings = _centred(train, mean)
     ones = np.ones(count, np.float32)
     size = block_size(spec.embedding_dim + 1, spec.linear_solver)
-    by_user = row_blocks(
-        train.users, train.items, ratings["values"], ones, np.full(n, count / n), max_obs=size
+    blocks = (placement or Placement(None)).row_blocks
+    by_user = blocks(
+        row_blocks,
+        train.users,
+        train.items,
+        ratings["values"],
+        ones,
+        np.full(n, count / n),
+        max_obs=size,
     )
-    by_item = row_blocks(
-        train.items, train.users, ratings["values"], ones, np.full(m, count / m), max_obs=size
+    by_item = blocks(
+        row_blocks,
+        train.items,
+        train.users,
+        ratings["values"],
+        ones,
+        np.full(m, count / m),
+        max_obs=size,
     )
     return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
 
@@ -73,8 +89,11 @@ def column_regularization(spec: BiasedMFSpec) -> np.ndarray:
     return col
 
 
-def biased_halves(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> tuple[Any, Any]:
-    """The two halves of a biased ALS sweep, `half(params, data) -> params`.
+def biased_halves(
+    be: Any, spec: BiasedMFSpec, n: int, m: int, count: int, placement: Placement | None = None
+) -> tuple[Any, Any]:
+    """The two halves of a biased ALS sweep, `half(params, data) -> params`, each row solved
+    where `placement` keeps it.
 
     With the items fixed, the user row `[u, b_u]` is a ridge regression on `[v, 1]` with targets
     `r − μ − b_i`; multiplying the objective by |Ω| gives per-row λ·|Ω|/N (embedding columns),
@@ -82,12 +101,14 @@ def biased_halves(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> tu
     """
     xp = be.xp
     ops = getattr(be, "ops", be)
-    half = make_half_sweep(
-        be,
-        column_regularization(spec),
-        solver=spec.linear_solver,
-        cg_steps=spec.cg_steps,
-        offsets=True,
+    half = (placement or Placement(be)).half_sweep(
+        make_half_sweep(
+            be,
+            column_regularization(spec),
+            solver=spec.linear_solver,
+            cg_steps=spec.cg_steps,
+            offsets=True,
+        )
     )
     grav = spec.gravity_coeff * count / (float(n) * float(m))
 
@@ -108,14 +129,19 @@ def biased_halves(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> tu
     return users, items
 
 
-def biased_sweep(be: Any, spec: BiasedMFSpec, n: int, m: int, count: int) -> Any:
-    """`sweep(params, data) -> (objective at params, params after users then items)`."""
-    loss = objectives.biased_mf_loss(be, spec)
-    users, items = biased_halves(be, spec, n, m, count)
+def biased_sweep(
+    be: Any, spec: BiasedMFSpec, n: int, m: int, count: int, placement: Placement | None = None
+) -> Any:
+    """`sweep(params, data) -> (objective at params, params after users then items)`, on the
+    arrays of `placement` (default: one device)."""
+    placement = placement or Placement(be)
+    loss = placement.placed(objectives.biased_mf_loss(be, spec))
+    users, items = biased_halves(be, spec, n, m, count, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         total, _ = loss(params, data["ratings"])
-        return total, items(users(params, data), data)
+        with placement.scope():  # the priors' Gramians: per-shard sums when sharded
+            return total, items(users(params, data), data)
 
     return sweep
 
@@ -207,18 +233,13 @@ class BiasedMF(MatrixFactorization):
             eval_every: steps between two history rows (default 10 for gradient steps, 1 for
                 sweeps).
             progress: show a progress bar.
-            devices: must be None: multi-device training of this model is not done yet.
+            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
+                only): tables and biases row-sharded; ALS sweeps solve each device's own rows.
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
             `regularization_loss`, `bias_regularization_loss`, `gravity_loss`, `total_loss`.
         """
-        if devices is not None:
-            raise NotImplementedError(
-                f"multi-device training (devices={devices!r}) is not yet supported for "
-                f"{type(self).__name__}: only MatrixFactorization and RegularizedMF on the 'jax' "
-                "backend shard over devices; pass devices=None"
-            )
         if solver is None:
             solver = "als" if optimizer is None else "gradient"
         if solver not in SOLVERS:
@@ -246,24 +267,24 @@ class BiasedMF(MatrixFactorization):
                 return self.params_numpy()
             return init_biased_params(spec, n, m, seed)
 
-        session = self._train_session(be, optimizer, start_params)
+        session = self._train_session(be, optimizer, start_params, devices)
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog
         self._remember_train(train)
         place = session.placement
         if solver == "als":
-            data = place.data(biased_blocks(spec, train, mean))
+            data = place.data(biased_blocks(spec, train, mean, place))
             ratings = data["ratings"]
         else:
             data = ratings = place.data(_centred(train, mean))
         test_data = None if test is None else place.data(_centred(test, mean))
 
         def record(_: float | None) -> dict[str, float]:
-            terms = _terms(be, spec, session.params, ratings)
+            terms = _terms(be, spec, session.params, ratings, place)
             row: dict[str, float] = {"step": session.step, "train_mse": terms["observed"]}
             if test_data is not None:
-                row["test_mse"] = _terms(be, spec, session.params, test_data)["observed"]
+                row["test_mse"] = _terms(be, spec, session.params, test_data, place)["observed"]
             row.update({f"{k}_loss": terms[k] for k in COLUMNS})
             session.history_rows.append(row)
             return row
@@ -276,7 +297,7 @@ class BiasedMF(MatrixFactorization):
                 run_sweeps(
                     session,
                     ("biased-als", spec, n, m, count),
-                    biased_sweep(be, spec, n, m, count),
+                    biased_sweep(be, spec, n, m, count, place),
                     data,
                     steps=steps,
                     eval_every=eval_every,
@@ -440,13 +461,20 @@ class BiasedMF(MatrixFactorization):
         self.global_mean = float(mean)
 
 
-def _terms(be: Any, spec: BiasedMFSpec, params: Any, data: dict[str, Any]) -> dict[str, float]:
-    """The objective's parts on device `data` (centred), the MSE over `EVAL_CHUNK` chunks."""
+def _terms(
+    be: Any, spec: BiasedMFSpec, params: Any, data: dict[str, Any], placement: Any = None
+) -> dict[str, float]:
+    """The objective's parts on device `data` (centred), the MSE over `EVAL_CHUNK` chunks (in
+    one call on a sharded `placement`: its padding is sliced off inside)."""
+    key = None if placement is None else placement.key
     fn = be.compiled(
-        ("biased_terms", spec), lambda: lambda p, b: objectives.biased_mf_loss_terms(be, spec, p, b)
+        ("biased_terms", spec, key),
+        lambda: (placement or Placement(be)).placed(
+            lambda p, b: objectives.biased_mf_loss_terms(be, spec, p, b)
+        ),
     )
     n = int(data["values"].shape[0])
-    if n <= EVAL_CHUNK:
+    if n <= EVAL_CHUNK or key is not None:
         return {k: float(be.to_numpy(v)) for k, v in fn(params, data).items()}
     out: dict[str, float] = {}
     observed = 0.0

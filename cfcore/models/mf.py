@@ -427,10 +427,9 @@ def evaluate_terms(
     key = None if placement is None else placement.key
     if key is not None:
         assert placement is not None
-        view = placement.view
         terms_fn = be.compiled(
             ("mf_terms", spec, key),
-            lambda: lambda p, b: losses.mf_loss_terms(be, spec, *view(p, b)),
+            lambda: placement.placed(lambda p, b: losses.mf_loss_terms(be, spec, p, b)),
         )
         return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
     terms_fn = be.compiled(

@@ -300,6 +300,7 @@ class SoftmaxModel(Model):
         protocol: str | None = None,
         eval_every: int = 100,
         k: int = 10,
+        devices: Any = None,
     ) -> pd.DataFrame:
         """Trains for `steps` updates; a second call continues where the first stopped.
 
@@ -331,6 +332,9 @@ class SoftmaxModel(Model):
                 `split_users`). Fixed by the first call; None means the model's (or "holdout").
             eval_every: steps between two history rows.
             k: cut-off of the ranking metrics recorded in the history.
+            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
+                only): every table (the item table included) row-sharded, each batch's rows
+                fetched where they live (see `cfcore.train.sharding`).
 
         Returns:
             The history so far: one row per evaluation with `step`, `train_loss` (mean loss of the
@@ -369,7 +373,7 @@ class SoftmaxModel(Model):
                 return self.params_numpy()
             return init_softmax_params(self.spec, features.vocab_sizes, seed)
 
-        session = self._train_session(be, optimizer, start_params)
+        session = self._train_session(be, optimizer, start_params, devices)
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if dataset is not None:
@@ -402,7 +406,9 @@ class SoftmaxModel(Model):
         def record(train_loss: float | None) -> dict[str, float]:
             loss = float("nan") if train_loss is None else train_loss
             row = {"step": session.step, "train_loss": loss}
-            row.update(self._metrics(be, session.params, eval_data, k))
+            # The tables as the model sees them (a sharded placement's padding rows left out).
+            params, _ = session.placement.view(session.params, None)
+            row.update(self._metrics(be, params, eval_data, k))
             session.history_rows.append(row)
             return row
 

@@ -7,6 +7,8 @@ trainer: nothing else in core decides where arrays go.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,33 @@ class Placement:
         unchanged; a placement that pads arrays strips the padding)."""
         return params, batch
 
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """A context the step is traced in (here: none). A sharded placement's tells the
+        backend's kernels to run their multi-device forms (e.g. shard_map gathers)."""
+        return contextlib.nullcontext()
+
+    def placed(
+        self, fn: Callable[[dict[str, Any], Any], Any]
+    ) -> Callable[[dict[str, Any], Any], Any]:
+        """`fn(params, batch)` (a loss, an objective's terms) on the placed arrays: traced in
+        `scope()`, on the `view` of the parameters and batch."""
+
+        def run(params: dict[str, Any], batch: Any) -> Any:
+            with self.scope():
+                return fn(*self.view(params, batch))
+
+        return run
+
+    def row_blocks(self, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The host row blocks of an ALS half-sweep: `build(*args, **kwargs)`
+        (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own."""
+        return build(*args, **kwargs)
+
+    def half_sweep(self, half: Callable[..., Any]) -> Callable[..., Any]:
+        """An ALS half-sweep `half(fixed, current, blocks, prior)` as it runs here (unchanged; a
+        sharded placement solves each device's rows on it)."""
+        return half
+
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
         """Parameters as float32 native arrays."""
         return {k: self.backend.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
@@ -54,6 +83,23 @@ class Placement:
         if isinstance(tree, list | tuple):
             return type(tree)(self.data(v) for v in tree)
         return self.backend.asarray(tree)
+
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Each parameter's shape as the model sees it (a sharded placement's padding removed)."""
+        return {k: tuple(int(s) for s in np.shape(v)) for k, v in params.items()}
+
+    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The shards of the parameters this process holds, one at a time to the host (for
+        sharded checkpoints): `[(index, count, {name: (start, stop, rows)}), ...]`, rows
+        float32 `[stop - start, ...]`. Here: one shard of whole tables."""
+        host = self.to_host(params)
+        return [(0, 1, {k: (0, int(v.shape[0]), v) for k, v in host.items()})]
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether this process writes the files every process shares (the checkpoint's
+        index): True but on the processes after the first of a multi-process run."""
+        return True
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Parameters back on the host as float32 NumPy arrays."""

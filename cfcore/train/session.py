@@ -149,12 +149,9 @@ class Session:
         if self.rule is None:
             raise ValueError("this session has no optimizer: it runs closed-form sweeps only")
         rule = self.rule
-        view = self.placement.view
-
-        def placed_loss(params: dict[str, Any], batch: Any) -> Any:
-            # The loss of the unpadded problem, whatever padding the placement added.
-            return loss(*view(params, batch))
-
+        # The loss of the unpadded problem, whatever padding the placement added, traced in the
+        # placement's scope (multi-device kernels when sharded).
+        placed_loss = self.placement.placed(loss)
         return self._cached(key, lambda: make_chunk(self.backend, placed_loss, rule, take_batch))
 
     def sweep_chunk(
