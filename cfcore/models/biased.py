@@ -217,7 +217,7 @@ class BiasedMF(MatrixFactorization):
             raise NotImplementedError(
                 f"multi-device training (devices={devices!r}) is not yet supported for "
                 f"{type(self).__name__}: only MatrixFactorization and RegularizedMF on the 'jax' "
-                "backend shard over devices; pass devices=None"
+                "and 'tf' backends shard over devices; pass devices=None"
             )
         if solver is None:
             solver = "als" if optimizer is None else "gradient"
