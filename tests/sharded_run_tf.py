@@ -4,13 +4,14 @@ Usage: `python tests/sharded_run_tf.py K OUT.npz` with `K` "none" (single device
 or the device count. TensorFlow fixes its logical devices when it first runs an op, hence one
 process per configuration: for K devices the CPU is split into K logical devices here, first.
 With `DUMP` set (a folder), DTensor writes the programs it runs after each of its passes there
-(`TF_DUMP_GRAPH_PREFIX`, one subfolder per run), and the collectives of each run's training loop
+(`TF_DUMP_GRAPH_PREFIX`, one subfolder per run), and the collectives of each run's training step
 after DTensor's SPMD expansion are read back from them.
 
 Writes, for `MatrixFactorization` and `RegularizedMF`, the embeddings and history after 50 steps of
 full-batch SGD and of minibatch Adam, and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
-the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training loop.
+the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
+embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ STEPS, BATCH = 50, 64
 # `"tf.DTensorAllGather"(...) ... : (tensor<10x4xf32>, ...) -> tensor<40x4xf32>`: the op and the
 # shape of its result, in DTensor's MLIR dump.
 COLLECTIVE = re.compile(r'"tf\.DTensor(AllGather|AllReduce)"[^\n]*\) -> tensor<(\d+)x(\d+)xf32>')
-# The compiled training loops: `compile_loop`'s `repeat` (full batch) and `scan` (minibatches).
-LOOP_DUMP = re.compile(r"after_DTensorSPMDExpansion\.__inference_(repeat|scan)_\d+\.mlir$")
+# The compiled training step: `compile_loop`'s `one_step` (DTensor runs a host loop of it).
+LOOP_DUMP = re.compile(r"after_DTensorSPMDExpansion\.__inference_one_step_\d+\.mlir$")
 
 
 def _collectives(folder: Path) -> dict[str, np.ndarray]:
     """The `[R, C]` result shapes of the 2-D float all-gathers and all-reduces of the training
-    loops DTensor expanded into `folder`."""
+    steps DTensor expanded into `folder`."""
     found: dict[str, list[tuple[int, int]]] = {"AllGather": [], "AllReduce": []}
     files = sorted(f for f in folder.iterdir() if LOOP_DUMP.search(f.name))
     if not files:
-        raise RuntimeError(f"no training loop in DTensor's dump {folder}")
+        raise RuntimeError(f"no training step in DTensor's dump {folder}")
     for f in files:
         for op, rows, cols in COLLECTIVE.findall(f.read_text()):
             found[op].append((int(rows), int(cols)))
@@ -106,6 +107,21 @@ def main(k_arg: str, out: str) -> None:
         if dump:
             for op, shapes in _collectives(Path(dump) / name).items():
                 result[f"{name}_{op}"] = shapes
+    # One model trained by three `fit` calls of different step counts (each a new compiled chunk
+    # length): DTensor must reuse its expansion of the step, not expand a loop again.
+    model = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
+    for steps in (5, 7, 3):
+        model.fit(
+            ratings,
+            steps=steps,
+            optimizer=cfcore.optimizers.SGD(0.5),
+            backend="tf",
+            devices=devices,
+            eval_every=steps,
+            progress=False,
+        )
+    for table, emb in model.embeddings.items():
+        result[f"continued_{table}"] = emb
     np.savez(out, allow_pickle=False, **result)
 
 
