@@ -4,24 +4,26 @@
 to the trainer. The placement is built on DTensor (`tf.experimental.dtensor`): a 1-D mesh named
 `"rows"` over the devices, every parameter table a DTensor with the row-sharded layout
 `Layout(["rows", UNSHARDED], mesh)`, the ratings (and the minibatch positions) split along their
-one axis. The compiled chunk is the same `tf.function` loop as on one device: DTensor's SPMD
-expansion partitions it from the inputs' layouts (the optimizer state, made by `zeros_like` of
-the placed parameters, inherits them), and the gravity term's Gramians `UᵀU`, `VᵀV` become one
-local `[d, d]` matmul per shard plus one all-reduce each.
+one axis. The training step is the same `tf.function` as on one device: DTensor's SPMD expansion
+partitions it from the inputs' layouts (the optimizer state, made by `zeros_like` of the placed
+parameters, inherits them). The gravity term's Gramian of an evenly sharded table (k divides its
+row count) is one local `[d, d]` matmul per shard plus one `[d, d]` all-reduce.
 
-Why DTensor and not `tf.distribute` (TF 2.21, measured on virtual CPU devices):
+Why DTensor and not `tf.distribute` (TF 2.21, tried on virtual CPU devices):
 `MirroredStrategy` mirrors every variable (each device holds the whole table), and the only
 strategy with row-sharded variables (`ShardedVariable` through a `variable_partitioner`) is
 `ParameterServerStrategy`, which needs a cluster with parameter-server tasks ("There must be at
-least one ps") and schedules functions asynchronously through a `ClusterCoordinator`, not one
-compiled loop. DTensor shards a tensor's rows over logical CPU devices in one process and runs
-cfcore's compiled `tf.while_loop` unchanged.
+least one ps") and schedules functions asynchronously through a `ClusterCoordinator`, not
+cfcore's compiled chunk. DTensor shards a tensor's rows over logical CPU devices in one process.
 
-What DTensor does with that loop (read from its SPMD-expanded program, `TF_DUMP_GRAPH_PREFIX`):
-the gather-MSE all-gathers both whole tables (`tf.gather` of a row-sharded table), and the
-gradient of the gather is all-reduced as a whole table and then scattered back to the shards; on
-CPU it runs the expanded graph with TensorFlow collectives, without XLA (`jit_compile` is not
-applied to DTensor functions there: nothing reaches XLA's dump).
+What DTensor makes of the step (read from its SPMD-expanded program, `TF_DUMP_GRAPH_PREFIX`,
+in `tests/test_sharding_tf.py`): the gather-MSE all-gathers both whole tables (`tf.gather` of a
+row-sharded table), the full-batch gradient of the gather is all-reduced as a whole table, and a
+minibatch's `take` all-gathers the split ratings. Slicing the padding off a table whose row count
+k does not divide (below) also replicates it, so that table's Gramian is computed whole on every
+device. On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
+(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of one
+compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
 
 DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
 zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
