@@ -11,7 +11,8 @@ Writes, for `MatrixFactorization` and `RegularizedMF`, the embeddings and histor
 full-batch SGD and of minibatch Adam, and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
 the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
-embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps.
+embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
+K devices given as a list).
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def main(k_arg: str, out: str) -> None:
             for op, shapes in _collectives(Path(dump) / name).items():
                 result[f"{name}_{op}"] = shapes
     # One model trained by three `fit` calls of different step counts (each a new compiled chunk
-    # length): DTensor must reuse its expansion of the step, not expand a loop again.
+    # length): DTensor must reuse its expansion of the step, not expand a loop again. The devices
+    # given as a list of `tf.config.LogicalDevice` this time.
+    listed = None if devices is None else tf.config.list_logical_devices("CPU")[:devices]
     model = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
     for steps in (5, 7, 3):
         model.fit(
@@ -116,7 +119,7 @@ def main(k_arg: str, out: str) -> None:
             steps=steps,
             optimizer=cfcore.optimizers.SGD(0.5),
             backend="tf",
-            devices=devices,
+            devices=listed,
             eval_every=steps,
             progress=False,
         )
