@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from . import kernels, ops, transforms  # noqa: E402
+from . import kernels, ops, sharding, transforms  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
 _NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
@@ -93,7 +93,9 @@ class TFBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     native_optimizer = staticmethod(transforms.native_optimizer)
-    # Optional (not a Protocol member): `cfcore.eval.agreement.strict_float32` calls it.
+    # Optional (not Protocol members): `fit(..., devices=...)` asks for the first
+    # (`cfcore.train.sharding`), `cfcore.eval.agreement.strict_float32` calls the second.
+    sharded_placement = staticmethod(sharding.sharded_placement)
     strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:

@@ -44,6 +44,12 @@ def maximum(x, y):
 
 
 def where(condition, x, y):
+    rank = getattr(getattr(x, "shape", None), "rank", None)
+    if rank and getattr(condition, "shape", None) is not None and condition.shape.rank == 0:
+        # A scalar condition as `[1, ..., 1]` (same broadcast): DTensor (TF 2.21) crashes the
+        # process on a select of row-sharded tables under a rank-0 condition, which is what
+        # the trainer's divergence guard does with every table.
+        condition = tf.reshape(condition, [1] * rank)
     return tf.where(condition, x, y)
 
 

@@ -53,14 +53,46 @@ def compile_loop(body: Callable) -> Callable:
 
         return tf.while_loop(lambda t, c: t < num_steps, step, (tf.constant(0), carry))[1]
 
+    @tf.function(jit_compile=JIT_COMPILE)
+    def one_step(carry, data, x):
+        return body(carry, data, x)
+
     def run(carry, data, xs=None, num_steps: int | None = None):
+        if xs is None and num_steps is None:
+            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
+        if _has_dtensor(carry):
+            return _host_loop(one_step, carry, data, xs, num_steps)
         if xs is not None:
             return scan(carry, data, xs)
-        if num_steps is None:
-            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
         return repeat(carry, data, tf.constant(num_steps, tf.int32))
 
     return run
+
+
+def _has_dtensor(tree: Any) -> bool:
+    from tensorflow.experimental import dtensor
+
+    return any(
+        isinstance(leaf, tf.Tensor) and dtensor.is_dtensor(leaf) for leaf in tf.nest.flatten(tree)
+    )
+
+
+def _host_loop(one_step: Callable, carry: Any, data: Any, xs: Any, num_steps: int | None) -> Any:
+    """The steps of a chunk on DTensors (sharded training): a host loop of one compiled step.
+
+    Not one `tf.while_loop`: DTensor (TF 2.21) names the loop functions of each program it
+    expands `while_cond`/`while_body`, so a second expansion of a loop (another step count, the
+    first call's aliased inputs) can fail to register ("a different function with the same
+    name already exists"). A step without a loop expands once per input layout and is reused.
+    """
+    if xs is None:
+        for _ in range(int(num_steps or 0)):
+            carry = one_step(carry, data, None)
+        return carry
+    num = int(tf.nest.flatten(xs)[0].shape[0])
+    for t in range(num):
+        carry = one_step(carry, data, tf.nest.map_structure(lambda a, t=t: a[t], xs))
+    return carry
 
 
 def native_optimizer(optimizer: Any) -> Any:

@@ -92,10 +92,11 @@ class MatrixFactorization(Model):
                 of ratings per step (epochs of seeded shuffles).
             eval_every: steps between two history rows.
             progress: show a progress bar.
-            devices: None (one device), or train on several (JAX backend only): an int k (the
-                backend's first k devices) or a list of `jax.Device`. The tables are row-sharded
-                over them and each batch split (see `cfcore.train.sharding`); the result equals
-                the single-device one up to float32 rounding.
+            devices: None (one device), or train on several (JAX and TensorFlow backends): an
+                int k (the backend's first k devices) or a list of `jax.Device` /
+                `tf.config.LogicalDevice`. The tables are row-sharded over them and each batch
+                split (see `cfcore.train.sharding`); the result equals the single-device one up
+                to float32 rounding.
 
         Returns:
             The whole history so far: one row per evaluation with `step`, `train_mse`,

@@ -19,10 +19,12 @@ def make_placement(backend: Any, devices: Any) -> Placement:
     Args:
         backend: the backend trained on.
         devices: None (one device, the backend's default), an int k (the backend's first k
-            devices) or a sequence of the framework's devices (`jax.Device` on JAX).
+            devices) or a sequence of the framework's devices (`jax.Device` on JAX,
+            `tf.config.LogicalDevice` on TensorFlow).
 
     Raises:
-        NotImplementedError: `devices` given on a backend that cannot shard (all but JAX).
+        NotImplementedError: `devices` given on a backend that cannot shard (all but JAX and
+            TensorFlow).
         ValueError: k out of range, or the devices empty, repeated or not the framework's.
     """
     if devices is None:
@@ -32,6 +34,7 @@ def make_placement(backend: Any, devices: Any) -> Placement:
         name = getattr(backend, "name", type(backend).__name__)
         raise NotImplementedError(
             f"multi-device training (devices={devices!r}) is not yet supported on backend "
-            f"{name!r}: only the 'jax' backend shards tables over devices; pass devices=None"
+            f"{name!r}: only the 'jax' and 'tf' backends shard tables over devices; pass "
+            "devices=None"
         )
     return factory(backend, devices)

@@ -1,0 +1,248 @@
+"""Row-sharded training on several TensorFlow devices: the `Placement` that spreads the tables.
+
+`fit(..., devices=k)` asks the backend for a placement (`TFBackend.sharded_placement`) and hands it
+to the trainer. The placement is built on DTensor (`tf.experimental.dtensor`): a 1-D mesh named
+`"rows"` over the devices, every parameter table a DTensor with the row-sharded layout
+`Layout(["rows", UNSHARDED], mesh)`, the ratings (and the minibatch positions) split along their
+one axis. The training step is the same `tf.function` as on one device: DTensor's SPMD expansion
+partitions it from the inputs' layouts (the optimizer state, made by `zeros_like` of the placed
+parameters, inherits them). The gravity term's Gramian of an evenly sharded table (k divides its
+row count) is one local `[d, d]` matmul per shard plus one `[d, d]` all-reduce.
+
+Why DTensor and not `tf.distribute` (TF 2.21, tried on virtual CPU devices):
+`MirroredStrategy` mirrors every variable (each device holds the whole table), and the only
+strategy with row-sharded variables (`ShardedVariable` through a `variable_partitioner`) is
+`ParameterServerStrategy`, which needs a cluster with parameter-server tasks ("There must be at
+least one ps") and schedules functions asynchronously through a `ClusterCoordinator`, not
+cfcore's compiled chunk. DTensor shards a tensor's rows over logical CPU devices in one process.
+
+What DTensor makes of the step (read from its SPMD-expanded program, `TF_DUMP_GRAPH_PREFIX`,
+in `tests/test_sharding_tf.py`): the gather-MSE all-gathers both whole tables (`tf.gather` of a
+row-sharded table), the full-batch gradient of the gather is all-reduced as a whole table, and a
+minibatch's `take` all-gathers the split ratings. Slicing the padding off a table whose row count
+k does not divide (below) also replicates it, so that table's Gramian is computed whole on every
+device. On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
+(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of one
+compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
+
+DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
+zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
+multiple of k. The padding never reaches the objective: `view` slices it off inside the compiled
+step, so the loss, its gradients and the penalties' row counts are those of the unpadded problem,
+and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.experimental import dtensor
+
+from cfcore.train.placement import Placement
+
+# The arrays of a ratings tree that have one entry per rating (split over the devices).
+_RATING_KEYS = ("users", "items", "values")
+# The entry a padded ratings tree carries: a zero-width `[n, 0]` tensor whose static length is the
+# true number of ratings (a shape, so the compiled step can slice with it).
+_COUNT = "count"
+_AXIS = "rows"
+
+
+def _padded(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    if a.shape[0] == rows:
+        return a
+    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
+    return np.concatenate([a, pad])
+
+
+def _host(x: Any) -> np.ndarray:
+    # A (non-DTensor) tensor, variable or array on the host, dtypes narrowed as the backend does.
+    a = x.numpy() if isinstance(x, tf.Tensor | tf.Variable) else np.asarray(x)
+    if a.dtype == np.float64:
+        return a.astype(np.float32)
+    if a.dtype == np.int64:
+        return a.astype(np.int32)
+    return a
+
+
+class ShardedPlacement(Placement):
+    """Row-shards parameters and splits ratings over TensorFlow `devices` with DTensor.
+
+    Args:
+        backend: the TensorFlow backend.
+        devices: the logical devices' full names (`/job:localhost/replica:0/task:0/device:CPU:0`),
+            at least one, distinct, of one device type.
+
+    Attributes:
+        devices: the device names, in mesh order.
+        mesh: the 1-D `dtensor.Mesh` over them, dimension `"rows"`.
+    """
+
+    pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
+
+    def __init__(self, backend: Any, devices: Sequence[str]) -> None:
+        super().__init__(backend)
+        self.devices = tuple(devices)
+        device_type = tf.DeviceSpec.from_string(self.devices[0]).device_type
+        self.mesh = dtensor.create_mesh(
+            [(_AXIS, len(self.devices))], devices=list(self.devices), device_type=device_type
+        )
+        # True row count of each placed parameter (before padding).
+        self._rows: dict[str, int] = {}
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def devices_key(self) -> Any:
+        return self.devices
+
+    @property
+    def key(self) -> Any:
+        # The compiled step slices the padding off with these static counts.
+        return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
+
+    def layout(self, ndim: int, axis: int | None = 0) -> dtensor.Layout:
+        """The layout sharding `axis` over the mesh (None: replicated) of an `ndim`-d tensor."""
+        specs = [dtensor.UNSHARDED] * ndim
+        if axis is not None:
+            specs[axis] = _AXIS
+        return dtensor.Layout(specs, self.mesh)
+
+    def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
+        """`a` as a DTensor split along `axis` (None: replicated), built from its shards: each
+        device receives only its own block, the whole array never goes to one device."""
+        if axis is None:
+            parts = [a] * self.num_devices
+        else:
+            parts = np.split(a, self.num_devices, axis=axis)
+        components = []
+        for device, part in zip(self.devices, parts, strict=True):
+            with tf.device(device):
+                components.append(tf.constant(part))
+        return dtensor.pack(components, self.layout(a.ndim, axis))
+
+    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
+        out = {}
+        for name, v in params.items():
+            a = np.asarray(v, np.float32)
+            if a.ndim == 0:
+                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
+            self._rows[name] = a.shape[0]
+            out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
+        return out
+
+    def data(self, tree: Any) -> Any:
+        """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
+        positions `[steps, B]` split along B when k divides B, else replicated."""
+        if tree is None:
+            return None
+        if isinstance(tree, dict) and "values" in tree:
+            if tree.get("layout") is not None:
+                raise ValueError("a pair layout cannot be sharded: build the batch without it")
+            n = int(np.shape(tree["values"])[0])
+            rows = _padded(n, self.num_devices)
+            out = {
+                k: self._put(_pad_rows(_host(v), rows)) for k, v in tree.items() if v is not None
+            }
+            out[_COUNT] = self._put(np.zeros((n, 0), np.float32), axis=None)
+            return out
+        if isinstance(tree, dict):
+            return {k: self.data(v) for k, v in tree.items()}
+        if isinstance(tree, list | tuple):
+            return type(tree)(self.data(v) for v in tree)
+        a = _host(tree)
+        if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
+            return self._put(a, axis=a.ndim - 1)
+        return self._put(a, axis=None)
+
+    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
+        """Slices the padding off the tables and (full-batch data) the ratings."""
+        params = {
+            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
+            for k, v in params.items()
+        }
+        if isinstance(batch, dict) and _COUNT in batch:
+            n = batch[_COUNT].shape[0]
+            batch = {
+                k: (v[:n] if k in _RATING_KEYS and v.shape[0] != n else v)
+                for k, v in batch.items()
+                if k != _COUNT
+            }
+        return params, batch
+
+    def shard_rows(self, x: Any) -> list[int]:
+        """The row count of each device's block of the DTensor `x`, in mesh order."""
+        return [int(c.shape[0]) for c in dtensor.unpack(x)]
+
+    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The tables back on the host, shard by shard, padding removed: float32 NumPy arrays."""
+        out = {}
+        for k, v in params.items():
+            a = np.concatenate([c.numpy() for c in dtensor.unpack(v)]).astype(np.float32)
+            out[k] = a[: self._rows.get(k, a.shape[0])]
+        return out
+
+
+def logical_devices() -> list[Any]:
+    """The logical devices `devices=k` picks from: the GPUs if any, else the CPUs."""
+    return tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+
+
+def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
+    """The placement of `fit(..., devices=devices)` on TensorFlow.
+
+    Args:
+        backend: the bound TensorFlow backend.
+        devices: an int k (the first k logical GPUs, else CPUs) or a sequence of
+            `tf.config.LogicalDevice` (or their names).
+
+    Raises:
+        ValueError: k out of range (with how to split the CPU into logical devices), or the
+            devices empty, repeated, of mixed types or not TensorFlow devices.
+    """
+    available = logical_devices()
+    if isinstance(devices, int | np.integer) and not isinstance(devices, bool | np.bool_):
+        if not 1 <= int(devices) <= len(available):
+            kind = available[0].device_type
+            raise ValueError(
+                f"devices={int(devices)} but TensorFlow has {len(available)} logical {kind} "
+                f"device(s); expected an int from 1 to {len(available)}. To train on k virtual "
+                "CPU devices, split the CPU before TensorFlow runs anything: "
+                "tf.config.set_logical_device_configuration(tf.config.list_physical_devices("
+                "'CPU')[0], [tf.config.LogicalDeviceConfiguration()] * k)"
+            )
+        return ShardedPlacement(backend, [d.name for d in available[: int(devices)]])
+    if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
+        raise ValueError(
+            "devices must be None, an int or a list of tf.config.LogicalDevice, got "
+            f"{type(devices).__name__}"
+        )
+    chosen = list(devices)
+    if not chosen:
+        raise ValueError("devices is an empty list: expected at least one TensorFlow device")
+    names = []
+    known = {d.name for d in tf.config.list_logical_devices()}
+    for d in chosen:
+        name = d.name if isinstance(d, tf.config.LogicalDevice) else d
+        if not isinstance(name, str) or name not in known:
+            raise ValueError(
+                f"devices must be TensorFlow logical devices (tf.config.list_logical_devices()), "
+                f"got {d!r}"
+            )
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"devices lists a device more than once: {names!r}")
+    kinds = {tf.DeviceSpec.from_string(n).device_type for n in names}
+    if len(kinds) != 1:
+        raise ValueError(f"devices must all be of one type, got {sorted(kinds)}: {names!r}")
+    return ShardedPlacement(backend, names)

@@ -1,0 +1,132 @@
+"""One configuration of sharded TensorFlow training, run in its own process by `test_sharding_tf.py`.
+
+Usage: `python tests/sharded_run_tf.py K OUT.npz` with `K` "none" (single device, the reference)
+or the device count. TensorFlow fixes its logical devices when it first runs an op, hence one
+process per configuration: for K devices the CPU is split into K logical devices here, first.
+With `DUMP` set (a folder), DTensor writes the programs it runs after each of its passes there
+(`TF_DUMP_GRAPH_PREFIX`, one subfolder per run), and the collectives of each run's training step
+after DTensor's SPMD expansion are read back from them.
+
+Writes, for `MatrixFactorization` and `RegularizedMF`, the embeddings and history after 50 steps of
+full-batch SGD and of minibatch Adam, and for K devices the row count and device of every
+component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
+the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
+embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
+K devices given as a list).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 40, 29, 500, 4
+STEPS, BATCH = 50, 64
+# `"tf.DTensorAllGather"(...) ... : (tensor<10x4xf32>, ...) -> tensor<40x4xf32>`: the op and the
+# shape of its result, in DTensor's MLIR dump.
+COLLECTIVE = re.compile(r'"tf\.DTensor(AllGather|AllReduce)"[^\n]*\) -> tensor<(\d+)x(\d+)xf32>')
+# The compiled training step: `compile_loop`'s `one_step` (DTensor runs a host loop of it).
+LOOP_DUMP = re.compile(r"after_DTensorSPMDExpansion\.__inference_one_step_\d+\.mlir$")
+
+
+def _collectives(folder: Path) -> dict[str, np.ndarray]:
+    """The `[R, C]` result shapes of the 2-D float all-gathers and all-reduces of the training
+    steps DTensor expanded into `folder`."""
+    found: dict[str, list[tuple[int, int]]] = {"AllGather": [], "AllReduce": []}
+    files = sorted(f for f in folder.iterdir() if LOOP_DUMP.search(f.name))
+    if not files:
+        raise RuntimeError(f"no training step in DTensor's dump {folder}")
+    for f in files:
+        for op, rows, cols in COLLECTIVE.findall(f.read_text()):
+            found[op].append((int(rows), int(cols)))
+    return {k: np.array(v, np.int64).reshape(-1, 2) for k, v in found.items()}
+
+
+def main(k_arg: str, out: str) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    dump = os.environ.get("DUMP")
+    if dump:
+        # DTensor writes its pass-by-pass dumps only with its passes' verbose logging on.
+        os.environ["TF_CPP_VMODULE"] = "dtensor_mlir_passes=4"
+    import tensorflow as tf
+
+    devices = None if k_arg == "none" else int(k_arg)
+    if devices is not None:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * devices
+        )
+    from tensorflow.experimental import dtensor
+
+    import cfcore
+
+    ratings = cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, NUM_RATINGS, seed=0)
+    result: dict[str, np.ndarray] = {}
+    # SGD(0.5): at 1.0 plain MF diverges here and the regularized run is chaotic (two single-device
+    # backends already differ by 10% after 50 steps), which no 1e-5 comparison survives.
+    runs = {
+        ("mf", "sgd"): (cfcore.MatrixFactorization, cfcore.optimizers.SGD(0.5), None),
+        ("mf", "adam"): (cfcore.MatrixFactorization, cfcore.optimizers.Adam(0.05), BATCH),
+        ("reg", "sgd"): (cfcore.RegularizedMF, cfcore.optimizers.SGD(0.5), None),
+        ("reg", "adam"): (cfcore.RegularizedMF, cfcore.optimizers.Adam(0.05), BATCH),
+    }
+    for (kind, run), (cls, optimizer, batch_size) in runs.items():
+        name = f"{kind}_{run}"
+        if dump:
+            os.environ["TF_DUMP_GRAPH_PREFIX"] = str(Path(dump) / name)
+        model = cls(embedding_dim=DIM, init_stddev=0.5)
+        model.fit(
+            ratings,
+            steps=STEPS,
+            optimizer=optimizer,
+            backend="tf",
+            devices=devices,
+            batch_size=batch_size,
+            eval_every=25,
+            progress=False,
+        )
+        for table, emb in model.embeddings.items():
+            result[f"{name}_{table}"] = emb
+        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+        session = model._session
+        if devices is None or session is None:
+            continue
+        for table, arr in session.params.items():
+            parts = dtensor.unpack(arr)
+            result[f"{name}_shard_rows_{table}"] = np.array([p.shape[0] for p in parts])
+            result[f"{name}_shard_devices_{table}"] = np.array(
+                [tf.DeviceSpec.from_string(p.device).device_index for p in parts]
+            )
+        slots = [a for a in tf.nest.flatten(session.opt_state) if a.shape.rank == 2]
+        result[f"{name}_opt_shard_rows"] = np.array(
+            [[p.shape[0] for p in dtensor.unpack(a)] for a in slots], np.int64
+        ).reshape(len(slots), devices)
+        if dump:
+            for op, shapes in _collectives(Path(dump) / name).items():
+                result[f"{name}_{op}"] = shapes
+    # One model trained by three `fit` calls of different step counts (each a new compiled chunk
+    # length): DTensor must reuse its expansion of the step, not expand a loop again. The devices
+    # given as a list of `tf.config.LogicalDevice` this time.
+    listed = None if devices is None else tf.config.list_logical_devices("CPU")[:devices]
+    model = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
+    for steps in (5, 7, 3):
+        model.fit(
+            ratings,
+            steps=steps,
+            optimizer=cfcore.optimizers.SGD(0.5),
+            backend="tf",
+            devices=listed,
+            eval_every=steps,
+            progress=False,
+        )
+    for table, emb in model.embeddings.items():
+        result[f"continued_{table}"] = emb
+    np.savez(out, allow_pickle=False, **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
