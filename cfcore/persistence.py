@@ -151,12 +151,7 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "cfcore_version": __version__}
     arrays = {"metadata": _json_bytes({**meta, **fields}), **arrays}
 
-    def write(tmp: Path) -> None:
-        # A file object keeps NumPy from appending ".npz" to the temporary name.
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    return atomic_write(path, write)
+    return atomic_write(path, _npz_writer(arrays))
 
 
 def save_sharded(
@@ -213,10 +208,9 @@ def save_sharded(
             f"{type(model).__name__} writes its parameters {sorted(missing)} in another form "
             "than the arrays themselves: it cannot be saved sharded; use model.save(path)"
         )
-    files = []
+    count = 1
     for j, count, rows in placement.host_shards(native):
         name = f"shard-{j:05d}-of-{count:05d}.npz"
-        files.append(name)
         meta = {
             "format": SHARD_FORMAT,
             "format_version": 1,
@@ -227,7 +221,6 @@ def save_sharded(
         shard = {"metadata": _json_bytes(meta), **{e: rows[p][2] for e, p in entries.items()}}
         atomic_write(folder / name, _npz_writer(shard))
     if placement.is_primary:
-        count = files and int(files[0].split("-of-")[1].split(".")[0]) or 1
         shard_names = [f"shard-{j:05d}-of-{count:05d}.npz" for j in range(count)]
         meta = {
             "format": FORMAT,
@@ -248,7 +241,7 @@ def _npz_writer(arrays: dict[str, np.ndarray]) -> Any:
     def write(tmp: Path) -> None:
         # A file object keeps NumPy from appending ".npz" to the temporary name.
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # pyright: ignore[reportArgumentType]
 
     return write
 

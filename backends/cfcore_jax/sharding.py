@@ -286,7 +286,11 @@ class ShardedPlacement(Placement):
 
     def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """The parameters' unpadded shapes."""
-        return {k: (self._rows.get(k, v.shape[0]), *v.shape[1:]) for k, v in params.items()}
+        out: dict[str, tuple[int, ...]] = {}
+        for k, v in params.items():
+            shape = tuple(int(s) for s in np.shape(v))
+            out[k] = (self._rows.get(k, shape[0]), *shape[1:])
+        return out
 
     def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
         """The shards of this process's devices, in mesh order, each copied from its own device

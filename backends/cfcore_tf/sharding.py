@@ -115,7 +115,7 @@ class ShardedPlacement(Placement):
         specs = [dtensor.UNSHARDED] * ndim
         if axis is not None:
             specs[axis] = _AXIS
-        return dtensor.Layout(specs, self.mesh)
+        return dtensor.Layout(specs, self.mesh)  # pyright: ignore[reportCallIssue]
 
     def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
         """`a` as a DTensor split along `axis` (None: replicated), built from its shards: each

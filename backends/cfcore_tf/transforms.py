@@ -64,6 +64,7 @@ def compile_loop(body: Callable) -> Callable:
             return _host_loop(one_step, carry, data, xs, num_steps)
         if xs is not None:
             return scan(carry, data, xs)
+        assert num_steps is not None  # checked above: xs and num_steps are not both None
         return repeat(carry, data, tf.constant(num_steps, tf.int32))
 
     return run
