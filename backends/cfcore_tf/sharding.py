@@ -86,6 +86,11 @@ class ShardedPlacement(Placement):
     """
 
     pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
+    # Gradient training of MF / RegularizedMF only: the ALS half-sweep is a compiled loop over
+    # row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run inside the
+    # step it expands, and DTensor has no per-device function (JAX's shard_map) to solve each
+    # device's rows with; BiasedMF's and the softmax model's steps are untested on DTensors.
+    trainers = ("gradient",)
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
         super().__init__(backend)

@@ -259,7 +259,7 @@ class WALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params, devices)
+        session = self._train_session(be, None, start_params, devices, trainer="als")
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog
@@ -489,7 +489,7 @@ class IALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params, devices)
+        session = self._train_session(be, None, start_params, devices, trainer="als")
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog

@@ -258,16 +258,18 @@ class BiasedMF(MatrixFactorization):
         spec = self.spec
         n, m, count = train.num_users, train.num_items, len(train)
         be = get_backend(backend)
-        if self.global_mean is None:
-            self.global_mean = float(np.mean(train.values.astype(np.float64)))
-        mean = self.global_mean
 
         def start_params() -> Params:
             if self._has_params():
                 return self.params_numpy()
             return init_biased_params(spec, n, m, seed)
 
-        session = self._train_session(be, optimizer, start_params, devices)
+        trainer = "als" if solver == "als" else "biased-gradient"
+        # Before the global mean is set: a refused fit leaves the model as it was.
+        session = self._train_session(be, optimizer, start_params, devices, trainer=trainer)
+        if self.global_mean is None:
+            self.global_mean = float(np.mean(train.values.astype(np.float64)))
+        mean = self.global_mean
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog

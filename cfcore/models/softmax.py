@@ -373,7 +373,7 @@ class SoftmaxModel(Model):
                 return self.params_numpy()
             return init_softmax_params(self.spec, features.vocab_sizes, seed)
 
-        session = self._train_session(be, optimizer, start_params, devices)
+        session = self._train_session(be, optimizer, start_params, devices, trainer="softmax")
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if dataset is not None:

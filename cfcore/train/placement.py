@@ -13,6 +13,14 @@ from typing import Any
 
 import numpy as np
 
+# The trainers a model asks a placement for (`Placement.check_trainer`), and what each is.
+TRAINERS: dict[str, str] = {
+    "gradient": "gradient steps of MatrixFactorization / RegularizedMF",
+    "biased-gradient": "gradient steps of BiasedMF",
+    "als": "ALS sweeps",
+    "softmax": "softmax training",
+}
+
 
 class Placement:
     """Puts host (NumPy) trees on the backend's default device.
@@ -24,6 +32,33 @@ class Placement:
     # Whether full-batch steps may use the backend's precomputed pair layout (its kernel
     # assumes every pair's rows live on one device).
     pair_layout = True
+    # The trainers (keys of `TRAINERS`) this placement runs: None for all of them. A sharded
+    # placement that runs only some lists them, and the others are refused before training.
+    trainers: tuple[str, ...] | None = None
+
+    def check_trainer(self, trainer: str, model: str) -> None:
+        """Refuses, before anything is placed, a trainer this placement does not run.
+
+        Args:
+            trainer: a key of `TRAINERS` (what the model's `fit` is about to run).
+            model: the model's class name, for the message.
+
+        Raises:
+            ValueError: `trainer` is not a key of `TRAINERS`.
+            NotImplementedError: this placement does not run `trainer`; the message names the
+                model, the backend and what does shard there.
+        """
+        if trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
+        if self.trainers is None or trainer in self.trainers:
+            return
+        name = getattr(self.backend, "name", type(self.backend).__name__)
+        runs = "; ".join(TRAINERS[t] for t in self.trainers)
+        raise NotImplementedError(
+            f"{model} ({TRAINERS[trainer]}) cannot train on several devices on backend "
+            f"{name!r} yet: there devices= shards only {runs}. Pass devices=None (one device), "
+            "or backend='jax', which shards every model"
+        )
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
