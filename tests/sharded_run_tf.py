@@ -73,7 +73,10 @@ def main(k_arg: str, out: str) -> None:
         ("mf", "adam"): (cfcore.MatrixFactorization, cfcore.optimizers.Adam(0.05), BATCH),
         ("reg", "sgd"): (cfcore.RegularizedMF, cfcore.optimizers.SGD(0.5), None),
         ("reg", "adam"): (cfcore.RegularizedMF, cfcore.optimizers.Adam(0.05), BATCH),
+        ("biased", "sgd"): (cfcore.BiasedMF, cfcore.optimizers.SGD(0.5), None),
+        ("biased", "adam"): (cfcore.BiasedMF, cfcore.optimizers.Adam(0.05), BATCH),
     }
+    trained = {}
     for (kind, run), (cls, optimizer, batch_size) in runs.items():
         name = f"{kind}_{run}"
         if dump:
@@ -89,7 +92,8 @@ def main(k_arg: str, out: str) -> None:
             eval_every=25,
             progress=False,
         )
-        for table, emb in model.embeddings.items():
+        trained[name] = model
+        for table, emb in model.params_numpy().items():
             result[f"{name}_{table}"] = emb
         result[f"{name}_history"] = model.history.to_numpy(np.float64)
         session = model._session
@@ -125,7 +129,47 @@ def main(k_arg: str, out: str) -> None:
         )
     for table, emb in model.embeddings.items():
         result[f"continued_{table}"] = emb
+    if devices is not None:
+        # Sharded checkpoints, each device's rows copied from its own component; the test loads
+        # them with the single-device `cfcore.load`.
+        for name in ("reg_sgd", "biased_adam"):
+            trained[name].save(Path(f"{out}.{name}.ckpt"), sharded=True)
+        result["refusals"] = np.array(_refusals(cfcore, ratings, devices))
     np.savez(out, allow_pickle=False, **result)
+
+
+def _refusals(cfcore, ratings, devices: int) -> list[str]:
+    """The messages of the trainers that do not shard on TensorFlow, each refused by `fit` before
+    it places anything (`Placement.check_trainer`)."""
+    from test_softmax_features import toy_dataset
+
+    fits = [
+        lambda: cfcore.WALS(embedding_dim=DIM).fit(ratings, steps=2, backend="tf", devices=devices),
+        lambda: cfcore.IALS(embedding_dim=DIM).fit(
+            ratings.to_implicit(threshold=3.5), steps=2, backend="tf", devices=devices
+        ),
+        lambda: cfcore.BiasedMF(embedding_dim=DIM).fit(
+            ratings, steps=2, backend="tf", devices=devices
+        ),
+        lambda: cfcore.SoftmaxModel({"movie_id": 4, "genre": 2, "year": 2}, hidden_dims=(4,)).fit(
+            toy_dataset(num_users=60, num_items=30, seed=1),
+            steps=2,
+            optimizer=cfcore.optimizers.Adagrad(0.5),
+            batch_size=8,
+            backend="tf",
+            devices=devices,
+            progress=False,
+        ),
+    ]
+    messages = []
+    for fit in fits:
+        try:
+            fit()
+        except NotImplementedError as err:
+            messages.append(str(err))
+        else:
+            messages.append("trained")
+    return messages
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from DTensor's own SPMD-expanded program (its dump).
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ SCRIPT = Path(__file__).with_name("sharded_run_tf.py")
 # As in sharded_run_tf.py: 40 users (divisible by 1, 2, 4 and 8: no padding) and 29 items (never
 # divisible: padded to k·⌈29/k⌉ rows, the padding sliced off inside the step).
 NUM_USERS, NUM_ITEMS, DIM = 40, 29, 4
-RUNS = ["mf_sgd", "mf_adam", "reg_sgd", "reg_adam"]
+RUNS = ["mf_sgd", "mf_adam", "reg_sgd", "reg_adam", "biased_sgd", "biased_adam"]
 RTOL = 1e-5
 
 
@@ -63,6 +64,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
         assert proc.returncode == 0, (k, err[-3000:])
         with np.load(out) as f:
             results[k] = dict(f)
+        results[k]["_path"] = np.array(str(out))
     return results
 
 
@@ -87,6 +89,11 @@ def test_sharded_training_equals_single_device(single, sharded, run):
         want = single[f"{run}_{table}"]
         assert got[f"{run}_{table}"].shape == want.shape == (rows, DIM)
         assert _rel(got[f"{run}_{table}"], want) <= RTOL, (k, run, table)
+    if run.startswith("biased"):
+        for table, rows in (("user_bias", NUM_USERS), ("item_bias", NUM_ITEMS)):
+            want = single[f"{run}_{table}"]
+            assert got[f"{run}_{table}"].shape == want.shape == (rows,)
+            assert _rel(got[f"{run}_{table}"], want) <= RTOL, (k, run, table)
     # The history (train MSE and, regularized, each penalty) after 0, 25 and 50 steps.
     assert got[f"{run}_history"].shape == single[f"{run}_history"].shape
     np.testing.assert_allclose(got[f"{run}_history"], single[f"{run}_history"], rtol=RTOL)
@@ -121,6 +128,8 @@ def test_gravity_sums_per_shard_gramians(sharded, run):
     if k == 1:
         pytest.skip("one device: no collective to check")
     reduces = [tuple(s) for s in got[f"{run}_AllReduce"].tolist()]
+    if run.startswith("biased"):
+        pytest.skip("BiasedMF: checked for equal results and row shares only")
     if run.startswith("reg"):
         assert (DIM, DIM) in reduces, reduces
     else:
@@ -144,6 +153,65 @@ def test_the_training_step_gathers_no_whole_table(sharded, run):
         if c == DIM and r >= min(NUM_USERS, NUM_ITEMS)
     ]
     assert whole == [], f"whole-table all-gathers in the training step: {whole}"
+
+
+# Where a loaded sharded checkpoint trains on (not TensorFlow, when JAX is installed).
+OTHER_BACKEND = "jax" if importlib.util.find_spec("jax") else "tf"
+
+
+def test_sharded_checkpoints_load_on_one_device_bit_for_bit(sharded, tmp_path_factory):
+    # Written in the k-device process by `model.save(folder, sharded=True)` (each device's rows
+    # from its own DTensor component); read here, in a process with one device, by cfcore.load.
+    k, got = sharded
+    out = Path(str(got["_path"]))
+    for run, names in (
+        ("reg_sgd", ("user", "item")),
+        ("biased_adam", ("user", "item", "user_bias", "item_bias")),
+    ):
+        folder = Path(f"{out}.{run}.ckpt")
+        shards = sorted(p.name for p in folder.glob("shard-*.npz"))
+        assert shards == [f"shard-{j:05d}-of-{k:05d}.npz" for j in range(k)], shards
+        loaded = cfcore.load(folder)
+        params = loaded.params_numpy()
+        assert sorted(params) == sorted(names)
+        for name in names:
+            np.testing.assert_array_equal(params[name], got[f"{run}_{name}"], err_msg=name)
+        # The loaded model is an ordinary single-device one: it trains on another backend.
+        loaded.fit(
+            cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, 500, seed=0),
+            steps=1,
+            optimizer=cfcore.optimizers.SGD(0.5),
+            backend=OTHER_BACKEND,
+            eval_every=1,
+            progress=False,
+        )
+        assert loaded.step == got[f"{run}_history"][-1, 0] + 1
+
+
+REFUSED = ["WALS (ALS sweeps)", "IALS (ALS sweeps)", "BiasedMF (ALS sweeps)", "SoftmaxModel"]
+
+
+def test_trainers_that_do_not_shard_are_refused_up_front(sharded):
+    # On k logical devices (the crash was on 2): a clear NotImplementedError naming the
+    # model, the backend and what shards there, raised before anything is placed.
+    k, got = sharded
+    messages = got["refusals"].tolist()
+    assert len(messages) == len(REFUSED)
+    for model, message in zip(REFUSED, messages, strict=True):
+        assert message.startswith(model), (k, message)
+        assert "on backend 'tf'" in message and "gradient steps of" in message, message
+        assert "MatrixFactorization / RegularizedMF" in message and "BiasedMF" in message
+
+
+def test_a_refused_fit_leaves_the_model_untouched():
+    # One logical device is enough to build the TF placement that refuses.
+    r = cfcore.synthetic_ratings(10, 8, 40, seed=0)
+    model = cfcore.BiasedMF(embedding_dim=2)
+    with pytest.raises(NotImplementedError, match=r"^BiasedMF \(ALS sweeps\).*'tf'"):
+        model.fit(r, steps=1, backend="tf", devices=1)
+    assert model.global_mean is None and model._session is None
+    model.fit(r, steps=1, backend="tf", progress=False)  # and it still trains on one device
+    assert model.step == 1
 
 
 def test_devices_is_refused_on_torch():

@@ -34,7 +34,7 @@ and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,11 +86,11 @@ class ShardedPlacement(Placement):
     """
 
     pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
-    # Gradient training of MF / RegularizedMF only: the ALS half-sweep is a compiled loop over
-    # row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run inside the
-    # step it expands, and DTensor has no per-device function (JAX's shard_map) to solve each
-    # device's rows with; BiasedMF's and the softmax model's steps are untested on DTensors.
-    trainers = ("gradient",)
+    # Gradient training of MF, RegularizedMF and BiasedMF only. The ALS half-sweep is a compiled
+    # loop over row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run
+    # inside the step it expands, and DTensor has no per-device function (JAX's shard_map) to
+    # solve each device's rows with; the softmax model's step is not written for DTensors.
+    trainers = ("gradient", "biased-gradient")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
         super().__init__(backend)
@@ -188,6 +188,30 @@ class ShardedPlacement(Placement):
     def shard_rows(self, x: Any) -> list[int]:
         """The row count of each device's block of the DTensor `x`, in mesh order."""
         return [int(c.shape[0]) for c in dtensor.unpack(x)]
+
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters' unpadded shapes."""
+        return {
+            k: (self._rows.get(k, int(v.shape[0])), *(int(s) for s in v.shape[1:]))
+            for k, v in params.items()
+        }
+
+    def host_shards(self, params: dict[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Each device's block, in mesh order, copied to the host from its own component
+        (`dtensor.unpack`: no whole table is assembled on a device or the host): yields
+        `(position, k, {name: (start, stop, rows)})`, device j holding rows `j·⌈N/k⌉ ...`, the
+        padding rows left out (a device holding only padding gives an empty block). A generator:
+        the writer holds one device's block at a time."""
+        parts = {name: dtensor.unpack(arr) for name, arr in params.items()}
+        for j in range(self.num_devices):
+            block = {}
+            for name, comps in parts.items():
+                true_rows = self._rows.get(name, sum(int(c.shape[0]) for c in comps))
+                start = sum(int(c.shape[0]) for c in comps[:j])
+                lo = min(start, true_rows)
+                hi = min(start + int(comps[j].shape[0]), true_rows)
+                block[name] = (lo, hi, np.asarray(comps[j].numpy(), np.float32)[: hi - lo])
+            yield j, self.num_devices, block
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables back on the host, shard by shard, padding removed: float32 NumPy arrays."""

@@ -72,6 +72,12 @@ def compile_loop(body: Callable) -> Callable:
 def _has_dtensor(tree: Any) -> bool:
     from tensorflow.experimental import dtensor
 
+    if not tf.executing_eagerly():
+        # A loop traced inside another compiled function (an ALS half-sweep's loop over row
+        # blocks inside the sweep step) is part of that function's program: symbolic tensors,
+        # and `is_dtensor` raises once DTensor is initialised in the process. The outer call
+        # already chose how to run.
+        return False
     return any(
         isinstance(leaf, tf.Tensor) and dtensor.is_dtensor(leaf) for leaf in tf.nest.flatten(tree)
     )

@@ -8,7 +8,7 @@ trainer: nothing else in core decides where arrays go.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -123,10 +123,11 @@ class Placement:
         """Each parameter's shape as the model sees it (a sharded placement's padding removed)."""
         return {k: tuple(int(s) for s in np.shape(v)) for k, v in params.items()}
 
-    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    def host_shards(self, params: dict[str, Any]) -> Iterable[tuple[int, int, dict[str, Any]]]:
         """The shards of the parameters this process holds, one at a time to the host (for
-        sharded checkpoints): `[(index, count, {name: (start, stop, rows)}), ...]`, rows
-        float32 `[stop - start, ...]`. Here: one shard of whole tables."""
+        sharded checkpoints): `(index, count, {name: (start, stop, rows)})` each, rows float32
+        `[stop - start, ...]` (a list, or a generator that copies each shard when asked). Here:
+        one shard of whole tables."""
         host = self.to_host(params)
         return [(0, 1, {k: (0, int(v.shape[0]), v) for k, v in host.items()})]
 
