@@ -34,6 +34,7 @@ and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,6 +43,8 @@ import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from cfcore.train.placement import Placement
+
+from . import kernels
 
 # The arrays of a ratings tree that have one entry per rating (split over the devices).
 _RATING_KEYS = ("users", "items", "values")
@@ -72,6 +75,10 @@ def _host(x: Any) -> np.ndarray:
     return a
 
 
+class _Blocks(dict):
+    """ALS row blocks of a whole table (`ShardedPlacement.row_blocks`): replicated by `data`."""
+
+
 class ShardedPlacement(Placement):
     """Row-shards parameters and splits ratings over TensorFlow `devices` with DTensor.
 
@@ -90,7 +97,7 @@ class ShardedPlacement(Placement):
     # loop over row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run
     # inside the step it expands, and DTensor has no per-device function (JAX's shard_map) to
     # solve each device's rows with; the softmax model's step is not written for DTensors.
-    trainers = ("gradient", "biased-gradient")
+    trainers = ("gradient", "biased-gradient", "als")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
         super().__init__(backend)
@@ -146,18 +153,40 @@ class ShardedPlacement(Placement):
             out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
         return out
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """While a step is traced inside it, the backend's `solve` avoids the ops DTensor cannot
+        partition (`kernels.ON_DTENSORS`)."""
+        token = kernels.ON_DTENSORS.set(True)
+        try:
+            yield
+        finally:
+            kernels.ON_DTENSORS.reset(token)
+
+    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> Any:
+        """The ALS row blocks of the whole table (`build(*args, **kwargs)`), marked to be
+        replicated by `data` (see `half_sweep`)."""
+        return _Blocks(build(*args, **kwargs))
+
     def data(self, tree: Any) -> Any:
         """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
         positions `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None
+        if isinstance(tree, _Blocks):
+            return {k: self._put(_host(v), axis=None) for k, v in tree.items()}
         if isinstance(tree, dict) and "values" in tree:
             if tree.get("layout") is not None:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
             n = int(np.shape(tree["values"])[0])
             rows = _padded(n, self.num_devices)
+            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
             out = {
-                k: self._put(_pad_rows(_host(v), rows)) for k, v in tree.items() if v is not None
+                k: self._put(_pad_rows(_host(v), rows))
+                if k in _RATING_KEYS
+                else self._put(_host(v), axis=None)
+                for k, v in tree.items()
+                if v is not None
             }
             out[_COUNT] = self._put(np.zeros((n, 0), np.float32), axis=None)
             return out

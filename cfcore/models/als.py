@@ -242,9 +242,10 @@ class WALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): both tables row-sharded, each device solving its own rows (see
-                `cfcore.train.sharding`).
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
+                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
+                solves every row and keeps its own (see `cfcore.train.sharding`).
 
         Returns:
             The whole history: `step` (sweeps), `train_mse`, `test_mse` (with `test`),
@@ -473,8 +474,10 @@ class IALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): both tables row-sharded, each device solving its own rows.
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
+                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
+                solves every row and keeps its own.
 
         Returns:
             The whole history: `step`, `observed_loss`, `unobserved_loss`,

@@ -233,8 +233,10 @@ class BiasedMF(MatrixFactorization):
             eval_every: steps between two history rows (default 10 for gradient steps, 1 for
                 sweeps).
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): tables and biases row-sharded; ALS sweeps solve each device's own rows.
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): tables and biases
+                row-sharded; ALS sweeps solve each device's own rows on JAX (on TensorFlow
+                every device solves every row and keeps its own).
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,

@@ -333,7 +333,7 @@ class SoftmaxModel(Model):
             eval_every: steps between two history rows.
             k: cut-off of the ranking metrics recorded in the history.
             devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): every table (the item table included) row-sharded, each batch's rows
+                only; TensorFlow refuses it with NotImplementedError): every table (the item table included) row-sharded, each batch's rows
                 fetched where they live (see `cfcore.train.sharding`).
 
         Returns:
