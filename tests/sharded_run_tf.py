@@ -7,8 +7,9 @@ With `DUMP` set (a folder), DTensor writes the programs it runs after each of it
 (`TF_DUMP_GRAPH_PREFIX`, one subfolder per run), and the collectives of each run's training step
 after DTensor's SPMD expansion are read back from them.
 
-Writes, for `MatrixFactorization` and `RegularizedMF`, the embeddings and history after 50 steps of
-full-batch SGD and of minibatch Adam, and for K devices the row count and device of every
+Writes, for `MatrixFactorization`, `RegularizedMF` and `BiasedMF`, the parameters and history after
+50 steps of full-batch SGD and of minibatch Adam, the same after 2 ALS sweeps of `WALS`, `IALS` and
+`BiasedMF`, sharded checkpoints next to OUT (`OUT.<run>.ckpt`) and the softmax model's refusal, and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
 the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
 embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the

@@ -2,10 +2,12 @@
 
 Each configuration runs in its own process (`tests/sharded_run_tf.py`), because TensorFlow fixes
 its logical devices when it first runs an op. On 1, 2, 4 and 8 logical CPU devices, full-batch SGD
-and minibatch Adam of `MatrixFactorization` and `RegularizedMF` must give the single-device
-embeddings and history within 1e-5 relative after 50 steps; each device must hold ⌈N/k⌉ rows of
-each table (read from the DTensors' components); the collectives of the training step are read
-from DTensor's own SPMD-expanded program (its dump).
+and minibatch Adam of `MatrixFactorization`, `RegularizedMF` and `BiasedMF` must give the
+single-device parameters and history within 1e-5 relative after 50 steps, and 2 ALS sweeps of
+`WALS`, `IALS` and `BiasedMF` within `ALS_RTOL`; each device must hold ⌈N/k⌉ rows of each table
+(read from the DTensors' components); the collectives of the training step are read from
+DTensor's own SPMD-expanded program (its dump); sharded checkpoints load bit for bit on one
+device; the softmax model is refused up front.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ CONFIGS = ["none", "1", "2", "4", "8"]  # "none": one device, no placement (the 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
-    """Every configuration's results, the processes started together (about 75 s of CPU in all;
-    65-95 s of wall time on the shared 2-core test machine, against 84 s one after the other)."""
+    """Every configuration's results, the processes started together (the whole module: 170-200 s
+    of wall time on the shared, loaded 2-core test machine)."""
     tmp = tmp_path_factory.mktemp("sharding_tf")
     started = {}
     for k in CONFIGS:
