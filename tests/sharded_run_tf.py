@@ -7,8 +7,9 @@ With `DUMP` set (a folder), DTensor writes the programs it runs after each of it
 (`TF_DUMP_GRAPH_PREFIX`, one subfolder per run), and the collectives of each run's training step
 after DTensor's SPMD expansion are read back from them.
 
-Writes, for `MatrixFactorization` and `RegularizedMF`, the embeddings and history after 50 steps of
-full-batch SGD and of minibatch Adam, and for K devices the row count and device of every
+Writes, for `MatrixFactorization`, `RegularizedMF` and `BiasedMF`, the parameters and history after
+50 steps of full-batch SGD and of minibatch Adam, the same after 2 ALS sweeps of `WALS`, `IALS` and
+`BiasedMF`, sharded checkpoints next to OUT (`OUT.<run>.ckpt`) and the softmax model's refusal, and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
 the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
 embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
@@ -73,7 +74,10 @@ def main(k_arg: str, out: str) -> None:
         ("mf", "adam"): (cfcore.MatrixFactorization, cfcore.optimizers.Adam(0.05), BATCH),
         ("reg", "sgd"): (cfcore.RegularizedMF, cfcore.optimizers.SGD(0.5), None),
         ("reg", "adam"): (cfcore.RegularizedMF, cfcore.optimizers.Adam(0.05), BATCH),
+        ("biased", "sgd"): (cfcore.BiasedMF, cfcore.optimizers.SGD(0.5), None),
+        ("biased", "adam"): (cfcore.BiasedMF, cfcore.optimizers.Adam(0.05), BATCH),
     }
+    trained = {}
     for (kind, run), (cls, optimizer, batch_size) in runs.items():
         name = f"{kind}_{run}"
         if dump:
@@ -89,7 +93,8 @@ def main(k_arg: str, out: str) -> None:
             eval_every=25,
             progress=False,
         )
-        for table, emb in model.embeddings.items():
+        trained[name] = model
+        for table, emb in model.params_numpy().items():
             result[f"{name}_{table}"] = emb
         result[f"{name}_history"] = model.history.to_numpy(np.float64)
         session = model._session
@@ -108,6 +113,25 @@ def main(k_arg: str, out: str) -> None:
         if dump:
             for op, shapes in _collectives(Path(dump) / name).items():
                 result[f"{name}_{op}"] = shapes
+    # Two ALS sweeps of each ALS model (the blocks replicated, every device solving every row).
+    als_models = {
+        "wals": (cfcore.WALS(embedding_dim=DIM, init_stddev=0.5), ratings),
+        "ials": (cfcore.IALS(embedding_dim=DIM), ratings.to_implicit(threshold=3.5)),
+        "biased_als": (
+            cfcore.BiasedMF(embedding_dim=DIM, init_stddev=0.5, gravity_coeff=1.0),
+            ratings,
+        ),
+    }
+    for name, (model, train) in als_models.items():
+        model.fit(train, steps=2, backend="tf", devices=devices, progress=False)
+        for table, emb in model.params_numpy().items():
+            result[f"{name}_{table}"] = emb
+        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+        if devices is not None:
+            for table, arr in model._session.params.items():
+                result[f"{name}_shard_rows_{table}"] = np.array(
+                    [p.shape[0] for p in dtensor.unpack(arr)]
+                )
     # One model trained by three `fit` calls of different step counts (each a new compiled chunk
     # length): DTensor must reuse its expansion of the step, not expand a loop again. The devices
     # given as a list of `tf.config.LogicalDevice` this time.
@@ -125,7 +149,40 @@ def main(k_arg: str, out: str) -> None:
         )
     for table, emb in model.embeddings.items():
         result[f"continued_{table}"] = emb
+    if devices is not None:
+        # Sharded checkpoints, each device's rows copied from its own component; the test loads
+        # them with the single-device `cfcore.load`.
+        for name in ("reg_sgd", "biased_adam"):
+            trained[name].save(Path(f"{out}.{name}.ckpt"), sharded=True)
+        result["refusals"] = np.array(_refusals(cfcore, ratings, devices))
     np.savez(out, allow_pickle=False, **result)
+
+
+def _refusals(cfcore, ratings, devices: int) -> list[str]:
+    """The messages of the trainers that do not shard on TensorFlow (the softmax model), each
+    refused by `fit` before it places anything (`Placement.check_trainer`)."""
+    from test_softmax_features import toy_dataset
+
+    fits = [
+        lambda: cfcore.SoftmaxModel({"movie_id": 4, "genre": 2, "year": 2}, hidden_dims=(4,)).fit(
+            toy_dataset(num_users=60, num_items=30, seed=1),
+            steps=2,
+            optimizer=cfcore.optimizers.Adagrad(0.5),
+            batch_size=8,
+            backend="tf",
+            devices=devices,
+            progress=False,
+        ),
+    ]
+    messages = []
+    for fit in fits:
+        try:
+            fit()
+        except NotImplementedError as err:
+            messages.append(str(err))
+        else:
+            messages.append("trained")
+    return messages
 
 
 if __name__ == "__main__":

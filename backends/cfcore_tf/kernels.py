@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import tensorflow as tf
 
 _NEG_INF = float("-inf")
@@ -63,6 +65,33 @@ def top_k(scores, k: int):
     return out.values, out.indices
 
 
+# True while a step on DTensors is traced (`sharding.ShardedPlacement.scope`): DTensor (TF 2.21)
+# has no layout propagation for `MatrixTriangularSolve` ("does not implement layout
+# propagation"), so `solve` then substitutes with elementwise ops instead.
+ON_DTENSORS: ContextVar[bool] = ContextVar("cfcore_tf_on_dtensors", default=False)
+
+
 def solve(a, b):
     """Batched Cholesky solves; under XLA a non-positive-definite system gives NaN rows."""
+    if ON_DTENSORS.get():
+        return _substitution_solve(tf.linalg.cholesky(a), b)
     return tf.linalg.cholesky_solve(tf.linalg.cholesky(a), b[..., None])[..., 0]
+
+
+def _substitution_solve(chol, b):
+    """`(L Lᵀ)⁻¹ b` by forward then backward substitution, one column at a time (d static):
+    `chol` `[..., d, d]` lower triangular, `b` `[..., d]`; returns `[..., d]`."""
+    d = int(chol.shape[-1])
+    y = []
+    for i in range(d):
+        acc = b[..., i]
+        for j in range(i):
+            acc = acc - chol[..., i, j] * y[j]
+        y.append(acc / chol[..., i, i])
+    x = [None] * d
+    for i in reversed(range(d)):
+        acc = y[i]
+        for j in range(i + 1, d):
+            acc = acc - chol[..., j, i] * x[j]
+        x[i] = acc / chol[..., i, i]
+    return tf.stack(x, axis=-1)

@@ -34,7 +34,8 @@ and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from cfcore.train.placement import Placement
+
+from . import kernels
 
 # The arrays of a ratings tree that have one entry per rating (split over the devices).
 _RATING_KEYS = ("users", "items", "values")
@@ -72,6 +75,10 @@ def _host(x: Any) -> np.ndarray:
     return a
 
 
+class _Blocks(dict):
+    """ALS row blocks of a whole table (`ShardedPlacement.row_blocks`): replicated by `data`."""
+
+
 class ShardedPlacement(Placement):
     """Row-shards parameters and splits ratings over TensorFlow `devices` with DTensor.
 
@@ -86,6 +93,11 @@ class ShardedPlacement(Placement):
     """
 
     pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
+    # Gradient training of MF, RegularizedMF and BiasedMF only. The ALS half-sweep is a compiled
+    # loop over row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run
+    # inside the step it expands, and DTensor has no per-device function (JAX's shard_map) to
+    # solve each device's rows with; the softmax model's step is not written for DTensors.
+    trainers = ("gradient", "biased-gradient", "als")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
         super().__init__(backend)
@@ -141,18 +153,40 @@ class ShardedPlacement(Placement):
             out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
         return out
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """While a step is traced inside it, the backend's `solve` avoids the ops DTensor cannot
+        partition (`kernels.ON_DTENSORS`)."""
+        token = kernels.ON_DTENSORS.set(True)
+        try:
+            yield
+        finally:
+            kernels.ON_DTENSORS.reset(token)
+
+    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> Any:
+        """The ALS row blocks of the whole table (`build(*args, **kwargs)`), marked to be
+        replicated by `data` (see `half_sweep`)."""
+        return _Blocks(build(*args, **kwargs))
+
     def data(self, tree: Any) -> Any:
         """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
         positions `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None
+        if isinstance(tree, _Blocks):
+            return {k: self._put(_host(v), axis=None) for k, v in tree.items()}
         if isinstance(tree, dict) and "values" in tree:
             if tree.get("layout") is not None:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
             n = int(np.shape(tree["values"])[0])
             rows = _padded(n, self.num_devices)
+            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
             out = {
-                k: self._put(_pad_rows(_host(v), rows)) for k, v in tree.items() if v is not None
+                k: self._put(_pad_rows(_host(v), rows))
+                if k in _RATING_KEYS
+                else self._put(_host(v), axis=None)
+                for k, v in tree.items()
+                if v is not None
             }
             out[_COUNT] = self._put(np.zeros((n, 0), np.float32), axis=None)
             return out
@@ -183,6 +217,30 @@ class ShardedPlacement(Placement):
     def shard_rows(self, x: Any) -> list[int]:
         """The row count of each device's block of the DTensor `x`, in mesh order."""
         return [int(c.shape[0]) for c in dtensor.unpack(x)]
+
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters' unpadded shapes."""
+        return {
+            k: (self._rows.get(k, int(v.shape[0])), *(int(s) for s in v.shape[1:]))
+            for k, v in params.items()
+        }
+
+    def host_shards(self, params: dict[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Each device's block, in mesh order, copied to the host from its own component
+        (`dtensor.unpack`: no whole table is assembled on a device or the host): yields
+        `(position, k, {name: (start, stop, rows)})`, device j holding rows `j·⌈N/k⌉ ...`, the
+        padding rows left out (a device holding only padding gives an empty block). A generator:
+        the writer holds one device's block at a time."""
+        parts = {name: dtensor.unpack(arr) for name, arr in params.items()}
+        for j in range(self.num_devices):
+            block = {}
+            for name, comps in parts.items():
+                true_rows = self._rows.get(name, sum(int(c.shape[0]) for c in comps))
+                start = sum(int(c.shape[0]) for c in comps[:j])
+                lo = min(start, true_rows)
+                hi = min(start + int(comps[j].shape[0]), true_rows)
+                block[name] = (lo, hi, np.asarray(comps[j].numpy(), np.float32)[: hi - lo])
+            yield j, self.num_devices, block
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables back on the host, shard by shard, padding removed: float32 NumPy arrays."""

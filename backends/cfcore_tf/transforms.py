@@ -9,6 +9,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from . import kernels
+
 # XLA compilation: about 1.7x faster per step than plain graph mode on ml-100k (see benchmarks/),
 # and it fuses the gathers of the observed-pair dot into the reduction.
 JIT_COMPILE = True
@@ -62,6 +64,11 @@ def compile_loop(body: Callable) -> Callable:
             raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
         if _has_dtensor(carry):
             return _host_loop(one_step, carry, data, xs, num_steps)
+        if not tf.executing_eagerly() and kernels.ON_DTENSORS.get():
+            # A loop inside a step on DTensors (an ALS half-sweep's loop over row blocks):
+            # unrolled into the step, since DTensor's all-reduce combining pass breaks on a
+            # `tf.while_loop` there ("operand #0 does not dominate this use", TF 2.21).
+            return _host_loop(body, carry, data, xs, num_steps)
         if xs is not None:
             return scan(carry, data, xs)
         assert num_steps is not None  # checked above: xs and num_steps are not both None
@@ -73,6 +80,12 @@ def compile_loop(body: Callable) -> Callable:
 def _has_dtensor(tree: Any) -> bool:
     from tensorflow.experimental import dtensor
 
+    if not tf.executing_eagerly():
+        # A loop traced inside another compiled function (an ALS half-sweep's loop over row
+        # blocks inside the sweep step) is part of that function's program: symbolic tensors,
+        # and `is_dtensor` raises once DTensor is initialised in the process. The outer call
+        # already chose how to run.
+        return False
     return any(
         isinstance(leaf, tf.Tensor) and dtensor.is_dtensor(leaf) for leaf in tf.nest.flatten(tree)
     )

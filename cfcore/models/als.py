@@ -242,9 +242,10 @@ class WALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): both tables row-sharded, each device solving its own rows (see
-                `cfcore.train.sharding`).
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
+                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
+                solves every row and keeps its own (see `cfcore.train.sharding`).
 
         Returns:
             The whole history: `step` (sweeps), `train_mse`, `test_mse` (with `test`),
@@ -259,7 +260,7 @@ class WALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params, devices)
+        session = self._train_session(be, None, start_params, devices, trainer="als")
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog
@@ -473,8 +474,10 @@ class IALS(MatrixFactorization):
             seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): both tables row-sharded, each device solving its own rows.
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
+                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
+                solves every row and keeps its own.
 
         Returns:
             The whole history: `step`, `observed_loss`, `unobserved_loss`,
@@ -489,7 +492,7 @@ class IALS(MatrixFactorization):
         def start_params() -> Params:
             return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
 
-        session = self._train_session(be, None, start_params, devices)
+        session = self._train_session(be, None, start_params, devices, trainer="als")
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog

@@ -78,9 +78,12 @@ class Model:
         optimizer: Any,
         start_params: Callable[[], Params],
         devices: Any = None,
+        trainer: str = "gradient",
     ) -> Session:
         """The session a `fit` runs in: the current one continued, or a new one started
-        (`devices`: see `cfcore.train.sharding.make_placement`)."""
+        (`devices`: see `cfcore.train.sharding.make_placement`; `trainer`: what the fit runs, a
+        key of `cfcore.train.placement.TRAINERS`, refused up front by a placement that cannot
+        run it)."""
         session = Session.continue_or_start(
             self._session,
             backend,
@@ -89,6 +92,8 @@ class Model:
             step=self._resume_step,
             history=self.history,
             devices=devices,
+            trainer=trainer,
+            model=type(self).__name__,
         )
         self._session = session
         self._params = None  # the session's state is now the truth

@@ -233,8 +233,10 @@ class BiasedMF(MatrixFactorization):
             eval_every: steps between two history rows (default 10 for gradient steps, 1 for
                 sweeps).
             progress: show a progress bar.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): tables and biases row-sharded; ALS sweeps solve each device's own rows.
+            devices: None (one device), or an int k / a list of `jax.Device` or
+                `tf.config.LogicalDevice` (JAX and TensorFlow backends): tables and biases
+                row-sharded; ALS sweeps solve each device's own rows on JAX (on TensorFlow
+                every device solves every row and keeps its own).
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
@@ -258,16 +260,18 @@ class BiasedMF(MatrixFactorization):
         spec = self.spec
         n, m, count = train.num_users, train.num_items, len(train)
         be = get_backend(backend)
-        if self.global_mean is None:
-            self.global_mean = float(np.mean(train.values.astype(np.float64)))
-        mean = self.global_mean
 
         def start_params() -> Params:
             if self._has_params():
                 return self.params_numpy()
             return init_biased_params(spec, n, m, seed)
 
-        session = self._train_session(be, optimizer, start_params, devices)
+        trainer = "als" if solver == "als" else "biased-gradient"
+        # Before the global mean is set: a refused fit leaves the model as it was.
+        session = self._train_session(be, optimizer, start_params, devices, trainer=trainer)
+        if self.global_mean is None:
+            self.global_mean = float(np.mean(train.values.astype(np.float64)))
+        mean = self.global_mean
         self._shape = (n, m)
         if train.catalog is not None:
             self.catalog = train.catalog

@@ -333,7 +333,7 @@ class SoftmaxModel(Model):
             eval_every: steps between two history rows.
             k: cut-off of the ranking metrics recorded in the history.
             devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only): every table (the item table included) row-sharded, each batch's rows
+                only; TensorFlow refuses it with NotImplementedError): every table (the item table included) row-sharded, each batch's rows
                 fetched where they live (see `cfcore.train.sharding`).
 
         Returns:
@@ -373,7 +373,7 @@ class SoftmaxModel(Model):
                 return self.params_numpy()
             return init_softmax_params(self.spec, features.vocab_sizes, seed)
 
-        session = self._train_session(be, optimizer, start_params, devices)
+        session = self._train_session(be, optimizer, start_params, devices, trainer="softmax")
         self._protocol, self._split_seed = protocol, split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if dataset is not None:

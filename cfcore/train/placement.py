@@ -8,10 +8,18 @@ trainer: nothing else in core decides where arrays go.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+
+# The trainers a model asks a placement for (`Placement.check_trainer`), and what each is.
+TRAINERS: dict[str, str] = {
+    "gradient": "gradient steps of MatrixFactorization / RegularizedMF",
+    "biased-gradient": "gradient steps of BiasedMF",
+    "als": "ALS sweeps",
+    "softmax": "softmax training",
+}
 
 
 class Placement:
@@ -24,6 +32,33 @@ class Placement:
     # Whether full-batch steps may use the backend's precomputed pair layout (its kernel
     # assumes every pair's rows live on one device).
     pair_layout = True
+    # The trainers (keys of `TRAINERS`) this placement runs: None for all of them. A sharded
+    # placement that runs only some lists them, and the others are refused before training.
+    trainers: tuple[str, ...] | None = None
+
+    def check_trainer(self, trainer: str, model: str) -> None:
+        """Refuses, before anything is placed, a trainer this placement does not run.
+
+        Args:
+            trainer: a key of `TRAINERS` (what the model's `fit` is about to run).
+            model: the model's class name, for the message.
+
+        Raises:
+            ValueError: `trainer` is not a key of `TRAINERS`.
+            NotImplementedError: this placement does not run `trainer`; the message names the
+                model, the backend and what does shard there.
+        """
+        if trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
+        if self.trainers is None or trainer in self.trainers:
+            return
+        name = getattr(self.backend, "name", type(self.backend).__name__)
+        runs = "; ".join(TRAINERS[t] for t in self.trainers)
+        raise NotImplementedError(
+            f"{model} ({TRAINERS[trainer]}) cannot train on several devices on backend "
+            f"{name!r} yet: there devices= shards only {runs}. Pass devices=None (one device), "
+            "or backend='jax', which shards every model"
+        )
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
@@ -88,10 +123,11 @@ class Placement:
         """Each parameter's shape as the model sees it (a sharded placement's padding removed)."""
         return {k: tuple(int(s) for s in np.shape(v)) for k, v in params.items()}
 
-    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    def host_shards(self, params: dict[str, Any]) -> Iterable[tuple[int, int, dict[str, Any]]]:
         """The shards of the parameters this process holds, one at a time to the host (for
-        sharded checkpoints): `[(index, count, {name: (start, stop, rows)}), ...]`, rows
-        float32 `[stop - start, ...]`. Here: one shard of whole tables."""
+        sharded checkpoints): `(index, count, {name: (start, stop, rows)})` each, rows float32
+        `[stop - start, ...]` (a list, or a generator that copies each shard when asked). Here:
+        one shard of whole tables."""
         host = self.to_host(params)
         return [(0, 1, {k: (0, int(v.shape[0]), v) for k, v in host.items()})]
 

@@ -118,6 +118,8 @@ class Session:
         step: int,
         history: pd.DataFrame,
         devices: Any = None,
+        trainer: str = "gradient",
+        model: str = "this model",
     ) -> Session:
         """`previous` if it runs on `backend` with the same optimizer and devices, else a new
         session (`devices` as `cfcore.train.sharding.make_placement` takes them).
@@ -125,8 +127,13 @@ class Session:
         A new session starts from the host parameters `params()` (called only then) and continues
         the step count and history of `previous`, or `step` and `history` (a loaded model's) when
         there is none. The optimizer state restarts.
+
+        `trainer` (a key of `cfcore.train.placement.TRAINERS`) is what the `model` (its class
+        name) is about to run: a placement that cannot run it refuses here, before anything is
+        placed (`Placement.check_trainer`: NotImplementedError).
         """
         placement = make_placement(backend, devices)
+        placement.check_trainer(trainer, model)
         if (
             previous is not None
             and previous.backend is backend
