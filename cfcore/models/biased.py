@@ -18,7 +18,7 @@ import pandas as pd
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings
-from ..data.row_blocks import block_size, row_blocks
+from ..data.row_blocks import row_blocks
 from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
@@ -56,12 +56,12 @@ def biased_blocks(spec: BiasedMFSpec, train: Ratings, mean: float) -> dict[str, 
     n, m, count = train.num_users, train.num_items, len(train)
     ratings = _centred(train, mean)
     ones = np.ones(count, np.float32)
-    size = block_size(spec.embedding_dim + 1, spec.linear_solver)
+    size = {"dim": spec.embedding_dim + 1, "solver": spec.linear_solver}
     by_user = row_blocks(
-        train.users, train.items, ratings["values"], ones, np.full(n, count / n), max_obs=size
+        train.users, train.items, ratings["values"], ones, np.full(n, count / n), **size
     )
     by_item = row_blocks(
-        train.items, train.users, ratings["values"], ones, np.full(m, count / m), max_obs=size
+        train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
     )
     return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
 
