@@ -165,13 +165,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="rerun the race only, with the configurations of biased_peers.json")  # fmt: skip
     args = p.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    saved = None
-    if args.timing_only:
-        saved, _ = rp.read_saved(args.out_dir, "biased_peers")
-        mode = "timing"
+    saved = rp.read_saved(args.out_dir, "biased_peers")[0] if args.timing_only else None
     os.environ.update(rp.cpu_env("cpu"))
     backends = args.backends or (["jax"] if mode == "smoke" else ["jax", "tf"])
-    folds = args.folds or {"smoke": ["u1"], "quick": ["u1", "u2"]}.get(mode, list(FOLDS))
+    folds = args.folds or {"smoke": ["u1"], "quick": ["u1", "u2"], "full": list(FOLDS)}[mode]
 
     import cfcore
 
@@ -209,11 +206,11 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 print(f"  {solver} {be}: test rmse {row['test_rmse']:.4f} after "
                       f"{chosen['steps']} ({run['seconds']:.2f} s); {reached}", flush=True)  # fmt: skip
-    report(rows, surprise_rows, mode, args.out_dir)
+    report(rows, surprise_rows, mode, args.out_dir, timing=args.timing_only)
 
 
-def report(rows, surprise_rows, mode, out_dir) -> None:
-    stem = "biased_timing" if mode == "timing" else "biased_peers"
+def report(rows, surprise_rows, mode, out_dir, timing: bool = False) -> None:
+    stem = "biased_timing" if timing else "biased_peers"
     footer = stamp()
     png = plot(rows, surprise_rows, out_dir, footer, stem)
     mean_fit = statistics.mean(r["fit_s"] for r in surprise_rows)
@@ -264,7 +261,7 @@ def report(rows, surprise_rows, mode, out_dir) -> None:
         ),  # fmt: skip
         "",
         ("Configurations: the ones `biased_peers.json` (a full run, tuned on validation) chose; "
-         "no tuning in this run (`--timing-only`).\n") if mode == "timing" else
+         "no tuning in this run (`--timing-only`).\n") if timing else
         "Grids: " + "; ".join(
             f"{solver}: " + ", ".join(f"{k} {list(v)}" for k, v in GRIDS[mode][solver][0].items())
             + f", up to {GRIDS[mode][solver][1]} sweeps/epochs" for solver in GRIDS[mode]
@@ -273,7 +270,8 @@ def report(rows, surprise_rows, mode, out_dir) -> None:
         footer,
     ]  # fmt: skip
     rp.write_text(out_dir, f"{stem}.md", "\n".join(parts) + "\n")
-    rp.write_json(out_dir, f"{stem}.json", {"rows": rows, "surprise": surprise_rows, "mode": mode})
+    rp.write_json(out_dir, f"{stem}.json",
+                  {"rows": rows, "surprise": surprise_rows, "mode": mode, "timing": timing})  # fmt: skip
     print("wrote", out_dir / f"{stem}.md")
 
 
