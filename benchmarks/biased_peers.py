@@ -22,8 +22,13 @@ training fold for the chosen number of sweeps/epochs, reading the test RMSE afte
 Predictions are clipped to [1, 5] before the RMSE, as surprise clips its own.
 
     python benchmarks/biased_peers.py [--quick | --smoke] [--backends jax tf] [--out-dir DIR]
+    python benchmarks/biased_peers.py --timing-only [--solvers als]
 
 Writes `biased_peers.md`, `biased_peers.png` and `biased_peers.json` to `--out-dir`.
+`--timing-only` skips the tuning: it reruns only the race (surprise's fit, then the chosen
+configuration of each fold on each backend, the test RMSE after each sweep/epoch) with the
+configurations a full run already chose (read from `--out-dir`'s `biased_peers.json`), and writes
+`biased_timing.md`, `.png` and `.json` instead.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ GRIDS = {
 }
 
 
-def plot(rows, surprise_rows, out_dir, footer):
+def plot(rows, surprise_rows, out_dir, footer, stem="biased_peers"):
     plt = rp.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
     folds = [r["fold"] for r in surprise_rows]
@@ -145,7 +150,7 @@ def plot(rows, surprise_rows, out_dir, footer):
     ax1.set_title("test RMSE per fold (hyper-parameters tuned on validation)", fontsize=10)
     ax2.set_title("surprise's fit vs cfcore's time to surprise's RMSE", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return rp.save_figure(fig, out_dir, "biased_peers.png", footer)
+    return rp.save_figure(fig, out_dir, f"{stem}.png", footer)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,8 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backends", nargs="+", default=None, help="cfcore backends (default jax tf)")
     p.add_argument("--folds", nargs="+", default=None, choices=FOLDS)
     p.add_argument("--solvers", nargs="+", default=["als", "adam"], choices=("als", "adam"))
+    p.add_argument("--timing-only", action="store_true",
+                   help="rerun the race only, with the configurations of biased_peers.json")  # fmt: skip
     args = p.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    saved = rp.read_saved(args.out_dir, "biased_peers")[0] if args.timing_only else None
     os.environ.update(rp.cpu_env("cpu"))
     backends = args.backends or (["jax"] if mode == "smoke" else ["jax", "tf"])
     folds = args.folds or {"smoke": ["u1"], "quick": ["u1", "u2"], "full": list(FOLDS)}[mode]
@@ -174,10 +182,15 @@ def main(argv: list[str] | None = None) -> None:
         surprise_rows.append({"fold": fold, **s})
         print(f"{fold}: surprise SVD rmse {s['rmse']:.4f} fit {s['fit_s']:.2f} s", flush=True)
         for solver in args.solvers:
-            space, max_steps = GRIDS[mode][solver]
-            t = time.perf_counter()
-            chosen = tune(solver, space, max_steps, train, backends[0], seed=0)
-            tune_s = time.perf_counter() - t
+            if saved is not None:
+                chosen = next(r["chosen"] for r in saved["rows"]
+                              if r["fold"] == fold and r["solver"] == solver)  # fmt: skip
+                tune_s = 0.0
+            else:
+                space, max_steps = GRIDS[mode][solver]
+                t = time.perf_counter()
+                chosen = tune(solver, space, max_steps, train, backends[0], seed=0)
+                tune_s = time.perf_counter() - t
             print(f"  {solver}: chosen {chosen} ({tune_s:.0f} s)", flush=True)
             point = {k: v for k, v in chosen.items() if k not in ("steps", "val_rmse")}
             for be in backends:
@@ -193,12 +206,13 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 print(f"  {solver} {be}: test rmse {row['test_rmse']:.4f} after "
                       f"{chosen['steps']} ({run['seconds']:.2f} s); {reached}", flush=True)  # fmt: skip
-    report(rows, surprise_rows, mode, args.out_dir)
+    report(rows, surprise_rows, mode, args.out_dir, timing=args.timing_only)
 
 
-def report(rows, surprise_rows, mode, out_dir) -> None:
+def report(rows, surprise_rows, mode, out_dir, timing: bool = False) -> None:
+    stem = "biased_timing" if timing else "biased_peers"
     footer = stamp()
-    png = plot(rows, surprise_rows, out_dir, footer)
+    png = plot(rows, surprise_rows, out_dir, footer, stem)
     mean_fit = statistics.mean(r["fit_s"] for r in surprise_rows)
     mean_rmse = statistics.mean(r["rmse"] for r in surprise_rows)
     summary = []
@@ -246,6 +260,8 @@ def report(rows, surprise_rows, mode, out_dir) -> None:
               f"{r['surprise_fit_s']:.2f}", f"{r['seconds']:.2f}"] for r in rows],
         ),  # fmt: skip
         "",
+        ("Configurations: the ones `biased_peers.json` (a full run, tuned on validation) chose; "
+         "no tuning in this run (`--timing-only`).\n") if timing else
         "Grids: " + "; ".join(
             f"{solver}: " + ", ".join(f"{k} {list(v)}" for k, v in GRIDS[mode][solver][0].items())
             + f", up to {GRIDS[mode][solver][1]} sweeps/epochs" for solver in GRIDS[mode]
@@ -253,11 +269,10 @@ def report(rows, surprise_rows, mode, out_dir) -> None:
         f"Mode: {mode}.\n",
         footer,
     ]  # fmt: skip
-    rp.write_text(out_dir, "biased_peers.md", "\n".join(parts) + "\n")
-    rp.write_json(
-        out_dir, "biased_peers.json", {"rows": rows, "surprise": surprise_rows, "mode": mode}
-    )
-    print("wrote", out_dir / "biased_peers.md")
+    rp.write_text(out_dir, f"{stem}.md", "\n".join(parts) + "\n")
+    rp.write_json(out_dir, f"{stem}.json",
+                  {"rows": rows, "surprise": surprise_rows, "mode": mode, "timing": timing})  # fmt: skip
+    print("wrote", out_dir / f"{stem}.md")
 
 
 if __name__ == "__main__":

@@ -321,6 +321,13 @@ def test_biased_peers_smoke(tmp_path, ml100k):
         assert 0.85 < rmse < 1.2, (solver, rmse)
     # surprise's RMSE on u1 at its defaults, recomputed here: near the figure.
     assert 0.93 < float(out.split("surprise SVD rmse ")[1].split()[0]) < 0.97
+    # The race alone, with the configurations just chosen: the same chosen points, no tuning.
+    _run_script("biased_peers.py", "--timing-only", out_dir=tmp_path)
+    timing = _check_outputs(tmp_path, "biased_timing")
+    assert "`--timing-only`" in timing
+    for solver in ("als", "adam"):
+        row = f"| u1 | BiasedMF {solver} | jax |"
+        assert _table_value(timing, row, 4) == _table_value(md, row, 4), solver
 
 
 # ------------------------------------------------------------------------------------ overhead, golden

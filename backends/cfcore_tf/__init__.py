@@ -31,7 +31,12 @@ def _native(x: Any) -> Any:
 
 
 def _compiled(fn: Any, jit: bool = True) -> Any:
-    compiled = tf.function(fn, jit_compile=transforms.JIT_COMPILE and jit, reduce_retracing=True)
+    compiled = tf.function(
+        fn,
+        jit_compile=transforms.JIT_COMPILE and jit,
+        reduce_retracing=True,
+        autograph=transforms.AUTOGRAPH,
+    )
 
     def call(*args: Any, **kwargs: Any) -> Any:
         if not tf.executing_eagerly():

@@ -1,27 +1,72 @@
-"""Observations grouped by row into padded blocks of whole rows: the layout of an ALS half-sweep.
+"""Observations grouped by row into dense, padded buckets of rows: the layout of an ALS half-sweep.
 
-A half-sweep solves one small system per row of a table. `row_blocks` sorts the observations by
-row and packs consecutive rows into blocks of at most `max_obs` observations and `max_rows` rows,
-padded to one shape, so that a compiled loop over the blocks bounds the memory of a half-sweep
-(the `[C, d, d]` outer products of a Cholesky block, the `[C, d]` gathers of CG) whatever the
-number of ratings. Every row, even one without observations, belongs to exactly one block.
+A half-sweep solves one small system per row of a table. `row_blocks` sorts the rows by their
+number of observations and groups them into buckets of rows with about as many observations:
+bucket `j` holds the rows with `L_{j-1} < count ≤ L_j` observations (`L_j` a power of two, so a
+bucket pads a row to less than twice its observations), each row's observations as one dense row
+of `L_j` slots (`[B, L]` index, weight and target arrays, padding slots with weight 0). A row's
+Gramian is then a batched matrix product of its gathered `[L, d]` rows, its right-hand side and
+a conjugate-gradient matrix-vector product batched products too: no scatter (segment sum) at all,
+which XLA's CPU backend runs single-threaded and slowly.
+
+Each bucket is cut into blocks of at most `block_rows` rows (padded to one shape per bucket) so that
+a compiled loop over the blocks bounds the memory of a half-sweep (the `[B, L, d]` gathers, the
+`[B, d, d]` systems of a Cholesky block) whatever the number of ratings. Every row, even one
+without observations, is in exactly one block; `position` says where its solution lands in the
+concatenation of every bucket's blocks, so the new table is one gather of that concatenation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BLOCK_FLOATS = 1 << 25
-"""Floats of the largest temporary of one block (128 MB of float32): `C·d²` for the Cholesky
-solver (outer products, and the `[R, d, d]` systems), `C·d` for CG. A row with more observations
-than that still forms one block of its own (its rows are never split)."""
+BLOCK_FLOATS = 1 << 18
+"""Floats of the temporaries of one block (1 MB of float32, so that a block's passes run from
+the cache): `B·(2·L·d + 2·d²)` for the Cholesky solver (two gathers of the block's rows, the
+`[B, d, d]` Gramians and systems), `B·4·L·d` for CG. A bucket whose single row needs more still
+forms blocks of one row."""
+
+WHOLE_FLOATS = 1 << 24
+"""A half-sweep whose temporaries fit in this many floats (64 MB) solves each bucket as one
+block: no compiled loop at all, which on small problems costs more to compile than the cache
+misses of large blocks cost to run."""
+
+MIN_BUCKET_OBS = 1 << 15
+"""A bucket with fewer padded observations than this is merged into the next longer one: each
+bucket is a separately compiled computation, and a tiny one costs more to compile than the
+padding it saves costs to run."""
 
 
-def block_size(d: int, solver: str) -> int:
-    """Observations (and rows) per block for embedding width `d`: `BLOCK_FLOATS` over the
-    floats one observation needs."""
-    per_obs = d * d if solver == "cholesky" else 4 * d
-    return max(1, BLOCK_FLOATS // per_obs)
+def row_floats(length: int, d: int, solver: str) -> int:
+    """Floats of the temporaries of one row of `length` slots (see `BLOCK_FLOATS`)."""
+    if solver == "cholesky":
+        return 2 * length * d + 2 * d * d
+    return 4 * length * d
+
+
+def block_rows(length: int, d: int, solver: str) -> int:
+    """Rows per block for a bucket of `length` observation slots and embedding width `d`."""
+    return max(1, BLOCK_FLOATS // max(row_floats(length, d, solver), 1))
+
+
+def bucket_lengths(counts: np.ndarray) -> np.ndarray:
+    """The slot count `L` of each row's bucket: the power of two ≥ its count (≥ 1), with buckets
+    of fewer than `MIN_BUCKET_OBS` padded observations merged into the next longer one."""
+    counts = np.asarray(counts, np.int64)
+    length = np.ones(len(counts), np.int64)
+    pos = counts > 1
+    length[pos] = 1 << np.ceil(np.log2(counts[pos])).astype(np.int64)
+    sizes = np.unique(length)
+    merged = length.copy()
+    carry = np.zeros(len(counts), bool)
+    for i, size in enumerate(sizes):
+        members = (length == size) | carry
+        if i + 1 < len(sizes) and int(members.sum()) * int(size) < MIN_BUCKET_OBS:
+            carry = members  # too small: these rows join the next bucket
+            continue
+        merged[members] = size
+        carry = np.zeros(len(counts), bool)
+    return merged
 
 
 def row_blocks(
@@ -31,10 +76,10 @@ def row_blocks(
     weights: np.ndarray,
     row_reg: np.ndarray,
     *,
-    max_obs: int,
-    max_rows: int | None = None,
-) -> dict[str, np.ndarray]:
-    """The observations of each row, packed into padded blocks of whole rows.
+    dim: int,
+    solver: str,
+) -> dict[str, object]:
+    """The observations of each row as dense padded buckets, cut into blocks of rows.
 
     Args:
         rows: int `[n]`, the row of each observation (0..R-1).
@@ -42,60 +87,78 @@ def row_blocks(
         values: float `[n]`, the target of each observation (before any offset).
         weights: float `[n]`, its weight in the row's system.
         row_reg: float `[R]`, the regularization ρ of each row's system (> 0).
-        max_obs: observations per block (raised to the largest row's count if needed).
-        max_rows: rows per block (default `max_obs`).
+        dim: the width `d` of the rows solved (sizes the blocks).
+        solver: "cholesky" or "cg" (sizes the blocks; "cholesky" also stores `cols_t`).
 
     Returns:
-        A dict of arrays with a leading axis of K blocks: `rows` int32 `[K, C]` (the row within
-        its block), `cols` int32 `[K, C]`, `values` and `weights` float32 `[K, C]` (padding
-        observations have weight 0, row 0, col 0), `ids` int32 `[K, B]` (the row of each block
-        row; padding rows point at row 0), `valid` float32 `[K, B]` (1 for a real row) and
-        `row_reg` float32 `[K, B]` (1 for padding rows, so their systems stay regular).
+        `{"buckets": [...], "position": int32 [R]}`. Each bucket is a dict of arrays with a
+        leading axis of K blocks of B rows and L slots: `cols` int32 `[K, B, L]`, `values` and
+        `weights` float32 `[K, B, L]` (padding slots: weight 0, col 0), `cols_t` int32
+        `[K, L, B]` (Cholesky only: `cols` with the last two axes swapped, for the transposed
+        gather), `ids` int32 `[K, B]` (the row of each block row; padding rows point at row 0),
+        `row_reg` float32 `[K, B]` (1 for padding rows, so their systems stay regular) and
+        `slot` float32 `[K, K]` (the identity: block k's one-hot place in the bucket's output).
+        `position[r]` is row r's index in the concatenation of every bucket's `[K·B]` solutions.
     """
     rows = np.asarray(rows, np.int64)
     num_rows = len(row_reg)
     if num_rows < 1:
         raise ValueError("row_blocks needs at least one row")
+    if solver not in ("cholesky", "cg"):
+        raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
     order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=num_rows)
     starts = np.concatenate([[0], np.cumsum(counts)])
-    max_obs = max(int(max_obs), int(counts.max()), 1)
-    max_rows = max_obs if max_rows is None else max(int(max_rows), 1)
-    bounds = [0]
-    first = 0
-    while first < num_rows:
-        # As many whole rows as fit in max_obs observations and max_rows rows (at least one).
-        last = int(np.searchsorted(starts, starts[first] + max_obs, side="right")) - 1
-        last = max(min(last, first + max_rows, num_rows), first + 1)
-        bounds.append(last)
-        first = last
-    edges = np.asarray(bounds)
-    k = len(edges) - 1
-    obs_per = starts[edges[1:]] - starts[edges[:-1]]
-    rows_per = np.diff(edges)
-    c, b = max(int(obs_per.max()), 1), int(rows_per.max())
-    out = {
-        "rows": np.zeros((k, c), np.int32),
-        "cols": np.zeros((k, c), np.int32),
-        "values": np.zeros((k, c), np.float32),
-        "weights": np.zeros((k, c), np.float32),
-        "ids": np.zeros((k, b), np.int32),
-        "valid": np.zeros((k, b), np.float32),
-        "row_reg": np.ones((k, b), np.float32),
-    }
-    sorted_rows = rows[order]
-    cols = np.asarray(cols)[order]
-    values, weights = np.asarray(values)[order], np.asarray(weights)[order]
+    sorted_cols = np.asarray(cols)[order]
+    sorted_values = np.asarray(values, np.float32)[order]
+    sorted_weights = np.asarray(weights, np.float32)[order]
     row_reg = np.asarray(row_reg, np.float32)
-    for j in range(k):
-        lo, hi = starts[edges[j]], starts[edges[j + 1]]
-        n = hi - lo
-        out["rows"][j, :n] = sorted_rows[lo:hi] - edges[j]
-        out["cols"][j, :n] = cols[lo:hi]
-        out["values"][j, :n] = values[lo:hi]
-        out["weights"][j, :n] = weights[lo:hi]
-        r = rows_per[j]
-        out["ids"][j, :r] = np.arange(edges[j], edges[j + 1])
-        out["valid"][j, :r] = 1.0
-        out["row_reg"][j, :r] = row_reg[edges[j] : edges[j + 1]]
-    return out
+    lengths = bucket_lengths(counts)
+    sizes = np.unique(lengths)
+    floats = sum(int((lengths == n).sum()) * row_floats(int(n), dim, solver) for n in sizes)
+    whole = floats <= WHOLE_FLOATS
+    position = np.zeros(num_rows, np.int64)
+    buckets: list[dict[str, np.ndarray]] = []
+    offset = 0
+    for length in sizes:
+        length = int(length)
+        members = np.flatnonzero(lengths == length)  # rows of this bucket, ascending
+        size = len(members) if whole else min(block_rows(length, dim, solver), len(members))
+        k = -(-len(members) // size)
+        padded = k * size
+        # Slot t of row r holds its t-th observation (t < count), else padding.
+        slot = np.arange(length)
+        have = slot[None, :] < counts[members][:, None]  # [rows, L]
+        src = np.where(have, starts[members][:, None] + slot[None, :], 0)
+        c = np.zeros((padded, length), np.int32)
+        v = np.zeros((padded, length), np.float32)
+        w = np.zeros((padded, length), np.float32)
+        c[: len(members)] = np.where(have, sorted_cols[src], 0)
+        v[: len(members)] = np.where(have, sorted_values[src], 0.0)
+        w[: len(members)] = np.where(have, sorted_weights[src], 0.0)
+        ids = np.zeros(padded, np.int32)
+        ids[: len(members)] = members
+        reg = np.ones(padded, np.float32)
+        reg[: len(members)] = row_reg[members]
+        position[members] = offset + np.arange(len(members))
+        offset += padded
+        bucket = {
+            "cols": c.reshape(k, size, length),
+            "values": v.reshape(k, size, length),
+            "weights": w.reshape(k, size, length),
+            "ids": ids.reshape(k, size),
+            "row_reg": reg.reshape(k, size),
+            "slot": np.eye(k, dtype=np.float32),
+        }
+        if solver == "cholesky":
+            bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
+        buckets.append(bucket)
+    # Single-block buckets first: a half-sweep solves them together (`cfcore.maths.als`).
+    order = sorted(range(len(buckets)), key=lambda j: buckets[j]["ids"].shape[0] > 1)
+    firsts = np.concatenate([[0], np.cumsum([buckets[j]["ids"].size for j in order])])
+    old_first = np.concatenate([[0], np.cumsum([b["ids"].size for b in buckets])])
+    moved = np.zeros(num_rows, np.int64)
+    for new_j, j in enumerate(order):
+        inside = (position >= old_first[j]) & (position < old_first[j + 1])
+        moved[inside] = position[inside] - old_first[j] + firsts[new_j]
+    return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}

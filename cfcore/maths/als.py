@@ -11,19 +11,23 @@ weight, `y_k` its target, `ρ_r` a per-row regularization, `c` a per-column one 
 
 Two solvers:
 
-* "cholesky": the per-row Gramians as segment sums of the weighted outer products `w_k f_k f_kᵀ`,
-  then the backend's batched Cholesky `solve`. Exact; memory `O(C·d²)` for a block of `C`
-  observations.
+* "cholesky": the per-row Gramians `Σ w f fᵀ` as one batched matrix product per block of rows
+  (`[B, d, L] @ [B, L, d]` over the row's `L` observation slots), then the backend's batched
+  Cholesky `solve`. Exact; memory `O(B·(L·d + d²))` for a block of `B` rows.
 * "cg": conjugate gradient on every row at once, warm-started from the current rows, a fixed
-  number of steps; each step is one matrix-vector product `A x` through a gather, a row-wise dot
-  and a segment sum (memory `O(C·d)`, no `[d, d]` system per row). Each CG step minimises the row's
-  quadratic over a larger Krylov space that contains the previous iterate, so a half-sweep by CG
-  can only lower the objective too; it is not the exact minimiser.
+  number of steps; each step is one matrix-vector product `A x` through two batched products
+  with the block's gathered `[B, L, d]` rows (memory `O(B·L·d)`, no `[d, d]` system per row).
+  Each CG step minimises the row's quadratic over a larger Krylov space that contains the
+  previous iterate, so a half-sweep by CG can only lower the objective too; it is not the exact
+  minimiser.
 
-The observations are processed in blocks of whole rows (`cfcore.data.row_blocks`), in a compiled
-loop over the blocks (`Backend.compile_loop`), so the memory of a half-sweep is bounded by the
-block size whatever the number of ratings. Each block's solutions are added into the new table by
-a segment sum (every row belongs to exactly one block).
+The observations are laid out densely per row (`cfcore.data.row_blocks`): rows in buckets of
+about equal observation counts, each row's observations padded to its bucket's `L` slots (padding
+slots weigh 0), each bucket cut into blocks of rows, and a compiled loop over a bucket's blocks
+(`Backend.compile_loop`) when it has more than one, so the memory of a half-sweep is bounded by
+the block size whatever the number of ratings. There is no scatter: reductions over a row's
+observations are batched matrix products, a block's solutions land in its bucket's output
+through a one-hot select, and the new table is one gather of the buckets' outputs.
 
 References: Hu, Koren & Volinsky, "Collaborative filtering for implicit feedback datasets" (2008);
 Rendle, Krichene, Zhang & Koren, "Revisiting the performance of iALS on item recommendation
@@ -40,68 +44,118 @@ import numpy as np
 SOLVERS: tuple[str, ...] = ("cholesky", "cg")
 
 
+def gather_rows(be: Any, table: Any, cols: Any) -> Any:
+    """`table[cols]`: `[B, L, d]` from `[M, d]` and int32 `[B, L]`."""
+    xp = be.xp
+    b, length = (int(s) for s in cols.shape)
+    d = int(table.shape[1])
+    return xp.reshape(xp.take(table, xp.reshape(cols, (-1,))), (b, length, d))
+
+
+def gather_rows_t(be: Any, table: Any, cols_t: Any) -> Any:
+    """`table[cols]` with its last two axes swapped: `[B, d, L]` from `[M, d]` and `cols_t`,
+    int32 `[L, B]` (`cols` transposed).
+
+    The array namespace has only 2-D transposes: the gather gives `[L, B, d]`, seen as the
+    matrix `[L, B·d]`, whose transpose `[B·d, L]` is `[B, d, L]`.
+    """
+    xp = be.xp
+    length, b = (int(s) for s in cols_t.shape)
+    d = int(table.shape[1])
+    g = xp.reshape(xp.take(table, xp.reshape(cols_t, (-1,))), (length, b * d))
+    return xp.reshape(xp.transpose(g), (b, d, length))
+
+
+def _rhs(be: Any, f: Any, weights: Any, targets: Any) -> Any:
+    """`Σ_l w_l y_l f_l` per row, `[B, d]`: a row vector times the row's `[L, d]` block."""
+    xp = be.xp
+    b, length, d = (int(s) for s in f.shape)
+    wy = xp.reshape(weights * targets, (b, 1, length))
+    return xp.reshape(xp.matmul(wy, f), (b, d))
+
+
+def row_systems(
+    be: Any,
+    fixed: Any,
+    cols: Any,
+    cols_t: Any,
+    weights: Any,
+    targets: Any,
+    row_reg: Any,
+    col_reg: Any,
+    prior: Any,
+) -> tuple[Any, Any]:
+    """The systems `(A [B, d, d], b [B, d])` of a block of rows (arguments as `row_solve`)."""
+    xp = be.xp
+    b, length = (int(s) for s in cols.shape)
+    d = int(fixed.shape[1])
+    f = gather_rows(be, fixed, cols)  # [B, L, d]
+    ft = gather_rows_t(be, fixed, cols_t) * xp.reshape(weights, (b, 1, length))
+    gram = xp.matmul(ft, f)  # Σ_l w_l f_l f_lᵀ: [B, d, L] @ [B, L, d]
+    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
+    eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
+    system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
+    return system, _rhs(be, f, weights, targets)
+
+
 def row_solve(
     be: Any,
     fixed: Any,
-    rows: Any,
     cols: Any,
     weights: Any,
     targets: Any,
-    num_rows: int,
     row_reg: Any,
     col_reg: Any,
     prior: Any,
     *,
+    cols_t: Any = None,
     solver: str = "cholesky",
     x0: Any = None,
     cg_steps: int = 3,
 ) -> Any:
-    """The rows `x_r` of the module docstring's weighted ridge regressions.
+    """The rows `x_r` of the module docstring's weighted ridge regressions, for a block of rows.
 
     Args:
         be: the backend.
         fixed: `[M, d]`, F.
-        rows: int32 `[C]`, the row (0..num_rows-1) of each observation.
-        cols: int32 `[C]`, the fixed row of each observation.
-        weights: float32 `[C]`, w (0 for padding observations: they then add nothing).
-        targets: float32 `[C]`, y.
-        num_rows: R.
-        row_reg: float32 `[R]`, ρ (> 0 for a row without observations, or its system is singular).
+        cols: int32 `[B, L]`, the fixed row of each observation slot of each row.
+        weights: float32 `[B, L]`, w (0 for padding slots: they then add nothing).
+        targets: float32 `[B, L]`, y.
+        row_reg: float32 `[B]`, ρ (> 0 for a row without observations, or its system is singular).
         col_reg: float32 `[d]`, c.
         prior: float32 `[d, d]`, P (symmetric positive semi-definite).
+        cols_t: int32 `[L, B]`, `cols` transposed (required for "cholesky").
         solver: "cholesky" (exact) or "cg".
-        x0: `[R, d]`, the starting rows of CG (required for "cg").
+        x0: `[B, d]`, the starting rows of CG (required for "cg").
         cg_steps: number of CG steps.
 
     Returns:
-        `[R, d]`.
+        `[B, d]`.
     """
-    xp = be.xp
-    ops = _ops(be)
-    d = int(fixed.shape[1])
-    f = xp.take(fixed, cols)  # [C, d]
-    wf = f * xp.reshape(weights, (-1, 1))
-    rhs = ops.segment_sum(wf * xp.reshape(targets, (-1, 1)), rows, num_rows)  # [R, d]
-    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [R, d]
     if solver == "cholesky":
-        # Σ w f fᵀ per row as a segment sum of outer products: the caller's blocks bound C·d².
-        outer = xp.reshape(wf, (-1, d, 1)) * xp.reshape(f, (-1, 1, d))
-        gram = ops.segment_sum(outer, rows, num_rows)
-        eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
-        system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
-        return ops.solve(system, rhs)
+        if cols_t is None:
+            raise ValueError("the cholesky solver needs cols_t, the transposed slots")
+        system, rhs = row_systems(
+            be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
+        )
+        return _ops(be).solve(system, rhs)
+    xp = be.xp
+    b, length = (int(s) for s in cols.shape)
+    d = int(fixed.shape[1])
+    f = gather_rows(be, fixed, cols)  # [B, L, d]
+    rhs = _rhs(be, f, weights, targets)
+    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
     if solver != "cg":
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x0 is None:
         raise ValueError("the cg solver starts from x0: pass the current rows")
 
+    w = xp.reshape(weights, (b, 1, length))
+
     def matvec(x: Any) -> Any:
-        fx = xp.sum(f * xp.take(x, rows), axis=1)  # ⟨f_k, x_{row k}⟩, [C]
-        return (
-            ops.segment_sum(wf * xp.reshape(fx, (-1, 1)), rows, num_rows)
-            + diag * x
-            + (xp.matmul(x, prior))
-        )
+        fx = xp.matmul(f, xp.reshape(x, (b, d, 1)))  # ⟨f_l, x⟩ per slot: [B, L, 1]
+        wfx = w * xp.reshape(fx, (b, 1, length))
+        return xp.reshape(xp.matmul(wfx, f), (b, d)) + diag * x + xp.matmul(x, prior)
 
     x = x0
     r = rhs - matvec(x)
@@ -140,39 +194,61 @@ def make_half_sweep(
             `half`), else `values`.
 
     Returns:
-        `half(fixed, current, blocks, prior, offset=None) -> new [R_total, d]`:
-        `fixed` `[M, d]`, `current` `[R_total, d]` (CG's warm start; also the shape of the
-        result), `blocks` the device form of `cfcore.data.row_blocks.row_blocks` (leading axis K),
-        `prior` `[d, d]`, `offset` `[M]`. Usable inside compiled code.
+        `half(fixed, current, blocks, prior, offset=None) -> new [R, d]`:
+        `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the shape of the result),
+        `blocks` the device form of `cfcore.data.row_blocks.row_blocks`, `prior` `[d, d]`,
+        `offset` `[M]`. Usable inside compiled code.
     """
     xp = be.xp
-    ops = _ops(be)
     col = np.asarray(col_reg, np.float32)
 
-    def body(out: Any, data: dict[str, Any], block: dict[str, Any]) -> Any:
-        num = int(block["ids"].shape[0])
-        targets = block["values"]
-        if offsets:
-            targets = targets - xp.take(data["offset"], block["cols"])
-        x0 = xp.take(data["current"], block["ids"]) if solver == "cg" else None
-        sol = row_solve(
+    def targets_of(data: dict[str, Any], block: dict[str, Any]) -> Any:
+        if not offsets:
+            return block["values"]
+        cols = block["cols"]
+        return block["values"] - xp.reshape(
+            xp.take(data["offset"], xp.reshape(cols, (-1,))), tuple(int(s) for s in cols.shape)
+        )
+
+    def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any]:
+        return row_systems(
             be,
             data["fixed"],
-            block["rows"],
+            block["cols"],
+            block["cols_t"],
+            block["weights"],
+            targets_of(data, block),
+            block["row_reg"],
+            be.asarray(col),
+            data["prior"],
+        )
+
+    def solve_block(data: dict[str, Any], block: dict[str, Any]) -> Any:
+        """The `[B, d]` solutions of one block (a bucket's arrays without their K axis)."""
+        if solver == "cholesky":
+            return _ops(be).solve(*systems(data, block))
+        return row_solve(
+            be,
+            data["fixed"],
             block["cols"],
             block["weights"],
-            targets,
-            num,
+            targets_of(data, block),
             block["row_reg"],
             be.asarray(col),
             data["prior"],
             solver=solver,
-            x0=x0,
+            x0=xp.take(data["current"], block["ids"]),
             cg_steps=cg_steps,
         )
-        # Padding rows point at row 0: they add zeros there (where, not a product: 0·NaN is NaN).
-        sol = xp.where(xp.reshape(block["valid"], (-1, 1)) > 0.5, sol, xp.zeros_like(sol))
-        return out + ops.segment_sum(sol, block["ids"], int(out.shape[0]))
+
+    def body(out: Any, data: dict[str, Any], block: dict[str, Any]) -> Any:
+        k = int(block["slot"].shape[0])
+        sol = solve_block(data, block)
+        b, d = (int(s) for s in sol.shape)
+        # Block k's rows into place k of the bucket's [K, B, d] output: a select, not a product
+        # (0·NaN is NaN, and a padding row's system may be singular).
+        here = xp.reshape(block["slot"], (k, 1, 1)) > 0.5
+        return xp.where(here, xp.reshape(sol, (1, b, d)), out)
 
     loop = be.compile_loop(body)
 
@@ -180,9 +256,37 @@ def make_half_sweep(
         data = {"fixed": fixed, "current": current, "prior": prior}
         if offsets:
             data["offset"] = offset
-        return loop(xp.zeros_like(current), data, blocks)
+        d = int(current.shape[1])
+        outs: list[Any] = []
+        single: list[tuple[Any, Any]] = []  # Cholesky buckets of one block: solved together
+        for bucket in blocks["buckets"]:
+            k, b = (int(s) for s in bucket["ids"].shape)
+            if k == 1:  # one block: no loop to compile
+                block = {name: a[0] for name, a in bucket.items()}
+                if solver == "cholesky":
+                    single.append(systems(data, block))
+                    outs.append(None)
+                else:
+                    outs.append(solve_block(data, block))
+                continue
+            start = xp.reshape(xp.zeros_like(xp.reshape(bucket["row_reg"], (-1,))), (k, b, 1))
+            zeros = start * xp.reshape(xp.zeros_like(xp.sum(current, axis=0)), (1, 1, d))
+            outs.append(xp.reshape(loop(zeros, data, bucket), (k * b, d)))
+        if single:
+            # One batched solve for them all (row_blocks puts these buckets first): each solve
+            # shape is compiled apart, and small buckets' solves cost more to compile than to run.
+            outs[: len(single)] = [
+                _ops(be).solve(
+                    _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
+                )
+            ]
+        return xp.take(_concat(xp, outs), blocks["position"])
 
     return half
+
+
+def _concat(xp: Any, arrays: list[Any]) -> Any:
+    return arrays[0] if len(arrays) == 1 else xp.concat(arrays, axis=0)
 
 
 def augment(be: Any, table: Any, column: Any) -> Any:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .._registry import get_backend
 from ..data.ratings import Ratings
-from ..data.row_blocks import block_size, row_blocks
+from ..data.row_blocks import row_blocks
 from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import make_half_sweep
@@ -109,8 +109,8 @@ def wals_blocks(
     n, m, count = train.num_users, train.num_items, len(train)
     lam = spec.regularization_coeff
     ones = np.ones(count, np.float32)
-    size = block_size(spec.embedding_dim, spec.linear_solver)
     blocks = (placement or Placement(None)).row_blocks
+    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
     by_user = blocks(
         row_blocks,
         train.users,
@@ -118,7 +118,7 @@ def wals_blocks(
         train.values,
         ones,
         np.full(n, lam * count / n),
-        max_obs=size,
+        **size,
     )
     by_item = blocks(
         row_blocks,
@@ -127,7 +127,7 @@ def wals_blocks(
         train.values,
         ones,
         np.full(m, lam * count / m),
-        max_obs=size,
+        **size,
     )
     ratings = {"users": train.users, "items": train.items, "values": train.values}
     return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
@@ -349,10 +349,10 @@ def ials_blocks(
     item_reg = spec.row_regularization(np.bincount(train.items, minlength=m), n)
     conf = (1.0 + spec.confidence * train.values.astype(np.float64)).astype(np.float32)
     ones = np.ones(len(train), np.float32)
-    size = block_size(spec.embedding_dim, spec.linear_solver)
     blocks = (placement or Placement(None)).row_blocks
-    by_user = blocks(row_blocks, train.users, train.items, ones, conf, user_reg, max_obs=size)
-    by_item = blocks(row_blocks, train.items, train.users, ones, conf, item_reg, max_obs=size)
+    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
+    by_user = blocks(row_blocks, train.users, train.items, ones, conf, user_reg, **size)
+    by_item = blocks(row_blocks, train.items, train.users, ones, conf, item_reg, **size)
     positives = {
         "users": train.users,
         "items": train.items,
@@ -622,7 +622,7 @@ def solve_rows(
     col = np.ones(d, np.float32) if col_reg is None else np.asarray(col_reg, np.float32)
     prior = np.zeros((d, d)) if prior is None else np.asarray(prior)
     be = get_backend(backend)
-    blocks = row_blocks(rows, cols, targets, weights, row_reg, max_obs=block_size(d, "cholesky"))
+    blocks = row_blocks(rows, cols, targets, weights, row_reg, dim=d, solver="cholesky")
 
     def make() -> Callable[..., Any]:
         half = make_half_sweep(be, col, solver="cholesky", cg_steps=1)
@@ -632,7 +632,7 @@ def solve_rows(
     out = fn(
         be.asarray(fixed),
         be.asarray(np.zeros((num_rows, d), np.float32)),
-        {k: be.asarray(v) for k, v in blocks.items()},
+        Placement(be).data(blocks),
         be.asarray(prior.astype(np.float32)),
     )
     return np.asarray(be.to_numpy(out), np.float32)

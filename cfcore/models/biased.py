@@ -18,7 +18,7 @@ import pandas as pd
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings
-from ..data.row_blocks import block_size, row_blocks
+from ..data.row_blocks import row_blocks
 from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
@@ -59,25 +59,13 @@ def biased_blocks(
     n, m, count = train.num_users, train.num_items, len(train)
     ratings = _centred(train, mean)
     ones = np.ones(count, np.float32)
-    size = block_size(spec.embedding_dim + 1, spec.linear_solver)
     blocks = (placement or Placement(None)).row_blocks
+    size = {"dim": spec.embedding_dim + 1, "solver": spec.linear_solver}
     by_user = blocks(
-        row_blocks,
-        train.users,
-        train.items,
-        ratings["values"],
-        ones,
-        np.full(n, count / n),
-        max_obs=size,
+        row_blocks, train.users, train.items, ratings["values"], ones, np.full(n, count / n), **size
     )
     by_item = blocks(
-        row_blocks,
-        train.items,
-        train.users,
-        ratings["values"],
-        ones,
-        np.full(m, count / m),
-        max_obs=size,
+        row_blocks, train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
     )
     return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
 

@@ -119,15 +119,19 @@ class ALSConformance:
     def test_blocks_do_not_change_a_sweep(self, backend, monkeypatch):
         from ..models.als import wals_blocks
 
-        # Blocks of a few rows (the loop over blocks runs many times): the same sweep.
+        # Blocks of a few rows (the loop over a bucket's blocks runs many times), and a bucket
+        # per power of two (none merged): the same sweep.
         monkeypatch.setattr(row_blocks_module, "BLOCK_FLOATS", 16 * 16)
+        monkeypatch.setattr(row_blocks_module, "MIN_BUCKET_OBS", 1)
+        monkeypatch.setattr(row_blocks_module, "WHOLE_FLOATS", 0)
         r = als_problem()
         for solver in SOLVERS:
             spec = WALSSpec(4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5,
                             solver=solver)  # fmt: skip
             params = _params(spec, r)
             blocks = wals_blocks(spec, r)
-            assert blocks["by_user"]["ids"].shape[0] > 3, "the test must use several blocks"
+            most = max(b["ids"].shape[0] for b in blocks["by_user"]["buckets"])
+            assert most > 3, "the test must use several blocks in a bucket"
             _, got = run_sweep(backend, "wals", spec, r, params)
             want = ref.wals_sweep(spec, params, r.users, r.items, r.values)
             for k in ("user", "item"):

@@ -1,0 +1,95 @@
+"""The dense bucket layout of an ALS half-sweep (`cfcore.data.row_blocks`): every observation once,
+in its row's slots, every row once at its `position`, padding bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cfcore.data import row_blocks as rb
+
+
+def _problem(seed: int = 0, num_rows: int = 60, num_cols: int = 25, n: int = 700):
+    rng = np.random.default_rng(seed)
+    # Skewed counts, and a few rows without any observation.
+    rows = np.minimum(rng.zipf(1.6, n) - 1, num_rows - 4)
+    cols = rng.integers(0, num_cols, n)
+    values = rng.normal(size=n).astype(np.float32)
+    weights = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    reg = rng.uniform(0.1, 1.0, num_rows)
+    return rows, cols, values, weights, reg
+
+
+def _unpack(layout):
+    """`{row: sorted [(col, value, weight)]}` and `{row: row_reg}` read back from the layout,
+    each row at its `position` in the concatenation of the buckets' blocks."""
+    ids = np.concatenate([b["ids"].reshape(-1) for b in layout["buckets"]])
+    cols = [b["cols"].reshape(-1, b["cols"].shape[-1]) for b in layout["buckets"]]
+    vals = [b["values"].reshape(-1, b["values"].shape[-1]) for b in layout["buckets"]]
+    wts = [b["weights"].reshape(-1, b["weights"].shape[-1]) for b in layout["buckets"]]
+    regs = np.concatenate([b["row_reg"].reshape(-1) for b in layout["buckets"]])
+    starts = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
+    obs, reg = {}, {}
+    for r, at in enumerate(layout["position"]):
+        assert ids[at] == r, "position must point at the row's own block row"
+        j = int(np.searchsorted(starts, at, side="right")) - 1
+        i = at - starts[j]
+        keep = wts[j][i] > 0
+        obs[r] = sorted(zip(cols[j][i][keep], vals[j][i][keep], wts[j][i][keep], strict=True))
+        reg[r] = regs[at]
+    return obs, reg
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("block_floats", [1 << 18, 300])
+def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats):
+    monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 1000 else rb.WHOLE_FLOATS)
+    rows, cols, values, weights, reg = _problem()
+    layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver=solver)
+    got, got_reg = _unpack(layout)
+    for r in range(len(reg)):
+        sel = rows == r
+        want = sorted(zip(cols[sel], values[sel], weights[sel], strict=True))
+        assert got[r] == want, f"row {r}"
+        assert got_reg[r] == pytest.approx(reg[r], rel=1e-6)
+    for b in layout["buckets"]:
+        k = b["ids"].shape[0]
+        np.testing.assert_array_equal(b["slot"], np.eye(k))
+        if solver == "cholesky":
+            np.testing.assert_array_equal(b["cols_t"], b["cols"].transpose(0, 2, 1))
+        else:
+            assert "cols_t" not in b
+    # Single-block buckets come first (a half-sweep solves them together).
+    many = [b["ids"].shape[0] > 1 for b in layout["buckets"]]
+    assert many == sorted(many)
+    if block_floats < 1000:
+        assert any(many), "small blocks must cut some bucket into several"
+
+
+def test_padding_is_less_than_twice_the_observations(monkeypatch):
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)  # no merging: powers of two only
+    rows, cols, values, weights, reg = _problem(seed=1)
+    counts = np.bincount(rows, minlength=len(reg))
+    layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver="cg")
+    for b in layout["buckets"]:
+        length = b["cols"].shape[-1]
+        real = counts[b["ids"].reshape(-1)][b["row_reg"].reshape(-1) != 1.0]
+        assert length & (length - 1) == 0, "slots are a power of two"
+        assert np.all(real <= length)
+        assert np.all((real == 0) | (2 * real > length) | (length == 1))
+
+
+def test_small_buckets_merge_upwards(monkeypatch):
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 8)
+    counts = np.array([1, 2, 3, 5, 40, 41, 300, 0])
+    # Buckets 1 (1 slot) and 2 (2 slots) are under 8 padded slots: they join bucket 4; the
+    # longest bucket stays whatever its size; a row without observations has 1 slot, merged too.
+    np.testing.assert_array_equal(rb.bucket_lengths(counts), [4, 4, 4, 8, 64, 64, 512, 4])
+
+
+def test_bad_solver_and_empty_table():
+    with pytest.raises(ValueError, match="solver"):
+        rb.row_blocks([0], [0], [1.0], [1.0], [1.0], dim=2, solver="lu")
+    with pytest.raises(ValueError, match="at least one row"):
+        rb.row_blocks([], [], [], [], [], dim=2, solver="cg")
