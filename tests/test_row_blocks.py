@@ -93,3 +93,47 @@ def test_bad_solver_and_empty_table():
         rb.row_blocks([0], [0], [1.0], [1.0], [1.0], dim=2, solver="lu")
     with pytest.raises(ValueError, match="at least one row"):
         rb.row_blocks([], [], [], [], [], dim=2, solver="cg")
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_given_lengths_and_shapes(solver):
+    """A sharded placement's form: the slot counts and every bucket's `K x B` given, an empty
+    bucket still built; every observation still once in its row, the blocks as asked."""
+    rows, cols, values, weights, reg = _problem(seed=2)
+    counts = np.bincount(rows, minlength=len(reg))
+    lengths = 2 * rb.bucket_lengths(counts)  # longer than needed: still every observation
+    shapes = {int(n): (2, int((lengths == n).sum())) for n in np.unique(lengths)}
+    shapes[4096] = (1, 3)  # a bucket no row falls in
+    layout = rb.row_blocks(
+        rows, cols, values, weights, reg, dim=4, solver=solver, lengths=lengths, shapes=shapes
+    )
+    got, got_reg = _unpack(layout)
+    for r in range(len(reg)):
+        sel = rows == r
+        assert got[r] == sorted(zip(cols[sel], values[sel], weights[sel], strict=True)), r
+        assert got_reg[r] == pytest.approx(reg[r], rel=1e-6)
+    built = sorted((b["cols"].shape[-1], b["ids"].shape) for b in layout["buckets"])
+    assert built == sorted((n, shape) for n, shape in shapes.items())
+    empty = [b for b in layout["buckets"] if b["cols"].shape[-1] == 4096][0]
+    assert np.all(empty["weights"] == 0) and np.all(empty["row_reg"] == 1)
+    # A device without rows: only padding, in the same buckets.
+    none = rb.row_blocks(
+        [], [], [], [], [], dim=4, solver=solver, lengths=np.zeros(0, np.int64), shapes=shapes
+    )
+    assert len(none["position"]) == 0
+    assert sorted((b["cols"].shape[-1], b["ids"].shape) for b in none["buckets"]) == built
+
+
+def test_bad_lengths_and_shapes():
+    rows, cols, values, weights, reg = _problem(seed=3)
+    counts = np.bincount(rows, minlength=len(reg))
+    lengths = rb.bucket_lengths(counts)
+    shapes = {int(n): (1, int((lengths == n).sum())) for n in np.unique(lengths)}
+    args = (rows, cols, values, weights, reg)
+    with pytest.raises(ValueError, match="lengths must be"):
+        rb.row_blocks(*args, dim=4, solver="cg", lengths=np.ones_like(lengths), shapes=shapes)
+    with pytest.raises(ValueError, match="a bucket for every length"):
+        rb.row_blocks(*args, dim=4, solver="cg", lengths=lengths, shapes={1: (1, len(reg))})
+    small = {n: (1, b - 1) for n, (_, b) in shapes.items()}
+    with pytest.raises(ValueError, match="expected at least"):
+        rb.row_blocks(*args, dim=4, solver="cg", lengths=lengths, shapes=small)

@@ -67,12 +67,14 @@ def _padded(n: int, k: int) -> int:
 
 
 class DeviceBlocks(dict):
-    """ALS row blocks per device (`ShardedPlacement.row_blocks`), stacked along the block axis:
-    `[k·K, ...]`, device j's K blocks holding only its own rows (row ids local to its shard)."""
+    """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
+    `cfcore.data.row_blocks.row_blocks` with every array stacked along its leading axis, device
+    j's part holding only its own rows (row ids local to its shard), plus `real` int32 `[k·⌈R/k⌉]`
+    (1 for a table row, 0 for a padding row: those keep their value)."""
 
 
-# What a padding block entry holds: a regular system (ρ = 1) with no observation and no valid row.
-_BLOCK_FILL = {"row_reg": 1}
+# Rows of a device's block below which a bucket is padded (`ShardedPlacement.row_blocks`).
+_MIN_BLOCK_ROWS = 8
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -144,7 +146,7 @@ class ShardedPlacement(Placement):
         if tree is None:
             return None
         if isinstance(tree, DeviceBlocks):
-            return {k: self._put(np.asarray(v)) for k, v in tree.items()}
+            return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))
         if isinstance(tree, dict) and "values" in tree:
             if "layout" in tree:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
@@ -196,48 +198,78 @@ class ShardedPlacement(Placement):
     ) -> DeviceBlocks:
         """The ALS blocks of each device's own rows: `build` (`cfcore.data.row_blocks.row_blocks`)
         on the observations of rows `j·⌈R/k⌉ ... (j+1)·⌈R/k⌉ − 1` for device j, rows renumbered
-        from 0, every device's blocks padded to one shape and stacked (`DeviceBlocks`)."""
-        rows, cols = np.asarray(rows), np.asarray(cols)
+        from 0, stacked along the leading axes (`DeviceBlocks`).
+
+        shard_map runs one program on every device, so every device gets the same buckets: the
+        slot counts `L` from the whole table's observation counts, and per bucket the same `K`
+        blocks of `B` rows (sized as `build` sizes them, for the device with the most rows of
+        that bucket; the others pad with rows of weight 0 and ρ = 1). Its `position` `[⌈R/k⌉]`
+        places each local row; a padding row of the table points anywhere and is masked out.
+        """
+        from cfcore.data.row_blocks import (
+            WHOLE_FLOATS,
+            block_rows,
+            bucket_lengths,
+            row_floats,
+        )
+
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols)
         values, weights = np.asarray(values), np.asarray(weights)
         row_reg = np.asarray(row_reg)
         k, num = self.num_devices, len(row_reg)
         per = -(-num // k)
+        dim, solver = int(kwargs["dim"]), str(kwargs["solver"])
+        lengths = bucket_lengths(np.bincount(rows, minlength=num))
+        ranges = [(min(j * per, num), min((j + 1) * per, num)) for j in range(k)]
+        sizes = [int(n) for n in np.unique(lengths)]
+        # Rows of each bucket on each device: [k, buckets].
+        members = np.array([[int(np.sum(lengths[lo:hi] == n)) for n in sizes] for lo, hi in ranges])
+        floats = max(
+            sum(int(c) * row_floats(n, dim, solver) for c, n in zip(row, sizes, strict=True))
+            for row in members
+        )
+        shapes: dict[int, tuple[int, int]] = {}
+        for i, n in enumerate(sizes):
+            most = int(members[:, i].max())
+            size = most if floats <= WHOLE_FLOATS else min(block_rows(n, dim, solver), most)
+            # XLA's CPU batched products round differently below 8 rows a batch (measured: CG
+            # half-sweeps of blocks of 1-4 rows differ from one block of 37 by 4e-6; 8 and
+            # more agree bit for bit): a device's block has at least as many rows as one
+            # device's block of the bucket would, up to 8. Padding rows cost little there.
+            size = max(size, min(_MIN_BLOCK_ROWS, int(members[:, i].sum())))
+            shapes[n] = (-(-most // size), size)
         parts = []
-        for j in range(k):
-            lo, hi = j * per, min((j + 1) * per, num)
-            if hi <= lo:
-                # No real row here (k > R / ⌈R/k⌉): one padding row without observations.
-                parts.append(
-                    build(rows[:0], cols[:0], values[:0], weights[:0], np.ones(1), **kwargs)
-                )
-                parts[-1]["valid"][:] = 0
-                continue
+        for lo, hi in ranges:
             sel = (rows >= lo) & (rows < hi)
             parts.append(
                 build(
-                    rows[sel] - lo, cols[sel], values[sel], weights[sel], row_reg[lo:hi], **kwargs
+                    rows[sel] - lo,
+                    cols[sel],
+                    values[sel],
+                    weights[sel],
+                    row_reg[lo:hi],
+                    lengths=lengths[lo:hi],
+                    shapes=shapes,
+                    **kwargs,
                 )
             )
-        blocks = max(p["ids"].shape[0] for p in parts)
         out = DeviceBlocks()
-        for name in parts[0]:
-            width = max(p[name].shape[1] for p in parts)
-            fill = _BLOCK_FILL.get(name, 0)
-            padded = []
-            for p in parts:
-                a = p[name]
-                full = np.full((blocks, width), fill, a.dtype)
-                full[: a.shape[0], : a.shape[1]] = a
-                padded.append(full)
-            out[name] = np.concatenate(padded)
+        out["buckets"] = [
+            {name: np.concatenate([p["buckets"][b][name] for p in parts]) for name in bucket}
+            for b, bucket in enumerate(parts[0]["buckets"])
+        ]
+        out["position"] = np.concatenate([_pad_rows(p["position"], per) for p in parts])
+        out["real"] = np.concatenate(
+            [_pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
+        )
         return out
 
     def half_sweep(self, half: Any) -> Any:
         """`half(fixed, current, blocks, prior, offset=None)` (`cfcore.maths.als.make_half_sweep`;
-        `offset` `[M]` with `offsets=True`) run on every
-        device over its own blocks and rows (the ALX design): the fixed rows its observations
-        read are fetched by the shard_map gather, one block at a time (O(C·d) traffic per
-        block, never a whole table); the rows it solves stay where they live."""
+        `offset` `[M]` with `offsets=True`) run on every device over its own blocks and rows (the
+        ALX design): the fixed rows its observations read are fetched by the shard_map gather,
+        one block at a time (O(B·L·d) traffic per block, never a whole table); the rows it
+        solves stay where they live, and its table's padding rows keep their value."""
         mesh = self.mesh
         rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
 
@@ -246,24 +278,38 @@ class ShardedPlacement(Placement):
         ) -> Any:
             token = _ACTIVE.set(None)  # already per device: plain kernels inside
             try:
-                num, width = blocks["cols"].shape
                 d = fixed.shape[1]
                 # The other side's offset (a bias, `[M]`) rides along as one more column.
                 both = jnp.concatenate([fixed, offset[0][:, None]], 1) if offset else fixed
-                fetched = lax.map(lambda c: _own_rows(both, c), blocks["cols"])  # [K, C, d(+1)]
-                flat = jnp.reshape(fetched, (num * width, fetched.shape[-1]))
-                local_cols = jnp.arange(num * width, dtype=jnp.int32).reshape(num, width)
-                blocks = {**blocks, "cols": local_cols}
+                fetched, buckets, first = [], [], 0
+                for bucket in blocks["buckets"]:
+                    k, b, length = bucket["cols"].shape
+                    flat = jnp.reshape(bucket["cols"], (k, b * length))
+                    fetched.append(lax.map(lambda c: _own_rows(both, c), flat))  # [K, B·L, d]
+                    # The bucket's slots now read the fetched rows, in order.
+                    here = first + jnp.arange(k * b * length, dtype=jnp.int32)
+                    here = jnp.reshape(here, (k, b, length))
+                    first += k * b * length
+                    local_bucket = {**bucket, "cols": here}
+                    if "cols_t" in bucket:
+                        local_bucket["cols_t"] = jnp.transpose(here, (0, 2, 1))
+                    buckets.append(local_bucket)
+                table = jnp.concatenate(
+                    [jnp.reshape(f, (-1, f.shape[-1])) for f in fetched], axis=0
+                )
+                mine = {"buckets": buckets, "position": blocks["position"]}
                 if offset:
-                    return half(flat[:, :d], current, blocks, prior, flat[:, d])
-                return half(flat, current, blocks, prior)
+                    new = half(table[:, :d], current, mine, prior, table[:, d])
+                else:
+                    new = half(table, current, mine, prior)
+                return jnp.where(blocks["real"][:, None] > 0, new, current)
             finally:
                 _ACTIVE.reset(token)
 
         def run(
             fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
         ) -> Any:
-            specs = {k: jsh.PartitionSpec(_AXIS, None) for k in blocks}
+            specs = jax.tree.map(lambda _: jsh.PartitionSpec(_AXIS), blocks)
             args = [_repad(mesh, fixed), _repad(mesh, current), blocks, prior]
             in_specs: list[Any] = [rows, rows, specs, rep]
             if offset is not None:

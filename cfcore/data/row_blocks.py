@@ -78,6 +78,8 @@ def row_blocks(
     *,
     dim: int,
     solver: str,
+    lengths: np.ndarray | None = None,
+    shapes: dict[int, tuple[int, int]] | None = None,
 ) -> dict[str, object]:
     """The observations of each row as dense padded buckets, cut into blocks of rows.
 
@@ -89,6 +91,11 @@ def row_blocks(
         row_reg: float `[R]`, the regularization ρ of each row's system (> 0).
         dim: the width `d` of the rows solved (sizes the blocks).
         solver: "cholesky" or "cg" (sizes the blocks; "cholesky" also stores `cols_t`).
+        lengths: int `[R]`, the slot count `L` of each row's bucket (≥ its count), instead of
+            `bucket_lengths` of the counts: a sharded placement gives every device's rows their
+            lengths in the whole table, so that all devices build the same buckets.
+        shapes: `{L: (K, B)}`, the blocks of every bucket (each `K·B` ≥ its rows), instead of
+            sizing them here: one bucket per key, even an empty one (then rows may be 0).
 
     Returns:
         `{"buckets": [...], "position": int32 [R]}`. Each bucket is a dict of arrays with a
@@ -102,7 +109,7 @@ def row_blocks(
     """
     rows = np.asarray(rows, np.int64)
     num_rows = len(row_reg)
-    if num_rows < 1:
+    if num_rows < 1 and not shapes:
         raise ValueError("row_blocks needs at least one row")
     if solver not in ("cholesky", "cg"):
         raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
@@ -113,8 +120,18 @@ def row_blocks(
     sorted_values = np.asarray(values, np.float32)[order]
     sorted_weights = np.asarray(weights, np.float32)[order]
     row_reg = np.asarray(row_reg, np.float32)
-    lengths = bucket_lengths(counts)
-    sizes = np.unique(lengths)
+    if lengths is None:
+        lengths = bucket_lengths(counts)
+    else:
+        lengths = np.asarray(lengths, np.int64)
+        if lengths.shape != (num_rows,) or np.any(lengths < np.maximum(counts, 1)):
+            raise ValueError(
+                f"lengths must be {num_rows} slot counts, each at least its row's observation "
+                f"count and 1, got shape {lengths.shape}"
+            )
+    sizes = np.unique(lengths) if shapes is None else np.array(sorted(shapes), np.int64)
+    if shapes is not None and not set(np.unique(lengths).tolist()) <= set(sizes.tolist()):
+        raise ValueError(f"shapes must have a bucket for every length, got {sorted(shapes)}")
     floats = sum(int((lengths == n).sum()) * row_floats(int(n), dim, solver) for n in sizes)
     whole = floats <= WHOLE_FLOATS
     position = np.zeros(num_rows, np.int64)
@@ -123,8 +140,16 @@ def row_blocks(
     for length in sizes:
         length = int(length)
         members = np.flatnonzero(lengths == length)  # rows of this bucket, ascending
-        size = len(members) if whole else min(block_rows(length, dim, solver), len(members))
-        k = -(-len(members) // size)
+        if shapes is None:
+            size = len(members) if whole else min(block_rows(length, dim, solver), len(members))
+            k = -(-len(members) // size)
+        else:
+            k, size = shapes[length]
+            if k * size < len(members):
+                raise ValueError(
+                    f"shapes[{length}] = {(k, size)} holds {k * size} rows, expected at least "
+                    f"{len(members)}"
+                )
         padded = k * size
         # Slot t of row r holds its t-th observation (t < count), else padding.
         slot = np.arange(length)
@@ -133,9 +158,10 @@ def row_blocks(
         c = np.zeros((padded, length), np.int32)
         v = np.zeros((padded, length), np.float32)
         w = np.zeros((padded, length), np.float32)
-        c[: len(members)] = np.where(have, sorted_cols[src], 0)
-        v[: len(members)] = np.where(have, sorted_values[src], 0.0)
-        w[: len(members)] = np.where(have, sorted_weights[src], 0.0)
+        if len(order):  # (rows without a single observation: nothing to read)
+            c[: len(members)] = np.where(have, sorted_cols[src], 0)
+            v[: len(members)] = np.where(have, sorted_values[src], 0.0)
+            w[: len(members)] = np.where(have, sorted_weights[src], 0.0)
         ids = np.zeros(padded, np.int32)
         ids[: len(members)] = members
         reg = np.ones(padded, np.float32)
