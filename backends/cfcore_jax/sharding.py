@@ -141,7 +141,7 @@ class ShardedPlacement(Placement):
 
     def data(self, tree: Any) -> Any:
         """Ratings split over the devices (zero-padded, with their true count; other entries of
-        a ratings dict replicated); ALS `DeviceBlocks` split along their block axis; stacked
+        a ratings dict replicated); ALS `DeviceBlocks` split along their leading axes; stacked
         minibatch positions `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None

@@ -93,10 +93,10 @@ class ShardedPlacement(Placement):
     """
 
     pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
-    # Gradient training of MF, RegularizedMF and BiasedMF only. The ALS half-sweep is a compiled
-    # loop over row blocks (`Backend.compile_loop` inside the step), which DTensor cannot run
-    # inside the step it expands, and DTensor has no per-device function (JAX's shard_map) to
-    # solve each device's rows with; the softmax model's step is not written for DTensors.
+    # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: DTensor has no
+    # per-device function (JAX's shard_map) to solve each device's rows with, so the blocks are
+    # replicated (`half_sweep`) and the half-sweep's loop over blocks is unrolled into the step
+    # (`transforms.compile_loop`). The softmax model's step is not written for DTensors.
     trainers = ("gradient", "biased-gradient", "als")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
@@ -165,8 +165,29 @@ class ShardedPlacement(Placement):
 
     def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> Any:
         """The ALS row blocks of the whole table (`build(*args, **kwargs)`), marked to be
-        replicated by `data` (see `half_sweep`)."""
-        return _Blocks(build(*args, **kwargs))
+        replicated by `data` (see `half_sweep`); `position` padded to the table's `k·⌈R/k⌉` rows
+        (the padding rows point at solution 0) and `real` int32 `[k·⌈R/k⌉]` (1 for a table row,
+        0 for a padding row, which keeps its value)."""
+        blocks = build(*args, **kwargs)
+        num = len(blocks["position"])
+        rows = _padded(num, self.num_devices)
+        real = _pad_rows(np.ones(num, np.int32), rows)
+        return _Blocks(blocks, position=_pad_rows(blocks["position"], rows), real=real)
+
+    def half_sweep(self, half: Any) -> Any:
+        """`half(fixed, current, blocks, prior, offset=None)` on the row-sharded tables: the
+        replicated blocks of the whole table solve every row (DTensor has no per-device function
+        to solve each device's own rows with); the result has the padded rows of `current`, its
+        padding rows unchanged."""
+
+        def run(
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
+        ) -> Any:
+            mine = {"buckets": blocks["buckets"], "position": blocks["position"]}
+            new = half(fixed, current, mine, prior, *(() if offset is None else (offset,)))
+            return tf.where(blocks["real"][:, None] > 0, new, current)
+
+        return run
 
     def data(self, tree: Any) -> Any:
         """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
@@ -174,7 +195,8 @@ class ShardedPlacement(Placement):
         if tree is None:
             return None
         if isinstance(tree, _Blocks):
-            return {k: self._put(_host(v), axis=None) for k, v in tree.items()}
+            # `{"buckets": [{name: array}], "position": array}`: every array replicated.
+            return tf.nest.map_structure(lambda v: self._put(_host(v), axis=None), dict(tree))
         if isinstance(tree, dict) and "values" in tree:
             if tree.get("layout") is not None:
                 raise ValueError("a pair layout cannot be sharded: build the batch without it")
