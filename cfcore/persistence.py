@@ -415,15 +415,18 @@ def _read(path: Path, archive: Any, folder: Path | None = None) -> Any:
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path} is damaged: format_version {version!r} is not a positive int")
-    if version > SHARDED_FORMAT_VERSION:
+    # A sharded checkpoint's index is version 2 *with* its shard table; any other version above
+    # 1 (a single file with version 2 included) comes from a newer cfcore.
+    is_index = version == SHARDED_FORMAT_VERSION and "shards" in meta
+    if version > FORMAT_VERSION and not is_index:
         raise ModelFileError(
             f"{path} has model file format version {version}, newer than this cfcore supports "
-            f"(version {FORMAT_VERSION}) (sharded checkpoint folders: version "
+            f"(version {FORMAT_VERSION}) (sharded checkpoint indexes: version "
             f"{SHARDED_FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
             "Upgrade cfcore to read it"
         )
-    if version == SHARDED_FORMAT_VERSION:
-        if folder is None or "shards" not in meta:
+    if is_index:
+        if folder is None:
             raise ModelFileError(
                 f"{path} is the index of a sharded checkpoint: load its folder ({path.parent}), "
                 "with the shard files beside it"
