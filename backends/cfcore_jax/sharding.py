@@ -41,14 +41,7 @@ import jax.sharding as jsh
 import numpy as np
 from jax import lax
 
-from cfcore.train.placement import Placement
-
-# The arrays of a ratings tree that have one entry per rating (split over the devices).
-_RATING_KEYS = ("users", "items", "values")
-# The entry a padded ratings tree carries: a zero-width `[n, 0]` array whose static length is
-# the true number of ratings (a shape, so the compiled step can slice with it).
-_COUNT = "count"
-
+from cfcore.train.placement import RowShardedPlacement, pad_rows, padded_rows
 
 # The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
 # `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
@@ -62,10 +55,6 @@ def active_mesh() -> Any:
     return _ACTIVE.get()
 
 
-def _padded(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
 class DeviceBlocks(dict):
     """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
     `cfcore.data.row_blocks.row_blocks` with every array stacked along its leading axis, device
@@ -77,14 +66,7 @@ class DeviceBlocks(dict):
 _MIN_BLOCK_ROWS = 8
 
 
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    if a.shape[0] == rows:
-        return a
-    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
-    return np.concatenate([a, pad])
-
-
-class ShardedPlacement(Placement):
+class ShardedPlacement(RowShardedPlacement):
     """Row-shards parameters and splits ratings over `devices` (JAX only).
 
     Args:
@@ -96,95 +78,25 @@ class ShardedPlacement(Placement):
         mesh: the 1-D `jax.sharding.Mesh` over them, axis `"rows"`.
     """
 
-    pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
+    blocks_type = DeviceBlocks
 
     def __init__(self, backend: Any, devices: Sequence[Any]) -> None:
-        super().__init__(backend)
-        self.devices = tuple(devices)
+        super().__init__(backend, devices)
         self.mesh = jsh.Mesh(np.array(self.devices, dtype=object), ("rows",))
-        self._named = jsh.NamedSharding
-        self._spec = jsh.PartitionSpec
-        # True row count of each placed parameter (before padding).
-        self._rows: dict[str, int] = {}
-
-    @property
-    def num_devices(self) -> int:
-        return len(self.devices)
 
     @property
     def devices_key(self) -> Any:
         return tuple(int(d.id) for d in self.devices)
 
-    @property
-    def key(self) -> Any:
-        # The compiled step slices the padding off with these static counts.
-        return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
+    def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
+        spec: list[str | None] = [None] * a.ndim
+        if axis is not None:
+            spec[axis] = _AXIS
+        return jax.device_put(a, jsh.NamedSharding(self.mesh, jsh.PartitionSpec(*spec)))
 
-    def _sharding(self, ndim: int, axis: int) -> Any:
-        spec: list[str | None] = [None] * ndim
-        spec[axis] = "rows"
-        return self._named(self.mesh, self._spec(*spec))
-
-    def _put(self, a: np.ndarray, axis: int = 0) -> Any:
-        return jax.device_put(a, self._sharding(a.ndim, axis))
-
-    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
-        out = {}
-        for name, v in params.items():
-            a = np.asarray(v, np.float32)
-            if a.ndim == 0:
-                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
-            self._rows[name] = a.shape[0]
-            out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
-        return out
-
-    def data(self, tree: Any) -> Any:
-        """Ratings split over the devices (zero-padded, with their true count; other entries of
-        a ratings dict replicated); ALS `DeviceBlocks` split along their leading axes; stacked
-        minibatch positions `[steps, B]` split along B when k divides B, else replicated."""
-        if tree is None:
-            return None
-        if isinstance(tree, DeviceBlocks):
-            return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))
-        if isinstance(tree, dict) and "values" in tree:
-            if "layout" in tree:
-                raise ValueError("a pair layout cannot be sharded: build the batch without it")
-            n = int(np.shape(tree["values"])[0])
-            rows = _padded(n, self.num_devices)
-            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
-            out = {
-                k: self._put(_pad_rows(np.asarray(v), rows))
-                if k in _RATING_KEYS
-                else self._put_replicated(np.asarray(v))
-                for k, v in tree.items()
-            }
-            out[_COUNT] = self._put_replicated(np.zeros((n, 0), np.float32))
-            return out
-        if isinstance(tree, dict):
-            return {k: self.data(v) for k, v in tree.items()}
-        if isinstance(tree, list | tuple):
-            return type(tree)(self.data(v) for v in tree)
-        a = np.asarray(tree)
-        if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
-            return self._put(a, axis=a.ndim - 1)
-        return self._put_replicated(a)
-
-    def _put_replicated(self, a: np.ndarray) -> Any:
-        return jax.device_put(a, self._named(self.mesh, self._spec()))
-
-    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
-        """Slices the padding off the tables and (full-batch data) the ratings."""
-        params = {
-            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
-            for k, v in params.items()
-        }
-        if isinstance(batch, dict) and _COUNT in batch:
-            n = batch[_COUNT].shape[0]
-            batch = {
-                k: (v[:n] if k in _RATING_KEYS else v) for k, v in batch.items() if k != _COUNT
-            }
-        return params, batch
+    def _put_blocks(self, tree: Any) -> Any:
+        # Each device's own blocks, stacked along the leading axes: split along them.
+        return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))
 
     def row_blocks(
         self,
@@ -258,9 +170,9 @@ class ShardedPlacement(Placement):
             {name: np.concatenate([p["buckets"][b][name] for p in parts]) for name in bucket}
             for b, bucket in enumerate(parts[0]["buckets"])
         ]
-        out["position"] = np.concatenate([_pad_rows(p["position"], per) for p in parts])
+        out["position"] = np.concatenate([pad_rows(p["position"], per) for p in parts])
         out["real"] = np.concatenate(
-            [_pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
+            [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
         )
         return out
 
@@ -330,14 +242,6 @@ class ShardedPlacement(Placement):
         finally:
             _ACTIVE.reset(token)
 
-    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """The parameters' unpadded shapes."""
-        out: dict[str, tuple[int, ...]] = {}
-        for k, v in params.items():
-            shape = tuple(int(s) for s in np.shape(v))
-            out[k] = (self._rows.get(k, shape[0]), *shape[1:])
-        return out
-
     def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
         """The shards of this process's devices, in mesh order, each copied from its own device
         (never a whole table on the host): `[(position, k, {name: (start, stop, rows)})]`, the
@@ -378,7 +282,7 @@ def _repad(mesh: Any, x: Any) -> Any:
     multiple of the device count and constrained to row sharding: what shard_map needs. XLA folds
     the slice and the pad into local copies (no communication: checked in the tests' HLO)."""
     k = mesh.devices.size
-    rows = _padded(x.shape[0], k)
+    rows = padded_rows(x.shape[0], k)
     if rows != x.shape[0]:
         x = jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
     spec = jsh.PartitionSpec(_AXIS, *([None] * (x.ndim - 1)))
@@ -426,7 +330,7 @@ def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) ->
 
 def _repad_columns(mesh: Any, x: Any) -> Any:
     """`[B, V]` zero-padded to a multiple of the device count along V and split along it."""
-    cols = _padded(x.shape[1], mesh.devices.size)
+    cols = padded_rows(x.shape[1], mesh.devices.size)
     if cols != x.shape[1]:
         x = jnp.pad(x, [(0, 0), (0, cols - x.shape[1])])
     return lax.with_sharding_constraint(x, jsh.NamedSharding(mesh, jsh.PartitionSpec(None, _AXIS)))

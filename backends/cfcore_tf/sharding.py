@@ -42,27 +42,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from cfcore.train.placement import Placement
+from cfcore.train.placement import RowShardedPlacement, pad_rows, padded_rows
 
 from . import kernels
 
-# The arrays of a ratings tree that have one entry per rating (split over the devices).
-_RATING_KEYS = ("users", "items", "values")
-# The entry a padded ratings tree carries: a zero-width `[n, 0]` tensor whose static length is the
-# true number of ratings (a shape, so the compiled step can slice with it).
-_COUNT = "count"
 _AXIS = "rows"
-
-
-def _padded(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    if a.shape[0] == rows:
-        return a
-    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
-    return np.concatenate([a, pad])
 
 
 def _host(x: Any) -> np.ndarray:
@@ -79,7 +63,7 @@ class _Blocks(dict):
     """ALS row blocks of a whole table (`ShardedPlacement.row_blocks`): replicated by `data`."""
 
 
-class ShardedPlacement(Placement):
+class ShardedPlacement(RowShardedPlacement):
     """Row-shards parameters and splits ratings over TensorFlow `devices` with DTensor.
 
     Args:
@@ -92,7 +76,7 @@ class ShardedPlacement(Placement):
         mesh: the 1-D `dtensor.Mesh` over them, dimension `"rows"`.
     """
 
-    pair_layout = False  # the TF backend has no pair layout; plain gathers in any case
+    blocks_type = _Blocks
     # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: DTensor has no
     # per-device function (JAX's shard_map) to solve each device's rows with, so the blocks are
     # replicated (`half_sweep`) and the half-sweep's loop over blocks is unrolled into the step
@@ -100,27 +84,15 @@ class ShardedPlacement(Placement):
     trainers = ("gradient", "biased-gradient", "als")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
-        super().__init__(backend)
-        self.devices = tuple(devices)
+        super().__init__(backend, devices)
         device_type = tf.DeviceSpec.from_string(self.devices[0]).device_type
         self.mesh = dtensor.create_mesh(
             [(_AXIS, len(self.devices))], devices=list(self.devices), device_type=device_type
         )
-        # True row count of each placed parameter (before padding).
-        self._rows: dict[str, int] = {}
-
-    @property
-    def num_devices(self) -> int:
-        return len(self.devices)
 
     @property
     def devices_key(self) -> Any:
         return self.devices
-
-    @property
-    def key(self) -> Any:
-        # The compiled step slices the padding off with these static counts.
-        return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
 
     def layout(self, ndim: int, axis: int | None = 0) -> dtensor.Layout:
         """The layout sharding `axis` over the mesh (None: replicated) of an `ndim`-d tensor."""
@@ -142,17 +114,6 @@ class ShardedPlacement(Placement):
                 components.append(tf.constant(part))
         return dtensor.pack(components, self.layout(a.ndim, axis))
 
-    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
-        out = {}
-        for name, v in params.items():
-            a = np.asarray(v, np.float32)
-            if a.ndim == 0:
-                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
-            self._rows[name] = a.shape[0]
-            out[name] = self._put(_pad_rows(a, _padded(a.shape[0], self.num_devices)))
-        return out
-
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """While a step is traced inside it, the backend's `solve` avoids the ops DTensor cannot
@@ -170,9 +131,9 @@ class ShardedPlacement(Placement):
         0 for a padding row, which keeps its value)."""
         blocks = build(*args, **kwargs)
         num = len(blocks["position"])
-        rows = _padded(num, self.num_devices)
-        real = _pad_rows(np.ones(num, np.int32), rows)
-        return _Blocks(blocks, position=_pad_rows(blocks["position"], rows), real=real)
+        rows = padded_rows(num, self.num_devices)
+        real = pad_rows(np.ones(num, np.int32), rows)
+        return _Blocks(blocks, position=pad_rows(blocks["position"], rows), real=real)
 
     def half_sweep(self, half: Any) -> Any:
         """`half(fixed, current, blocks, prior, offset=None)` on the row-sharded tables: the
@@ -189,63 +150,16 @@ class ShardedPlacement(Placement):
 
         return run
 
-    def data(self, tree: Any) -> Any:
-        """Ratings split over the devices (zero-padded, with their true count); stacked minibatch
-        positions `[steps, B]` split along B when k divides B, else replicated."""
-        if tree is None:
-            return None
-        if isinstance(tree, _Blocks):
-            # `{"buckets": [{name: array}], "position": array}`: every array replicated.
-            return tf.nest.map_structure(lambda v: self._put(_host(v), axis=None), dict(tree))
-        if isinstance(tree, dict) and "values" in tree:
-            if tree.get("layout") is not None:
-                raise ValueError("a pair layout cannot be sharded: build the batch without it")
-            n = int(np.shape(tree["values"])[0])
-            rows = _padded(n, self.num_devices)
-            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
-            out = {
-                k: self._put(_pad_rows(_host(v), rows))
-                if k in _RATING_KEYS
-                else self._put(_host(v), axis=None)
-                for k, v in tree.items()
-                if v is not None
-            }
-            out[_COUNT] = self._put(np.zeros((n, 0), np.float32), axis=None)
-            return out
-        if isinstance(tree, dict):
-            return {k: self.data(v) for k, v in tree.items()}
-        if isinstance(tree, list | tuple):
-            return type(tree)(self.data(v) for v in tree)
-        a = _host(tree)
-        if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
-            return self._put(a, axis=a.ndim - 1)
-        return self._put(a, axis=None)
+    def _host(self, x: Any) -> np.ndarray:
+        return _host(x)
 
-    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
-        """Slices the padding off the tables and (full-batch data) the ratings."""
-        params = {
-            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
-            for k, v in params.items()
-        }
-        if isinstance(batch, dict) and _COUNT in batch:
-            n = batch[_COUNT].shape[0]
-            batch = {
-                k: (v[:n] if k in _RATING_KEYS and v.shape[0] != n else v)
-                for k, v in batch.items()
-                if k != _COUNT
-            }
-        return params, batch
+    def _put_blocks(self, tree: Any) -> Any:
+        # `{"buckets": [{name: array}], "position": array}`: every array replicated.
+        return tf.nest.map_structure(lambda v: self._put(_host(v), axis=None), dict(tree))
 
     def shard_rows(self, x: Any) -> list[int]:
         """The row count of each device's block of the DTensor `x`, in mesh order."""
         return [int(c.shape[0]) for c in dtensor.unpack(x)]
-
-    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """The parameters' unpadded shapes."""
-        return {
-            k: (self._rows.get(k, int(v.shape[0])), *(int(s) for s in v.shape[1:]))
-            for k, v in params.items()
-        }
 
     def host_shards(self, params: dict[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """Each device's block, in mesh order, copied to the host from its own component

@@ -140,3 +140,133 @@ class Placement:
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Parameters back on the host as float32 NumPy arrays."""
         return {k: np.asarray(self.backend.to_numpy(v), np.float32) for k, v in params.items()}
+
+
+# The arrays of a ratings tree that have one entry per rating (split over the devices).
+RATING_KEYS = ("users", "items", "values")
+# The entry a padded ratings tree carries: a zero-width `[n, 0]` array whose static length is the
+# true number of ratings (a shape, so the compiled step can slice with it).
+COUNT = "count"
+
+
+def padded_rows(n: int, k: int) -> int:
+    """`k·⌈n/k⌉`: the rows of a table of `n` rows padded to split evenly over `k` devices."""
+    return -(-n // k) * k
+
+
+def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """`a` (`[n, ...]`) with zero rows appended up to `rows`."""
+    if a.shape[0] == rows:
+        return a
+    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
+    return np.concatenate([a, pad])
+
+
+class RowShardedPlacement(Placement):
+    """What every row-sharding placement does on the host, whatever the framework: tables padded
+    to `k·⌈N/k⌉` rows and split into row blocks, ratings padded and split with their true count,
+    the padding sliced off inside the step.
+
+    A backend's subclass places arrays (`_put`), reads its own arrays back (`_host`) and places
+    ALS row blocks (`_put_blocks`, for trees of type `blocks_type`).
+
+    Args:
+        backend: the backend.
+        devices: the devices, in mesh order.
+    """
+
+    pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
+    blocks_type: type = type(None)
+
+    def __init__(self, backend: Any, devices: Any) -> None:
+        super().__init__(backend)
+        self.devices = tuple(devices)
+        # True row count of each placed parameter (before padding).
+        self._rows: dict[str, int] = {}
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def key(self) -> Any:
+        # The compiled step slices the padding off with these static counts.
+        return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
+
+    def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
+        """`a` split along `axis` over the devices (None: replicated on each)."""
+        raise NotImplementedError
+
+    def _host(self, x: Any) -> np.ndarray:
+        """A host or (unsharded) native array as NumPy."""
+        return np.asarray(x)
+
+    def _put_blocks(self, tree: Any) -> Any:
+        """ALS row blocks (`self.row_blocks`'s result) placed."""
+        raise NotImplementedError
+
+    def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
+        out = {}
+        for name, v in params.items():
+            a = np.asarray(v, np.float32)
+            if a.ndim == 0:
+                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
+            self._rows[name] = a.shape[0]
+            out[name] = self._put(pad_rows(a, padded_rows(a.shape[0], self.num_devices)))
+        return out
+
+    def data(self, tree: Any) -> Any:
+        """Ratings split over the devices (zero-padded, with their true count; other entries of
+        a ratings dict replicated); ALS row blocks by `_put_blocks`; stacked minibatch positions
+        `[steps, B]` split along B when k divides B, else replicated."""
+        if tree is None:
+            return None
+        if isinstance(tree, self.blocks_type):
+            return self._put_blocks(tree)
+        if isinstance(tree, dict) and "values" in tree:
+            if tree.get("layout") is not None:
+                raise ValueError("a pair layout cannot be sharded: build the batch without it")
+            n = int(np.shape(tree["values"])[0])
+            rows = padded_rows(n, self.num_devices)
+            # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
+            out = {
+                k: self._put(pad_rows(self._host(v), rows))
+                if k in RATING_KEYS
+                else self._put(self._host(v), axis=None)
+                for k, v in tree.items()
+                if v is not None
+            }
+            out[COUNT] = self._put(np.zeros((n, 0), np.float32), axis=None)
+            return out
+        if isinstance(tree, dict):
+            return {k: self.data(v) for k, v in tree.items()}
+        if isinstance(tree, list | tuple):
+            return type(tree)(self.data(v) for v in tree)
+        a = self._host(tree)
+        if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
+            return self._put(a, axis=a.ndim - 1)
+        return self._put(a, axis=None)
+
+    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
+        """Slices the padding off the tables and (full-batch data) the ratings."""
+        params = {
+            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
+            for k, v in params.items()
+        }
+        if isinstance(batch, dict) and COUNT in batch:
+            n = batch[COUNT].shape[0]
+            batch = {
+                k: (v[:n] if k in RATING_KEYS and v.shape[0] != n else v)
+                for k, v in batch.items()
+                if k != COUNT
+            }
+        return params, batch
+
+    def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters' unpadded shapes."""
+        out: dict[str, tuple[int, ...]] = {}
+        for k, v in params.items():
+            shape = tuple(int(s) for s in np.shape(v))
+            out[k] = (self._rows.get(k, shape[0]), *shape[1:])
+        return out
