@@ -12,32 +12,26 @@ own four shards; process 0 also the index).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
 NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 37, 29, 500, 4
 
 
-def main(process_id: int, port: int, folder: str, out: str) -> None:
-    import jax
-
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id
-    )
+def train(devices: int | None) -> dict[str, Any]:
+    """The three models of the run, trained on `devices` (None: one device): 20 steps of
+    full-batch SGD and of minibatch Adam on `RegularizedMF`, 2 WALS sweeps."""
     import cfcore
 
     ratings = cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, NUM_RATINGS, seed=0)
-    result: dict[str, np.ndarray] = {
-        "devices": np.array([jax.device_count(), jax.local_device_count(), jax.process_count()])
-    }
     sgd = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
     sgd.fit(
         ratings,
         steps=20,
         optimizer=cfcore.optimizers.SGD(1.0),
         backend="jax",
-        devices=8,
+        devices=devices,
         eval_every=10,
         progress=False,
     )
@@ -47,23 +41,46 @@ def main(process_id: int, port: int, folder: str, out: str) -> None:
         steps=20,
         optimizer=cfcore.optimizers.Adam(0.05),
         backend="jax",
-        devices=8,
+        devices=devices,
         batch_size=64,
         eval_every=10,
         progress=False,
     )
     wals = cfcore.WALS(embedding_dim=DIM, init_stddev=0.5)
-    wals.fit(ratings, steps=2, backend="jax", devices=8, progress=False)
+    wals.fit(ratings, steps=2, backend="jax", devices=devices, progress=False)
+    return {"sgd": sgd, "adam": adam, "wals": wals}
+
+
+def trained(models: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each model's embeddings (`{name}_{table}`) and history (`{name}_history`)."""
+    out = {}
+    for name, model in models.items():
+        for table, emb in model.embeddings.items():
+            out[f"{name}_{table}"] = emb
+        out[f"{name}_history"] = model.history.to_numpy(np.float64)
+    return out
+
+
+def main(process_id: int, port: int, folder: str, out: str) -> None:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id
+    )
+
+    result: dict[str, np.ndarray] = {
+        "devices": np.array([jax.device_count(), jax.local_device_count(), jax.process_count()])
+    }
+    models = train(devices=8)
+    sgd = models["sgd"]
     session = sgd._session
     assert session is not None
     result["local_shard_rows"] = np.array(
         [s.data.shape[0] for s in session.params["user"].addressable_shards]
     )
     sgd.save(folder, sharded=True)
-    for name, model in (("sgd", sgd), ("adam", adam), ("wals", wals)):
-        for table, emb in model.embeddings.items():
-            result[f"{name}_{table}"] = emb
-        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+    result.update(trained(models))
     np.savez(out, allow_pickle=False, **result)
     jax.distributed.shutdown()
 

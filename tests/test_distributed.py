@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .distributed_run import NUM_USERS, train, trained
 from .tiny_data import cli_env
 
 pytest.importorskip("jax")
@@ -24,7 +25,6 @@ pytest.importorskip("jax")
 import cfcore  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("distributed_run.py")
-NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 37, 29, 500, 4  # as in the script
 RTOL = 1e-5
 
 
@@ -69,34 +69,7 @@ def runs(tmp_path_factory) -> tuple[Path, list[dict[str, np.ndarray]]]:
 
 
 def _single() -> dict[str, np.ndarray]:
-    ratings = cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, NUM_RATINGS, seed=0)
-    sgd = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
-    sgd.fit(
-        ratings,
-        steps=20,
-        optimizer=cfcore.optimizers.SGD(1.0),
-        backend="jax",
-        eval_every=10,
-        progress=False,
-    )
-    adam = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
-    adam.fit(
-        ratings,
-        steps=20,
-        optimizer=cfcore.optimizers.Adam(0.05),
-        backend="jax",
-        batch_size=64,
-        eval_every=10,
-        progress=False,
-    )
-    wals = cfcore.WALS(embedding_dim=DIM, init_stddev=0.5)
-    wals.fit(ratings, steps=2, backend="jax", progress=False)
-    out = {}
-    for name, model in (("sgd", sgd), ("adam", adam), ("wals", wals)):
-        for table, emb in model.embeddings.items():
-            out[f"{name}_{table}"] = emb
-        out[f"{name}_history"] = model.history.to_numpy(np.float64)
-    return out
+    return trained(train(devices=None))
 
 
 def test_two_processes_form_one_eight_device_mesh(runs):
