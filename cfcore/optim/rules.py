@@ -28,59 +28,79 @@ class Rule:
         update: `update(grads, state, params) -> (new_params, new_state)`.
         spec: the cfcore spec (None for a framework's own optimizer).
         learning_rate: for messages (None when unknown).
+        key: what the compiled step depends on, for its cache: a cfcore spec's rule keeps its
+            numbers (learning rate, betas, eps) in the optimizer state, read at run time, so
+            its key is the rule's name alone and a learning-rate search compiles once. None: the
+            optimizer object itself (a framework's own, whose numbers are traced in).
     """
 
     init: Any
     update: Any
     spec: OptimizerSpec | None = None
     learning_rate: float | None = None
+    key: Any = None
+
+
+def _hyper(be: Any, **values: float) -> dict[str, Any]:
+    """The rule's numbers as float32 scalars of the optimizer state (each computed in Python
+    first, as the constants it replaces were), so that the compiled step reads them at run time:
+    a spec that differs only in its numbers reuses the compiled chunk (`Rule.key`)."""
+    return {k: be.asarray(np.float32(v)) for k, v in values.items()}
 
 
 def _sgd(be: Any, opt: SGD) -> Rule:
-    lr = opt.learning_rate
-
     def init(params: Params) -> dict:
-        return {}
+        return {"hyper": _hyper(be, lr=opt.learning_rate)}
 
     def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        lr = state["hyper"]["lr"]
         return {k: params[k] - lr * grads[k] for k in params}, state
 
-    return Rule(init, update, opt, lr)
+    return Rule(init, update, opt, opt.learning_rate, key=("SGD",))
 
 
 def _adagrad(be: Any, opt: Adagrad) -> Rule:
-    xp, lr, eps = be.xp, opt.learning_rate, opt.eps
+    xp = be.xp
 
     def init(params: Params) -> dict:
         return {
-            "acc": {k: xp.full_like(p, opt.initial_accumulator_value) for k, p in params.items()}
+            "acc": {k: xp.full_like(p, opt.initial_accumulator_value) for k, p in params.items()},
+            "hyper": _hyper(be, lr=opt.learning_rate, eps=opt.eps),
         }
 
     def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        lr, eps = state["hyper"]["lr"], state["hyper"]["eps"]
         acc = {k: state["acc"][k] + xp.square(grads[k]) for k in params}
         new = {k: params[k] - lr * (grads[k] / xp.sqrt(acc[k] + eps)) for k in params}
-        return new, {"acc": acc}
+        return new, {"acc": acc, "hyper": state["hyper"]}
 
-    return Rule(init, update, opt, lr)
+    return Rule(init, update, opt, opt.learning_rate, key=("Adagrad",))
 
 
 def _adam(be: Any, opt: Adam) -> Rule:
-    xp, lr, b1, b2, eps = be.xp, opt.learning_rate, opt.b1, opt.b2, opt.eps
+    xp = be.xp
 
     def init(params: Params) -> dict:
         zeros = {k: xp.zeros_like(p) for k, p in params.items()}
+        # `1 - b` in Python (float64) then float32, as the constants folded before were.
+        hyper = _hyper(
+            be, lr=opt.learning_rate, b1=opt.b1, b2=opt.b2, c1=1.0 - opt.b1, c2=1.0 - opt.b2,
+            eps=opt.eps,
+        )  # fmt: skip
         # The step count t as float32: exact up to 2²⁴ steps, and b ** t needs a float exponent.
-        return {"m": zeros, "v": dict(zeros), "t": be.asarray(np.float32(0.0))}
+        return {"m": zeros, "v": dict(zeros), "t": be.asarray(np.float32(0.0)), "hyper": hyper}
 
     def update(grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        h = state["hyper"]
+        lr, b1, b2, eps = h["lr"], h["b1"], h["b2"], h["eps"]
         t = state["t"] + 1.0
-        m = {k: b1 * state["m"][k] + (1.0 - b1) * grads[k] for k in params}
-        v = {k: b2 * state["v"][k] + (1.0 - b2) * xp.square(grads[k]) for k in params}
+        m = {k: b1 * state["m"][k] + h["c1"] * grads[k] for k in params}
+        v = {k: b2 * state["v"][k] + h["c2"] * xp.square(grads[k]) for k in params}
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
         new = {k: params[k] - lr * ((m[k] / c1) / (xp.sqrt(v[k] / c2) + eps)) for k in params}
-        return new, {"m": m, "v": v, "t": t}
+        return new, {"m": m, "v": v, "t": t, "hyper": h}
 
-    return Rule(init, update, opt, lr)
+    return Rule(init, update, opt, opt.learning_rate, key=("Adam",))
 
 
 _RULES = {SGD: _sgd, Adagrad: _adagrad, Adam: _adam}

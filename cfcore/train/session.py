@@ -171,8 +171,11 @@ class Session:
         )
 
     def _cached(self, key: Any, make: Callable[[], Callable[..., ChunkResult]]) -> Callable:
-        full_key = (self.backend.name, id(self.backend), key, self.optimizer, self.placement.key)
-        if not (_hashable(key) and _hashable(self.optimizer)):
+        # A cfcore optimizer's numbers are read at run time (`Rule.key`): chunks differing only
+        # in them are one compiled chunk.
+        optimizer = self.optimizer if self.rule is None or self.rule.key is None else self.rule.key
+        full_key = (self.backend.name, id(self.backend), key, optimizer, self.placement.key)
+        if not (_hashable(key) and _hashable(optimizer)):
             return make()
         if full_key not in _CHUNKS:
             _CHUNKS[full_key] = make()
