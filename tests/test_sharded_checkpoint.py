@@ -6,8 +6,9 @@ single-device `cfcore.load` bit for bit, and on 2 devices in another process, wh
 continues as it does on one device. `cfcore.load(folder, devices=k)` puts it straight onto 1, 2
 and 8 devices (JAX; 2 and 8 on TensorFlow): each device receives its own rows, read from the shard
 files that hold them, with every way of bringing a whole table through the host refused, and
-training continues bit for bit as after a plain load and `fit(..., devices=k)`. Each
-configuration runs in its own process (`tests/sharded_checkpoint_run.py`).
+training continues bit for bit as after a plain load and `fit(..., devices=k)` (WALS, BiasedMF
+and the softmax model too, on one device). Each multi-device configuration runs in its own
+process (`tests/sharded_checkpoint_run.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,18 +229,32 @@ def test_a_single_model_file_loads_onto_devices(tmp_path):
         np.testing.assert_array_equal(placed.embeddings[table], emb)
 
 
-def test_als_continues_from_a_placed_checkpoint(tmp_path):
-    r = cfcore.synthetic_ratings(12, 9, 60, seed=1)
-    model = cfcore.WALS(embedding_dim=3)
-    model.fit(r, steps=1, backend="jax", devices=1, progress=False)
+@pytest.mark.parametrize("kind", ["wals", "biased", "softmax"])
+def test_every_model_continues_from_a_placed_checkpoint(tmp_path, kind):
+    # Each model class rebuilds itself around stand-ins of its tables: every parameter must be
+    # found again and placed (on one device here: the multi-device runs are RegularizedMF's).
+    if kind == "softmax":
+        from .test_softmax_features import toy_dataset
+
+        data: Any = toy_dataset(num_users=30, num_items=17, seed=1)
+        model: Any = cfcore.SoftmaxModel({"movie_id": 4, "genre": 2, "year": 2}, hidden_dims=(4,))
+        kw: dict[str, Any] = {"optimizer": cfcore.optimizers.Adagrad(0.5), "batch_size": 8}
+    else:
+        data = cfcore.synthetic_ratings(12, 9, 60, seed=1)
+        model = (cfcore.WALS if kind == "wals" else cfcore.BiasedMF)(embedding_dim=3)
+        kw = {}
+    kw.update(steps=2, eval_every=2, backend="jax", devices=1, progress=False)
+    model.fit(data, **kw)
     model.save(tmp_path / "ckpt", sharded=True)
     placed = cfcore.load(tmp_path / "ckpt", devices=1)
-    placed.fit(r, steps=1, backend="jax", devices=1, progress=False)
+    assert placed._session is not None and placed._session.loaded
+    assert set(placed._session.params) == set(model.params_numpy())
+    placed.fit(data, **kw)
     plain = cfcore.load(tmp_path / "ckpt")
-    plain.fit(r, steps=1, backend="jax", devices=1, progress=False)
-    assert placed.step == plain.step == 2
-    for table, emb in plain.embeddings.items():
-        np.testing.assert_array_equal(placed.embeddings[table], emb)
+    plain.fit(data, **kw)
+    assert placed.step == plain.step == 4
+    for name, value in plain.params_numpy().items():
+        np.testing.assert_array_equal(placed.params_numpy()[name], value)
 
 
 def test_damaged_checkpoints_are_refused_when_placed(saved, tmp_path):
