@@ -46,10 +46,13 @@ Sharded checkpoints (`save_sharded`, `model.save(folder, sharded=True)`): a fold
 `shard-<j>-of-<k>.npz` per device, each holding the rows `start:stop` of every table entry (the
 entry's name) and `metadata` (`format` "cfcore-shard", `index` j, `count` k, `rows`
 `{entry: [start, stop]}`). Every process writes the shards of its own devices, copied to the
-host one device at a time: no process ever holds a whole table. `load` reads a folder as one
-model (the single-device form: the tables assembled on the host, each row checked to come
-from exactly one shard); `fit(..., devices=...)` then shards it over any number of devices.
-Plain NumPy reads a shard (`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
+host one device at a time: no process ever holds a whole table. `load(folder)` reads a folder
+as one model (the single-device form: the tables assembled on the host, each row checked to
+come from exactly one shard); `load(folder, devices=k)` puts it straight onto k devices of any
+count (`ShardFiles`: each device's rows read from the shard files that overlap them, never a
+whole table on the host) and the model's training session holds them, so that
+`fit(..., devices=k)` continues without placing them again. Plain NumPy reads a shard
+(`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
 
 The embeddings are stored bit for bit, so a model trained on JAX and loaded for TensorFlow scores
 identically up to each framework's float32 rounding. Optimizer state is not stored (it is each
@@ -247,12 +250,13 @@ def _npz_writer(arrays: dict[str, np.ndarray]) -> Any:
 
 
 class _ShardedArchive:
-    """A sharded checkpoint's index archive with its table entries assembled from the shards."""
+    """A sharded checkpoint's index archive with its table entries added (`tables`: the tables
+    assembled from the shards, or stand-ins of their shapes)."""
 
-    def __init__(self, folder: Path, archive: Any, shards: dict[str, Any]) -> None:
+    def __init__(self, archive: Any, tables: dict[str, np.ndarray]) -> None:
         self._archive = archive
-        self._tables = _assemble(folder, shards)
-        self.files = list(archive.files) + list(self._tables)
+        self._tables = tables
+        self.files = list(archive.files) + list(tables)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self._tables:
@@ -260,61 +264,164 @@ class _ShardedArchive:
         return self._archive[name]
 
 
-def _assemble(folder: Path, shards: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every table entry of a sharded checkpoint from its shard files, each row exactly once."""
-    from .io.npz import load_arrays
+class ShardFiles:
+    """The shard files of a sharded checkpoint, read a row range at a time.
 
-    try:
-        entries = {str(e): tuple(int(x) for x in s) for e, s in dict(shards["entries"]).items()}
-        files = [str(f) for f in shards["files"]]
-        count = int(shards["count"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{folder} is damaged: its shard list does not parse ({err})") from err
-    if len(files) != count or any(Path(f).name != f for f in files):
-        raise ModelFileError(f"{folder} is damaged: its index lists {files!r} for {count} shards")
-    out = {e: np.zeros(shape, np.float32) for e, shape in entries.items()}
-    seen = {e: np.zeros(shape[0], np.int64) for e, shape in entries.items()}
-    for name in files:
-        path = folder / name
-        if not path.is_file():
-            raise ModelFileError(f"{folder} is damaged: the shard file {name} is missing")
-        arrays = load_arrays(path, ModelFileError)
+    Opening reads the index's shard table and each shard's metadata and member headers (no
+    table data) and checks that every row of every table entry is in exactly one shard with the
+    shape its rows declare. `rows` then reads only the shards that overlap a range.
+
+    Args:
+        folder: the checkpoint's folder.
+        shards: the index's `shards` field (`{"count", "files", "entries"}`).
+
+    Attributes:
+        entries: each table entry's full shape `[N, ...]`.
+
+    Raises:
+        ModelFileError: the shard table does not parse, a shard file is missing, is not a
+            cfcore shard, or its rows do not tile a table exactly once.
+    """
+
+    def __init__(self, folder: Path, shards: dict[str, Any]) -> None:
+        from .io.npz import load_arrays, member_headers
+
+        self.folder = folder
         try:
-            meta = json.loads(arrays["metadata"].tobytes().decode("utf-8"))
-            rows = {str(e): (int(a), int(b)) for e, (a, b) in dict(meta["rows"]).items()}
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
-            raise ModelFileError(f"{path} is damaged: its metadata does not parse ({err})") from err
-        if meta.get("format") != SHARD_FORMAT:
-            raise ModelFileError(f"{path} is not a cfcore shard (format {meta.get('format')!r})")
-        for entry, shape in entries.items():
-            start, stop = rows.get(entry, (0, -1))
-            if entry not in arrays or not 0 <= start <= stop <= shape[0]:
-                raise ModelFileError(f"{path} is damaged: no valid rows of {entry!r}")
-            block = arrays[entry]
-            if block.shape != (stop - start, *shape[1:]):
-                raise ModelFileError(
-                    f"{path} is damaged: {entry!r} holds {block.shape}, expected "
-                    f"{(stop - start, *shape[1:])} for rows {start}:{stop}"
-                )
-            out[entry][start:stop] = block
-            seen[entry][start:stop] += 1
-    for entry, counts in seen.items():
-        if (counts != 1).any():
-            row = int(np.flatnonzero(counts != 1)[0])
+            entries = {str(e): tuple(int(x) for x in s) for e, s in dict(shards["entries"]).items()}
+            files = [str(f) for f in shards["files"]]
+            count = int(shards["count"])
+        except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(
-                f"{folder} is damaged: row {row} of {entry!r} is in {int(counts[row])} shards "
-                "(expected exactly one)"
+                f"{folder} is damaged: its shard list does not parse ({err})"
+            ) from err
+        if len(files) != count or any(Path(f).name != f for f in files):
+            raise ModelFileError(
+                f"{folder} is damaged: its index lists {files!r} for {count} shards"
             )
+        self.entries = entries
+        # Each entry's non-empty row ranges and the file holding them, in row order.
+        self._ranges: dict[str, list[tuple[int, int, Path]]] = {e: [] for e in entries}
+        self._headers: dict[Path, dict[str, Any]] = {}
+        for name in files:
+            path = folder / name
+            if not path.is_file():
+                raise ModelFileError(f"{folder} is damaged: the shard file {name} is missing")
+            headers = member_headers(path, ModelFileError)
+            self._headers[path] = headers
+            arrays = load_arrays(path, ModelFileError, names=["metadata"])
+            try:
+                meta = json.loads(arrays["metadata"].tobytes().decode("utf-8"))
+                rows = {str(e): (int(a), int(b)) for e, (a, b) in dict(meta["rows"]).items()}
+            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+                raise ModelFileError(
+                    f"{path} is damaged: its metadata does not parse ({err})"
+                ) from err
+            if meta.get("format") != SHARD_FORMAT:
+                raise ModelFileError(
+                    f"{path} is not a cfcore shard (format {meta.get('format')!r})"
+                )
+            for entry, shape in entries.items():
+                start, stop = rows.get(entry, (0, -1))
+                if entry not in headers or not 0 <= start <= stop <= shape[0]:
+                    raise ModelFileError(f"{path} is damaged: no valid rows of {entry!r}")
+                held = headers[entry].shape
+                if held != (stop - start, *shape[1:]):
+                    raise ModelFileError(
+                        f"{path} is damaged: {entry!r} holds {held}, expected "
+                        f"{(stop - start, *shape[1:])} for rows {start}:{stop}"
+                    )
+                if stop > start:
+                    self._ranges[entry].append((start, stop, path))
+        for entry, ranges in self._ranges.items():
+            ranges.sort(key=lambda r: (r[0], r[1]))
+            covered = 0  # rows 0:covered are in exactly one shard so far
+            for start, stop, _ in ranges:
+                if start != covered:
+                    row = min(start, covered)  # a gap's first row, or an overlap's
+                    times = sum(lo <= row < hi for lo, hi, _ in ranges)
+                    raise ModelFileError(
+                        f"{folder} is damaged: row {row} of {entry!r} is in {times} shards "
+                        "(expected exactly one)"
+                    )
+                covered = stop
+            if covered != entries[entry][0]:
+                raise ModelFileError(
+                    f"{folder} is damaged: row {covered} of {entry!r} is in 0 shards "
+                    "(expected exactly one)"
+                )
+        # The last shard member read: the next range (the next device's) usually starts there.
+        self._last: tuple[Path, str, np.ndarray] | None = None
+
+    def _member(self, path: Path, entry: str) -> np.ndarray:
+        from .io.npz import read_member
+
+        if self._last is None or self._last[:2] != (path, entry):
+            self._last = None  # let the previous block go before reading the next
+            header = self._headers[path][entry]
+            block = read_member(path, entry, ModelFileError, header)
+            self._last = (path, entry, block)
+        return self._last[2]
+
+    def rows(self, entry: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` of `entry`, float32 `[stop - start, ...]`, from the shards that
+        hold them (a range inside one shard: a view of that shard's block)."""
+        shape = self.entries[entry]
+        if not 0 <= start <= stop <= shape[0]:
+            raise ValueError(f"rows {start}:{stop} are outside {entry!r}'s {shape[0]} rows")
+        out: np.ndarray | None = None
+        for lo, hi, path in self._ranges[entry]:
+            if hi <= start or lo >= stop:
+                continue
+            block = self._member(path, entry)
+            a, b = max(lo, start), min(hi, stop)
+            if out is None and lo <= start and stop <= hi:
+                return np.asarray(block[start - lo : stop - lo], np.float32)
+            if out is None:
+                out = np.empty((stop - start, *shape[1:]), np.float32)
+            out[a - start : b - start] = block[a - lo : b - lo]
+        if out is None:  # an empty range
+            return np.zeros((0, *shape[1:]), np.float32)
+        return out
+
+    def close(self) -> None:
+        """Lets go of the last shard block read."""
+        self._last = None
+
+
+def _assemble(folder: Path, shards: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every table entry of a sharded checkpoint from its shard files, each row exactly once
+    (the single-device `load`)."""
+    files = ShardFiles(folder, shards)
+    out = {e: files.rows(e, 0, shape[0]) for e, shape in files.entries.items()}
+    files.close()
     return out
 
 
-def load(path: str | os.PathLike[str]) -> Any:
-    """Reads a model written by `model.save(path)`.
+def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = None) -> Any:
+    """Reads a model written by `model.save(path)` (or a sharded checkpoint's folder).
 
     The returned model has its `spec`, `embeddings`, `history`, `step`, `catalog`, vocabularies
     and (if saved) training ratings; it is not tied to a backend: `recommend` / `fold_in` /
     `fit` use whichever is asked for, and `fit` continues from the loaded embeddings (with a
     fresh optimizer state).
+
+    With `devices`, the parameters go straight onto the devices, row-sharded as
+    `fit(..., devices=devices, backend=backend)` shards them (any device count, whatever the
+    count the checkpoint was saved from): each device receives rows `j·⌈N/k⌉:(j+1)·⌈N/k⌉` of
+    each table, read from the shard files that overlap them, so no whole table is assembled on
+    the host (a single model file, also accepted, holds its tables whole: they are read whole
+    and placed). The model then holds them as its training session: `fit(..., devices=devices)`
+    on that backend continues from them without placing them again (with a fresh optimizer
+    state, as after any load), `save(folder, sharded=True)` writes them again per device, and
+    `embeddings` / `params_numpy()` gather them to the host when asked.
+
+    Args:
+        path: the model file, or the folder of a sharded checkpoint.
+        backend: with `devices`, the backend to place on ("jax", "tf", an instance, or None:
+            `CFCORE_BACKEND`, else "jax"), as `fit` takes it; pass the same to `fit` to continue.
+        devices: None (the tables on the host, as `model.save` wrote them), or an int k (the
+            backend's first k devices) or a list of the framework's devices, as `fit` takes them.
 
     Raises:
         ModelFileError: the file is missing, not a cfcore model (another `.npz`, or not an
@@ -323,9 +430,25 @@ def load(path: str | os.PathLike[str]) -> Any:
             (format version above `FORMAT_VERSION`).
         FileAccessError: the file exists but cannot be read (permission).
         ResourceLimitError: the arrays the file declares would not fit in memory.
+        ValueError: `backend` without `devices`, or `devices` out of range or not the
+            backend's (as in `fit`).
+        NotImplementedError: `devices` on a backend that does not shard (PyTorch, the NumPy
+            reference), as in `fit`.
     """
     from .io.npz import check_total_size, member_headers
 
+    placement = None
+    if devices is not None:
+        from .backend.registry import get_backend
+        from .train.sharding import make_placement
+
+        # Refused before any file is read, as `fit` refuses them.
+        placement = make_placement(get_backend(backend), devices)
+    elif backend is not None:
+        raise ValueError(
+            f"backend={backend!r} without devices: a model loads on the host and fit() takes "
+            "the backend; pass devices= too to place the tables on that backend's devices now"
+        )
     path = Path(path)
     folder = None
     if path.is_dir() and (path / INDEX_NAME).is_file():
@@ -354,7 +477,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     with archive:
         try:
             _check_declared_shapes(path, archive, headers)
-            return _read(path, archive, folder)
+            return _read(path, archive, folder, placement)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
@@ -394,7 +517,7 @@ def _check_declared_shapes(path: Path, archive: Any, headers: dict[str, Any]) ->
             )
 
 
-def _read(path: Path, archive: Any, folder: Path | None = None) -> Any:
+def _read(path: Path, archive: Any, folder: Path | None = None, placement: Any = None) -> Any:
     from .data.ratings import RatingsError
 
     names = set(archive.files)
@@ -425,16 +548,28 @@ def _read(path: Path, archive: Any, folder: Path | None = None) -> Any:
             f"{SHARDED_FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
             "Upgrade cfcore to read it"
         )
+    shard_files: ShardFiles | None = None
+    stand_ins: dict[str, np.ndarray] = {}
     if is_index:
         if folder is None:
             raise ModelFileError(
                 f"{path} is the index of a sharded checkpoint: load its folder ({path.parent}), "
                 "with the shard files beside it"
             )
-        archive = _ShardedArchive(folder, archive, meta["shards"])
+        if placement is None:
+            archive = _ShardedArchive(archive, _assemble(folder, meta["shards"]))
+        else:
+            # The model is rebuilt around zero-stride stand-ins of its tables (no table on the
+            # host); the placement then reads each device's rows from the shard files.
+            shard_files = ShardFiles(folder, meta["shards"])
+            stand_ins = {
+                e: np.broadcast_to(np.zeros((), np.float32), shape)
+                for e, shape in shard_files.entries.items()
+            }
+            archive = _ShardedArchive(archive, stand_ins)
     try:
         cls = _model_class(path, meta)
-        return cls.from_state(StateReader(folder or path, archive, meta))
+        model = cls.from_state(StateReader(folder or path, archive, meta))
     except ModelFileError:
         raise
     except KeyError as err:
@@ -443,6 +578,41 @@ def _read(path: Path, archive: Any, folder: Path | None = None) -> Any:
         # The built-in kind ("ValueError"), not cfcore's subclass of it, as before.
         kind = next(c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins")
         raise ModelFileError(f"{path} is damaged: {kind}: {err}") from err
+    if placement is not None:
+        _place(model, placement, shard_files, stand_ins)
+    return model
+
+
+def _place(
+    model: Any, placement: Any, files: ShardFiles | None, stand_ins: dict[str, np.ndarray]
+) -> None:
+    """Puts a loaded model's parameters on `placement`'s devices and keeps them there as its
+    session: from the shard `files` (the model's parameters are then the `stand_ins` of their
+    entries), or from its host parameters (a single model file)."""
+    params = model._params
+    if files is None:
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        native = placement.params_from_rows(shapes, lambda k, lo, hi: params[k][lo:hi])
+    else:
+        entry = {}
+        for name, a in params.items():
+            for e, stand_in in stand_ins.items():
+                if np.shares_memory(a, stand_in):
+                    entry[name] = e
+        kept = sorted(set(params) - set(entry))
+        if kept:
+            raise TypeError(
+                f"{type(model).__name__} reads its parameters {kept} in another form than the "
+                "shards' arrays: it cannot be loaded onto devices; load it without devices="
+            )
+        shapes = {k: files.entries[e] for k, e in entry.items()}
+        try:
+            native = placement.params_from_rows(
+                shapes, lambda k, lo, hi: files.rows(entry[k], lo, hi)
+            )
+        finally:
+            files.close()
+    model._place(placement.backend, placement, native)
 
 
 def _model_class(path: Path, meta: dict[str, Any]) -> Any:

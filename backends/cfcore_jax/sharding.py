@@ -94,6 +94,21 @@ class ShardedPlacement(RowShardedPlacement):
             spec[axis] = _AXIS
         return jax.device_put(a, jsh.NamedSharding(self.mesh, jsh.PartitionSpec(*spec)))
 
+    def _put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
+        """A row-sharded `jax.Array` of the padded `shape` from its devices' blocks (`block(j)`:
+        device j's rows, float32 `[R, ...]`), each put on its own device: the whole table is never
+        on the host or on one device. Only this process's devices are asked for their block."""
+        here = jax.process_index()
+        parts = [
+            jax.device_put(block(j), d)
+            for j, d in enumerate(self.devices)
+            if d.process_index == here
+        ]
+        spec = jsh.PartitionSpec(_AXIS, *([None] * (len(shape) - 1)))
+        return jax.make_array_from_single_device_arrays(
+            shape, jsh.NamedSharding(self.mesh, spec), parts
+        )
+
     def _put_blocks(self, tree: Any) -> Any:
         # Each device's own blocks, stacked along the leading axes: split along them.
         return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))

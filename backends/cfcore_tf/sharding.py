@@ -108,11 +108,21 @@ class ShardedPlacement(RowShardedPlacement):
             parts = [a] * self.num_devices
         else:
             parts = np.split(a, self.num_devices, axis=axis)
+        return self._pack(lambda j: parts[j], self.layout(a.ndim, axis))
+
+    def _put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
+        """A row-sharded DTensor of the padded `shape` from its devices' blocks (`block(j)`:
+        device j's rows, float32 `[R, ...]`), each made on its own device: the whole table is
+        never on the host or on one device."""
+        return self._pack(block, self.layout(len(shape), 0))
+
+    def _pack(self, part: Any, layout: dtensor.Layout) -> Any:
+        # Device j's component from `part(j)`, one device at a time.
         components = []
-        for device, part in zip(self.devices, parts, strict=True):
+        for j, device in enumerate(self.devices):
             with tf.device(device):
-                components.append(tf.constant(part))
-        return dtensor.pack(components, self.layout(a.ndim, axis))
+                components.append(tf.constant(part(j)))
+        return dtensor.pack(components, layout)
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:

@@ -99,6 +99,15 @@ class Model:
         self._params = None  # the session's state is now the truth
         return session
 
+    def _place(self, backend: Any, placement: Any, params: dict[str, Any]) -> None:
+        """Holds `params`, native arrays already placed by `placement` on `backend`, as a
+        session that the next `fit` on the same backend and devices continues from (with a
+        fresh optimizer state); the host copy is dropped (`cfcore.load(..., devices=...)`)."""
+        self._session = Session.placed(
+            backend, placement, params, step=self._resume_step, history=self.history
+        )
+        self._params = None
+
     def _has_params(self) -> bool:
         return self._session is not None or self._params is not None
 
@@ -190,7 +199,9 @@ class Model:
                 "columns": [str(c) for c in history.columns],
                 "data": [[_plain(x) for x in row] for row in history.itertuples(index=False)],
             },
-            "optimizer": None if session is None else _optimizer_dict(session.optimizer),
+            "optimizer": None
+            if session is None or session.loaded
+            else _optimizer_dict(session.optimizer),
             "num_train_ratings": self.num_train_ratings,
             "rating_scale": None if self.rating_scale is None else list(self.rating_scale),
             **meta,

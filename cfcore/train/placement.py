@@ -109,6 +109,24 @@ class Placement:
         """Parameters as float32 native arrays."""
         return {k: self.backend.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
 
+    def params_from_rows(
+        self, shapes: dict[str, tuple[int, ...]], read: Callable[[str, int, int], np.ndarray]
+    ) -> dict[str, Any]:
+        """Parameters placed from a reader of row ranges instead of whole host tables (what
+        `cfcore.load(..., devices=...)` places from a sharded checkpoint's files).
+
+        Args:
+            shapes: each parameter's shape `[N, ...]`.
+            read: `read(name, start, stop)` gives rows `start:stop` of parameter `name`, float32
+                `[stop - start, ...]`.
+
+        Returns:
+            What `params` returns for the same tables. Here (one device) each table is read
+            whole: the device holds it whole anyway. A row-sharded placement reads each
+            device's rows on their own.
+        """
+        return self.params({k: read(k, 0, shape[0]) for k, shape in shapes.items()})
+
     def data(self, tree: Any) -> Any:
         """A tree of host arrays (ratings, bags, batch indices) as native arrays, dtypes narrowed."""
         if tree is None:
@@ -197,6 +215,14 @@ class RowShardedPlacement(Placement):
         """`a` split along `axis` over the devices (None: replicated on each)."""
         raise NotImplementedError
 
+    def _put_rows(self, block: Callable[[int], np.ndarray], shape: tuple[int, ...]) -> Any:
+        """A row-sharded array of the padded `shape` (`[k·R, ...]`) built from its devices'
+        blocks: `block(j)` gives device j's rows `j·R:(j+1)·R`, float32 `[R, ...]`, and is called
+        only for the devices this process holds, one at a time. Here (a backend whose subclass
+        does not build arrays from per-device parts): the blocks joined on the host and `_put`."""
+        k = self.num_devices
+        return self._put(np.concatenate([block(j) for j in range(k)]))
+
     def _host(self, x: Any) -> np.ndarray:
         """A host or (unsharded) native array as NumPy."""
         return np.asarray(x)
@@ -214,6 +240,35 @@ class RowShardedPlacement(Placement):
                 raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
             self._rows[name] = a.shape[0]
             out[name] = self._put(pad_rows(a, padded_rows(a.shape[0], self.num_devices)))
+        return out
+
+    def params_from_rows(
+        self, shapes: dict[str, tuple[int, ...]], read: Callable[[str, int, int], np.ndarray]
+    ) -> dict[str, Any]:
+        """The tables of `shapes` placed as `params` places them (zero-padded to `k·⌈N/k⌉` rows,
+        row-sharded), each device's block `j·⌈N/k⌉:(j+1)·⌈N/k⌉` read on its own by `read` (see
+        `Placement.params_from_rows`): no whole table is read or held on the host (k > 1)."""
+        out = {}
+        k = self.num_devices
+        for name, shape in shapes.items():
+            if len(shape) == 0:
+                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
+            n, tail = int(shape[0]), tuple(int(s) for s in shape[1:])
+            per = padded_rows(n, k) // k
+
+            # Bound as defaults: `_put_rows` calls it within this iteration, but say so.
+            def block(j: int, name: str = name, n: int = n, per: int = per, tail: Any = tail):
+                lo, hi = min(j * per, n), min((j + 1) * per, n)
+                rows = np.asarray(read(name, lo, hi), np.float32)
+                if rows.shape != (hi - lo, *tail):
+                    raise ValueError(
+                        f"read {rows.shape} for rows {lo}:{hi} of {name!r}, expected "
+                        f"{(hi - lo, *tail)}"
+                    )
+                return pad_rows(rows, per)
+
+            self._rows[name] = n
+            out[name] = self._put_rows(block, (per * k, *tail))
         return out
 
     def data(self, tree: Any) -> Any:

@@ -67,6 +67,9 @@ class Session:
         prev_params, prev_opt_state: the state one applied step earlier.
         step: number of updates applied so far (continued from a loaded model).
         history_rows: one dict per history row.
+        loaded: parameters placed by `cfcore.load(..., devices=...)`, not trained in this
+            session: the next `fit` on the same backend and devices takes them over with its
+            own optimizer and a fresh optimizer state (`continue_or_start`).
     """
 
     backend: Any
@@ -79,6 +82,23 @@ class Session:
     prev_opt_state: Any
     step: int = 0
     history_rows: list[dict[str, float]] = field(default_factory=list)
+    loaded: bool = False
+
+    @classmethod
+    def placed(
+        cls,
+        backend: Any,
+        placement: Placement,
+        params: dict[str, Any],
+        *,
+        step: int,
+        history: pd.DataFrame | None = None,
+    ) -> Session:
+        """A session holding parameters already placed (native arrays from `placement`, e.g.
+        `params_from_rows`) and no optimizer yet: a loaded model's (`loaded`)."""
+        return cls(
+            backend, None, None, placement, params, {}, params, {}, step, _rows(history), True
+        )
 
     @classmethod
     def start(
@@ -101,10 +121,41 @@ class Session:
         rule = None if optimizer is None else make_rule(backend, optimizer)
         native = placement.params(params)
         opt_state = {} if rule is None else rule.init(native)
-        records = [] if history is None or history.empty else history.to_dict("records")
-        rows = [{str(k): v for k, v in r.items()} for r in records]
         return cls(
-            backend, optimizer, rule, placement, native, opt_state, native, opt_state, step, rows
+            backend,
+            optimizer,
+            rule,
+            placement,
+            native,
+            opt_state,
+            native,
+            opt_state,
+            step,
+            _rows(history),
+        )
+
+    def take_over(self, optimizer: Any) -> Session:
+        """A new session on this one's placed parameters (a `loaded` session's), run by
+        `optimizer` from a fresh optimizer state: nothing is gathered or placed again."""
+        shapes = self.placement.shapes(self.params)
+        # The memory check counts bytes only: zero-stride stand-ins of the tables' shapes.
+        check_training_memory(
+            {k: np.broadcast_to(np.zeros((), np.float32), s) for k, s in shapes.items()},
+            optimizer,
+        )
+        rule = None if optimizer is None else make_rule(self.backend, optimizer)
+        opt_state = {} if rule is None else rule.init(self.params)
+        return Session(
+            self.backend,
+            optimizer,
+            rule,
+            self.placement,
+            self.params,
+            opt_state,
+            self.params,
+            opt_state,
+            self.step,
+            list(self.history_rows),
         )
 
     @classmethod
@@ -122,7 +173,9 @@ class Session:
         model: str = "this model",
     ) -> Session:
         """`previous` if it runs on `backend` with the same optimizer and devices, else a new
-        session (`devices` as `cfcore.train.sharding.make_placement` takes them).
+        session (`devices` as `cfcore.train.sharding.make_placement` takes them). A `loaded`
+        `previous` on `backend` and the same devices is taken over (`take_over`): its placed
+        parameters with a fresh state of `optimizer`.
 
         A new session starts from the host parameters `params()` (called only then) and continues
         the step count and history of `previous`, or `step` and `history` (a loaded model's) when
@@ -137,10 +190,12 @@ class Session:
         if (
             previous is not None
             and previous.backend is backend
-            and same_optimizer(previous.optimizer, optimizer)
             and previous.placement.devices_key == placement.devices_key
         ):
-            return previous
+            if previous.loaded:
+                return previous.take_over(optimizer)
+            if same_optimizer(previous.optimizer, optimizer):
+                return previous
         if previous is not None:
             step, history = previous.step, pd.DataFrame(previous.history_rows)
         return cls.start(
@@ -272,6 +327,12 @@ class Session:
         self.prev_params, self.prev_opt_state = self.params, self.opt_state
         self.step = kept
         raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
+
+
+def _rows(history: pd.DataFrame | None) -> list[dict[str, float]]:
+    """A history frame as `Session.history_rows`."""
+    records = [] if history is None or history.empty else history.to_dict("records")
+    return [{str(k): v for k, v in r.items()} for r in records]
 
 
 def check_training_memory(params: dict[str, np.ndarray], optimizer: Any) -> None:
