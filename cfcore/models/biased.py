@@ -24,6 +24,7 @@ from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
 from ..persistence import register_model
 from ..specs import BiasedMFSpec, OptimizerSpec
+from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import as_ratings
 from .als import check_fit_inputs, run_sweeps, solve_rows
@@ -269,8 +270,13 @@ class BiasedMF(MatrixFactorization):
             data = place.data(biased_blocks(spec, train, mean, place))
             ratings = data["ratings"]
         else:
-            data = ratings = place.data(_centred(train, mean))
+            # The coefficients go with the data (read at run time): a search over them (and
+            # over a cfcore optimizer's numbers) compiles the chunk once.
+            hyper = place.data(hyper_values(spec))
+            data = ratings = {**place.data(_centred(train, mean)), HYPER: hyper}
         test_data = None if test is None else place.data(_centred(test, mean))
+        if test_data is not None and solver != "als":
+            test_data = {**test_data, HYPER: data[HYPER]}
 
         def record(_: float | None) -> dict[str, float]:
             terms = _terms(be, spec, session.params, ratings, place)
@@ -301,7 +307,7 @@ class BiasedMF(MatrixFactorization):
                 sampler = None if batch_size is None else MinibatchSampler(count, batch_size, seed)
                 take = _whole if sampler is None else _minibatch(be)
                 run_chunk = session.chunk(
-                    ("biased", spec, sampler is None), objectives.biased_mf_loss(be, spec), take
+                    ("biased", spec_key(spec), sampler is None), _coefficient_loss(be, spec), take
                 )
                 session.run(
                     run_chunk,
@@ -453,16 +459,28 @@ class BiasedMF(MatrixFactorization):
         self.global_mean = float(mean)
 
 
+def _coefficient_loss(be: Any, spec: BiasedMFSpec) -> Any:
+    """`spec`'s loss reading its coefficients from the batch (`cfcore.train.hyper`)."""
+
+    def loss(params: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
+        terms = objectives.biased_mf_loss_terms(be, with_coefficients(spec, batch), params, batch)
+        return terms["total"], terms
+
+    return loss
+
+
 def _terms(
     be: Any, spec: BiasedMFSpec, params: Any, data: dict[str, Any], placement: Any = None
 ) -> dict[str, float]:
     """The objective's parts on device `data` (centred), the MSE over `EVAL_CHUNK` chunks (in
     one call on a sharded `placement`: its padding is sliced off inside)."""
     key = None if placement is None else placement.key
+    # Data carrying the coefficients (gradient `fit`'s) compiles once for any of their values.
+    spec_id = spec_key(spec) if HYPER in data else spec
     fn = be.compiled(
-        ("biased_terms", spec, key),
+        ("biased_terms", spec_id, key),
         lambda: (placement or Placement(be)).placed(
-            lambda p, b: objectives.biased_mf_loss_terms(be, spec, p, b)
+            lambda p, b: objectives.biased_mf_loss_terms(be, with_coefficients(spec, b), p, b)
         ),
     )
     n = int(data["values"].shape[0])
@@ -471,7 +489,7 @@ def _terms(
     out: dict[str, float] = {}
     observed = 0.0
     for start in range(0, n, EVAL_CHUNK):
-        part = {k: v[start : start + EVAL_CHUNK] for k, v in data.items()}
+        part = {k: v if k == HYPER else v[start : start + EVAL_CHUNK] for k, v in data.items()}
         terms = {k: float(be.to_numpy(v)) for k, v in fn(params, part).items()}
         observed += terms["observed"] * int(part["values"].shape[0])
         out = terms
@@ -486,6 +504,7 @@ def _whole(data: Any, x: Any) -> Any:
 
 def _minibatch(be: Any) -> Any:
     def take(data: dict[str, Any], idx: Any) -> dict[str, Any]:
-        return {k: be.xp.take(v, idx) for k, v in data.items()}
+        # The coefficients (`hyper`) are scalars: the trainer hands them to every batch.
+        return {k: be.xp.take(v, idx) for k, v in data.items() if k != HYPER}
 
     return take

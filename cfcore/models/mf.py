@@ -23,6 +23,7 @@ from ..init import init_mf_params
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import MFSpec, MSEMethod, OptimizerSpec
+from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import as_ratings, check_steps
 from .base import Model, Params, State
@@ -426,16 +427,17 @@ def evaluate_terms(
     """
     n = int(data["values"].shape[0])
     key = None if placement is None else placement.key
+    # Data carrying the coefficients (`fit`'s) compiles once for any of their values.
+    spec_id = spec_key(spec) if HYPER in data else spec
+
+    def terms(p: Any, b: Any) -> Any:
+        return losses.mf_loss_terms(be, with_coefficients(spec, b), p, b)
+
     if key is not None:
         assert placement is not None
-        terms_fn = be.compiled(
-            ("mf_terms", spec, key),
-            lambda: placement.placed(lambda p, b: losses.mf_loss_terms(be, spec, p, b)),
-        )
+        terms_fn = be.compiled(("mf_terms", spec_id, key), lambda: placement.placed(terms))
         return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
-    terms_fn = be.compiled(
-        ("mf_terms", spec), lambda: lambda p, b: losses.mf_loss_terms(be, spec, p, b)
-    )
+    terms_fn = be.compiled(("mf_terms", spec_id), lambda: terms)
     if n <= EVAL_CHUNK or "layout" in data:
         return {k: float(be.to_numpy(v)) for k, v in terms_fn(params, data).items()}
     # The penalties do not depend on the ratings: compute them once, and only the MSE per chunk.
@@ -455,6 +457,16 @@ def evaluate_terms(
         out["gravity"] = spec.gravity_coeff * float(be.to_numpy(be.gravity(u, v)))
     out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
     return out
+
+
+def coefficient_loss(be: Any, spec: MFSpec) -> Any:
+    """`spec`'s loss reading its coefficients from the batch (`cfcore.train.hyper`)."""
+
+    def loss(params: Params, batch: Any) -> tuple[Any, dict[str, Any]]:
+        terms = losses.mf_loss_terms(be, with_coefficients(spec, batch), params, batch)
+        return terms["total"], terms
+
+    return loss
 
 
 def _full_batch(data: Any, x: Any) -> Any:
@@ -477,12 +489,17 @@ def _run(spec, session, train, test, steps, batch_size, seed, eval_every, progre
     # has one) is built once here. Minibatch steps use the plain gathers: a layout per batch
     # would cost more than it saves at the batch sizes measured (benchmarks/README.md).
     layout = sampler is None and spec.mse == "gather" and session.placement.pair_layout
-    data = session.placement.data(be.device_batch(train, pair_layout=layout))
-    test_data = (
-        None if test is None else session.placement.data(be.device_batch(test, pair_layout=layout))
-    )
+    # The coefficients go with the data (read at run time): a search over them compiles once.
+    hyper = session.placement.data(hyper_values(spec))
+    data = {**session.placement.data(be.device_batch(train, pair_layout=layout)), HYPER: hyper}
+    test_data = None
+    if test is not None:
+        test_data = {
+            **session.placement.data(be.device_batch(test, pair_layout=layout)),
+            HYPER: hyper,
+        }
     take = _full_batch if sampler is None else _minibatch(be)
-    run_chunk = session.chunk((spec, sampler is None), losses.mf_loss(be, spec), take)
+    run_chunk = session.chunk((spec_key(spec), sampler is None), coefficient_loss(be, spec), take)
 
     def record(_: float | None) -> dict[str, float]:
         terms = evaluate_terms(be, spec, session.params, data, session.placement)

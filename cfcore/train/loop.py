@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..optim.rules import Rule
+from .hyper import HYPER
 
 # Why a step was refused (the `reason` of a chunk).
 LOSS_NOT_FINITE = 1
@@ -145,7 +146,11 @@ def make_update_chunk(
 
     def body(carry: dict, data: Any, x: Any) -> dict:
         params, opt = carry["params"], carry["opt"]
-        total, new_params, new_opt = update(params, opt, take_batch(data, x))
+        batch = take_batch(data, x)
+        if isinstance(data, dict) and HYPER in data and isinstance(batch, dict):
+            # The model's run-time coefficients ride along with every batch (`hyper`).
+            batch = {**batch, HYPER: data[HYPER]}
+        total, new_params, new_opt = update(params, opt, batch)
         loss_ok = xp.isfinite(total)
         ok = loss_ok & _all_finite(xp, new_params) & (carry["bad"] < 0)
         first = (carry["bad"] < 0) & ~ok
