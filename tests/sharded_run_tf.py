@@ -9,7 +9,8 @@ after DTensor's SPMD expansion are read back from them.
 
 Writes, for `MatrixFactorization`, `RegularizedMF` and `BiasedMF`, the parameters and history after
 50 steps of full-batch SGD and of minibatch Adam, the same after 2 ALS sweeps of `WALS`, `IALS` and
-`BiasedMF`, sharded checkpoints next to OUT (`OUT.<run>.ckpt`) and the softmax model's refusal, and for K devices the row count and device of every
+`BiasedMF` and after 30 Adagrad steps of the softmax model (full and sampled softmax), sharded
+checkpoints next to OUT (`OUT.<run>.ckpt`), and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
 the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
 embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
@@ -27,6 +28,8 @@ import numpy as np
 
 NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM = 40, 29, 500, 4
 STEPS, BATCH = 50, 64
+# The softmax model as `sharded_run.py` trains it on JAX (29 items: padded on 2, 4 and 8 devices).
+SOFTMAX_ITEMS, SOFTMAX_DIMS = 29, {"movie_id": 4, "genre": 2, "year": 2}
 # `"tf.DTensorAllGather"(...) ... : (tensor<10x4xf32>, ...) -> tensor<40x4xf32>`: the op and the
 # shape of its result, in DTensor's MLIR dump.
 COLLECTIVE = re.compile(r'"tf\.DTensor(AllGather|AllReduce)"[^\n]*\) -> tensor<(\d+)x(\d+)xf32>')
@@ -154,35 +157,51 @@ def main(k_arg: str, out: str) -> None:
         # them with the single-device `cfcore.load`.
         for name in ("reg_sgd", "biased_adam"):
             trained[name].save(Path(f"{out}.{name}.ckpt"), sharded=True)
-        result["refusals"] = np.array(_refusals(cfcore, ratings, devices))
+    _softmax(cfcore, devices, dump, result)
     np.savez(out, allow_pickle=False, **result)
 
 
-def _refusals(cfcore, ratings, devices: int) -> list[str]:
-    """The messages of the trainers that do not shard on TensorFlow (the softmax model), each
-    refused by `fit` before it places anything (`Placement.check_trainer`)."""
+def _softmax(cfcore, devices: int | None, dump: str | None, result: dict[str, np.ndarray]) -> None:
+    """30 Adagrad steps of the softmax model, full and sampled softmax, as `sharded_run.py` runs
+    them on JAX: its tables, history, and on K devices each parameter's and each 2-D Adagrad
+    slot's per-device row counts and (with `DUMP`) the step's collectives."""
+    import tensorflow as tf
+    from tensorflow.experimental import dtensor
     from test_softmax_features import toy_dataset
 
-    fits = [
-        lambda: cfcore.SoftmaxModel({"movie_id": 4, "genre": 2, "year": 2}, hidden_dims=(4,)).fit(
-            toy_dataset(num_users=60, num_items=30, seed=1),
-            steps=2,
+    toy = toy_dataset(num_users=60, num_items=SOFTMAX_ITEMS, seed=1)
+    for loss in ("full", "sampled"):
+        name = f"softmax_{loss}"
+        if dump:
+            os.environ["TF_DUMP_GRAPH_PREFIX"] = str(Path(dump) / name)
+        model = cfcore.SoftmaxModel(SOFTMAX_DIMS, hidden_dims=(4,), loss=loss)
+        model.fit(
+            toy,
+            steps=30,
             optimizer=cfcore.optimizers.Adagrad(0.5),
             batch_size=8,
+            eval_every=10,
             backend="tf",
             devices=devices,
             progress=False,
-        ),
-    ]
-    messages = []
-    for fit in fits:
-        try:
-            fit()
-        except NotImplementedError as err:
-            messages.append(str(err))
-        else:
-            messages.append("trained")
-    return messages
+        )
+        for table, emb in model.embeddings.items():
+            result[f"{name}_{table}"] = emb
+        result[f"{name}_history"] = model.history.to_numpy(np.float64)
+        session = model._session
+        if devices is None or session is None:
+            continue
+        for table, arr in session.params.items():
+            result[f"{name}_shard_rows_{table}"] = np.array(
+                [p.shape[0] for p in dtensor.unpack(arr)]
+            )
+        slots = [a for a in tf.nest.flatten(session.opt_state) if a.shape.rank == 2]
+        result[f"{name}_opt_shard_rows"] = np.array(
+            [[p.shape[0] for p in dtensor.unpack(a)] for a in slots], np.int64
+        ).reshape(len(slots), devices)
+        if dump:
+            for op, shapes in _collectives(Path(dump) / name).items():
+                result[f"{name}_{op}"] = shapes
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 import tensorflow as tf
+from tensorflow.experimental import dtensor
 
 _NEG_INF = float("-inf")
 
@@ -34,9 +36,40 @@ def bag_of_words(table, ids, weights, combiner: str = "mean"):
     else:
         total = tf.reduce_sum(weights[..., None] * tf.gather(table, ids), axis=-2)
     if combiner == "sum":
-        return total
+        return replicated(total)
     count = tf.reduce_sum(weights, axis=-1, keepdims=True)
-    return total / tf.where(count > 0, count, tf.ones_like(count))
+    return replicated(total / tf.where(count > 0, count, tf.ones_like(count)))
+
+
+def replicated(x):
+    """`x`, in a step on DTensors (`DTENSOR_MESH` set), fixed to be whole on every device; else
+    `x` unchanged.
+
+    The softmax tower concatenates its bags (`[B, 4] ++ [B, 2] ++ [B, 2]`) and feeds them to the
+    row-sharded hidden layer, and DTensor's layout propagation (TF 2.21) shards the
+    concatenation's columns over the mesh from there, failing on a bag whose width the mesh does
+    not divide ("The sharding spec for axis 1 splits among 4 values, which does not evenly divide
+    the length of that axis (2)"). A bag is `[B, d_f]`, a batch's worth: the bags and their
+    concatenation (`ops.concat` of replicated pieces) are fixed whole instead.
+    """
+    mesh = DTENSOR_MESH.get()
+    if mesh is None:
+        return x
+    return dtensor.relayout(x, replicated_layout(mesh, x.shape.rank))
+
+
+def is_replicated(x) -> bool:
+    """Whether `x` is the result of `replicated` in a step on DTensors being traced."""
+    mesh = DTENSOR_MESH.get()
+    op = getattr(x, "op", None)
+    if mesh is None or op is None or op.type != "Relayout":
+        return False
+    return op.get_attr("layout").decode() == replicated_layout(mesh, x.shape.rank).to_string()
+
+
+def replicated_layout(mesh, rank: int):
+    """The `dtensor.Layout` of a rank-`rank` tensor whole on every device of `mesh`."""
+    return dtensor.Layout([dtensor.UNSHARDED] * rank, mesh)  # pyright: ignore[reportCallIssue]
 
 
 def softmax_cross_entropy(query_emb, item_emb, labels):
@@ -56,7 +89,17 @@ def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_acciden
         same = tf.equal(labels[:, None], labels[None, :])
         hit = tf.logical_and(same, tf.logical_not(tf.eye(n, dtype=tf.bool)))
         logits = tf.where(hit, tf.constant(_NEG_INF, logits.dtype), logits)
-    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits))
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - _diagonal(logits))
+
+
+def _diagonal(x):
+    """The diagonal of a square `[n, n]`: `[n]`. On DTensors a masked row sum, since DTensor
+    (TF 2.21) has no layout propagation for `MatrixDiagPartV3` (`tf.linalg.diag_part`); exact
+    (the other entries add zeros; a `-inf` hit off the diagonal is selected away, not multiplied)."""
+    if not ON_DTENSORS.get():
+        return tf.linalg.diag_part(x)
+    eye = tf.eye(tf.shape(x)[0], dtype=tf.bool)
+    return tf.reduce_sum(tf.where(eye, x, tf.zeros_like(x)), axis=1)
 
 
 def top_k(scores, k: int):
@@ -69,6 +112,8 @@ def top_k(scores, k: int):
 # has no layout propagation for `MatrixTriangularSolve` ("does not implement layout
 # propagation"), so `solve` then substitutes with elementwise ops instead.
 ON_DTENSORS: ContextVar[bool] = ContextVar("cfcore_tf_on_dtensors", default=False)
+# The mesh of that step (`dtensor.Mesh`, set with ON_DTENSORS), for ops that fix a layout.
+DTENSOR_MESH: ContextVar[Any] = ContextVar("cfcore_tf_dtensor_mesh", default=None)
 
 
 def solve(a, b):

@@ -6,9 +6,12 @@ array-API names core uses onto them, nothing more.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 import tensorflow as tf
+
+from . import kernels
 
 
 def strict_float32() -> None:
@@ -70,7 +73,12 @@ def take(x, indices, axis: int = 0):
 
 
 def concat(xs: Sequence, axis: int = 0):
-    return tf.concat(list(xs), axis=axis)
+    xs = list(xs)
+    out = tf.concat(xs, axis=axis)
+    if builtins.all(kernels.is_replicated(x) for x in xs):  # `all` is the array-API one here
+        # Pieces fixed whole on every device (a sharded step's bags): the result whole too.
+        return kernels.replicated(out)
+    return out
 
 
 def reshape(x, shape: Sequence[int]):
@@ -82,7 +90,10 @@ def zeros_like(x):
 
 
 def full_like(x, value: float):
-    return tf.fill(tf.shape(x), tf.constant(value, x.dtype))
+    # Not `tf.fill(tf.shape(x), ...)`: on a row-sharded DTensor that gives a replicated tensor
+    # (every device holding the whole table: Adagrad's accumulators were so), while `ones_like`
+    # keeps `x`'s layout. Exact: 1·v == v for every float v (±0, ±inf and NaN included).
+    return tf.ones_like(x) * tf.constant(value, x.dtype)
 
 
 def astype(x, dtype: str):

@@ -59,6 +59,10 @@ def _host(x: Any) -> np.ndarray:
     return a
 
 
+def _any_dtensor(params: dict[str, Any]) -> bool:
+    return any(isinstance(v, tf.Tensor) and dtensor.is_dtensor(v) for v in params.values())
+
+
 class _Blocks(dict):
     """ALS row blocks of a whole table (`ShardedPlacement.row_blocks`): replicated by `data`."""
 
@@ -80,8 +84,11 @@ class ShardedPlacement(RowShardedPlacement):
     # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: DTensor has no
     # per-device function (JAX's shard_map) to solve each device's rows with, so the blocks are
     # replicated (`half_sweep`) and the half-sweep's loop over blocks is unrolled into the step
-    # (`transforms.compile_loop`). The softmax model's step is not written for DTensors.
-    trainers = ("gradient", "biased-gradient", "als")
+    # (`transforms.compile_loop`). The softmax model: its `log_q` replicated on the mesh
+    # (`transforms._on_mesh_of`), the sampled softmax's diagonal a masked sum
+    # (`kernels._diagonal`), its evaluation on the tables read back from their shards (`view`).
+    # Listed, not None: a trainer added later is refused here until it is made to shard.
+    trainers = ("gradient", "biased-gradient", "als", "softmax")
 
     def __init__(self, backend: Any, devices: Sequence[str]) -> None:
         super().__init__(backend, devices)
@@ -129,9 +136,11 @@ class ShardedPlacement(RowShardedPlacement):
         """While a step is traced inside it, the backend's `solve` avoids the ops DTensor cannot
         partition (`kernels.ON_DTENSORS`)."""
         token = kernels.ON_DTENSORS.set(True)
+        mesh_token = kernels.DTENSOR_MESH.set(self.mesh)
         try:
             yield
         finally:
+            kernels.DTENSOR_MESH.reset(mesh_token)
             kernels.ON_DTENSORS.reset(token)
 
     def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> Any:
@@ -159,6 +168,16 @@ class ShardedPlacement(RowShardedPlacement):
             return tf.where(blocks["real"][:, None] > 0, new, current)
 
         return run
+
+    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
+        """Inside a step: the padding sliced off (`RowShardedPlacement.view`). Eagerly, without
+        a batch (the softmax model's evaluation between chunks): the unpadded tables as ordinary
+        tensors on the default device, read from their shards (`to_host`), since DTensor cannot
+        copy a row-sharded tensor to one device or to NumPy ("Trying to copy a non-single-device
+        and non-replicated DTensor is not supported", TF 2.21)."""
+        if batch is None and tf.executing_eagerly() and _any_dtensor(params):
+            return {k: tf.constant(v) for k, v in self.to_host(params).items()}, None
+        return super().view(params, batch)
 
     def _host(self, x: Any) -> np.ndarray:
         return _host(x)

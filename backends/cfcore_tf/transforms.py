@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.experimental import dtensor
 
 from . import kernels
 
@@ -83,8 +84,6 @@ def compile_loop(body: Callable) -> Callable:
 
 
 def _has_dtensor(tree: Any) -> bool:
-    from tensorflow.experimental import dtensor
-
     if not tf.executing_eagerly():
         # A loop traced inside another compiled function (an ALS half-sweep's loop over row
         # blocks inside the sweep step) is part of that function's program: symbolic tensors,
@@ -104,6 +103,7 @@ def _host_loop(one_step: Callable, carry: Any, data: Any, xs: Any, num_steps: in
     first call's aliased inputs) can fail to register ("a different function with the same
     name already exists"). A step without a loop expands once per input layout and is reused.
     """
+    data = _on_mesh_of(carry, data)
     if xs is None:
         for _ in range(int(num_steps or 0)):
             carry = one_step(carry, data, None)
@@ -112,6 +112,33 @@ def _host_loop(one_step: Callable, carry: Any, data: Any, xs: Any, num_steps: in
     for t in range(num):
         carry = one_step(carry, data, tf.nest.map_structure(lambda a, t=t: a[t], xs))
     return carry
+
+
+def _on_mesh_of(carry: Any, data: Any) -> Any:
+    """`data` with its plain (non-DTensor) tensors replicated on the mesh of `carry`'s DTensors.
+
+    DTensor (TF 2.21) takes a plain tensor beside DTensors only when it is a scalar or a small
+    integer tensor ("got a regular tensor ... but was expecting a DTensor"); the softmax model's
+    `log_q` (`[M]` float32, made with `backend.asarray`) rides along with the placed tables so.
+    Eagerly, outside the step, once per chunk: O(M) floats copied to each device.
+    """
+    if not tf.executing_eagerly():
+        return data
+    placed = [
+        leaf
+        for leaf in tf.nest.flatten(carry)
+        if isinstance(leaf, tf.Tensor) and dtensor.is_dtensor(leaf)
+    ]
+    if not placed:
+        return data
+    mesh = dtensor.fetch_layout(placed[0]).mesh
+
+    def replicate(leaf: Any) -> Any:
+        if not isinstance(leaf, tf.Tensor) or dtensor.is_dtensor(leaf):
+            return leaf
+        return dtensor.copy_to_mesh(leaf, kernels.replicated_layout(mesh, leaf.shape.rank))
+
+    return tf.nest.map_structure(replicate, data)
 
 
 def native_optimizer(optimizer: Any) -> Any:

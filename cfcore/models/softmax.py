@@ -332,9 +332,11 @@ class SoftmaxModel(Model):
                 `split_users`). Fixed by the first call; None means the model's (or "holdout").
             eval_every: steps between two history rows.
             k: cut-off of the ranking metrics recorded in the history.
-            devices: None (one device), or an int k / a list of `jax.Device` (JAX backend
-                only; TensorFlow refuses it with NotImplementedError): every table (the item table included) row-sharded, each batch's rows
-                fetched where they live (see `cfcore.train.sharding`).
+            devices: None (one device), or an int k / a list of `jax.Device` (JAX) or of
+                `tf.config.LogicalDevice` (TensorFlow): every table (the item table included)
+                row-sharded (see `cfcore.train.sharding`); on JAX each batch's rows are fetched
+                where they live, on TensorFlow DTensor all-gathers the item table per step
+                (`docs/sharding-tf.md`).
 
         Returns:
             The history so far: one row per evaluation with `step`, `train_loss` (mean loss of the
