@@ -163,12 +163,14 @@ def test_the_compiled_step_gathers_no_whole_table(sharded, prefix, pairs):
     gathered = [(r, c) for r, c in got[f"{prefix}all_gather_shapes"].tolist()]
     whole = [(r, c) for r, c in gathered if r in tables]
     assert whole == [], f"whole-table all-gathers in the compiled step: {whole}"
-    # ... the only float rows gathered are the pairs' (the backward pass of the shard_map
-    # gather: [n, d] cotangents, n the step's pairs padded to k), and the forward pass moves
-    # them by reduce-scatters of [n/k, d].
-    assert gathered and set(gathered) == {(_pad(pairs, k), DIM)}, gathered
+    # ... nor are the pairs' rows: each device's request travels round the ring of devices
+    # (`_ring_rows`), its [n/k, d] rows moved by collective-permutes forward and backward (n the
+    # step's pairs padded to k), so no device ever holds all n pairs' [n, d] rows.
+    assert gathered == [], f"float all-gathers in the compiled step: {gathered}"
     collectives = got[f"{prefix}collectives"].tolist()
-    assert f"reduce-scatter f32 {_pad(pairs, k) // k},{DIM}" in collectives, collectives
+    assert f"collective-permute f32 {_pad(pairs, k) // k},{DIM}" in collectives, collectives
+    every_pair = [c for c in collectives if c.split(" ", 2)[2] == f"{_pad(pairs, k)},{DIM}"]
+    assert every_pair == [], f"collectives of every pair's rows: {every_pair}"
 
 
 @pytest.mark.parametrize("prefix", ["", "minibatch_"])

@@ -9,9 +9,12 @@ optimizer state, made by `zeros_like` of the placed parameters, inherits the tab
 What XLA's SPMD partitioner would do badly is written by hand with `jax.shard_map`, picked by the
 backend's kernels while a step is traced in `ShardedPlacement.scope()`:
 
-* `pair_dot`: the observed pairs' rows are gathered where they live (`_own_rows`: every device
-  reads the requested rows of its own shard, a reduce-scatter hands each device its pairs' rows):
-  O(n·d) traffic. `jnp.take` of a row-sharded table would all-gather the whole table.
+* `pair_dot`: the observed pairs' rows are gathered where they live (`_ring_rows`: each device's
+  request travels round the ring of devices, every device filling in the rows it owns, by
+  collective-permutes of `[n/k, d]`): O(n·d) traffic and O(n/k·d) memory per device. `jnp.take`
+  of a row-sharded table would all-gather the whole table. The other lookups (`take_rows`: the
+  softmax model's rows, the ALS sweeps' fixed rows) use `_own_rows` (all the indices to every
+  device, one reduce-scatter of the `[n, d]` partial rows): the same traffic in one collective.
 * `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
 * ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
   its own observations, fetching the fixed rows they read one block at a time (the ALX design).
@@ -322,6 +325,35 @@ def _own_rows(table: Any, idx: Any) -> Any:
     return lax.psum_scatter(rows, _AXIS, scatter_dimension=0, tiled=True)
 
 
+def _ring_rows(table: Any, idx: Any) -> Any:
+    """Inside shard_map: the rows `table[idx]` of this device's pairs, `[n/k, d]`, passed round
+    the devices instead of gathered from all of them at once (`_own_rows`).
+
+    Each device's request (its `[n/k]` indices with the `[n/k, d]` rows found so far) travels
+    round the ring of devices: at each stop the device fills in the rows it owns (each row has
+    one owner, so the sum is exact), then passes the request on; after k stops it is back home,
+    complete. The traffic is that of `_own_rows` (O(n·d) per device), but no device ever holds
+    more than one request's `[n/k, d]` rows, nor all the pairs' indices; the backward pass runs
+    the ring the other way, each device scatter-adding the cotangents of its own rows.
+    """
+    k = lax.axis_size(_AXIS)
+    me = lax.axis_index(_AXIS)
+    per = table.shape[0]
+    ring = [(j, (j + 1) % k) for j in range(k)]
+    request, rows = idx, jnp.zeros((idx.shape[0], table.shape[1]), table.dtype)
+    for stop in range(k):
+        # The request held here at this stop left device (me - stop) mod k.
+        local = request - me * per
+        own = (local >= 0) & (local < per)
+        found = jnp.take(table, jnp.clip(local, 0, per - 1), axis=0)
+        rows = rows + jnp.where(own[:, None], found, jnp.zeros_like(found))
+        # On to the next device (the last hop brings the rows home; the indices stay).
+        rows = lax.ppermute(rows, _AXIS, ring)
+        if stop < k - 1:
+            request = lax.ppermute(request, _AXIS, ring)
+    return rows
+
+
 def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) -> Any:
     """`⟨U[users[k]], V[items[k]]⟩` with U, V row-sharded over `mesh`: float32 `[n]`.
 
@@ -334,7 +366,7 @@ def pair_dot(mesh: Any, user_emb: Any, item_emb: Any, users: Any, items: Any) ->
     p, r = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec(_AXIS)
 
     def local(u: Any, v: Any, us: Any, it: Any) -> Any:
-        return jnp.sum(_own_rows(u, us) * _own_rows(v, it), axis=1)
+        return jnp.sum(_ring_rows(u, us) * _ring_rows(v, it), axis=1)
 
     dot = jax.shard_map(local, mesh=mesh, in_specs=(p, p, r, r), out_specs=r)
     out = dot(
