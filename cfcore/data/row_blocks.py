@@ -103,8 +103,7 @@ def row_blocks(
         `weights` float32 `[K, B, L]` (padding slots: weight 0, col 0), `cols_t` int32
         `[K, L, B]` (Cholesky only: `cols` with the last two axes swapped, for the transposed
         gather), `ids` int32 `[K, B]` (the row of each block row; padding rows point at row 0),
-        `row_reg` float32 `[K, B]` (1 for padding rows, so their systems stay regular) and
-        `slot` float32 `[K, K]` (the identity: block k's one-hot place in the bucket's output).
+        `row_reg` float32 `[K, B]` (1 for padding rows, so their systems stay regular).
         `position[r]` is row r's index in the concatenation of every bucket's `[K·B]` solutions.
     """
     rows = np.asarray(rows, np.int64)
@@ -174,7 +173,6 @@ def row_blocks(
             "weights": w.reshape(k, size, length),
             "ids": ids.reshape(k, size),
             "row_reg": reg.reshape(k, size),
-            "slot": np.eye(k, dtype=np.float32),
         }
         if solver == "cholesky":
             bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
