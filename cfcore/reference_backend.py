@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend.loops import python_loop
+from .backend.loops import python_loop, python_map
 
 _DTYPES = {"float32": np.float64, "int32": np.int64, "bool": np.bool_}
 
@@ -162,6 +162,9 @@ class NumpyBackend:
 
     def compile_loop(self, body: Callable) -> Callable:
         return python_loop(body)
+
+    def compile_map(self, fn: Callable) -> Callable:  # optional: `protocol.OPTIONAL_MEMBERS`
+        return python_map(fn, np.stack)
 
     def native_optimizer(self, optimizer: Any) -> None:
         return None

@@ -54,8 +54,6 @@ def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats):
         assert got[r] == want, f"row {r}"
         assert got_reg[r] == pytest.approx(reg[r], rel=1e-6)
     for b in layout["buckets"]:
-        k = b["ids"].shape[0]
-        np.testing.assert_array_equal(b["slot"], np.eye(k))
         if solver == "cholesky":
             np.testing.assert_array_equal(b["cols_t"], b["cols"].transpose(0, 2, 1))
         else:
@@ -67,25 +65,44 @@ def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats):
         assert any(many), "small blocks must cut some bucket into several"
 
 
-def test_padding_is_less_than_twice_the_observations(monkeypatch):
-    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)  # no merging: powers of two only
+def test_padding_is_less_than_a_quarter_of_the_observations(monkeypatch):
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)  # no merging: the ladder's lengths only
     rows, cols, values, weights, reg = _problem(seed=1)
     counts = np.bincount(rows, minlength=len(reg))
     layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver="cg")
+    steps = rb.ladder(int(counts.max()))
     for b in layout["buckets"]:
         length = b["cols"].shape[-1]
         real = counts[b["ids"].reshape(-1)][b["row_reg"].reshape(-1) != 1.0]
-        assert length & (length - 1) == 0, "slots are a power of two"
+        assert length in steps, "slots are a length of the ladder"
         assert np.all(real <= length)
-        assert np.all((real == 0) | (2 * real > length) | (length == 1))
+        # Less than 1/S of a row's observations padded, S = LADDER_STEPS (2: a half).
+        s = rb.LADDER_STEPS
+        assert np.all((real == 0) | (s * (length - real) < real) | (length == 1))
+
+
+def test_ladder(monkeypatch):
+    assert rb.LADDER_STEPS == 2
+    assert rb.ladder(100).tolist() == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+    monkeypatch.setattr(rb, "LADDER_STEPS", 4)
+    assert rb.ladder(100).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32,
+                                       40, 48, 56, 64, 80, 96, 112]  # fmt: skip
+    assert rb.ladder(1).tolist() == [1]
+    assert rb.ladder(9).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+    # Every step at most 5/4 of the one before it past the first four.
+    steps = rb.ladder(10**6)
+    assert steps[-1] >= 10**6 and np.all(4 * steps[4:] <= 5 * steps[3:-1])
+    monkeypatch.setattr(rb, "LADDER_STEPS", 1)  # powers of two
+    assert rb.ladder(100).tolist() == [1, 2, 4, 8, 16, 32, 64, 128]
 
 
 def test_small_buckets_merge_upwards(monkeypatch):
     monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 8)
     counts = np.array([1, 2, 3, 5, 40, 41, 300, 0])
-    # Buckets 1 (1 slot) and 2 (2 slots) are under 8 padded slots: they join bucket 4; the
-    # longest bucket stays whatever its size; a row without observations has 1 slot, merged too.
-    np.testing.assert_array_equal(rb.bucket_lengths(counts), [4, 4, 4, 8, 64, 64, 512, 4])
+    # Buckets 1 (2 rows of 1 slot) and 2 (then 3 rows of 2 slots) are under 8 padded slots:
+    # they join bucket 3; bucket 6 (one row of 5) joins bucket 48; the longest bucket stays
+    # whatever its size; a row without observations has 1 slot, merged too.
+    np.testing.assert_array_equal(rb.bucket_lengths(counts), [3, 3, 3, 48, 48, 48, 384, 3])
 
 
 def test_bad_solver_and_empty_table():

@@ -39,6 +39,16 @@ def compile_loop(body: Callable) -> Callable:
     return run
 
 
+def compile_map(fn: Callable) -> Callable:
+    """`run(data, xs) -> ys`: `lax.map` of `fn(data, x)` over the leading axis of `xs`."""
+
+    @jax.jit
+    def run(data, xs):
+        return lax.map(lambda x: fn(data, x), xs)
+
+    return run
+
+
 class _Optax:
     """An optax `GradientTransformation` as the `init` / `update` pair core's trainer calls."""
 

@@ -97,6 +97,7 @@ class TFBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
+    compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
     native_optimizer = staticmethod(transforms.native_optimizer)
     # Optional (not Protocol members): `fit(..., devices=...)` asks for the first
     # (`cfcore.train.sharding`), `cfcore.eval.agreement.strict_float32` calls the second.

@@ -83,6 +83,39 @@ def compile_loop(body: Callable) -> Callable:
     return run
 
 
+def compile_map(fn: Callable) -> Callable:
+    """`run(data, xs) -> ys`: `fn(data, x)` over the leading axis of `xs`, outputs stacked: one
+    XLA `while_loop` writing `TensorArray`s (item 0 traced first, which fixes the outputs'
+    shapes and dtypes)."""
+
+    def mapped(data, xs):
+        num = int(tf.nest.flatten(xs)[0].shape[0])
+        first = fn(data, tf.nest.map_structure(lambda a: a[0], xs))
+        leaves = tf.nest.flatten(first)
+        arrays = tuple(
+            tf.TensorArray(t.dtype, size=num, element_shape=t.shape).write(0, t) for t in leaves
+        )
+
+        def step(t, arrays):
+            out = tf.nest.flatten(fn(data, tf.nest.map_structure(lambda a: a[t], xs)))
+            return t + 1, tuple(a.write(t, o) for a, o in zip(arrays, out, strict=True))
+
+        arrays = tf.while_loop(lambda t, _: t < num, step, (tf.constant(1), arrays))[1]
+        return tf.nest.pack_sequence_as(first, [a.stack() for a in arrays])
+
+    compiled = tf.function(mapped, jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
+
+    def run(data, xs):
+        if _has_dtensor((data, xs)) or (not tf.executing_eagerly() and kernels.ON_DTENSORS.get()):
+            # On DTensors: unrolled, as `compile_loop`'s loops there (see its comments).
+            num = int(tf.nest.flatten(xs)[0].shape[0])
+            outs = [fn(data, tf.nest.map_structure(lambda a, i=i: a[i], xs)) for i in range(num)]
+            return tf.nest.map_structure(lambda *ys: tf.stack(ys), *outs)
+        return compiled(data, xs)
+
+    return run
+
+
 def _has_dtensor(tree: Any) -> bool:
     if not tf.executing_eagerly():
         # A loop traced inside another compiled function (an ALS half-sweep's loop over row

@@ -81,6 +81,7 @@ class TorchBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
+    compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
     native_optimizer = staticmethod(transforms.native_optimizer)
     # Optional (not a Protocol member): `cfcore.eval.agreement.strict_float32` calls it.
     strict_float32 = staticmethod(ops.strict_float32)

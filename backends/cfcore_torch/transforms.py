@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cfcore.backend.loops import python_loop, tree_leaves
+from cfcore.backend.loops import python_loop, python_map, tree_leaves
 
 from .ops import floats
 
@@ -70,6 +70,17 @@ def compile_loop(body: Callable) -> Callable:
     def run(carry, data, xs=None, num_steps: int | None = None):
         with torch.no_grad():
             return loop(carry, data, xs, num_steps)
+
+    return run
+
+
+def compile_map(fn: Callable) -> Callable:
+    """`run(data, xs) -> ys`: a Python loop over the items, outputs stacked, under no_grad."""
+    mapped = python_map(fn, torch.stack)
+
+    def run(data, xs):
+        with torch.no_grad():
+            return mapped(data, xs)
 
     return run
 

@@ -1,8 +1,10 @@
-"""`compile_loop` as a plain Python loop, for backends that run eagerly (NumPy, torch).
+"""`compile_loop` (and the optional `compile_map`) as plain Python loops, for backends that run
+eagerly (NumPy, torch).
 
 A backend whose framework compiles loops (JAX's `lax.scan`, TensorFlow's `while_loop`) writes its
-own; one that runs operations one by one returns `python_loop(body)` (inside whatever context it
-needs, e.g. torch's `no_grad`). Public, so a third-party backend may use it too.
+own; one that runs operations one by one returns `python_loop(body)` or `python_map(fn, stack)`
+(inside whatever context it needs, e.g. torch's `no_grad`). Public, so a third-party backend may
+use them too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import LoopBody, Tree
+from .protocol import LoopBody, MapFn, Tree
 
 
 def python_loop(body: LoopBody) -> Callable[..., Tree]:
@@ -48,6 +50,36 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
         return carry
 
     return run
+
+
+def python_map(fn: MapFn, stack: Callable[[list[Any]], Any]) -> Callable[..., Tree]:
+    """`run(data, xs) -> ys`: `fn(data, xs[i])` for each `i`, each leaf stacked by `stack`.
+
+    Args:
+        fn: `fn(data, x) -> tree of arrays`, the same structure and shapes for every `x`.
+        stack: the framework's stack of a list of same-shaped arrays along a new leading axis.
+
+    Example:
+        >>> run = python_map(lambda data, x: (data * x, x), np.stack)
+        >>> [a.tolist() for a in run(2.0, np.arange(3.0))]
+        [[0.0, 2.0, 4.0], [0.0, 1.0, 2.0]]
+    """
+
+    def run(data: Tree, xs: Tree) -> Tree:
+        leaves = tree_leaves(xs)
+        outs = [fn(data, _index(xs, i)) for i in range(int(np.shape(leaves[0])[0]))]
+        return _stack(outs, stack)
+
+    return run
+
+
+def _stack(outs: list[Tree], stack: Callable[[list[Any]], Any]) -> Tree:
+    first = outs[0]
+    if isinstance(first, dict):
+        return {k: _stack([o[k] for o in outs], stack) for k in first}
+    if isinstance(first, list | tuple):
+        return type(first)(_stack([o[i] for o in outs], stack) for i in range(len(first)))
+    return stack(outs)
 
 
 def tree_leaves(tree: Tree) -> list[Any]:

@@ -52,6 +52,9 @@ LossFn: TypeAlias = Callable[..., tuple[Array, Any]]
 LoopBody: TypeAlias = Callable[[Tree, Tree, Tree], Tree]
 """`body(carry, data, x) -> carry`: one training step of the trainer's compiled loop."""
 
+MapFn: TypeAlias = Callable[[Tree, Tree], Tree]
+"""`fn(data, x) -> tree`: one item of the optional `compile_map` (see `OPTIONAL_MEMBERS`)."""
+
 
 @runtime_checkable
 class ArrayNamespace(Protocol):
@@ -375,6 +378,17 @@ BACKEND_MEMBERS: tuple[str, ...] = (
     "native_optimizer",
 )
 """Every member of `Backend`, in the order above (checked by `cfcore.testing`)."""
+
+OPTIONAL_MEMBERS: dict[str, str] = {
+    "compile_map": (
+        "compile_map(fn) -> run(data, xs) -> ys: fn(data, xs[i]) for each i along the leading "
+        "axis of xs' leaves, each output leaf stacked along a new leading axis (JAX's lax.map); "
+        "usable inside compiled code. The ALS half-sweep maps its blocks of rows with it, and "
+        "without it writes each block into the bucket's output by a select over the whole "
+        "output (a cost quadratic in the number of blocks)."
+    ),
+}
+"""Members a backend may have; core uses them when present and works without them."""
 
 XP_FUNCTIONS: tuple[str, ...] = (
     "sum",

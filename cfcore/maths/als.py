@@ -24,10 +24,11 @@ Two solvers:
 The observations are laid out densely per row (`cfcore.data.row_blocks`): rows in buckets of
 about equal observation counts, each row's observations padded to its bucket's `L` slots (padding
 slots weigh 0), each bucket cut into blocks of rows, and a compiled loop over a bucket's blocks
-(`Backend.compile_loop`) when it has more than one, so the memory of a half-sweep is bounded by
-the block size whatever the number of ratings. There is no scatter: reductions over a row's
-observations are batched matrix products, a block's solutions land in its bucket's output
-through a one-hot select, and the new table is one gather of the buckets' outputs.
+(the backend's optional `compile_map`, else `Backend.compile_loop`) when it has more than one, so
+the memory of a half-sweep is bounded by the block size whatever the number of ratings. There is
+no scatter: reductions over a row's observations are batched matrix products, the blocks'
+solutions are stacked by the map (without one: put into the bucket's output by a one-hot
+select), and the new table is one gather of the buckets' outputs.
 
 References: Hu, Koren & Volinsky, "Collaborative filtering for implicit feedback datasets" (2008);
 Rendle, Krichene, Zhang & Koren, "Revisiting the performance of iALS on item recommendation
@@ -68,10 +69,28 @@ def gather_rows_t(be: Any, table: Any, cols_t: Any) -> Any:
 
 def _rhs(be: Any, f: Any, weights: Any, targets: Any) -> Any:
     """`Σ_l w_l y_l f_l` per row, `[B, d]`: a row vector times the row's `[L, d]` block."""
+    return _vecmat(be, weights * targets, f)
+
+
+def _vecmat(be: Any, a: Any, f: Any) -> Any:
+    """`Σ_l a_l f_l` per row: `[B, d]` from `[B, L]` and the rows' `[B, L, d]` blocks."""
     xp = be.xp
     b, length, d = (int(s) for s in f.shape)
-    wy = xp.reshape(weights * targets, (b, 1, length))
-    return xp.reshape(xp.matmul(wy, f), (b, d))
+    return xp.reshape(xp.matmul(xp.reshape(a, (b, 1, length)), f), (b, d))
+
+
+def _matvec(be: Any, f: Any, x: Any) -> Any:
+    """`⟨f_l, x⟩` per slot: `[B, L]` from the rows' `[B, L, d]` blocks and `[B, d]`."""
+    xp = be.xp
+    b, length, d = (int(s) for s in f.shape)
+    return xp.reshape(xp.matmul(f, xp.reshape(x, (b, d, 1))), (b, length))
+
+
+def observed_loss(be: Any, f: Any, weights: Any, targets: Any, x: Any) -> Any:
+    """`Σ_r Σ_{k∈S_r} w_k (⟨f_k, x_r⟩ − y_k)²` of a block of rows (padding slots weigh 0): the
+    observed part of the objective that the block's systems minimise, at the rows `x`."""
+    xp = be.xp
+    return xp.sum(weights * xp.square(_matvec(be, f, x) - targets))
 
 
 def row_systems(
@@ -86,6 +105,24 @@ def row_systems(
     prior: Any,
 ) -> tuple[Any, Any]:
     """The systems `(A [B, d, d], b [B, d])` of a block of rows (arguments as `row_solve`)."""
+    system, rhs, _ = _row_systems(
+        be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
+    )
+    return system, rhs
+
+
+def _row_systems(
+    be: Any,
+    fixed: Any,
+    cols: Any,
+    cols_t: Any,
+    weights: Any,
+    targets: Any,
+    row_reg: Any,
+    col_reg: Any,
+    prior: Any,
+) -> tuple[Any, Any, Any]:
+    """`row_systems` and the block's gathered `[B, L, d]` fixed rows."""
     xp = be.xp
     b, length = (int(s) for s in cols.shape)
     d = int(fixed.shape[1])
@@ -95,7 +132,7 @@ def row_systems(
     diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
     eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
     system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
-    return system, _rhs(be, f, weights, targets)
+    return system, _rhs(be, f, weights, targets), f
 
 
 def row_solve(
@@ -139,26 +176,46 @@ def row_solve(
             be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
         )
         return _ops(be).solve(system, rhs)
-    xp = be.xp
-    b, length = (int(s) for s in cols.shape)
-    d = int(fixed.shape[1])
-    f = gather_rows(be, fixed, cols)  # [B, L, d]
-    rhs = _rhs(be, f, weights, targets)
-    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
     if solver != "cg":
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x0 is None:
         raise ValueError("the cg solver starts from x0: pass the current rows")
+    f = gather_rows(be, fixed, cols)  # [B, L, d], gathered once for every CG step
+    return _cg(be, f, weights, targets, row_reg, col_reg, prior, x0, cg_steps)[0]
 
-    w = xp.reshape(weights, (b, 1, length))
+
+def _cg(
+    be: Any,
+    f: Any,
+    weights: Any,
+    targets: Any,
+    row_reg: Any,
+    col_reg: Any,
+    prior: Any,
+    x0: Any,
+    cg_steps: int,
+) -> tuple[Any, Any]:
+    """CG on a block's systems from `x0`, on its gathered rows `f` `[B, L, d]`: `(x [B, d],
+    the block's observed loss at x0)` (`observed_loss`, from the first residual's predictions)."""
+    xp = be.xp
+    d = int(f.shape[2])
+    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
+
+    def product(x: Any, fx: Any) -> Any:
+        """`A x` from `fx` = ⟨f_l, x⟩ per slot, `[B, L]`."""
+        return _vecmat(be, weights * fx, f) + diag * x + xp.matmul(x, prior)
 
     def matvec(x: Any) -> Any:
-        fx = xp.matmul(f, xp.reshape(x, (b, d, 1)))  # ⟨f_l, x⟩ per slot: [B, L, 1]
-        wfx = w * xp.reshape(fx, (b, 1, length))
-        return xp.reshape(xp.matmul(wfx, f), (b, d)) + diag * x + xp.matmul(x, prior)
+        return product(x, _matvec(be, f, x))
 
+    # r = b − A x0 as two terms (b alone, then A x0), not one pass over f for Σ w (y − ⟨f, x0⟩) f
+    # nor b and Σ w ⟨f, x0⟩ f as two rows of one product: CG's few steps amplify rounding, and
+    # either changes the float32 error of the ill-conditioned biased systems from 2e-5 (the
+    # conformance suite's bound) to 4e-5-9e-5.
+    fx0 = _matvec(be, f, x0)  # the predictions at x0, [B, L]: also the observed loss there
+    loss = xp.sum(weights * xp.square(fx0 - targets))
     x = x0
-    r = rhs - matvec(x)
+    r = _rhs(be, f, weights, targets) - product(x, fx0)
     p = r
     rs = xp.sum(r * r, axis=1)
     for _ in range(int(cg_steps)):
@@ -174,14 +231,20 @@ def row_solve(
         beta = xp.where(has, rs_new / xp.where(has, rs, xp.full_like(rs, 1.0)), xp.zeros_like(rs))
         p = r + xp.reshape(beta, (-1, 1)) * p
         rs = rs_new
-    return x
+    return x, loss
 
 
 HalfSweep = Callable[..., Any]
 
 
 def make_half_sweep(
-    be: Any, col_reg: np.ndarray, *, solver: str, cg_steps: int, offsets: bool = False
+    be: Any,
+    col_reg: np.ndarray,
+    *,
+    solver: str,
+    cg_steps: int,
+    offsets: bool = False,
+    observed: bool = False,
 ) -> HalfSweep:
     """One half of an ALS sweep: every row of one table solved with the other table fixed.
 
@@ -192,12 +255,16 @@ def make_half_sweep(
         cg_steps: CG steps per half-sweep.
         offsets: the targets are `values − offset[col]` (a bias of the fixed side, given to
             `half`), else `values`.
+        observed: `half` also returns the observed loss `Σ w (⟨f, x⟩ − y)²` over every
+            observation at the current rows (`observed_loss`), from predictions the solver
+            makes anyway (CG's first residual; one more pass over the gathered rows for
+            Cholesky): the objective of a sweep without a pass of its own over the data.
 
     Returns:
-        `half(fixed, current, blocks, prior, offset=None) -> new [R, d]`:
-        `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the shape of the result),
-        `blocks` the device form of `cfcore.data.row_blocks.row_blocks`, `prior` `[d, d]`,
-        `offset` `[M]`. Usable inside compiled code.
+        `half(fixed, current, blocks, prior, offset=None) -> new [R, d]` (`(new, loss)` with
+        `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the shape of
+        the result), `blocks` the device form of `cfcore.data.row_blocks.row_blocks`, `prior`
+        `[d, d]`, `offset` `[M]`. Usable inside compiled code.
     """
     xp = be.xp
     col = np.asarray(col_reg, np.float32)
@@ -210,47 +277,69 @@ def make_half_sweep(
             xp.take(data["offset"], xp.reshape(cols, (-1,))), tuple(int(s) for s in cols.shape)
         )
 
-    def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any]:
-        return row_systems(
+    def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """The block's Cholesky systems and its observed loss (0 unless `observed`)."""
+        targets = targets_of(data, block)
+        system, rhs, f = _row_systems(
             be,
             data["fixed"],
             block["cols"],
             block["cols_t"],
             block["weights"],
-            targets_of(data, block),
+            targets,
             block["row_reg"],
             be.asarray(col),
             data["prior"],
         )
+        loss = xp.sum(xp.zeros_like(block["row_reg"]))
+        if observed:
+            x0 = xp.take(data["current"], block["ids"])
+            loss = observed_loss(be, f, block["weights"], targets, x0)
+        return system, rhs, loss
 
-    def solve_block(data: dict[str, Any], block: dict[str, Any]) -> Any:
-        """The `[B, d]` solutions of one block (a bucket's arrays without their K axis)."""
+    def solve_block(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any]:
+        """`([B, d] solutions, observed loss)` of one block (a bucket's arrays without their K
+        axis)."""
         if solver == "cholesky":
-            return _ops(be).solve(*systems(data, block))
-        return row_solve(
+            system, rhs, loss = systems(data, block)
+            return _ops(be).solve(system, rhs), loss
+        return _cg(
             be,
-            data["fixed"],
-            block["cols"],
+            gather_rows(be, data["fixed"], block["cols"]),
             block["weights"],
             targets_of(data, block),
             block["row_reg"],
             be.asarray(col),
             data["prior"],
-            solver=solver,
-            x0=xp.take(data["current"], block["ids"]),
-            cg_steps=cg_steps,
+            xp.take(data["current"], block["ids"]),
+            cg_steps,
         )
 
-    def body(out: Any, data: dict[str, Any], block: dict[str, Any]) -> Any:
-        k = int(block["slot"].shape[0])
-        sol = solve_block(data, block)
-        b, d = (int(s) for s in sol.shape)
-        # Block k's rows into place k of the bucket's [K, B, d] output: a select, not a product
-        # (0·NaN is NaN, and a padding row's system may be singular).
-        here = xp.reshape(block["slot"], (k, 1, 1)) > 0.5
-        return xp.where(here, xp.reshape(sol, (1, b, d)), out)
+    mapped = getattr(be, "compile_map", None)
+    if mapped is not None:
+        # Each block's rows stacked into the bucket's [K, B, d] output by the loop itself.
+        solve_bucket = mapped(solve_block)
+    else:
+        # Without compile_map: a loop whose carry is the bucket's [K, B, d] output, block k's
+        # rows put into place k through a one-hot select, not a product (0·NaN is NaN, and a
+        # padding row's system may be singular).
+        def body(carry: tuple[Any, Any], data: dict[str, Any], step: dict[str, Any]):
+            out, total = carry
+            k = int(step["slot"].shape[0])
+            sol, loss = solve_block(data, step["block"])
+            b, d = (int(s) for s in sol.shape)
+            here = xp.reshape(step["slot"], (k, 1, 1)) > 0.5
+            return xp.where(here, xp.reshape(sol, (1, b, d)), out), total + loss
 
-    loop = be.compile_loop(body)
+        loop = be.compile_loop(body)
+
+        def solve_bucket(data: dict[str, Any], bucket: dict[str, Any]) -> tuple[Any, Any]:
+            k, b = (int(s) for s in bucket["ids"].shape)
+            d = int(data["current"].shape[1])
+            start = xp.reshape(xp.zeros_like(xp.reshape(bucket["row_reg"], (-1,))), (k, b, 1))
+            zeros = start * xp.reshape(xp.zeros_like(xp.sum(data["current"], axis=0)), (1, 1, d))
+            steps = {"block": bucket, "slot": be.asarray(np.eye(k, dtype=np.float32))}
+            return loop((zeros, xp.sum(xp.zeros_like(bucket["row_reg"]))), data, steps)
 
     def half(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None):
         data = {"fixed": fixed, "current": current, "prior": prior}
@@ -258,20 +347,24 @@ def make_half_sweep(
             data["offset"] = offset
         d = int(current.shape[1])
         outs: list[Any] = []
+        losses: list[Any] = []
         single: list[tuple[Any, Any]] = []  # Cholesky buckets of one block: solved together
         for bucket in blocks["buckets"]:
             k, b = (int(s) for s in bucket["ids"].shape)
             if k == 1:  # one block: no loop to compile
                 block = {name: a[0] for name, a in bucket.items()}
                 if solver == "cholesky":
-                    single.append(systems(data, block))
+                    system, rhs, loss = systems(data, block)
+                    single.append((system, rhs))
                     outs.append(None)
                 else:
-                    outs.append(solve_block(data, block))
+                    sol, loss = solve_block(data, block)
+                    outs.append(sol)
+                losses.append(loss)
                 continue
-            start = xp.reshape(xp.zeros_like(xp.reshape(bucket["row_reg"], (-1,))), (k, b, 1))
-            zeros = start * xp.reshape(xp.zeros_like(xp.sum(current, axis=0)), (1, 1, d))
-            outs.append(xp.reshape(loop(zeros, data, bucket), (k * b, d)))
+            sols, loss = solve_bucket(data, bucket)
+            outs.append(xp.reshape(sols, (k * b, d)))
+            losses.append(xp.sum(loss))
         if single:
             # One batched solve for them all (row_blocks puts these buckets first): each solve
             # shape is compiled apart, and small buckets' solves cost more to compile than to run.
@@ -280,7 +373,13 @@ def make_half_sweep(
                     _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
                 )
             ]
-        return xp.take(_concat(xp, outs), blocks["position"])
+        new = xp.take(_concat(xp, outs), blocks["position"])
+        if not observed:
+            return new
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        return new, total
 
     return half
 

@@ -123,6 +123,7 @@ class ALSConformance:
         # per power of two (none merged): the same sweep.
         monkeypatch.setattr(row_blocks_module, "BLOCK_FLOATS", 16 * 16)
         monkeypatch.setattr(row_blocks_module, "MIN_BUCKET_OBS", 1)
+        monkeypatch.setattr(row_blocks_module, "LADDER_STEPS", 1)
         monkeypatch.setattr(row_blocks_module, "WHOLE_FLOATS", 0)
         r = als_problem()
         for solver in SOLVERS:
