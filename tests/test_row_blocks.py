@@ -67,6 +67,7 @@ def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats):
 
 def test_padding_is_less_than_a_quarter_of_the_observations(monkeypatch):
     monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)  # no merging: the ladder's lengths only
+    monkeypatch.setattr(rb, "LADDER_MIN_OBS", 0)  # the ladder of a large table
     rows, cols, values, weights, reg = _problem(seed=1)
     counts = np.bincount(rows, minlength=len(reg))
     layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver="cg")
@@ -96,8 +97,20 @@ def test_ladder(monkeypatch):
     assert rb.ladder(100).tolist() == [1, 2, 4, 8, 16, 32, 64, 128]
 
 
+def test_small_tables_use_powers_of_two(monkeypatch):
+    # Under LADDER_MIN_OBS observations the buckets are powers of two (less to compile); from
+    # it on, the half-octave ladder (less padding).
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)
+    counts = np.array([3, 5, 6, 12, 20])
+    monkeypatch.setattr(rb, "LADDER_MIN_OBS", int(counts.sum()) + 1)
+    np.testing.assert_array_equal(rb.bucket_lengths(counts), [4, 8, 8, 16, 32])
+    monkeypatch.setattr(rb, "LADDER_MIN_OBS", int(counts.sum()))
+    np.testing.assert_array_equal(rb.bucket_lengths(counts), [3, 6, 6, 12, 24])
+
+
 def test_small_buckets_merge_upwards(monkeypatch):
     monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 8)
+    monkeypatch.setattr(rb, "LADDER_MIN_OBS", 0)  # the half-octave ladder
     counts = np.array([1, 2, 3, 5, 40, 41, 300, 0])
     # Buckets 1 (2 rows of 1 slot) and 2 (then 3 rows of 2 slots) are under 8 padded slots:
     # they join bucket 3; bucket 6 (one row of 5) joins bucket 48; the longest bucket stays
