@@ -9,9 +9,11 @@ not a sound archive is reported through the caller's error class (`damaged`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,21 @@ from ..resources import check_memory
 
 class NpzFileError(CfcoreError, ValueError):
     """An `.npz` file (other than a model: `ModelFileError`) that is damaged or not one of cfcore's."""
+
+
+@contextlib.contextmanager
+def _reading(path: Path, damaged: type[Exception]) -> Iterator[None]:
+    """What reading `path` may raise, as cfcore reports it: no permission, a `FileAccessError`;
+    content that is not sound (a bad zip or stream, a short read), `damaged` naming the file
+    (a `damaged` raised inside passes through as it is)."""
+    try:
+        yield
+    except PermissionError as err:
+        raise FileAccessError(f"cannot read {path}: permission denied") from err
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
+        if isinstance(err, damaged):
+            raise
+        raise damaged(f"{path} is damaged: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,7 @@ def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHead
             Python objects (pickles), or disagrees with the zip's own size of the member.
     """
     out: dict[str, MemberHeader] = {}
-    try:
+    with _reading(path, damaged):
         with open(path, "rb") as f:
             if f.read(6) == b"\x93NUMPY":
                 raise damaged(f"{path} is not an .npz archive: it holds a single array (.npy)")
@@ -108,12 +125,6 @@ def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHead
                         f"{info.file_size - header_len} bytes"
                     )
                 out[name] = MemberHeader(tuple(int(s) for s in shape), dtype, nbytes)
-    except PermissionError as err:
-        raise FileAccessError(f"cannot read {path}: permission denied") from err
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
-        if isinstance(err, damaged):
-            raise
-        raise damaged(f"{path} is damaged: {err}") from err
     return out
 
 
@@ -139,16 +150,20 @@ def load_arrays(path: Path, damaged: type[Exception], names: Any = None) -> dict
     if names is not None:
         headers = {k: v for k, v in headers.items() if k in set(names)}
     check_total_size(path, headers)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in headers}
-    except PermissionError as err:
-        raise FileAccessError(f"cannot read {path}: permission denied") from err
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
-        raise damaged(f"{path} is damaged: {err}") from err
+    with _reading(path, damaged), np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in headers}
 
 
 _CHUNK_BYTES = 1 << 16
+
+
+@contextlib.contextmanager
+def _no_member(path: Path, name: str, damaged: type[Exception]) -> Iterator[None]:
+    """A member missing from the zip (`KeyError` of `ZipFile.open`) as `damaged`."""
+    try:
+        yield
+    except KeyError as err:
+        raise damaged(f"{path} is damaged: it has no member {name!r}") from err
 
 
 def read_member(
@@ -178,7 +193,7 @@ def read_member(
             raise damaged(f"{path} is damaged: it has no member {name!r}")
         header = headers[name]
     check_memory(header.nbytes, f"reading {name!r} of {path}", "the file is damaged or crafted")
-    try:
+    with _reading(path, damaged), _no_member(path, name, damaged):
         with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
             version = np.lib.format.read_magic(f)
             shape, fortran, dtype = _read_header(f, version)
@@ -195,12 +210,4 @@ def read_member(
                     )
                 buf[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
                 done += len(chunk)
-    except PermissionError as err:
-        raise FileAccessError(f"cannot read {path}: permission denied") from err
-    except KeyError as err:
-        raise damaged(f"{path} is damaged: it has no member {name!r}") from err
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
-        if isinstance(err, damaged):
-            raise
-        raise damaged(f"{path} is damaged: {err}") from err
     return np.ndarray(shape, dtype, buffer=buf, order="F" if fortran else "C")
