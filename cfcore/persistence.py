@@ -50,9 +50,10 @@ host one device at a time: no process ever holds a whole table. `load(folder)` r
 as one model (the single-device form: the tables assembled on the host, each row checked to
 come from exactly one shard); `load(folder, devices=k)` puts it straight onto k devices of any
 count (`ShardFiles`: each device's rows read from the shard files that overlap them, never a
-whole table on the host) and the model's training session holds them, so that
-`fit(..., devices=k)` continues without placing them again. Plain NumPy reads a shard
-(`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
+whole table on the host; in a multi-process run each process reads its own devices' rows) and
+the model's training session holds them, so that `fit(..., devices=k)` continues without placing
+them again. Plain NumPy reads a shard (`numpy.load`), so a TensorFlow or PyTorch user needs no
+JAX.
 
 The embeddings are stored bit for bit, so a model trained on JAX and loaded for TensorFlow scores
 identically up to each framework's float32 rounding. Optimizer state is not stored (it is each
@@ -164,8 +165,12 @@ def save_sharded(
 
     Each table is written as the shards the model's training session holds (one per device for
     `fit(..., devices=k)`, one for single-device training), each copied from its own device:
-    the tables are never gathered on one host. In a multi-process run every process calls it
-    with the same folder (a shared file system); the first also writes `model.npz`.
+    the tables are never gathered on one host. In a multi-process run every process holding
+    devices of the model's session calls it with the same folder (a shared file system): each
+    writes its own devices' shards, they wait for each other (`Placement.barrier`), the first
+    writes `model.npz`, and none returns before it is written, so the folder is whole when the
+    index appears and when any of them goes on (to `load` it, say). A process that fails to
+    write leaves the others waiting, as a failed training step would.
 
     Args:
         model: a fitted model (or a loaded one: one shard then).
@@ -223,6 +228,10 @@ def save_sharded(
         }
         shard = {"metadata": _json_bytes(meta), **{e: rows[p][2] for e, p in entries.items()}}
         atomic_write(folder / name, _npz_writer(shard))
+    # Several processes: the index, which names every process's shards, is written once they
+    # all are, and no process returns before it is, so that a load right after the save (in
+    # any of them) finds the checkpoint whole.
+    placement.barrier()
     if placement.is_primary:
         shard_names = [f"shard-{j:05d}-of-{count:05d}.npz" for j in range(count)]
         meta = {
@@ -237,6 +246,7 @@ def save_sharded(
             },
         }
         atomic_write(folder / INDEX_NAME, _npz_writer({"metadata": _json_bytes(meta), **arrays}))
+    placement.barrier()
     return folder
 
 

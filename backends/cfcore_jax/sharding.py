@@ -28,7 +28,10 @@ gradients (they stay zero under SGD, Adam and Adagrad, and ALS never solves them
 
 Several processes (`jax.distributed.initialize`) work unchanged: `devices=k` counts every
 process's devices, and only bringing a whole table back to the host (`to_host`) gathers across
-processes. Checkpoints (`host_shards`) copy each device's rows on their own.
+processes. Checkpoints (`host_shards`) copy each device's rows on their own, the processes wait
+for each other's shards before the index is written (`barrier`), and loading one onto the devices
+(`_put_rows`) reads only this process's devices' rows. A mesh without any of this process's
+devices is refused (`sharded_placement`): the process could neither place nor run anything there.
 """
 
 from __future__ import annotations
@@ -278,7 +281,20 @@ class ShardedPlacement(RowShardedPlacement):
 
     @property
     def is_primary(self) -> bool:
-        return jax.process_index() == 0
+        # The first process holding devices of the mesh (process 0 need not hold any).
+        return jax.process_index() == min(d.process_index for d in self.devices)
+
+    def barrier(self) -> None:
+        """Returns once every process holding devices of the mesh has called it: an all-reduce
+        over the mesh, which no device finishes before every device has entered it (one
+        process: at once). The processes outside the mesh take no part."""
+        if len({d.process_index for d in self.devices}) == 1:
+            return
+        ones = self._put(np.ones(self.num_devices, np.float32))
+        total = jax.jit(jnp.sum)(ones)  # replicated: every device waits for all the others
+        got = float(np.asarray(total.addressable_data(0)))
+        if got != self.num_devices:  # a collective that did not include every device
+            raise RuntimeError(f"barrier over {self.num_devices} devices counted {got}")
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
@@ -488,7 +504,7 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
                 f"devices={int(devices)} but the JAX backend has {len(available)} device(s) "
                 f"({available[0].platform}); expected an int from 1 to {len(available)}"
             )
-        return ShardedPlacement(backend, available[: int(devices)])
+        return ShardedPlacement(backend, _with_own(available[: int(devices)], devices))
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
         raise ValueError(
             f"devices must be None, an int or a list of jax devices, got {type(devices).__name__}"
@@ -501,4 +517,20 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
         raise ValueError(f"devices must be jax.Device objects, got {bad[0]!r}")
     if len({d.id for d in chosen}) != len(chosen):
         raise ValueError(f"devices lists a device more than once: {chosen!r}")
-    return ShardedPlacement(backend, chosen)
+    return ShardedPlacement(backend, _with_own(chosen, devices))
+
+
+def _with_own(chosen: list[Any], asked: Any) -> list[Any]:
+    """`chosen`, refused if none of them is this process's (several processes,
+    `jax.distributed`): a process can neither place nor run anything on a mesh of other
+    processes' devices only (JAX fails later, obscurely: no addressable shards)."""
+    here = jax.process_index()
+    if any(d.process_index == here for d in chosen):
+        return chosen
+    owners = sorted({int(d.process_index) for d in chosen})
+    raise ValueError(
+        f"devices={asked!r} are devices of process(es) {owners} only, none of this process's "
+        f"(process {here} of {jax.process_count()}, holding {jax.local_device_count()} "
+        f"device(s)): every process must hold some of the devices it places on; pass "
+        f"devices={jax.device_count()} (every process's) or a list including jax.local_devices()"
+    )

@@ -152,8 +152,13 @@ class Placement:
     @property
     def is_primary(self) -> bool:
         """Whether this process writes the files every process shares (the checkpoint's
-        index): True but on the processes after the first of a multi-process run."""
+        index): True but on the processes after the first that holds devices of a multi-process
+        run."""
         return True
+
+    def barrier(self) -> None:
+        """Returns once every process holding some of the devices has called it (a sharded
+        checkpoint's writers wait for each other's shards). Here: one process, at once."""
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Parameters back on the host as float32 NumPy arrays."""
