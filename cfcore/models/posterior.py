@@ -236,6 +236,7 @@ def sample_posterior(
         cg_steps=own.cg_steps,
     )
     out.global_mean = mean
+    out._resume_step = model.step  # the training it averages over started from there
     out._shape = (n, m)
     out.catalog = train.catalog if train.catalog is not None else model.catalog
     out._remember_train(train)
