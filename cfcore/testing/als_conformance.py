@@ -73,7 +73,8 @@ def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0):
 
 
 class ALSConformance:
-    """One sweep of WALS, iALS and biased ALS on `backend` equals `cfcore.reference`."""
+    """One sweep of WALS, iALS, biased ALS and biased Gibbs sampling (its noise given) on
+    `backend` equals `cfcore.reference`."""
 
     @pytest.mark.parametrize("solver", SOLVERS)
     def test_wals_sweep(self, backend, solver):
