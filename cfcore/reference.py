@@ -369,13 +369,14 @@ def als_rows(
     solver: str = "cholesky",
     x0=None,
     cg_steps: int = 3,
+    extra=None,
 ) -> np.ndarray:
     """One row at a time, the rows of an ALS half-sweep (`cfcore.maths.als.row_solve`).
 
     Row `r` solves `A_r x = b_r` with `A_r = Σ_{k: rows_k = r} w_k f_k f_kᵀ + ρ_r·diag(c) + P`
-    and `b_r = Σ_{k: rows_k = r} w_k y_k f_k` (`f_k = fixed[cols_k]`): exactly with
-    `np.linalg.solve` ("cholesky"), or by `cg_steps` steps of textbook conjugate gradient from
-    `x0[r]` ("cg").
+    and `b_r = Σ_{k: rows_k = r} w_k y_k f_k` (`f_k = fixed[cols_k]`), plus `extra[r]` when given
+    (`[num_rows, d]`, Cholesky only): exactly with `np.linalg.solve` ("cholesky"), or by
+    `cg_steps` steps of textbook conjugate gradient from `x0[r]` ("cg").
 
     Returns:
         float64 `[num_rows, d]`.
@@ -392,6 +393,8 @@ def als_rows(
         f, wr = F[cols[sel]], w[sel]
         a = (f * wr[:, None]).T @ f + row_reg[r] * np.diag(c) + P
         b = f.T @ (wr * y[sel])
+        if extra is not None:
+            b = b + _f64(extra)[r]
         if solver == "cholesky":
             out[r] = np.linalg.solve(a, b)
             continue
@@ -516,4 +519,34 @@ def biased_als_sweep(
 
     U, bu = half(U, bu, V, bi, users, items, n)
     V, bi = half(V, bi, U, bu, items, users, m)
+    return {"user": U, "item": V, "user_bias": bu, "item_bias": bi}
+
+
+def biased_gibbs_sweep(
+    spec, params: dict[str, Any], users, items, ratings, mean: float, noise: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """One Gibbs sweep of `BiasedMF.sample_posterior` given its noise, float64.
+
+    The biased ALS sweep (`biased_als_sweep`, gravity 0, exact solves) with perturbed systems:
+    user row r solves `A_r x = Σ_k (y_k + ε_k) f_k + e_r`, `ε` = `noise["user_obs"]` (`[n]`, one
+    per rating) and `e` = `noise["extra_user"]` (`[N, d + 1]`); then the item rows with
+    `noise["item_obs"]` and `noise["extra_item"]`.
+    """
+    U, V = _f64(params["user"]), _f64(params["item"])
+    bu, bi = _f64(params["user_bias"]), _f64(params["item_bias"])
+    users, items, r = np.asarray(users), np.asarray(items), _f64(ratings) - mean
+    n, m, count = len(U), len(V), len(r)
+    d = U.shape[1]
+    c = np.full(d + 1, spec.regularization_coeff)
+    c[-1] = spec.bias_regularization_coeff
+
+    def half(fixed, other_bias, rows, cols, size, eps, extra):
+        aug = np.concatenate([fixed, np.ones((len(fixed), 1))], 1)
+        targets = r - other_bias[cols] + _f64(eps)
+        out = als_rows(aug, rows, cols, np.ones(count), targets, size, count / size, c,
+                       np.zeros((d + 1, d + 1)), extra=extra)  # fmt: skip
+        return out[:, :d], out[:, d]
+
+    U, bu = half(V, bi, users, items, n, noise["user_obs"], noise["extra_user"])
+    V, bi = half(U, bu, items, users, m, noise["item_obs"], noise["extra_item"])
     return {"user": U, "item": V, "user_bias": bu, "item_bias": bi}

@@ -316,7 +316,7 @@ def test_biased_peers_smoke(tmp_path, ml100k):
     _need("surprise", "scikit-surprise")
     out = _run_script("biased_peers.py", out_dir=tmp_path)
     md = _check_outputs(tmp_path, "biased_peers")
-    for solver in ("als", "adam"):
+    for solver in ("als", "adam", "gibbs"):
         rmse = _table_value(md, f"| u1 | BiasedMF {solver} | jax |", 4)
         assert 0.85 < rmse < 1.2, (solver, rmse)
     # surprise's RMSE on u1 at its defaults, recomputed here: near the figure.
@@ -325,7 +325,7 @@ def test_biased_peers_smoke(tmp_path, ml100k):
     _run_script("biased_peers.py", "--timing-only", out_dir=tmp_path)
     timing = _check_outputs(tmp_path, "biased_timing")
     assert "`--timing-only`" in timing
-    for solver in ("als", "adam"):
+    for solver in ("als", "adam", "gibbs"):
         row = f"| u1 | BiasedMF {solver} | jax |"
         assert _table_value(timing, row, 4) == _table_value(md, row, 4), solver
 

@@ -66,6 +66,29 @@ def test_train_biased_by_gradient_steps(ml100k, tmp_path: Path) -> None:
     assert pd.read_csv(tmp_path / "history.csv")["step"].tolist() == [0, 10, 20]
 
 
+def test_train_biased_posterior_average(ml100k, tmp_path: Path) -> None:
+    load_backend("jax")
+    result, text = train(tmp_path, "--model", "biased", "--steps", "2", "--dim", "3",
+                         "--posterior-samples", "4", "--burn-in", "1", "--noise-precision", "3",
+                         "--backend", "jax")  # fmt: skip
+    assert_ok(result, text)
+    assert "posterior average: 4 Gibbs draws after 1 of burn-in, noise precision 3" in text
+    assert "after 2 steps" in text and "RMSE" in text
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.columns) == ["sweep", "kept", "train_mse", "test_mse", "seconds"]
+    assert history["kept"].tolist() == [0, 1, 2, 3, 4]
+    loaded = cfcore.load(tmp_path / "model.npz")
+    assert type(loaded).__name__ == "BiasedMF" and loaded.spec.embedding_dim == 3 * 4
+    # The history's last test MSE is the saved model's own.
+    _, test = ml100k.ratings.split(holdout_fraction=0.1, seed=0)
+    assert loaded.evaluate(test)["mse"] == pytest.approx(history["test_mse"].iloc[-1], rel=1e-4)
+
+
+def test_posterior_samples_need_the_biased_model(ml100k, tmp_path: Path) -> None:
+    result, text = train(tmp_path, "--model", "wals", "--steps", "1", "--posterior-samples", "3")
+    assert_fails(result, text, "--posterior-samples applies to --model biased, not --model wals")
+
+
 def test_train_als_bad_settings(ml100k, tmp_path: Path) -> None:
     load_backend("jax")
     result, text = train(tmp_path, "--model", "wals", "--steps", "1", "--regularization", "0",

@@ -154,6 +154,20 @@ def train(
     unobserved_weight: Annotated[
         float, typer.Option(help="ials: α₀, the weight of every unobserved pair.")
     ] = 0.1,
+    posterior_samples: Annotated[
+        int,
+        typer.Option(
+            help="biased: after training, average this many Gibbs draws of the posterior "
+            "(BiasedMF.sample_posterior); 0: off."
+        ),
+    ] = 0,
+    burn_in: Annotated[
+        int, typer.Option(help="biased, with --posterior-samples: draws discarded first.")
+    ] = 10,
+    noise_precision: Annotated[
+        float,
+        typer.Option(help="biased, with --posterior-samples: α, the precision of the noise."),
+    ] = 2.0,
     threshold: Annotated[
         float, typer.Option(help="ials: ratings above this are the positives.")
     ] = 3.5,
@@ -234,6 +248,8 @@ def train(
     user and item biases (ALS sweeps, or gradient steps with --optimizer).
     """
     wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
+    if posterior_samples and model is not ModelKind.biased:
+        raise fail(f"--posterior-samples applies to --model biased, not --model {model.value}")
     try:
         _check_out(out)  # before training: an output error must not cost a finished run
     except _ERRORS as err:
@@ -293,6 +309,11 @@ def train(
             k=k,
             out=out,
             progress=progress,
+            posterior={
+                "samples": posterior_samples,
+                "burn_in": burn_in,
+                "noise_precision": noise_precision,
+            },  # fmt: skip
         )
         return
     regularization = 0.1 if regularization is None else regularization
@@ -561,9 +582,11 @@ def _train_als(
     k: int,
     out: Path,
     progress: bool,
+    posterior: dict[str, Any],
 ) -> None:
     """`cfcore train --model wals|ials|biased`: sweeps (or gradient steps for biased with
-    --optimizer), the evaluation, the run's files."""
+    --optimizer), for biased with --posterior-samples the posterior average after them, the
+    evaluation, the run's files."""
     import cfcore
 
     try:
@@ -604,6 +627,15 @@ def _train_als(
             f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
         )
         history = m.fit(train_r, backend=be, **fit)
+        if posterior["samples"]:
+            console.print(
+                f"posterior average: {posterior['samples']} Gibbs draws after "
+                f"{posterior['burn_in']} of burn-in, noise precision {posterior['noise_precision']:g}"
+            )
+            m = m.sample_posterior(
+                train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
+            )
+            history = m.history
         if model is ModelKind.ials:
             _print_implicit_evaluation(m, train_r, test_r, k, be)
     except _ERRORS as err:

@@ -261,10 +261,12 @@ def make_half_sweep(
             Cholesky): the objective of a sweep without a pass of its own over the data.
 
     Returns:
-        `half(fixed, current, blocks, prior, offset=None) -> new [R, d]` (`(new, loss)` with
-        `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the shape of
-        the result), `blocks` the device form of `cfcore.data.row_blocks.row_blocks`, `prior`
-        `[d, d]`, `offset` `[M]`. Usable inside compiled code.
+        `half(fixed, current, blocks, prior, offset=None, extra=None) -> new [R, d]` (`(new,
+        loss)` with `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the
+        shape of the result), `blocks` the device form of `cfcore.data.row_blocks.row_blocks`,
+        `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]` added to each row's right-hand side
+        (Cholesky only: the prior-mean term of a perturbed system, `cfcore.models.posterior`).
+        Usable inside compiled code.
     """
     xp = be.xp
     col = np.asarray(col_reg, np.float32)
@@ -291,6 +293,8 @@ def make_half_sweep(
             be.asarray(col),
             data["prior"],
         )
+        if "extra" in data:
+            rhs = rhs + xp.take(data["extra"], block["ids"])
         loss = xp.sum(xp.zeros_like(block["row_reg"]))
         if observed:
             x0 = xp.take(data["current"], block["ids"])
@@ -341,10 +345,21 @@ def make_half_sweep(
             steps = {"block": bucket, "slot": be.asarray(np.eye(k, dtype=np.float32))}
             return loop((zeros, xp.sum(xp.zeros_like(bucket["row_reg"]))), data, steps)
 
-    def half(fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None):
+    def half(
+        fixed: Any,
+        current: Any,
+        blocks: dict[str, Any],
+        prior: Any,
+        offset: Any = None,
+        extra: Any = None,
+    ):
         data = {"fixed": fixed, "current": current, "prior": prior}
         if offsets:
             data["offset"] = offset
+        if extra is not None:
+            if solver != "cholesky":
+                raise ValueError(f"extra right-hand sides need the cholesky solver, not {solver!r}")
+            data["extra"] = extra
         d = int(current.shape[1])
         outs: list[Any] = []
         losses: list[Any] = []

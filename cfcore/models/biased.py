@@ -323,6 +323,68 @@ class BiasedMF(MatrixFactorization):
             self.history = pd.DataFrame(session.history_rows)
         return self.history
 
+    def sample_posterior(
+        self,
+        train: Ratings,
+        *,
+        samples: int = 100,
+        burn_in: int = 10,
+        noise_precision: float = 2.0,
+        test: Ratings | None = None,
+        backend: Any = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> BiasedMF:
+        """A Bayesian average of this model: Gibbs-sampled biased ALS, predictions averaged.
+
+        Reads the objective as a posterior, `p(θ | R) ∝ exp(−(α/2)·|Ω|·L(θ))` (Gaussian noise of
+        precision α on the ratings, the coefficients λ and λb as Gaussian priors), and draws
+        from it by Gibbs sampling: each sweep draws every user row `[u, b_u]` from its Gaussian
+        conditional given the items (mean: the row's ALS solution; precision: α times its ALS
+        system), then every item row (`cfcore.models.posterior`). The chain starts from this
+        model's parameters (fit it first, e.g. by ALS, to shorten the burn-in; else from the
+        initial values), runs `burn_in` sweeps, then keeps the next `samples` draws.
+
+        Averaging the kept draws' predictions usually beats the single best point estimate: on
+        MovieLens 100K (see the benchmarks) it is the only cfcore model under 0.905 mean test
+        RMSE. The result predicts exactly that average, as one `BiasedMF` of dimension d·S.
+
+        Args:
+            train: the training ratings (the ones this model was fit on, if it was).
+            samples: S ≥ 1, draws kept and averaged.
+            burn_in: sweeps drawn and discarded first.
+            noise_precision: α > 0, the precision of the ratings' noise (1/σ²): higher keeps
+                the draws closer to the ALS solution.
+            test: optional held-out ratings, for the history's `test_mse`.
+            backend: a backend name or instance, or None; one device.
+            seed: seeds the noise (and the initial values of an unfitted model).
+            progress: show a progress bar.
+
+        Returns:
+            A new `BiasedMF` with `embedding_dim = d·S`: its embeddings are the kept draws side
+            by side scaled by `1/√S`, its biases their means, so `predict` gives
+            `μ + mean_s(b_u + b_i + ⟨u, v⟩)`. Its `history` has one row per sweep: `sweep`,
+            `kept` (draws averaged so far), `train_mse` and `test_mse` of that average (of the
+            current draw during the burn-in), `seconds`. This model is left unchanged.
+
+        Raises:
+            ValueError: bad `samples`, `burn_in` or `noise_precision`, `gravity_coeff` ≠ 0 (its
+                prior's noise is not drawn), or ratings over another catalog.
+        """
+        from .posterior import sample_posterior
+
+        return sample_posterior(
+            self,
+            train,
+            samples=samples,
+            burn_in=burn_in,
+            noise_precision=noise_precision,
+            test=test,
+            backend=backend,
+            seed=seed,
+            progress=progress,
+        )
+
     # ------------------------------------------------------------------ results
 
     def _mean(self) -> float:

@@ -21,6 +21,8 @@ now and then on rounding alone: the suite asks for 2e-5.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -71,7 +73,8 @@ def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0):
 
 
 class ALSConformance:
-    """One sweep of WALS, iALS and biased ALS on `backend` equals `cfcore.reference`."""
+    """One sweep of WALS, iALS, biased ALS and biased Gibbs sampling (its noise given) on
+    `backend` equals `cfcore.reference`."""
 
     @pytest.mark.parametrize("solver", SOLVERS)
     def test_wals_sweep(self, backend, solver):
@@ -115,6 +118,46 @@ class ALSConformance:
             assert_array_close(got[k], want[k], SWEEP_RTOL, f"biased {solver} {k}")
         terms = ref.biased_mf_objective(spec, params, r.users, r.items, r.values, mean)
         assert_scalar_close(total, terms["total"], what="biased objective")
+
+    def test_biased_gibbs_sweep(self, backend):
+        """One Gibbs sweep of `BiasedMF.sample_posterior`, its noise given, equals the float64
+        perturbed sweep; the noise is drawn per rating and laid out as the buckets are."""
+        from ..models import biased, posterior
+
+        r = als_problem()
+        spec = BiasedMFSpec(4, init_stddev=0.3, regularization_coeff=0.2,
+                            bias_regularization_coeff=0.05, solver="cholesky")  # fmt: skip
+        params = _params(spec, r, biased=True)
+        mean = float(np.mean(r.values.astype(np.float64)))
+        n, m, count = r.num_users, r.num_items, len(r)
+        rng = np.random.default_rng(5)
+        want_noise = {
+            "user_obs": rng.normal(0, 0.5, count),
+            "item_obs": rng.normal(0, 0.5, count),
+            "extra_user": rng.normal(0, 2.0, (n, 5)),
+            "extra_item": rng.normal(0, 2.0, (m, 5)),
+        }
+        noise: dict[str, Any] = {"extra_user": want_noise["extra_user"].astype(np.float32),
+                                 "extra_item": want_noise["extra_item"].astype(np.float32)}  # fmt: skip
+        ones = np.ones(count, np.float32)
+        for key, rows, cols, size, eps in (
+            ("by_user", r.users, r.items, n, want_noise["user_obs"]),
+            ("by_item", r.items, r.users, m, want_noise["item_obs"]),
+        ):
+            laid = row_blocks_module.row_blocks(
+                rows, cols, eps.astype(np.float32), ones, np.full(size, count / size),
+                dim=5, solver="cholesky",
+            )  # fmt: skip
+            noise[key] = [b["values"] for b in laid["buckets"]]  # type: ignore[attr-defined]
+        place = Placement(backend)
+        sweep = posterior.gibbs_sweep(backend, spec)
+        new = sweep(
+            place.params(params), place.data(biased.biased_blocks(spec, r, mean)), place.data(noise)
+        )
+        got = {k: np.asarray(backend.to_numpy(v), np.float64) for k, v in new.items()}
+        want = ref.biased_gibbs_sweep(spec, params, r.users, r.items, r.values, mean, want_noise)
+        for k in ("user", "item", "user_bias", "item_bias"):
+            assert_array_close(got[k], want[k], SWEEP_RTOL, f"biased gibbs {k}")
 
     def test_blocks_do_not_change_a_sweep(self, backend, monkeypatch):
         from ..models.als import wals_blocks
