@@ -21,13 +21,12 @@ from cfcore.train.placement import Placement
 
 
 def _sweep(be, model: str, spec, r):
-    n, m, count = r.num_users, r.num_items, len(r)
     if model == "wals":
-        return als.wals_sweep(be, spec, n, m, count), als.wals_blocks(spec, r)
+        return als.wals_sweep(be, spec), als.wals_blocks(spec, r)
     if model == "ials":
         return als.ials_sweep(be, spec), als.ials_blocks(spec, r)
     mean = float(r.values.mean())
-    return biased.biased_sweep(be, spec, n, m, count), biased.biased_blocks(spec, r, mean)
+    return biased.biased_sweep(be, spec), biased.biased_blocks(spec, r, mean)
 
 
 def main() -> None:

@@ -167,7 +167,7 @@ def main(k_arg: str, out: str) -> None:
         # The compiled WALS sweep, as `fit` runs it, on the placed state and data.
         placement = session.placement
         spec = wals.spec
-        sweep = wals_sweep(session.backend, spec, NUM_USERS, NUM_ITEMS, len(ratings), placement)
+        sweep = wals_sweep(session.backend, spec, placement)
         data = placement.data(wals_blocks(spec, ratings, placement))
         compiled = jax.jit(sweep).lower(session.params, data).compile()
         _collectives(str(compiled.as_text()), "als_", result)

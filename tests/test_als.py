@@ -46,7 +46,7 @@ def test_each_half_sweep_lowers_the_objective(name, solver, ratings):
     be = cfcore.get_backend("numpy") if name == "numpy" else load_backend(name)
     place = Placement(be)
     r = ratings
-    n, m, count = r.num_users, r.num_items, len(r)
+    n, m = r.num_users, r.num_items
     tol = 1e-12 if name == "numpy" else 1e-6
     implicit = r.to_implicit(threshold=3.5)
 
@@ -54,7 +54,7 @@ def test_each_half_sweep_lowers_the_objective(name, solver, ratings):
     spec = cfcore.WALS(3, init_stddev=0.5, gravity_coeff=0.5, solver=solver).spec
     cases.append(
         (
-            wals_halves(be, spec, n, m, count),
+            wals_halves(be, spec),
             wals_blocks(spec, r),
             cfcore.init.init_mf_params(spec, n, m, 0),
             lambda p, s=spec: ref.mf_objective(s.objective, p, r.users, r.items, r.values)[0][
@@ -77,7 +77,7 @@ def test_each_half_sweep_lowers_the_objective(name, solver, ratings):
     mean = float(np.mean(r.values))
     cases.append(
         (
-            biased_halves(be, spec_b, n, m, count),
+            biased_halves(be, spec_b),
             biased_blocks(spec_b, r, mean),
             init_biased_params(spec_b, n, m, 0),
             lambda p, s=spec_b: ref.biased_mf_objective(s, p, r.users, r.items, r.values, mean)[

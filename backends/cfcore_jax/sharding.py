@@ -198,22 +198,26 @@ class ShardedPlacement(RowShardedPlacement):
         return out
 
     def half_sweep(self, half: Any) -> Any:
-        """`half(fixed, current, blocks, prior, offset=None)` (`cfcore.maths.als.make_half_sweep`;
-        `offset` `[M]` with `offsets=True`) run on every device over its own blocks and rows (the
-        ALX design): the fixed rows its observations read are fetched by the shard_map gather,
-        one block at a time (O(B·L·d) traffic per block, never a whole table); the rows it
-        solves stay where they live, and its table's padding rows keep their value."""
+        """`half(fixed, current, blocks, prior, offset=None, col_reg=None)`
+        (`cfcore.maths.als.make_half_sweep`; `offset` `[M]` with `offsets=True`, `col_reg` `[d]`
+        replicated when the column regularization is read at run time) run on every device over
+        its own blocks and rows (the ALX design): the fixed rows its observations read are
+        fetched by the shard_map gather, one block at a time (O(B·L·d) traffic per block, never
+        a whole table); the rows it solves stay where they live, and its table's padding rows
+        keep their value."""
         mesh = self.mesh
         rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
 
         def local(
-            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, *offset: Any
+            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, extras: dict[str, Any]
         ) -> Any:
             token = _ACTIVE.set(None)  # already per device: plain kernels inside
             try:
                 d = fixed.shape[1]
+                offset = extras.get("offset")
+                col = {"col_reg": extras["col_reg"]} if "col_reg" in extras else {}
                 # The other side's offset (a bias, `[M]`) rides along as one more column.
-                both = jnp.concatenate([fixed, offset[0][:, None]], 1) if offset else fixed
+                both = fixed if offset is None else jnp.concatenate([fixed, offset[:, None]], 1)
                 fetched, buckets, first = [], [], 0
                 for bucket in blocks["buckets"]:
                     k, b, length = bucket["cols"].shape
@@ -231,24 +235,34 @@ class ShardedPlacement(RowShardedPlacement):
                     [jnp.reshape(f, (-1, f.shape[-1])) for f in fetched], axis=0
                 )
                 mine = {"buckets": buckets, "position": blocks["position"]}
-                if offset:
-                    new = half(table[:, :d], current, mine, prior, table[:, d])
+                if offset is not None:
+                    new = half(table[:, :d], current, mine, prior, table[:, d], **col)
                 else:
-                    new = half(table, current, mine, prior)
+                    new = half(table, current, mine, prior, **col)
                 return jnp.where(blocks["real"][:, None] > 0, new, current)
             finally:
                 _ACTIVE.reset(token)
 
         def run(
-            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
+            fixed: Any,
+            current: Any,
+            blocks: dict[str, Any],
+            prior: Any,
+            offset: Any = None,
+            col_reg: Any = None,
         ) -> Any:
             specs = jax.tree.map(lambda _: jsh.PartitionSpec(_AXIS), blocks)
-            args = [_repad(mesh, fixed), _repad(mesh, current), blocks, prior]
-            in_specs: list[Any] = [rows, rows, specs, rep]
+            extras: dict[str, Any] = {}
+            extra_specs: dict[str, Any] = {}
             if offset is not None:
-                args.append(_repad(mesh, offset))
-                in_specs.append(jsh.PartitionSpec(_AXIS))
-            sweep = jax.shard_map(local, mesh=mesh, in_specs=tuple(in_specs), out_specs=rows)
+                extras["offset"] = _repad(mesh, offset)
+                extra_specs["offset"] = jsh.PartitionSpec(_AXIS)
+            if col_reg is not None:
+                extras["col_reg"] = col_reg
+                extra_specs["col_reg"] = rep
+            args = (_repad(mesh, fixed), _repad(mesh, current), blocks, prior, extras)
+            in_specs = (rows, rows, specs, rep, extra_specs)
+            sweep = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=rows)
             return sweep(*args)
 
         return run

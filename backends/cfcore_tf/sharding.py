@@ -155,16 +155,22 @@ class ShardedPlacement(RowShardedPlacement):
         return _Blocks(blocks, position=pad_rows(blocks["position"], rows), real=real)
 
     def half_sweep(self, half: Any) -> Any:
-        """`half(fixed, current, blocks, prior, offset=None)` on the row-sharded tables: the
-        replicated blocks of the whole table solve every row (DTensor has no per-device function
-        to solve each device's own rows with); the result has the padded rows of `current`, its
-        padding rows unchanged."""
+        """`half(fixed, current, blocks, prior, offset=None, col_reg=None)` on the row-sharded
+        tables: the replicated blocks of the whole table solve every row (DTensor has no
+        per-device function to solve each device's own rows with); the result has the padded
+        rows of `current`, its padding rows unchanged."""
 
         def run(
-            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, offset: Any = None
+            fixed: Any,
+            current: Any,
+            blocks: dict[str, Any],
+            prior: Any,
+            offset: Any = None,
+            col_reg: Any = None,
         ) -> Any:
             mine = {"buckets": blocks["buckets"], "position": blocks["position"]}
-            new = half(fixed, current, mine, prior, *(() if offset is None else (offset,)))
+            col = {} if col_reg is None else {"col_reg": col_reg}
+            new = half(fixed, current, mine, prior, *(() if offset is None else (offset,)), **col)
             return tf.where(blocks["real"][:, None] > 0, new, current)
 
         return run

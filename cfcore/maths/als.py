@@ -239,7 +239,7 @@ HalfSweep = Callable[..., Any]
 
 def make_half_sweep(
     be: Any,
-    col_reg: np.ndarray,
+    col_reg: np.ndarray | None = None,
     *,
     solver: str,
     cg_steps: int,
@@ -250,7 +250,9 @@ def make_half_sweep(
 
     Args:
         be: the backend.
-        col_reg: float32 `[d]`, c of every row's system.
+        col_reg: float32 `[d]`, c of every row's system, compiled in as a constant; or None:
+            `half` reads it at run time from its own `col_reg` argument (a device array), so
+            that one compiled sweep serves every value of the coefficients in it.
         solver: "cholesky" or "cg".
         cg_steps: CG steps per half-sweep.
         offsets: the targets are `values − offset[col]` (a bias of the fixed side, given to
@@ -261,15 +263,16 @@ def make_half_sweep(
             Cholesky): the objective of a sweep without a pass of its own over the data.
 
     Returns:
-        `half(fixed, current, blocks, prior, offset=None, extra=None) -> new [R, d]` (`(new,
-        loss)` with `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm start; also the
-        shape of the result), `blocks` the device form of `cfcore.data.row_blocks.row_blocks`,
-        `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]` added to each row's right-hand side
-        (Cholesky only: the prior-mean term of a perturbed system, `cfcore.models.posterior`).
-        Usable inside compiled code.
+        `half(fixed, current, blocks, prior, offset=None, extra=None, col_reg=None) -> new
+        [R, d]` (`(new, loss)` with `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm
+        start; also the shape of the result), `blocks` the device form of
+        `cfcore.data.row_blocks.row_blocks`, `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]`
+        added to each row's right-hand side (Cholesky only: the prior-mean term of a perturbed
+        system, `cfcore.models.posterior`), `col_reg` float32 `[d]` (required when
+        `make_half_sweep` was given none, refused otherwise). Usable inside compiled code.
     """
     xp = be.xp
-    col = np.asarray(col_reg, np.float32)
+    const = None if col_reg is None else np.asarray(col_reg, np.float32)
 
     def targets_of(data: dict[str, Any], block: dict[str, Any]) -> Any:
         if not offsets:
@@ -290,7 +293,7 @@ def make_half_sweep(
             block["weights"],
             targets,
             block["row_reg"],
-            be.asarray(col),
+            data["col_reg"],
             data["prior"],
         )
         if "extra" in data:
@@ -313,7 +316,7 @@ def make_half_sweep(
             block["weights"],
             targets_of(data, block),
             block["row_reg"],
-            be.asarray(col),
+            data["col_reg"],
             data["prior"],
             xp.take(data["current"], block["ids"]),
             cg_steps,
@@ -352,8 +355,16 @@ def make_half_sweep(
         prior: Any,
         offset: Any = None,
         extra: Any = None,
+        col_reg: Any = None,
     ):
-        data = {"fixed": fixed, "current": current, "prior": prior}
+        if (col_reg is None) == (const is None):
+            raise ValueError(
+                "the column regularization is given once: to make_half_sweep (a constant) or "
+                "to each half-sweep (col_reg=, read at run time), "
+                + ("got neither" if col_reg is None else "got both")
+            )
+        col = be.asarray(const) if col_reg is None else col_reg
+        data = {"fixed": fixed, "current": current, "prior": prior, "col_reg": col}
         if offsets:
             data["offset"] = offset
         if extra is not None:

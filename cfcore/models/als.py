@@ -29,10 +29,11 @@ from ..maths import objectives
 from ..maths.als import make_half_sweep
 from ..persistence import register_model
 from ..specs import IALSSpec, WALSSpec
+from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import Session, as_ratings, check_steps
 from .base import Params
-from .mf import MatrixFactorization, evaluate_terms, history_row
+from .mf import MatrixFactorization, coefficient_loss, evaluate_terms, history_row
 
 Sweep = Callable[[dict[str, Any], Any], tuple[Any, dict[str, Any]]]
 Half = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -104,8 +105,10 @@ def _label(columns: tuple[str, ...]) -> Callable[[dict[str, float]], str]:
 def wals_blocks(
     spec: WALSSpec, train: Ratings, placement: Placement | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The host data of a WALS sweep: the ratings, and their blocks by user and by item (each
-    device's own with a sharded `placement`)."""
+    """The host data of a WALS sweep: the ratings, their blocks by user and by item (each
+    device's own with a sharded `placement`; each row's ρ = λ·|Ω|/N or λ·|Ω|/M in them) and
+    `gravity_scale`, |Ω|/(N·M) (float32 scalar). λg is not in it: the sweep reads it from the
+    data's `hyper` entry (`cfcore.train.hyper`, what `fit` adds), else from `spec`."""
     n, m, count = train.num_users, train.num_items, len(train)
     lam = spec.regularization_coeff
     ones = np.ones(count, np.float32)
@@ -130,14 +133,18 @@ def wals_blocks(
         **size,
     )
     ratings = {"users": train.users, "items": train.items, "values": train.values}
-    return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
+    return {
+        "ratings": ratings,
+        "by_user": by_user,
+        "by_item": by_item,
+        "gravity_scale": gravity_scale(count, n, m),
+    }
 
 
-def wals_halves(
-    be: Any, spec: WALSSpec, n: int, m: int, count: int, placement: Placement | None = None
-) -> tuple[Half, Half]:
+def wals_halves(be: Any, spec: WALSSpec, placement: Placement | None = None) -> tuple[Half, Half]:
     """The two halves of a WALS sweep, `half(params, data) -> params` (users, then items),
-    each row solved where `placement` keeps it."""
+    each row solved where `placement` keeps it; `data` as `wals_blocks` (placed): the gravity
+    prior λg·|Ω|/(N·M)·VᵀV from its `gravity_scale` and `hyper` (else `spec`'s λg)."""
     xp = be.xp
     ops = getattr(be, "ops", be)
     half = (placement or Placement(be)).half_sweep(
@@ -148,29 +155,30 @@ def wals_halves(
             cg_steps=spec.cg_steps,
         )
     )
-    grav = spec.gravity_coeff * count / (float(n) * float(m))
+
+    def grav(data: Any) -> Any:
+        return with_coefficients(spec, data).gravity_coeff * data["gravity_scale"]
 
     def users(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
-        u = half(v, u, data["by_user"], grav * ops.gramian(v))
+        u = half(v, u, data["by_user"], grav(data) * ops.gramian(v))
         return {"user": xp.astype(u, "float32"), "item": v}
 
     def items(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
-        v = half(u, v, data["by_item"], grav * ops.gramian(u))
+        v = half(u, v, data["by_item"], grav(data) * ops.gramian(u))
         return {"user": u, "item": xp.astype(v, "float32")}
 
     return users, items
 
 
-def wals_sweep(
-    be: Any, spec: WALSSpec, n: int, m: int, count: int, placement: Placement | None = None
-) -> Sweep:
+def wals_sweep(be: Any, spec: WALSSpec, placement: Placement | None = None) -> Sweep:
     """`sweep(params, data) -> (objective at params, params after users then items)`, on the
-    arrays of `placement` (default: one device)."""
+    arrays of `placement` (default: one device); the coefficients read from `data` (`hyper`, in
+    `data["ratings"]` too for the objective) where it has them, else from `spec`."""
     placement = placement or Placement(be)
-    loss = placement.placed(objectives.mf_loss(be, spec.objective))
-    users, items = wals_halves(be, spec, n, m, count, placement)
+    loss = placement.placed(coefficient_loss(be, spec.objective))
+    users, items = wals_halves(be, spec, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         total, _ = loss(params, data["ratings"])
@@ -178,6 +186,20 @@ def wals_sweep(
             return total, items(users(params, data), data)
 
     return sweep
+
+
+def gravity_scale(count: int, n: int, m: int) -> np.ndarray:
+    """|Ω|/(N·M) as a float32 scalar: the gravity prior of a half-sweep is λg times it times the
+    fixed table's Gramian (the objective multiplied by |Ω|)."""
+    return np.asarray(count / (float(n) * float(m)), np.float32)
+
+
+def with_hyper(place: Placement, spec: Any, data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """Placed sweep `data` with `spec`'s coefficients (`hyper_values`, placed) added at its top
+    and in its entries `keys` (the ratings the objective is evaluated on): a sweep reads them at
+    run time, so one compiled sweep serves every value (`cfcore.train.hyper`)."""
+    hyper = place.data(hyper_values(spec))
+    return {**data, **{k: {**data[k], HYPER: hyper} for k in keys}, HYPER: hyper}
 
 
 @register_model
@@ -254,7 +276,7 @@ class WALS(MatrixFactorization):
         """
         train, test = check_fit_inputs(self, train, test, steps, eval_every)
         spec = self.spec
-        n, m, count = train.num_users, train.num_items, len(train)
+        n, m = train.num_users, train.num_items
         be = get_backend(backend)
 
         def start_params() -> Params:
@@ -266,8 +288,10 @@ class WALS(MatrixFactorization):
             self.catalog = train.catalog
         self._remember_train(train)
         place = session.placement
-        data = place.data(wals_blocks(spec, train, place))
+        data = with_hyper(place, spec, place.data(wals_blocks(spec, train, place)), "ratings")
         test_data = None if test is None else session.placement.data(be.device_batch(test))
+        if test_data is not None:
+            test_data = {**test_data, HYPER: data[HYPER]}
         objective = spec.objective
 
         def record(_: float | None) -> dict[str, float]:
@@ -282,10 +306,11 @@ class WALS(MatrixFactorization):
             return row
 
         try:
+            # Keyed by the spec's structure: coefficients and the data set's numbers are data.
             run_sweeps(
                 session,
-                ("wals", spec, n, m, count),
-                wals_sweep(be, spec, n, m, count, place),
+                ("wals", spec_key(spec)),
+                wals_sweep(be, spec, place),
                 data,
                 steps=steps,
                 eval_every=eval_every,
@@ -343,7 +368,9 @@ def ials_blocks(
     spec: IALSSpec, train: Ratings, placement: Placement | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
     """The host data of an iALS sweep: positives with each row's λ, and blocks per side (each
-    device's own with a sharded `placement`)."""
+    device's own with a sharded `placement`). λ, ν and α are in them (each row's
+    λ·(|S_r| + α₀·other)^ν, the confidences as weights); α₀ is not: the sweep reads it from the
+    data's `hyper` entry (what `fit` adds), else from `spec`."""
     n, m = train.num_users, train.num_items
     user_reg = spec.row_regularization(np.bincount(train.users, minlength=n), m)
     item_reg = spec.row_regularization(np.bincount(train.items, minlength=m), n)
@@ -365,7 +392,7 @@ def ials_blocks(
 
 def ials_halves(be: Any, spec: IALSSpec, placement: Placement | None = None) -> tuple[Half, Half]:
     """The two halves of an iALS sweep, `half(params, data) -> params`, each row solved where
-    `placement` keeps it."""
+    `placement` keeps it; α₀ read from `data` (`hyper`) where it has it, else from `spec`."""
     xp = be.xp
     ops = getattr(be, "ops", be)
     half = (placement or Placement(be)).half_sweep(
@@ -376,15 +403,16 @@ def ials_halves(be: Any, spec: IALSSpec, placement: Placement | None = None) -> 
             cg_steps=spec.cg_steps,
         )
     )
-    a0 = spec.unobserved_weight
 
     def users(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
+        a0 = with_coefficients(spec, data).unobserved_weight
         u = half(v, u, data["by_user"], a0 * ops.gramian(v))
         return {"user": xp.astype(u, "float32"), "item": v}
 
     def items(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
+        a0 = with_coefficients(spec, data).unobserved_weight
         v = half(u, v, data["by_item"], a0 * ops.gramian(u))
         return {"user": u, "item": xp.astype(v, "float32")}
 
@@ -393,7 +421,8 @@ def ials_halves(be: Any, spec: IALSSpec, placement: Placement | None = None) -> 
 
 def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> Sweep:
     """`sweep(params, data) -> (objective at params, params after users then items)`, on the
-    arrays of `placement` (default: one device).
+    arrays of `placement` (default: one device); α₀ and α read from `data` (`hyper`, in
+    `data["positives"]` too) where it has them, else from `spec`.
 
     On one device the objective costs no pass of its own over the positives: its observed part
     comes from the predictions the user half-sweep makes at the current rows anyway (CG's first
@@ -410,10 +439,10 @@ def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> S
     kw = {"solver": spec.linear_solver, "cg_steps": spec.cg_steps}
     user_half = make_half_sweep(be, col, observed=True, **kw)
     item_half = make_half_sweep(be, col, **kw)
-    a0 = spec.unobserved_weight
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         u, v = params["user"], params["item"]
+        a0 = with_coefficients(spec, data).unobserved_weight
         pos = data["positives"]
         gram_v = ops.gramian(v)
         new_u, observed = user_half(v, u, data["by_user"], a0 * gram_v)
@@ -431,7 +460,9 @@ def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> S
 
 def _ials_sweep_apart(be: Any, spec: IALSSpec, placement: Placement) -> Sweep:
     """`ials_sweep` with the objective computed by a pass of its own (sharded placements)."""
-    terms = placement.placed(lambda p, d: objectives.ials_loss_terms(be, spec, p, d))
+    terms = placement.placed(
+        lambda p, d: objectives.ials_loss_terms(be, with_coefficients(spec, d), p, d)
+    )
     users, items = ials_halves(be, spec, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
@@ -535,10 +566,12 @@ class IALS(MatrixFactorization):
         self._remember_train(train)
         self._rating_scale = None  # counts: any number >= 0 folds in
         place = session.placement
-        data = place.data(ials_blocks(spec, train, place))
+        data = with_hyper(place, spec, place.data(ials_blocks(spec, train, place)), "positives")
         terms_fn = be.compiled(
-            ("ials_terms", spec, place.key),
-            lambda: place.placed(lambda p, d: objectives.ials_loss_terms(be, spec, p, d)),
+            ("ials_terms", spec_key(spec), place.key),
+            lambda: place.placed(
+                lambda p, d: objectives.ials_loss_terms(be, with_coefficients(spec, d), p, d)
+            ),
         )
 
         def record(_: float | None) -> dict[str, float]:
@@ -552,7 +585,7 @@ class IALS(MatrixFactorization):
         try:
             run_sweeps(
                 session,
-                ("ials", spec, n, m),
+                ("ials", spec_key(spec)),
                 ials_sweep(be, spec, place),
                 data,
                 steps=steps,
@@ -661,14 +694,16 @@ def solve_rows(
     blocks = row_blocks(rows, cols, targets, weights, row_reg, dim=d, solver="cholesky")
 
     def make() -> Callable[..., Any]:
-        half = make_half_sweep(be, col, solver="cholesky", cg_steps=1)
-        return lambda f, cur, b, p: half(f, cur, b, p)
+        # c read at run time: fold-ins of models of other coefficients share the program.
+        half = make_half_sweep(be, solver="cholesky", cg_steps=1)
+        return lambda f, cur, b, p, c: half(f, cur, b, p, col_reg=c)
 
-    fn = be.compiled(("als_rows", d, col.tobytes()), make)
+    fn = be.compiled(("als_rows", d), make)
     out = fn(
         be.asarray(fixed),
         be.asarray(np.zeros((num_rows, d), np.float32)),
         Placement(be).data(blocks),
         be.asarray(prior.astype(np.float32)),
+        be.asarray(col),
     )
     return np.asarray(be.to_numpy(out), np.float32)

@@ -27,7 +27,7 @@ from ..specs import BiasedMFSpec, OptimizerSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import as_ratings
-from .als import check_fit_inputs, run_sweeps, solve_rows
+from .als import check_fit_inputs, gravity_scale, run_sweeps, solve_rows
 from .base import Params, State
 from .mf import EVAL_CHUNK, MatrixFactorization
 
@@ -55,8 +55,12 @@ def _centred(train: Ratings, mean: float) -> dict[str, np.ndarray]:
 def biased_blocks(
     spec: BiasedMFSpec, train: Ratings, mean: float, placement: Placement | None = None
 ) -> dict[str, Any]:
-    """The host data of a biased ALS sweep: the centred ratings and their blocks per side (each
-    device's own with a sharded `placement`)."""
+    """The host data of a biased ALS sweep: the centred ratings, their blocks per side (each
+    device's own with a sharded `placement`) and `gravity_scale`, |Ω|/(N·M) (float32 scalar).
+
+    The coefficients are not in it: the sweep reads them from the data's `hyper` entry
+    (`cfcore.train.hyper`, what `fit` adds), else from `spec`. The rows' ρ (|Ω|/N, |Ω|/M) are
+    data, so one compiled sweep serves any coefficients and any ratings of the same shapes."""
     n, m, count = train.num_users, train.num_items, len(train)
     ratings = _centred(train, mean)
     ones = np.ones(count, np.float32)
@@ -68,44 +72,59 @@ def biased_blocks(
     by_item = blocks(
         row_blocks, train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
     )
-    return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
+    return {
+        "ratings": ratings,
+        "by_user": by_user,
+        "by_item": by_item,
+        "gravity_scale": gravity_scale(count, n, m),
+    }
 
 
 def column_regularization(spec: BiasedMFSpec) -> np.ndarray:
-    """c of an augmented row `[u, b]`: λ on the embedding columns, λb on the bias."""
+    """c of an augmented row `[u, b]`: λ on the embedding columns, λb on the bias (host)."""
     col = np.full(spec.embedding_dim + 1, spec.regularization_coeff, np.float32)
     col[-1] = spec.bias_regularization_coeff
     return col
 
 
+def runtime_column_regularization(be: Any, spec: BiasedMFSpec, coeffs: Any) -> Any:
+    """`column_regularization` from `coeffs` (`with_coefficients`: device scalars read at run
+    time, or the spec's numbers), float32 `[d + 1]`: `λ·[1, ..., 1, 0] + λb·[0, ..., 0, 1]`,
+    exactly λ and λb in float32 (a product by 1 and a sum with 0 round nothing)."""
+    d1 = spec.embedding_dim + 1
+    head = np.ones(d1, np.float32)
+    head[-1] = 0.0
+    return coeffs.regularization_coeff * be.asarray(head) + coeffs.bias_regularization_coeff * (
+        be.asarray(1.0 - head)
+    )
+
+
 def biased_halves(
-    be: Any, spec: BiasedMFSpec, n: int, m: int, count: int, placement: Placement | None = None
+    be: Any, spec: BiasedMFSpec, placement: Placement | None = None
 ) -> tuple[Any, Any]:
     """The two halves of a biased ALS sweep, `half(params, data) -> params`, each row solved
-    where `placement` keeps it.
+    where `placement` keeps it; `data` as `biased_blocks` (placed), with or without `hyper`.
 
     With the items fixed, the user row `[u, b_u]` is a ridge regression on `[v, 1]` with targets
     `r − μ − b_i`; multiplying the objective by |Ω| gives per-row λ·|Ω|/N (embedding columns),
-    λb·|Ω|/N (bias) and the gravity prior λg·|Ω|/(N·M)·VᵀV on the embedding block.
+    λb·|Ω|/N (bias) and the gravity prior λg·|Ω|/(N·M)·VᵀV on the embedding block. ρ = |Ω|/N
+    is in the blocks, |Ω|/(N·M) in `data["gravity_scale"]`, λ, λb and λg in `data["hyper"]`
+    (the column regularization is the half-sweep's run-time `col_reg`): nothing compiled in.
     """
     xp = be.xp
     ops = getattr(be, "ops", be)
     half = (placement or Placement(be)).half_sweep(
-        make_half_sweep(
-            be,
-            column_regularization(spec),
-            solver=spec.linear_solver,
-            cg_steps=spec.cg_steps,
-            offsets=True,
-        )
+        make_half_sweep(be, solver=spec.linear_solver, cg_steps=spec.cg_steps, offsets=True)
     )
-    grav = spec.gravity_coeff * count / (float(n) * float(m))
 
     def solve(params, data, side, other, bias, other_bias, blocks):
+        coeffs = with_coefficients(spec, data)
         fixed = augment(be, params[other], ones_column(be, params[other]))
         current = augment(be, params[side], params[bias])
+        grav = coeffs.gravity_coeff * data["gravity_scale"]
         prior = pad_prior(be, grav * ops.gramian(params[other]))
-        new = half(fixed, current, data[blocks], prior, params[other_bias])
+        col = runtime_column_regularization(be, spec, coeffs)
+        new = half(fixed, current, data[blocks], prior, params[other_bias], col_reg=col)
         table, b = split_last(be, xp.astype(new, "float32"))
         return {**params, side: table, bias: b}
 
@@ -118,14 +137,13 @@ def biased_halves(
     return users, items
 
 
-def biased_sweep(
-    be: Any, spec: BiasedMFSpec, n: int, m: int, count: int, placement: Placement | None = None
-) -> Any:
+def biased_sweep(be: Any, spec: BiasedMFSpec, placement: Placement | None = None) -> Any:
     """`sweep(params, data) -> (objective at params, params after users then items)`, on the
-    arrays of `placement` (default: one device)."""
+    arrays of `placement` (default: one device); the coefficients read from `data` (`hyper`, in
+    `data["ratings"]` too for the objective) where it has them, else from `spec`."""
     placement = placement or Placement(be)
-    loss = placement.placed(objectives.biased_mf_loss(be, spec))
-    users, items = biased_halves(be, spec, n, m, count, placement)
+    loss = placement.placed(_coefficient_loss(be, spec))
+    users, items = biased_halves(be, spec, placement)
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         total, _ = loss(params, data["ratings"])
@@ -266,17 +284,18 @@ class BiasedMF(MatrixFactorization):
             self.catalog = train.catalog
         self._remember_train(train)
         place = session.placement
+        # The coefficients go with the data (read at run time): a search over them (and over a
+        # cfcore optimizer's numbers) compiles the chunk, or the ALS sweep, once.
+        hyper = place.data(hyper_values(spec))
         if solver == "als":
             data = place.data(biased_blocks(spec, train, mean, place))
-            ratings = data["ratings"]
+            ratings = {**data["ratings"], HYPER: hyper}
+            data = {**data, "ratings": ratings, HYPER: hyper}
         else:
-            # The coefficients go with the data (read at run time): a search over them (and
-            # over a cfcore optimizer's numbers) compiles the chunk once.
-            hyper = place.data(hyper_values(spec))
             data = ratings = {**place.data(_centred(train, mean)), HYPER: hyper}
         test_data = None if test is None else place.data(_centred(test, mean))
-        if test_data is not None and solver != "als":
-            test_data = {**test_data, HYPER: data[HYPER]}
+        if test_data is not None:
+            test_data = {**test_data, HYPER: hyper}
 
         def record(_: float | None) -> dict[str, float]:
             terms = _terms(be, spec, session.params, ratings, place)
@@ -292,10 +311,12 @@ class BiasedMF(MatrixFactorization):
 
         try:
             if solver == "als":
+                # Keyed by the spec's structure only: the coefficients and the data set's numbers
+                # are in `data`, its shapes are the compiled function's own business.
                 run_sweeps(
                     session,
-                    ("biased-als", spec, n, m, count),
-                    biased_sweep(be, spec, n, m, count, place),
+                    ("biased-als", spec_key(spec)),
+                    biased_sweep(be, spec, place),
                     data,
                     steps=steps,
                     eval_every=eval_every,

@@ -35,6 +35,7 @@ import pandas as pd
 from .._registry import get_backend
 from ..data.ratings import Ratings
 from ..maths.als import augment, make_half_sweep, ones_column, split_last
+from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.progress import progress_bar
 from .als import check_fit_inputs
@@ -53,20 +54,21 @@ def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
     """The two halves of a Gibbs sweep of a biased model on one device,
     `half(params, data, noise) -> params`: users (items fixed), then items.
 
-    `data` holds `biased_blocks`' `by_user` / `by_item` (device form); `noise` holds, per side,
+    `data` holds `biased_blocks`' `by_user` / `by_item` (device form), and the coefficients λ
+    and λb in `hyper` (`cfcore.train.hyper`: read at run time; without it, `spec`'s); `noise`
+    holds, per side,
     the targets' noise shaped as each bucket's `values` (`by_user`, `by_item`: lists of
     `[K, B, L]`) and the prior-mean term (`extra_user` `[N, d + 1]`, `extra_item` `[M, d + 1]`),
     as `draw_noise` draws them.
     """
-    from .biased import column_regularization
+    from .biased import runtime_column_regularization
 
     xp = be.xp
-    half = make_half_sweep(
-        be, column_regularization(spec), solver="cholesky", cg_steps=1, offsets=True
-    )
+    half = make_half_sweep(be, solver="cholesky", cg_steps=1, offsets=True)
     d1 = spec.embedding_dim + 1
 
     def solve(params, data, noise, side, other, bias, other_bias, blocks):
+        col = runtime_column_regularization(be, spec, with_coefficients(spec, data))
         fixed = augment(be, params[other], ones_column(be, params[other]))
         current = augment(be, params[side], params[bias])
         noisy = {
@@ -77,7 +79,9 @@ def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
             ],
         }
         prior = be.asarray(np.zeros((d1, d1), np.float32))
-        new = half(fixed, current, noisy, prior, params[other_bias], noise[f"extra_{side}"])
+        new = half(
+            fixed, current, noisy, prior, params[other_bias], noise[f"extra_{side}"], col_reg=col
+        )
         table, b = split_last(be, xp.astype(new, "float32"))
         return {**params, side: table, bias: b}
 
@@ -175,7 +179,10 @@ def sample_posterior(
     row_reg = {"by_user": np.full(n, len(train) / n), "by_item": np.full(m, len(train) / m)}
     place = Placement(be)
     data = place.data({k: host[k] for k in ("by_user", "by_item")})
-    sweep = be.compiled(("biased-gibbs", spec, n, m, len(train)), lambda: gibbs_sweep(be, spec))
+    # λ and λb read at run time: a chain of other coefficients on ratings of the same shapes
+    # (another fold of a data set) reuses the compiled sweep.
+    data[HYPER] = place.data(hyper_values(spec))
+    sweep = be.compiled(("biased-gibbs", spec_key(spec)), lambda: gibbs_sweep(be, spec))
     state = place.params(params)
     rng = np.random.default_rng(seed)
 

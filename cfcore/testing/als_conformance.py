@@ -58,15 +58,14 @@ def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0):
     `(objective at params, new params)` as host float64 arrays."""
     from ..models import als, biased
 
-    n, m, count = r.num_users, r.num_items, len(r)
     place = Placement(backend)
     if kind == "wals":
-        data, sweep = als.wals_blocks(spec, r), als.wals_sweep(backend, spec, n, m, count)
+        data, sweep = als.wals_blocks(spec, r), als.wals_sweep(backend, spec)
     elif kind == "ials":
         data, sweep = als.ials_blocks(spec, r), als.ials_sweep(backend, spec)
     else:
         data = biased.biased_blocks(spec, r, mean)
-        sweep = biased.biased_sweep(backend, spec, n, m, count)
+        sweep = biased.biased_sweep(backend, spec)
     total, new = sweep(place.params(params), place.data(data))
     host = {k: np.asarray(backend.to_numpy(v), np.float64) for k, v in new.items()}
     return float(backend.to_numpy(total)), host

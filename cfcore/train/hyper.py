@@ -1,11 +1,12 @@
 """A model's coefficients as run-time inputs of the compiled step, so that a search over them
 compiles once.
 
-A spec's penalty coefficients (λ of L2, λb of the biases, λg of gravity) only scale terms of the
-objective: they are passed to the compiled chunk with the training data (`data["hyper"]`, float32
-scalars) and read there through `Coefficients`, while the chunk's cache key (`spec_key`) keeps
-only what changes the program: every other field, and whether each coefficient is zero (a zero
-coefficient drops its term, e.g. `MFSpec.regularized`).
+A spec's penalty coefficients (λ of L2, λb of the biases, λg of gravity; iALS's α₀, α and ν too)
+only scale terms of the objective: they are passed to the compiled chunk with the training data
+(`data["hyper"]`, float32 scalars) and read there through `Coefficients`, while the chunk's cache
+key (`spec_key`) keeps only what changes the program: every other field, and whether each
+coefficient is zero (a zero coefficient drops its term, e.g. `MFSpec.regularized`). Gradient
+steps and ALS sweeps (`cfcore.models.als`, `cfcore.models.biased`) both read them so.
 
 Example:
     >>> from cfcore.specs import MFSpec
@@ -22,8 +23,17 @@ from typing import Any
 
 import numpy as np
 
-RUNTIME_FIELDS = ("regularization_coeff", "bias_regularization_coeff", "gravity_coeff")
-"""The spec fields read at run time, where a spec has them: multipliers of objective terms."""
+RUNTIME_FIELDS = (
+    "regularization_coeff",
+    "bias_regularization_coeff",
+    "gravity_coeff",
+    "unobserved_weight",
+    "confidence",
+    "regularization_exponent",
+)
+"""The spec fields read at run time, where a spec has them: multipliers of objective terms (and
+iALS's confidence α and exponent ν, which only shape the sweep's data: its weights and per-row
+regularization)."""
 
 HYPER = "hyper"
 """The entry of the training data that carries them (`{field: float32 scalar}`)."""

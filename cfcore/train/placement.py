@@ -101,8 +101,9 @@ class Placement:
         return build(*args, **kwargs)
 
     def half_sweep(self, half: Callable[..., Any]) -> Callable[..., Any]:
-        """An ALS half-sweep `half(fixed, current, blocks, prior)` as it runs here (unchanged; a
-        sharded placement solves each device's rows on it)."""
+        """An ALS half-sweep `half(fixed, current, blocks, prior, offset=None, col_reg=None)` as
+        it runs here (unchanged; a sharded placement solves each device's rows on it, `col_reg`
+        replicated)."""
         return half
 
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
