@@ -167,3 +167,73 @@ def test_bad_lengths_and_shapes():
     small = {n: (1, b - 1) for n, (_, b) in shapes.items()}
     with pytest.raises(ValueError, match="expected at least"):
         rb.row_blocks(*args, dim=4, solver="cg", lengths=lengths, shapes=small)
+
+
+def test_canonical_count(monkeypatch):
+    assert rb.SHAPE_STEPS == 4 and rb.MIN_ROW_STEP == 16
+    # Step 1: the ladder of SHAPE_STEPS steps an octave, every count to its first step >= it.
+    steps = rb.ladder(5000, rb.SHAPE_STEPS)
+    for n in range(1, 4097):
+        assert rb.canonical_count(n) == steps[np.searchsorted(steps, n)], n
+    assert [rb.canonical_count(n) for n in (1, 4, 5, 9, 17, 537, 553)] == [
+        1,
+        4,
+        5,
+        10,
+        20,
+        640,
+        640,
+    ]
+    # A larger step: multiples of it below 4 steps, the ladder above.
+    assert [rb.canonical_count(n, 16) for n in (1, 16, 17, 24, 28, 45, 64, 65, 342, 362)] == [
+        16, 16, 32, 32, 32, 48, 64, 80, 384, 384,
+    ]  # fmt: skip
+    assert rb.canonical_count(0) == 0
+    monkeypatch.setattr(rb, "SHAPE_STEPS", 2)
+    assert [rb.canonical_count(n) for n in (5, 7, 9, 13)] == [6, 8, 12, 16]
+
+
+def _counts_problem(counts: list[tuple[int, int]], seed: int):
+    """Rows with the given observation counts (`[(rows, count each), ...]`), random columns."""
+    per_row = np.concatenate([np.full(r, c) for r, c in counts])
+    rows = np.repeat(np.arange(len(per_row)), per_row)
+    rng = np.random.default_rng(seed)
+    cols = rng.integers(0, 50, len(rows))
+    ones = np.ones(len(rows), np.float32)
+    return rows, cols, rng.normal(size=len(rows)), ones, np.full(len(per_row), 0.5)
+
+
+def _shapes(problem, **kwargs) -> list[tuple[int, ...]]:
+    layout = rb.row_blocks(*problem, dim=4, solver="cg", **kwargs)
+    return sorted(b["cols"].shape for b in layout["buckets"])
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_similar_problems_share_bucket_shapes(monkeypatch, whole):
+    """Two folds of a data set (buckets of a few more or fewer rows) get the same buckets
+    (`K` blocks of `B` rows of `L` slots): one compiled sweep serves both. The padding rows stay
+    under a quarter of a bucket's blocks (or `MIN_ROW_STEP` rows of a bucket of one block)."""
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)
+    if not whole:  # blocks of 64 rows of 8 slots, 8 rows of 64 slots (CG: 4·L·d floats a row)
+        monkeypatch.setattr(rb, "WHOLE_FLOATS", 0)
+        monkeypatch.setattr(rb, "BLOCK_FLOATS", 8192)
+    first = _counts_problem([(100, 5), (210, 40)], seed=0)
+    second = _counts_problem([(97, 5), (200, 41)], seed=1)
+    shapes = [_shapes(first), _shapes(second)]
+    assert shapes[0] == shapes[1]
+    # Lengths 8 and 64 (powers of two: a small table); rows 100 / 97 -> 112, 210 / 200 -> 224
+    # in one block each, or blocks of 64 and 8 rows, 2 and 27 / 25 -> 28 of them.
+    assert shapes[0] == ([(1, 112, 8), (1, 224, 64)] if whole else [(2, 64, 8), (28, 8, 64)])
+    for problem in (first, second):
+        layout = rb.row_blocks(*problem, dim=4, solver="cg")
+        for b in layout["buckets"]:
+            k, size, _ = b["cols"].shape
+            real = int((b["row_reg"] == 0.5).sum())
+            if k == 1:
+                assert 4 * (size - real) < size or size - real < rb.MIN_ROW_STEP
+            else:
+                assert 4 * (k - -(-real // size)) < k  # padding blocks: under a quarter
+    # Without the canonical shapes they differ.
+    monkeypatch.setattr(rb, "SHAPE_STEPS", 1 << 30)
+    monkeypatch.setattr(rb, "MIN_ROW_STEP", 1)
+    assert _shapes(first) != _shapes(second)

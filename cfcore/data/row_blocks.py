@@ -38,6 +38,31 @@ bucket is a separately compiled computation, and a tiny one costs more to compil
 padding it saves costs to run."""
 
 
+SHAPE_STEPS = 4
+"""Block counts (and rows of a bucket of one block) an octave: a bucket's `K` is rounded up to
+`{S, ..., 2S − 1}·2^j` (`S` this), padding it by less than 1/S of its blocks, so that two similar
+data sets (the folds of one catalog) get the same shapes and share one compiled sweep."""
+
+MIN_ROW_STEP = 16
+"""The rows of a bucket of one block are rounded up to a multiple of this at least (then to the
+`SHAPE_STEPS` ladder): counts of a few dozen rows differ between folds by more than a finer step,
+and 16 padding rows cost little."""
+
+
+def canonical_count(count: int, step: int = 1) -> int:
+    """`count` rounded up to the ladder of `SHAPE_STEPS` steps an octave, in steps of at least
+    `step`: `⌈count/g⌉·g` with `g = max(step, 2^(⌊log2 count⌋ − log2 S))` (S a power of two).
+
+    Example: with S = 4, 537 → 640, 45 → 48 (step 16), 24 → 32 (step 16), 9 → 10, 3 → 3.
+    """
+    count = int(count)
+    if count <= 0:
+        return count
+    shift = int(SHAPE_STEPS).bit_length() - 1  # log2 S
+    g = max(int(step), 1 << max(count.bit_length() - 1 - shift, 0))
+    return -(-count // g) * g
+
+
 def row_floats(length: int, d: int, solver: str) -> int:
     """Floats of the temporaries of one row of `length` slots (see `BLOCK_FLOATS`)."""
     if solver == "cholesky":
@@ -176,8 +201,10 @@ def row_blocks(
         length = int(length)
         members = np.flatnonzero(lengths == length)  # rows of this bucket, ascending
         if shapes is None:
-            size = len(members) if whole else min(block_rows(length, dim, solver), len(members))
-            k = -(-len(members) // size)
+            # Rounded up (`canonical_count`): similar data sets get the same shapes.
+            most = canonical_count(len(members), MIN_ROW_STEP)
+            size = most if whole else min(block_rows(length, dim, solver), most)
+            k = canonical_count(-(-len(members) // size))
         else:
             k, size = shapes[length]
             if k * size < len(members):
