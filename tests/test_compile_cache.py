@@ -284,3 +284,39 @@ def test_als_on_another_fold_reuses_the_compiled_sweep(
     for table in want:
         np.testing.assert_array_equal(got[table], want[table], err_msg=table)
     np.testing.assert_array_equal(second.history.to_numpy(), alone.history.to_numpy())
+
+
+@pytest.mark.parametrize("backend", ["jax", "tf"])
+def test_gibbs_sampling_with_new_coefficients_reuses_the_compiled_sweep(
+    backend: str, monkeypatch: pytest.MonkeyPatch, traces: _Traces
+) -> None:
+    """`BiasedMF.sample_posterior` reads λ and λb at run time too: a chain of other
+    coefficients traces no new Gibbs sweep, and equals one compiled afresh bit for bit."""
+    require_backend(backend)
+    be = get_backend(backend)
+    ratings = cfcore.synthetic_ratings(40, 30, 600, seed=0)
+
+    def sample(lam: float):
+        model = cfcore.BiasedMF(
+            embedding_dim=3, regularization_coeff=lam, bias_regularization_coeff=lam
+        )
+        return model.sample_posterior(
+            ratings, samples=2, burn_in=1, backend=backend, progress=False
+        )
+
+    _fresh_caches(monkeypatch, be)
+    first = sample(0.1)
+    compiled = dict(be._compiled)
+    before = traces.count()
+    assert before[0] > 0
+    second = sample(0.5)
+    assert be._compiled.keys() == compiled.keys()
+    assert all(be._compiled[k] is compiled[k] for k in compiled)
+    assert traces.count() == before
+    _fresh_caches(monkeypatch, be)
+    alone = sample(0.5)
+    assert traces.count()[0] > before[0]
+    got, want, other = second.params_numpy(), alone.params_numpy(), first.params_numpy()
+    for table in want:
+        np.testing.assert_array_equal(got[table], want[table], err_msg=table)
+        assert not np.allclose(got[table], other[table]), table

@@ -15,6 +15,10 @@ a compiled loop over the blocks bounds the memory of a half-sweep (the `[B, L, d
 `[B, d, d]` systems of a Cholesky block) whatever the number of ratings. Every row, even one
 without observations, is in exactly one block; `position` says where its solution lands in the
 concatenation of every bucket's blocks, so the new table is one gather of that concatenation.
+
+The shapes are canonical (`canonical_count`): a bucket's block count, and the rows of a bucket of
+one block, are rounded up to `SHAPE_STEPS` steps an octave, so that similar data sets (the folds of
+one catalog: MovieLens 100K's u1..u5) get the very same buckets and share one compiled sweep.
 """
 
 from __future__ import annotations
