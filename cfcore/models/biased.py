@@ -224,8 +224,7 @@ class BiasedMF(MatrixFactorization):
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): tables and biases
-                row-sharded; ALS sweeps solve each device's own rows on JAX (on TensorFlow
-                every device solves every row and keeps its own).
+                row-sharded; ALS sweeps solve each device's own rows.
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
