@@ -1,4 +1,5 @@
-"""Biased matrix factorization: `μ + b_u + b_i + ⟨u, v⟩`, by gradient steps or by ALS.
+"""Biased matrix factorization: `μ + b_u + b_i + ⟨u, v⟩`, by gradient steps or by ALS, and its
+posterior average by Gibbs sampling (`BiasedMF.sample_posterior`, `cfcore.models.posterior`).
 
 Example:
     >>> import cfcore
@@ -6,6 +7,7 @@ Example:
     >>> model = cfcore.BiasedMF(embedding_dim=8, regularization_coeff=0.1)
     >>> history = model.fit(r, steps=10, solver="als", progress=False)          # doctest: +SKIP
     >>> history = model.fit(r, steps=500, optimizer=cfcore.optimizers.Adam(0.05))  # doctest: +SKIP
+    >>> bayes = model.sample_posterior(r, samples=100, progress=False)  # doctest: +SKIP
 """
 
 from __future__ import annotations
