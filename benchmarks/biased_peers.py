@@ -92,6 +92,7 @@ def train_and_watch(point: dict[str, Any], solver: str, train, watch, steps: int
     return {"curve": curve, "seconds": time.perf_counter() - t0, "reached_s": reached_s}
 
 
+UNITS = {"als": "sweeps", "adam": "epochs", "gibbs": "kept draws"}
 GIBBS_WARM = 5  # ALS sweeps before the chain starts (λ of the point)
 GIBBS_BURN_IN = 5  # draws discarded before the kept ones
 
@@ -282,8 +283,8 @@ def report(rows, surprise_rows, mode, out_dir, timing: bool = False) -> None:
         f"cfcore `BiasedMF`, tuned per fold on a 90/10 validation split of the fold's training "
         f"ratings; test RMSE after the chosen number of sweeps (ALS), epochs (Adam, batch "
         f"1,000) or kept draws (gibbs: {GIBBS_WARM} ALS sweeps, {GIBBS_BURN_IN} draws of "
-        "burn-in, then the draws averaged). Target: mean ≤ {TARGET_RMSE}; and reaching surprise's RMSE on each fold faster "
-        "than surprise fits (seconds from the model's creation, compilation and per-sweep "
+        f"burn-in, then the draws averaged). Target: mean ≤ {TARGET_RMSE}; and reaching "
+        "surprise's RMSE on each fold faster than surprise fits (seconds from the model's creation, compilation and per-sweep "
         "evaluations included):\n",
         rp.md_table(
             ["model", "backend", "mean test RMSE", f"≤ {TARGET_RMSE}", "folds reaching surprise",
@@ -306,7 +307,7 @@ def report(rows, surprise_rows, mode, out_dir, timing: bool = False) -> None:
          "no tuning in this run (`--timing-only`).\n") if timing else
         "Grids: " + "; ".join(
             f"{solver}: " + ", ".join(f"{k} {list(v)}" for k, v in GRIDS[mode][solver][0].items())
-            + f", up to {GRIDS[mode][solver][1]} sweeps/epochs" for solver in GRIDS[mode]
+            + f", up to {GRIDS[mode][solver][1]} {UNITS[solver]}" for solver in GRIDS[mode]
         ) + ".\n",
         f"Mode: {mode}.\n",
         footer,

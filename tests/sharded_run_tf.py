@@ -12,8 +12,10 @@ Writes, for `MatrixFactorization`, `RegularizedMF` and `BiasedMF`, the parameter
 `BiasedMF` and after 30 Adagrad steps of the softmax model (full and sampled softmax), sharded
 checkpoints next to OUT (`OUT.<run>.ckpt`), and for K devices the row count and device of every
 component of each table and of each 2-D optimizer slot (read from the DTensors themselves), and
-the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; and the
-embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
+the result shapes `[R, C]` of the 2-D all-gathers and all-reduces in its training step; for each
+ALS model on K devices, what each device's component of the row blocks `fit` placed holds (see
+`_als_blocks`) and (with `DUMP`) the rows each device solves per Cholesky op of the sweep step; and
+the embeddings of a regularized model trained by three `fit` calls of 5, 7 and 3 SGD steps (on the
 K devices given as a list).
 """
 
@@ -35,6 +37,52 @@ SOFTMAX_ITEMS, SOFTMAX_DIMS = 29, {"movie_id": 4, "genre": 2, "year": 2}
 COLLECTIVE = re.compile(r'"tf\.DTensor(AllGather|AllReduce)"[^\n]*\) -> tensor<(\d+)x(\d+)xf32>')
 # The compiled training step: `compile_loop`'s `one_step` (DTensor runs a host loop of it).
 LOOP_DUMP = re.compile(r"after_DTensorSPMDExpansion\.__inference_one_step_\d+\.mlir$")
+# `"tf.Cholesky"(%1) ... : (tensor<1x10x4x4xf32>) -> ...`: a batched factorization and its local
+# operand shape on one device (after SPMD expansion), batch axes first.
+CHOLESKY = re.compile(r'"tf\.Cholesky"[^\n]*: \(tensor<([\dx]+)xf32>\)')
+
+
+def _solved_rows(folder: Path) -> np.ndarray:
+    """The rows (systems) of each Cholesky factorization in the sweep steps DTensor expanded into
+    `folder`, as one device computes it: the product of its local operand's batch axes."""
+    files = sorted(f for f in folder.iterdir() if LOOP_DUMP.search(f.name))
+    if not files:
+        raise RuntimeError(f"no sweep step in DTensor's dump {folder}")
+    shapes = [m.split("x") for f in files for m in CHOLESKY.findall(f.read_text())]
+    return np.array([int(np.prod([int(s) for s in shape[:-2]])) for shape in shapes], np.int64)
+
+
+def _als_blocks(tf, dtensor, placed: list[dict], k: int) -> dict[str, np.ndarray]:
+    """What each device's component holds of the ALS row blocks one `fit` placed (`placed`: the
+    placement's `_put_blocks` results, by user then by item): per side, for every array the
+    leading size and device index of each component (`lead`, `device`: `[arrays, k]`), and per
+    device the observation slots of weight > 0 (`obs`), the block rows (`rows`, K·B summed over
+    the buckets), the largest row id (`ids_max`) and the width of `position` (`per`)."""
+    out = {}
+    for side, blocks in zip(("user", "item"), placed, strict=True):
+        # (Not `real`, the `[k·⌈R/k⌉]` flags of table rows: row-sharded like the tables.)
+        arrays = tf.nest.flatten({"buckets": blocks["buckets"], "position": blocks["position"]})
+        comps = [dtensor.unpack(a) for a in arrays]
+        out[f"{side}_lead"] = np.array([[int(c.shape[0]) for c in cs] for cs in comps])
+        out[f"{side}_device"] = np.array(
+            [[tf.DeviceSpec.from_string(c.device).device_index for c in cs] for cs in comps]
+        )
+        buckets = blocks["buckets"]
+        weights = [dtensor.unpack(b["weights"]) for b in buckets]
+        ids = [dtensor.unpack(b["ids"]) for b in buckets]
+        out[f"{side}_obs"] = np.array(
+            [sum(int(np.sum(w[j].numpy() > 0)) for w in weights) for j in range(k)]
+        )
+        out[f"{side}_rows"] = np.array(
+            [sum(int(np.prod(i[j].shape[1:])) for i in ids) for j in range(k)]
+        )
+        out[f"{side}_ids_max"] = np.array(
+            [max(int(np.max(i[j].numpy())) for i in ids) for j in range(k)]
+        )
+        out[f"{side}_per"] = np.array(
+            [int(c.shape[-1]) for c in dtensor.unpack(blocks["position"])]
+        )
+    return out
 
 
 def _collectives(folder: Path) -> dict[str, np.ndarray]:
@@ -116,7 +164,20 @@ def main(k_arg: str, out: str) -> None:
         if dump:
             for op, shapes in _collectives(Path(dump) / name).items():
                 result[f"{name}_{op}"] = shapes
-    # Two ALS sweeps of each ALS model (the blocks replicated, every device solving every row).
+    # Two ALS sweeps of each ALS model, each device solving its own rows. The row blocks each fit
+    # places are recorded from the placement itself (its `_put_blocks`, by user then by item).
+    placed: list[dict] = []
+    if devices is not None:
+        from cfcore_tf import sharding
+
+        put_blocks = sharding.ShardedPlacement._put_blocks
+
+        def recording(self, tree):
+            out = put_blocks(self, tree)
+            placed.append(out)
+            return out
+
+        sharding.ShardedPlacement._put_blocks = recording
     als_models = {
         "wals": (cfcore.WALS(embedding_dim=DIM, init_stddev=0.5), ratings),
         "ials": (cfcore.IALS(embedding_dim=DIM), ratings.to_implicit(threshold=3.5)),
@@ -126,6 +187,9 @@ def main(k_arg: str, out: str) -> None:
         ),
     }
     for name, (model, train) in als_models.items():
+        if dump:
+            os.environ["TF_DUMP_GRAPH_PREFIX"] = str(Path(dump) / name)
+        placed.clear()
         model.fit(train, steps=2, backend="tf", devices=devices, progress=False)
         for table, emb in model.params_numpy().items():
             result[f"{name}_{table}"] = emb
@@ -135,6 +199,14 @@ def main(k_arg: str, out: str) -> None:
                 result[f"{name}_shard_rows_{table}"] = np.array(
                     [p.shape[0] for p in dtensor.unpack(arr)]
                 )
+            for key, value in _als_blocks(tf, dtensor, placed, devices).items():
+                result[f"{name}_blocks_{key}"] = value
+            if dump:
+                result[f"{name}_solved"] = _solved_rows(Path(dump) / name)
+                for op, shapes in _collectives(Path(dump) / name).items():
+                    result[f"{name}_{op}"] = shapes
+    if devices is not None:
+        sharding.ShardedPlacement._put_blocks = put_blocks
     # One model trained by three `fit` calls of different step counts (each a new compiled chunk
     # length): DTensor must reuse its expansion of the step, not expand a loop again. The devices
     # given as a list of `tf.config.LogicalDevice` this time.

@@ -68,10 +68,6 @@ class DeviceBlocks(dict):
     (1 for a table row, 0 for a padding row: those keep their value)."""
 
 
-# Rows of a device's block below which a bucket is padded (`ShardedPlacement.row_blocks`).
-_MIN_BLOCK_ROWS = 8
-
-
 class ShardedPlacement(RowShardedPlacement):
     """Row-shards parameters and splits ratings over `devices` (JAX only).
 
@@ -119,73 +115,11 @@ class ShardedPlacement(RowShardedPlacement):
         # Each device's own blocks, stacked along the leading axes: split along them.
         return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))
 
-    def row_blocks(
-        self,
-        build: Any,
-        rows: Any,
-        cols: Any,
-        values: Any,
-        weights: Any,
-        row_reg: Any,
-        **kwargs: Any,
-    ) -> DeviceBlocks:
-        """The ALS blocks of each device's own rows: `build` (`cfcore.data.row_blocks.row_blocks`)
-        on the observations of rows `j·⌈R/k⌉ ... (j+1)·⌈R/k⌉ − 1` for device j, rows renumbered
-        from 0, stacked along the leading axes (`DeviceBlocks`).
-
-        shard_map runs one program on every device, so every device gets the same buckets: the
-        slot counts `L` from the whole table's observation counts, and per bucket the same `K`
-        blocks of `B` rows (sized as `build` sizes them, for the device with the most rows of
-        that bucket; the others pad with rows of weight 0 and ρ = 1). Its `position` `[⌈R/k⌉]`
-        places each local row; a padding row of the table points anywhere and is masked out.
-        """
-        from cfcore.data.row_blocks import (
-            WHOLE_FLOATS,
-            block_rows,
-            bucket_lengths,
-            row_floats,
-        )
-
-        rows, cols = np.asarray(rows, np.int64), np.asarray(cols)
-        values, weights = np.asarray(values), np.asarray(weights)
-        row_reg = np.asarray(row_reg)
-        k, num = self.num_devices, len(row_reg)
-        per = -(-num // k)
-        dim, solver = int(kwargs["dim"]), str(kwargs["solver"])
-        lengths = bucket_lengths(np.bincount(rows, minlength=num))
-        ranges = [(min(j * per, num), min((j + 1) * per, num)) for j in range(k)]
-        sizes = [int(n) for n in np.unique(lengths)]
-        # Rows of each bucket on each device: [k, buckets].
-        members = np.array([[int(np.sum(lengths[lo:hi] == n)) for n in sizes] for lo, hi in ranges])
-        floats = max(
-            sum(int(c) * row_floats(n, dim, solver) for c, n in zip(row, sizes, strict=True))
-            for row in members
-        )
-        shapes: dict[int, tuple[int, int]] = {}
-        for i, n in enumerate(sizes):
-            most = int(members[:, i].max())
-            size = most if floats <= WHOLE_FLOATS else min(block_rows(n, dim, solver), most)
-            # XLA's CPU batched products round differently below 8 rows a batch (measured: CG
-            # half-sweeps of blocks of 1-4 rows differ from one block of 37 by 4e-6; 8 and
-            # more agree bit for bit): a device's block has at least as many rows as one
-            # device's block of the bucket would, up to 8. Padding rows cost little there.
-            size = max(size, min(_MIN_BLOCK_ROWS, int(members[:, i].sum())))
-            shapes[n] = (-(-most // size), size)
-        parts = []
-        for lo, hi in ranges:
-            sel = (rows >= lo) & (rows < hi)
-            parts.append(
-                build(
-                    rows[sel] - lo,
-                    cols[sel],
-                    values[sel],
-                    weights[sel],
-                    row_reg[lo:hi],
-                    lengths=lengths[lo:hi],
-                    shapes=shapes,
-                    **kwargs,
-                )
-            )
+    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> DeviceBlocks:
+        """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
+        every array's per-device parts concatenated along its leading axis (`DeviceBlocks`):
+        shard_map splits them back, device j's `[K, B, L]`, `position` `[⌈R/k⌉]`."""
+        parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
         out = DeviceBlocks()
         out["buckets"] = [
             {name: np.concatenate([p["buckets"][b][name] for p in parts]) for name in bucket}

@@ -25,6 +25,14 @@ device. On CPU DTensor runs the expanded graph with TensorFlow collectives, with
 (`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of one
 compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
 
+ALS half-sweeps (`row_blocks`, `half_sweep`): each device solves only its own rows (the ALX
+design, as JAX's shard_map does it). DTensor has no per-device function, but a batched op whose
+batch axis is sharded expands to the same op on each device's part: the row blocks are built per
+device on the host and stacked along a leading device axis placed sharded, and the half-sweep runs
+under `tf.vectorized_map` over that axis, which turns it into such batched ops (the Gramians,
+Cholesky factorizations and solves of `[1, B, d, d]` per device in the expanded program). The
+fixed table is all-gathered once per half-sweep (each device's rows read any fixed row).
+
 DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
 zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
 multiple of k. The padding never reaches the objective: `view` slices it off inside the compiled
@@ -42,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from cfcore.train.placement import RowShardedPlacement, pad_rows, padded_rows
+from cfcore.train.placement import RowShardedPlacement, pad_rows
 
 from . import kernels
 
@@ -63,8 +71,12 @@ def _any_dtensor(params: dict[str, Any]) -> bool:
     return any(isinstance(v, tf.Tensor) and dtensor.is_dtensor(v) for v in params.values())
 
 
-class _Blocks(dict):
-    """ALS row blocks of a whole table (`ShardedPlacement.row_blocks`): replicated by `data`."""
+class _DeviceBlocks(dict):
+    """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
+    `cfcore.data.row_blocks.row_blocks` with every array stacked along a new leading device axis
+    (`[k, K, B, L]`, `position` `[k, ⌈R/k⌉]`), device j's part holding only its own rows (row ids
+    local to its shard), plus `real` int32 `[k·⌈R/k⌉]` (1 for a table row, 0 for a padding row:
+    those keep their value). `data` shards every array along its leading axis."""
 
 
 class ShardedPlacement(RowShardedPlacement):
@@ -80,11 +92,10 @@ class ShardedPlacement(RowShardedPlacement):
         mesh: the 1-D `dtensor.Mesh` over them, dimension `"rows"`.
     """
 
-    blocks_type = _Blocks
-    # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: DTensor has no
-    # per-device function (JAX's shard_map) to solve each device's rows with, so the blocks are
-    # replicated (`half_sweep`) and the half-sweep's loop over blocks is unrolled into the step
-    # (`transforms.compile_loop`). The softmax model: its `log_q` replicated on the mesh
+    blocks_type = _DeviceBlocks
+    # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: each device's own
+    # blocks and rows (`row_blocks`, `half_sweep`), the half-sweep's loop over blocks unrolled
+    # into the step (`transforms.compile_loop`). The softmax model: its `log_q` replicated on the mesh
     # (`transforms._on_mesh_of`), the sampled softmax's diagonal a masked sum
     # (`kernels._diagonal`), its evaluation on the tables read back from their shards (`view`).
     # Listed, not None: a trainer added later is refused here until it is made to shard.
@@ -143,22 +154,40 @@ class ShardedPlacement(RowShardedPlacement):
             kernels.DTENSOR_MESH.reset(mesh_token)
             kernels.ON_DTENSORS.reset(token)
 
-    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> Any:
-        """The ALS row blocks of the whole table (`build(*args, **kwargs)`), marked to be
-        replicated by `data` (see `half_sweep`); `position` padded to the table's `k·⌈R/k⌉` rows
-        (the padding rows point at solution 0) and `real` int32 `[k·⌈R/k⌉]` (1 for a table row,
-        0 for a padding row, which keeps its value)."""
-        blocks = build(*args, **kwargs)
-        num = len(blocks["position"])
-        rows = padded_rows(num, self.num_devices)
-        real = pad_rows(np.ones(num, np.int32), rows)
-        return _Blocks(blocks, position=pad_rows(blocks["position"], rows), real=real)
+    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> _DeviceBlocks:
+        """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
+        stacked along a leading device axis (`_DeviceBlocks`), which `data` shards."""
+        parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
+        out = _DeviceBlocks()
+        out["buckets"] = [
+            {name: np.stack([p["buckets"][b][name] for p in parts]) for name in bucket}
+            for b, bucket in enumerate(parts[0]["buckets"])
+        ]
+        out["position"] = np.stack([pad_rows(p["position"], per) for p in parts])
+        out["real"] = np.concatenate(
+            [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
+        )
+        return out
 
     def half_sweep(self, half: Any) -> Any:
-        """`half(fixed, current, blocks, prior, offset=None, col_reg=None)` on the row-sharded
-        tables: the replicated blocks of the whole table solve every row (DTensor has no
-        per-device function to solve each device's own rows with); the result has the padded
-        rows of `current`, its padding rows unchanged."""
+        """`half` run on every device over its own blocks and rows (the ALX design).
+
+        Args:
+            half: `half(fixed, current, blocks, prior, offset=None, col_reg=None)`
+                (`cfcore.maths.als.make_half_sweep`).
+
+        Returns:
+            `run(fixed, current, blocks, prior, offset=None, col_reg=None) -> [k·⌈R/k⌉, d]`:
+            `fixed` `[k·⌈M/k⌉, d]` and `current` `[k·⌈R/k⌉, d]` row-sharded, `blocks` this
+            placement's placed `row_blocks`, `prior` `[d, d]`, `offset` `[k·⌈M/k⌉]`, `col_reg`
+            `[d]` (a column regularization read at run time, made whole too). The fixed table
+            (and `offset`) is made whole on every device (one all-gather each: a device's rows read
+            any fixed row), then `half` is vectorized over the blocks' leading device axis
+            (`tf.vectorized_map`): batched ops over a sharded axis, which DTensor's SPMD
+            expansion runs on each device's own part. The solved rows stay on their device; the
+            padding rows of `current` keep their value.
+        """
+        k = self.num_devices
 
         def run(
             fixed: Any,
@@ -168,9 +197,27 @@ class ShardedPlacement(RowShardedPlacement):
             offset: Any = None,
             col_reg: Any = None,
         ) -> Any:
-            mine = {"buckets": blocks["buckets"], "position": blocks["position"]}
-            col = {} if col_reg is None else {"col_reg": col_reg}
-            new = half(fixed, current, mine, prior, *(() if offset is None else (offset,)), **col)
+            rows, d = (int(s) for s in current.shape)
+            fixed = kernels.replicated(fixed)
+            extra = () if offset is None else (kernels.replicated(offset),)
+            prior = kernels.replicated(prior)
+            col = {} if col_reg is None else {"col_reg": kernels.replicated(col_reg)}
+
+            def one(args: Any) -> Any:
+                mine, own = args
+                return half(fixed, mine, own, prior, *extra, **col)
+
+            own = {"buckets": blocks["buckets"], "position": blocks["position"]}
+            if k == 1:
+                # One device: its blocks without the device axis (DTensor cannot expand the
+                # gather that `vectorized_map` makes of a loop of one: "input and output layout
+                # do not agree on non-axis dim 1", TF 2.21).
+                own = tf.nest.map_structure(lambda a: tf.reshape(a, a.shape[1:]), own)
+                new = one((current, own))
+            else:
+                mine = tf.reshape(current, (k, rows // k, d))
+                new = tf.vectorized_map(one, (mine, own), fallback_to_while_loop=False)
+                new = tf.reshape(new, (rows, d))
             return tf.where(blocks["real"][:, None] > 0, new, current)
 
         return run
@@ -189,8 +236,8 @@ class ShardedPlacement(RowShardedPlacement):
         return _host(x)
 
     def _put_blocks(self, tree: Any) -> Any:
-        # `{"buckets": [{name: array}], "position": array}`: every array replicated.
-        return tf.nest.map_structure(lambda v: self._put(_host(v), axis=None), dict(tree))
+        # Each device's own blocks, stacked along the leading axis: split along it.
+        return tf.nest.map_structure(lambda v: self._put(_host(v), axis=0), dict(tree))
 
     def shard_rows(self, x: Any) -> list[int]:
         """The row count of each device's block of the DTensor `x`, in mesh order."""

@@ -61,7 +61,7 @@ def compile_loop(body: Callable) -> Callable:
 
         return tf.while_loop(lambda t, c: t < num_steps, step, (tf.constant(0), carry))[1]
 
-    @tf.function(jit_compile=JIT_COMPILE)
+    @tf.function(jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
     def one_step(carry, data, x):
         return body(carry, data, x)
 

@@ -266,8 +266,7 @@ class WALS(MatrixFactorization):
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
-                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
-                solves every row and keeps its own (see `cfcore.train.sharding`).
+                row-sharded; each device solves its own rows (see `cfcore.train.sharding`).
 
         Returns:
             The whole history: `step` (sweeps), `train_mse`, `test_mse` (with `test`),
@@ -543,8 +542,7 @@ class IALS(MatrixFactorization):
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
-                row-sharded; on JAX each device solves its own rows, on TensorFlow every device
-                solves every row and keeps its own.
+                row-sharded; each device solves its own rows.
 
         Returns:
             The whole history: `step`, `observed_loss`, `unobserved_loss`,

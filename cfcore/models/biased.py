@@ -1,4 +1,5 @@
-"""Biased matrix factorization: `μ + b_u + b_i + ⟨u, v⟩`, by gradient steps or by ALS.
+"""Biased matrix factorization: `μ + b_u + b_i + ⟨u, v⟩`, by gradient steps or by ALS, and its
+posterior average by Gibbs sampling (`BiasedMF.sample_posterior`, `cfcore.models.posterior`).
 
 Example:
     >>> import cfcore
@@ -6,6 +7,7 @@ Example:
     >>> model = cfcore.BiasedMF(embedding_dim=8, regularization_coeff=0.1)
     >>> history = model.fit(r, steps=10, solver="als", progress=False)          # doctest: +SKIP
     >>> history = model.fit(r, steps=500, optimizer=cfcore.optimizers.Adam(0.05))  # doctest: +SKIP
+    >>> bayes = model.sample_posterior(r, samples=100, progress=False)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -242,8 +244,7 @@ class BiasedMF(MatrixFactorization):
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): tables and biases
-                row-sharded; ALS sweeps solve each device's own rows on JAX (on TensorFlow
-                every device solves every row and keeps its own).
+                row-sharded; ALS sweeps solve each device's own rows.
 
         Returns:
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
