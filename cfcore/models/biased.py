@@ -20,8 +20,6 @@ import pandas as pd
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings
-from ..data.row_blocks import row_blocks
-from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
 from ..persistence import register_model
@@ -31,6 +29,7 @@ from ..train.placement import Placement
 from ..train.session import as_ratings
 from .als import check_fit_inputs, run_sweeps, solve_rows
 from .base import Params, State
+from .biased_parts import biased_blocks, centred, column_regularization, init_biased_params
 from .mf import EVAL_CHUNK, MatrixFactorization
 
 if TYPE_CHECKING:
@@ -44,40 +43,6 @@ COLUMNS = (
     "gravity",
     "total",
 )
-
-
-def _centred(train: Ratings, mean: float) -> dict[str, np.ndarray]:
-    return {
-        "users": train.users,
-        "items": train.items,
-        "values": (train.values.astype(np.float64) - mean).astype(np.float32),
-    }
-
-
-def biased_blocks(
-    spec: BiasedMFSpec, train: Ratings, mean: float, placement: Placement | None = None
-) -> dict[str, Any]:
-    """The host data of a biased ALS sweep: the centred ratings and their blocks per side (each
-    device's own with a sharded `placement`)."""
-    n, m, count = train.num_users, train.num_items, len(train)
-    ratings = _centred(train, mean)
-    ones = np.ones(count, np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim + 1, "solver": spec.linear_solver}
-    by_user = blocks(
-        row_blocks, train.users, train.items, ratings["values"], ones, np.full(n, count / n), **size
-    )
-    by_item = blocks(
-        row_blocks, train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
-    )
-    return {"ratings": ratings, "by_user": by_user, "by_item": by_item}
-
-
-def column_regularization(spec: BiasedMFSpec) -> np.ndarray:
-    """c of an augmented row `[u, b]`: λ on the embedding columns, λb on the bias."""
-    col = np.full(spec.embedding_dim + 1, spec.regularization_coeff, np.float32)
-    col[-1] = spec.bias_regularization_coeff
-    return col
 
 
 def biased_halves(
@@ -135,14 +100,6 @@ def biased_sweep(
             return total, items(users(params, data), data)
 
     return sweep
-
-
-def init_biased_params(spec: BiasedMFSpec, n: int, m: int, seed: int) -> Params:
-    """The embeddings as `init_mf_params` draws them; biases start at zero."""
-    params = init_mf_params(spec, n, m, seed)
-    params["user_bias"] = np.zeros(n, np.float32)
-    params["item_bias"] = np.zeros(m, np.float32)
-    return params
 
 
 @register_model
@@ -274,8 +231,8 @@ class BiasedMF(MatrixFactorization):
             # The coefficients go with the data (read at run time): a search over them (and
             # over a cfcore optimizer's numbers) compiles the chunk once.
             hyper = place.data(hyper_values(spec))
-            data = ratings = {**place.data(_centred(train, mean)), HYPER: hyper}
-        test_data = None if test is None else place.data(_centred(test, mean))
+            data = ratings = {**place.data(centred(train, mean)), HYPER: hyper}
+        test_data = None if test is None else place.data(centred(test, mean))
         if test_data is not None and solver != "als":
             test_data = {**test_data, HYPER: data[HYPER]}
 
@@ -409,7 +366,7 @@ class BiasedMF(MatrixFactorization):
         """The objective's parts on `ratings`, computed by the backend (as in the history)."""
         be = get_backend(backend)
         params = be.params_from_numpy(self.params_numpy())
-        data = Placement(be).data(_centred(as_ratings(ratings, "ratings"), self._mean()))
+        data = Placement(be).data(centred(as_ratings(ratings, "ratings"), self._mean()))
         return _terms(be, self.spec, params, data)
 
     def scoring_embeddings(self) -> Params:

@@ -38,6 +38,7 @@ from ..maths.als import augment, make_half_sweep, ones_column, split_last
 from ..train.placement import Placement
 from ..train.progress import progress_bar
 from .als import check_fit_inputs
+from .biased_parts import biased_blocks, column_regularization, init_biased_params
 
 if TYPE_CHECKING:
     from .biased import BiasedMF
@@ -58,8 +59,6 @@ def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
     `[K, B, L]`) and the prior-mean term (`extra_user` `[N, d + 1]`, `extra_item` `[M, d + 1]`),
     as `draw_noise` draws them.
     """
-    from .biased import column_regularization
-
     xp = be.xp
     half = make_half_sweep(
         be, column_regularization(spec), solver="cholesky", cg_steps=1, offsets=True
@@ -111,8 +110,6 @@ def draw_noise(
     """One sweep's noise (host, float32): `N(0, 1/α)` for every target slot of both sides'
     buckets (padding slots weigh 0, their noise is ignored) and `√(ρ_r·c/α)·z` for every row's
     prior-mean term, `ρ_r` the row's regularization and `c` the columns' (`column_regularization`)."""
-    from .biased import column_regularization
-
     col = column_regularization(spec).astype(np.float64)
     scale = 1.0 / np.sqrt(precision)
     out: dict[str, Any] = {}
@@ -143,8 +140,6 @@ def sample_posterior(
     progress: bool,
 ) -> BiasedMF:
     """`BiasedMF.sample_posterior`'s work (see there)."""
-    from .biased import BiasedMF, biased_blocks, init_biased_params
-
     samples = _check_positive_int("samples", samples, 1)
     burn_in = _check_positive_int("burn_in", burn_in, 0)
     if (
@@ -225,15 +220,9 @@ def sample_posterior(
                 bar.update(task, advance=1, description=text)
 
     scale = np.float32(1.0 / np.sqrt(samples))
-    own = model.spec
-    out = BiasedMF(
-        embedding_dim=own.embedding_dim * samples,
-        init_stddev=own.init_stddev,
-        regularization_coeff=own.regularization_coeff,
-        bias_regularization_coeff=own.bias_regularization_coeff,
-        gravity_coeff=own.gravity_coeff,
-        solver=own.solver,
-        cg_steps=own.cg_steps,
+    # The model's own class and spec (its solver too), only wider: d·S.
+    out = type(model)._from_spec(
+        dataclasses.replace(model.spec, embedding_dim=model.spec.embedding_dim * samples)
     )
     out.global_mean = mean
     out._resume_step = model.step  # the training it averages over started from there
