@@ -133,6 +133,7 @@ def sample_posterior(
     *,
     samples: int,
     burn_in: int,
+    thin: int,
     noise_precision: float,
     test: Ratings | None,
     backend: Any,
@@ -142,6 +143,7 @@ def sample_posterior(
     """`BiasedMF.sample_posterior`'s work (see there)."""
     samples = _check_positive_int("samples", samples, 1)
     burn_in = _check_positive_int("burn_in", burn_in, 0)
+    thin = _check_positive_int("thin", thin, 1)
     if (
         isinstance(noise_precision, bool)
         or not isinstance(noise_precision, int | float | np.floating | np.integer)
@@ -183,7 +185,7 @@ def sample_posterior(
     item_bias = np.zeros(m)
     rows: list[dict[str, float]] = []
     start = time.perf_counter()
-    total = burn_in + samples
+    total = burn_in + samples * thin
     with progress_bar(progress, "sampling") as bar:
         task = bar.add_task("", total=total) if bar is not None else None
         for step in range(1, total + 1):
@@ -195,7 +197,9 @@ def sample_posterior(
                     f"Gibbs sweep {step} drew non-finite parameters: check the ratings and the "
                     f"model's parameters, or raise noise_precision (now {noise_precision!r})"
                 )
-            kept = max(0, step - burn_in)
+            after = step - burn_in
+            keep = after > 0 and after % thin == 0
+            kept = max(0, after) // thin
             row: dict[str, float] = {"sweep": step, "kept": kept}
             for k, r in pairs.items():
                 pred = (
@@ -204,11 +208,12 @@ def sample_posterior(
                     + draw["item_bias"][r.items]
                     + np.einsum("nd,nd->n", draw["user"][r.users], draw["item"][r.items])
                 )
-                if kept:
+                if keep:
                     sums[k] += pred
+                if kept:
                     pred = sums[k] / kept
                 row[f"{k}_mse"] = float(np.mean((pred - r.values) ** 2))
-            if kept:
+            if keep:
                 users.append(draw["user"].astype(np.float32))
                 items.append(draw["item"].astype(np.float32))
                 user_bias += draw["user_bias"]
