@@ -70,13 +70,14 @@ def test_train_biased_posterior_average(ml100k, tmp_path: Path) -> None:
     load_backend("jax")
     result, text = train(tmp_path, "--model", "biased", "--steps", "2", "--dim", "3",
                          "--posterior-samples", "4", "--burn-in", "1", "--noise-precision", "3",
+                         "--thin", "2",
                          "--backend", "jax")  # fmt: skip
     assert_ok(result, text)
-    assert "posterior average: 4 Gibbs draws after 1 of burn-in, noise precision 3" in text
+    assert "posterior average: 4 Gibbs draws after 1 of burn-in (one in 2 kept), noise" in text
     assert "after 2 steps" in text and "RMSE" in text
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history.columns) == ["sweep", "kept", "train_mse", "test_mse", "seconds"]
-    assert history["kept"].tolist() == [0, 1, 2, 3, 4]
+    assert history["kept"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4]
     loaded = cfcore.load(tmp_path / "model.npz")
     assert type(loaded).__name__ == "BiasedMF" and loaded.spec.embedding_dim == 3 * 4
     # The history's last test MSE is the saved model's own.

@@ -107,6 +107,23 @@ def test_the_averaged_model_predicts_the_mean_of_its_draws(fitted):
     assert not np.allclose(other.embeddings["user"], post.embeddings["user"])
 
 
+def test_a_thinned_chain_keeps_every_t_th_draw(fitted):
+    r, model = fitted
+    common = {"burn_in": 1, "noise_precision": 4.0, "backend": "jax", "seed": 5, "progress": False}
+    every = model.sample_posterior(r, samples=6, thin=1, **common)
+    thinned = model.sample_posterior(r, samples=3, thin=2, **common)
+    assert thinned.history["sweep"].tolist() == every.history["sweep"].tolist() == list(range(1, 8))
+    assert thinned.history["kept"].tolist() == [0, 0, 1, 1, 2, 2, 3]
+    # The same chain (same seed): the thinned model holds draws 2, 4 and 6 of the full one.
+    d = model.spec.embedding_dim
+    for k in ("user", "item"):
+        full = every.embeddings[k] * np.sqrt(6)
+        want = np.concatenate([full[:, j * d : (j + 1) * d] for j in (1, 3, 5)], axis=1)
+        np.testing.assert_allclose(thinned.embeddings[k] * np.sqrt(3), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="thin must be an integer >= 1, got 0"):
+        model.sample_posterior(r, samples=2, thin=0, backend="jax", progress=False)
+
+
 def test_the_averaged_model_saves_and_loads(fitted, tmp_path):
     r, model = fitted
     post = model.sample_posterior(r, samples=2, burn_in=0, backend="jax", progress=False)

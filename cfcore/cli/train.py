@@ -168,6 +168,9 @@ def train(
         float,
         typer.Option(help="biased, with --posterior-samples: α, the precision of the noise."),
     ] = 2.0,
+    thin: Annotated[
+        int, typer.Option(help="biased, with --posterior-samples: keep one draw in this many.")
+    ] = 1,
     threshold: Annotated[
         float, typer.Option(help="ials: ratings above this are the positives.")
     ] = 3.5,
@@ -313,6 +316,7 @@ def train(
                 "samples": posterior_samples,
                 "burn_in": burn_in,
                 "noise_precision": noise_precision,
+                "thin": thin,
             },  # fmt: skip
         )
         return
@@ -630,7 +634,8 @@ def _train_als(
         if posterior["samples"]:
             console.print(
                 f"posterior average: {posterior['samples']} Gibbs draws after "
-                f"{posterior['burn_in']} of burn-in, noise precision {posterior['noise_precision']:g}"
+                f"{posterior['burn_in']} of burn-in (one in {posterior['thin']} kept), noise "
+                f"precision {posterior['noise_precision']:g}"
             )
             m = m.sample_posterior(
                 train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior

@@ -414,6 +414,12 @@ def _concat(xp: Any, arrays: list[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else xp.concat(arrays, axis=0)
 
 
+def gravity_scale(count: int, n: int, m: int) -> np.ndarray:
+    """|Ω|/(N·M) as a float32 scalar: the gravity prior of a half-sweep is λg times it times the
+    fixed table's Gramian (the objective multiplied by |Ω|)."""
+    return np.asarray(count / (float(n) * float(m)), np.float32)
+
+
 def augment(be: Any, table: Any, column: Any) -> Any:
     """`[table, column]`: `[R, d + 1]` from `[R, d]` and `[R]`."""
     xp = be.xp

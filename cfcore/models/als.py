@@ -26,7 +26,7 @@ from ..data.ratings import Ratings
 from ..data.row_blocks import row_blocks
 from ..init import init_mf_params
 from ..maths import objectives
-from ..maths.als import make_half_sweep
+from ..maths.als import gravity_scale, make_half_sweep
 from ..persistence import register_model
 from ..specs import IALSSpec, WALSSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
@@ -186,12 +186,6 @@ def wals_sweep(be: Any, spec: WALSSpec, placement: Placement | None = None) -> S
             return total, items(users(params, data), data)
 
     return sweep
-
-
-def gravity_scale(count: int, n: int, m: int) -> np.ndarray:
-    """|Ω|/(N·M) as a float32 scalar: the gravity prior of a half-sweep is λg times it times the
-    fixed table's Gramian (the objective multiplied by |Ω|)."""
-    return np.asarray(count / (float(n) * float(m)), np.float32)
 
 
 def with_hyper(place: Placement, spec: Any, data: dict[str, Any], *keys: str) -> dict[str, Any]:

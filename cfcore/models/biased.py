@@ -20,8 +20,6 @@ import pandas as pd
 from .._registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings
-from ..data.row_blocks import row_blocks
-from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
 from ..persistence import register_model
@@ -29,8 +27,15 @@ from ..specs import BiasedMFSpec, OptimizerSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import as_ratings
-from .als import check_fit_inputs, gravity_scale, run_sweeps, solve_rows
+from .als import check_fit_inputs, run_sweeps, solve_rows
 from .base import Params, State
+from .biased_parts import (
+    biased_blocks,
+    centred,
+    column_regularization,
+    init_biased_params,
+    runtime_column_regularization,
+)
 from .mf import EVAL_CHUNK, MatrixFactorization
 
 if TYPE_CHECKING:
@@ -44,61 +49,6 @@ COLUMNS = (
     "gravity",
     "total",
 )
-
-
-def _centred(train: Ratings, mean: float) -> dict[str, np.ndarray]:
-    return {
-        "users": train.users,
-        "items": train.items,
-        "values": (train.values.astype(np.float64) - mean).astype(np.float32),
-    }
-
-
-def biased_blocks(
-    spec: BiasedMFSpec, train: Ratings, mean: float, placement: Placement | None = None
-) -> dict[str, Any]:
-    """The host data of a biased ALS sweep: the centred ratings, their blocks per side (each
-    device's own with a sharded `placement`) and `gravity_scale`, |Ω|/(N·M) (float32 scalar).
-
-    The coefficients are not in it: the sweep reads them from the data's `hyper` entry
-    (`cfcore.train.hyper`, what `fit` adds), else from `spec`. The rows' ρ (|Ω|/N, |Ω|/M) are
-    data, so one compiled sweep serves any coefficients and any ratings of the same shapes."""
-    n, m, count = train.num_users, train.num_items, len(train)
-    ratings = _centred(train, mean)
-    ones = np.ones(count, np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim + 1, "solver": spec.linear_solver}
-    by_user = blocks(
-        row_blocks, train.users, train.items, ratings["values"], ones, np.full(n, count / n), **size
-    )
-    by_item = blocks(
-        row_blocks, train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
-    )
-    return {
-        "ratings": ratings,
-        "by_user": by_user,
-        "by_item": by_item,
-        "gravity_scale": gravity_scale(count, n, m),
-    }
-
-
-def column_regularization(spec: BiasedMFSpec) -> np.ndarray:
-    """c of an augmented row `[u, b]`: λ on the embedding columns, λb on the bias (host)."""
-    col = np.full(spec.embedding_dim + 1, spec.regularization_coeff, np.float32)
-    col[-1] = spec.bias_regularization_coeff
-    return col
-
-
-def runtime_column_regularization(be: Any, spec: BiasedMFSpec, coeffs: Any) -> Any:
-    """`column_regularization` from `coeffs` (`with_coefficients`: device scalars read at run
-    time, or the spec's numbers), float32 `[d + 1]`: `λ·[1, ..., 1, 0] + λb·[0, ..., 0, 1]`,
-    exactly λ and λb in float32 (a product by 1 and a sum with 0 round nothing)."""
-    d1 = spec.embedding_dim + 1
-    head = np.ones(d1, np.float32)
-    head[-1] = 0.0
-    return coeffs.regularization_coeff * be.asarray(head) + coeffs.bias_regularization_coeff * (
-        be.asarray(1.0 - head)
-    )
 
 
 def biased_halves(
@@ -153,14 +103,6 @@ def biased_sweep(be: Any, spec: BiasedMFSpec, placement: Placement | None = None
             return total, items(users(params, data), data)
 
     return sweep
-
-
-def init_biased_params(spec: BiasedMFSpec, n: int, m: int, seed: int) -> Params:
-    """The embeddings as `init_mf_params` draws them; biases start at zero."""
-    params = init_mf_params(spec, n, m, seed)
-    params["user_bias"] = np.zeros(n, np.float32)
-    params["item_bias"] = np.zeros(m, np.float32)
-    return params
 
 
 @register_model
@@ -293,8 +235,8 @@ class BiasedMF(MatrixFactorization):
             ratings = {**data["ratings"], HYPER: hyper}
             data = {**data, "ratings": ratings, HYPER: hyper}
         else:
-            data = ratings = {**place.data(_centred(train, mean)), HYPER: hyper}
-        test_data = None if test is None else place.data(_centred(test, mean))
+            data = ratings = {**place.data(centred(train, mean)), HYPER: hyper}
+        test_data = None if test is None else place.data(centred(test, mean))
         if test_data is not None:
             test_data = {**test_data, HYPER: hyper}
 
@@ -351,6 +293,7 @@ class BiasedMF(MatrixFactorization):
         *,
         samples: int = 100,
         burn_in: int = 10,
+        thin: int = 1,
         noise_precision: float = 2.0,
         test: Ratings | None = None,
         backend: Any = None,
@@ -365,7 +308,8 @@ class BiasedMF(MatrixFactorization):
         conditional given the items (mean: the row's ALS solution; precision: α times its ALS
         system), then every item row (`cfcore.models.posterior`). The chain starts from this
         model's parameters (fit it first, e.g. by ALS, to shorten the burn-in; else from the
-        initial values), runs `burn_in` sweeps, then keeps the next `samples` draws.
+        initial values), runs `burn_in` sweeps, then keeps every `thin`-th draw until it has
+        `samples` of them (`burn_in + samples·thin` sweeps).
 
         Averaging the kept draws' predictions usually beats the single best point estimate: on
         MovieLens 100K (see the benchmarks) it is the only cfcore model under 0.905 mean test
@@ -375,6 +319,8 @@ class BiasedMF(MatrixFactorization):
             train: the training ratings (the ones this model was fit on, if it was).
             samples: S ≥ 1, draws kept and averaged.
             burn_in: sweeps drawn and discarded first.
+            thin: t ≥ 1, keep one draw in t: successive draws are correlated, so a thinned
+                chain keeps most of the accuracy of all its draws in a smaller model.
             noise_precision: α > 0, the precision of the ratings' noise (1/σ²): higher keeps
                 the draws closer to the ALS solution.
             test: optional held-out ratings, for the history's `test_mse`.
@@ -390,8 +336,9 @@ class BiasedMF(MatrixFactorization):
             current draw during the burn-in), `seconds`. This model is left unchanged.
 
         Raises:
-            ValueError: bad `samples`, `burn_in` or `noise_precision`, `gravity_coeff` ≠ 0 (its
-                prior's noise is not drawn), or ratings over another catalog.
+            ValueError: bad `samples`, `burn_in`, `thin` or `noise_precision`,
+                `gravity_coeff` ≠ 0 (its prior's noise is not drawn), or ratings over another
+                catalog.
         """
         from .posterior import sample_posterior
 
@@ -400,6 +347,7 @@ class BiasedMF(MatrixFactorization):
             train,
             samples=samples,
             burn_in=burn_in,
+            thin=thin,
             noise_precision=noise_precision,
             test=test,
             backend=backend,
@@ -430,7 +378,7 @@ class BiasedMF(MatrixFactorization):
         """The objective's parts on `ratings`, computed by the backend (as in the history)."""
         be = get_backend(backend)
         params = be.params_from_numpy(self.params_numpy())
-        data = Placement(be).data(_centred(as_ratings(ratings, "ratings"), self._mean()))
+        data = Placement(be).data(centred(as_ratings(ratings, "ratings"), self._mean()))
         return _terms(be, self.spec, params, data)
 
     def scoring_embeddings(self) -> Params:

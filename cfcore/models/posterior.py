@@ -39,6 +39,12 @@ from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.progress import progress_bar
 from .als import check_fit_inputs
+from .biased_parts import (
+    biased_blocks,
+    column_regularization,
+    init_biased_params,
+    runtime_column_regularization,
+)
 
 if TYPE_CHECKING:
     from .biased import BiasedMF
@@ -61,8 +67,6 @@ def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
     `[K, B, L]`) and the prior-mean term (`extra_user` `[N, d + 1]`, `extra_item` `[M, d + 1]`),
     as `draw_noise` draws them.
     """
-    from .biased import runtime_column_regularization
-
     xp = be.xp
     half = make_half_sweep(be, solver="cholesky", cg_steps=1, offsets=True)
     d1 = spec.embedding_dim + 1
@@ -115,8 +119,6 @@ def draw_noise(
     """One sweep's noise (host, float32): `N(0, 1/α)` for every target slot of both sides'
     buckets (padding slots weigh 0, their noise is ignored) and `√(ρ_r·c/α)·z` for every row's
     prior-mean term, `ρ_r` the row's regularization and `c` the columns' (`column_regularization`)."""
-    from .biased import column_regularization
-
     col = column_regularization(spec).astype(np.float64)
     scale = 1.0 / np.sqrt(precision)
     out: dict[str, Any] = {}
@@ -140,6 +142,7 @@ def sample_posterior(
     *,
     samples: int,
     burn_in: int,
+    thin: int,
     noise_precision: float,
     test: Ratings | None,
     backend: Any,
@@ -147,10 +150,9 @@ def sample_posterior(
     progress: bool,
 ) -> BiasedMF:
     """`BiasedMF.sample_posterior`'s work (see there)."""
-    from .biased import BiasedMF, biased_blocks, init_biased_params
-
     samples = _check_positive_int("samples", samples, 1)
     burn_in = _check_positive_int("burn_in", burn_in, 0)
+    thin = _check_positive_int("thin", thin, 1)
     if (
         isinstance(noise_precision, bool)
         or not isinstance(noise_precision, int | float | np.floating | np.integer)
@@ -195,7 +197,7 @@ def sample_posterior(
     item_bias = np.zeros(m)
     rows: list[dict[str, float]] = []
     start = time.perf_counter()
-    total = burn_in + samples
+    total = burn_in + samples * thin
     with progress_bar(progress, "sampling") as bar:
         task = bar.add_task("", total=total) if bar is not None else None
         for step in range(1, total + 1):
@@ -207,7 +209,9 @@ def sample_posterior(
                     f"Gibbs sweep {step} drew non-finite parameters: check the ratings and the "
                     f"model's parameters, or raise noise_precision (now {noise_precision!r})"
                 )
-            kept = max(0, step - burn_in)
+            after = step - burn_in
+            keep = after > 0 and after % thin == 0
+            kept = max(0, after) // thin
             row: dict[str, float] = {"sweep": step, "kept": kept}
             for k, r in pairs.items():
                 pred = (
@@ -216,11 +220,12 @@ def sample_posterior(
                     + draw["item_bias"][r.items]
                     + np.einsum("nd,nd->n", draw["user"][r.users], draw["item"][r.items])
                 )
-                if kept:
+                if keep:
                     sums[k] += pred
+                if kept:
                     pred = sums[k] / kept
                 row[f"{k}_mse"] = float(np.mean((pred - r.values) ** 2))
-            if kept:
+            if keep:
                 users.append(draw["user"].astype(np.float32))
                 items.append(draw["item"].astype(np.float32))
                 user_bias += draw["user_bias"]
@@ -232,15 +237,9 @@ def sample_posterior(
                 bar.update(task, advance=1, description=text)
 
     scale = np.float32(1.0 / np.sqrt(samples))
-    own = model.spec
-    out = BiasedMF(
-        embedding_dim=own.embedding_dim * samples,
-        init_stddev=own.init_stddev,
-        regularization_coeff=own.regularization_coeff,
-        bias_regularization_coeff=own.bias_regularization_coeff,
-        gravity_coeff=own.gravity_coeff,
-        solver=own.solver,
-        cg_steps=own.cg_steps,
+    # The model's own class and spec (its solver too), only wider: d·S.
+    out = type(model)._from_spec(
+        dataclasses.replace(model.spec, embedding_dim=model.spec.embedding_dim * samples)
     )
     out.global_mean = mean
     out._resume_step = model.step  # the training it averages over started from there
