@@ -104,7 +104,7 @@ def _label(columns: tuple[str, ...]) -> Callable[[dict[str, float]], str]:
 
 def wals_blocks(
     spec: WALSSpec, train: Ratings, placement: Placement | None = None
-) -> dict[str, dict[str, np.ndarray]]:
+) -> dict[str, Any]:
     """The host data of a WALS sweep: the ratings, their blocks by user and by item (each
     device's own with a sharded `placement`; each row's ρ = λ·|Ω|/N or λ·|Ω|/M in them) and
     `gravity_scale`, |Ω|/(N·M) (float32 scalar). λg is not in it: the sweep reads it from the
