@@ -35,6 +35,10 @@ class Placement:
     # The trainers (keys of `TRAINERS`) this placement runs: None for all of them. A sharded
     # placement that runs only some lists them, and the others are refused before training.
     trainers: tuple[str, ...] | None = None
+    # Whether `half_sweep(half, observed=True)` runs a `make_half_sweep(observed=True)` half,
+    # returning its `(new rows, observed loss over every device's rows)`: then an iALS sweep
+    # takes its objective from the user half instead of a pass of its own.
+    observed_halves = True
 
     def check_trainer(self, trainer: str, model: str) -> None:
         """Refuses, before anything is placed, a trainer this placement does not run.
@@ -100,9 +104,10 @@ class Placement:
         (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own."""
         return build(*args, **kwargs)
 
-    def half_sweep(self, half: Callable[..., Any]) -> Callable[..., Any]:
+    def half_sweep(self, half: Callable[..., Any], *, observed: bool = False) -> Callable[..., Any]:
         """An ALS half-sweep `half(fixed, current, blocks, prior)` as it runs here (unchanged; a
-        sharded placement solves each device's rows on it)."""
+        sharded placement solves each device's rows on it). `observed`: `half` returns `(new,
+        loss)` (`make_half_sweep(observed=True)`; see `observed_halves`)."""
         return half
 
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -203,6 +208,7 @@ class RowShardedPlacement(Placement):
     """
 
     pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
+    observed_halves = False  # unless the backend's half_sweep sums the devices' losses
     blocks_type: type = type(None)
 
     def __init__(self, backend: Any, devices: Any) -> None:
