@@ -17,7 +17,9 @@ backend's kernels while a step is traced in `ShardedPlacement.scope()`:
   device, one reduce-scatter of the `[n, d]` partial rows): the same traffic in one collective.
 * `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
 * ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
-  its own observations, fetching the fixed rows they read one block at a time (the ALX design).
+  its own observations (the ALX design), fetching once per half-sweep the U distinct fixed rows
+  they read (U ≤ min(M, its observations); a table with every row read by every device moves
+  about k copies of itself, never by an all-gather), then running the one-device half on them.
 
 JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
 rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
