@@ -21,9 +21,13 @@
    (138,493 × 26,744 synthetic ratings from `cfcore.synthetic_ratings`, 20M, skewed; positives
    `to_implicit(threshold=3.5)`), cfcore on each backend with Cholesky and CG, against `implicit`'s
    CPU ALS with 2 threads (its default CG solver and its Cholesky), side by side in one process.
-   A configuration over `--max-config-s` after its first sweep is not repeated.
+   A configuration over `--max-config-s` after its first sweep is not repeated. With
+   `--jax-devices K`, also "cfcore jax, K CPU devices": the tables row-sharded over K virtual CPU
+   devices (`fit(..., devices=K)`; XLA's CPU client runs each device on its own thread), the
+   process started with K host devices (the one-device contender then runs on the first).
 
     python benchmarks/implicit_peers.py [--quick | --smoke] [--part accuracy epoch] [--out-dir DIR]
+        [--jax-devices K]
 
 Writes `implicit_peers.md`, `.png` and `.json` to `--out-dir` (`implicit_epoch.*` when
 `--part epoch` runs alone).
@@ -35,6 +39,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -274,12 +279,14 @@ def epoch_times(
     repeat: int,
     max_s: float,
     solvers: Sequence[str] = ("cg", "cholesky"),
+    jax_devices: int | None = None,
 ):
-    """Seconds per iALS sweep at ML-20M shape (or smaller in quick/smoke), side by side."""
+    """Seconds per iALS sweep at ML-20M shape (or smaller in quick/smoke), side by side; with
+    `jax_devices`, JAX row-sharded over that many devices too (the process must have them)."""
     import cfcore
     from cfcore.init import init_mf_params
     from cfcore.models import als
-    from cfcore.train.placement import Placement
+    from cfcore.train.sharding import make_placement
 
     shape = {"smoke": (2_000, 500, 40_000), "quick": (34_600, 6_700, 5_000_000), "full": ML20M}[
         mode
@@ -292,15 +299,18 @@ def epoch_times(
     rows: list[dict[str, Any]] = []
     contenders: list[tuple[str, str, int, Callable[[], Callable[[], Any]]]] = []
     for d in dims:
-        for be_name in backends:
+        placements = [(be_name, None) for be_name in backends]
+        if jax_devices and "jax" in backends:
+            placements.insert(backends.index("jax") + 1, ("jax", jax_devices))
+        for be_name, devices in placements:
             for solver in solvers:
 
-                def make(be_name=be_name, solver=solver, d=d):
+                def make(be_name=be_name, solver=solver, d=d, devices=devices):
                     be = cfcore.get_backend(be_name)
                     spec = cfcore.IALS(d, solver=solver).spec
-                    place = Placement(be)
-                    data = place.data(als.ials_blocks(spec, r))
-                    run = be.compile(als.ials_sweep(be, spec))
+                    place = make_placement(be, devices)
+                    data = place.data(als.ials_blocks(spec, r, place))
+                    run = be.compile(als.ials_sweep(be, spec, place))
                     state = {"p": place.params(init_mf_params(spec, r.num_users, r.num_items, 0))}
 
                     def sweep() -> None:
@@ -309,7 +319,8 @@ def epoch_times(
 
                     return sweep
 
-                contenders.append((f"cfcore {be_name}", solver, d, make))
+                label = f"cfcore {be_name}" + (f", {devices} CPU devices" if devices else "")
+                contenders.append((label, solver, d, make))
         for solver in ("cg", "cholesky"):
 
             def make_implicit(solver=solver, d=d):
@@ -350,7 +361,7 @@ def epoch_times(
                 "status": f"{type(e).__name__}: {e}"[:200],
             }
         rows.append(row)
-        print(f"  {label:22s} {solver:9s} d {d:4d}: " + (
+        print(f"  {label:26s} {solver:9s} d {d:4d}: " + (
             f"first {row['first_s']:.2f} s, sweep {rp.fmt_s(row['sweep_s'])} (n={row['n']})"
             if row["status"] == "ok" else row["status"]), flush=True)  # fmt: skip
     return {"shape": list(shape), "positives": len(r), "rows": rows}
@@ -481,7 +492,8 @@ def report(rows, cfg, epoch, mode, out_dir, stem: str = "implicit_peers") -> Non
             "One sweep = every user row, then every item row. cfcore: `IALS` spec, sweep compiled "
             "(`first` includes compilation), then timed with the parameters synced to the host. "
             "implicit: `AlternatingLeastSquares(num_threads=2)`, one `fit` iteration (its CSR "
-            "transpose included), its default CG (3 steps) or Cholesky.\n",
+            'transpose included), its default CG (3 steps) or Cholesky. "K CPU devices": '
+            "the tables row-sharded over K virtual CPU devices (`fit(devices=K)`).\n",
             rp.md_table(
                 [
                     "contender",
@@ -533,9 +545,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="epoch part: cfcore's solvers (implicit runs both)")  # fmt: skip
     p.add_argument("--max-config-s", type=float, default=120.0,
                    help="epoch part: a first sweep slower than this is not repeated")  # fmt: skip
+    p.add_argument("--jax-devices", type=int, default=None,
+                   help="epoch part: also cfcore jax row-sharded over K virtual CPU devices")  # fmt: skip
     args = p.parse_args(argv)
+    if args.jax_devices is not None and args.jax_devices < 2:
+        p.error(f"--jax-devices must be at least 2 (one device is the plain contender), "
+                f"got {args.jax_devices}")  # fmt: skip
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     os.environ.update(rp.cpu_env("cpu"))
+    if args.jax_devices:
+        # JAX reads its host device count once, when its CPU client starts: before any import.
+        if "jax" in sys.modules:
+            p.error("--jax-devices must be set before JAX starts; it was already imported")
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={args.jax_devices}".strip()
+        )
     backends = args.backends or ["jax"]
     rows, cfg, epoch = [], {}, None
     if "accuracy" in args.part:
@@ -546,7 +571,9 @@ def main(argv: list[str] | None = None) -> None:
         epoch_backends = args.backends or (["jax"] if mode == "smoke" else ["jax", "tf", "torch"])
         dims = args.dims or ([8] if mode == "smoke" else [64, 128])
         repeat = args.repeat or {"smoke": 1, "quick": 2, "full": 2}[mode]
-        epoch = epoch_times(mode, epoch_backends, dims, repeat, args.max_config_s, args.solvers)
+        epoch = epoch_times(
+            mode, epoch_backends, dims, repeat, args.max_config_s, args.solvers, args.jax_devices
+        )
     # The epoch part alone writes its own files, so the two parts can run (and be re-run) apart.
     stem = "implicit_epoch" if set(args.part) == {"epoch"} else "implicit_peers"
     report(rows, cfg, epoch, mode, args.out_dir, stem)

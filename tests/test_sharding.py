@@ -99,8 +99,8 @@ def test_als_solves_rows_where_they_live(sharded):
         assert got[f"als_shard_rows_{table}"].tolist() == [-(-rows // k)] * k, table
     if k == 1:
         return
-    # The sweep moves the fixed rows each device's observations read (reduce-scatters of one
-    # block's [C, d] at a time) and the d x d Gramians, never a whole table.
+    # The sweep moves the distinct fixed rows each device's observations read (one
+    # reduce-scatter of their [U, d] a half-sweep) and the d x d Gramians, never a whole table.
     tables = {NUM_USERS, NUM_ITEMS, _pad(NUM_USERS, k), _pad(NUM_ITEMS, k)}
     gathered = [r for r, c in got["als_all_gather_shapes"].tolist() if c == DIM]
     assert not tables & set(gathered), gathered

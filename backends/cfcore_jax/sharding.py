@@ -17,7 +17,9 @@ backend's kernels while a step is traced in `ShardedPlacement.scope()`:
   device, one reduce-scatter of the `[n, d]` partial rows): the same traffic in one collective.
 * `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
 * ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
-  its own observations, fetching the fixed rows they read one block at a time (the ALX design).
+  its own observations (the ALX design), fetching once per half-sweep the U distinct fixed rows
+  they read (U ≤ min(M, its observations); a table with every row read by every device moves
+  about k copies of itself, never by an all-gather), then running the one-device half on them.
 
 JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
 rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
@@ -65,7 +67,8 @@ class DeviceBlocks(dict):
     """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
     `cfcore.data.row_blocks.row_blocks` with every array stacked along its leading axis, device
     j's part holding only its own rows (row ids local to its shard), plus `real` int32 `[k·⌈R/k⌉]`
-    (1 for a table row, 0 for a padding row: those keep their value)."""
+    (1 for a table row, 0 for a padding row: those keep their value) and `fetch` int32 `[k·U]`
+    (the distinct fixed rows each device's slots read, which its `cols` index)."""
 
 
 class ShardedPlacement(RowShardedPlacement):
@@ -81,6 +84,7 @@ class ShardedPlacement(RowShardedPlacement):
     """
 
     blocks_type = DeviceBlocks
+    observed_halves = True  # `half_sweep(..., observed=True)` psums the devices' losses
 
     def __init__(self, backend: Any, devices: Sequence[Any]) -> None:
         super().__init__(backend, devices)
@@ -118,8 +122,25 @@ class ShardedPlacement(RowShardedPlacement):
     def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> DeviceBlocks:
         """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
         every array's per-device parts concatenated along its leading axis (`DeviceBlocks`):
-        shard_map splits them back, device j's `[K, B, L]`, `position` `[⌈R/k⌉]`."""
+        shard_map splits them back, device j's `[K, B, L]`, `position` `[⌈R/k⌉]`.
+
+        Each device's slots read its own copy of the fixed rows they need, fetched once per
+        half-sweep (`half_sweep`): `fetch` int32 `[k·U]` lists device j's distinct fixed rows
+        (ascending table rows, padded with row 0 to the largest device's count U), and its
+        buckets' `cols` (and `cols_t`) index that list instead of the table."""
         parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
+        fetch = []
+        for p in parts:
+            # The distinct fixed rows this device's slots read (padding slots read row 0, as on
+            # one device, at weight 0); its slots renumbered into them.
+            wanted = np.unique(np.concatenate([b["cols"].ravel() for b in p["buckets"]]))
+            for bucket in p["buckets"]:
+                for name in ("cols", "cols_t"):
+                    if name in bucket:
+                        local = np.searchsorted(wanted, bucket[name])
+                        bucket[name] = local.astype(np.int32)
+            fetch.append(wanted)
+        width = max(len(w) for w in fetch)
         out = DeviceBlocks()
         out["buckets"] = [
             {name: np.concatenate([p["buckets"][b][name] for p in parts]) for name in bucket}
@@ -129,16 +150,19 @@ class ShardedPlacement(RowShardedPlacement):
         out["real"] = np.concatenate(
             [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
         )
+        out["fetch"] = np.concatenate([pad_rows(w.astype(np.int32), width) for w in fetch])
         return out
 
-    def half_sweep(self, half: Any) -> Any:
+    def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
         """`half(fixed, current, blocks, prior, offset=None, col_reg=None)`
         (`cfcore.maths.als.make_half_sweep`; `offset` `[M]` with `offsets=True`, `col_reg` `[d]`
         replicated when the column regularization is read at run time) run on every device over
-        its own blocks and rows (the ALX design): the fixed rows its observations read are
-        fetched by the shard_map gather, one block at a time (O(B·L·d) traffic per block, never
-        a whole table); the rows it solves stay where they live, and its table's padding rows
-        keep their value."""
+        its own blocks and rows (the ALX design). The distinct fixed rows a device's observations
+        read (`row_blocks`'s `fetch`, U of them) are fetched once by the shard_map gather
+        (`_own_rows`: O(k·U·d) traffic, U ≤ min(M, its observation slots), never a whole-table
+        all-gather); the rows it solves stay where they live, and its table's padding rows keep
+        their value. With `observed` (`make_half_sweep(observed=True)`), `run` returns `(new,
+        loss)`, the devices' observed losses summed by one scalar all-reduce."""
         mesh = self.mesh
         rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
 
@@ -152,28 +176,15 @@ class ShardedPlacement(RowShardedPlacement):
                 col = {"col_reg": extras["col_reg"]} if "col_reg" in extras else {}
                 # The other side's offset (a bias, `[M]`) rides along as one more column.
                 both = fixed if offset is None else jnp.concatenate([fixed, offset[:, None]], 1)
-                fetched, buckets, first = [], [], 0
-                for bucket in blocks["buckets"]:
-                    k, b, length = bucket["cols"].shape
-                    flat = jnp.reshape(bucket["cols"], (k, b * length))
-                    fetched.append(lax.map(lambda c: _own_rows(both, c), flat))  # [K, B·L, d]
-                    # The bucket's slots now read the fetched rows, in order.
-                    here = first + jnp.arange(k * b * length, dtype=jnp.int32)
-                    here = jnp.reshape(here, (k, b, length))
-                    first += k * b * length
-                    local_bucket = {**bucket, "cols": here}
-                    if "cols_t" in bucket:
-                        local_bucket["cols_t"] = jnp.transpose(here, (0, 2, 1))
-                    buckets.append(local_bucket)
-                table = jnp.concatenate(
-                    [jnp.reshape(f, (-1, f.shape[-1])) for f in fetched], axis=0
-                )
-                mine = {"buckets": buckets, "position": blocks["position"]}
+                table = _own_rows(both, blocks["fetch"])  # [U, d (+1)]: the rows read here
+                mine = {"buckets": blocks["buckets"], "position": blocks["position"]}
                 if offset is not None:
-                    new = half(table[:, :d], current, mine, prior, table[:, d], **col)
+                    out = half(table[:, :d], current, mine, prior, table[:, d], **col)
                 else:
-                    new = half(table, current, mine, prior, **col)
-                return jnp.where(blocks["real"][:, None] > 0, new, current)
+                    out = half(table, current, mine, prior, **col)
+                new, loss = out if observed else (out, None)
+                new = jnp.where(blocks["real"][:, None] > 0, new, current)
+                return (new, lax.psum(loss, _AXIS)) if observed else new
             finally:
                 _ACTIVE.reset(token)
 
@@ -196,7 +207,8 @@ class ShardedPlacement(RowShardedPlacement):
                 extra_specs["col_reg"] = rep
             args = (_repad(mesh, fixed), _repad(mesh, current), blocks, prior, extras)
             in_specs = (rows, rows, specs, rep, extra_specs)
-            sweep = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=rows)
+            out_specs = (rows, rep) if observed else rows
+            sweep = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
             return sweep(*args)
 
         return run

@@ -169,12 +169,14 @@ class ShardedPlacement(RowShardedPlacement):
         )
         return out
 
-    def half_sweep(self, half: Any) -> Any:
+    def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
         """`half` run on every device over its own blocks and rows (the ALX design).
 
         Args:
             half: `half(fixed, current, blocks, prior, offset=None, col_reg=None)`
                 (`cfcore.maths.als.make_half_sweep`).
+            observed: must be False: this placement's `observed_halves` is False, so the
+                objective is computed by a pass of its own.
 
         Returns:
             `run(fixed, current, blocks, prior, offset=None, col_reg=None) -> [k·⌈R/k⌉, d]`:
@@ -187,6 +189,11 @@ class ShardedPlacement(RowShardedPlacement):
             expansion runs on each device's own part. The solved rows stay on their device; the
             padding rows of `current` keep their value.
         """
+        if observed:
+            raise NotImplementedError(
+                "the TensorFlow sharded half-sweep does not return the observed loss "
+                "(observed_halves is False)"
+            )
         k = self.num_devices
 
         def run(

@@ -417,42 +417,47 @@ def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> S
     arrays of `placement` (default: one device); α₀ and α read from `data` (`hyper`, in
     `data["positives"]` too) where it has them, else from `spec`.
 
-    On one device the objective costs no pass of its own over the positives: its observed part
-    comes from the predictions the user half-sweep makes at the current rows anyway (CG's first
-    residual, `make_half_sweep(observed=True)`), its other parts from the two Gramians (the item
-    one the user half's prior needs) and the rows' squared norms. A sharded placement computes it
-    apart (`objectives.ials_loss_terms`), as before.
+    The objective costs no pass of its own over the positives: its observed part comes from the
+    predictions the user half-sweep makes at the current rows anyway (CG's first residual,
+    `make_half_sweep(observed=True)`; sharded: each device's, summed), its other parts from the
+    two Gramians (the item one the user half's prior needs) and the rows' squared norms. A
+    placement whose half-sweeps cannot return that loss (`Placement.observed_halves`) computes
+    it apart (`objectives.ials_loss_terms`).
     """
     placement = placement or Placement(be)
-    if type(placement).half_sweep is not Placement.half_sweep:
+    if not placement.observed_halves:
         return _ials_sweep_apart(be, spec, placement)
     xp = be.xp
     ops = getattr(be, "ops", be)
     col = np.ones(spec.embedding_dim, np.float32)
     kw = {"solver": spec.linear_solver, "cg_steps": spec.cg_steps}
-    user_half = make_half_sweep(be, col, observed=True, **kw)
-    item_half = make_half_sweep(be, col, **kw)
+    user_half = placement.half_sweep(make_half_sweep(be, col, observed=True, **kw), observed=True)
+    item_half = placement.half_sweep(make_half_sweep(be, col, **kw))
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         u, v = params["user"], params["item"]
         a0 = with_coefficients(spec, data).unobserved_weight
         pos = data["positives"]
-        gram_v = ops.gramian(v)
-        new_u, observed = user_half(v, u, data["by_user"], a0 * gram_v)
-        # The parts of `objectives.ials_loss_terms` at (u, v), the observed one from the half.
-        unobserved = a0 * xp.sum(ops.gramian(u) * gram_v)
-        reg = xp.sum(xp.reshape(pos["user_reg"], (-1, 1)) * xp.square(u)) + xp.sum(
-            xp.reshape(pos["item_reg"], (-1, 1)) * xp.square(v)
-        )
-        new_u = xp.astype(new_u, "float32")
-        new_v = item_half(new_u, v, data["by_item"], a0 * ops.gramian(new_u))
+        with placement.scope():  # the Gramians: per-shard sums when sharded
+            gram_v = ops.gramian(v)
+            new_u, observed = user_half(v, u, data["by_user"], a0 * gram_v)
+            # The parts of `objectives.ials_loss_terms` at (u, v), the observed one from the
+            # half; the squared norms of the tables without their padding rows (`view`).
+            unobserved = a0 * xp.sum(ops.gramian(u) * gram_v)
+            rows, _ = placement.view(params, None)
+            reg = xp.sum(xp.reshape(pos["user_reg"], (-1, 1)) * xp.square(rows["user"])) + xp.sum(
+                xp.reshape(pos["item_reg"], (-1, 1)) * xp.square(rows["item"])
+            )
+            new_u = xp.astype(new_u, "float32")
+            new_v = item_half(new_u, v, data["by_item"], a0 * ops.gramian(new_u))
         return observed + unobserved + reg, {"user": new_u, "item": xp.astype(new_v, "float32")}
 
     return sweep
 
 
 def _ials_sweep_apart(be: Any, spec: IALSSpec, placement: Placement) -> Sweep:
-    """`ials_sweep` with the objective computed by a pass of its own (sharded placements)."""
+    """`ials_sweep` with the objective computed by a pass of its own (placements whose
+    half-sweeps do not return the observed loss)."""
     terms = placement.placed(
         lambda p, d: objectives.ials_loss_terms(be, with_coefficients(spec, d), p, d)
     )

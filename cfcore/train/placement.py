@@ -35,6 +35,10 @@ class Placement:
     # The trainers (keys of `TRAINERS`) this placement runs: None for all of them. A sharded
     # placement that runs only some lists them, and the others are refused before training.
     trainers: tuple[str, ...] | None = None
+    # Whether `half_sweep(half, observed=True)` runs a `make_half_sweep(observed=True)` half,
+    # returning its `(new rows, observed loss over every device's rows)`: then an iALS sweep
+    # takes its objective from the user half instead of a pass of its own.
+    observed_halves = True
 
     def check_trainer(self, trainer: str, model: str) -> None:
         """Refuses, before anything is placed, a trainer this placement does not run.
@@ -100,10 +104,11 @@ class Placement:
         (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own."""
         return build(*args, **kwargs)
 
-    def half_sweep(self, half: Callable[..., Any]) -> Callable[..., Any]:
+    def half_sweep(self, half: Callable[..., Any], *, observed: bool = False) -> Callable[..., Any]:
         """An ALS half-sweep `half(fixed, current, blocks, prior, offset=None, col_reg=None)` as
         it runs here (unchanged; a sharded placement solves each device's rows on it, `col_reg`
-        replicated)."""
+        replicated). `observed`: `half` returns `(new, loss)` (`make_half_sweep(observed=True)`;
+        see `observed_halves`)."""
         return half
 
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -204,6 +209,7 @@ class RowShardedPlacement(Placement):
     """
 
     pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
+    observed_halves = False  # unless the backend's half_sweep sums the devices' losses
     blocks_type: type = type(None)
 
     def __init__(self, backend: Any, devices: Any) -> None:
@@ -287,15 +293,27 @@ class RowShardedPlacement(Placement):
             sum(int(c) * row_floats(n, dim, solver) for c, n in zip(row, sizes, strict=True))
             for row in members
         )
+        # Whether one device would solve the whole table's buckets as one block each.
+        whole = (
+            sum(
+                int(c) * row_floats(n, dim, solver)
+                for c, n in zip(members.sum(0), sizes, strict=True)
+            )
+            <= WHOLE_FLOATS
+        )
         shapes: dict[int, tuple[int, int]] = {}
         for i, n in enumerate(sizes):
-            most = int(members[:, i].max())
+            most, total = int(members[:, i].max()), int(members[:, i].sum())
             size = most if floats <= WHOLE_FLOATS else min(block_rows(n, dim, solver), most)
             # XLA's CPU batched products round differently below 8 rows a batch (measured: CG
             # half-sweeps of blocks of 1-4 rows differ from one block of 37 by 4e-6; 8 and
             # more agree bit for bit): a device's block has at least as many rows as one
-            # device's block of the bucket would, up to 8. Padding rows cost little there.
-            size = max(size, min(MIN_BLOCK_ROWS, int(members[:, i].sum())))
+            # device's block of the bucket would (`alone`), up to 8. Not 8 where one device's
+            # blocks are smaller (long rows, `block_rows` < 8): padding rows there cost L slots
+            # each (34,600 x 6,700 synthetic, 2.2M positives, d 64, 2 devices: the item side's
+            # slots 21% over one device's with 8-row blocks, 10% with these).
+            alone = total if whole else min(block_rows(n, dim, solver), total)
+            size = max(size, min(MIN_BLOCK_ROWS, alone))
             shapes[n] = (-(-most // size), size)
         parts = []
         for lo, hi in ranges:
