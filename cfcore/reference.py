@@ -490,44 +490,15 @@ def biased_mf_objective(
 
 
 def biased_als_sweep(
-    spec, params: dict[str, Any], users, items, ratings, mean: float
+    spec, params: dict[str, Any], users, items, ratings, mean: float, noise=None
 ) -> dict[str, np.ndarray]:
     """One biased ALS sweep (`cfcore.BiasedMF`, `solver="als"`), float64.
 
     User rows `[u, b_u]` regressed on `[v, 1]` with targets `r − μ − b_i`, column
     regularization `(λ, …, λ, λb)·|Ω|/N` and the prior `λg·|Ω|/(N·M)·VᵀV` on the embedding
     block; then item rows likewise.
-    """
-    U, V = _f64(params["user"]), _f64(params["item"])
-    bu, bi = _f64(params["user_bias"]), _f64(params["item_bias"])
-    users, items, r = np.asarray(users), np.asarray(items), _f64(ratings) - mean
-    n, m, count = len(U), len(V), len(r)
-    d = U.shape[1]
-    c = np.full(d + 1, spec.regularization_coeff)
-    c[-1] = spec.bias_regularization_coeff
-    grav = spec.gravity_coeff * count / (n * m)
-    solver, steps = spec.linear_solver, spec.cg_steps
 
-    def half(table, bias, fixed, other_bias, rows, cols, size):
-        aug = np.concatenate([fixed, np.ones((len(fixed), 1))], 1)
-        prior = np.zeros((d + 1, d + 1))
-        prior[:d, :d] = grav * fixed.T @ fixed
-        x0 = np.concatenate([table, bias[:, None]], 1)
-        out = als_rows(aug, rows, cols, np.ones(count), r - other_bias[cols], size, count / size,
-                       c, prior, solver=solver, x0=x0, cg_steps=steps)  # fmt: skip
-        return out[:, :d], out[:, d]
-
-    U, bu = half(U, bu, V, bi, users, items, n)
-    V, bi = half(V, bi, U, bu, items, users, m)
-    return {"user": U, "item": V, "user_bias": bu, "item_bias": bi}
-
-
-def biased_gibbs_sweep(
-    spec, params: dict[str, Any], users, items, ratings, mean: float, noise: dict[str, Any]
-) -> dict[str, np.ndarray]:
-    """One Gibbs sweep of `BiasedMF.sample_posterior` given its noise, float64.
-
-    The biased ALS sweep (`biased_als_sweep`, gravity 0, exact solves) with perturbed systems:
+    With `noise`, one Gibbs sweep of `BiasedMF.sample_posterior` given its noise (exact solves):
     user row r solves `A_r x = Σ_k (y_k + ε_k) f_k + e_r`, `ε` = `noise["user_obs"]` (`[n]`, one
     per rating) and `e` = `noise["extra_user"]` (`[N, d + 1]`); then the item rows with
     `noise["item_obs"]` and `noise["extra_item"]`.
@@ -539,14 +510,21 @@ def biased_gibbs_sweep(
     d = U.shape[1]
     c = np.full(d + 1, spec.regularization_coeff)
     c[-1] = spec.bias_regularization_coeff
+    grav = spec.gravity_coeff * count / (n * m)
+    solver, steps = spec.linear_solver, spec.cg_steps
 
-    def half(fixed, other_bias, rows, cols, size, eps, extra):
+    def half(table, bias, fixed, other_bias, rows, cols, size, side):
         aug = np.concatenate([fixed, np.ones((len(fixed), 1))], 1)
-        targets = r - other_bias[cols] + _f64(eps)
-        out = als_rows(aug, rows, cols, np.ones(count), targets, size, count / size, c,
-                       np.zeros((d + 1, d + 1)), extra=extra)  # fmt: skip
+        prior = np.zeros((d + 1, d + 1))
+        prior[:d, :d] = grav * fixed.T @ fixed
+        x0 = np.concatenate([table, bias[:, None]], 1)
+        targets, extra = r - other_bias[cols], None
+        if noise is not None:
+            targets, extra = targets + _f64(noise[f"{side}_obs"]), noise[f"extra_{side}"]
+        out = als_rows(aug, rows, cols, np.ones(count), targets, size, count / size, c, prior,
+                       solver=solver, x0=x0, cg_steps=steps, extra=extra)  # fmt: skip
         return out[:, :d], out[:, d]
 
-    U, bu = half(V, bi, users, items, n, noise["user_obs"], noise["extra_user"])
-    V, bi = half(U, bu, items, users, m, noise["item_obs"], noise["extra_item"])
+    U, bu = half(U, bu, V, bi, users, items, n, "user")
+    V, bi = half(V, bi, U, bu, items, users, m, "item")
     return {"user": U, "item": V, "user_bias": bu, "item_bias": bi}

@@ -120,7 +120,7 @@ def test_a_thinned_chain_keeps_every_t_th_draw(fitted):
         full = every.embeddings[k] * np.sqrt(6)
         want = np.concatenate([full[:, j * d : (j + 1) * d] for j in (1, 3, 5)], axis=1)
         np.testing.assert_allclose(thinned.embeddings[k] * np.sqrt(3), want, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="thin must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="thin must be a positive int, got 0"):
         model.sample_posterior(r, samples=2, thin=0, backend="jax", progress=False)
 
 
@@ -156,9 +156,9 @@ def test_an_unfitted_model_starts_from_its_initial_values():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"samples": 0}, "samples must be an integer >= 1, got 0"),
-        ({"samples": 2.5}, "samples must be an integer >= 1, got 2.5"),
-        ({"burn_in": -1}, "burn_in must be an integer >= 0, got -1"),
+        ({"samples": 0}, "samples must be a positive int, got 0"),
+        ({"samples": 2.5}, "samples must be a positive int, got 2.5"),
+        ({"burn_in": -1}, "burn_in must be an int >= 0, got -1"),
         ({"noise_precision": 0.0}, r"noise_precision must be a finite number > 0, got 0.0"),
         ({"noise_precision": float("nan")}, r"noise_precision must be a finite number > 0"),
     ],

@@ -103,26 +103,9 @@ def row_systems(
     row_reg: Any,
     col_reg: Any,
     prior: Any,
-) -> tuple[Any, Any]:
-    """The systems `(A [B, d, d], b [B, d])` of a block of rows (arguments as `row_solve`)."""
-    system, rhs, _ = _row_systems(
-        be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
-    )
-    return system, rhs
-
-
-def _row_systems(
-    be: Any,
-    fixed: Any,
-    cols: Any,
-    cols_t: Any,
-    weights: Any,
-    targets: Any,
-    row_reg: Any,
-    col_reg: Any,
-    prior: Any,
 ) -> tuple[Any, Any, Any]:
-    """`row_systems` and the block's gathered `[B, L, d]` fixed rows."""
+    """The systems `(A [B, d, d], b [B, d])` of a block of rows (arguments as `row_solve`) and
+    the block's gathered `[B, L, d]` fixed rows."""
     xp = be.xp
     b, length = (int(s) for s in cols.shape)
     d = int(fixed.shape[1])
@@ -172,7 +155,7 @@ def row_solve(
     if solver == "cholesky":
         if cols_t is None:
             raise ValueError("the cholesky solver needs cols_t, the transposed slots")
-        system, rhs = row_systems(
+        system, rhs, _ = row_systems(
             be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
         )
         return _ops(be).solve(system, rhs)
@@ -285,7 +268,7 @@ def make_half_sweep(
     def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any, Any]:
         """The block's Cholesky systems and its observed loss (0 unless `observed`)."""
         targets = targets_of(data, block)
-        system, rhs, f = _row_systems(
+        system, rhs, f = row_systems(
             be,
             data["fixed"],
             block["cols"],

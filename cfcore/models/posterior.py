@@ -38,6 +38,7 @@ from ..maths.als import augment, make_half_sweep, ones_column, split_last
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.progress import progress_bar
+from ..validate import check_float, check_int
 from .als import check_fit_inputs
 from .biased_parts import (
     biased_blocks,
@@ -48,12 +49,6 @@ from .biased_parts import (
 
 if TYPE_CHECKING:
     from .biased import BiasedMF
-
-
-def _check_positive_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
@@ -150,16 +145,10 @@ def sample_posterior(
     progress: bool,
 ) -> BiasedMF:
     """`BiasedMF.sample_posterior`'s work (see there)."""
-    samples = _check_positive_int("samples", samples, 1)
-    burn_in = _check_positive_int("burn_in", burn_in, 0)
-    thin = _check_positive_int("thin", thin, 1)
-    if (
-        isinstance(noise_precision, bool)
-        or not isinstance(noise_precision, int | float | np.floating | np.integer)
-        or not np.isfinite(noise_precision)
-        or noise_precision <= 0
-    ):
-        raise ValueError(f"noise_precision must be a finite number > 0, got {noise_precision!r}")
+    samples = check_int("samples", samples, minimum=1)
+    burn_in = check_int("burn_in", burn_in, minimum=0)
+    thin = check_int("thin", thin, minimum=1)
+    noise_precision = check_float("noise_precision", noise_precision, exclusive_minimum=0)
     # Draws need exact solves: the Cholesky layout whatever the model's own ALS solver.
     spec = dataclasses.replace(model.spec, solver="cholesky")
     if spec.gravity_coeff != 0:
@@ -201,7 +190,7 @@ def sample_posterior(
     with progress_bar(progress, "sampling") as bar:
         task = bar.add_task("", total=total) if bar is not None else None
         for step in range(1, total + 1):
-            noise = place.data(draw_noise(rng, host, row_reg, spec, float(noise_precision)))
+            noise = place.data(draw_noise(rng, host, row_reg, spec, noise_precision))
             state = sweep(state, data, noise)
             draw = {k: np.asarray(be.to_numpy(v), np.float64) for k, v in state.items()}
             if not all(np.isfinite(v).all() for v in draw.values()):
