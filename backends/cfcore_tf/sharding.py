@@ -52,7 +52,7 @@ from tensorflow.experimental import dtensor
 
 from cfcore.train.placement import RowShardedPlacement, pad_rows
 
-from . import kernels
+from . import kernels, rows
 
 _AXIS = "rows"
 
@@ -237,7 +237,18 @@ class ShardedPlacement(RowShardedPlacement):
         and non-replicated DTensor is not supported", TF 2.21)."""
         if batch is None and tf.executing_eagerly() and _any_dtensor(params):
             return {k: tf.constant(v) for k, v in self.to_host(params).items()}, None
-        return super().view(params, batch)
+        if tf.executing_eagerly():
+            return super().view(params, batch)
+        # Traced: a padded table stays padded (`rows.PaddedRows`), seen with its unpadded shape;
+        # slicing its padding off would make it whole on every device.
+        _, batch = super().view({}, batch)
+        padded = {
+            k: rows.PaddedRows(v, self._rows[k])
+            if k in self._rows and self._rows[k] != v.shape[0]
+            else v
+            for k, v in params.items()
+        }
+        return padded, batch
 
     def _host(self, x: Any) -> np.ndarray:
         return _host(x)
