@@ -29,9 +29,7 @@ def pair_dot(user_emb, item_emb, users, items, method: str = "gather"):
 
 def _shardable(mesh, *tables) -> bool:
     # Tables as the placement lays them out (rows split evenly, 2-D): the sharded kernels apply.
-    return all(
-        _rows.padded(t)[0].shape.rank == 2 and _rows.splits(mesh, t) for t in tables
-    )
+    return all(_rows.padded(t)[0].shape.rank == 2 and _rows.splits(mesh, t) for t in tables)
 
 
 def _take(table, ids):
@@ -62,7 +60,11 @@ def bag_of_words(table, ids, weights, combiner: str = "mean"):
         full, rows = _rows.padded(table)
         if mesh is not None and rows != full.shape[0]:
             # Dense weights [B, V] over a padded table: zero weights for the padding rows.
-            weights = tf.pad(weights, [[0, 0], [0, int(full.shape[0]) - rows]])
+            # (Whole on every device around the pad: DTensor cannot expand a pad whose input
+            # and output layouts differ, TF 2.21.)
+            whole = replicated_layout(mesh, 2)
+            weights = tf.pad(dtensor.relayout(weights, whole), [[0, 0], [0, full.shape[0] - rows]])
+            weights = dtensor.relayout(weights, whole)
             table = full
         total = tf.tensordot(weights, table, axes=1)
     elif mesh is not None and _shardable(mesh, table):

@@ -24,9 +24,11 @@ _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
 
 
 def sum(x, axis: int | None = None):  # noqa: A001  (the array-API names are the contract)
-    if isinstance(x, PaddedRows) and axis is None:
-        # A padded table's padding rows are zeros: its total without slicing them off.
-        return tf.reduce_sum(x.padded)
+    if isinstance(x, PaddedRows):
+        if axis is None:
+            # A padded table's padding rows are zeros: its total without slicing them off.
+            return tf.reduce_sum(x.padded)
+        x = x.__tf_tensor__()
     return tf.reduce_sum(x, axis=axis)
 
 

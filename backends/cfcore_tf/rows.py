@@ -65,7 +65,7 @@ class PaddedRows:
         return tf.convert_to_tensor(self.padded[: self.rows], dtype=dtype, name=name)
 
     def _t(self) -> Any:
-        return tf.convert_to_tensor(self)
+        return self.__tf_tensor__()
 
     # Python arithmetic on the table, as on a tensor (through the unpadded table).
     def __add__(self, o: Any) -> Any:
