@@ -18,9 +18,9 @@ def pair_dot(user_emb, item_emb, users, items, method: str = "gather"):
     (`DTENSOR_MESH` set) the rows are fetched where they live (`rows.take_rows`)."""
     mesh = DTENSOR_MESH.get()
     if mesh is not None and method == "gather" and _shardable(mesh, user_emb, item_emb):
-        u = _rows.take_rows(mesh, user_emb, users, split=True)
-        v = _rows.take_rows(mesh, item_emb, items, split=True)
-        return tf.reduce_sum(u * v, axis=1)
+        u = _rows.take_rows(mesh, user_emb, users)
+        v = _rows.take_rows(mesh, item_emb, items)
+        return replicated(tf.reduce_sum(u * v, axis=1))
     if method == "dense":
         full = tf.matmul(user_emb, item_emb, transpose_b=True)
         return tf.gather_nd(full, tf.stack([users, items], axis=1))
@@ -37,7 +37,7 @@ def _take(table, ids):
     every device (`rows.take_rows`); else `tf.gather`."""
     mesh = DTENSOR_MESH.get()
     if mesh is not None and _shardable(mesh, table):
-        return _rows.take_rows(mesh, table, ids, split=False)
+        return _rows.take_rows(mesh, table, ids)
     return tf.gather(table, ids)
 
 

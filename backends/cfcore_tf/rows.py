@@ -14,12 +14,17 @@ sets it up, `kernels` and `ops` pick it while a step is traced in its `scope`):
   holds `[s, 1, d]`); every device receives all the ids (`[n]` ints), gathers `ids mod s` from its
   own part and keeps the rows it owns (`ids div s == j`, zeros elsewhere); the `[n, k, d]` partial
   rows are summed over the device axis, a batched op whose batch axis is sharded, which DTensor
-  expands to one local sum per device and one all-reduce of `[n, d]` (fused with the split of
-  the result into a reduce-scatter when the result is split along n). Its gradient
-  (`tf.custom_gradient`, so that DTensor's layout propagation does not make the table's gradient
-  whole) all-gathers the `[n, d]` gradient rows and each device scatter-adds those of its own
-  rows into its own `[s, 1, d]` part (`UnsortedSegmentSum` along the unsharded axis: local).
-  O(n·d) traffic and memory per device, never a table.
+  expands to one local sum per device and one all-reduce of `[n, d]`: the rows, whole on every
+  device. Their gradient arrives whole on every device too (the products that use the rows are
+  computed whole), and each device scatter-adds those of its own rows into its own `[s, 1, d]`
+  part (`UnsortedSegmentSum` along the unsharded axis: local, no collective). The gradient is
+  written by hand (`tf.custom_gradient`): left to autodiff, DTensor's layout propagation made the
+  table's gradient whole on every device. O(n·d) traffic and memory per device, never a table.
+
+Where the old path, `tf.gather` of the all-gathered table, costs less: when the lookups outnumber
+the table's rows (n > R, a full batch of many ratings), it moves and holds O(R·d) where this
+holds O(n·d) (measured in `benchmarks/distributed_tf.py`); it is not picked automatically (see
+`sharding`'s docstring).
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ def splits(mesh: Any, table: Any) -> bool:
     return int(padded(table)[0].shape[0]) % mesh.dim_size(_AXIS) == 0
 
 
-def take_rows(mesh: Any, table: Any, ids: Any, *, split: bool) -> Any:
+def take_rows(mesh: Any, table: Any, ids: Any) -> Any:
     """`table[ids]` of a row-sharded table, each device reading only its own rows (see the module
     docstring); exact (each row has one owner, the others add zeros).
 
@@ -129,18 +134,17 @@ def take_rows(mesh: Any, table: Any, ids: Any, *, split: bool) -> Any:
         mesh: the step's 1-D mesh over k devices (`"rows"`).
         table: `[k·s, d]` row-sharded (a `PaddedRows` or a tensor; `splits(mesh, table)`).
         ids: int32 `[n]`, any layout, each below the table's true row count.
-        split: the result split along n over the mesh (when k divides n; else whole on every
-            device); False: whole on every device.
 
     Returns:
-        float32 `[n, d]`.
+        float32 `[n, d]`, whole on every device (what the pairs' products and the softmax's
+        labels need; its gradient then arrives whole too, and each device keeps its own rows').
     """
     table, _ = padded(table)
     k = mesh.dim_size(_AXIS)
     s, d = int(table.shape[0]) // k, int(table.shape[1])
     n = int(ids.shape[0])
     by_device = layout(mesh, 3, 1)  # [*, k, *] split along its device axis
-    out_layout = layout(mesh, 2, 0 if split and n % k == 0 else None)
+    whole = layout(mesh, 2, None)
     ids = dtensor.relayout(ids, layout(mesh, 1, None))  # every device: all the ids
     local = ids % s
     device = dtensor.relayout(tf.range(k, dtype=ids.dtype), layout(mesh, 1, 0))
@@ -151,13 +155,15 @@ def take_rows(mesh: Any, table: Any, ids: Any, *, split: bool) -> Any:
     def fetch(t: Any) -> Any:
         parts = dtensor.relayout(tf.transpose(tf.reshape(t, (k, s, d)), (1, 0, 2)), by_device)
         found = dtensor.relayout(tf.gather(parts, local), by_device)  # [n, k, d]
-        found = tf.where(mine, found, tf.zeros_like(found))
-        rows = dtensor.relayout(tf.reduce_sum(found, axis=1), out_layout)
+        # A scalar zero, not `zeros_like`: DTensor makes the latter a constant of the whole
+        # `[n, k, d]` shape, held by the compiled step (200 MiB a step at 200k ratings, d 32).
+        found = tf.where(mine, found, tf.constant(0, found.dtype))
+        rows = dtensor.relayout(tf.reduce_sum(found, axis=1), whole)
 
         def grad(g: Any) -> Any:
-            g = dtensor.relayout(g, layout(mesh, 2, None))  # the [n, d] rows' gradients
+            g = dtensor.relayout(g, whole)  # the [n, d] rows' gradients (whole already)
             g = dtensor.relayout(tf.broadcast_to(g[:, None, :], (n, k, d)), by_device)
-            g = tf.where(mine, g, tf.zeros_like(g))
+            g = tf.where(mine, g, tf.constant(0, g.dtype))
             own = dtensor.relayout(tf.math.unsorted_segment_sum(g, local, s), by_device)
             back = tf.reshape(tf.transpose(own, (1, 0, 2)), (k * s, d))
             return dtensor.relayout(back, layout(mesh, 2, 0))

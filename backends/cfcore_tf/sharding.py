@@ -16,14 +16,39 @@ strategy with row-sharded variables (`ShardedVariable` through a `variable_parti
 least one ps") and schedules functions asynchronously through a `ClusterCoordinator`, not
 cfcore's compiled chunk. DTensor shards a tensor's rows over logical CPU devices in one process.
 
-What DTensor makes of the step (read from its SPMD-expanded program, `TF_DUMP_GRAPH_PREFIX`,
-in `tests/test_sharding_tf.py`): the gather-MSE all-gathers both whole tables (`tf.gather` of a
-row-sharded table), the full-batch gradient of the gather is all-reduced as a whole table, and a
-minibatch's `take` all-gathers the split ratings. Slicing the padding off a table whose row count
-k does not divide (below) also replicates it, so that table's Gramian is computed whole on every
-device. On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
-(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of one
-compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
+What DTensor would make of the step by itself (read from its SPMD-expanded program,
+`TF_DUMP_GRAPH_PREFIX`, in `tests/test_sharding_tf.py`): `tf.gather` of a row-sharded table
+all-gathers the whole table, and slicing the padding off a table whose row count k does not
+divide (below) makes it whole too (a `[29, d]` tensor cannot be split over 2, 4 or 8 devices).
+So inside a traced step `view` leaves a padded table padded, seen with its unpadded shape
+(`rows.PaddedRows`), and the backend's kernels read the tables where they live while
+`scope()` is active (`kernels.DTENSOR_MESH` set), as JAX's shard_map kernels do:
+
+* lookups (`pair_dot`, the softmax's labels and bags: `rows.take_rows`): every device receives
+  all the ids (`[n]` ints), gathers from its own `[⌈N/k⌉, d]` rows those it owns (zeros for the
+  rest) and one `[n, d]` all-reduce sums the partial rows (fused with the split of the result
+  along n into a reduce-scatter by DTensor's later passes; on CPU DTensor lowers every
+  collective to an all-reduce). The gradient (`tf.custom_gradient`) all-gathers the `[n, d]`
+  gradient rows and each device scatter-adds those of its own rows locally. In the expanded
+  step of full-batch regularized SGD (500 ratings, d 4, 2, 4 and 8 devices): two `[500, 4]`
+  all-reduces, two `[500, 4]` all-gathers (none on 8 devices, where 500 ratings cannot be split
+  and the rows stay whole), two `[4, 4]` Gramian all-reduces, scalars; no table. Per device
+  O(n·d) traffic and memory (the `[n, d]` partial rows and gradient rows), never O(N·d): a
+  minibatch moves its own rows, but a full batch of all the ratings holds `[n, d]` float32 per
+  device (ML-20M's 20M ratings at d 32: 2.4 GiB, more than its 165k × 32 tables' 21 MiB); the
+  whole-table path (`tf.gather`, `kernels.SHARDED_LOOKUP_MAX_RATIO`) is kept for such steps,
+  where n·k exceeds the tables' rows by that ratio;
+* the Gramian of a padded table, the sum of its squares: of the padded table (zero rows add
+  nothing): a local `[d, d]` matmul per shard and one `[d, d]` all-reduce;
+* the full softmax: each device's logits are its own items' (`[B, ⌈M/k⌉]`, the padding items
+  masked to -inf), the log-sum-exp is reduced across devices (`[B]` vectors), the labels'
+  logits are `⟨q, V[label]⟩` from `take_rows`.
+
+The biased model's augmented tables (`[U, b_u, 1]`, a concatenation) are still sliced and made
+whole: its gradient step all-gathers them. A minibatch's `take` all-gathers the split ratings
+(1-D). On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
+(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of
+one compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
 
 ALS half-sweeps (`row_blocks`, `half_sweep`): each device solves only its own rows (the ALX
 design, as JAX's shard_map does it). DTensor has no per-device function, but a batched op whose
@@ -35,9 +60,11 @@ fixed table is all-gathered once per half-sweep (each device's rows read any fix
 
 DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
 zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
-multiple of k. The padding never reaches the objective: `view` slices it off inside the compiled
-step, so the loss, its gradients and the penalties' row counts are those of the unpadded problem,
-and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
+multiple of k. The padding never reaches the objective: inside the compiled step `view` slices
+the ratings' off and shows each padded table with its unpadded shape (`rows.PaddedRows`: any op
+but the kernels above sees the table sliced), so the loss, its gradients and the penalties' row
+counts are those of the unpadded problem, and the padded rows get zero gradients (they stay zero
+under SGD, Adam and Adagrad).
 """
 
 from __future__ import annotations
