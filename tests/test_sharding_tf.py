@@ -144,19 +144,23 @@ def test_gravity_sums_per_shard_gramians(sharded, run):
 
 @pytest.mark.parametrize("run", ["reg_sgd", "reg_adam"])
 def test_the_training_step_gathers_no_whole_table(sharded, run):
-    # The step's lookups fetch each row where it lives (`cfcore_tf.rows.take_rows`): what moves
-    # is the pairs' `[n, d]` rows (all-reduced partial rows forward, all-gathered gradient rows
-    # backward; n = 500 ratings full-batch, 64 a minibatch), never a table of N or M rows, nor
-    # the padded table `k·⌈M/k⌉`, all-gathered or (its gradient) all-reduced. The tables are told
-    # by their exact row counts: the per-rating rows outnumber min(N, M) here.
     k, got = sharded
     if k == 1:
         pytest.skip("one device: no collective to check")
+    whole = [
+        (r, c)
+        for r, c in got[f"{run}_AllGather"].tolist()
+        if c == DIM and r >= min(NUM_USERS, NUM_ITEMS)
+    ]
+    assert whole == [], f"whole-table all-gathers in the training step: {whole}"
+    # Nor is a table's gradient all-reduced whole: the step's lookups fetch each row where it
+    # lives (`cfcore_tf.rows.take_rows`), what is all-reduced is the pairs' `[n, d]` rows (n =
+    # 500 ratings full-batch, 64 a minibatch), so tables are told here by their exact (and
+    # padded) row counts.
     tables = {rows for n in (NUM_USERS, NUM_ITEMS) for rows in (n, -(-n // k) * k)}
-    assert not tables & {500, 504, 64}, tables  # the per-rating row counts are not table sizes
-    for op in ("AllGather", "AllReduce"):
-        whole = [(r, c) for r, c in got[f"{run}_{op}"].tolist() if c == DIM and r in tables]
-        assert whole == [], f"whole-table {op}s in the training step: {whole}"
+    assert not tables & {500, 64}, tables
+    reduced = [(r, c) for r, c in got[f"{run}_AllReduce"].tolist() if c == DIM and r in tables]
+    assert reduced == [], f"whole-table all-reduces in the training step: {reduced}"
 
 
 # Where a loaded sharded checkpoint trains on (not TensorFlow, when JAX is installed).
