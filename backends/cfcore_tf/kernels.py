@@ -44,7 +44,8 @@ def _take(table, ids):
 def gramian(x):
     """`xᵀx`: `[d, d]` for `[n, d]` (a `rows.PaddedRows`: of its padded table, whose zero rows
     add nothing: no slice that would make it whole)."""
-    x, _ = _rows.padded(x)
+    if isinstance(x, _rows.PaddedRows):
+        x = x.padded
     return tf.matmul(x, x, transpose_a=True)
 
 

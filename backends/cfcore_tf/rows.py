@@ -104,12 +104,12 @@ class PaddedRows:
         return self._t()[key]
 
 
-def padded(x: Any) -> tuple[Any, int]:
+def padded(x: Any) -> tuple[Any, Any]:
     """`(table, rows)`: the padded table and its true row count of a `PaddedRows`, else `(x,
-    x.shape[0])`."""
+    x.shape[0])` (None where the shape is not static)."""
     if isinstance(x, PaddedRows):
         return x.padded, x.rows
-    return x, int(x.shape[0])
+    return x, x.shape[0]
 
 
 def layout(mesh: Any, rank: int, axis: int | None) -> Any:
@@ -123,7 +123,8 @@ def layout(mesh: Any, rank: int, axis: int | None) -> Any:
 def splits(mesh: Any, table: Any) -> bool:
     """Whether `table` (a `PaddedRows` or a tensor) has a row count the mesh divides: the layout
     the placement gave every table, which `take_rows` needs."""
-    return int(padded(table)[0].shape[0]) % mesh.dim_size(_AXIS) == 0
+    rows = padded(table)[0].shape[0]
+    return rows is not None and rows % mesh.dim_size(_AXIS) == 0
 
 
 def take_rows(mesh: Any, table: Any, ids: Any) -> Any:

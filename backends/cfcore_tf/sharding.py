@@ -26,29 +26,39 @@ So inside a traced step `view` leaves a padded table padded, seen with its unpad
 
 * lookups (`pair_dot`, the softmax's labels and bags: `rows.take_rows`): every device receives
   all the ids (`[n]` ints), gathers from its own `[⌈N/k⌉, d]` rows those it owns (zeros for the
-  rest) and one `[n, d]` all-reduce sums the partial rows (fused with the split of the result
-  along n into a reduce-scatter by DTensor's later passes; on CPU DTensor lowers every
-  collective to an all-reduce). The gradient (`tf.custom_gradient`) all-gathers the `[n, d]`
-  gradient rows and each device scatter-adds those of its own rows locally. In the expanded
-  step of full-batch regularized SGD (500 ratings, d 4, 2, 4 and 8 devices): two `[500, 4]`
-  all-reduces, two `[500, 4]` all-gathers (none on 8 devices, where 500 ratings cannot be split
-  and the rows stay whole), two `[4, 4]` Gramian all-reduces, scalars; no table. Per device
-  O(n·d) traffic and memory (the `[n, d]` partial rows and gradient rows), never O(N·d): a
-  minibatch moves its own rows, but a full batch of all the ratings holds `[n, d]` float32 per
-  device (ML-20M's 20M ratings at d 32: 2.4 GiB, more than its 165k × 32 tables' 21 MiB); the
-  whole-table path (`tf.gather`, `kernels.SHARDED_LOOKUP_MAX_RATIO`) is kept for such steps,
-  where n·k exceeds the tables' rows by that ratio;
+  rest) and one `[n, d]` all-reduce sums the partial rows, whole on every device. The products
+  of the rows are then computed whole too, so the rows' gradient arrives whole on every device
+  and each device scatter-adds those of its own rows locally (`tf.custom_gradient`): no
+  collective in the backward pass. In the expanded step of full-batch regularized SGD (the
+  test's 40 × 29 tables, 500 ratings, d 4; 2, 4 and 8 devices alike): all-gathers of the split
+  ratings' `[500]` ids and values, two `[500, 4]` all-reduces (the user and item rows), two
+  `[4, 4]` Gramian all-reduces and scalars; minibatch Adam: `[64, 4]` all-reduces instead; no
+  table moves (it used to: each table all-gathered, and its full-batch gradient all-reduced
+  whole).
 * the Gramian of a padded table, the sum of its squares: of the padded table (zero rows add
   nothing): a local `[d, d]` matmul per shard and one `[d, d]` all-reduce;
 * the full softmax: each device's logits are its own items' (`[B, ⌈M/k⌉]`, the padding items
   masked to -inf), the log-sum-exp is reduced across devices (`[B]` vectors), the labels'
   logits are `⟨q, V[label]⟩` from `take_rows`.
 
+What this costs (`benchmarks/distributed_tf.py`, `benchmarks/results/distributed_tf.md`, d 32,
+2 / 4 logical CPU devices): O(n·d) traffic and memory per device for a step reading n ratings'
+rows, where the old path (`tf.gather` of the all-gathered table) moved and held O(N·d) whatever
+n. With fewer ratings in a step than table rows the lookup is faster and smaller (100k × 50k
+tables, batches of 8,192: 118 / 151 ms a step and 263 / 199 MiB a device, against 172 / 243 ms
+and 387 / 302 MiB); around the tables' size the time is the same (6,040 × 3,706 tables,
+batches of 8,192: 28 / 50 ms against 24 / 48 ms); with more ratings than rows the old path is
+cheaper (the same tables, a full batch of 200k ratings: 276 / 569 ms and about 300 MiB a device,
+against 39 / 113 ms and 25-62 MiB). The old path is not kept for that regime: no table moves is
+what sharding a table is for, and a step over more ratings than table rows is where the tables
+fit on one device anyway; train such data on one device, or in minibatches.
+
 The biased model's augmented tables (`[U, b_u, 1]`, a concatenation) are still sliced and made
 whole: its gradient step all-gathers them. A minibatch's `take` all-gathers the split ratings
 (1-D). On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
-(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of
-one compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
+(`jit_compile` is not applied: nothing reaches XLA's dump), and lowers an all-gather to an
+all-reduce. A chunk of steps is a host loop of one compiled step there, not one `tf.while_loop`
+(see `transforms._host_loop`).
 
 ALS half-sweeps (`row_blocks`, `half_sweep`): each device solves only its own rows (the ALX
 design, as JAX's shard_map does it). DTensor has no per-device function, but a batched op whose
