@@ -197,6 +197,18 @@ def test_distributed_smoke(tmp_path):
     assert len(re.findall(r"^\| (minibatch Adam|full-batch SGD) \| [12] \|", md, re.M)) == 4
 
 
+def test_distributed_tf_smoke(tmp_path):
+    pytest.importorskip("tensorflow")
+    _run_script("distributed_tf.py", "--devices", "0,2", "--repeats", "1", out_dir=tmp_path)
+    md = (tmp_path / "distributed_tf_smoke.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    # Full-batch SGD and minibatch Adam, on one device without DTensor and on 2 devices.
+    assert len(re.findall(r"^\| (sgd|adam) \| (1 \(no DTensor\)|2) \|", md, re.M)) == 4
+    # The 2-device steps' collectives read from DTensor's expansion: the ratings' rows, no table.
+    assert "AllReduce f32[2000,4]" in md
+    assert not any(f"f32[{rows},4]" in md for rows in (200, 101, 102)), md
+
+
 def test_distributed_counts_collective_bytes(bench_modules):
     sys.path.insert(0, str(BENCH))
     try:

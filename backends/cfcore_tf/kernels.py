@@ -8,19 +8,44 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
+from . import rows as _rows
+
 _NEG_INF = float("-inf")
 
 
 def pair_dot(user_emb, item_emb, users, items, method: str = "gather"):
-    """`⟨U[users[k]], V[items[k]]⟩` for each observed pair: `[n]` float32."""
+    """`⟨U[users[k]], V[items[k]]⟩` for each observed pair: `[n]` float32. In a step on DTensors
+    (`DTENSOR_MESH` set) the rows are fetched where they live (`rows.take_rows`)."""
+    mesh = DTENSOR_MESH.get()
+    if mesh is not None and method == "gather" and _shardable(mesh, user_emb, item_emb):
+        u = _rows.take_rows(mesh, user_emb, users)
+        v = _rows.take_rows(mesh, item_emb, items)
+        return replicated(tf.reduce_sum(u * v, axis=1))
     if method == "dense":
         full = tf.matmul(user_emb, item_emb, transpose_b=True)
         return tf.gather_nd(full, tf.stack([users, items], axis=1))
     return tf.reduce_sum(tf.gather(user_emb, users) * tf.gather(item_emb, items), axis=1)
 
 
+def _shardable(mesh, *tables) -> bool:
+    # Tables as the placement lays them out (rows split evenly, 2-D): the sharded kernels apply.
+    return all(_rows.padded(t)[0].shape.rank == 2 and _rows.splits(mesh, t) for t in tables)
+
+
+def _take(table, ids):
+    """`table[ids]` for `ids` `[n]`: in a step on DTensors fetched where the rows live, whole on
+    every device (`rows.take_rows`); else `tf.gather`."""
+    mesh = DTENSOR_MESH.get()
+    if mesh is not None and _shardable(mesh, table):
+        return _rows.take_rows(mesh, table, ids)
+    return tf.gather(table, ids)
+
+
 def gramian(x):
-    """`xᵀx`: `[d, d]` for `[n, d]`."""
+    """`xᵀx`: `[d, d]` for `[n, d]` (a `rows.PaddedRows`: of its padded table, whose zero rows
+    add nothing: no slice that would make it whole)."""
+    if isinstance(x, _rows.PaddedRows):
+        x = x.padded
     return tf.matmul(x, x, transpose_a=True)
 
 
@@ -31,8 +56,22 @@ def segment_sum(data, segment_ids, num_segments: int):
 
 def bag_of_words(table, ids, weights, combiner: str = "mean"):
     """Weighted bags of `table` rows: `[B, d]`."""
+    mesh = DTENSOR_MESH.get()
     if ids is None:
+        full, rows = _rows.padded(table)
+        if mesh is not None and rows != full.shape[0]:
+            # Dense weights [B, V] over a padded table: zero weights for the padding rows.
+            # (Whole on every device around the pad: DTensor cannot expand a pad whose input
+            # and output layouts differ, TF 2.21.)
+            whole = replicated_layout(mesh, 2)
+            weights = tf.pad(dtensor.relayout(weights, whole), [[0, 0], [0, full.shape[0] - rows]])
+            weights = dtensor.relayout(weights, whole)
+            table = full
         total = tf.tensordot(weights, table, axes=1)
+    elif mesh is not None and _shardable(mesh, table):
+        flat = _take(table, tf.reshape(ids, [-1]))
+        looked = tf.reshape(flat, [*ids.shape, int(flat.shape[-1])])
+        total = tf.reduce_sum(weights[..., None] * looked, axis=-2)
     else:
         total = tf.reduce_sum(weights[..., None] * tf.gather(table, ids), axis=-2)
     if combiner == "sum":
@@ -74,6 +113,9 @@ def replicated_layout(mesh, rank: int):
 
 def softmax_cross_entropy(query_emb, item_emb, labels):
     """Mean full-softmax cross-entropy: scalar."""
+    mesh = DTENSOR_MESH.get()
+    if mesh is not None and _shardable(mesh, item_emb):
+        return _sharded_softmax_cross_entropy(mesh, query_emb, item_emb, labels)
     logits = tf.matmul(query_emb, item_emb, transpose_b=True)
     picked = tf.gather(logits, labels, axis=1, batch_dims=1)
     return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - picked)
@@ -81,7 +123,7 @@ def softmax_cross_entropy(query_emb, item_emb, labels):
 
 def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_accidental_hits=True):
     """Mean in-batch sampled-softmax cross-entropy: scalar."""
-    logits = tf.matmul(query_emb, tf.gather(item_emb, labels), transpose_b=True)
+    logits = tf.matmul(query_emb, _take(item_emb, labels), transpose_b=True)
     if log_q is not None:
         logits = logits - tf.gather(log_q, labels)[None, :]
     if remove_accidental_hits:
@@ -90,6 +132,22 @@ def sampled_softmax_loss(query_emb, item_emb, labels, log_q=None, remove_acciden
         hit = tf.logical_and(same, tf.logical_not(tf.eye(n, dtype=tf.bool)))
         logits = tf.where(hit, tf.constant(_NEG_INF, logits.dtype), logits)
     return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - _diagonal(logits))
+
+
+def _sharded_softmax_cross_entropy(mesh, query_emb, item_emb, labels):
+    """`softmax_cross_entropy` over a row-sharded item table: each device's logits are those of
+    its own items (`[B, M/k]`, the padding items masked to -inf), the log-sum-exp over the items
+    is reduced across devices (`[B]` vectors), the labels' logits are `⟨q, V[label]⟩` with the
+    rows fetched where they live: the table and the `[B, M]` logits never move."""
+    table, num_items = _rows.padded(item_emb)
+    logits = tf.matmul(query_emb, table, transpose_b=True)
+    logits = dtensor.relayout(logits, _rows.layout(mesh, 2, 1))
+    if num_items != table.shape[0]:
+        real = tf.range(int(table.shape[0])) < num_items
+        real = dtensor.relayout(real, _rows.layout(mesh, 1, 0))
+        logits = tf.where(real[None, :], logits, tf.constant(_NEG_INF, logits.dtype))
+    picked = tf.reduce_sum(query_emb * _take(item_emb, labels), axis=1)
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - picked)
 
 
 def _diagonal(x):

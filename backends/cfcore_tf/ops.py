@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from . import kernels
+from .rows import PaddedRows
 
 
 def strict_float32() -> None:
@@ -23,6 +24,11 @@ _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
 
 
 def sum(x, axis: int | None = None):  # noqa: A001  (the array-API names are the contract)
+    if isinstance(x, PaddedRows):
+        if axis is None:
+            # A padded table's padding rows are zeros: its total without slicing them off.
+            return tf.reduce_sum(x.padded)
+        x = x.__tf_tensor__()
     return tf.reduce_sum(x, axis=axis)
 
 
@@ -34,7 +40,13 @@ def max(x, axis: int | None = None):  # noqa: A001
     return tf.reduce_max(x, axis=axis)
 
 
-square = tf.square
+def square(x):
+    if isinstance(x, PaddedRows):
+        # Zero padding rows stay zero: still a padded table (`sum` reads it without a slice).
+        return PaddedRows(tf.square(x.padded), x.rows)
+    return tf.square(x)
+
+
 sqrt = tf.sqrt
 exp = tf.exp
 log = tf.math.log

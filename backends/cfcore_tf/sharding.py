@@ -16,14 +16,49 @@ strategy with row-sharded variables (`ShardedVariable` through a `variable_parti
 least one ps") and schedules functions asynchronously through a `ClusterCoordinator`, not
 cfcore's compiled chunk. DTensor shards a tensor's rows over logical CPU devices in one process.
 
-What DTensor makes of the step (read from its SPMD-expanded program, `TF_DUMP_GRAPH_PREFIX`,
-in `tests/test_sharding_tf.py`): the gather-MSE all-gathers both whole tables (`tf.gather` of a
-row-sharded table), the full-batch gradient of the gather is all-reduced as a whole table, and a
-minibatch's `take` all-gathers the split ratings. Slicing the padding off a table whose row count
-k does not divide (below) also replicates it, so that table's Gramian is computed whole on every
-device. On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
-(`jit_compile` is not applied: nothing reaches XLA's dump). A chunk of steps is a host loop of one
-compiled step there, not one `tf.while_loop` (see `transforms._host_loop`).
+What DTensor would make of the step by itself (read from its SPMD-expanded program,
+`TF_DUMP_GRAPH_PREFIX`, in `tests/test_sharding_tf.py`): `tf.gather` of a row-sharded table
+all-gathers the whole table, and slicing the padding off a table whose row count k does not
+divide (below) makes it whole too (a `[29, d]` tensor cannot be split over 2, 4 or 8 devices).
+So inside a traced step `view` leaves a padded table padded, seen with its unpadded shape
+(`rows.PaddedRows`), and the backend's kernels read the tables where they live while
+`scope()` is active (`kernels.DTENSOR_MESH` set), as JAX's shard_map kernels do:
+
+* lookups (`pair_dot`, the softmax's labels and bags: `rows.take_rows`): every device receives
+  all the ids (`[n]` ints), gathers from its own `[⌈N/k⌉, d]` rows those it owns (zeros for the
+  rest) and one `[n, d]` all-reduce sums the partial rows, whole on every device. The products
+  of the rows are then computed whole too, so the rows' gradient arrives whole on every device
+  and each device scatter-adds those of its own rows locally (`tf.custom_gradient`): no
+  collective in the backward pass. In the expanded step of full-batch regularized SGD (the
+  test's 40 × 29 tables, 500 ratings, d 4; 2, 4 and 8 devices alike): all-gathers of the split
+  ratings' `[500]` ids and values, two `[500, 4]` all-reduces (the user and item rows), two
+  `[4, 4]` Gramian all-reduces and scalars; minibatch Adam: `[64, 4]` all-reduces instead; no
+  table moves (it used to: each table all-gathered, and its full-batch gradient all-reduced
+  whole).
+* the Gramian of a padded table, the sum of its squares: of the padded table (zero rows add
+  nothing): a local `[d, d]` matmul per shard and one `[d, d]` all-reduce;
+* the full softmax: each device's logits are its own items' (`[B, ⌈M/k⌉]`, the padding items
+  masked to -inf), the log-sum-exp is reduced across devices (`[B]` vectors), the labels'
+  logits are `⟨q, V[label]⟩` from `take_rows`.
+
+What this costs (`benchmarks/distributed_tf.py`, `benchmarks/results/distributed_tf.md`, d 32,
+2 / 4 logical CPU devices): O(n·d) traffic and memory per device for a step reading n ratings'
+rows, where the old path (`tf.gather` of the all-gathered table) moved and held O(N·d) whatever
+n. With fewer ratings in a step than table rows the lookup is faster and smaller (100k × 50k
+tables, batches of 8,192: 118 / 151 ms a step and 263 / 199 MiB a device, against 172 / 243 ms
+and 387 / 302 MiB); around the tables' size the time is the same (6,040 × 3,706 tables,
+batches of 8,192: 28 / 50 ms against 24 / 48 ms); with more ratings than rows the old path is
+cheaper (the same tables, a full batch of 200k ratings: 276 / 569 ms and about 300 MiB a device,
+against 39 / 113 ms and 25-62 MiB). The old path is not kept for that regime: no table moves is
+what sharding a table is for, and a step over more ratings than table rows is where the tables
+fit on one device anyway; train such data on one device, or in minibatches.
+
+The biased model's augmented tables (`[U, b_u, 1]`, a concatenation) are still sliced and made
+whole: its gradient step all-gathers them. A minibatch's `take` all-gathers the split ratings
+(1-D). On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
+(`jit_compile` is not applied: nothing reaches XLA's dump), and lowers an all-gather to an
+all-reduce. A chunk of steps is a host loop of one compiled step there, not one `tf.while_loop`
+(see `transforms._host_loop`).
 
 ALS half-sweeps (`row_blocks`, `half_sweep`): each device solves only its own rows (the ALX
 design, as JAX's shard_map does it). DTensor has no per-device function, but a batched op whose
@@ -35,9 +70,11 @@ fixed table is all-gathered once per half-sweep (each device's rows read any fix
 
 DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
 zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
-multiple of k. The padding never reaches the objective: `view` slices it off inside the compiled
-step, so the loss, its gradients and the penalties' row counts are those of the unpadded problem,
-and the padded rows get zero gradients (they stay zero under SGD, Adam and Adagrad).
+multiple of k. The padding never reaches the objective: inside the compiled step `view` slices
+the ratings' off and shows each padded table with its unpadded shape (`rows.PaddedRows`: any op
+but the kernels above sees the table sliced), so the loss, its gradients and the penalties' row
+counts are those of the unpadded problem, and the padded rows get zero gradients (they stay zero
+under SGD, Adam and Adagrad).
 """
 
 from __future__ import annotations
@@ -52,7 +89,7 @@ from tensorflow.experimental import dtensor
 
 from cfcore.train.placement import RowShardedPlacement, pad_rows
 
-from . import kernels
+from . import kernels, rows
 
 _AXIS = "rows"
 
@@ -237,7 +274,18 @@ class ShardedPlacement(RowShardedPlacement):
         and non-replicated DTensor is not supported", TF 2.21)."""
         if batch is None and tf.executing_eagerly() and _any_dtensor(params):
             return {k: tf.constant(v) for k, v in self.to_host(params).items()}, None
-        return super().view(params, batch)
+        if tf.executing_eagerly():
+            return super().view(params, batch)
+        # Traced: a padded table stays padded (`rows.PaddedRows`), seen with its unpadded shape;
+        # slicing its padding off would make it whole on every device.
+        _, batch = super().view({}, batch)
+        padded = {
+            k: rows.PaddedRows(v, self._rows[k])
+            if k in self._rows and self._rows[k] != v.shape[0]
+            else v
+            for k, v in params.items()
+        }
+        return padded, batch
 
     def _host(self, x: Any) -> np.ndarray:
         return _host(x)
