@@ -86,6 +86,12 @@ def take(x, indices, axis: int = 0):
 
 def concat(xs: Sequence, axis: int = 0):
     xs = list(xs)
+    if axis != 0 and xs and builtins.all(isinstance(x, PaddedRows) for x in xs):
+        # Padded tables side by side (the biased model's augmented columns): the padded
+        # result, no slice (which would make each piece whole on every device).
+        rows = {x.rows for x in xs}
+        if len(rows) == 1 and len({int(x.padded.shape[0]) for x in xs}) == 1:
+            return PaddedRows(tf.concat([x.padded for x in xs], axis=axis), rows.pop())
     out = tf.concat(xs, axis=axis)
     if builtins.all(kernels.is_replicated(x) for x in xs):  # `all` is the array-API one here
         # Pieces fixed whole on every device (a sharded step's bags): the result whole too.
@@ -94,6 +100,9 @@ def concat(xs: Sequence, axis: int = 0):
 
 
 def reshape(x, shape: Sequence[int]):
+    if isinstance(x, PaddedRows) and x.padded.shape.rank == 1 and tuple(shape) == (-1, 1):
+        # A padded column `[N]` -> `[N, 1]`: still padded (zero rows stay zero).
+        return PaddedRows(tf.reshape(x.padded, (-1, 1)), x.rows)
     return tf.reshape(x, shape)
 
 
@@ -105,6 +114,12 @@ def full_like(x, value: float):
     # Not `tf.fill(tf.shape(x), ...)`: on a row-sharded DTensor that gives a replicated tensor
     # (every device holding the whole table: Adagrad's accumulators were so), while `ones_like`
     # keeps `x`'s layout. Exact: 1·v == v for every float v (±0, ±inf and NaN included).
+    if isinstance(x, PaddedRows):
+        # The padding rows stay zero (what `PaddedRows` promises its kernels).
+        full = tf.ones_like(x.padded) * tf.constant(value, x.dtype)
+        real = tf.range(int(x.padded.shape[0])) < x.rows
+        real = tf.reshape(real, [-1] + [1] * (x.padded.shape.rank - 1))
+        return PaddedRows(tf.where(real, full, tf.zeros_like(full)), x.rows)
     return tf.ones_like(x) * tf.constant(value, x.dtype)
 
 

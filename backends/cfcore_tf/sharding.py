@@ -53,8 +53,9 @@ against 39 / 113 ms and 25-62 MiB). The old path is not kept for that regime: no
 what sharding a table is for, and a step over more ratings than table rows is where the tables
 fit on one device anyway; train such data on one device, or in minibatches.
 
-The biased model's augmented tables (`[U, b_u, 1]`, a concatenation) are still sliced and made
-whole: its gradient step all-gathers them. A minibatch's `take` all-gathers the split ratings
+The biased model's augmented tables (`[U, b_u, 1]`, concatenations) are built from the padded
+tables (`ops.reshape`, `concat`, `full_like` keep a `rows.PaddedRows`), so its step fetches rows
+the same way. A minibatch's `take` all-gathers the split ratings
 (1-D). On CPU DTensor runs the expanded graph with TensorFlow collectives, without XLA
 (`jit_compile` is not applied: nothing reaches XLA's dump), and lowers an all-gather to an
 all-reduce. A chunk of steps is a host loop of one compiled step there, not one `tf.while_loop`
