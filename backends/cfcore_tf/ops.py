@@ -100,9 +100,11 @@ def concat(xs: Sequence, axis: int = 0):
 
 
 def reshape(x, shape: Sequence[int]):
-    if isinstance(x, PaddedRows) and x.padded.shape.rank == 1 and tuple(shape) == (-1, 1):
-        # A padded column `[N]` -> `[N, 1]`: still padded (zero rows stay zero).
-        return PaddedRows(tf.reshape(x.padded, (-1, 1)), x.rows)
+    if isinstance(x, PaddedRows):
+        if x.padded.shape.rank == 1 and tuple(shape) == (-1, 1):
+            # A padded column `[N]` -> `[N, 1]`: still padded (zero rows stay zero).
+            return PaddedRows(tf.reshape(x.padded, (-1, 1)), x.rows)
+        x = x.__tf_tensor__()  # any other shape: of the unpadded table
     return tf.reshape(x, shape)
 
 
