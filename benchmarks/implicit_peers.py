@@ -237,11 +237,12 @@ def accuracy(mode: str, backends: Sequence[str], datasets: Sequence[str], seeds:
         # seeds 0-2; benchmarks/README.md has the numbers). cfcore's iALS has a ridge along
         # λ·α₀ ≈ 0.002-0.004 (ν = 1 scales λ by |S_r| + α₀·M): ml-100k peaks at λ 0.02 / α₀ 0.1
         # or λ 0.01 / α₀ 0.5, ml-latest-small at λ 0.005 / α₀ 0.5-0.8, where d 256 beats d 128
-        # on every seed (not on ml-100k); λ 0.035+ and α₀ 0.05 never came close, ν 0.75, d 64
-        # and exact Cholesky solves (instead of 3 warm-started CG steps) gained nothing, and 32
-        # sweeps little. implicit's ALS peaks near its λ 10-30, alpha 3-10, d 64-128, falls off
-        # past λ 30 (λ 100 and alpha 30 were worse on every split) and below alpha 1; it gets
-        # d 256 and 32 iterations as cfcore does.
+        # on every seed (not on ml-100k); λ 0.035+ and α₀ 0.05 never came close; ν 0.75, d 64
+        # and exact Cholesky solves (instead of 3 warm-started CG steps) gained at most 0.002
+        # of NDCG@100, 32 sweeps little. implicit's ALS peaks near its λ 10-30, alpha 3-10,
+        # falls off past λ 30 (λ 100 and alpha 30 were worse on every split) and below alpha 1,
+        # and gains from d 256 on ml-latest-small as cfcore does: it gets d 256 too, and 32
+        # iterations as cfcore.
         "full": dict(
             checkpoints=(8, 16, 32),
             ease_lambda=(100.0, 200.0, 300.0, 500.0, 1000.0),
