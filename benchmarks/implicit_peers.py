@@ -402,23 +402,29 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot(summary, epoch, out_dir, footer, stem):
     plt = rp.pyplot()
-    panels = 1 + bool(epoch and epoch["rows"])
+    # One panel per part that has rows: an epoch-only run draws no empty accuracy panel.
+    has_epoch = bool(epoch and epoch["rows"])
+    panels = max(1, bool(summary) + has_epoch)
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
-    ax = axes[0][0]
-    datasets = list(dict.fromkeys(s["dataset"] for s in summary))
-    names = list(dict.fromkeys(s["contender"] for s in summary))
-    width = 0.8 / max(len(names), 1)
-    for j, name in enumerate(names):
-        vals = [next((s[SELECT] for s in summary if s["dataset"] == ds and s["contender"] == name),
-                     0.0) for ds in datasets]  # fmt: skip
-        ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=name, color=color(name))
-    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
-    ax.set_xticklabels(datasets)
-    ax.set_ylabel("NDCG@100 (mean over seeds)")
-    ax.set_title("strong generalization, held-out users folded in", fontsize=10)
-    ax.legend(fontsize=7)
-    if panels == 2:
-        ax = axes[0][1]
+    if summary:
+        ax = axes[0][0]
+        datasets = list(dict.fromkeys(s["dataset"] for s in summary))
+        names = list(dict.fromkeys(s["contender"] for s in summary))
+        width = 0.8 / max(len(names), 1)
+        for j, name in enumerate(names):
+            vals = [next((s[SELECT] for s in summary
+                          if s["dataset"] == ds and s["contender"] == name), 0.0)
+                    for ds in datasets]  # fmt: skip
+            ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=name,
+                   color=color(name))  # fmt: skip
+        ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
+        ax.set_xticklabels(datasets)
+        ax.set_ylabel("NDCG@100 (mean over seeds)")
+        ax.set_title("strong generalization, held-out users folded in", fontsize=10)
+        ax.legend(fontsize=7)
+    if has_epoch:
+        assert epoch is not None
+        ax = axes[0][panels - 1]
         ok = [r for r in epoch["rows"] if r.get("sweep_s") or r.get("first_s")]
         labels = [f"{r['contender']} {r['solver']} d{r['d']}" for r in ok]
         ax.barh(range(len(ok)), [r["sweep_s"] or r["first_s"] for r in ok],
