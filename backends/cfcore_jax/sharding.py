@@ -141,15 +141,7 @@ class ShardedPlacement(RowShardedPlacement):
                         bucket[name] = local.astype(np.int32)
             fetch.append(wanted)
         width = max(len(w) for w in fetch)
-        out = DeviceBlocks()
-        out["buckets"] = [
-            {name: np.concatenate([p["buckets"][b][name] for p in parts]) for name in bucket}
-            for b, bucket in enumerate(parts[0]["buckets"])
-        ]
-        out["position"] = np.concatenate([pad_rows(p["position"], per) for p in parts])
-        out["real"] = np.concatenate(
-            [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
-        )
+        out = DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.concatenate))
         out["fetch"] = np.concatenate([pad_rows(w.astype(np.int32), width) for w in fetch])
         return out
 

@@ -88,7 +88,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from cfcore.train.placement import RowShardedPlacement, pad_rows
+from cfcore.train.placement import RowShardedPlacement
 
 from . import kernels, rows
 
@@ -196,16 +196,7 @@ class ShardedPlacement(RowShardedPlacement):
         """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
         stacked along a leading device axis (`_DeviceBlocks`), which `data` shards."""
         parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        out = _DeviceBlocks()
-        out["buckets"] = [
-            {name: np.stack([p["buckets"][b][name] for p in parts]) for name in bucket}
-            for b, bucket in enumerate(parts[0]["buckets"])
-        ]
-        out["position"] = np.stack([pad_rows(p["position"], per) for p in parts])
-        out["real"] = np.concatenate(
-            [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
-        )
-        return out
+        return _DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.stack))
 
     def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
         """`half` run on every device over its own blocks and rows (the ALX design).

@@ -332,6 +332,28 @@ class RowShardedPlacement(Placement):
             )
         return parts, per, ranges
 
+    @staticmethod
+    def join_device_blocks(
+        parts: list[dict[str, Any]],
+        per: int,
+        ranges: list[tuple[int, int]],
+        join: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> dict[str, Any]:
+        """`device_row_blocks`' per-device blocks as one layout: every bucket array and the
+        `position`s (padded to `per`) joined along a leading axis by `join` (`np.concatenate`
+        where the framework splits them back, as shard_map does; `np.stack` for a device axis
+        of their own), plus `real` int32 `[k·per]` (1 for a table row, 0 for a padding row)."""
+        return {
+            "buckets": [
+                {name: join([p["buckets"][b][name] for p in parts]) for name in bucket}
+                for b, bucket in enumerate(parts[0]["buckets"])
+            ],
+            "position": join([pad_rows(p["position"], per) for p in parts]),
+            "real": np.concatenate(
+                [pad_rows(np.ones(hi - lo, np.int32), per) for lo, hi in ranges]
+            ),
+        }
+
     def params(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
         """Each `[N, ...]` table zero-padded to `k·⌈N/k⌉` rows, row-sharded."""
         out = {}
