@@ -78,8 +78,53 @@ def _bytes(shape: str) -> int:
     return size * _WIDTH[dtype]
 
 
+def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
+    """An iALS fit (CG, 3 steps) on `backend` in this process: TensorFlow on k logical devices
+    (0: one device, no DTensor) or JAX on k host devices (the caller set `XLA_FLAGS`; 0: no
+    `devices`). The implicit positives are `synthetic_ratings(...).to_implicit(threshold=3.5)`.
+    Times the first `fit` of one sweep (setup, tracing, DTensor's expansion, one sweep) and a
+    sweep (as `worker` times a step)."""
+    if backend == "tf" and k:
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * k
+        )
+    import cfcore
+
+    r = cfcore.synthetic_ratings(cfg["users"], cfg["items"], cfg["ratings"], seed=0)
+    r = r.to_implicit(threshold=3.5)
+    model = cfcore.IALS(embedding_dim=cfg["dim"], solver="cg")
+    kw: dict[str, Any] = {"backend": backend, "devices": k or None, "progress": False}
+
+    def fit(steps: int) -> float:
+        t0 = time.perf_counter()
+        model.fit(r, steps=steps, eval_every=steps, **kw)
+        model.embeddings  # noqa: B018  (reads the tables back: the sweeps are done)
+        return time.perf_counter() - t0
+
+    first = fit(1)
+    fit(cfg["steps"])  # warm: a chunk of several sweeps may expand again (DTensor)
+    many, one = [], []
+    for _ in range(cfg["repeats"]):
+        many.append(fit(cfg["steps"]))
+        one.append(fit(1))
+    sweep = (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1)
+    return {
+        "k": k,
+        "run": f"ials_{backend}",
+        "positives": len(r),
+        "sweep_s": sweep,
+        "first_fit_s": first,
+        "fit1_s": statistics.median(one),
+    }
+
+
 def worker(k: int, cfg: dict[str, Any], run: str) -> dict[str, Any]:
     """One configuration in this process: k logical devices (0: no DTensor), `run` "sgd"/"adam"."""
+    if run.startswith("ials_"):
+        return als_worker(k, cfg, run.removeprefix("ials_"))
     dump = tempfile.mkdtemp(prefix="cfcore_dtensor_")
     if k:
         os.environ["TF_CPP_VMODULE"] = "dtensor_mlir_passes=4"
@@ -135,7 +180,11 @@ def worker(k: int, cfg: dict[str, Any], run: str) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", default="0,2,4", help="device counts (0: no DTensor)")
-    p.add_argument("--runs", default="sgd,adam")
+    p.add_argument(
+        "--runs",
+        default="sgd,adam",
+        help="sgd, adam (RegularizedMF steps), ials_tf, ials_jax (iALS sweeps, d from --dim)",
+    )
     for name in SHAPE:
         p.add_argument(f"--{name}", type=int, help=f"default {SHAPE[name]:,}")
     p.add_argument("--quick", action="store_true", help=f"a smaller shape: {QUICK}")
@@ -163,6 +212,10 @@ def main() -> None:
         for k in map(int, args.devices.split(",")):
             cmd = [sys.executable, __file__, "--worker", f"{k}:{run}", *sys.argv[1:]]
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+            if run == "ials_jax":
+                env |= {"JAX_PLATFORMS": "cpu"}
+                if k:
+                    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={k}"
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             lines = [x for x in out.stdout.splitlines() if x.startswith("@@result ")]
             if not lines:
@@ -170,8 +223,21 @@ def main() -> None:
             res = json.loads(lines[-1].removeprefix("@@result "))
             print(json.dumps(res), flush=True)
             rows.append(res)
-    table = []
+    table, als_table = [], []
     for res in rows:
+        if res["run"].startswith("ials_"):
+            backend = res["run"].removeprefix("ials_")
+            devices = f"{res['k']}" if res["k"] else "1 (no devices=)"
+            als_table.append(
+                [
+                    "TensorFlow (DTensor)" if backend == "tf" and res["k"] else backend,
+                    devices,
+                    f"{res['positives']:,}",
+                    f"{res['first_fit_s']:.1f}",
+                    f"{res['sweep_s']:.2f}",
+                ]
+            )
+            continue
         moved = sum(_bytes(shape) * n for _, shape, n in res["collectives"])
         listed = ", ".join(f"{n}× {kind} {shape}" for kind, shape, n in res["collectives"])
         table.append(
@@ -199,9 +265,12 @@ def main() -> None:
         "collectives of the expanded step (global result shapes)",
     ]
     tag = f" ({args.tag})" if args.tag else ""
-    text = (
-        f"# Sharded TensorFlow step{tag}\n\n{stamp()}\n\nShape: {cfg}\n\n{md_table(head, table)}\n"
-    )
+    text = f"# Sharded TensorFlow step{tag}\n\n{stamp()}\n\nShape: {cfg}\n\n"
+    if table:
+        text += f"{md_table(head, table)}\n"
+    if als_table:
+        als_head = ["iALS (CG, 3 steps)", "devices", "positives", "first fit s", "sweep s"]
+        text += f"\n{md_table(als_head, als_table)}\n"
     out_dir = Path(args.out_dir)
     name = (
         "distributed_tf" + (f"_{args.tag}" if args.tag else "") + ("_smoke" if args.smoke else "")

@@ -209,6 +209,17 @@ def test_distributed_tf_smoke(tmp_path):
     assert not any(f"f32[{rows},4]" in md for rows in (200, 101, 102)), md
 
 
+def test_distributed_tf_als_smoke(tmp_path):
+    pytest.importorskip("tensorflow")
+    args = ("--runs", "ials_tf", "--devices", "0,2", "--steps", "2", "--repeats", "1")
+    _run_script("distributed_tf.py", *args, out_dir=tmp_path)
+    md = (tmp_path / "distributed_tf_smoke.md").read_text()
+    # An iALS row on one TensorFlow device and one on 2 (DTensor), each with both times.
+    rows = re.findall(r"^\| (tf|TensorFlow \(DTensor\)) \| (1 \(no devices=\)|2) \| [\d,]+ \| "
+                      r"[\d.]+ \| [\d.]+ \|$", md, re.M)  # fmt: skip
+    assert rows == [("tf", "1 (no devices=)"), ("TensorFlow (DTensor)", "2")], md
+
+
 def test_distributed_counts_collective_bytes(bench_modules):
     sys.path.insert(0, str(BENCH))
     try:

@@ -67,7 +67,12 @@ batch axis is sharded expands to the same op on each device's part: the row bloc
 device on the host and stacked along a leading device axis placed sharded, and the half-sweep runs
 under `tf.vectorized_map` over that axis, which turns it into such batched ops (the Gramians,
 Cholesky factorizations and solves of `[1, B, d, d]` per device in the expanded program). The
-fixed table is all-gathered once per half-sweep (each device's rows read any fixed row).
+fixed table is all-gathered once per half-sweep (each device's rows read any fixed row). The loop
+over a bucket's blocks is unrolled into the step (`transforms.compile_map`: DTensor's passes break
+on a `tf.while_loop` there), so each device's part of a bucket is one block (`max_blocks`): the
+program has one block solve per bucket, whatever the data's size (cut into cache-sized blocks it
+grew with the data, and an iALS fit of 34.6k x 6.7k with 2.2M positives had not finished its
+first sweep after 10 minutes).
 
 DTensor needs every sharded axis divisible by the mesh size, so a table of N rows is padded with
 zero rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a
@@ -131,9 +136,21 @@ class ShardedPlacement(RowShardedPlacement):
     """
 
     blocks_type = _DeviceBlocks
+    # One block per bucket on each device: the half-sweep's loop over a bucket's blocks is
+    # unrolled into the step (`transforms.compile_map`), so each block is one more copy of the
+    # block solve in DTensor's program. Cut into cache-sized blocks (`row_blocks.BLOCK_FLOATS`)
+    # an iALS sweep of 6,040 x 3,706 (139k positives, d 64, CG) on 2 devices unrolled 260
+    # blocks a device and its first fit took 276 s (about 90 s tracing and vectorizing, 185 s
+    # in DTensor's expansion and TensorFlow's graph passes); each bucket one block, 6.6 s. The
+    # program is then one block solve per bucket whatever the data's size (the buckets grow
+    # with the log of the longest row), and a block's memory grows with the device's share of
+    # the data instead: its `[B, L, d]` gathered rows and their CG temporaries, materialized op
+    # by op (DTensor on CPU runs without XLA).
+    max_blocks = 1
     # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: each device's own
     # blocks and rows (`row_blocks`, `half_sweep`), the half-sweep's loop over blocks unrolled
-    # into the step (`transforms.compile_loop`). The softmax model: its `log_q` replicated on the mesh
+    # into the step (`transforms.compile_map`), one block per bucket (`max_blocks`). The
+    # softmax model: its `log_q` replicated on the mesh
     # (`transforms._on_mesh_of`), the sampled softmax's diagonal a masked sum
     # (`kernels._diagonal`), its evaluation on the tables read back from their shards (`view`).
     # Listed, not None: a trainer added later is refused here until it is made to shard.

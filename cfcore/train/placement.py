@@ -211,6 +211,12 @@ class RowShardedPlacement(Placement):
     pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
     observed_halves = False  # unless the backend's half_sweep sums the devices' losses
     blocks_type: type = type(None)
+    max_blocks: int | None = None
+    """The most blocks a bucket of `device_row_blocks` is cut into (None: no cap, the blocks
+    sized by `block_rows` alone). A framework whose half-sweep cannot loop over the blocks in
+    one compiled step unrolls that loop (TensorFlow's DTensor): the cap bounds its program by
+    `max_blocks` block solves per bucket whatever the data's size, at the cost of a block's
+    memory growing with the bucket (`⌈rows / max_blocks⌉` rows a block)."""
 
     def __init__(self, backend: Any, devices: Any) -> None:
         super().__init__(backend)
@@ -314,6 +320,8 @@ class RowShardedPlacement(Placement):
             # slots 21% over one device's with 8-row blocks, 10% with these).
             alone = total if whole else min(block_rows(n, dim, solver), total)
             size = max(size, min(MIN_BLOCK_ROWS, alone))
+            if self.max_blocks is not None:
+                size = max(size, -(-most // int(self.max_blocks)))
             shapes[n] = (-(-most // size), size)
         parts = []
         for lo, hi in ranges:
