@@ -76,7 +76,7 @@ def matmul(a, b):
     if _lone_row(a, b):
         # Two rows (the second zero), the first kept: see `_lone_row`.
         pad = tf.zeros_like(a)
-        return tf.matmul(tf.concat([a, pad], axis=-2), b)[..., :1, :]
+        return tf.split(tf.matmul(tf.concat([a, pad], axis=-2), b), 2, axis=-2)[0]
     return tf.matmul(a, b)
 
 
