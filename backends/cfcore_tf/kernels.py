@@ -194,8 +194,9 @@ def _cholesky(a):
     (`[..., d, d]`, symmetric positive definite), one column per step of a loop over the d
     columns (left-looking: column j is a's column j less `L Lⱼᵀ`, over the columns found so far).
 
-    A pivot `≤ 0` (a system that is not positive definite) makes the rest of that system's L
-    NaN, so its solution too, as `tf.linalg.cholesky` under XLA does.
+    A pivot `≤ 0` (a system that is not positive definite) makes that system's L non-finite
+    from there on (NaN from a negative one, NaN or inf from a zero one), so its solution too:
+    NaN rows, as `tf.linalg.cholesky` under XLA gives (tests/test_tf_ops.py).
     """
     d = tf.shape(a)[-1]
     slots = tf.range(d)
