@@ -85,23 +85,29 @@ def compile_loop(body: Callable) -> Callable:
 
 def compile_map(fn: Callable) -> Callable:
     """`run(data, xs) -> ys`: `fn(data, x)` over the leading axis of `xs`, outputs stacked: one
-    XLA `while_loop` writing `TensorArray`s (item 0 traced first, which fixes the outputs'
-    shapes and dtypes)."""
+    XLA `while_loop` calling `fn` traced once on one item's specs (a concrete function, which
+    also gives the element shapes and dtypes of the `TensorArray`s the loop writes)."""
 
     def mapped(data, xs):
         num = int(tf.nest.flatten(xs)[0].shape[0])
-        first = fn(data, tf.nest.map_structure(lambda a: a[0], xs))
-        leaves = tf.nest.flatten(first)
-        arrays = tuple(
-            tf.TensorArray(t.dtype, size=num, element_shape=t.shape).write(0, t) for t in leaves
-        )
+        # Not item 0 computed before the loop (as this map was first written): that put a second
+        # copy of `fn` into the program, and XLA compiled every looped ALS block twice (the
+        # first TF sweep at ML-10M shape took 2x JAX's to compile). The loop calls the trace
+        # rather than tracing `fn` again: a third of that first sweep was Python tracing.
+        item = tf.nest.map_structure(lambda a: tf.TensorSpec(a.shape[1:], a.dtype), xs)
+        probe = tf.function(lambda x: fn(data, x), autograph=AUTOGRAPH)
+        traced = probe.get_concrete_function(item)
+        shapes = traced.structured_outputs
+        leaves = tf.nest.flatten(shapes)
+        arrays = tuple(tf.TensorArray(t.dtype, size=num, element_shape=t.shape) for t in leaves)
 
         def step(t, arrays):
-            out = tf.nest.flatten(fn(data, tf.nest.map_structure(lambda a: a[t], xs)))
+            x = tf.nest.map_structure(lambda a: a[t], xs)
+            out = tf.nest.flatten(traced(x))
             return t + 1, tuple(a.write(t, o) for a, o in zip(arrays, out, strict=True))
 
-        arrays = tf.while_loop(lambda t, _: t < num, step, (tf.constant(1), arrays))[1]
-        return tf.nest.pack_sequence_as(first, [a.stack() for a in arrays])
+        arrays = tf.while_loop(lambda t, _: t < num, step, (tf.constant(0), arrays))[1]
+        return tf.nest.pack_sequence_as(shapes, [a.stack() for a in arrays])
 
     compiled = tf.function(mapped, jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
 
