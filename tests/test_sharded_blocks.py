@@ -3,8 +3,6 @@ the results of one device, the blocks' rows, and each device's fetched fixed row
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from cfcore.data import row_blocks as rb
 from cfcore.train.placement import MIN_BLOCK_ROWS, RowShardedPlacement
 
-from .tiny_data import cli_env
+from .tiny_data import run_npz_script
 
 SCRIPT = Path(__file__).with_name("sharded_blocks_run.py")
 
@@ -22,17 +20,9 @@ SCRIPT = Path(__file__).with_name("sharded_blocks_run.py")
 def run(tmp_path_factory) -> dict[str, np.ndarray]:
     pytest.importorskip("jax")
     out = tmp_path_factory.mktemp("blocks") / "run.npz"
-    env = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_npz_script(
+        SCRIPT, out=out, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as f:
-        return dict(f)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,14 +14,12 @@ logical devices when it first runs an op).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .tiny_data import cli_env
+from .tiny_data import run_npz_script
 
 pytest.importorskip("tensorflow")
 
@@ -34,16 +32,7 @@ RTOL = 1e-5
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("program") / "run.npz"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as f:
-        return dict(f)
+    return run_npz_script(SCRIPT, out=out)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

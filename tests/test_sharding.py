@@ -11,14 +11,12 @@ the pairs' rows and the d x d Gramians between devices, never a whole table (rea
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .tiny_data import cli_env
+from .tiny_data import run_npz_script
 
 pytest.importorskip("jax")
 
@@ -33,17 +31,14 @@ RTOL = 1e-5
 
 def _run(k: str, tmp: Path) -> dict[str, np.ndarray]:
     out = tmp / f"run_{k}.npz"
-    env = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), k, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
+    return run_npz_script(
+        SCRIPT,
+        k,
+        out=out,
         timeout=300,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as f:
-        return dict(f)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,3 +60,22 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 CLI = [sys.executable, "-m", "cfcore.cli"]
 """The command line of this checkout, as a subprocess."""
+
+
+def run_npz_script(
+    script: Path, *args: str, out: Path, timeout: float = 600, **env: str
+) -> dict[str, np.ndarray]:
+    """Runs `python script *args out` in its own process (this checkout's code, `cli_env(**env)`)
+    and returns the arrays it saved to `out` (an `.npz`): the device-count drivers of the sharding
+    tests, each in a fresh process since a framework fixes its devices when it first runs an op.
+    """
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, str(out)],
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as f:
+        return dict(f)
