@@ -215,33 +215,35 @@ def _cholesky(a):
 def _forward_substitution(chol, b):
     """`y = L⁻¹ b`: `chol` the lower factor `[..., d, d]` (zero above the diagonal), `b`
     `[..., d]`; one entry of y per step, from the first."""
-    d = tf.shape(chol)[-1]
-    slots = tf.range(d)
-
-    def entry(i, y):
-        row = tf.gather(chol, i, axis=-2)  # [..., d]: L[i, :], met by y's entries found so far
-        yi = (tf.gather(b, i, axis=-1) - tf.reduce_sum(row * y, axis=-1)) / tf.gather(
-            row, i, axis=-1
-        )
-        return i + 1, tf.where(tf.equal(slots, i), yi[..., None], y)
-
-    return tf.while_loop(lambda i, _: i < d, entry, (tf.constant(0), tf.zeros_like(b)))[1]
+    return _substitute(chol, b, backward=False)
 
 
 def _back_substitution(chol, y):
     """`x = L⁻ᵀ y`: `chol` the lower factor `[..., d, d]` (zero above the diagonal), `y`
     `[..., d]`; one entry of x per step, from the last."""
+    return _substitute(chol, y, backward=True)
+
+
+def _substitute(chol, b, *, backward: bool):
+    """One triangular solve with the lower factor `chol` `[..., d, d]` and `b` `[..., d]`: `L x = b`
+    from the first entry (each step reads row i of L), or with `backward` `Lᵀ x = b` from the
+    last (column i of L, row i of Lᵀ). The entries not found yet are zero, so each step's sum over
+    the whole row meets only the ones found so far."""
     d = tf.shape(chol)[-1]
     slots = tf.range(d)
 
     def entry(i, x):
-        col = tf.gather(chol, i, axis=-1)  # [..., d]: L[:, i], met by x's entries found so far
-        xi = (tf.gather(y, i, axis=-1) - tf.reduce_sum(col * x, axis=-1)) / tf.gather(
-            col, i, axis=-1
+        line = tf.gather(chol, i, axis=-1 if backward else -2)  # [..., d]
+        xi = (tf.gather(b, i, axis=-1) - tf.reduce_sum(line * x, axis=-1)) / tf.gather(
+            line, i, axis=-1
         )
-        return i - 1, tf.where(tf.equal(slots, i), xi[..., None], x)
+        return i + (-1 if backward else 1), tf.where(tf.equal(slots, i), xi[..., None], x)
 
-    return tf.while_loop(lambda i, _: i >= 0, entry, (d - 1, tf.zeros_like(y)))[1]
+    def more(i, _):
+        return i >= 0 if backward else i < d
+
+    start = d - 1 if backward else tf.constant(0)
+    return tf.while_loop(more, entry, (start, tf.zeros_like(b)))[1]
 
 
 def _substitution_solve(chol, b):
