@@ -179,7 +179,7 @@ def solve(a, b):
     if ON_DTENSORS.get():
         return _substitution_solve(tf.linalg.cholesky(a), b)
     chol = _cholesky(a)
-    return _back_substitution(chol, _forward_substitution(chol, b))
+    return _substitute(chol, _substitute(chol, b, backward=False), backward=True)
 
 
 # Not `tf.linalg.cholesky` + `cholesky_solve` off DTensors: TF 2.21's XLA bridge expands both into
@@ -212,23 +212,12 @@ def _cholesky(a):
     return tf.while_loop(lambda j, _: j < d, column, (tf.constant(0), tf.zeros_like(a)))[1]
 
 
-def _forward_substitution(chol, b):
-    """`y = L⁻¹ b`: `chol` the lower factor `[..., d, d]` (zero above the diagonal), `b`
-    `[..., d]`; one entry of y per step, from the first."""
-    return _substitute(chol, b, backward=False)
-
-
-def _back_substitution(chol, y):
-    """`x = L⁻ᵀ y`: `chol` the lower factor `[..., d, d]` (zero above the diagonal), `y`
-    `[..., d]`; one entry of x per step, from the last."""
-    return _substitute(chol, y, backward=True)
-
-
 def _substitute(chol, b, *, backward: bool):
     """One triangular solve with the lower factor `chol` `[..., d, d]` and `b` `[..., d]`: `L x = b`
     from the first entry (each step reads row i of L), or with `backward` `Lᵀ x = b` from the
     last (column i of L, row i of Lᵀ). The entries not found yet are zero, so each step's sum over
-    the whole row meets only the ones found so far."""
+    the whole row meets only the ones found so far. (On DTensors `_substitution_solve` does the
+    same unrolled: DTensor's passes break on a `tf.while_loop`.)"""
     d = tf.shape(chol)[-1]
     slots = tf.range(d)
 
