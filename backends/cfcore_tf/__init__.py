@@ -1,7 +1,9 @@
 """The TensorFlow 2 backend of cfcore: the operations of `cfcore.backend.protocol.Backend`.
 
 Importing this module imports tensorflow; `cfcore` itself never does. Select it with `backend="tf"`.
-Compiled functions use XLA (`jit_compile=True`); no tf.compat.v1.
+Compiled functions use XLA (`jit_compile=True`); no tf.compat.v1. One XLA:CPU program runs on one
+core: a large ALS half-sweep is cut into concurrent parts, XLA calls that a non-XLA graph runs at
+once on TensorFlow's inter-op threads (`transforms.compile_parts`; `TFBackend(parts=...)`).
 """
 
 from __future__ import annotations
