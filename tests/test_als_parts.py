@@ -286,6 +286,7 @@ def test_tf_small_half_sweep_stays_one_xla_program():
     assert _part_calls(concrete) == []
 
 
+@pytest.mark.slow  # eight small TensorFlow fits, each compiled: about a minute
 @pytest.mark.parametrize(
     ("kind", "solver"), [("ials", "cg"), ("ials", "cholesky"), ("wals", "cg"), ("biased", "cg")]
 )
