@@ -513,7 +513,10 @@ def report(rows, cfg, epoch, mode, out_dir, stem: str = "implicit_peers") -> Non
             "(`first` includes compilation), then timed with the parameters synced to the host. "
             "implicit: `AlternatingLeastSquares(num_threads=2)`, one `fit` iteration (its CSR "
             'transpose included), its default CG (3 steps) or Cholesky. "K CPU devices": '
-            "the tables row-sharded over K virtual CPU devices (`fit(devices=K)`).\n",
+            "the tables row-sharded over K virtual CPU devices (`fit(devices=K)`). cfcore tf "
+            "(one device) cuts each half-sweep into as many concurrent parts as the cores it "
+            "may use, XLA calls run at once by TensorFlow's executor (`TFBackend(parts=None)`, "
+            "`cfcore_tf.transforms.compile_parts`).\n",
             rp.md_table(
                 [
                     "contender",

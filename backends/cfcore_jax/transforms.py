@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +41,29 @@ def compile_loop(body: Callable) -> Callable:
 
 
 def compile_map(fn: Callable) -> Callable:
-    """`run(data, xs) -> ys`: `lax.map` of `fn(data, x)` over the leading axis of `xs`."""
+    """`run(data, xs, start=0, stop=None) -> ys`: `lax.map` of `fn(data, x)` over items `start`
+    to `stop` − 1 of the leading axis of `xs` (default all)."""
 
     @jax.jit
-    def run(data, xs):
+    def run_all(data, xs):
         return lax.map(lambda x: fn(data, x), xs)
+
+    @functools.partial(jax.jit, static_argnums=(2, 3))
+    def run_range(data, xs, start, stop):
+        part = jax.tree_util.tree_map(lambda a: a[start:stop], xs)
+        return lax.map(lambda x: fn(data, x), part)
+
+    def run(data, xs, start: int = 0, stop: int | None = None):
+        total = int(jax.tree_util.tree_leaves(xs)[0].shape[0])
+        if start == 0 and stop in (None, total):
+            return run_all(data, xs)
+        stop = total if stop is None else int(stop)
+        if not 0 <= int(start) < stop <= total:
+            raise ValueError(
+                f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
+                f"got start={start}, stop={stop}"
+            )
+        return run_range(data, xs, int(start), stop)
 
     return run
 

@@ -1,7 +1,9 @@
 """The TensorFlow 2 backend of cfcore: the operations of `cfcore.backend.protocol.Backend`.
 
 Importing this module imports tensorflow; `cfcore` itself never does. Select it with `backend="tf"`.
-Compiled functions use XLA (`jit_compile=True`); no tf.compat.v1.
+Compiled functions use XLA (`jit_compile=True`); no tf.compat.v1. One XLA:CPU program runs on one
+core: a large ALS half-sweep is cut into concurrent parts, XLA calls that a non-XLA graph runs at
+once on TensorFlow's inter-op threads (`transforms.compile_parts`; `TFBackend(parts=...)`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ def _compiled(fn: Any, jit: bool = True) -> Any:
         autograph=transforms.AUTOGRAPH,
     )
 
+    # In a host graph (concurrent parts: `transforms.compile_parts`) the kernel is an XLA call
+    # of its own, with static shapes (the step's), as the rest of the program would have been.
+    hosted = tf.function(fn, jit_compile=transforms.JIT_COMPILE and jit, autograph=False)
+
     def call(*args: Any, **kwargs: Any) -> Any:
         if not tf.executing_eagerly():
+            if transforms.in_host_graph():
+                return hosted(*args, **kwargs)
             # Already inside a compiled function (a training loop): inline the kernel, so that
             # XLA sees one program (and the gradients of its gathers get static shapes).
             return fn(*args, **kwargs)
@@ -50,10 +58,35 @@ def _compiled(fn: Any, jit: bool = True) -> Any:
 
 
 class TFBackend:
-    """cfcore's `Backend` on TensorFlow 2."""
+    """cfcore's `Backend` on TensorFlow 2.
+
+    Args:
+        parts: how many concurrent parts an ALS half-sweep on one device is cut into
+            (`compile_parts`): None (the default) for as many as the CPU cores TensorFlow uses
+            (`transforms.default_parts`), 1 for one XLA program per chunk of sweeps. Small
+            half-sweeps get fewer (`cfcore.maths.als.MIN_PART_WORK`).
+
+    Example:
+        >>> from cfcore_tf import TFBackend
+        >>> model.fit(ratings, steps=10, backend=TFBackend(parts=1))  # doctest: +SKIP
+    """
 
     name = "tf"
     xp = ops
+
+    def __init__(self, parts: int | None = None) -> None:
+        if parts is not None and (
+            isinstance(parts, bool) or not isinstance(parts, int | np.integer) or parts < 1
+        ):
+            raise ValueError(
+                f"parts must be None (as many as the CPU cores) or an int >= 1, got {parts!r}"
+            )
+        self.parts = None if parts is None else int(parts)
+
+    def concurrent_parts(self) -> int:
+        """How many parts `compile_parts` runs at once in the code traced now (optional member,
+        `protocol.OPTIONAL_MEMBERS`): `parts` in a loop of steps that holds them, else 1."""
+        return transforms.concurrent_parts(self.parts)
 
     @staticmethod
     def is_available() -> bool:
@@ -98,6 +131,7 @@ class TFBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
+    compile_parts = staticmethod(transforms.compile_parts)  # optional, with `concurrent_parts`
     native_optimizer = staticmethod(transforms.native_optimizer)
     # Optional (not Protocol members): `fit(..., devices=...)` asks for the first
     # (`cfcore.train.sharding`), `cfcore.eval.agreement.strict_float32` calls the second.
@@ -105,7 +139,8 @@ class TFBackend:
     strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:
-        return f"TFBackend(tensorflow {tf.__version__})"
+        parts = "" if self.parts is None else f", parts={self.parts}"
+        return f"TFBackend(tensorflow {tf.__version__}{parts})"
 
 
 backend = TFBackend()

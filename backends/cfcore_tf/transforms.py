@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import tensorflow as tf
@@ -36,15 +38,166 @@ def value_and_grad(fn: Callable) -> Callable:
 
 
 def compile(fn: Callable) -> Callable:  # noqa: A001
-    # Traced per input shape (no reduce_retracing): core's mathematics may use static shapes
-    # (the embedding dimension of an identity, the row counts of a penalty).
-    return tf.function(fn, jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
+    """`fn` as one XLA program, traced per input shape (no reduce_retracing: core's mathematics
+    may use static shapes, the embedding dimension of an identity, the row counts of a
+    penalty); or, for arguments whose trace holds concurrent parts (`compile_parts`: an ALS
+    sweep), a host graph calling them (see `Hosted`)."""
+    return Hosted(fn)
+
+
+# Concurrent parts (`compile_parts`). One XLA:CPU program runs on one core, but TensorFlow's
+# executor runs independent ops of a non-XLA graph at once on its inter-op threads, XLA calls
+# (functions compiled with `jit_compile=True`) among them. So a compiled function or loop of
+# steps holding independent parts (an ALS half-sweep's blocks cut into runs,
+# `cfcore.maths.als`) runs as a non-XLA graph (a "host graph", `Hosted`) calling each part, and
+# the heavy kernels around them (`cfcore_tf._compiled`: the Gramians, the objective's pair
+# dots), as XLA calls; what is left there is elementwise work over the tables.
+_HOST_GRAPH: ContextVar[bool] = ContextVar("cfcore_tf_host_graph", default=False)
+"""True while a host graph is traced (outside its XLA calls)."""
+
+_PROBING: ContextVar[bool] = ContextVar("cfcore_tf_probing", default=False)
+"""True while `Hosted` traces its XLA program to learn whether it holds parts."""
+
+
+class _HostGraphNeeded(Exception):
+    """Raised by `compile_parts` when the XLA program `Hosted` probes holds several parts: the
+    trace stops there, and the function runs from a host graph instead."""
+
+
+def in_host_graph() -> bool:
+    """Whether a host graph is being traced now, outside its XLA calls (see `compile_parts`)."""
+    return _HOST_GRAPH.get()
+
+
+def default_parts() -> int:
+    """The parts TensorFlow runs at once: the CPU cores this process may use, at most its
+    inter-op threads where they are set (`tf.config.threading`; 0: as many as the cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        cores = os.cpu_count() or 1
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return max(1, min(cores, inter) if inter > 0 else cores)
+
+
+def concurrent_parts(parts: int | None) -> int:
+    """How many `compile_parts` parts run at once in the code traced now: `parts` (None:
+    `default_parts()`) in a host graph or in the XLA program `Hosted` probes (whose parts then
+    make it a host graph); else 1 (inside one XLA program, or eagerly, parts would run one
+    after another: no point cutting the work)."""
+    if not (_HOST_GRAPH.get() or _PROBING.get()):
+        return 1
+    return default_parts() if parts is None else int(parts)
+
+
+def compile_parts(fns: list[Callable]) -> Callable:
+    """`run(*args) -> [fns[0](*args), ...]`: independent computations, each compiled apart.
+
+    In a host graph each part is an XLA call of its own; none reads another's output, so the
+    executor runs them at once. Inside an XLA program (or eagerly) they are traced into it, one
+    after another. While `Hosted` probes its XLA program, several parts stop the trace
+    (`_HostGraphNeeded`): that function runs from a host graph.
+    """
+    compiled = [
+        tf.function(_part(fn, i), jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
+        for i, fn in enumerate(fns)
+    ]
+
+    def run(*args: Any) -> list[Any]:
+        if _HOST_GRAPH.get():
+            return [part(*args) for part in compiled]
+        if _PROBING.get() and len(fns) > 1:
+            raise _HostGraphNeeded
+        return [fn(*args) for fn in fns]
+
+    return run
+
+
+def _part(fn: Callable, i: int) -> Callable:
+    def part(*args: Any) -> Any:
+        # Traced as an XLA program: what it calls is inlined, as in any compiled function.
+        host, probing = _HOST_GRAPH.set(False), _PROBING.set(False)
+        try:
+            return fn(*args)
+        finally:
+            _PROBING.reset(probing)
+            _HOST_GRAPH.reset(host)
+
+    # Named, so that a graph's XLA calls of parts can be told apart (tests read them).
+    part.__name__ = f"cfcore_part_{i}"
+    return part
+
+
+class Hosted:
+    """`fn` compiled by XLA (`jit_compile=True`), or, for arguments whose trace holds several
+    concurrent parts (`compile_parts`), traced as a host graph: a non-XLA graph whose parts
+    (and heavy kernels) are XLA calls, which TensorFlow's executor runs at once.
+
+    Which one is learnt once per argument signature, by tracing the XLA program with
+    `_PROBING` set: several parts stop that trace at once (`_HostGraphNeeded`); without parts
+    the trace is the one the call then runs (no second trace). Called inside another traced
+    function, `fn` is part of that one's program, as any `tf.function` is.
+    """
+
+    def __init__(self, fn: Callable) -> None:
+        self.xla = tf.function(fn, jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
+        self.host = tf.function(fn, jit_compile=False, autograph=AUTOGRAPH)
+        self._hosted: dict[tuple, bool] = {}
+
+    def _is_hosted(self, args: tuple, kwargs: dict[str, Any]) -> bool:
+        key = _signature((args, kwargs))
+        if key not in self._hosted:
+            token = _PROBING.set(True)
+            try:
+                self.xla.get_concrete_function(*args, **kwargs)
+                self._hosted[key] = False
+            except _HostGraphNeeded:
+                self._hosted[key] = True
+            finally:
+                _PROBING.reset(token)
+        return self._hosted[key]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not tf.executing_eagerly() or _has_dtensor((args, kwargs)):
+            # Inside another traced function, or on DTensors (sharded: one device's share of
+            # the rows each, no parts): as before parts existed.
+            return self.xla(*args, **kwargs)
+        if not self._is_hosted(args, kwargs):
+            return self.xla(*args, **kwargs)
+        token = _HOST_GRAPH.set(True)  # read while the host graph is traced
+        try:
+            return self.host(*args, **kwargs)
+        finally:
+            _HOST_GRAPH.reset(token)
+
+    def get_concrete_function(self, *args: Any, **kwargs: Any) -> Any:
+        """The traced function a call with these arguments runs (XLA or host graph)."""
+        if not self._is_hosted(args, kwargs):
+            return self.xla.get_concrete_function(*args, **kwargs)
+        token = _HOST_GRAPH.set(True)
+        try:
+            return self.host.get_concrete_function(*args, **kwargs)
+        finally:
+            _HOST_GRAPH.reset(token)
+
+    def experimental_get_compiler_ir(self, *args: Any, **kwargs: Any) -> Any:
+        """The XLA program's compiler IR (`tf.function.experimental_get_compiler_ir`)."""
+        return self.xla.experimental_get_compiler_ir(*args, **kwargs)
+
+
+def _signature(tree: Any) -> tuple:
+    """What a trace of `tree`'s arguments depends on: its structure, shapes and dtypes."""
+    leaves = tuple(
+        (tuple(leaf.shape), leaf.dtype.name) if isinstance(leaf, tf.Tensor) else repr(leaf)
+        for leaf in tf.nest.flatten(tree)
+    )
+    return repr(tf.nest.map_structure(lambda _: 0, tree)), leaves
 
 
 def compile_loop(body: Callable) -> Callable:
-    """`run(carry, data, xs=None, num_steps=None)`: one XLA `while_loop` over the steps."""
+    """`run(carry, data, xs=None, num_steps=None)`: one XLA `while_loop` over the steps; or, for
+    a step that holds concurrent parts (`compile_parts`), a non-XLA `while_loop` calling them."""
 
-    @tf.function(jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
     def scan(carry, data, xs):
         num = tf.shape(tf.nest.flatten(xs)[0])[0]
 
@@ -54,16 +207,22 @@ def compile_loop(body: Callable) -> Callable:
 
         return tf.while_loop(lambda t, c: t < num, step, (tf.constant(0), carry))[1]
 
-    @tf.function(jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
     def repeat(carry, data, num_steps):
         def step(t, c):
             return t + 1, body(c, data, None)
 
         return tf.while_loop(lambda t, c: t < num_steps, step, (tf.constant(0), carry))[1]
 
+    hosted_scan, hosted_repeat = Hosted(scan), Hosted(repeat)
+
     @tf.function(jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
     def one_step(carry, data, x):
         return body(carry, data, x)
+
+    def loop_and_args(carry, data, xs, num_steps) -> tuple[Hosted, tuple]:
+        if xs is not None:
+            return hosted_scan, (carry, data, xs)
+        return hosted_repeat, (carry, data, tf.constant(num_steps, tf.int32))
 
     def run(carry, data, xs=None, num_steps: int | None = None):
         if xs is None and num_steps is None:
@@ -75,21 +234,28 @@ def compile_loop(body: Callable) -> Callable:
             # unrolled into the step, since DTensor's all-reduce combining pass breaks on a
             # `tf.while_loop` there ("operand #0 does not dominate this use", TF 2.21).
             return _host_loop(body, carry, data, xs, num_steps)
-        if xs is not None:
-            return scan(carry, data, xs)
-        assert num_steps is not None  # checked above: xs and num_steps are not both None
-        return repeat(carry, data, tf.constant(num_steps, tf.int32))
+        loop, args = loop_and_args(carry, data, xs, num_steps)
+        return loop(*args)
 
+    def concrete_function(carry, data, xs=None, num_steps: int | None = None) -> Any:
+        """The traced loop a call of `run` with these arguments runs (the XLA program, or the
+        host graph of a step with concurrent parts), for tests and inspection; not DTensors."""
+        loop, args = loop_and_args(carry, data, xs, num_steps)
+        return loop.get_concrete_function(*args)
+
+    run.concrete_function = concrete_function  # type: ignore[attr-defined]
     return run
 
 
 def compile_map(fn: Callable) -> Callable:
-    """`run(data, xs) -> ys`: `fn(data, x)` over the leading axis of `xs`, outputs stacked: one
-    XLA `while_loop` calling `fn` traced once on one item's specs (a concrete function, which
-    also gives the element shapes and dtypes of the `TensorArray`s the loop writes)."""
+    """`run(data, xs, start=0, stop=None) -> ys`: `fn(data, x)` over items `start` to `stop` − 1
+    of the leading axis of `xs` (default all), outputs stacked: one XLA `while_loop` calling
+    `fn` traced once on one item's specs (a concrete function, which also gives the element
+    shapes and dtypes of the `TensorArray`s the loop writes). A range reads the items where
+    they are (no copy of the slice)."""
 
-    def mapped(data, xs):
-        num = int(tf.nest.flatten(xs)[0].shape[0])
+    def mapped(data, xs, start, stop):
+        num = stop - start
         # Not item 0 computed before the loop (as this map was first written): that put a second
         # copy of `fn` into the program, and XLA compiled every looped ALS block twice (the
         # first TF sweep at ML-10M shape took 2x JAX's to compile). The loop calls the trace
@@ -104,20 +270,30 @@ def compile_map(fn: Callable) -> Callable:
         def step(t, arrays):
             x = tf.nest.map_structure(lambda a: a[t], xs)
             out = tf.nest.flatten(traced(x))
-            return t + 1, tuple(a.write(t, o) for a, o in zip(arrays, out, strict=True))
+            at = t if start == 0 else t - start
+            return t + 1, tuple(a.write(at, o) for a, o in zip(arrays, out, strict=True))
 
-        arrays = tf.while_loop(lambda t, _: t < num, step, (tf.constant(0), arrays))[1]
+        arrays = tf.while_loop(lambda t, _: t < stop, step, (tf.constant(start), arrays))[1]
         return tf.nest.pack_sequence_as(shapes, [a.stack() for a in arrays])
 
     compiled = tf.function(mapped, jit_compile=JIT_COMPILE, autograph=AUTOGRAPH)
 
-    def run(data, xs):
+    def run(data, xs, start: int = 0, stop: int | None = None):
+        total = int(tf.nest.flatten(xs)[0].shape[0])
+        stop = total if stop is None else int(stop)
+        if not 0 <= int(start) < stop <= total:
+            raise ValueError(
+                f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
+                f"got start={start}, stop={stop}"
+            )
         if _has_dtensor((data, xs)) or (not tf.executing_eagerly() and kernels.ON_DTENSORS.get()):
             # On DTensors: unrolled, as `compile_loop`'s loops there (see its comments).
-            num = int(tf.nest.flatten(xs)[0].shape[0])
-            outs = [fn(data, tf.nest.map_structure(lambda a, i=i: a[i], xs)) for i in range(num)]
+            outs = [
+                fn(data, tf.nest.map_structure(lambda a, i=i: a[i], xs))
+                for i in range(int(start), stop)
+            ]
             return tf.nest.map_structure(lambda *ys: tf.stack(ys), *outs)
-        return compiled(data, xs)
+        return compiled(data, xs, int(start), stop)
 
     return run
 

@@ -53,7 +53,8 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
 
 
 def python_map(fn: MapFn, stack: Callable[[list[Any]], Any]) -> Callable[..., Tree]:
-    """`run(data, xs) -> ys`: `fn(data, xs[i])` for each `i`, each leaf stacked by `stack`.
+    """`run(data, xs, start=0, stop=None) -> ys`: `fn(data, xs[i])` for each `i` from `start` to
+    `stop` − 1 (default all), each leaf stacked by `stack`.
 
     Args:
         fn: `fn(data, x) -> tree of arrays`, the same structure and shapes for every `x`.
@@ -63,11 +64,19 @@ def python_map(fn: MapFn, stack: Callable[[list[Any]], Any]) -> Callable[..., Tr
         >>> run = python_map(lambda data, x: (data * x, x), np.stack)
         >>> [a.tolist() for a in run(2.0, np.arange(3.0))]
         [[0.0, 2.0, 4.0], [0.0, 1.0, 2.0]]
+        >>> [a.tolist() for a in run(2.0, np.arange(3.0), 1, 3)]
+        [[2.0, 4.0], [1.0, 2.0]]
     """
 
-    def run(data: Tree, xs: Tree) -> Tree:
-        leaves = tree_leaves(xs)
-        outs = [fn(data, _index(xs, i)) for i in range(int(np.shape(leaves[0])[0]))]
+    def run(data: Tree, xs: Tree, start: int = 0, stop: int | None = None) -> Tree:
+        total = int(np.shape(tree_leaves(xs)[0])[0])
+        stop = total if stop is None else int(stop)
+        if not 0 <= int(start) < stop <= total:
+            raise ValueError(
+                f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
+                f"got start={start}, stop={stop}"
+            )
+        outs = [fn(data, _index(xs, i)) for i in range(int(start), stop)]
         return _stack(outs, stack)
 
     return run

@@ -381,11 +381,23 @@ BACKEND_MEMBERS: tuple[str, ...] = (
 
 OPTIONAL_MEMBERS: dict[str, str] = {
     "compile_map": (
-        "compile_map(fn) -> run(data, xs) -> ys: fn(data, xs[i]) for each i along the leading "
-        "axis of xs' leaves, each output leaf stacked along a new leading axis (JAX's lax.map); "
-        "usable inside compiled code. The ALS half-sweep maps its blocks of rows with it, and "
-        "without it writes each block into the bucket's output by a select over the whole "
-        "output (a cost quadratic in the number of blocks)."
+        "compile_map(fn) -> run(data, xs, start=0, stop=None) -> ys: fn(data, xs[i]) for each "
+        "i from start to stop - 1 (default: all) along the leading axis of xs' leaves, each "
+        "output leaf stacked along a new leading axis (JAX's lax.map); usable inside compiled "
+        "code. The ALS half-sweep maps its blocks of rows with it, and without it writes each "
+        "block into the bucket's output by a select over the whole output (a cost quadratic in "
+        "the number of blocks); a range is one part's blocks (compile_parts)."
+    ),
+    "compile_parts": (
+        "compile_parts(fns) -> run(*args) -> [fns[0](*args), ...]: independent computations "
+        "(none reads another's output), each compiled apart, which the framework may run at "
+        "once on one device (TensorFlow: XLA calls from a non-XLA graph, on its inter-op "
+        "threads); usable inside compiled code. Needs concurrent_parts (and compile_map). An "
+        "ALS half-sweep cuts its blocks into that many parts of about equal work."
+    ),
+    "concurrent_parts": (
+        "concurrent_parts() -> int: how many compile_parts parts run at once in the code being "
+        "traced now (1: cut nothing, e.g. inside one compiled program that runs on one core)."
     ),
 }
 """Members a backend may have; core uses them when present and works without them."""

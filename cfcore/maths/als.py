@@ -30,6 +30,13 @@ no scatter: reductions over a row's observations are batched matrix products, th
 solutions are stacked by the map (without one: put into the bucket's output by a one-hot
 select), and the new table is one gather of the buckets' outputs.
 
+A backend that can run independent compiled computations at once on one device (the optional
+`compile_parts` and `concurrent_parts`: TensorFlow runs XLA calls from a non-XLA graph on its
+inter-op threads, one a core) gets the blocks of a half-sweep cut into that many parts of about
+equal work (`plan_parts`), each a run of consecutive blocks solved by a computation of its own;
+their rows, concatenated in order, are the very concatenation the gather reads. Every block is
+solved by the same operations whatever the parts, so the rows do not depend on them.
+
 References: Hu, Koren & Volinsky, "Collaborative filtering for implicit feedback datasets" (2008);
 Rendle, Krichene, Zhang & Koren, "Revisiting the performance of iALS on item recommendation
 benchmarks" (2022), whose iALS objective and frequency-scaled regularization `IALS` uses.
@@ -43,6 +50,12 @@ from typing import Any
 import numpy as np
 
 SOLVERS: tuple[str, ...] = ("cholesky", "cg")
+
+MIN_PART_WORK = 1 << 20
+"""Work (`block_work`: about a padded observation slot each) of a half-sweep per concurrent part
+at least: a half-sweep is cut into at most `work // MIN_PART_WORK` parts. Each part is compiled
+apart, and a small half-sweep (MovieLens 1M: about a million slots a side, 0.09 s a TensorFlow
+iALS sweep) gains less from a second core than its extra programs cost to compile."""
 
 
 def gather_rows(be: Any, table: Any, cols: Any) -> Any:
@@ -307,7 +320,8 @@ def make_half_sweep(
 
     mapped = getattr(be, "compile_map", None)
     if mapped is not None:
-        # Each block's rows stacked into the bucket's [K, B, d] output by the loop itself.
+        # Each block's rows stacked into the bucket's [K, B, d] output by the loop itself; a
+        # part of a concurrent half-sweep maps blocks `start` to `stop` − 1 of a bucket.
         solve_bucket = mapped(solve_block)
     else:
         # Without compile_map: a loop whose carry is the bucket's [K, B, d] output, block k's
@@ -330,6 +344,49 @@ def make_half_sweep(
             zeros = start * xp.reshape(xp.zeros_like(xp.sum(data["current"], axis=0)), (1, 1, d))
             steps = {"block": bucket, "slot": be.asarray(np.eye(k, dtype=np.float32))}
             return loop((zeros, xp.sum(xp.zeros_like(bucket["row_reg"]))), data, steps)
+
+    def solve_segments(
+        data: dict[str, Any], buckets: list[dict[str, Any]], segments: list[tuple[int, int, int]]
+    ) -> tuple[Any, Any]:
+        """The rows of blocks `k0` to `k1` − 1 of bucket `j`, for each `(j, k0, k1)` of
+        `segments` in order, concatenated (`[Σ (k1 − k0)·B, d]`), and their observed loss."""
+        d = int(data["current"].shape[1])
+        outs: list[Any] = []
+        losses: list[Any] = []
+        single: list[tuple[Any, Any]] = []  # Cholesky buckets of one block: solved together
+        for j, k0, k1 in segments:
+            bucket = buckets[j]
+            k, b = (int(s) for s in bucket["ids"].shape)
+            if k == 1:  # one block: no loop to compile
+                block = {name: a[0] for name, a in bucket.items()}
+                if solver == "cholesky":
+                    system, rhs, loss = systems(data, block)
+                    single.append((system, rhs))
+                    outs.append(None)
+                else:
+                    sol, loss = solve_block(data, block)
+                    outs.append(sol)
+                losses.append(loss)
+                continue
+            if (k0, k1) == (0, k):
+                sols, loss = solve_bucket(data, bucket)
+            else:  # (only with compile_map: `_parts` plans no parts without it)
+                sols, loss = solve_bucket(data, bucket, k0, k1)  # type: ignore[call-arg]
+            outs.append(xp.reshape(sols, ((k1 - k0) * b, d)))
+            losses.append(xp.sum(loss))
+        if single:
+            # One batched solve for them all (row_blocks puts these buckets first, and a part
+            # takes them all): each solve shape is compiled apart, and small buckets' solves
+            # cost more to compile than to run.
+            outs[: len(single)] = [
+                _ops(be).solve(
+                    _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
+                )
+            ]
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        return _concat(xp, outs), total
 
     def half(
         fixed: Any,
@@ -354,40 +411,28 @@ def make_half_sweep(
             if solver != "cholesky":
                 raise ValueError(f"extra right-hand sides need the cholesky solver, not {solver!r}")
             data["extra"] = extra
+        buckets = blocks["buckets"]
         d = int(current.shape[1])
-        outs: list[Any] = []
-        losses: list[Any] = []
-        single: list[tuple[Any, Any]] = []  # Cholesky buckets of one block: solved together
-        for bucket in blocks["buckets"]:
-            k, b = (int(s) for s in bucket["ids"].shape)
-            if k == 1:  # one block: no loop to compile
-                block = {name: a[0] for name, a in bucket.items()}
-                if solver == "cholesky":
-                    system, rhs, loss = systems(data, block)
-                    single.append((system, rhs))
-                    outs.append(None)
-                else:
-                    sol, loss = solve_block(data, block)
-                    outs.append(sol)
-                losses.append(loss)
-                continue
-            sols, loss = solve_bucket(data, bucket)
-            outs.append(xp.reshape(sols, (k * b, d)))
-            losses.append(xp.sum(loss))
-        if single:
-            # One batched solve for them all (row_blocks puts these buckets first): each solve
-            # shape is compiled apart, and small buckets' solves cost more to compile than to run.
-            outs[: len(single)] = [
-                _ops(be).solve(
-                    _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
-                )
+        groups = _parts(be, buckets, solver, d)
+        if groups is None:
+            rows, total = solve_segments(
+                data, buckets, [(j, 0, int(b["ids"].shape[0])) for j, b in enumerate(buckets)]
+            )
+        else:
+            # Independent parts (each reads the same arguments, none another's output), which
+            # the backend may run at once; their rows in order are the whole concatenation.
+            fns = [
+                lambda data, buckets, group=group: solve_segments(data, buckets, group)
+                for group in groups
             ]
-        new = xp.take(_concat(xp, outs), blocks["position"])
+            solved = _ops(be).compile_parts(fns)(data, buckets)
+            rows = _concat(xp, [r for r, _ in solved])
+            total = solved[0][1]
+            for _, loss in solved[1:]:
+                total = total + loss
+        new = xp.take(rows, blocks["position"])
         if not observed:
             return new
-        total = losses[0]
-        for loss in losses[1:]:
-            total = total + loss
         return new, total
 
     return half
@@ -395,6 +440,103 @@ def make_half_sweep(
 
 def _concat(xp: Any, arrays: list[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else xp.concat(arrays, axis=0)
+
+
+def block_work(rows: int, length: int, d: int, solver: str) -> float:
+    """The work of solving a block of `rows` rows of `length` slots, in padded observation slots
+    (what balances concurrent parts): a CG step passes over each slot's `d` floats twice, so CG's
+    work is the slots; Cholesky's per row is `2·L·d²` for the Gramian and `d³/3` for the
+    factorization, `L + d/6` slots' worth."""
+    if solver == "cholesky":
+        return float(rows) * (length + d / 6.0)
+    return float(rows * length)
+
+
+def plan_parts(work: list[float], parts: int) -> list[tuple[int, int]]:
+    """Consecutive units `[lo, hi)` cut into at most `parts` groups of about equal work.
+
+    Each cut falls at the unit boundary nearest its share (`total·p/parts`), so that the part of
+    most work exceeds `total/parts` by less than one unit; no group is empty.
+
+    Args:
+        work: the work of each unit, in order (≥ 0).
+        parts: the most groups (≥ 1).
+
+    Returns:
+        `[(lo, hi), ...]` covering `0..len(work)` in order.
+
+    Example:
+        >>> plan_parts([4.0, 1.0, 1.0, 1.0, 1.0], 2)
+        [(0, 1), (1, 5)]
+        >>> plan_parts([1.0, 1.0], 5)
+        [(0, 1), (1, 2)]
+    """
+    n = len(work)
+    parts = max(1, min(int(parts), n))
+    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(work, np.float64))])
+    cuts = [0]
+    for p in range(1, parts):
+        target = prefix[-1] * p / parts
+        # The boundary nearest the target, after the last cut and leaving a unit per later part.
+        lo, hi = cuts[-1] + 1, n - (parts - p)
+        if lo > hi:
+            break
+        cuts.append(lo + int(np.argmin(np.abs(prefix[lo : hi + 1] - target))))
+    cuts.append(n)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _parts(
+    be: Any, buckets: list[dict[str, Any]], solver: str, d: int
+) -> list[list[tuple[int, int, int]]] | None:
+    """The concurrent parts of a half-sweep over `buckets` (static shapes), each a list of
+    `(bucket, first block, end block)` segments in order; None: no parts (one computation, the
+    backend runs parts one at a time here, or it has no `compile_parts`).
+
+    One part (a small half-sweep) is still a part: where the backend runs parts at once, the
+    other code of the step runs outside its compiled computations (TensorFlow's non-XLA graph),
+    and the blocks' solves belong inside one.
+    """
+    ops = _ops(be)
+    width = getattr(ops, "concurrent_parts", None)
+    if width is None or getattr(ops, "compile_parts", None) is None:
+        return None
+    if getattr(be, "compile_map", None) is None:
+        return None  # a part maps a range of a bucket's blocks
+    parts = int(width())
+    if parts <= 1:
+        return None
+    # The units: each block of a bucket of several blocks; Cholesky's one-block buckets all in
+    # one (they are solved by one batched solve), CG's one each.
+    units: list[list[tuple[int, int, int]]] = []
+    work: list[float] = []
+    singles: list[tuple[int, int, int]] = []
+    single_work = 0.0
+    for j, bucket in enumerate(buckets):
+        k, b, length = (int(s) for s in bucket["cols"].shape)
+        if k == 1 and solver == "cholesky":
+            singles.append((j, 0, 1))
+            single_work += block_work(b, length, d, solver)
+            continue
+        for t in range(k):
+            units.append([(j, t, t + 1)])
+            work.append(block_work(b, length, d, solver))
+    if singles:
+        units.insert(0, singles)
+        work.insert(0, single_work)
+    if MIN_PART_WORK > 0:
+        parts = min(parts, max(1, int(sum(work) // MIN_PART_WORK)))
+    groups = []
+    for lo, hi in plan_parts(work, parts):
+        segments: list[tuple[int, int, int]] = []
+        for unit in units[lo:hi]:
+            for j, k0, k1 in unit:
+                if segments and segments[-1][0] == j and segments[-1][2] == k0:
+                    segments[-1] = (j, segments[-1][1], k1)  # blocks of one bucket: one range
+                else:
+                    segments.append((j, k0, k1))
+        groups.append(segments)
+    return groups
 
 
 def gravity_scale(count: int, n: int, m: int) -> np.ndarray:
