@@ -262,25 +262,21 @@ def test_tf_more_parts_than_blocks(small_blocks):
     np.testing.assert_array_equal(got, np.asarray(one.to_numpy(run1(carry1, data1, num_steps=2))))
 
 
-def test_tf_one_part_keeps_one_xla_program(small_blocks):
-    """k = 1 (and any k on a half-sweep below `MIN_PART_WORK`): the loop is one XLA program,
-    as before parts existed."""
+@pytest.mark.parametrize(
+    ("parts", "cut_small"),
+    [(1, True), (4, False)],
+    ids=["one-part-small-blocks", "four-cores-default-sizes"],
+)
+def test_tf_loop_stays_one_xla_program(request, parts, cut_small):
+    """k = 1, even on blocks small enough to cut; and any k on a half-sweep below the default
+    `MIN_PART_WORK` (no host graph, no extra compilation on small data): the loop is one XLA
+    program, as before parts existed."""
+    if cut_small:
+        request.getfixturevalue("small_blocks")
     r = _implicit()
     spec = IALSSpec(4, solver="cg")
     params = init_mf_params(spec, r.num_users, r.num_items, 0)
-    run, carry, data = _half_loop(_tf(1), spec, r, params)
-    concrete = run.concrete_function(carry, data, num_steps=1)
-    assert concrete.function_def.attr["_XlaMustCompile"].b
-    assert _part_calls(concrete) == []
-
-
-def test_tf_small_half_sweep_stays_one_xla_program():
-    """Default sizes (`MIN_PART_WORK`): a small half-sweep is not cut, whatever the cores, and
-    its loop stays one XLA program (no host graph, no extra compilation on small data)."""
-    r = _implicit()
-    spec = IALSSpec(4, solver="cg")
-    params = init_mf_params(spec, r.num_users, r.num_items, 0)
-    run, carry, data = _half_loop(_tf(4), spec, r, params)
+    run, carry, data = _half_loop(_tf(parts), spec, r, params)
     concrete = run.concrete_function(carry, data, num_steps=1)
     assert concrete.function_def.attr["_XlaMustCompile"].b
     assert _part_calls(concrete) == []
