@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cfcore.backend.loops import map_range
+
 
 def value_and_grad(fn: Callable) -> Callable:
     return jax.value_and_grad(fn, has_aux=True)
@@ -55,15 +57,10 @@ def compile_map(fn: Callable) -> Callable:
 
     def run(data, xs, start: int = 0, stop: int | None = None):
         total = int(jax.tree_util.tree_leaves(xs)[0].shape[0])
-        if start == 0 and stop in (None, total):
+        start, stop = map_range(total, start, stop)
+        if (start, stop) == (0, total):
             return run_all(data, xs)
-        stop = total if stop is None else int(stop)
-        if not 0 <= int(start) < stop <= total:
-            raise ValueError(
-                f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
-                f"got start={start}, stop={stop}"
-            )
-        return run_range(data, xs, int(start), stop)
+        return run_range(data, xs, start, stop)
 
     return run
 

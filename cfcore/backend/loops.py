@@ -69,17 +69,30 @@ def python_map(fn: MapFn, stack: Callable[[list[Any]], Any]) -> Callable[..., Tr
     """
 
     def run(data: Tree, xs: Tree, start: int = 0, stop: int | None = None) -> Tree:
-        total = int(np.shape(tree_leaves(xs)[0])[0])
-        stop = total if stop is None else int(stop)
-        if not 0 <= int(start) < stop <= total:
-            raise ValueError(
-                f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
-                f"got start={start}, stop={stop}"
-            )
-        outs = [fn(data, _index(xs, i)) for i in range(int(start), stop)]
+        start, stop = map_range(int(np.shape(tree_leaves(xs)[0])[0]), start, stop)
+        outs = [fn(data, _index(xs, i)) for i in range(start, stop)]
         return _stack(outs, stack)
 
     return run
+
+
+def map_range(total: int, start: int, stop: int | None) -> tuple[int, int]:
+    """`compile_map`'s item range `(start, stop)` over `total` items (`stop` None: all), checked.
+
+    Raises:
+        ValueError: unless `0 <= start < stop <= total`.
+
+    Example:
+        >>> map_range(5, 1, None)
+        (1, 5)
+    """
+    stop = total if stop is None else int(stop)
+    if not 0 <= int(start) < stop <= total:
+        raise ValueError(
+            f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
+            f"got start={start}, stop={stop}"
+        )
+    return int(start), stop
 
 
 def _stack(outs: list[Tree], stack: Callable[[list[Any]], Any]) -> Tree:
