@@ -8,6 +8,7 @@ from . import optimizers as optimizers
 from . import reference as reference
 from ._backend import Backend as Backend
 from ._backend import Batch as Batch
+from .backend.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from .backend.registry import BackendError as BackendError
 from .backend.registry import available_backends as available_backends
 from .backend.registry import get_backend as get_backend

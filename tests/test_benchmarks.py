@@ -351,6 +351,22 @@ def test_biased_peers_smoke(tmp_path, ml100k):
     for solver in ("als", "adam", "gibbs"):
         row = f"| u1 | BiasedMF {solver} | jax |"
         assert _table_value(timing, row, 4) == _table_value(md, row, 4), solver
+    # With a compilation cache, twice: the first run fills it, the second starts with it full
+    # and computes the same RMSEs.
+    cache = tmp_path / "compiled"
+    for run in (1, 2):
+        out = _run_script(
+            "biased_peers.py", "--timing-only", "--compilation-cache", str(cache), out_dir=tmp_path
+        )
+        cached = _check_outputs(tmp_path, "biased_timing_cached")
+        found = re.search(r"compilation cache .*: (\d+) entries at the start", out)
+        assert found is not None, out
+        entries = int(found[1])
+        assert (entries == 0) == (run == 1), (run, out)
+        assert f"{entries} compiled programs in it when this process started" in cached
+    for solver in ("als", "adam", "gibbs"):
+        row = f"| u1 | BiasedMF {solver} | jax |"
+        assert _table_value(cached, row, 4) == _table_value(md, row, 4), solver
 
 
 # ------------------------------------------------------------------------------------ overhead, golden

@@ -18,10 +18,43 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from cfcore.backend import compilation_cache  # noqa: E402
+
 from . import kernels, ops, sharding, transforms  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "int32": tf.int32, "bool": tf.bool}
 _NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
+
+
+def use_compilation_cache(base: Any, stacklevel: int = 2) -> None:
+    """Puts XLA's persistent compilation cache in a subfolder of `base`
+    (`cfcore.enable_compilation_cache`).
+
+    TensorFlow reads its XLA flags (`TF_XLA_FLAGS`) once, when it first lists its devices: until
+    then the flag is added to them; after that this only warns.
+    """
+    folder = compilation_cache.subfolder(base, "tf", tf.__version__)
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if f"{compilation_cache.TF_FLAG}={folder}" in flags.split():
+        return
+    if _devices_listed():
+        compilation_cache.warn_tf_started(folder, stacklevel=stacklevel + 1)
+        return
+    os.environ["TF_XLA_FLAGS"] = compilation_cache.tf_xla_flags(flags, folder)
+
+
+def _devices_listed() -> bool:
+    # Private state of TensorFlow's: without it, count the devices as listed (refuse, and say so).
+    from tensorflow.python.eager import context
+
+    return getattr(context.context(), "_physical_devices", True) is not None
+
+
+# Importing TensorFlow does not read the XLA flags yet: a cache asked for before this import (or
+# by `$CFCORE_COMPILATION_CACHE`) still applies, unless TensorFlow has listed its devices already.
+_cache = compilation_cache.folder()
+if _cache is not None:
+    use_compilation_cache(_cache)
 
 
 def _native(x: Any) -> Any:
