@@ -8,9 +8,11 @@ none compiled again) and give the same numbers.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -125,3 +127,14 @@ def test_flags_keep_the_others_and_replace_an_old_folder():
         "--tf_xla_cpu_global_jit",
         f"{compilation_cache.TF_FLAG}=/new",
     ]
+
+
+def test_each_cpu_feature_set_gets_its_own_subfolder(tmp_path):
+    # A program compiled for one CPU's instructions must not be loaded on another's.
+    features = compilation_cache.cpu_features()
+    assert features.strip(), "no CPU features detected"
+    here = compilation_cache.subfolder(tmp_path, "jax", "1.0")
+    assert here.name.startswith(f"jax-1.0-{platform.machine()}-")
+    assert compilation_cache.subfolder(tmp_path, "tf", "1.0").name != here.name
+    with mock.patch.object(compilation_cache, "cpu_features", return_value="SSE SSE2"):
+        assert compilation_cache.subfolder(tmp_path, "jax", "1.0") != here

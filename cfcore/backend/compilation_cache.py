@@ -99,13 +99,29 @@ def subfolder(base: Path, framework: str, version: str) -> Path:
     A compiled XLA:CPU program uses the instructions of the CPU it was compiled on, and
     TensorFlow loads one compiled elsewhere with only a logged warning ("could lead to ...
     SIGILL"): a folder shared by several machines (a network home folder) therefore keeps one
-    subfolder per CPU feature set, read from NumPy's detection, and per framework version.
+    subfolder per CPU feature set (`cpu_features`) and per framework version.
     """
-    import numpy as np
-
-    features = sorted(k for k, v in getattr(np, "__cpu_features__", {}).items() if v)
-    digest = hashlib.sha256(" ".join(features).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(cpu_features().encode()).hexdigest()[:10]
     return base / f"{framework}-{version}-{platform.machine() or 'cpu'}-{digest}"
+
+
+def cpu_features() -> str:
+    """The instruction-set features of this CPU, as one string: NumPy's detection (its private
+    `__cpu_features__`), else Linux's `/proc/cpuinfo` flags, else the processor's name."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+
+        return " ".join(sorted(k for k, v in found.items() if v))
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return " ".join(sorted(line.partition(":")[2].split()))
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _default_folder() -> Path:
