@@ -149,9 +149,6 @@ class JaxBackend:
 
     top_k = staticmethod(jax.jit(kernels.top_k, static_argnames="k"))
     solve = staticmethod(jax.jit(kernels.solve))
-    # Optional (`protocol.OPTIONAL_MEMBERS`): an ALS solve refines its rows with the factor.
-    cholesky_factor = staticmethod(jax.jit(kernels.cholesky_factor))
-    cholesky_solve = staticmethod(jax.jit(kernels.cholesky_solve))
 
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)

@@ -78,14 +78,5 @@ def top_k(scores, k: int):
 
 def solve(a, b):
     """Batched Cholesky solves; a non-positive-definite system gives NaN rows (no exception)."""
-    return cholesky_solve(cholesky_factor(a), b)
-
-
-def cholesky_factor(a):
-    """The lower Cholesky factors `[..., d, d]` of `a`; NaN for a non-positive-definite one."""
-    return jnp.linalg.cholesky(a)
-
-
-def cholesky_solve(chol, b):
-    """`(L Lᵀ)⁻¹ b` for the lower factors `chol` `[..., d, d]` and `b` `[..., d]`."""
+    chol = jnp.linalg.cholesky(a)
     return jax.scipy.linalg.cho_solve((chol, True), b[..., None])[..., 0]

@@ -159,9 +159,6 @@ class TFBackend:
     # top_k outside XLA: its tie order (lowest index first) is documented for the TF kernel.
     top_k = staticmethod(_compiled(kernels.top_k, jit=False))
     solve = staticmethod(_compiled(kernels.solve))
-    # Optional (`protocol.OPTIONAL_MEMBERS`): an ALS solve refines its rows with the factor.
-    cholesky_factor = staticmethod(_compiled(kernels.cholesky_factor))
-    cholesky_solve = staticmethod(_compiled(kernels.cholesky_solve))
 
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)

@@ -176,20 +176,9 @@ DTENSOR_MESH: ContextVar[Any] = ContextVar("cfcore_tf_dtensor_mesh", default=Non
 
 def solve(a, b):
     """Batched Cholesky solves; under XLA a non-positive-definite system gives NaN rows."""
-    return cholesky_solve(cholesky_factor(a), b)
-
-
-def cholesky_factor(a):
-    """The lower Cholesky factors `[..., d, d]` of `a` (`_cholesky`; on DTensors TF's kernel)."""
     if ON_DTENSORS.get():
-        return tf.linalg.cholesky(a)
-    return _cholesky(a)
-
-
-def cholesky_solve(chol, b):
-    """`(L Lᵀ)⁻¹ b` for the lower factors `chol` `[..., d, d]` and `b` `[..., d]`."""
-    if ON_DTENSORS.get():
-        return _substitution_solve(chol, b)
+        return _substitution_solve(tf.linalg.cholesky(a), b)
+    chol = _cholesky(a)
     return _substitute(chol, _substitute(chol, b, backward=False), backward=True)
 
 

@@ -77,13 +77,6 @@ class TorchBackend:
     def solve(self, a, b):
         return kernels.solve(floats(a), floats(b))
 
-    # Optional (`protocol.OPTIONAL_MEMBERS`): an ALS solve refines its rows with the factor.
-    def cholesky_factor(self, a):
-        return kernels.cholesky_factor(floats(a))
-
-    def cholesky_solve(self, chol, b):
-        return kernels.cholesky_solve(floats(chol), floats(b))
-
     # ---------------------------------------------------------------- transforms
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)

@@ -73,15 +73,6 @@ def top_k(scores, k: int):
 
 def solve(a, b):
     """Batched Cholesky solves; a system that is not positive definite gives a NaN row."""
-    return cholesky_solve(cholesky_factor(a), b)
-
-
-def cholesky_factor(a):
-    """The lower Cholesky factors `[..., d, d]` of `a`; NaN for a non-positive-definite one."""
     chol, info = torch.linalg.cholesky_ex(a)  # `_ex`: reports failure in `info`, never raises
-    return torch.where((info == 0)[..., None, None], chol, torch.nan)
-
-
-def cholesky_solve(chol, b):
-    """`(L Lᵀ)⁻¹ b` for the lower factors `chol` `[..., d, d]` and `b` `[..., d]`."""
-    return torch.cholesky_solve(b[..., None], chol)[..., 0]
+    x = torch.cholesky_solve(b[..., None], chol)[..., 0]
+    return torch.where((info == 0)[..., None], x, torch.nan)

@@ -395,14 +395,6 @@ OPTIONAL_MEMBERS: dict[str, str] = {
         "threads); usable inside compiled code. Needs concurrent_parts (and compile_map). An "
         "ALS half-sweep cuts its blocks into that many parts of about equal work."
     ),
-    "cholesky_factor": (
-        "cholesky_factor(a) -> L: the lower Cholesky factors of float32 [B, d, d] symmetric "
-        "positive-definite systems (non-finite for one that is not), with cholesky_solve(L, b) "
-        "-> [B, d], (L Lᵀ)⁻¹ b; usable inside compiled code. An ALS Cholesky solve refines its "
-        "rows by one step of iterative refinement (cfcore.maths.als.refined_solve) reusing the "
-        "factor; without them it calls solve twice (factorizing twice)."
-    ),
-    "cholesky_solve": "cholesky_solve(L, b) -> [B, d]: see cholesky_factor.",
     "concurrent_parts": (
         "concurrent_parts() -> int: how many compile_parts parts run at once in the code being "
         "traced now (1: cut nothing, e.g. inside one compiled program that runs on one core)."

@@ -13,9 +13,7 @@ Two solvers:
 
 * "cholesky": the per-row Gramians `Σ w f fᵀ` as one batched matrix product per block of rows
   (`[B, d, L] @ [B, L, d]` over the row's `L` observation slots), then the backend's batched
-  Cholesky solve and one step of iterative refinement (`refined_solve`: the residual computed
-  from the observations, not from the rounded Gramians). Exact; memory `O(B·(L·d + d²))` for a
-  block of `B` rows.
+  Cholesky `solve`. Exact; memory `O(B·(L·d + d²))` for a block of `B` rows.
 * "cg": conjugate gradient on every row at once, warm-started from the current rows, a fixed
   number of steps; each step is one matrix-vector product `A x` through two batched products
   with the block's gathered `[B, L, d]` rows (memory `O(B·L·d)`, no `[d, d]` system per row).
@@ -133,46 +131,6 @@ def row_systems(
     return system, _rhs(be, f, weights, targets), f
 
 
-def residual(
-    be: Any, f: Any, weights: Any, targets: Any, row_reg: Any, col_reg: Any, prior: Any, x: Any
-) -> Any:
-    """`b − A x` of a block's systems (`row_systems`) through its gathered rows `f` `[B, L, d]`:
-    `Σ_l w_l (y_l − ⟨f_l, x⟩) f_l − ρ·c∘x − P x`, `[B, d]` (without an `extra` right-hand side).
-
-    Not `b − A·x` with the assembled `A`: its float32 sums over a row's slots err by about
-    `√L·ε·‖A‖`, which the systems' condition numbers amplify in `x`; this form sums the slots'
-    residuals `y − ⟨f, x⟩`, small where `x` nearly solves the system.
-    """
-    xp = be.xp
-    d = int(f.shape[2])
-    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))
-    return _vecmat(be, weights * (targets - _matvec(be, f, x)), f) - diag * x - xp.matmul(x, prior)
-
-
-def refined_solve(be: Any, system: Any, rhs: Any, residual_of: Callable[[Any], Any]) -> Any:
-    """`x = A⁻¹ b` by Cholesky, then one step of iterative refinement: `x + A⁻¹ r` with
-    `r = residual_of(x)`, `b − A x` computed from the data `A` was assembled from (`residual`).
-
-    The float32 rounding of the assembled per-row Gramians `Σ w f fᵀ` dominates the error of a
-    plain solve: on the sharding tests' 40 × 29 WALS (item systems of condition numbers up to
-    100) it put one TF device's rows 2.4e-5 relative from the float64 reference, and DTensor's
-    sweep, which sums them in another order, 3.8e-5 from those (a float32 Cholesky solve of the
-    float64 systems errs by 2.5e-6). Refined: 1.8e-6 from the reference, 4.8e-6 apart (JAX: 2.9e-5
-    to 7e-7 from the reference). The factorization is reused where the backend has
-    `cholesky_factor` and `cholesky_solve` (`protocol.OPTIONAL_MEMBERS`); the extra work is a
-    pass over the gathered rows and two triangular solves, against the Gramians' `L·d²` a row.
-    """
-    ops = _ops(be)
-    factor = getattr(ops, "cholesky_factor", None)
-    solve_with = getattr(ops, "cholesky_solve", None)
-    if factor is None or solve_with is None:
-        x = ops.solve(system, rhs)
-        return x + ops.solve(system, residual_of(x))
-    chol = factor(system)
-    x = solve_with(chol, rhs)
-    return x + solve_with(chol, residual_of(x))
-
-
 def row_solve(
     be: Any,
     fixed: Any,
@@ -210,15 +168,10 @@ def row_solve(
     if solver == "cholesky":
         if cols_t is None:
             raise ValueError("the cholesky solver needs cols_t, the transposed slots")
-        system, rhs, f = row_systems(
+        system, rhs, _ = row_systems(
             be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
         )
-        return refined_solve(
-            be,
-            system,
-            rhs,
-            lambda x: residual(be, f, weights, targets, row_reg, col_reg, prior, x),
-        )
+        return _ops(be).solve(system, rhs)
     if solver != "cg":
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x0 is None:
@@ -325,9 +278,8 @@ def make_half_sweep(
             xp.take(data["offset"], xp.reshape(cols, (-1,))), tuple(int(s) for s in cols.shape)
         )
 
-    def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        """The block's Cholesky systems, its observed loss (0 unless `observed`) and
-        `residual_of(x)`, the systems' `b − A x` through the data (`residual`)."""
+    def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """The block's Cholesky systems and its observed loss (0 unless `observed`)."""
         targets = targets_of(data, block)
         system, rhs, f = row_systems(
             be,
@@ -340,36 +292,20 @@ def make_half_sweep(
             data["col_reg"],
             data["prior"],
         )
-        extra = None
         if "extra" in data:
-            extra = xp.take(data["extra"], block["ids"])
-            rhs = rhs + extra
+            rhs = rhs + xp.take(data["extra"], block["ids"])
         loss = xp.sum(xp.zeros_like(block["row_reg"]))
         if observed:
             x0 = xp.take(data["current"], block["ids"])
             loss = observed_loss(be, f, block["weights"], targets, x0)
-
-        def residual_of(x: Any) -> Any:
-            r = residual(
-                be,
-                f,
-                block["weights"],
-                targets,
-                block["row_reg"],
-                data["col_reg"],
-                data["prior"],
-                x,
-            )
-            return r if extra is None else r + extra
-
-        return system, rhs, loss, residual_of
+        return system, rhs, loss
 
     def solve_block(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any]:
         """`([B, d] solutions, observed loss)` of one block (a bucket's arrays without their K
         axis)."""
         if solver == "cholesky":
-            system, rhs, loss, residual_of = systems(data, block)
-            return refined_solve(be, system, rhs, residual_of), loss
+            system, rhs, loss = systems(data, block)
+            return _ops(be).solve(system, rhs), loss
         return _cg(
             be,
             gather_rows(be, data["fixed"], block["cols"]),
@@ -417,15 +353,15 @@ def make_half_sweep(
         d = int(data["current"].shape[1])
         outs: list[Any] = []
         losses: list[Any] = []
-        single: list[tuple[Any, Any, Any]] = []  # Cholesky buckets of one block: solved together
+        single: list[tuple[Any, Any]] = []  # Cholesky buckets of one block: solved together
         for j, k0, k1 in segments:
             bucket = buckets[j]
             k, b = (int(s) for s in bucket["ids"].shape)
             if k == 1:  # one block: no loop to compile
                 block = {name: a[0] for name, a in bucket.items()}
                 if solver == "cholesky":
-                    system, rhs, loss, residual_of = systems(data, block)
-                    single.append((system, rhs, residual_of))
+                    system, rhs, loss = systems(data, block)
+                    single.append((system, rhs))
                     outs.append(None)
                 else:
                     sol, loss = solve_block(data, block)
@@ -443,11 +379,8 @@ def make_half_sweep(
             # takes them all): each solve shape is compiled apart, and small buckets' solves
             # cost more to compile than to run.
             outs[: len(single)] = [
-                refined_solve(
-                    be,
-                    _concat(xp, [a for a, _, _ in single]),
-                    _concat(xp, [r for _, r, _ in single]),
-                    lambda x: _split_apply(be, x, [(int(a.shape[0]), fn) for a, _, fn in single]),
+                _ops(be).solve(
+                    _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
                 )
             ]
         total = losses[0]
@@ -503,19 +436,6 @@ def make_half_sweep(
         return new, total
 
     return half
-
-
-def _split_apply(be: Any, x: Any, parts: list[tuple[int, Callable[[Any], Any]]]) -> Any:
-    """`x` `[Σ n, d]` cut into consecutive runs of `n` rows, `fn` applied to each, the results
-    concatenated: `[fn₀(x[:n₀]), fn₁(x[n₀:n₀ + n₁]), ...]`."""
-    xp = be.xp
-    if len(parts) == 1:
-        return parts[0][1](x)
-    outs, start = [], 0
-    for n, fn in parts:
-        outs.append(fn(xp.take(x, be.asarray(np.arange(start, start + n, dtype=np.int32)))))
-        start += n
-    return _concat(xp, outs)
 
 
 def _concat(xp: Any, arrays: list[Any]) -> Any:
