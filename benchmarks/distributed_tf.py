@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -111,6 +112,15 @@ def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
         many.append(fit(cfg["steps"]))
         one.append(fit(1))
     sweep = (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1)
+    # ru_maxrss is in KiB on Linux: the process's peak resident set over all the fits above.
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 2**10
+    memory: dict[str, float] = {}
+    if backend == "tf":
+        import tensorflow as tf
+
+        # One allocator for all the logical CPU devices: its bytes are all of them together.
+        info = tf.config.experimental.get_memory_info(tf.config.list_logical_devices("CPU")[0].name)
+        memory = {"alloc_peak_gib": info["peak"] / 2**30, "alloc_held_gib": info["current"] / 2**30}
     return {
         "k": k,
         "run": f"ials_{backend}",
@@ -118,6 +128,8 @@ def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
         "sweep_s": sweep,
         "first_fit_s": first,
         "fit1_s": statistics.median(one),
+        "peak_rss_gib": peak_rss / 2**30,
+        **memory,
     }
 
 
@@ -235,6 +247,7 @@ def main() -> None:
                     f"{res['positives']:,}",
                     f"{res['first_fit_s']:.1f}",
                     f"{res['sweep_s']:.2f}",
+                    f"{res.get('peak_rss_gib', float('nan')):.1f}",
                 ]
             )
             continue
@@ -269,7 +282,14 @@ def main() -> None:
     if table:
         text += f"{md_table(head, table)}\n"
     if als_table:
-        als_head = ["iALS (CG, 3 steps)", "devices", "positives", "first fit s", "sweep s"]
+        als_head = [
+            "iALS (CG, 3 steps)",
+            "devices",
+            "positives",
+            "first fit s",
+            "sweep s",
+            "peak RSS GiB",
+        ]
         text += f"\n{md_table(als_head, als_table)}\n"
     out_dir = Path(args.out_dir)
     name = (
