@@ -79,6 +79,10 @@ def _bytes(shape: str) -> int:
     return size * _WIDTH[dtype]
 
 
+def _gib(res: dict[str, Any], key: str) -> str:
+    return f"{res[key]:.2f}" if key in res else "n/a"
+
+
 def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
     """An iALS fit (CG, 3 steps) on `backend` in this process: TensorFlow on k logical devices
     (0: one device, no DTensor) or JAX on k host devices (the caller set `XLA_FLAGS`; 0: no
@@ -235,7 +239,7 @@ def main() -> None:
             res = json.loads(lines[-1].removeprefix("@@result "))
             print(json.dumps(res), flush=True)
             rows.append(res)
-    table, als_table = [], []
+    table, als_table, mem_table = [], [], []
     for res in rows:
         if res["run"].startswith("ials_"):
             backend = res["run"].removeprefix("ials_")
@@ -247,7 +251,15 @@ def main() -> None:
                     f"{res['positives']:,}",
                     f"{res['first_fit_s']:.1f}",
                     f"{res['sweep_s']:.2f}",
-                    f"{res.get('peak_rss_gib', float('nan')):.1f}",
+                ]
+            )
+            mem_table.append(
+                [
+                    f"{als_table[-1][0]}, {devices} device(s)",
+                    *(
+                        _gib(res, key)
+                        for key in ("peak_rss_gib", "alloc_peak_gib", "alloc_held_gib")
+                    ),
                 ]
             )
             continue
@@ -282,15 +294,15 @@ def main() -> None:
     if table:
         text += f"{md_table(head, table)}\n"
     if als_table:
-        als_head = [
-            "iALS (CG, 3 steps)",
-            "devices",
-            "positives",
-            "first fit s",
-            "sweep s",
-            "peak RSS GiB",
-        ]
+        als_head = ["iALS (CG, 3 steps)", "devices", "positives", "first fit s", "sweep s"]
         text += f"\n{md_table(als_head, als_table)}\n"
+        mem_head = [
+            "iALS memory",
+            "process peak RSS GiB",
+            "TF allocator peak GiB",
+            "TF allocator held at the end GiB",
+        ]
+        text += f"\n{md_table(mem_head, mem_table)}\n"
     out_dir = Path(args.out_dir)
     name = (
         "distributed_tf" + (f"_{args.tag}" if args.tag else "") + ("_smoke" if args.smoke else "")
