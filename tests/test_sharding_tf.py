@@ -5,7 +5,8 @@ its logical devices when it first runs an op. On 1, 2, 4 and 8 logical CPU devic
 and minibatch Adam of `MatrixFactorization`, `RegularizedMF` and `BiasedMF` must give the
 single-device parameters and history within 1e-5 relative after 50 steps, and 2 ALS sweeps of
 `WALS`, `IALS` and `BiasedMF` within `ALS_RTOL`, each device holding and solving the row blocks of
-its own rows only; each device must hold ⌈N/k⌉ rows of each table (read from the DTensors'
+its own rows only and fetching only the fixed rows they read (no table all-gathered in the sweep
+step); each device must hold ⌈N/k⌉ rows of each table (read from the DTensors'
 components); 30 Adagrad steps of the softmax model (full and sampled
 softmax, every table row-sharded) must give the single-device tables and history within 1e-5
 relative; the collectives of the training steps are read from DTensor's own SPMD-expanded
