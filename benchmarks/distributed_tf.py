@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,10 @@ def _bytes(shape: str) -> int:
     return size * _WIDTH[dtype]
 
 
+def _gib(res: dict[str, Any], key: str) -> str:
+    return f"{res[key]:.2f}" if key in res else "n/a"
+
+
 def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
     """An iALS fit (CG, 3 steps) on `backend` in this process: TensorFlow on k logical devices
     (0: one device, no DTensor) or JAX on k host devices (the caller set `XLA_FLAGS`; 0: no
@@ -111,6 +116,15 @@ def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
         many.append(fit(cfg["steps"]))
         one.append(fit(1))
     sweep = (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1)
+    # ru_maxrss is in KiB on Linux: the process's peak resident set over all the fits above.
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 2**10
+    memory: dict[str, float] = {}
+    if backend == "tf":
+        import tensorflow as tf
+
+        # One allocator for all the logical CPU devices: its bytes are all of them together.
+        info = tf.config.experimental.get_memory_info(tf.config.list_logical_devices("CPU")[0].name)
+        memory = {"alloc_peak_gib": info["peak"] / 2**30, "alloc_held_gib": info["current"] / 2**30}
     return {
         "k": k,
         "run": f"ials_{backend}",
@@ -118,6 +132,8 @@ def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
         "sweep_s": sweep,
         "first_fit_s": first,
         "fit1_s": statistics.median(one),
+        "peak_rss_gib": peak_rss / 2**30,
+        **memory,
     }
 
 
@@ -223,7 +239,7 @@ def main() -> None:
             res = json.loads(lines[-1].removeprefix("@@result "))
             print(json.dumps(res), flush=True)
             rows.append(res)
-    table, als_table = [], []
+    table, als_table, mem_table = [], [], []
     for res in rows:
         if res["run"].startswith("ials_"):
             backend = res["run"].removeprefix("ials_")
@@ -235,6 +251,15 @@ def main() -> None:
                     f"{res['positives']:,}",
                     f"{res['first_fit_s']:.1f}",
                     f"{res['sweep_s']:.2f}",
+                ]
+            )
+            mem_table.append(
+                [
+                    f"{als_table[-1][0]}, {devices} device(s)",
+                    *(
+                        _gib(res, key)
+                        for key in ("peak_rss_gib", "alloc_peak_gib", "alloc_held_gib")
+                    ),
                 ]
             )
             continue
@@ -271,6 +296,13 @@ def main() -> None:
     if als_table:
         als_head = ["iALS (CG, 3 steps)", "devices", "positives", "first fit s", "sweep s"]
         text += f"\n{md_table(als_head, als_table)}\n"
+        mem_head = [
+            "iALS memory",
+            "process peak RSS GiB",
+            "TF allocator peak GiB",
+            "TF allocator held at the end GiB",
+        ]
+        text += f"\n{md_table(mem_head, mem_table)}\n"
     out_dir = Path(args.out_dir)
     name = (
         "distributed_tf" + (f"_{args.tag}" if args.tag else "") + ("_smoke" if args.smoke else "")

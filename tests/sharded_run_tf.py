@@ -35,6 +35,8 @@ SOFTMAX_ITEMS, SOFTMAX_DIMS = 29, {"movie_id": 4, "genre": 2, "year": 2}
 # `"tf.DTensorAllGather"(...) ... : (tensor<10x4xf32>, ...) -> tensor<40x4xf32>`: the op and the
 # shape of its result, in DTensor's MLIR dump.
 COLLECTIVE = re.compile(r'"tf\.DTensor(AllGather|AllReduce)"[^\n]*\) -> tensor<(\d+)x(\d+)xf32>')
+# The same for a 1-D float result (`tensor<30xf32>`): a bias vector made whole.
+COLLECTIVE_1D = re.compile(r'"tf\.DTensor(AllGather)"[^\n]*\) -> tensor<(\d+)xf32>')
 # The compiled training step: `compile_loop`'s `one_step` (DTensor runs a host loop of it).
 LOOP_DUMP = re.compile(r"after_DTensorSPMDExpansion\.__inference_one_step_\d+\.mlir$")
 # `"tf.Cholesky"(%1) ... : (tensor<1x10x4x4xf32>) -> ...`: a batched factorization and its local
@@ -57,7 +59,8 @@ def _als_blocks(tf, dtensor, placed: list[dict], k: int) -> dict[str, np.ndarray
     placement's `_put_blocks` results, by user then by item): per side, for every array the
     leading size and device index of each component (`lead`, `device`: `[arrays, k]`), and per
     device the observation slots of weight > 0 (`obs`), the block rows (`rows`, K·B summed over
-    the buckets), the largest row id (`ids_max`) and the width of `position` (`per`)."""
+    the buckets), the largest row id (`ids_max`), the width of `position` (`per`) and the fixed
+    rows it fetches (`fetch`, `[k, U]`)."""
     out = {}
     for side, blocks in zip(("user", "item"), placed, strict=True):
         # (Not `real`, the `[k·⌈R/k⌉]` flags of table rows: row-sharded like the tables.)
@@ -82,20 +85,28 @@ def _als_blocks(tf, dtensor, placed: list[dict], k: int) -> dict[str, np.ndarray
         out[f"{side}_per"] = np.array(
             [int(c.shape[-1]) for c in dtensor.unpack(blocks["position"])]
         )
+        # Device j's list of the fixed rows its blocks read (`[1, U]` a component).
+        out[f"{side}_fetch"] = np.concatenate([c.numpy() for c in dtensor.unpack(blocks["fetch"])])
     return out
 
 
 def _collectives(folder: Path) -> dict[str, np.ndarray]:
     """The `[R, C]` result shapes of the 2-D float all-gathers and all-reduces of the training
-    steps DTensor expanded into `folder`."""
+    steps DTensor expanded into `folder` (`AllGather`, `AllReduce`), and the `[R]` of its 1-D
+    float all-gathers (`AllGather1d`)."""
     found: dict[str, list[tuple[int, int]]] = {"AllGather": [], "AllReduce": []}
+    flat: list[int] = []
     files = sorted(f for f in folder.iterdir() if LOOP_DUMP.search(f.name))
     if not files:
         raise RuntimeError(f"no training step in DTensor's dump {folder}")
     for f in files:
-        for op, rows, cols in COLLECTIVE.findall(f.read_text()):
+        text = f.read_text()
+        for op, rows, cols in COLLECTIVE.findall(text):
             found[op].append((int(rows), int(cols)))
-    return {k: np.array(v, np.int64).reshape(-1, 2) for k, v in found.items()}
+        flat += [int(rows) for _, rows in COLLECTIVE_1D.findall(text)]
+    out = {k: np.array(v, np.int64).reshape(-1, 2) for k, v in found.items()}
+    out["AllGather1d"] = np.array(flat, np.int64)
+    return out
 
 
 def main(k_arg: str, out: str) -> None:

@@ -5,7 +5,8 @@ its logical devices when it first runs an op. On 1, 2, 4 and 8 logical CPU devic
 and minibatch Adam of `MatrixFactorization`, `RegularizedMF` and `BiasedMF` must give the
 single-device parameters and history within 1e-5 relative after 50 steps, and 2 ALS sweeps of
 `WALS`, `IALS` and `BiasedMF` within `ALS_RTOL`, each device holding and solving the row blocks of
-its own rows only; each device must hold ⌈N/k⌉ rows of each table (read from the DTensors'
+its own rows only and fetching only the fixed rows they read (no table all-gathered in the sweep
+step); each device must hold ⌈N/k⌉ rows of each table (read from the DTensors'
 components); 30 Adagrad steps of the softmax model (full and sampled
 softmax, every table row-sharded) must give the single-device tables and history within 1e-5
 relative; the collectives of the training steps are read from DTensor's own SPMD-expanded
@@ -254,11 +255,35 @@ def test_als_solves_rows_where_they_live(sharded, run):
     mine = [got[f"{run}_blocks_{side}_rows"].tolist() for side in ("user", "item")]
     assert all(len(set(r)) == 1 for r in mine), mine  # one program: equal blocks everywhere
     assert sum(solved) == mine[0][0] + mine[1][0], (solved, mine)
-    # Each table is all-gathered twice per sweep: as the fixed table of the other half, and for
-    # the objective's gathers; the table being solved is not.
-    for rows in (NUM_USERS, NUM_ITEMS):
-        whole = [r for r, _ in got[f"{run}_AllGather"].tolist() if r == -(-rows // k) * k]
-        assert len(whole) <= 2, (rows, got[f"{run}_AllGather"].tolist())
+    # As on JAX: the sweep moves the distinct fixed rows each device's blocks read (one [k·U, d]
+    # all-reduce a half-sweep, split to each device's [U, d]: a reduce-scatter), the pairs' rows
+    # of the objective (`take_rows`) and Gramians, never a whole table: no all-gather of one
+    # (N or k·⌈N/k⌉ rows; the biased model's fixed rows are d + 1 wide, d + 2 with the fixed
+    # side's bias, and its biases `[N]`), nor an all-reduce of one but the fetches.
+    widths = {DIM, DIM + 1, DIM + 2} if run.startswith("biased") else {DIM}
+    tables = {rows for n in (NUM_USERS, NUM_ITEMS) for rows in (n, -(-n // k) * k)}
+    gathered = [(r, c) for r, c in got[f"{run}_AllGather"].tolist() if c in widths]
+    whole = [(r, c) for r, c in gathered if r in tables]
+    assert whole == [], f"whole-table all-gathers in the sweep step: {whole}"
+    biases = [r for r in got[f"{run}_AllGather1d"].tolist() if r in tables]
+    assert biases == [], f"whole bias all-gathers in the sweep step: {biases}"
+    reduced = {(r, c) for r, c in got[f"{run}_AllReduce"].tolist() if c in widths}
+    fetched = set()
+    for side, other, fixed in (("user", train.items, NUM_ITEMS), ("item", train.users, NUM_USERS)):
+        fetch = got[f"{run}_blocks_{side}_fetch"]
+        ids = train.users if side == "user" else train.items
+        per = -(-(NUM_USERS if side == "user" else NUM_ITEMS) // k)
+        assert fetch.shape[0] == k and fetch.shape[1] <= fixed, fetch.shape
+        for j in range(k):
+            # Device j fetches the fixed rows its observations read (row 0 too, for the padding
+            # slots), each once.
+            wanted = set(other[(ids >= j * per) & (ids < (j + 1) * per)].tolist())
+            assert wanted <= set(fetch[j].tolist()) <= wanted | {0}, (side, j)
+        width = DIM + 2 if run.startswith("biased") else DIM
+        assert (k * fetch.shape[1], width) in reduced, (side, sorted(reduced))
+        fetched.add((k * fetch.shape[1], width))
+    big = sorted((r, c) for r, c in reduced - fetched if r in tables)
+    assert big == [], f"table-sized all-reduces in the sweep step: {big}"
 
 
 @pytest.mark.parametrize("d", [1, 4, 16])

@@ -86,10 +86,21 @@ class PaddedRows:
         return o - self._t()
 
     def __mul__(self, o: Any) -> Any:
+        if self._aligned(o):
+            # Two padded arrays of the same rows (a per-row coefficient times the table): the
+            # padded product, its padding rows zero, no slice.
+            return PaddedRows(self.padded * o.padded, self.rows)
         return self._t() * o
 
     def __rmul__(self, o: Any) -> Any:
         return o * self._t()
+
+    def _aligned(self, o: Any) -> bool:
+        return (
+            isinstance(o, PaddedRows)
+            and o.rows == self.rows
+            and o.padded.shape[0] == self.padded.shape[0]
+        )
 
     def __truediv__(self, o: Any) -> Any:
         return self._t() / o
@@ -127,6 +138,31 @@ def splits(mesh: Any, table: Any) -> bool:
     return rows is not None and rows % mesh.dim_size(_AXIS) == 0
 
 
+def _ownership(mesh: Any, ids: Any, s: int) -> tuple[Any, Any]:
+    """For the `[n]` ids of a `[k·s, ...]` row-sharded table: `(local, mine)`, every id's row
+    within its owner's `s` rows (`[n]`, whole on every device: each device receives all the
+    ids) and whether device j owns it (bool `[n, k, 1]`, split along its device axis)."""
+    k = mesh.dim_size(_AXIS)
+    ids = dtensor.relayout(ids, layout(mesh, 1, None))  # every device: all the ids
+    device = dtensor.relayout(tf.range(k, dtype=ids.dtype), layout(mesh, 1, 0))
+    mine = tf.equal((ids // s)[:, None], device[None, :])  # [n, k]: j owns the id
+    return ids % s, dtensor.relayout(mine, layout(mesh, 2, 1))[:, :, None]
+
+
+def _partial_rows(mesh: Any, table: Any, local: Any, mine: Any) -> Any:
+    """`[n, k, d]` split along its device axis: device j's part holds the requested rows it owns
+    (read from its own rows) and zeros for the others, so the sum over the device axis is
+    `table[ids]` exactly (each row has one owner)."""
+    k = mesh.dim_size(_AXIS)
+    s, d = int(table.shape[0]) // k, int(table.shape[1])
+    by_device = layout(mesh, 3, 1)  # [*, k, *] split along its device axis
+    parts = dtensor.relayout(tf.transpose(tf.reshape(table, (k, s, d)), (1, 0, 2)), by_device)
+    found = dtensor.relayout(tf.gather(parts, local), by_device)  # [n, k, d]
+    # A scalar zero, not `zeros_like`: DTensor makes the latter a constant of the whole
+    # `[n, k, d]` shape, held by the compiled step (200 MiB a step at 200k ratings, d 32).
+    return tf.where(mine, found, tf.constant(0, found.dtype))
+
+
 def take_rows(mesh: Any, table: Any, ids: Any) -> Any:
     """`table[ids]` of a row-sharded table, each device reading only its own rows (see the module
     docstring); exact (each row has one owner, the others add zeros).
@@ -146,19 +182,11 @@ def take_rows(mesh: Any, table: Any, ids: Any) -> Any:
     n = int(ids.shape[0])
     by_device = layout(mesh, 3, 1)  # [*, k, *] split along its device axis
     whole = layout(mesh, 2, None)
-    ids = dtensor.relayout(ids, layout(mesh, 1, None))  # every device: all the ids
-    local = ids % s
-    device = dtensor.relayout(tf.range(k, dtype=ids.dtype), layout(mesh, 1, 0))
-    mine = tf.equal((ids // s)[:, None], device[None, :])  # [n, k]: j owns the id
-    mine = dtensor.relayout(mine, layout(mesh, 2, 1))[:, :, None]
+    local, mine = _ownership(mesh, ids, s)
 
     @tf.custom_gradient
     def fetch(t: Any) -> Any:
-        parts = dtensor.relayout(tf.transpose(tf.reshape(t, (k, s, d)), (1, 0, 2)), by_device)
-        found = dtensor.relayout(tf.gather(parts, local), by_device)  # [n, k, d]
-        # A scalar zero, not `zeros_like`: DTensor makes the latter a constant of the whole
-        # `[n, k, d]` shape, held by the compiled step (200 MiB a step at 200k ratings, d 32).
-        found = tf.where(mine, found, tf.constant(0, found.dtype))
+        found = _partial_rows(mesh, t, local, mine)
         rows = dtensor.relayout(tf.reduce_sum(found, axis=1), whole)
 
         def grad(g: Any) -> Any:
@@ -172,3 +200,33 @@ def take_rows(mesh: Any, table: Any, ids: Any) -> Any:
         return rows, grad
 
     return fetch(table)
+
+
+def fetch_rows(mesh: Any, table: Any, wanted: Any) -> Any:
+    """Each device's own list of rows of a row-sharded table, read where they live: device j
+    receives `table[wanted[j]]` only (what an ALS half-sweep's blocks read of the fixed table).
+
+    As `take_rows` (every device receives all the `[k·U]` ids and reads those it owns, zeros
+    elsewhere), but the `[k·U, d]` partial rows are summed into rows split over the devices,
+    each device keeping its own `[U, d]`: DTensor's SPMD expansion makes that an all-reduce and a
+    local split of its result, which its `DTensorAllReduceScatterOptimization` pass fuses into
+    one reduce-scatter (lowered back to the all-reduce and the split on CPU, TF 2.21). O(k·U·d)
+    traffic and memory per device, never a whole table; no gradient (the sweeps need none).
+
+    Args:
+        mesh: the step's 1-D mesh over k devices (`"rows"`).
+        table: `[k·s, d]` row-sharded (a tensor; `splits(mesh, table)`).
+        wanted: int32 `[k, U]` split along its device axis, each below the table's true row
+            count: device j's rows.
+
+    Returns:
+        float32 `[k, U, d]` split along its device axis: device j's part `table[wanted[j]]`.
+    """
+    table, _ = padded(table)
+    k = mesh.dim_size(_AXIS)
+    s, d = int(table.shape[0]) // k, int(table.shape[1])
+    u = int(wanted.shape[1])
+    local, mine = _ownership(mesh, tf.reshape(wanted, (-1,)), s)
+    rows = tf.reduce_sum(_partial_rows(mesh, table, local, mine), axis=1)  # [k·U, d]
+    rows = dtensor.relayout(rows, layout(mesh, 2, 0))
+    return dtensor.relayout(tf.reshape(rows, (k, u, d)), layout(mesh, 3, 0))

@@ -66,8 +66,13 @@ design, as JAX's shard_map does it). DTensor has no per-device function, but a b
 batch axis is sharded expands to the same op on each device's part: the row blocks are built per
 device on the host and stacked along a leading device axis placed sharded, and the half-sweep runs
 under `tf.vectorized_map` over that axis, which turns it into such batched ops (the Gramians,
-Cholesky factorizations and solves of `[1, B, d, d]` per device in the expanded program). The
-fixed table is all-gathered once per half-sweep (each device's rows read any fixed row). The loop
+Cholesky factorizations and solves of `[1, B, d, d]` per device in the expanded program). No
+table is made whole: the host lists, per device, the U distinct fixed rows its blocks read (its
+blocks' columns renumbered into that list, padded to the largest device's U), and each
+half-sweep fetches them where they live (`rows.fetch_rows`: as `take_rows`, but the `[k·U, d]`
+partial rows reduce-scattered, each device keeping its own `[U, d]`; U ≤ min(M, the device's
+observations)). The objective computed before each sweep reads rows with `take_rows` and keeps
+the padded tables padded (iALS's per-row λ is padded with them: `_per_row`). The loop
 over a bucket's blocks is unrolled into the step (`transforms.compile_map`: DTensor's passes break
 on a `tf.while_loop` there), so each device's part of a bucket is one block (`max_blocks`): the
 program has one block solve per bucket, whatever the data's size (cut into cache-sized blocks it
@@ -93,7 +98,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from cfcore.train.placement import RowShardedPlacement
+from cfcore.train.placement import (
+    COUNT,
+    RATING_KEYS,
+    RowShardedPlacement,
+    pad_rows,
+    padded_rows,
+)
 
 from . import kernels, rows
 
@@ -118,8 +129,10 @@ class _DeviceBlocks(dict):
     """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
     `cfcore.data.row_blocks.row_blocks` with every array stacked along a new leading device axis
     (`[k, K, B, L]`, `position` `[k, ⌈R/k⌉]`), device j's part holding only its own rows (row ids
-    local to its shard), plus `real` int32 `[k·⌈R/k⌉]` (1 for a table row, 0 for a padding row:
-    those keep their value). `data` shards every array along its leading axis."""
+    local to its shard) and its columns indexing its own list of fixed rows, plus `real` int32
+    `[k·⌈R/k⌉]` (1 for a table row, 0 for a padding row: those keep their value) and `fetch`
+    int32 `[k, U]` (each device's list of the fixed rows its blocks read). `data` shards every
+    array along its leading axis."""
 
 
 class ShardedPlacement(RowShardedPlacement):
@@ -211,9 +224,28 @@ class ShardedPlacement(RowShardedPlacement):
 
     def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> _DeviceBlocks:
         """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
-        stacked along a leading device axis (`_DeviceBlocks`), which `data` shards."""
+        stacked along a leading device axis (`_DeviceBlocks`), which `data` shards.
+
+        Each device's slots read its own copy of the fixed rows they need, fetched once per
+        half-sweep (`half_sweep`): `fetch` int32 `[k, U]` lists device j's distinct fixed rows
+        (ascending table rows, padded with row 0 to the largest device's count U: DTensor needs
+        equal shapes on every device), and its buckets' `cols` (and `cols_t`) index that list
+        instead of the table (as JAX's `row_blocks`)."""
         parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        return _DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.stack))
+        fetch = []
+        for p in parts:
+            # The distinct fixed rows this device's slots read (padding slots read row 0, as on
+            # one device, at weight 0); its slots renumbered into them.
+            wanted = np.unique(np.concatenate([b["cols"].ravel() for b in p["buckets"]]))
+            for bucket in p["buckets"]:
+                for name in ("cols", "cols_t"):
+                    if name in bucket:
+                        bucket[name] = np.searchsorted(wanted, bucket[name]).astype(np.int32)
+            fetch.append(wanted.astype(np.int32))
+        width = max(len(w) for w in fetch)
+        out = _DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.stack))
+        out["fetch"] = np.stack([pad_rows(w, width) for w in fetch])
+        return out
 
     def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
         """`half` run on every device over its own blocks and rows (the ALX design).
@@ -228,9 +260,10 @@ class ShardedPlacement(RowShardedPlacement):
             `run(fixed, current, blocks, prior, offset=None, col_reg=None) -> [k·⌈R/k⌉, d]`:
             `fixed` `[k·⌈M/k⌉, d]` and `current` `[k·⌈R/k⌉, d]` row-sharded, `blocks` this
             placement's placed `row_blocks`, `prior` `[d, d]`, `offset` `[k·⌈M/k⌉]`, `col_reg`
-            `[d]` (a column regularization read at run time, made whole too). The fixed table
-            (and `offset`) is made whole on every device (one all-gather each: a device's rows read
-            any fixed row), then `half` is vectorized over the blocks' leading device axis
+            `[d]` (a column regularization read at run time, made whole too). Each device's
+            fixed rows (`blocks["fetch"]`, with `offset` as one more column) are fetched where
+            they live (`rows.fetch_rows`: O(k·U·d) per device, no whole-table all-gather), then
+            `half` is vectorized over the blocks' and fetched rows' leading device axis
             (`tf.vectorized_map`): batched ops over a sharded axis, which DTensor's SPMD
             expansion runs on each device's own part. The solved rows stay on their device; the
             padding rows of `current` keep their value.
@@ -241,6 +274,7 @@ class ShardedPlacement(RowShardedPlacement):
                 "(observed_halves is False)"
             )
         k = self.num_devices
+        mesh = self.mesh
 
         def run(
             fixed: Any,
@@ -250,27 +284,32 @@ class ShardedPlacement(RowShardedPlacement):
             offset: Any = None,
             col_reg: Any = None,
         ) -> Any:
-            rows, d = (int(s) for s in current.shape)
-            fixed = kernels.replicated(fixed)
-            extra = () if offset is None else (kernels.replicated(offset),)
+            num, d = (int(s) for s in current.shape)
+            # The other side's offset (a bias, `[k·⌈M/k⌉]`, row-sharded) rides along as one more
+            # column of the fixed rows: one fetch for both.
+            both = fixed if offset is None else tf.concat([fixed, offset[:, None]], axis=1)
             prior = kernels.replicated(prior)
             col = {} if col_reg is None else {"col_reg": kernels.replicated(col_reg)}
 
             def one(args: Any) -> Any:
-                mine, own = args
-                return half(fixed, mine, own, prior, *extra, **col)
+                table, mine, own = args  # [U, d (+1)]: the fixed rows this device's slots read
+                if offset is None:
+                    return half(table, mine, own, prior, **col)
+                return half(table[:, :d], mine, own, prior, table[:, d], **col)
 
             own = {"buckets": blocks["buckets"], "position": blocks["position"]}
             if k == 1:
                 # One device: its blocks without the device axis (DTensor cannot expand the
                 # gather that `vectorized_map` makes of a loop of one: "input and output layout
-                # do not agree on non-axis dim 1", TF 2.21).
+                # do not agree on non-axis dim 1", TF 2.21); it holds every fixed row.
                 own = tf.nest.map_structure(lambda a: tf.reshape(a, a.shape[1:]), own)
-                new = one((current, own))
+                table = tf.gather(both, tf.reshape(blocks["fetch"], (-1,)))
+                new = one((table, current, own))
             else:
-                mine = tf.reshape(current, (k, rows // k, d))
-                new = tf.vectorized_map(one, (mine, own), fallback_to_while_loop=False)
-                new = tf.reshape(new, (rows, d))
+                table = rows.fetch_rows(mesh, both, blocks["fetch"])  # [k, U, d (+1)]
+                mine = tf.reshape(current, (k, num // k, d))
+                new = tf.vectorized_map(one, (table, mine, own), fallback_to_while_loop=False)
+                new = tf.reshape(new, (num, d))
             return tf.where(blocks["real"][:, None] > 0, new, current)
 
         return run
@@ -287,6 +326,7 @@ class ShardedPlacement(RowShardedPlacement):
             return super().view(params, batch)
         # Traced: a padded table stays padded (`rows.PaddedRows`), seen with its unpadded shape;
         # slicing its padding off would make it whole on every device.
+        ratings = isinstance(batch, dict) and COUNT in batch
         _, batch = super().view({}, batch)
         padded = {
             k: rows.PaddedRows(v, self._rows[k])
@@ -294,7 +334,27 @@ class ShardedPlacement(RowShardedPlacement):
             else v
             for k, v in params.items()
         }
+        if ratings:
+            batch = {k: self._per_row(v) if k not in RATING_KEYS else v for k, v in batch.items()}
         return padded, batch
+
+    def _per_row(self, x: Any) -> Any:
+        """A per-table entry of a ratings batch (iALS's per-row λ, `[N]`, replicated) padded
+        like the table of N rows and seen unpadded (`rows.PaddedRows`), where that table is
+        padded: its product with the padded table (`λ · U²`) then stays padded, where slicing
+        the table's padding off would make the table whole on every device. Any other entry as
+        it is. (The padding is told by N alone: two tables of N rows are padded alike.)"""
+        n = getattr(getattr(x, "shape", None), "rank", None) == 1 and int(x.shape[0])
+        if not n or n not in self._rows.values() or not x.dtype.is_floating:
+            return x
+        full = padded_rows(n, self.num_devices)
+        if full == n:
+            return x
+        # Whole on every device around the pad (`[N]` floats): DTensor cannot expand a pad whose
+        # input and output layouts differ (TF 2.21).
+        whole = kernels.replicated_layout(self.mesh, 1)
+        x = dtensor.relayout(tf.pad(dtensor.relayout(x, whole), [[0, full - n]]), whole)
+        return rows.PaddedRows(x, n)
 
     def _host(self, x: Any) -> np.ndarray:
         return _host(x)
