@@ -49,7 +49,7 @@ import jax.sharding as jsh
 import numpy as np
 from jax import lax
 
-from cfcore.train.placement import RowShardedPlacement, pad_rows, padded_rows
+from cfcore.train.placement import RowShardedPlacement, padded_rows
 
 # The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
 # `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
@@ -129,20 +129,9 @@ class ShardedPlacement(RowShardedPlacement):
         (ascending table rows, padded with row 0 to the largest device's count U), and its
         buckets' `cols` (and `cols_t`) index that list instead of the table."""
         parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        fetch = []
-        for p in parts:
-            # The distinct fixed rows this device's slots read (padding slots read row 0, as on
-            # one device, at weight 0); its slots renumbered into them.
-            wanted = np.unique(np.concatenate([b["cols"].ravel() for b in p["buckets"]]))
-            for bucket in p["buckets"]:
-                for name in ("cols", "cols_t"):
-                    if name in bucket:
-                        local = np.searchsorted(wanted, bucket[name])
-                        bucket[name] = local.astype(np.int32)
-            fetch.append(wanted)
-        width = max(len(w) for w in fetch)
+        fetch = self.fetch_lists(parts)  # [k, U]; the slots renumbered into it
         out = DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.concatenate))
-        out["fetch"] = np.concatenate([pad_rows(w.astype(np.int32), width) for w in fetch])
+        out["fetch"] = fetch.reshape(-1)
         return out
 
     def half_sweep(self, half: Any, *, observed: bool = False) -> Any:

@@ -102,7 +102,6 @@ from cfcore.train.placement import (
     COUNT,
     RATING_KEYS,
     RowShardedPlacement,
-    pad_rows,
     padded_rows,
 )
 
@@ -232,19 +231,9 @@ class ShardedPlacement(RowShardedPlacement):
         equal shapes on every device), and its buckets' `cols` (and `cols_t`) index that list
         instead of the table (as JAX's `row_blocks`)."""
         parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        fetch = []
-        for p in parts:
-            # The distinct fixed rows this device's slots read (padding slots read row 0, as on
-            # one device, at weight 0); its slots renumbered into them.
-            wanted = np.unique(np.concatenate([b["cols"].ravel() for b in p["buckets"]]))
-            for bucket in p["buckets"]:
-                for name in ("cols", "cols_t"):
-                    if name in bucket:
-                        bucket[name] = np.searchsorted(wanted, bucket[name]).astype(np.int32)
-            fetch.append(wanted.astype(np.int32))
-        width = max(len(w) for w in fetch)
+        fetch = self.fetch_lists(parts)  # [k, U]; the slots renumbered into it
         out = _DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.stack))
-        out["fetch"] = np.stack([pad_rows(w, width) for w in fetch])
+        out["fetch"] = fetch
         return out
 
     def half_sweep(self, half: Any, *, observed: bool = False) -> Any:

@@ -341,6 +341,30 @@ class RowShardedPlacement(Placement):
         return parts, per, ranges
 
     @staticmethod
+    def fetch_lists(parts: list[dict[str, Any]]) -> np.ndarray:
+        """The distinct fixed rows each device's blocks read, its slots renumbered into them.
+
+        For `device_row_blocks`' per-device blocks `parts`: each device's buckets' `cols` (and
+        `cols_t`) are rewritten in place to index its own list instead of the fixed table, so a
+        half-sweep fetches each device's rows once (padding slots read row 0, as on one device,
+        at weight 0).
+
+        Returns:
+            int32 `[k, U]`: device j's distinct fixed rows, ascending, padded with row 0 to the
+            largest device's count U.
+        """
+        fetch = []
+        for p in parts:
+            wanted = np.unique(np.concatenate([b["cols"].ravel() for b in p["buckets"]]))
+            for bucket in p["buckets"]:
+                for name in ("cols", "cols_t"):
+                    if name in bucket:
+                        bucket[name] = np.searchsorted(wanted, bucket[name]).astype(np.int32)
+            fetch.append(wanted.astype(np.int32))
+        width = max(len(w) for w in fetch)
+        return np.stack([pad_rows(w, width) for w in fetch])
+
+    @staticmethod
     def join_device_blocks(
         parts: list[dict[str, Any]],
         per: int,
