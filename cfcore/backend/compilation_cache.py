@@ -71,9 +71,7 @@ def enable_compilation_cache(folder: str | os.PathLike[str] | None = None) -> Pa
         raise ArgumentTypeError(
             f"folder must be a path (str or os.PathLike) or None, got {type(folder).__name__}"
         )
-    path = Path(folder).expanduser().absolute()
-    _make_writable(path)
-    _folder = path
+    path = _folder = _writable(folder)
     for module in ("cfcore_jax", "cfcore_tf"):
         # A backend already loaded takes it now; one loaded later asks `folder()` at import.
         hook = getattr(sys.modules.get(module), "use_compilation_cache", None)
@@ -85,11 +83,12 @@ def enable_compilation_cache(folder: str | os.PathLike[str] | None = None) -> Pa
 def folder() -> Path | None:
     """The cache folder when the cache is on (`enable_compilation_cache` or
     `$CFCORE_COMPILATION_CACHE`), else None. Asked by a backend when it is imported."""
+    global _folder
     if _folder is None:
         env = os.environ.get(CACHE_ENV)
         if not env:
             return None
-        enable_compilation_cache(env)
+        _folder = _writable(env)  # the asking backend applies it itself
     return _folder
 
 
@@ -130,7 +129,9 @@ def _default_folder() -> Path:
     return Path(platformdirs.user_cache_dir("cfcore")) / "compiled"
 
 
-def _make_writable(path: Path) -> None:
+def _writable(folder: str | os.PathLike[str]) -> Path:
+    """`folder`, absolute, created if missing."""
+    path = Path(folder).expanduser().absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -142,6 +143,7 @@ def _make_writable(path: Path) -> None:
             f"the compilation cache folder {str(path)!r} is not writable; pass a folder you can "
             f"write to (enable_compilation_cache(folder) or ${CACHE_ENV})"
         )
+    return path
 
 
 def tf_xla_flags(current: str, folder: Path) -> str:
@@ -156,7 +158,8 @@ def warn_tf_started(folder: Path, stacklevel: int = 2) -> None:
     warnings.warn(
         f"TensorFlow has already listed its devices in this process and read its XLA flags: the "
         f"compilation cache {str(folder)!r} applies to TensorFlow only in processes that call "
-        f"cfcore.enable_compilation_cache (or set ${CACHE_ENV}) before their first TensorFlow op",
+        f"cfcore.enable_compilation_cache (or set ${CACHE_ENV}) before TensorFlow first lists "
+        f"its devices (its first op, or splitting the CPU into logical devices)",
         UserWarning,
         stacklevel=stacklevel,
     )
