@@ -370,6 +370,7 @@ def als_rows(
     x0=None,
     cg_steps: int = 3,
     extra=None,
+    rounding: np.random.Generator | None = None,
 ) -> np.ndarray:
     """One row at a time, the rows of an ALS half-sweep (`cfcore.maths.als.row_solve`).
 
@@ -377,6 +378,10 @@ def als_rows(
     and `b_r = Σ_{k: rows_k = r} w_k y_k f_k` (`f_k = fixed[cols_k]`), plus `extra[r]` when given
     (`[num_rows, d]`, Cholesky only): exactly with `np.linalg.solve` ("cholesky"), or by
     `cg_steps` steps of textbook conjugate gradient from `x0[r]` ("cg").
+
+    With `rounding`, every operation's result is perturbed as float32 rounding would perturb it
+    (`float32_rounding`): the same computation in Monte Carlo arithmetic, whose spread over a
+    few draws measures how far a float32 run may land from the exact rows (`rounding_spread`).
 
     Returns:
         float64 `[num_rows, d]`.
@@ -387,39 +392,69 @@ def als_rows(
     row_reg = np.broadcast_to(_f64(row_reg), (num_rows,))
     c, P = _f64(col_reg), _f64(prior)
     d = F.shape[1]
+
+    def fl(x: Any, terms: int = 1) -> Any:
+        return float32_rounding(x, rounding, terms)
+
+    # The prior is a Gramian of the whole fixed table: a sum of len(F) products.
+    F, y, P = fl(F), fl(y), fl(P, len(F))
     out = np.zeros((num_rows, d))
     for r in range(num_rows):
         sel = rows == r
         f, wr = F[cols[sel]], w[sel]
-        a = (f * wr[:, None]).T @ f + row_reg[r] * np.diag(c) + P
-        b = f.T @ (wr * y[sel])
+        count = int(np.count_nonzero(sel))
+        a = fl(fl(f * wr[:, None]).T @ f + row_reg[r] * np.diag(c), count + 1) + P
+        b = fl(f.T @ fl(wr * y[sel]), count)
         if extra is not None:
-            b = b + _f64(extra)[r]
+            b = fl(b + _f64(extra)[r])
         if solver == "cholesky":
-            out[r] = np.linalg.solve(a, b)
+            # A backward-stable solve: the exact solution of a system perturbed by O(d) roundings.
+            out[r] = fl(np.linalg.solve(fl(a, 3 * d), b), d)
             continue
         x = _f64(x0)[r].copy()
-        res = b - a @ x
+        res = fl(b - fl(a @ x, d))
         p = res.copy()
-        rs = res @ res
+        rs = fl(res @ res, d)
         for _ in range(cg_steps):
-            ap = a @ p
-            pap = p @ ap
-            alpha = rs / pap if pap > 0 else 0.0
-            x = x + alpha * p
-            res = res - alpha * ap
-            rs_new = res @ res
-            beta = rs_new / rs if rs > 0 else 0.0
-            p = res + beta * p
+            ap = fl(a @ p, d)
+            pap = fl(p @ ap, d)
+            alpha = fl(rs / pap) if pap > 0 else 0.0
+            x = fl(x + fl(alpha * p))
+            res = fl(res - fl(alpha * ap))
+            rs_new = fl(res @ res, d)
+            beta = fl(rs_new / rs) if rs > 0 else 0.0
+            p = fl(res + fl(beta * p))
             rs = rs_new
         out[r] = x
     return out
 
 
-def wals_sweep(spec, params: dict[str, Any], users, items, ratings) -> dict[str, np.ndarray]:
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def float32_rounding(x: Any, rng: np.random.Generator | None, terms: int = 1) -> Any:
+    """`x` as one float32 operation's rounding may leave it (Monte Carlo arithmetic), or `x`
+    itself without `rng`.
+
+    Each entry is scaled by `1 + δ`, `δ` uniform in `±u·√terms` with `u` = 2⁻²⁴: one rounding
+    for `terms` = 1, and for a sum of `terms` products the probabilistic bound of Higham and
+    Mary (2019), whose error grows as √terms (not the worst case's `terms`) with high
+    probability, whatever order a CPU's kernel sums in.
+    """
+    if rng is None:
+        return x
+    arr = np.asarray(x, dtype=np.float64)
+    delta = rng.uniform(-1.0, 1.0, arr.shape) * (FLOAT32_UNIT_ROUNDOFF * np.sqrt(terms))
+    return arr * (1.0 + delta)
+
+
+def wals_sweep(
+    spec, params: dict[str, Any], users, items, ratings, rounding=None
+) -> dict[str, np.ndarray]:
     """One WALS sweep (`cfcore.WALSSpec`): every user row, then every item row, float64.
 
     User rows: `(V_Sᵀ V_S + (λr·|Ω|/N)·I + (λg·|Ω|/(N·M))·VᵀV) u = V_Sᵀ r_S`; items likewise.
+    `rounding`: see `als_rows`.
     """
     U, V = _f64(params["user"]), _f64(params["item"])
     users, items, r = np.asarray(users), np.asarray(items), _f64(ratings)
@@ -428,9 +463,9 @@ def wals_sweep(spec, params: dict[str, Any], users, items, ratings) -> dict[str,
     solver, steps = spec.linear_solver, spec.cg_steps
     ones, c = np.ones(count), np.ones(U.shape[1])
     U = als_rows(V, users, items, ones, r, n, lr * count / n, c, grav * V.T @ V,
-                 solver=solver, x0=U, cg_steps=steps)  # fmt: skip
+                 solver=solver, x0=U, cg_steps=steps, rounding=rounding)  # fmt: skip
     V = als_rows(U, items, users, ones, r, m, lr * count / m, c, grav * U.T @ U,
-                 solver=solver, x0=V, cg_steps=steps)  # fmt: skip
+                 solver=solver, x0=V, cg_steps=steps, rounding=rounding)  # fmt: skip
     return {"user": U, "item": V}
 
 
@@ -450,9 +485,12 @@ def ials_objective(spec, params: dict[str, Any], users, items, counts) -> dict[s
     return {"observed": observed, "unobserved": unobserved, "regularization": reg, "total": total}
 
 
-def ials_sweep(spec, params: dict[str, Any], users, items, counts) -> dict[str, np.ndarray]:
+def ials_sweep(
+    spec, params: dict[str, Any], users, items, counts, rounding=None
+) -> dict[str, np.ndarray]:
     """One iALS sweep (`cfcore.IALSSpec`), float64: user rows
-    `(Σ_S c h hᵀ + α₀·HᵀH + λ(|S_u| + α₀·M)^ν·I) w = Σ_S c h`, then item rows."""
+    `(Σ_S c h hᵀ + α₀·HᵀH + λ(|S_u| + α₀·M)^ν·I) w = Σ_S c h`, then item rows
+    (`rounding`: see `als_rows`)."""
     U, V = _f64(params["user"]), _f64(params["item"])
     users, items = np.asarray(users), np.asarray(items)
     n, m = len(U), len(V)
@@ -462,9 +500,9 @@ def ials_sweep(spec, params: dict[str, Any], users, items, counts) -> dict[str, 
     ri = spec.row_regularization(np.bincount(items, minlength=m), n)
     solver, steps = spec.linear_solver, spec.cg_steps
     U = als_rows(V, users, items, conf, ones, n, ru, c, a0 * V.T @ V,
-                 solver=solver, x0=U, cg_steps=steps)  # fmt: skip
+                 solver=solver, x0=U, cg_steps=steps, rounding=rounding)  # fmt: skip
     V = als_rows(U, items, users, conf, ones, m, ri, c, a0 * U.T @ U,
-                 solver=solver, x0=V, cg_steps=steps)  # fmt: skip
+                 solver=solver, x0=V, cg_steps=steps, rounding=rounding)  # fmt: skip
     return {"user": U, "item": V}
 
 
@@ -490,7 +528,7 @@ def biased_mf_objective(
 
 
 def biased_als_sweep(
-    spec, params: dict[str, Any], users, items, ratings, mean: float, noise=None
+    spec, params: dict[str, Any], users, items, ratings, mean: float, noise=None, rounding=None
 ) -> dict[str, np.ndarray]:
     """One biased ALS sweep (`cfcore.BiasedMF`, `solver="als"`), float64.
 
@@ -501,7 +539,7 @@ def biased_als_sweep(
     With `noise`, one Gibbs sweep of `BiasedMF.sample_posterior` given its noise (exact solves):
     user row r solves `A_r x = Σ_k (y_k + ε_k) f_k + e_r`, `ε` = `noise["user_obs"]` (`[n]`, one
     per rating) and `e` = `noise["extra_user"]` (`[N, d + 1]`); then the item rows with
-    `noise["item_obs"]` and `noise["extra_item"]`.
+    `noise["item_obs"]` and `noise["extra_item"]`. `rounding`: see `als_rows`.
     """
     U, V = _f64(params["user"]), _f64(params["item"])
     bu, bi = _f64(params["user_bias"]), _f64(params["item_bias"])
@@ -518,11 +556,12 @@ def biased_als_sweep(
         prior = np.zeros((d + 1, d + 1))
         prior[:d, :d] = grav * fixed.T @ fixed
         x0 = np.concatenate([table, bias[:, None]], 1)
-        targets, extra = r - other_bias[cols], None
+        targets, extra = float32_rounding(r - other_bias[cols], rounding), None
         if noise is not None:
             targets, extra = targets + _f64(noise[f"{side}_obs"]), noise[f"extra_{side}"]
         out = als_rows(aug, rows, cols, np.ones(count), targets, size, count / size, c, prior,
-                       solver=solver, x0=x0, cg_steps=steps, extra=extra)  # fmt: skip
+                       solver=solver, x0=x0, cg_steps=steps, extra=extra,
+                       rounding=rounding)  # fmt: skip
         return out[:, :d], out[:, d]
 
     U, bu = half(U, bu, V, bi, users, items, n, "user")

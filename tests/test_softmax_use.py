@@ -20,6 +20,7 @@ from cfcore import persistence, retrieval, viz
 from cfcore.optimizers import SGD, Adagrad
 from cfcore.popularity import evaluate_popularity
 from cfcore.softmax import SoftmaxModel
+from cfcore.testing.retrieval_conformance import assert_top_k_indices
 from cfcore.user_ratings import UserRatingsError
 
 from .conftest import DATA_DIR, load_backend
@@ -98,10 +99,11 @@ def rated_rows(data: cfcore.Ratings, user_row: int) -> np.ndarray:
     return np.unique(data.items[data.users == user_row])
 
 
-def np_top(scores: np.ndarray, k: int, exclude=()) -> np.ndarray:
+def excluded(scores: np.ndarray, exclude=()) -> np.ndarray:
+    """`scores` as float64 with the `exclude` items at −inf."""
     s = scores.astype(np.float64).copy()
     s[list(exclude)] = -np.inf
-    return np.argsort(-s, kind="stable")[:k]  # ties: lowest index first
+    return s
 
 
 def _rewrite(src: Path, dst: Path, meta_change=None, arrays_change=None) -> Path:
@@ -240,8 +242,8 @@ def test_save_without_histories(model, data, tmp_path: Path):
     # The new user's movies are known: their query is, the exclusion (no record kept) is not.
     frame = retrieval.recommend(loaded, uid, k=4, exclude_rated=False, backend="numpy")
     q = model.fold_in(mine, backend="numpy")[0].astype(np.float64)
-    top = np_top(model.embeddings["item"].astype(np.float64) @ q, 4)
-    assert frame["item_id"].tolist() == (100 + top).tolist()
+    s = model.embeddings["item"].astype(np.float64) @ q
+    assert_top_k_indices(np.asarray(frame["item_id"])[None] - 100, s[None], 4)
 
 
 def test_mf_file_of_format_version_1_still_loads(tmp_path: Path):
@@ -358,13 +360,14 @@ def test_recommend_is_the_tower_over_the_rated_movies(model, data, backend, wher
         ("cosine", scores / np.linalg.norm(q) / np.linalg.norm(model.embeddings["item"], axis=1)),
     ):
         frame = retrieval.recommend(model, 105, k=5, measure=measure, backend=be)
-        top = np_top(s, 5, exclude=rated)
-        assert frame["item_id"].tolist() == (100 + top).tolist(), measure
+        got = np.asarray(frame["item_id"]) - 100
+        assert_top_k_indices(got[None], excluded(s, rated)[None], 5, what=measure)
+        top = got  # the same items up to float32 near-ties: the rest compares them
         np.testing.assert_allclose(frame["score"], s[top], rtol=1e-5, atol=1e-6)
         assert frame["title"].tolist() == data.catalog["title"].iloc[top].tolist()
     # Without exclusion the rated movies compete too.
     frame = retrieval.recommend(model, 105, k=5, exclude_rated=False, backend=be)
-    assert frame["item_id"].tolist() == (100 + np_top(scores, 5)).tolist()
+    assert_top_k_indices(np.asarray(frame["item_id"])[None] - 100, scores[None], 5)
 
 
 def test_batch_recommend_every_user(model, data, backend):
@@ -373,8 +376,8 @@ def test_batch_recommend_every_user(model, data, backend):
     for u in (0, 17, 58):
         rated = rated_rows(data, u)
         s = model.embeddings["item"].astype(np.float64) @ np_query(model, data.catalog, rated)
-        top = np_top(s, 3, exclude=rated)
-        np.testing.assert_array_equal(idx[u], top)
+        assert_top_k_indices(idx[u][None], excluded(s, rated)[None], 3, what=f"user {u}")
+        top = idx[u]
         np.testing.assert_allclose(values[u], s[top], rtol=1e-5, atol=1e-6)
     # The last user rated nothing: the zero query scores every movie 0 (ties: lowest index).
     np.testing.assert_array_equal(idx[59], [0, 1, 2])
@@ -396,11 +399,11 @@ def test_neighbors_use_the_movie_id_table(model, data):
         frame = retrieval.neighbors(model, "Aladdin", k=4, measure="cosine")
     cos = V @ V[3] / np.linalg.norm(V, axis=1) / np.linalg.norm(V[3])
     assert frame.attrs["query"] == "Aladdin (1992)"
-    assert frame["item_id"].tolist() == (100 + np_top(cos, 4)).tolist()
+    assert_top_k_indices(np.asarray(frame["item_id"])[None] - 100, cos[None], 4)
     assert frame["item_id"].iloc[0] == 103  # itself first under cosine
     frame = retrieval.neighbors(model, 110, k=3, measure=("norm", 0.5))
     s = V @ V[10] / np.linalg.norm(V, axis=1) ** 0.5
-    np.testing.assert_allclose(frame["score"], s[np_top(s, 3)], rtol=1e-5)
+    np.testing.assert_allclose(frame["score"], -np.sort(-s)[:3], rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------- new users
@@ -450,7 +453,8 @@ def test_add_users_recommend_save_and_retrain(data, tmp_path: Path):
     assert model.num_train_ratings == len(data) + 2
     frame = retrieval.recommend(model, uid, k=5, backend="numpy")
     s = model.embeddings["item"].astype(np.float64) @ expected_q
-    assert frame["item_id"].tolist() == (100 + np_top(s, 5, exclude=[3, 5])).tolist()
+    got = np.asarray(frame["item_id"])[None] - 100
+    assert_top_k_indices(got, excluded(s, [3, 5])[None], 5)
     # The parameters and the split are unchanged: the same test users, the same metrics.
     assert model.evaluate() == before
     with pytest.raises(UserRatingsError, match="user id 161 is already a user"):
@@ -591,8 +595,9 @@ def test_cli_recommend_neighbors_and_rate_with_a_softmax_run(softmax_run, tmp_pa
     # User 1's two best unrated movies, by NumPy from the saved parameters (a fresh load).
     model = cfcore.load(out / "model.npz")
     q = model.query_embeddings([0], backend="numpy")[0].astype(np.float64)
-    top = np_top(model.embeddings["item"].astype(np.float64) @ q, 2, model.rated_items.row(0))
-    assert recs["item_id"].iloc[:2].tolist() == model.item_ids[top].tolist()
+    s = excluded(model.embeddings["item"].astype(np.float64) @ q, model.rated_items.row(0))
+    rows = np.array([np.flatnonzero(model.item_ids == i)[0] for i in recs["item_id"].iloc[:2]])
+    assert_top_k_indices(rows[None], s[None], 2)
 
 
 def test_cli_train_softmax_options_on_tf(ml100k, tmp_path: Path):
