@@ -6,6 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast typecheck lint bench gallery clean
 
+# The demo needs cfcore and JAX only; the suite every backend and the development tools.
+DEMO_STAMP := $(VENV)/.installed-demo
+
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[jax]"
+	touch $(DEMO_STAMP)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -13,12 +22,12 @@ $(STAMP): pyproject.toml
 	# the 2.8 GB of CUDA wheels that Linux torch pulls from PyPI); '-': go on without it.
 	-$(PY) -m pip install --quiet --no-index --no-deps torch
 	$(PY) -m pip install --quiet -e ".[all,dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
 setup: $(STAMP)
 
 # Trains the notebook's regularized model on ml-100k (downloaded once, or read from CFCORE_DATA_DIR).
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/cfcore train --model regularized --dataset 100k --out runs/demo
 
 # The static type check, then the suite (which runs the docstring examples too: test_docstrings).
