@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -419,3 +420,23 @@ def test_replot_redraws_the_png_from_the_saved_results(tmp_path, stem):
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode != 0 and f"{stem}.json does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_time_to_result_smoke(tmp_path, ml100k):
+    _need("surprise", "scikit-surprise")
+    _need("implicit", "implicit")
+    _run_script("time_to_result.py", "--backends", "jax", out_dir=tmp_path, timeout=900)
+    rows = json.loads((tmp_path / "time_to_result.json").read_text())
+    md = (tmp_path / "time_to_result.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    script = {(r["who"], r["cache"]): r for r in rows if r["part"] == "script"}
+    # A filled cache changes how long, never what: the same RMSE bit for bit, and a sane one.
+    empty, filled = script[("cfcore jax", "empty")], script[("cfcore jax", "filled")]
+    assert empty["rmse"] == filled["rmse"] and 0.85 < empty["rmse"] < 1.05
+    assert 0.85 < script[("surprise SVD", "-")]["rmse"] < 1.05
+    assert {r["cache"] for r in rows if r["part"] == "cli"} == {"-", "empty", "filled"}
+    for part in ("ials-100k", "ml-20m"):
+        fits = [r for r in rows if r["part"] == part]
+        assert {r["who"] for r in fits} == {"implicit", "cfcore jax"}, part
+        assert all(r["first_fit_s"] > 0 for r in fits), part

@@ -182,3 +182,46 @@ def test_generation_is_fast_and_memory_lean():
     # materialised float64 [n, rank] factor gathers would need over 128 bytes per rating.
     assert result["bytes_per_rating"] < 90, result
     assert result["seconds"] < 15, result  # about 1 s on 2 shared cores
+
+
+def test_distinct_pairs_keep_each_users_count():
+    kwargs = {"num_users": 400, "num_items": 3000, "n": 20_000, "seed": 3, "popularity": "ml-20m"}
+    loose = synthetic_ratings(**kwargs)
+    r = synthetic_ratings(**kwargs, distinct=True)
+    key = r.users.astype(np.int64) * r.num_items + r.items
+    assert len(np.unique(key)) == len(r)
+    assert len(np.unique(loose.users.astype(np.int64) * 3000 + loose.items)) < len(loose)
+    np.testing.assert_array_equal(r.users, loose.users)  # the same users and counts
+    again = synthetic_ratings(**kwargs, distinct=True, chunk_size=999)
+    np.testing.assert_array_equal(again.items, r.items)
+    np.testing.assert_array_equal(again.values, r.values)
+
+
+def test_distinct_pairs_for_users_close_to_every_item():
+    # Users rating up to two thirds of a small catalogue under the heaviest head: the redraws
+    # alone rarely finish, the last step hands out the items not rated yet.
+    r = synthetic_ratings(50, 100, 2_000, seed=1, distinct=True, popularity="heavy-head",
+                          user_activity_sigma=0.3)  # fmt: skip
+    assert np.bincount(r.users).max() > 50
+    key = r.users.astype(np.int64) * 100 + r.items
+    assert len(np.unique(key)) == len(r)
+
+
+def test_popularity_profiles_order_their_heads():
+    share = {}
+    for profile in ("latest-small", "ml-20m", "heavy-head"):
+        r = synthetic_ratings(3_000, 4_000, 60_000, seed=0, popularity=profile, distinct=True)
+        share[profile] = np.bincount(r.items).max() / r.num_users  # users rating the top item
+    assert share["latest-small"] < share["ml-20m"] < share["heavy-head"] <= 1.0, share
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"popularity": "ml-30m"}, r"popularity='ml-30m' is not one of \['heavy-head'"),
+        ({"distinct": True, "n": 5_000}, r"distinct=True: user \d+ draws \d+ ratings of 20 items"),
+    ],
+)
+def test_bad_profile_or_impossible_distinct_pairs(kwargs, match):
+    with pytest.raises(cfcore.CfcoreError, match=match):
+        synthetic_ratings(**{"num_users": 30, "num_items": 20, "n": 100, **kwargs})

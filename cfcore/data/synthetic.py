@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..errors import ArgumentValueError
 from .ratings import Ratings
 
 # (num_users, num_items, num_ratings) of the GroupLens releases, for benchmarks at their shapes.
@@ -26,10 +27,24 @@ MOVIELENS_SHAPES: dict[str, tuple[int, int, int]] = {
 # Ratings generated per pass: bounds the temporaries (about 100 bytes per rating at rank 8).
 DEFAULT_CHUNK = 1 << 21
 
+# `item_popularity` (exponent, offset) pairs for `synthetic_ratings(..., popularity=...)`.
+# "ml-20m": fitted to the published per-movie counts of MovieLens 20M (most-rated movie 67,310
+# ratings, the tenth 50,054, median 18 over 26,744 movies); with `distinct=True` at ML-20M's
+# shape the most popular item lands in about half of the users' rows, as Pulp Fiction does.
+# "heavy-head": a head heavier than any MovieLens release (the top item in about 3 of 4 rows),
+# for timing the worst case of per-item work. "latest-small": the default law (its docstring).
+POPULARITY_PROFILES: dict[str, tuple[float, float]] = {
+    "latest-small": (1.5, 0.02),
+    "ml-20m": (2.39, 0.0175),
+    "heavy-head": (2.6, 0.006),
+}
+# Rounds of redrawing repeated (user, item) pairs for `distinct=True` before giving up.
+DISTINCT_ROUNDS = 64
+
 
 def _check_int(name: str, value: object, low: int) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        raise ArgumentValueError(f"{name} must be an int >= {low}, got {value!r}")
     return int(value)
 
 
@@ -38,7 +53,7 @@ def _check_float(name: str, value: object, *, positive: bool = False) -> float:
         x = float(value)
         if math.isfinite(x) and (x > 0 if positive else x >= 0):
             return x
-    raise ValueError(
+    raise ArgumentValueError(
         f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
     )
 
@@ -99,6 +114,8 @@ def synthetic_ratings(
     item_popularity_exponent: float = 1.5,
     item_popularity_offset: float = 0.02,
     min_user_ratings: int = 0,
+    popularity: str | None = None,
+    distinct: bool = False,
     mean: float = 3.55,
     bias_stddev: float = 0.45,
     signal_stddev: float = 0.7,
@@ -122,9 +139,11 @@ def synthetic_ratings(
       and 1.04), with 4% ones and 19% fives.
 
     Pairs are drawn with replacement, so a (user, item) pair can occur more than once: about 7% of
-    the ratings repeat an earlier pair at ML-20M shape, mostly heavy users on popular items. Models
-    and benchmarks do not need distinct pairs; deduplicate (e.g. with pandas) if an application
-    does.
+    the ratings repeat an earlier pair at ML-20M shape, mostly heavy users on popular items (who
+    then rate the most popular item several times instead of once, so it reaches far fewer
+    users than its count says). With `distinct=True` every repeated pair's item is drawn again
+    from the same law until each user's items are distinct, as in a real release; the users'
+    counts are kept (each must be at most `num_items`).
     Ratings come ordered by user (as MovieLens files are), items in random order within a user.
 
     Generation is vectorised and runs in chunks of `chunk_size` ratings into preallocated int32 /
@@ -143,6 +162,10 @@ def synthetic_ratings(
         item_popularity_offset: see `item_popularity`.
         min_user_ratings: ratings every user gets before the skewed draw; needs
             `n >= num_users * min_user_ratings`.
+        popularity: a name of `POPULARITY_PROFILES` ("ml-20m", "heavy-head", "latest-small")
+            setting both `item_popularity_exponent` and `item_popularity_offset` (None: those
+            two as given).
+        distinct: every (user, item) pair at most once (see above).
         mean: global mean of the signal before rounding.
         bias_stddev: standard deviation of the user and item biases.
         signal_stddev: standard deviation of the low-rank interaction `⟨p_u, q_i⟩`.
@@ -154,7 +177,7 @@ def synthetic_ratings(
         the catalog sizes `num_users`, `num_items`.
 
     Raises:
-        ValueError: a size or parameter is out of range.
+        ArgumentValueError: a size or parameter is out of range (a `ValueError` too).
     """
     num_users = _check_int("num_users", num_users, 1)
     num_items = _check_int("num_items", num_items, 1)
@@ -164,18 +187,24 @@ def synthetic_ratings(
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     for name, value in (("num_users", num_users), ("num_items", num_items)):
         if value > np.iinfo(np.int32).max:
-            raise ValueError(f"{name}={value} does not fit the int32 ids cfcore uses")
+            raise ArgumentValueError(f"{name}={value} does not fit the int32 ids cfcore uses")
     sigma = _check_float("user_activity_sigma", user_activity_sigma)
     exponent = _check_float("item_popularity_exponent", item_popularity_exponent)
     offset = _check_float("item_popularity_offset", item_popularity_offset, positive=True)
     mean = float(mean)
     if not math.isfinite(mean):
-        raise ValueError(f"mean must be finite, got {mean!r}")
+        raise ArgumentValueError(f"mean must be finite, got {mean!r}")
+    if popularity is not None:
+        if popularity not in POPULARITY_PROFILES:
+            raise ArgumentValueError(
+                f"popularity={popularity!r} is not one of {sorted(POPULARITY_PROFILES)}"
+            )
+        exponent, offset = POPULARITY_PROFILES[popularity]
     bias_sd = _check_float("bias_stddev", bias_stddev)
     signal_sd = _check_float("signal_stddev", signal_stddev)
     noise_sd = _check_float("noise_stddev", noise_stddev)
     if num_users * min_user_ratings > n:
-        raise ValueError(
+        raise ArgumentValueError(
             f"min_user_ratings={min_user_ratings} for {num_users} users needs at least "
             f"{num_users * min_user_ratings} ratings, got n={n}"
         )
@@ -188,6 +217,11 @@ def synthetic_ratings(
     activity = users_rng.lognormal(0.0, sigma, num_users) if sigma > 0 else np.ones(num_users)
     counts = users_rng.multinomial(n - num_users * min_user_ratings, activity / activity.sum())
     counts += min_user_ratings
+    if distinct and counts.max() > num_items:
+        raise ArgumentValueError(
+            f"distinct=True: user {int(counts.argmax())} draws {int(counts.max())} ratings of "
+            f"{num_items} items; lower n or user_activity_sigma, or raise num_items"
+        )
     users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
 
     prob, alias = _alias_table(item_popularity(num_items, exponent, offset))
@@ -200,17 +234,27 @@ def synthetic_ratings(
     user_b = factors_rng.normal(0.0, bias_sd, num_users).astype(np.float32)
     item_b = factors_rng.normal(0.0, bias_sd, num_items).astype(np.float32)
 
+    def draw_items(size: int) -> np.ndarray:
+        # Walker's alias method: one uniform gives a bin (integer part) and a coin (fraction).
+        draw = items_rng.random(size) * num_items
+        k = np.minimum(draw.astype(np.int32), num_items - 1)
+        return rank_to_id[np.where(draw - k < prob[k], k, alias[k])]
+
     items = np.empty(n, dtype=np.int32)
     values = np.empty(n, dtype=np.float32)
+    if distinct:
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            items[start:stop] = draw_items(stop - start)
+        _redraw_repeats(users, items, num_items, draw_items)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         u = users[start:stop]
-        # Walker's alias method: one uniform gives a bin (integer part) and a coin (fraction).
-        draw = items_rng.random(stop - start) * num_items
-        k = np.minimum(draw.astype(np.int32), num_items - 1)
-        it = rank_to_id[np.where(draw - k < prob[k], k, alias[k])]
-        items[start:stop] = it
-        del draw, k
+        if distinct:
+            it = items[start:stop]
+        else:
+            it = draw_items(stop - start)
+            items[start:stop] = it
         x = np.einsum("kr,kr->k", user_f[u], item_f[it])
         x += user_b[u]
         x += item_b[it]
@@ -218,3 +262,30 @@ def synthetic_ratings(
         x += np.float32(mean)
         np.clip(np.rint(x, out=x), 1.0, 5.0, out=values[start:stop])
     return Ratings(users, items, values, num_users, num_items)
+
+
+def _redraw_repeats(users: np.ndarray, items: np.ndarray, num_items: int, draw) -> None:
+    """Draws `items` again, in place, wherever a (user, item) pair repeats an earlier one, until
+    none does (`users` sorted; `draw(size)` gives items from the popularity law)."""
+    rows = np.arange(len(users))
+    for _ in range(DISTINCT_ROUNDS):
+        repeat = rows[_repeated(users[rows], items[rows], num_items)]
+        if len(repeat) == 0:
+            return
+        items[repeat] = draw(len(repeat))
+        # Only the users who had a repeat can have one now: the next round sorts their rows.
+        rows = np.flatnonzero(np.isin(users, np.unique(users[repeat])))
+    # A user close to rating every item: hand the repeats the items they have not rated yet.
+    for u in np.unique(users[_repeated(users, items, num_items)]):
+        rows = np.flatnonzero(users == u)
+        free = np.setdiff1d(np.arange(num_items, dtype=np.int32), items[rows])
+        first = np.unique(items[rows], return_index=True)[1]
+        again = np.setdiff1d(np.arange(len(rows)), first)
+        items[rows[again]] = free[: len(again)]
+
+
+def _repeated(users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+    """Positions whose (user, item) pair occurs at an earlier position (in sorted-key order)."""
+    key = users.astype(np.int64) * num_items + items
+    order = np.argsort(key, kind="stable")
+    return order[1:][key[order[1:]] == key[order[:-1]]]
