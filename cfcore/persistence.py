@@ -66,6 +66,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -77,11 +80,25 @@ from .errors import CfcoreError, FileAccessError
 
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
-SHARDED_FORMAT_VERSION = 2
+SHARDED_FORMAT_VERSION = 3
 """The version of a sharded checkpoint's index (`save_sharded`): a cfcore that reads only single
-files refuses it as newer instead of calling it damaged."""
+files, or only the shards beside the index (version 2), refuses it as newer instead of calling it
+damaged. Version 2 indexes (shards beside the index, no save id) still load."""
 SHARD_FORMAT = "cfcore-shard"
+SHARD_FORMAT_VERSION = 2
+"""The version of a shard file: 2 carries its save's id (`save_id`), 1 (under a version 2 index)
+does not."""
 INDEX_NAME = "model.npz"
+GENERATION_PREFIX = "shards-"
+"""A sharded checkpoint's shards lie in `folder/shards-<save id>/` (one folder per save)."""
+
+# A save id: what `save_sharded` draws (16 hex digits); a longer one is read too.
+_SAVE_ID = re.compile(r"[0-9a-f]{8,64}")
+# A generation folder, and a shard file (or its temporary) of the version 2 layout, for the
+# clean-up after a save: nothing else in the folder is touched.
+_GENERATION = re.compile(re.escape(GENERATION_PREFIX) + r"[0-9a-f]{8,64}")
+_V2_SHARD = re.compile(r"shard-\d{5,}-of-\d{5,}\.npz")
+_V2_SHARD_TMP = re.compile(r"\.(shard-\d{5,}-of-\d{5,}\.npz)\..+\.tmp")
 
 
 MODEL_KINDS: dict[str, dict[str, Any]] = {}
@@ -192,8 +209,11 @@ def save_sharded(
     session = model._session
     if session is not None:
         placement, native = session.placement, session.params
+        host_shards = placement.host_shards(native)
     else:
+        # A loaded model without a session: its tables are on the host already, one shard.
         placement, native = Placement(None), model.params_numpy()
+        host_shards = [(0, 1, {k: (0, v.shape[0], v) for k, v in native.items()})]
     shapes = placement.shapes(native)
     # The model's state with stand-ins for its tables (zero-stride views of one float each, so
     # no table is materialised): the entries that are stand-ins are the sharded ones.
@@ -216,38 +236,85 @@ def save_sharded(
             f"{type(model).__name__} writes its parameters {sorted(missing)} in another form "
             "than the arrays themselves: it cannot be saved sharded; use model.save(path)"
         )
+    # The save's id: drawn by the primary and sent to every writer, so that all of them write
+    # into one new generation folder and stamp their shards with it.
+    save_id = placement.broadcast_token(secrets.token_hex(8).encode("ascii")).decode("ascii")
+    generation = folder / f"{GENERATION_PREFIX}{save_id}"
     count = 1
-    for j, count, rows in placement.host_shards(native):
-        name = f"shard-{j:05d}-of-{count:05d}.npz"
+    for j, count, rows in host_shards:
         meta = {
             "format": SHARD_FORMAT,
-            "format_version": 1,
+            "format_version": SHARD_FORMAT_VERSION,
+            "save_id": save_id,
             "index": j,
             "count": count,
             "rows": {e: list(rows[p][:2]) for e, p in entries.items()},
         }
         shard = {"metadata": _json_bytes(meta), **{e: rows[p][2] for e, p in entries.items()}}
-        atomic_write(folder / name, _npz_writer(shard))
+        atomic_write(generation / _shard_name(j, count), _npz_writer(shard))
     # Several processes: the index, which names every process's shards, is written once they
     # all are, and no process returns before it is, so that a load right after the save (in
     # any of them) finds the checkpoint whole.
     placement.barrier()
     if placement.is_primary:
-        shard_names = [f"shard-{j:05d}-of-{count:05d}.npz" for j in range(count)]
         meta = {
             "format": FORMAT,
             "format_version": SHARDED_FORMAT_VERSION,
             "cfcore_version": __version__,
             **fields,
             "shards": {
+                "save_id": save_id,
                 "count": count,
-                "files": shard_names,
+                "files": [_shard_name(j, count) for j in range(count)],
                 "entries": {e: list(shapes[p]) for e, p in entries.items()},
             },
         }
+        # The one step that makes the new generation current: until this rename the index
+        # names the previous one, which nothing above has touched.
         atomic_write(folder / INDEX_NAME, _npz_writer({"metadata": _json_bytes(meta), **arrays}))
+        remove_stale_generations(folder, keep=generation.name)
     placement.barrier()
     return folder
+
+
+def _shard_name(j: int, count: int) -> str:
+    return f"shard-{j:05d}-of-{count:05d}.npz"
+
+
+def remove_stale_generations(folder: Path, *, keep: str) -> list[Path]:
+    """Removes what earlier sharded saves into `folder` left: every generation folder but `keep`
+    (older complete ones, and those of saves killed before their index), and the shard files of
+    the version 2 layout (beside the index) with their temporaries whose writer is gone.
+
+    Called by `save_sharded` once the index naming `keep` is in place, in one process. Nothing
+    else in the folder is touched; what cannot be removed is left for the next save.
+
+    Returns:
+        What was removed.
+    """
+    from .io.atomic import remove_stale_temporaries
+
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.name == keep:
+                continue
+            if _GENERATION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            elif _V2_SHARD.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                path.unlink()
+                removed.append(path)
+            elif (tmp := _V2_SHARD_TMP.fullmatch(entry.name)) is not None:
+                removed += remove_stale_temporaries(folder / tmp.group(1))
+        except OSError:
+            continue
+    return removed
 
 
 def _npz_writer(arrays: dict[str, np.ndarray]) -> Any:
@@ -278,22 +345,30 @@ class ShardFiles:
     """The shard files of a sharded checkpoint, read a row range at a time.
 
     Opening reads the index's shard table and each shard's metadata and member headers (no
-    table data) and checks that every row of every table entry is in exactly one shard with the
-    shape its rows declare. `rows` then reads only the shards that overlap a range.
+    table data) and checks that every shard is the one the index names (its save id, position
+    and count) and that every row of every table entry is in exactly one shard with the shape
+    its rows declare. `rows` then reads only the shards that overlap a range.
 
     Args:
         folder: the checkpoint's folder.
-        shards: the index's `shards` field (`{"count", "files", "entries"}`).
+        shards: the index's `shards` field (`{"save_id", "count", "files", "entries"}`; no
+            `save_id` in a version 2 index, whose shards lie beside it).
+        version: the index's `format_version` (`SHARDED_FORMAT_VERSION`, or 2).
 
     Attributes:
         entries: each table entry's full shape `[N, ...]`.
+        save_id: the save's id (None for a version 2 index).
 
     Raises:
-        ModelFileError: the shard table does not parse, a shard file is missing, is not a
-            cfcore shard, or its rows do not tile a table exactly once.
+        ModelFileError: the shard table does not parse; the generation folder or a shard file
+            is missing; a shard is not a cfcore shard, belongs to another save (its save id is
+            not the index's) or to another position; or its rows do not tile a table exactly
+            once.
     """
 
-    def __init__(self, folder: Path, shards: dict[str, Any]) -> None:
+    def __init__(
+        self, folder: Path, shards: dict[str, Any], version: int = SHARDED_FORMAT_VERSION
+    ) -> None:
         from .io.npz import load_arrays, member_headers
 
         self.folder = folder
@@ -301,22 +376,35 @@ class ShardFiles:
             entries = {str(e): tuple(int(x) for x in s) for e, s in dict(shards["entries"]).items()}
             files = [str(f) for f in shards["files"]]
             count = int(shards["count"])
+            save_id = None if version < SHARDED_FORMAT_VERSION else shards["save_id"]
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(
-                f"{folder} is damaged: its shard list does not parse ({err})"
+                f"{folder} is damaged: its shard list does not parse ({err!r})"
             ) from err
         if len(files) != count or any(Path(f).name != f for f in files):
             raise ModelFileError(
                 f"{folder} is damaged: its index lists {files!r} for {count} shards"
             )
+        where = folder
+        if save_id is not None:
+            if not isinstance(save_id, str) or not _SAVE_ID.fullmatch(save_id):
+                raise ModelFileError(f"{folder} is damaged: its save id {save_id!r} is not valid")
+            where = folder / f"{GENERATION_PREFIX}{save_id}"
+            if not where.is_dir():
+                raise ModelFileError(
+                    f"{folder} is incomplete: the shard folder {where.name} its index names is "
+                    "missing"
+                )
         self.entries = entries
+        self.save_id: str | None = save_id
         # Each entry's non-empty row ranges and the file holding them, in row order.
         self._ranges: dict[str, list[tuple[int, int, Path]]] = {e: [] for e in entries}
         self._headers: dict[Path, dict[str, Any]] = {}
-        for name in files:
-            path = folder / name
+        for j, name in enumerate(files):
+            path = where / name
             if not path.is_file():
-                raise ModelFileError(f"{folder} is damaged: the shard file {name} is missing")
+                shown = path.relative_to(folder).as_posix()
+                raise ModelFileError(f"{folder} is incomplete: the shard file {shown} is missing")
             headers = member_headers(path, ModelFileError)
             self._headers[path] = headers
             arrays = load_arrays(path, ModelFileError, names=["metadata"])
@@ -330,6 +418,16 @@ class ShardFiles:
             if meta.get("format") != SHARD_FORMAT:
                 raise ModelFileError(
                     f"{path} is not a cfcore shard (format {meta.get('format')!r})"
+                )
+            if save_id is not None and meta.get("save_id") != save_id:
+                raise ModelFileError(
+                    f"{path} belongs to another checkpoint: its save id is "
+                    f"{meta.get('save_id')!r}, the index's is {save_id!r}"
+                )
+            if (meta.get("index"), meta.get("count")) != (j, count):
+                raise ModelFileError(
+                    f"{path} is damaged: it holds shard {meta.get('index')!r} of "
+                    f"{meta.get('count')!r}, the index names it shard {j} of {count}"
                 )
             for entry, shape in entries.items():
                 start, stop = rows.get(entry, (0, -1))
@@ -399,10 +497,10 @@ class ShardFiles:
         self._last = None
 
 
-def _assemble(folder: Path, shards: dict[str, Any]) -> dict[str, np.ndarray]:
+def _assemble(folder: Path, shards: dict[str, Any], version: int) -> dict[str, np.ndarray]:
     """Every table entry of a sharded checkpoint from its shard files, each row exactly once
     (the single-device `load`)."""
-    files = ShardFiles(folder, shards)
+    files = ShardFiles(folder, shards, version)
     out = {e: files.rows(e, 0, shape[0]) for e, shape in files.entries.items()}
     files.close()
     return out
@@ -464,6 +562,11 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
     if path.is_dir() and (path / INDEX_NAME).is_file():
         # A sharded checkpoint (`save_sharded`): its index, the tables from the shards.
         folder, path = path, path / INDEX_NAME
+    elif path.is_dir() and _holds_generations(path):
+        raise ModelFileError(
+            f"{path} holds no complete sharded checkpoint: its index {INDEX_NAME} is missing "
+            "(the shard folders there are from a save that did not finish)"
+        )
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if not os.access(path, os.R_OK):
@@ -492,6 +595,14 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
             raise ModelFileError(f"{path} is damaged: the entry {err} is missing") from err
+
+
+def _holds_generations(folder: Path) -> bool:
+    """Whether `folder` holds shard folders of sharded saves (`shards-<save id>`)."""
+    try:
+        return any(_GENERATION.fullmatch(entry.name) for entry in os.scandir(folder))
+    except OSError:
+        return False
 
 
 _MAX_METADATA_BYTES = 64 << 20
@@ -548,13 +659,13 @@ def _read(path: Path, archive: Any, folder: Path | None = None, placement: Any =
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path} is damaged: format_version {version!r} is not a positive int")
-    # A sharded checkpoint's index is version 2 *with* its shard table; any other version above
-    # 1 (a single file with version 2 included) comes from a newer cfcore.
-    is_index = version == SHARDED_FORMAT_VERSION and "shards" in meta
+    # A sharded checkpoint's index is version 2 or 3 *with* its shard table; any other version
+    # above 1 (a single file with version 2 included) comes from a newer cfcore.
+    is_index = version in (2, SHARDED_FORMAT_VERSION) and "shards" in meta
     if version > FORMAT_VERSION and not is_index:
         raise ModelFileError(
             f"{path} has model file format version {version}, newer than this cfcore supports "
-            f"(version {FORMAT_VERSION}) (sharded checkpoint indexes: version "
+            f"(version {FORMAT_VERSION}) (sharded checkpoint indexes: versions 2 and "
             f"{SHARDED_FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
             "Upgrade cfcore to read it"
         )
@@ -567,11 +678,11 @@ def _read(path: Path, archive: Any, folder: Path | None = None, placement: Any =
                 "with the shard files beside it"
             )
         if placement is None:
-            archive = _ShardedArchive(archive, _assemble(folder, meta["shards"]))
+            archive = _ShardedArchive(archive, _assemble(folder, meta["shards"], version))
         else:
             # The model is rebuilt around zero-stride stand-ins of its tables (no table on the
             # host); the placement then reads each device's rows from the shard files.
-            shard_files = ShardFiles(folder, meta["shards"])
+            shard_files = ShardFiles(folder, meta["shards"], version)
             stand_ins = {
                 e: np.broadcast_to(np.zeros((), np.float32), shape)
                 for e, shape in shard_files.entries.items()
