@@ -9,6 +9,13 @@ files that hold them, with every way of bringing a whole table through the host 
 training continues bit for bit as after a plain load and `fit(..., devices=k)` (WALS, BiasedMF
 and the softmax model too, on one device). Each multi-device configuration runs in its own
 process (`tests/sharded_checkpoint_run.py`).
+
+Saves are all-or-nothing: a 4-device save of another model of the same shapes into the folder,
+SIGKILLed after each of its shards, half-way through one, or before its index (one process; and
+after each of 8 shards written by 2 `jax.distributed` processes, slow), leaves every file of the
+previous checkpoint bit for bit and that checkpoint what both load forms read; the next save
+removes the leftovers. A shard copied from another checkpoint of the same shapes, a missing shard,
+a missing shard folder or index are refused, and a save removes only what earlier saves left.
 """
 
 from __future__ import annotations
@@ -324,22 +331,25 @@ def other(saved, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     return out, dict(model.embeddings)
 
 
-def _new_files(point: str, shards: int) -> int:
-    """How many files a save killed at `point` has added (its shards, a torn temporary)."""
-    # after-j and torn-j: shards 0..j-1 and shard j (or its temporary); before-index: all.
-    _, _, j = point.partition("-")
-    return int(j) + 1 if j.isdigit() else shards
-
-
-def _check_killed(victim: Path, before: dict[str, str], point: str, shards: int, want) -> None:
-    """After a save into `victim` killed at `point`: the old files untouched, the new ones in
-    one generation folder beside them, and the old checkpoint what every load form reads; then
-    the next save removes every generation but its own."""
+def _check_killed(
+    victim: Path, before: dict[str, str], point: str, shards: int, want, *, alone: bool = True
+) -> None:
+    """After a save of `shards` shards into `victim` killed at `point`: the old files untouched,
+    the new ones in one generation folder beside them and as far as `point` (exactly so when the
+    killed process wrote `alone`), and the old checkpoint what every load form reads; then the
+    next save removes every generation but its own."""
     after = _digests(victim)
     assert {name: after.get(name) for name in before} == before  # every old file, bit for bit
     new = sorted(set(after) - set(before))
-    assert len(new) == _new_files(point, shards), new
     assert len({name.split("/")[0] for name in new}) == 1, new  # in one new generation folder
+    names = {name.split("/")[-1] for name in new}
+    what, _, j = point.partition("-")
+    if j.isdigit():  # shards 0..j-1, and shard j (after) or half its temporary file (torn)
+        shard = f"shard-{int(j):05d}-of-{shards:05d}.npz"
+        assert shard in names if what == "after" else any(n.startswith(f".{shard}.") for n in names)
+        assert not alone or len(new) == int(j) + 1, new
+    else:  # before the index: every shard
+        assert len(names) == shards and all(n.startswith("shard-") for n in names), new
     _assert_holds(cfcore.load(victim), want)
     _assert_holds(cfcore.load(victim, devices=1), want)
     cfcore.load(victim).save(victim, sharded=True)
@@ -448,3 +458,45 @@ def test_a_save_removes_only_what_earlier_saves_left(tmp_path):
     loaded = cfcore.load(folder)
     for table, emb in model.embeddings.items():
         np.testing.assert_array_equal(loaded.embeddings[table], emb)
+
+
+KILL2_POINTS = [*(f"after-{j}" for j in range(8)), "torn-5", "before-index"]
+"""Where a save of 8 shards by 2 processes (4 each) is killed: after each shard, half-way
+through one of the second process's, every shard written but not the index."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL2_POINTS)
+def test_a_save_by_two_processes_killed_part_way_leaves_the_previous(saved, other, tmp_path, point):
+    from .test_distributed import _free_port
+
+    folder, want = saved
+    victim = tmp_path / "ckpt"
+    shutil.copytree(folder, victim)
+    before = _digests(victim)
+    env = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    args = [str(_free_port()), str(other[0]), str(victim), point]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), "kill2", str(i), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    # The process writing the shard named (mesh positions 0-3 are process 0's), or the primary.
+    _, _, j = point.partition("-")
+    dying = procs[int(j) // 4 if j.isdigit() else 0]
+    try:
+        _, err = dying.communicate(timeout=300)
+    finally:
+        # The other process is killed too, wherever it is (waiting for the dead one, most
+        # likely): a pre-empted job loses all its processes.
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert dying.returncode == -signal.SIGKILL, err[-3000:]
+    _check_killed(victim, before, point, 8, want, alone=False)
