@@ -41,19 +41,39 @@ Each model class writes and reads its own entries (`Model.to_state` / `Model.fro
 write, the damage checks, and the registry that maps a file's kind and class name to a class.
 
 Sharded checkpoints (`save_sharded`, `model.save(folder, sharded=True)`): a folder holding
-`model.npz`, the file above without the parameter tables and with `format_version` 2 and
-`shards` (`{"count": k, "files": [...], "entries": {entry: shape}}`), and one
-`shard-<j>-of-<k>.npz` per device, each holding the rows `start:stop` of every table entry (the
-entry's name) and `metadata` (`format` "cfcore-shard", `index` j, `count` k, `rows`
-`{entry: [start, stop]}`). Every process writes the shards of its own devices, copied to the
-host one device at a time: no process ever holds a whole table. `load(folder)` reads a folder
-as one model (the single-device form: the tables assembled on the host, each row checked to
-come from exactly one shard); `load(folder, devices=k)` puts it straight onto k devices of any
-count (`ShardFiles`: each device's rows read from the shard files that overlap them, never a
-whole table on the host; in a multi-process run each process reads its own devices' rows) and
-the model's training session holds them, so that `fit(..., devices=k)` continues without placing
-them again. Plain NumPy reads a shard (`numpy.load`), so a TensorFlow or PyTorch user needs no
-JAX.
+`model.npz`, the index (the file above without the parameter tables, with `format_version` 3
+and `shards`: `{"save_id": id, "count": k, "files": [...], "entries": {entry: shape}}`), and the
+shard folder `shards-<id>/` with one `shard-<j>-of-<k>.npz` per device, each holding the rows
+`start:stop` of every table entry (the entry's name) and `metadata` (`format` "cfcore-shard",
+`format_version` 2, `save_id`, `index` j, `count` k, `rows` `{entry: [start, stop]}`). Every
+process writes the shards of its own devices, copied to the host one device at a time: no
+process ever holds a whole table.
+
+A save is all-or-nothing. Each save draws a new id (16 hex digits, drawn by the primary process
+and sent to the others with `Placement.broadcast_token`, so that every process writes into the
+same new shard folder), writes its shards beside the previous checkpoint's, waits for every
+process, and only then renames the new index over `model.npz` (one atomic step, after which the
+new checkpoint is the current one). A save killed at any point before that rename leaves the
+previous checkpoint, its index and its shard folder untouched; once its index is in place, the
+saving process removes every other shard folder (older checkpoints, and those of saves killed
+part-way) and the shard files of the version 2 layout. One writer per folder at a time: a save
+removes the shard folder of a concurrent save into the same folder, and a load that overlaps the
+removal may be refused (loading again reads the new checkpoint). `load` refuses, with a
+`ModelFileError` naming the file, a shard whose save id, position or count is not the one the
+index names (a shard copied from another checkpoint, of the same shapes or not), a missing shard
+or shard folder, and a folder holding shard folders but no index.
+
+Version 2 indexes (cfcore before all-or-nothing saves: no save id, the shards beside
+`model.npz`, shard `format_version` 1) still load; a save into such a folder removes those shard
+files once its own index is in place.
+
+`load(folder)` reads a folder as one model (the single-device form: the tables assembled on the
+host, each row checked to come from exactly one shard); `load(folder, devices=k)` puts it
+straight onto k devices of any count (`ShardFiles`: each device's rows read from the shard files
+that overlap them, never a whole table on the host; in a multi-process run each process reads
+its own devices' rows) and the model's training session holds them, so that
+`fit(..., devices=k)` continues without placing them again. Plain NumPy reads a shard
+(`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
 
 The embeddings are stored bit for bit, so a model trained on JAX and loaded for TensorFlow scores
 identically up to each framework's float32 rounding. Optimizer state is not stored (it is each
@@ -178,21 +198,28 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
 def save_sharded(
     model: Any, folder: str | os.PathLike[str], *, include_ratings: bool = True
 ) -> Path:
-    """Writes `model` as a sharded checkpoint: `folder/model.npz` and one file per shard.
+    """Writes `model` as a sharded checkpoint: `folder/model.npz` and one file per shard in
+    `folder/shards-<save id>/`, all or nothing (see the module's docstring).
 
     Each table is written as the shards the model's training session holds (one per device for
     `fit(..., devices=k)`, one for single-device training), each copied from its own device:
-    the tables are never gathered on one host. In a multi-process run every process holding
-    devices of the model's session calls it with the same folder (a shared file system): each
-    writes its own devices' shards, they wait for each other (`Placement.barrier`), the first
-    writes `model.npz`, and none returns before it is written, so the folder is whole when the
-    index appears and when any of them goes on (to `load` it, say). A process that fails to
-    write leaves the others waiting, as a failed training step would.
+    the tables are never gathered on one host. The shards go into a new shard folder beside the
+    previous checkpoint's; the index, renamed into place last, makes them current, and the
+    previous checkpoint stays whole and loadable until then (a save killed part-way leaves it
+    as it was). Then the stale shard folders are removed.
+
+    In a multi-process run every process holding devices of the model's session calls it with
+    the same folder (a shared file system): the first draws the save id and sends it to the
+    others (`Placement.broadcast_token`), each writes its own devices' shards, they wait for
+    each other (`Placement.barrier`), the first writes `model.npz` and removes the stale shard
+    folders, and none returns before that, so the folder is whole when the index appears and
+    when any of them goes on (to `load` it, say). A process that fails to write leaves the
+    others waiting, as a failed training step would.
 
     Args:
         model: a fitted model (or a loaded one: one shard then).
-        folder: the folder to write (created if needed; files of an earlier checkpoint with
-            other shard counts are left alone, the index names the current ones).
+        folder: the folder to write (created if needed). Only one save into it at a time: a
+            save removes every other shard folder there once its index is in place.
         include_ratings: as in `save`.
 
     Returns:
@@ -535,7 +562,8 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
         ModelFileError: the file is missing, not a cfcore model (another `.npz`, or not an
             archive at all), damaged (including arrays whose declared shapes disagree with the
             metadata: checked before they are decompressed), or written by a newer cfcore
-            (format version above `FORMAT_VERSION`).
+            (format version above `FORMAT_VERSION`); a sharded checkpoint with a shard missing
+            or from another save, or shard folders without an index.
         FileAccessError: the file exists but cannot be read (permission).
         ResourceLimitError: the arrays the file declares would not fit in memory.
         ValueError: `backend` without `devices`, or `devices` out of range or not the

@@ -308,6 +308,13 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
+def _copy(folder: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the checkpoint `folder` to save over, and its files' digests."""
+    victim = tmp_path / "ckpt"
+    shutil.copytree(folder, victim)
+    return victim, _digests(victim)
+
+
 def _assert_holds(model: Any, want: dict[str, np.ndarray]) -> None:
     for table in ("user", "item"):
         np.testing.assert_array_equal(model.embeddings[table], want[table])
@@ -363,13 +370,10 @@ def _check_killed(
 def test_a_save_killed_part_way_leaves_the_previous_checkpoint(saved, other, tmp_path, point):
     # The issue's case: a 4-device save of another model of the same shapes into the folder of a
     # checkpoint, the writer SIGKILLed part-way (after 2 of 4 shards, say).
-    folder, want = saved
-    victim = tmp_path / "ckpt"
-    shutil.copytree(folder, victim)
-    before = _digests(victim)
+    victim, before = _copy(saved[0], tmp_path)
     proc = _spawn("kill", "4", str(other[0]), str(victim), point)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    _check_killed(victim, before, point, 4, want)
+    _check_killed(victim, before, point, 4, saved[1])
 
 
 def test_a_save_killed_after_its_index_is_current_and_shards_are_its_own(saved, other, tmp_path):
@@ -470,10 +474,7 @@ through one of the second process's, every shard written but not the index."""
 def test_a_save_by_two_processes_killed_part_way_leaves_the_previous(saved, other, tmp_path, point):
     from .test_distributed import _free_port
 
-    folder, want = saved
-    victim = tmp_path / "ckpt"
-    shutil.copytree(folder, victim)
-    before = _digests(victim)
+    victim, before = _copy(saved[0], tmp_path)
     env = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     args = [str(_free_port()), str(other[0]), str(victim), point]
     procs = [
@@ -499,4 +500,4 @@ def test_a_save_by_two_processes_killed_part_way_leaves_the_previous(saved, othe
                 p.kill()
             p.communicate()
     assert dying.returncode == -signal.SIGKILL, err[-3000:]
-    _check_killed(victim, before, point, 8, want, alone=False)
+    _check_killed(victim, before, point, 8, saved[1], alone=False)
