@@ -41,19 +41,39 @@ Each model class writes and reads its own entries (`Model.to_state` / `Model.fro
 write, the damage checks, and the registry that maps a file's kind and class name to a class.
 
 Sharded checkpoints (`save_sharded`, `model.save(folder, sharded=True)`): a folder holding
-`model.npz`, the file above without the parameter tables and with `format_version` 2 and
-`shards` (`{"count": k, "files": [...], "entries": {entry: shape}}`), and one
-`shard-<j>-of-<k>.npz` per device, each holding the rows `start:stop` of every table entry (the
-entry's name) and `metadata` (`format` "cfcore-shard", `index` j, `count` k, `rows`
-`{entry: [start, stop]}`). Every process writes the shards of its own devices, copied to the
-host one device at a time: no process ever holds a whole table. `load(folder)` reads a folder
-as one model (the single-device form: the tables assembled on the host, each row checked to
-come from exactly one shard); `load(folder, devices=k)` puts it straight onto k devices of any
-count (`ShardFiles`: each device's rows read from the shard files that overlap them, never a
-whole table on the host; in a multi-process run each process reads its own devices' rows) and
-the model's training session holds them, so that `fit(..., devices=k)` continues without placing
-them again. Plain NumPy reads a shard (`numpy.load`), so a TensorFlow or PyTorch user needs no
-JAX.
+`model.npz`, the index (the file above without the parameter tables, with `format_version` 3
+and `shards`: `{"save_id": id, "count": k, "files": [...], "entries": {entry: shape}}`), and the
+shard folder `shards-<id>/` with one `shard-<j>-of-<k>.npz` per device, each holding the rows
+`start:stop` of every table entry (the entry's name) and `metadata` (`format` "cfcore-shard",
+`format_version` 2, `save_id`, `index` j, `count` k, `rows` `{entry: [start, stop]}`). Every
+process writes the shards of its own devices, copied to the host one device at a time: no
+process ever holds a whole table.
+
+A save is all-or-nothing. Each save draws a new id (16 hex digits, drawn by the primary process
+and sent to the others with `Placement.broadcast_token`, so that every process writes into the
+same new shard folder), writes its shards beside the previous checkpoint's, waits for every
+process, and only then renames the new index over `model.npz` (one atomic step, after which the
+new checkpoint is the current one). A save killed at any point before that rename leaves the
+previous checkpoint, its index and its shard folder untouched; once its index is in place, the
+saving process removes every other shard folder (older checkpoints, and those of saves killed
+part-way) and the shard files of the version 2 layout. One writer per folder at a time: a save
+removes the shard folder of a concurrent save into the same folder, and a load that overlaps the
+removal may be refused (loading again reads the new checkpoint). `load` refuses, with a
+`ModelFileError` naming the file, a shard whose save id, position or count is not the one the
+index names (a shard copied from another checkpoint, of the same shapes or not), a missing shard
+or shard folder, and a folder holding shard folders but no index.
+
+Version 2 indexes (cfcore before all-or-nothing saves: no save id, the shards beside
+`model.npz`, shard `format_version` 1) still load; a save into such a folder removes those shard
+files once its own index is in place.
+
+`load(folder)` reads a folder as one model (the single-device form: the tables assembled on the
+host, each row checked to come from exactly one shard); `load(folder, devices=k)` puts it
+straight onto k devices of any count (`ShardFiles`: each device's rows read from the shard files
+that overlap them, never a whole table on the host; in a multi-process run each process reads
+its own devices' rows) and the model's training session holds them, so that
+`fit(..., devices=k)` continues without placing them again. Plain NumPy reads a shard
+(`numpy.load`), so a TensorFlow or PyTorch user needs no JAX.
 
 The embeddings are stored bit for bit, so a model trained on JAX and loaded for TensorFlow scores
 identically up to each framework's float32 rounding. Optimizer state is not stored (it is each
@@ -66,6 +86,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -77,11 +100,25 @@ from .errors import CfcoreError, FileAccessError
 
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
-SHARDED_FORMAT_VERSION = 2
+SHARDED_FORMAT_VERSION = 3
 """The version of a sharded checkpoint's index (`save_sharded`): a cfcore that reads only single
-files refuses it as newer instead of calling it damaged."""
+files, or only the shards beside the index (version 2), refuses it as newer instead of calling it
+damaged. Version 2 indexes (shards beside the index, no save id) still load."""
 SHARD_FORMAT = "cfcore-shard"
+SHARD_FORMAT_VERSION = 2
+"""The version of a shard file: 2 carries its save's id (`save_id`), 1 (under a version 2 index)
+does not."""
 INDEX_NAME = "model.npz"
+GENERATION_PREFIX = "shards-"
+"""A sharded checkpoint's shards lie in `folder/shards-<save id>/` (one folder per save)."""
+
+# A save id: what `save_sharded` draws (16 hex digits); a longer one is read too.
+_SAVE_ID = re.compile(r"[0-9a-f]{8,64}")
+# A generation folder, and a shard file (or its temporary) of the version 2 layout, for the
+# clean-up after a save: nothing else in the folder is touched.
+_GENERATION = re.compile(re.escape(GENERATION_PREFIX) + r"[0-9a-f]{8,64}")
+_V2_SHARD = re.compile(r"shard-\d{5,}-of-\d{5,}\.npz")
+_V2_SHARD_TMP = re.compile(r"\.(shard-\d{5,}-of-\d{5,}\.npz)\..+\.tmp")
 
 
 MODEL_KINDS: dict[str, dict[str, Any]] = {}
@@ -161,21 +198,28 @@ def save(model: Any, path: str | os.PathLike[str], *, include_ratings: bool = Tr
 def save_sharded(
     model: Any, folder: str | os.PathLike[str], *, include_ratings: bool = True
 ) -> Path:
-    """Writes `model` as a sharded checkpoint: `folder/model.npz` and one file per shard.
+    """Writes `model` as a sharded checkpoint: `folder/model.npz` and one file per shard in
+    `folder/shards-<save id>/`, all or nothing (see the module's docstring).
 
     Each table is written as the shards the model's training session holds (one per device for
     `fit(..., devices=k)`, one for single-device training), each copied from its own device:
-    the tables are never gathered on one host. In a multi-process run every process holding
-    devices of the model's session calls it with the same folder (a shared file system): each
-    writes its own devices' shards, they wait for each other (`Placement.barrier`), the first
-    writes `model.npz`, and none returns before it is written, so the folder is whole when the
-    index appears and when any of them goes on (to `load` it, say). A process that fails to
-    write leaves the others waiting, as a failed training step would.
+    the tables are never gathered on one host. The shards go into a new shard folder beside the
+    previous checkpoint's; the index, renamed into place last, makes them current, and the
+    previous checkpoint stays whole and loadable until then (a save killed part-way leaves it
+    as it was). Then the stale shard folders are removed.
+
+    In a multi-process run every process holding devices of the model's session calls it with
+    the same folder (a shared file system): the first draws the save id and sends it to the
+    others (`Placement.broadcast_token`), each writes its own devices' shards, they wait for
+    each other (`Placement.barrier`), the first writes `model.npz` and removes the stale shard
+    folders, and none returns before that, so the folder is whole when the index appears and
+    when any of them goes on (to `load` it, say). A process that fails to write leaves the
+    others waiting, as a failed training step would.
 
     Args:
         model: a fitted model (or a loaded one: one shard then).
-        folder: the folder to write (created if needed; files of an earlier checkpoint with
-            other shard counts are left alone, the index names the current ones).
+        folder: the folder to write (created if needed). Only one save into it at a time: a
+            save removes every other shard folder there once its index is in place.
         include_ratings: as in `save`.
 
     Returns:
@@ -192,8 +236,11 @@ def save_sharded(
     session = model._session
     if session is not None:
         placement, native = session.placement, session.params
+        host_shards = placement.host_shards(native)
     else:
+        # A loaded model without a session: its tables are on the host already, one shard.
         placement, native = Placement(None), model.params_numpy()
+        host_shards = [(0, 1, {k: (0, v.shape[0], v) for k, v in native.items()})]
     shapes = placement.shapes(native)
     # The model's state with stand-ins for its tables (zero-stride views of one float each, so
     # no table is materialised): the entries that are stand-ins are the sharded ones.
@@ -216,38 +263,85 @@ def save_sharded(
             f"{type(model).__name__} writes its parameters {sorted(missing)} in another form "
             "than the arrays themselves: it cannot be saved sharded; use model.save(path)"
         )
+    # The save's id: drawn by the primary and sent to every writer, so that all of them write
+    # into one new generation folder and stamp their shards with it.
+    save_id = placement.broadcast_token(secrets.token_hex(8).encode("ascii")).decode("ascii")
+    generation = folder / f"{GENERATION_PREFIX}{save_id}"
     count = 1
-    for j, count, rows in placement.host_shards(native):
-        name = f"shard-{j:05d}-of-{count:05d}.npz"
+    for j, count, rows in host_shards:
         meta = {
             "format": SHARD_FORMAT,
-            "format_version": 1,
+            "format_version": SHARD_FORMAT_VERSION,
+            "save_id": save_id,
             "index": j,
             "count": count,
             "rows": {e: list(rows[p][:2]) for e, p in entries.items()},
         }
         shard = {"metadata": _json_bytes(meta), **{e: rows[p][2] for e, p in entries.items()}}
-        atomic_write(folder / name, _npz_writer(shard))
+        atomic_write(generation / _shard_name(j, count), _npz_writer(shard))
     # Several processes: the index, which names every process's shards, is written once they
     # all are, and no process returns before it is, so that a load right after the save (in
     # any of them) finds the checkpoint whole.
     placement.barrier()
     if placement.is_primary:
-        shard_names = [f"shard-{j:05d}-of-{count:05d}.npz" for j in range(count)]
         meta = {
             "format": FORMAT,
             "format_version": SHARDED_FORMAT_VERSION,
             "cfcore_version": __version__,
             **fields,
             "shards": {
+                "save_id": save_id,
                 "count": count,
-                "files": shard_names,
+                "files": [_shard_name(j, count) for j in range(count)],
                 "entries": {e: list(shapes[p]) for e, p in entries.items()},
             },
         }
+        # The one step that makes the new generation current: until this rename the index
+        # names the previous one, which nothing above has touched.
         atomic_write(folder / INDEX_NAME, _npz_writer({"metadata": _json_bytes(meta), **arrays}))
+        remove_stale_generations(folder, keep=generation.name)
     placement.barrier()
     return folder
+
+
+def _shard_name(j: int, count: int) -> str:
+    return f"shard-{j:05d}-of-{count:05d}.npz"
+
+
+def remove_stale_generations(folder: Path, *, keep: str) -> list[Path]:
+    """Removes what earlier sharded saves into `folder` left: every generation folder but `keep`
+    (older complete ones, and those of saves killed before their index), and the shard files of
+    the version 2 layout (beside the index) with their temporaries whose writer is gone.
+
+    Called by `save_sharded` once the index naming `keep` is in place, in one process. Nothing
+    else in the folder is touched; what cannot be removed is left for the next save.
+
+    Returns:
+        What was removed.
+    """
+    from .io.atomic import remove_stale_temporaries
+
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.name == keep:
+                continue
+            if _GENERATION.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            elif _V2_SHARD.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                path.unlink()
+                removed.append(path)
+            elif (tmp := _V2_SHARD_TMP.fullmatch(entry.name)) is not None:
+                removed += remove_stale_temporaries(folder / tmp.group(1))
+        except OSError:
+            continue
+    return removed
 
 
 def _npz_writer(arrays: dict[str, np.ndarray]) -> Any:
@@ -278,22 +372,30 @@ class ShardFiles:
     """The shard files of a sharded checkpoint, read a row range at a time.
 
     Opening reads the index's shard table and each shard's metadata and member headers (no
-    table data) and checks that every row of every table entry is in exactly one shard with the
-    shape its rows declare. `rows` then reads only the shards that overlap a range.
+    table data) and checks that every shard is the one the index names (its save id, position
+    and count) and that every row of every table entry is in exactly one shard with the shape
+    its rows declare. `rows` then reads only the shards that overlap a range.
 
     Args:
         folder: the checkpoint's folder.
-        shards: the index's `shards` field (`{"count", "files", "entries"}`).
+        shards: the index's `shards` field (`{"save_id", "count", "files", "entries"}`; no
+            `save_id` in a version 2 index, whose shards lie beside it).
+        version: the index's `format_version` (`SHARDED_FORMAT_VERSION`, or 2).
 
     Attributes:
         entries: each table entry's full shape `[N, ...]`.
+        save_id: the save's id (None for a version 2 index).
 
     Raises:
-        ModelFileError: the shard table does not parse, a shard file is missing, is not a
-            cfcore shard, or its rows do not tile a table exactly once.
+        ModelFileError: the shard table does not parse; the generation folder or a shard file
+            is missing; a shard is not a cfcore shard, belongs to another save (its save id is
+            not the index's) or to another position; or its rows do not tile a table exactly
+            once.
     """
 
-    def __init__(self, folder: Path, shards: dict[str, Any]) -> None:
+    def __init__(
+        self, folder: Path, shards: dict[str, Any], version: int = SHARDED_FORMAT_VERSION
+    ) -> None:
         from .io.npz import load_arrays, member_headers
 
         self.folder = folder
@@ -301,22 +403,35 @@ class ShardFiles:
             entries = {str(e): tuple(int(x) for x in s) for e, s in dict(shards["entries"]).items()}
             files = [str(f) for f in shards["files"]]
             count = int(shards["count"])
+            save_id = None if version < SHARDED_FORMAT_VERSION else shards["save_id"]
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(
-                f"{folder} is damaged: its shard list does not parse ({err})"
+                f"{folder} is damaged: its shard list does not parse ({err!r})"
             ) from err
         if len(files) != count or any(Path(f).name != f for f in files):
             raise ModelFileError(
                 f"{folder} is damaged: its index lists {files!r} for {count} shards"
             )
+        where = folder
+        if save_id is not None:
+            if not isinstance(save_id, str) or not _SAVE_ID.fullmatch(save_id):
+                raise ModelFileError(f"{folder} is damaged: its save id {save_id!r} is not valid")
+            where = folder / f"{GENERATION_PREFIX}{save_id}"
+            if not where.is_dir():
+                raise ModelFileError(
+                    f"{folder} is incomplete: the shard folder {where.name} its index names is "
+                    "missing"
+                )
         self.entries = entries
+        self.save_id: str | None = save_id
         # Each entry's non-empty row ranges and the file holding them, in row order.
         self._ranges: dict[str, list[tuple[int, int, Path]]] = {e: [] for e in entries}
         self._headers: dict[Path, dict[str, Any]] = {}
-        for name in files:
-            path = folder / name
+        for j, name in enumerate(files):
+            path = where / name
             if not path.is_file():
-                raise ModelFileError(f"{folder} is damaged: the shard file {name} is missing")
+                shown = path.relative_to(folder).as_posix()
+                raise ModelFileError(f"{folder} is incomplete: the shard file {shown} is missing")
             headers = member_headers(path, ModelFileError)
             self._headers[path] = headers
             arrays = load_arrays(path, ModelFileError, names=["metadata"])
@@ -330,6 +445,16 @@ class ShardFiles:
             if meta.get("format") != SHARD_FORMAT:
                 raise ModelFileError(
                     f"{path} is not a cfcore shard (format {meta.get('format')!r})"
+                )
+            if save_id is not None and meta.get("save_id") != save_id:
+                raise ModelFileError(
+                    f"{path} belongs to another checkpoint: its save id is "
+                    f"{meta.get('save_id')!r}, the index's is {save_id!r}"
+                )
+            if (meta.get("index"), meta.get("count")) != (j, count):
+                raise ModelFileError(
+                    f"{path} is damaged: it holds shard {meta.get('index')!r} of "
+                    f"{meta.get('count')!r}, the index names it shard {j} of {count}"
                 )
             for entry, shape in entries.items():
                 start, stop = rows.get(entry, (0, -1))
@@ -399,10 +524,10 @@ class ShardFiles:
         self._last = None
 
 
-def _assemble(folder: Path, shards: dict[str, Any]) -> dict[str, np.ndarray]:
+def _assemble(folder: Path, shards: dict[str, Any], version: int) -> dict[str, np.ndarray]:
     """Every table entry of a sharded checkpoint from its shard files, each row exactly once
     (the single-device `load`)."""
-    files = ShardFiles(folder, shards)
+    files = ShardFiles(folder, shards, version)
     out = {e: files.rows(e, 0, shape[0]) for e, shape in files.entries.items()}
     files.close()
     return out
@@ -437,7 +562,8 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
         ModelFileError: the file is missing, not a cfcore model (another `.npz`, or not an
             archive at all), damaged (including arrays whose declared shapes disagree with the
             metadata: checked before they are decompressed), or written by a newer cfcore
-            (format version above `FORMAT_VERSION`).
+            (format version above `FORMAT_VERSION`); a sharded checkpoint with a shard missing
+            or from another save, or shard folders without an index.
         FileAccessError: the file exists but cannot be read (permission).
         ResourceLimitError: the arrays the file declares would not fit in memory.
         ValueError: `backend` without `devices`, or `devices` out of range or not the
@@ -464,6 +590,11 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
     if path.is_dir() and (path / INDEX_NAME).is_file():
         # A sharded checkpoint (`save_sharded`): its index, the tables from the shards.
         folder, path = path, path / INDEX_NAME
+    elif path.is_dir() and _holds_generations(path):
+        raise ModelFileError(
+            f"{path} holds no complete sharded checkpoint: its index {INDEX_NAME} is missing "
+            "(the shard folders there are from a save that did not finish)"
+        )
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if not os.access(path, os.R_OK):
@@ -492,6 +623,14 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
             raise ModelFileError(f"{path} is damaged: {err}") from err
         except KeyError as err:
             raise ModelFileError(f"{path} is damaged: the entry {err} is missing") from err
+
+
+def _holds_generations(folder: Path) -> bool:
+    """Whether `folder` holds shard folders of sharded saves (`shards-<save id>`)."""
+    try:
+        return any(_GENERATION.fullmatch(entry.name) for entry in os.scandir(folder))
+    except OSError:
+        return False
 
 
 _MAX_METADATA_BYTES = 64 << 20
@@ -548,13 +687,13 @@ def _read(path: Path, archive: Any, folder: Path | None = None, placement: Any =
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path} is damaged: format_version {version!r} is not a positive int")
-    # A sharded checkpoint's index is version 2 *with* its shard table; any other version above
-    # 1 (a single file with version 2 included) comes from a newer cfcore.
-    is_index = version == SHARDED_FORMAT_VERSION and "shards" in meta
+    # A sharded checkpoint's index is version 2 or 3 *with* its shard table; any other version
+    # above 1 (a single file with version 2 included) comes from a newer cfcore.
+    is_index = version in (2, SHARDED_FORMAT_VERSION) and "shards" in meta
     if version > FORMAT_VERSION and not is_index:
         raise ModelFileError(
             f"{path} has model file format version {version}, newer than this cfcore supports "
-            f"(version {FORMAT_VERSION}) (sharded checkpoint indexes: version "
+            f"(version {FORMAT_VERSION}) (sharded checkpoint indexes: versions 2 and "
             f"{SHARDED_FORMAT_VERSION}); it was written by cfcore {meta.get('cfcore_version')}. "
             "Upgrade cfcore to read it"
         )
@@ -567,11 +706,11 @@ def _read(path: Path, archive: Any, folder: Path | None = None, placement: Any =
                 "with the shard files beside it"
             )
         if placement is None:
-            archive = _ShardedArchive(archive, _assemble(folder, meta["shards"]))
+            archive = _ShardedArchive(archive, _assemble(folder, meta["shards"], version))
         else:
             # The model is rebuilt around zero-stride stand-ins of its tables (no table on the
             # host); the placement then reads each device's rows from the shard files.
-            shard_files = ShardFiles(folder, meta["shards"])
+            shard_files = ShardFiles(folder, meta["shards"], version)
             stand_ins = {
                 e: np.broadcast_to(np.zeros((), np.float32), shape)
                 for e, shape in shard_files.entries.items()

@@ -6,8 +6,8 @@ each process brings 4 virtual CPU devices, `jax.distributed.initialize` joins th
 8-device runtime (collectives between the processes through gloo), and `fit(..., devices=8)`
 row-shards the tables over all eight. Each process writes the trained embeddings and history
 (full-batch SGD, minibatch Adam, 2 WALS sweeps) and saves the SGD model sharded into FOLDER (its
-own four shards; process 0 also the index), process 1 `SAVE_DELAY_S` late, and writes what the
-folder holds when its save returns (`saved_files`).
+own four shards; process 0 also the index), process 1 `SAVE_DELAY_S` late, and writes the files
+the folder holds when its save returns (`saved_files`, relative paths).
 
 Then both load FOLDER straight onto the 8 devices (`cfcore.load(FOLDER, backend="jax",
 devices=8)`), each reading only its own devices' rows (`place`): every process writes the blocks
@@ -164,7 +164,9 @@ def main(process_id: int, port: int, folder: str, out: str) -> None:
         # the whole checkpoint is written (`saved_files`), or its load would miss shards.
         time.sleep(SAVE_DELAY_S)
     sgd.save(folder, sharded=True)
-    result["saved_files"] = np.array(sorted(p.name for p in Path(folder).iterdir()))
+    result["saved_files"] = np.array(
+        sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+    )
     result.update(trained(models))
     result.update(place(folder))
     # A mesh of the other process's devices only: refused, before any file is read.

@@ -20,14 +20,25 @@ then `fit(..., devices=K)` (`reference_<table>`, ...).
 `... place-tf K FOLDER OUT.npz`: `place` on K of 8 logical TensorFlow CPU devices (saving into
 `FOLDER-tf-K`).
 
+`... kill K SOURCE FOLDER POINT` loads SOURCE onto K devices and saves it sharded into FOLDER,
+SIGKILLing itself at POINT of the save (`kill_at`); it never returns.
+
+`... kill2 PROCESS_ID PORT SOURCE FOLDER POINT`: the same in one of 2 `jax.distributed` processes
+of 4 devices each (`tests/distributed_run.py`'s set-up: the caller sets a device count of 4), the
+checkpoint placed on all 8; only the process that reaches POINT kills itself (the caller kills
+the other, as a pre-empted job loses all its processes).
+
 The caller sets `XLA_FLAGS=--xla_force_host_platform_device_count=8` and `JAX_PLATFORMS=cpu`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,6 +130,66 @@ def _place(k: int, folder: str, backend: str, placement: type, blocks: Any) -> d
     return result
 
 
+def kill_at(point: str) -> None:
+    """Makes this process SIGKILL itself at `point` of its sharded saves: `after-<j>` (shard j's
+    file in place), `torn-<j>` (half of shard j's temporary file written, not renamed),
+    `before-index` (every shard written, the index not begun) or `after-index` (the index in
+    place, the stale generations not yet removed). The saves write every file through
+    `cfcore.io.atomic.atomic_write`, which this wraps."""
+    from cfcore.io import atomic
+
+    write_file = atomic.atomic_write
+    what, _, j = point.partition("-")
+    shard = f"shard-{int(j):05d}-of-" if j.isdigit() else None
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def killing(path: Any, write: Any) -> Path:
+        name = Path(path).name
+        mine = shard is not None and name.startswith(shard)
+        if point == "before-index" and name == "model.npz":
+            die()
+        if what == "torn" and mine:
+
+            def torn(tmp: Path) -> None:
+                write(tmp)
+                os.truncate(tmp, tmp.stat().st_size // 2)
+                die()
+
+            return write_file(path, torn)
+        written = write_file(path, write)
+        if (what == "after" and mine) or (point == "after-index" and name == "model.npz"):
+            die()
+        return written
+
+    atomic.atomic_write = killing
+
+
+def _save_killed(source: str, folder: str, devices: int, point: str) -> None:
+    """Loads `source` onto `devices` devices and saves it sharded into `folder`, killed at
+    `point` (`kill_at`)."""
+    model = cfcore.load(source, backend="jax", devices=devices)
+    kill_at(point)
+    model.save(folder, sharded=True)
+    raise AssertionError(f"the save into {folder} returned: {point!r} was never reached")
+
+
+def kill_main(mode: str, *args: str) -> None:
+    """`kill K SOURCE FOLDER POINT` or `kill2 PROCESS_ID PORT SOURCE FOLDER POINT`."""
+    if mode == "kill":
+        k, source, folder, point = args
+        _save_killed(source, folder, int(k), point)
+    import jax
+
+    process_id, port, source, folder, point = args
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{port}", num_processes=2, process_id=int(process_id)
+    )
+    _save_killed(source, folder, 8, point)
+
+
 def main(mode: str, k: int, folder: str, out: str) -> None:
     result: dict[str, Any] = {}
     if mode == "place-tf":
@@ -168,4 +239,7 @@ def main(mode: str, k: int, folder: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    if sys.argv[1] in ("kill", "kill2"):
+        kill_main(*sys.argv[1:])
+    else:
+        main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -100,10 +100,12 @@ def test_two_processes_match_one_device(runs):
 
 def test_the_checkpoint_both_processes_wrote_loads_on_one_device(runs):
     folder, out = runs
-    assert len(list(folder.glob("shard-*-of-00008.npz"))) == 8
+    shards = list(folder.glob("shards-*/shard-*-of-00008.npz"))
+    assert len(shards) == 8
+    (generation,) = {p.parent.name for p in shards}  # both processes wrote one generation
     # Process 1 saved 2 s late: process 0's save returned only once every shard and the index
     # were written (no temporary file left either).
-    whole = sorted(["model.npz", *(f"shard-{j:05d}-of-00008.npz" for j in range(8))])
+    whole = sorted(["model.npz", *(f"{generation}/shard-{j:05d}-of-00008.npz" for j in range(8))])
     for got in out:
         assert got["saved_files"].tolist() == whole
     model = cfcore.load(folder)

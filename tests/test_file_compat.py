@@ -3,11 +3,17 @@
 `tests/data/models/*_v1.npz` were written by cfcore 0.1.0 (format version 1) before the model
 classes took over their own state; `expected.json` holds what that version reported for each
 model when it wrote the file (class, step, history length, parameter sums, first ids).
+
+`sharded_v2/` is a sharded checkpoint of the version 2 layout (its shards beside the index, no
+save id), written from 2 JAX devices before saves became all-or-nothing, and
+`sharded_v2_whole.npz` the same model saved as one file then.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +52,25 @@ def test_earlier_mf_file_recommends_with_its_ratings():
     # Rated items are left out, and the ids come back as the file's item ids.
     assert len(top) == 5
     assert not rated & {int(np.flatnonzero(model.item_ids == i)[0]) for i in top["item_id"]}
+
+
+def test_earlier_sharded_checkpoint_loads_and_is_replaced_whole(tmp_path: Path):
+    whole = cfcore.load(HERE / "sharded_v2_whole.npz")
+    folder = tmp_path / "ckpt"
+    shutil.copytree(HERE / "sharded_v2", folder)
+    old_shards = sorted(p.name for p in folder.glob("shard-*.npz"))
+    assert len(old_shards) == 2
+    # Straight onto a device too, where a backend that shards is installed.
+    for devices in (None, 1) if importlib.util.find_spec("jax") else (None,):
+        model = cfcore.load(folder, devices=devices)
+        assert model.step == whole.step
+        for key, value in whole.embeddings.items():
+            np.testing.assert_array_equal(model.embeddings[key], value)
+    # Saved again into its folder in today's layout: the version 2 shard files are removed once
+    # the new index is in place, and the folder reads back the same.
+    cfcore.load(folder).save(folder, sharded=True)
+    assert not list(folder.glob("shard-*.npz"))
+    assert len(list(folder.glob("shards-*/shard-*.npz"))) == 1
+    again = cfcore.load(folder)
+    for key, value in whole.embeddings.items():
+        np.testing.assert_array_equal(again.embeddings[key], value)

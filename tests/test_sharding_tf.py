@@ -180,7 +180,7 @@ def test_sharded_checkpoints_load_on_one_device_bit_for_bit(sharded, tmp_path_fa
         ("biased_adam", ("user", "item", "user_bias", "item_bias")),
     ):
         folder = Path(f"{out}.{run}.ckpt")
-        shards = sorted(p.name for p in folder.glob("shard-*.npz"))
+        shards = sorted(p.name for p in folder.glob("shards-*/shard-*.npz"))
         assert shards == [f"shard-{j:05d}-of-{k:05d}.npz" for j in range(k)], shards
         loaded = cfcore.load(folder)
         params = loaded.params_numpy()

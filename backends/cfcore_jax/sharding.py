@@ -49,7 +49,8 @@ import jax.sharding as jsh
 import numpy as np
 from jax import lax
 
-from cfcore.train.placement import RowShardedPlacement, padded_rows
+from cfcore.errors import ArgumentValueError
+from cfcore.train.placement import TOKEN_BYTES, RowShardedPlacement, padded_rows
 
 # The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
 # `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
@@ -236,6 +237,28 @@ class ShardedPlacement(RowShardedPlacement):
         got = float(np.asarray(total.addressable_data(0)))
         if got != self.num_devices:  # a collective that did not include every device
             raise RuntimeError(f"barrier over {self.num_devices} devices counted {got}")
+
+    def broadcast_token(self, token: bytes) -> bytes:
+        """The primary's `token` in every process of the mesh: a sum over the mesh's devices of
+        one row each, all zero but the primary's first device's (the token's length and bytes,
+        exact in float32), replicated back to every device (one process: `token` itself)."""
+        if len(token) > TOKEN_BYTES:
+            raise ArgumentValueError(f"a token of {len(token)} bytes: at most {TOKEN_BYTES}")
+        processes = [d.process_index for d in self.devices]
+        if len(set(processes)) == 1:
+            return token
+        source = processes.index(min(processes))  # the primary's first mesh position
+        row = np.zeros((1, TOKEN_BYTES + 1), np.float32)
+        row[0, 0] = len(token)
+        row[0, 1 : len(token) + 1] = np.frombuffer(token, np.uint8)
+        blank = np.zeros_like(row)
+        rows = self._put_rows(
+            lambda j: row if j == source else blank, (self.num_devices, row.shape[1])
+        )
+        replicated = jsh.NamedSharding(self.mesh, jsh.PartitionSpec())
+        total = jax.jit(lambda a: jnp.sum(a, axis=0), out_shardings=replicated)(rows)
+        got = np.asarray(total.addressable_data(0)).astype(np.int64)
+        return bytes(got[1 : got[0] + 1].astype(np.uint8).tolist())
 
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""

@@ -166,10 +166,20 @@ class Placement:
         """Returns once every process holding some of the devices has called it (a sharded
         checkpoint's writers wait for each other's shards). Here: one process, at once."""
 
+    def broadcast_token(self, token: bytes) -> bytes:
+        """The primary process's `token` (at most `TOKEN_BYTES` bytes), returned in every
+        process holding some of the devices, each of which passes its own (a sharded
+        checkpoint's save id: the primary draws it, every writer names its shards with it).
+        Here: one process, `token` itself."""
+        return token
+
     def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
         """Parameters back on the host as float32 NumPy arrays."""
         return {k: np.asarray(self.backend.to_numpy(v), np.float32) for k, v in params.items()}
 
+
+TOKEN_BYTES = 32
+"""The longest token `Placement.broadcast_token` carries."""
 
 # The arrays of a ratings tree that have one entry per rating (split over the devices).
 RATING_KEYS = ("users", "items", "values")
