@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import IO, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +60,12 @@ def shorten(text: str, keep: int = SHOWN_CHARS) -> str:
     return f"{text[:keep]!r}... ({len(text):,} characters)"
 
 
+class Readable(Protocol):
+    """A binary stream (a file, a zip member)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class BoundedReader(io.RawIOBase):
     """A binary stream that refuses to deliver more than `limit` bytes or a line over `max_line`.
 
@@ -74,7 +80,7 @@ class BoundedReader(io.RawIOBase):
 
     def __init__(
         self,
-        raw: IO[bytes],
+        raw: Readable,
         where: str,
         limit: tuple[int, str],
         error: type[Exception],
@@ -97,7 +103,9 @@ class BoundedReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         # One byte more than the budget may be read, so that a file of exactly the budget passes.
         room = min(len(view), self._limit + 1 - self._count)
-        n = self._raw.readinto(view[:room]) or 0  # type: ignore[attr-defined]
+        data = self._raw.read(room)
+        n = len(data)
+        view[:n] = data
         self._count += n
         if self._count > self._limit:
             raise self._error(too_large(self._where, self._limit, self._reason, "holds more than"))
@@ -138,12 +146,12 @@ def too_large(where: str, limit: int, reason: str, verb: str) -> str:
     )
     return (
         f"{where} {verb} {format_bytes(limit)} ({limit:,} bytes), the most cfcore reads of it "
-        f"({reason}): the file is damaged or crafted, or not this release's{hint}"
+        f"({reason}): a damaged or crafted file, or the wrong one{hint}"
     )
 
 
 def bounded(
-    raw: IO[bytes],
+    raw: Readable,
     where: str,
     limit: tuple[int, str],
     error: type[Exception],

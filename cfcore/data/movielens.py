@@ -320,7 +320,7 @@ class _Files:
             with self.open(name) as f:
                 frame = pd.read_csv(f, encoding=fmt.encoding, **kwargs)
         except pd.errors.EmptyDataError as exc:
-            raise DatasetError(f"{self._where(name)} is empty") from exc
+            raise DatasetError(f"{self._where(name)} holds no data (it is empty)") from exc
         except (ValueError, OverflowError, csv.Error) as exc:  # ParserError is a ValueError
             raise self._malformed(name, fmt, exc) from exc
         if dat:
@@ -328,6 +328,8 @@ class _Files:
             if any(set(separators[c].cat.categories) - {""} for c in separators.columns):
                 raise self._malformed(name, fmt, None)
             frame = frame.iloc[:, 0::2].set_axis(list(fmt.columns), axis=1)
+        if frame.empty:
+            raise DatasetError(f"{self._where(name)} holds no data (no line of values)")
         if not self._sound(frame, fmt):
             raise self._malformed(name, fmt, None)
         return frame[list(fmt.keep)] if fmt.keep is not None else frame
@@ -342,10 +344,10 @@ class _Files:
             values = frame[col]
             if values.isna().to_numpy().any():
                 return False
-            if values.dtype == object and (values.str.strip() == "").to_numpy().any():
+            if _text(values) and (values.str.strip() == "").to_numpy().any():
                 return False
         for col in fmt.columns:
-            if frame[col].dtype == object and frame[col].str.len().max() > MAX_FIELD_CHARS:
+            if _text(frame[col]) and frame[col].str.len().max() > MAX_FIELD_CHARS:
                 return False
         if fmt.scale is not None:
             return bool(fmt.scale.ok(frame["rating"].to_numpy()).all())
@@ -431,6 +433,11 @@ class _Files:
         detail = "its values are not what the release holds" if exc is None else str(exc)
         detail = re.sub(r"\b_(\d+)\b", lambda m: _dat_column(fmt, int(m.group(1))), detail)
         return DatasetError(f"{self._where(name)} cannot be parsed: {shorten(detail)}")
+
+
+def _text(values: pd.Series) -> bool:
+    """Whether a column holds strings (pandas 3's `str` dtype, or `object`)."""
+    return pd.api.types.is_string_dtype(values.dtype) or values.dtype == object
 
 
 def _dat_column(fmt: _Format, j: int) -> str:
