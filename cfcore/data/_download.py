@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from ..errors import CfcoreError
-from .bounded import UNKNOWN_FILE_BYTES, bounded, file_budget, too_large
+from .bounded import UNKNOWN_FILE_BYTES, BoundedReader, bounded, file_budget, too_large
 
 DATA_DIR_ENV = "CFCORE_DATA_DIR"
 
@@ -169,7 +169,7 @@ def _extract(
             written += _copy(stream, out)
 
 
-def _copy(src: IO[bytes], out: IO[bytes]) -> int:
+def _copy(src: BoundedReader, out: IO[bytes]) -> int:
     """Copies a binary stream into a file in 1 MiB chunks; returns the bytes copied."""
     n = 0
     for chunk in iter(lambda: src.read(1 << 20), b""):

@@ -99,19 +99,51 @@ class BoundedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to `size` bytes (all that is left when negative), checked before they are given.
+
+        Overridden (rather than `readinto` alone) so that a parser reading chunks gets the
+        stream's own bytes, without the copies of a buffer in between.
+        """
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
         # One byte more than the budget may be read, so that a file of exactly the budget passes.
-        room = min(len(view), self._limit + 1 - self._count)
-        data = self._raw.read(room)
-        n = len(data)
-        view[:n] = data
-        self._count += n
+        data = self._raw.read(min(size, self._limit + 1 - self._count))
+        self._count += len(data)
         if self._count > self._limit:
             raise self._error(too_large(self._where, self._limit, self._reason, "holds more than"))
-        if n and self._max_line is not None:
-            self._check_lines(np.frombuffer(view[:n], np.uint8))
-        return n
+        if data and self._max_line is not None and not self._short_lines(data):
+            self._check_lines(np.frombuffer(data, np.uint8))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _short_lines(self, data: bytes) -> bool:
+        """Whether every line `data` ends or continues is within the cap, found by a few C-level
+        searches (then the line count and the unfinished line's length are updated); False when
+        that cannot be shown this way, to be settled by `_check_lines`.
+
+        If each block of `max_line // 2` bytes between the first and the last newline holds a
+        newline, no two consecutive newlines are `max_line` bytes apart.
+        """
+        assert self._max_line is not None
+        first, last = data.find(b"\n"), data.rfind(b"\n")
+        if first < 0 or self._line + first > self._max_line:
+            return False
+        tail = len(data) - last - 1
+        block = self._max_line // 2
+        if tail > self._max_line or any(
+            data.find(b"\n", start, start + block) < 0 for start in range(first + 1, last, block)
+        ):
+            return False
+        # numpy counts many times faster than `bytes.count`, which goes byte by byte.
+        self._lines += int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10))
+        self._line = tail
+        return True
 
     def _check_lines(self, chunk: np.ndarray) -> None:
         assert self._max_line is not None
@@ -156,7 +188,7 @@ def bounded(
     limit: tuple[int, str],
     error: type[Exception],
     max_line: int | None = MAX_LINE_BYTES,
-) -> io.BufferedReader:
-    """`raw` behind a `BoundedReader` and a 1 MiB buffer (what parsers read from)."""
-    reader = BoundedReader(raw, where, limit, error, max_line)
-    return io.BufferedReader(reader, buffer_size=1 << 20)
+) -> BoundedReader:
+    """`raw` behind a `BoundedReader`: read it in chunks (`read(n)`, as parsers do), or wrap it
+    in `io.BufferedReader` to read lines."""
+    return BoundedReader(raw, where, limit, error, max_line)

@@ -391,7 +391,7 @@ def _read_csv(f: IO[bytes], what: str) -> pd.DataFrame:
 
 def _unreadable(f: IO[bytes], start: int, what: str, err: Exception | None) -> UserRatingsError:
     f.seek(start)
-    bad = first_bad_line(bounded(f, what, _user_limit(), UserRatingsError))
+    bad = first_bad_line(io.BufferedReader(bounded(f, what, _user_limit(), UserRatingsError)))
     detail = bad if bad is not None else shorten(str(err))
     return UserRatingsError(f"cannot read {what} as CSV: {detail}")
 
