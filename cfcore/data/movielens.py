@@ -573,7 +573,9 @@ def load_movielens(
             rated and catalog movies against those the release's README states; pass False to
             load a copy that was trimmed or altered on purpose. (ml-latest changes over time;
             100K and latest-small are checked file by file when downloaded, and small synthetic
-            copies of them are loaded on purpose.)
+            copies of them are loaded on purpose.) Every file is parsed strictly either way: the
+            release's fields on every line, ratings on its scale (whole stars 1-5 for 100K and
+            1M, 0.5-5 in half stars from 10M on).
 
     Returns:
         The loaded `MovieLens`. Sizes (ratings; users; movies rated / in the catalog):
@@ -584,8 +586,9 @@ def load_movielens(
     Raises:
         ValueError: `name` is not a known release.
         DatasetError: the release is not where it was looked for and cannot be downloaded, a
-            download was corrupt, a file of the release is missing or malformed, or (with
-            `verify`) its counts differ from the README's.
+            download was corrupt, a file of the release is missing, over its byte budget (see
+            `cfcore.data.bounded`; `$CFCORE_DATA_FILE_LIMIT` overrides) or malformed (naming the
+            file and line), or (with `verify`) its counts differ from the README's.
     """
     release = _release(name)
     files = _locate(release, data_dir, download)
