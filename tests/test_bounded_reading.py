@@ -31,6 +31,7 @@ from cfcore.data.bounded import (
     file_budget,
 )
 from cfcore.data.movielens import DatasetError, load_movielens
+from cfcore.errors import FileAccessError
 from cfcore.user_ratings import UserRatingsError, read_user_ratings
 
 from .test_movielens_releases import (  # noqa: F401  (isolated: the autouse fixture)
@@ -102,6 +103,7 @@ def test_member_of_one_long_line_is_refused_while_reading(
 _PEAK = """
 import resource, sys
 from cfcore.data.movielens import DatasetError, load_movielens
+from cfcore.errors import FileAccessError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     load_movielens(sys.argv[1], sys.argv[2], verify=False)
@@ -279,10 +281,14 @@ def _insert(folder: Path, member: str, line: str, at: int) -> int:
         ("25m", "ratings.csv", "3,1,6.0,978300762", 8, r"rating is '6\.0', outside"),
         ("25m", "ratings.csv", '3,"1,2",4.0,978300762', 8, "has 5 fields"),
         ("25m", "ratings.csv", "3,1,4.0,99999999999999999999", 8, "outside the 64-bit"),
+        ("25m", "ratings.csv", "3,1,1e400,978300762", 8, "rating is '1e400', not a finite"),
+        ("25m", "ratings.csv", "3,1,1e40,978300762", 8, r"rating is '1e40', outside .*scale"),
+        ("25m", "ratings.csv", "3,1,4.0,1e400", 8, "timestamp is '1e400', not an integer"),
         ("25m", "movies.csv", "x,Title (1999),Drama", 3, "movieId is 'x', not an integer"),
         ("25m", "movies.csv", "77,Title (1999),Drama,Extra", 3, "has 4 fields, expected 3"),
     ],
 )
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no numpy cast warning on the way
 def test_bad_line_is_named_with_user_facing_columns(
     name: str, member: str, line: str, at: int, expected: str, tmp_path: Path
 ) -> None:
@@ -293,6 +299,19 @@ def test_bad_line_is_named_with_user_facing_columns(
     message = str(info.value)
     assert f"{member}, line {number}" in message and re.search(expected, message), message
     no_internal_names(message)
+
+
+def test_unreadable_release_file_is_a_file_access_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = release(tmp_path, "25m")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(movielens, "open", refuse, raising=False)  # as the kernel would
+    with pytest.raises(FileAccessError, match=r"cannot read .*ratings\.csv: permission denied"):
+        load_movielens("25m", folder, verify=False)
 
 
 def test_header_must_be_the_releases(tmp_path: Path) -> None:

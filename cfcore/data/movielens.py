@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ArgumentValueError
+from ..errors import ArgumentValueError, FileAccessError
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
 from .bounded import MAX_FIELD_CHARS, BoundedReader, bounded, file_budget, shorten, too_large
 from .csv_check import first_bad_line
@@ -255,7 +255,8 @@ class _Scale:
     def check(self, text: str) -> str | None:
         """What is wrong with one rating as written, or None (for the line scan)."""
         try:
-            value = np.float32(float(text))
+            with np.errstate(over="ignore"):  # beyond float32: inf, as pandas reads it
+                value = np.float32(float(text))
         except ValueError:
             return None  # reported by the type check
         if self.ok(np.asarray([value]))[0]:
@@ -317,7 +318,8 @@ class _Files:
         if not fmt.quoting:
             kwargs["quoting"] = csv.QUOTE_NONE
         try:
-            with self.open(name) as f:
+            # A value beyond float32 or int64 ends in a refusal naming its line: no warning.
+            with self.open(name) as f, np.errstate(over="ignore", invalid="ignore"):
                 frame = pd.read_csv(f, encoding=fmt.encoding, **kwargs)
         except pd.errors.EmptyDataError as exc:
             raise DatasetError(f"{self._where(name)} holds no data (it is empty)") from exc
@@ -396,7 +398,11 @@ class _Files:
             size = file.stat().st_size
             if size > limit[0]:
                 raise DatasetError(too_large(where, *limit, f"is {size:,} bytes, more than"))
-            with open(file, "rb") as f:
+            try:
+                f = open(file, "rb")  # noqa: SIM115 (closed below; the yield is inside)
+            except PermissionError as exc:
+                raise FileAccessError(f"cannot read {file}: permission denied") from exc
+            with f:
                 yield bounded(f, where, limit, DatasetError)
             return
         member = self.zip_prefix + name
