@@ -339,10 +339,11 @@ def test_bad_line_is_shortened(tmp_path: Path) -> None:
     [
         (b"\x00\x00\x00\n" * 1000, r"line 1 has 1 fields, expected 4"),
         (b"1::1::4::978300760\n2::1::\xff::978300761\n", r"line 2 is not utf-8 text \(byte 0xff"),
+        (b"1::1::4::978300760\r2::1::x::978300761\r", r"line 2: rating is 'x', not a number"),
         (b"", r"ratings\.dat holds no data"),
         (b"\n\n", r"ratings\.dat holds no data"),
     ],
-    ids=["nul-lines", "not-utf8", "empty", "blank-lines"],
+    ids=["nul-lines", "not-utf8", "lone-cr", "empty", "blank-lines"],
 )
 def test_every_parse_failure_is_a_dataset_error(
     content: bytes, expected: str, tmp_path: Path
@@ -352,6 +353,17 @@ def test_every_parse_failure_is_a_dataset_error(
     with pytest.raises(DatasetError, match=expected) as info:
         load_movielens("10m", folder, verify=False)
     no_internal_names(str(info.value))
+
+
+def test_files_that_disagree(tmp_path: Path) -> None:
+    # Each file parses, but a rating names a movie the movie file lacks.
+    folder = release(tmp_path, "10m")
+    _insert(folder, "ratings.dat", "3::424242::4::978300762", 2)
+    with pytest.raises(DatasetError, match=r"files of MovieLens 10m at .* disagree: .*424242"):
+        load_movielens("10m", folder, verify=False)
+    _insert(folder, "movies.dat", "1::Toy Story again (1995)::Comedy", 2)
+    with pytest.raises(DatasetError, match=r"movies\.dat: movie id 1 is listed twice"):
+        load_movielens("10m", folder, verify=False)
 
 
 def test_movies_dat_line_is_shortened(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from .bounded import MAX_FIELD_CHARS, shorten
 
 _MISSING = {"", "na", "nan", "n/a", "null", "none", "<na>", "-nan", "#n/a"}
 _INT64 = (-(2**63), 2**63 - 1)
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 def _kind(dtype: Any) -> str | None:
@@ -69,16 +71,19 @@ class _Lines:
 
     def __iter__(self) -> Iterator[str]:
         for raw in self._source:
-            self.number += 1
             if isinstance(raw, bytes):
                 try:
                     line = raw.decode(self._encoding)
                 except UnicodeDecodeError as err:
-                    raise _Undecodable(self.number, err) from None
+                    raise _Undecodable(self.number + 1, err) from None
             else:
                 line = raw
-            self.record.append(line)
-            yield line
+            # A lone '\r' ends a line for pandas too (old Mac files): count the pieces as lines.
+            pieces = [p for p in _LONE_CR.split(line) if p] if "\r" in line else [line]
+            for piece in pieces:
+                self.number += 1
+                self.record.append(piece)
+                yield piece
 
     def first(self) -> int:
         """The number of the first line of the current row."""

@@ -39,7 +39,7 @@ from ..errors import ArgumentValueError, FileAccessError
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
 from .bounded import MAX_FIELD_CHARS, BoundedReader, bounded, file_budget, shorten, too_large
 from .csv_check import first_bad_line
-from .ratings import Ratings
+from .ratings import Ratings, RatingsError
 
 __all__ = [
     "FOLDS_100K",
@@ -602,18 +602,25 @@ def load_movielens(
     items, users, ratings, genres = loader(files, genre_seed)
     if verify and release.counts is not None:
         _verify_counts(release, files, ratings, items)
-    return MovieLens(
-        name=release.name,
-        path=files.path,
-        items=items,
-        users=users,
-        ratings=Ratings.from_frame(
+    try:
+        indexed = Ratings.from_frame(
             ratings,
             timestamp_col="timestamp",
             user_ids=users["user_id"].to_numpy(),
             item_ids=items["item_id"].to_numpy(),
             catalog=items,
-        ),
+        )
+    except RatingsError as err:  # files that parse, but disagree with each other
+        raise DatasetError(
+            f"the files of MovieLens {release.name} at {files.path} disagree: {err} (a rating "
+            "of a movie the movie file lacks, or a user listed twice)"
+        ) from err
+    return MovieLens(
+        name=release.name,
+        path=files.path,
+        items=items,
+        users=users,
+        ratings=indexed,
         genres=genres,
         _files=files,
     )
@@ -880,7 +887,7 @@ def _load_csv(
         _MOVIES_CSV,
         keep_default_na=False,  # a movie titled "NaN" stays a title
     ).rename(columns={"movieId": "item_id"})
-    items, genres = _movie_items(movies, seed)
+    items, genres = _movie_items(movies, seed, files._where("movies.csv"))
     users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
     return items, users, ratings, genres
 
@@ -927,7 +934,7 @@ def _load_dat_ratings_movies(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     ratings = files.read_csv("ratings.dat", _ratings_dat(scale), keep_default_na=False)
     movies = _read_dat_movies(files)
-    items, genres = _movie_items(movies, seed)
+    items, genres = _movie_items(movies, seed, files._where("movies.dat"))
     return items, ratings, genres
 
 
@@ -963,12 +970,12 @@ def _read_dat_movies(files: _Files) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", "title", "genres"])
 
 
-def _movie_items(movies: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, list[str]]:
+def _movie_items(movies: pd.DataFrame, seed: int, where: str) -> tuple[pd.DataFrame, list[str]]:
     """Items frame and genre names from `item_id`, `title` and `genres` (`"A|B"`)."""
     movies = movies.sort_values("item_id", ignore_index=True)
     dupes = movies["item_id"].duplicated()
     if dupes.any():
-        raise DatasetError(f"movie id {movies['item_id'][dupes].iloc[0]} is listed twice")
+        raise DatasetError(f"{where}: movie id {movies['item_id'][dupes].iloc[0]} is listed twice")
     # Titles end with "(1995)", a few with a range "(2006–2007)", some with trailing spaces
     # and a few with no year at all.
     year = movies["title"].str.extract(r"\((\d{4})(?:[-–]\d{4})?\)\s*$", expand=False)
