@@ -318,7 +318,9 @@ def test_header_must_be_the_releases(tmp_path: Path) -> None:
     folder = release(tmp_path, "25m")
     text = (folder / "ratings.csv").read_text()
     (folder / "ratings.csv").write_text(text.replace("timestamp", "timestamp,extra", 1))
-    with pytest.raises(DatasetError, match=r"ratings\.csv cannot be parsed: its header is"):
+    with pytest.raises(
+        DatasetError, match=r"ratings\.csv cannot be parsed: its header \(line 1\) is"
+    ):
         load_movielens("25m", folder, verify=False)
 
 

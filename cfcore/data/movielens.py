@@ -369,7 +369,7 @@ class _Files:
         found = next(csv.reader([line], delimiter=fmt.sep))
         if found != list(fmt.columns):
             raise DatasetError(
-                f"{self._where(name)} cannot be parsed: its header is {shorten(line)}, "
+                f"{self._where(name)} cannot be parsed: its header (line 1) is {shorten(line)}, "
                 f"expected the columns {', '.join(repr(c) for c in fmt.columns)}"
             )
 
