@@ -34,7 +34,8 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def _parse_size(text: str) -> int:
+def parse_size(text: str, env: str = MEMORY_LIMIT_ENV) -> int:
+    """The bytes a size setting such as `"2G"` names (`env`: the variable, for messages)."""
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = t[-1:] if t[-1:] in _SUFFIXES and t[-1:] else ""
     number = t[: len(t) - len(unit)] if unit else t
@@ -42,10 +43,10 @@ def _parse_size(text: str) -> int:
         value = float(number) * _SUFFIXES[unit]
     except ValueError:
         raise ResourceLimitError(
-            f"{MEMORY_LIMIT_ENV}={text!r} is not a size: give bytes, or a number with K, M, G or T"
+            f"{env}={text!r} is not a size: give bytes, or a number with K, M, G or T"
         ) from None
     if value <= 0:
-        raise ResourceLimitError(f"{MEMORY_LIMIT_ENV}={text!r} must be positive")
+        raise ResourceLimitError(f"{env}={text!r} must be positive")
     return int(value)
 
 
@@ -68,7 +69,7 @@ def memory_limit() -> tuple[int | None, str]:
     """
     env = os.environ.get(MEMORY_LIMIT_ENV)
     if env:
-        return _parse_size(env), f"{MEMORY_LIMIT_ENV}={env}"
+        return parse_size(env), f"{MEMORY_LIMIT_ENV}={env}"
     try:
         physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

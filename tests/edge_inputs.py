@@ -116,6 +116,27 @@ def _data_variant(d: Path, data_dir: Path, mutate: Callable[[list[str]], list[st
     return cfcore.datasets.load_movielens("100k", data_dir=dst)
 
 
+def _release_zip(
+    d: Path, ratings: str | int = "1::1::5::978300760\n", movies: str | int = ""
+) -> Any:
+    """Loads a minimal ml-1m zip; a member given as an int is that many MiB of NUL bytes."""
+    files = {
+        "ratings.dat": ratings,
+        "movies.dat": movies or "1::Toy Story (1995)::Animation\n",
+        "users.dat": "1::F::1::10::48067\n",
+    }
+    path = d / f"ml-1m-{len(list(d.iterdir()))}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            with zf.open(f"ml-1m/{name}", "w", force_zip64=True) as f:
+                if isinstance(content, int):
+                    for _ in range(content):
+                        f.write(bytes(1 << 20))
+                else:
+                    f.write(content.encode(errors="surrogateescape"))  # "\udcff": byte 0xff
+    return cfcore.datasets.load_movielens("1m", data_dir=path, verify=False)
+
+
 def cases(data_dir: Path | None = None) -> list[Case]:
     """Every case; the data-file ones only when a MovieLens 100K copy is under `data_dir`."""
     r = _ratings
@@ -257,6 +278,18 @@ def cases(data_dir: Path | None = None) -> list[Case]:
             lambda d: cfcore.load(_saved(d)).add_users({0: 4.0}, user_ids=[3], backend="numpy"),
         ),
     ]
+    good = "1::1::5::978300760\n"
+    out += [
+        Case("archives", "zip: movies.dat of 64 MiB NUL bytes", lambda d: _release_zip(d, movies=64)),
+        Case("archives", "zip: ratings.dat of 64 MiB NUL bytes", lambda d: _release_zip(d, 64)),
+        Case("archives", "zip: ratings.dat one 20 MiB line", lambda d: _release_zip(d, 20)),
+        Case("archives", "ratings.dat: a fifth field", lambda d: _release_zip(d, good + "2::1::4::9::9\n")),
+        Case("archives", "ratings.dat: rating -5", lambda d: _release_zip(d, good + "2::1::-5::9\n")),
+        Case("archives", "ratings.dat: rating 4.5 in 1m", lambda d: _release_zip(d, good + "2::1::4.5::9\n")),
+        Case("archives", "ratings.dat: 'x' between colons", lambda d: _release_zip(d, good + "2::1::4:x:9\n")),
+        Case("archives", "ratings.dat: invalid UTF-8", lambda d: _release_zip(d, good + "2::1::\udcff::9\n")),
+        Case("archives", "ratings.dat: empty", lambda d: _release_zip(d, "\n")),
+    ]  # fmt: skip
     if data_dir is not None and (data_dir / "ml-100k" / "u.data").exists():
         mutations = {
             "u.data: 'abc' item id": lambda L: L[:2] + ["196\tabc\t3\t881250949"] + L[2:],

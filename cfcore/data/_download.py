@@ -9,9 +9,11 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 from ..errors import CfcoreError
+from .bounded import UNKNOWN_FILE_BYTES, BoundedReader, bounded, file_budget, too_large
 
 DATA_DIR_ENV = "CFCORE_DATA_DIR"
 
@@ -54,6 +56,7 @@ def download_release(
     root: Path,
     *,
     zip_hash: str | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> Path:
     """Downloads `url` (a zip of `folder/`), verifies it and moves it to `root / folder`.
 
@@ -70,6 +73,9 @@ def download_release(
         checksums: expected hex SHA-256 of files of the release, by file name.
         root: cache folder; created if missing.
         zip_hash: expected hash of the zip, `"sha256:<hex>"` or `"md5:<hex>"`; None for none.
+        sizes: the sizes of the release's files, by file name: each member is extracted only
+            within its budget (`bounded.file_budget`), and all of them within the sum of the
+            budgets plus `bounded.UNKNOWN_FILE_BYTES`.
 
     Returns:
         `root / folder`, holding the verified release.
@@ -103,7 +109,7 @@ def download_release(
                 raise _corrupt(url, zip_path, detail)
         try:
             with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(tmp)  # extractall drops absolute paths and '..' from member names
+                _extract(zf, tmp, sizes or {}, url, zip_path)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise _corrupt(url, zip_path, f"not a readable zip: {exc}") from exc
         release = tmp / folder if (tmp / folder).is_dir() else tmp
@@ -122,6 +128,54 @@ def download_release(
         shutil.rmtree(tmp, ignore_errors=True)
         zip_path.unlink(missing_ok=True)
     return target
+
+
+def _extract(
+    zf: zipfile.ZipFile, dest: Path, sizes: Mapping[str, int], url: str, zip_path: Path
+) -> None:
+    """Extracts every member of `zf` into `dest`, each within its byte budget, counted as it
+    is written (a zip header can lie), so that a small crafted zip cannot fill the disk.
+
+    Raises:
+        DatasetError: a member named outside `dest` (absolute, `..`, a drive), or over its
+            budget or the total's.
+    """
+    total = sum(file_budget(n)[0] for n in sizes.values()) + UNKNOWN_FILE_BYTES
+    written = 0
+    for info in zf.infolist():
+        parts = PurePosixPath(info.filename).parts
+        if (
+            info.filename.startswith("/")
+            or "\\" in info.filename
+            or ".." in parts
+            or (parts and ":" in parts[0])
+        ):
+            raise _corrupt(url, zip_path, f"it holds a member named {info.filename!r}")
+        target = dest.joinpath(*parts)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        where = f"{zip_path.name}:{info.filename}"
+        limit = file_budget(sizes.get(parts[-1]))
+        if info.file_size > limit[0]:
+            verb = f"declares {info.file_size:,} bytes, more than"
+            raise _corrupt(url, zip_path, too_large(where, *limit, verb))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as out:
+            room = (min(limit[0], total - written), limit[1])
+            if room[0] < limit[0]:
+                room = (room[0], "what is left of the budget of the whole release")
+            stream = bounded(src, where, room, DatasetError, max_line=None)
+            written += _copy(stream, out)
+
+
+def _copy(src: BoundedReader, out: IO[bytes]) -> int:
+    """Copies a binary stream into a file in 1 MiB chunks; returns the bytes copied."""
+    n = 0
+    for chunk in iter(lambda: src.read(1 << 20), b""):
+        out.write(chunk)
+        n += len(chunk)
+    return n
 
 
 def _corrupt(url: str, zip_path: Path, detail: str) -> DatasetError:

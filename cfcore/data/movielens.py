@@ -20,10 +20,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import os
+import re
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ArgumentValueError
+from ..errors import ArgumentValueError, FileAccessError
 from ._download import DATA_DIR_ENV, DatasetError, cache_dir, download_release
+from .bounded import MAX_FIELD_CHARS, BoundedReader, bounded, file_budget, shorten, too_large
 from .csv_check import first_bad_line
-from .ratings import Ratings
+from .ratings import Ratings, RatingsError
 
 __all__ = [
     "FOLDS_100K",
@@ -87,6 +92,11 @@ class _Release:
     @property
     def url(self) -> str:
         return _URL.format(folder=self.zip_name or self.folder)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Size in bytes of each file of the release: what `bounded.file_budget` lets be read."""
+        return _SIZES.get(self.name, {})
 
 
 # Where the pinned numbers come from:
@@ -161,53 +171,240 @@ _RELEASES = {
         },
     ),
 }
+# The files' sizes in bytes, from which each file's read budget is derived (1.5 times plus 1 MiB,
+# `bounded.file_budget`): a file over it is refused before or while it is read, so that a small
+# crafted zip cannot inflate into gigabytes. 100k and latest-small: the real files in
+# shared/data (exact). 1m, 10m, 20m, 25m: the sizes of the files in GroupLens' zips as published
+# (not measured here: none could be downloaded; the margin covers a small error). latest is
+# regenerated over time: its figures are ceilings with room to grow (its 2023 ratings.csv is
+# about 0.9 GB). A file not listed (README, ...) gets `bounded.UNKNOWN_FILE_BYTES`.
+_FOLDS_100K_SIZES = {
+    "u1.base": 1_586_544, "u1.test": 392_629, "u2.base": 1_583_948, "u2.test": 395_225,
+    "u3.base": 1_582_546, "u3.test": 396_627, "u4.base": 1_581_878, "u4.test": 397_295,
+    "u5.base": 1_581_776, "u5.test": 397_397, "ua.base": 1_792_501, "ua.test": 186_672,
+    "ub.base": 1_792_476, "ub.test": 186_697,
+}  # fmt: skip
+_SIZES: dict[str, dict[str, int]] = {
+    "100k": {"u.data": 1_979_173, "u.item": 236_344, "u.user": 22_628, **_FOLDS_100K_SIZES},
+    "1m": {"ratings.dat": 24_594_131, "movies.dat": 171_308, "users.dat": 134_368},
+    "10m": {"ratings.dat": 265_105_635, "movies.dat": 522_197, "tags.dat": 3_584_119},
+    "20m": {
+        "ratings.csv": 533_444_411, "movies.csv": 1_397_542, "tags.csv": 16_603_996,
+        "links.csv": 570_090, "genome-scores.csv": 323_544_381, "genome-tags.csv": 18_103,
+    },
+    "25m": {
+        "ratings.csv": 678_260_987, "movies.csv": 3_038_099, "tags.csv": 38_810_332,
+        "links.csv": 1_368_578, "genome-scores.csv": 435_164_157, "genome-tags.csv": 18_103,
+    },
+    "latest": {
+        "ratings.csv": 1_200_000_000, "movies.csv": 8_000_000, "tags.csv": 120_000_000,
+        "links.csv": 4_000_000, "genome-scores.csv": 800_000_000, "genome-tags.csv": 100_000,
+    },
+    "latest-small": {
+        "ratings.csv": 2_483_723, "movies.csv": 494_431, "tags.csv": 118_660,
+        "links.csv": 197_979,
+    },
+}  # fmt: skip
 # Other spellings of release names (after lower-casing and dropping "ml-").
 _ALIASES = {"10m100k": "10m"}
 
 
 @dataclass(frozen=True)
+class _Format:
+    """How a release file is laid out: what the strict parse and the line scan check.
+
+    Attributes:
+        sep: the field separator as written (`"::"` in `.dat` files).
+        columns: the columns in file order, named as the release's README does (user-facing;
+            for a file with a header, the header it must have).
+        header: the first line is a header, which must name `columns`.
+        types: numpy dtype of the typed columns.
+        required: columns that must have a value on every line.
+        scale: the rating scale of the release, checked on `rating`.
+        encoding: the file's encoding.
+        quoting: fields may be quoted (`"a, b"`); off for files of numbers, so that a stray quote
+            cannot make one field of the rest of the file.
+        keep: the columns returned (None: all).
+    """
+
+    sep: str
+    columns: tuple[str, ...]
+    header: bool = False
+    types: dict[str, Any] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    scale: _Scale | None = None
+    encoding: str = "utf-8"
+    quoting: bool = True
+    keep: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """A release's rating scale: whole stars 1-5 (100K, 1M) or half stars 0.5-5 (10M on)."""
+
+    text: str
+    halves: bool
+
+    def ok(self, values: np.ndarray) -> np.ndarray:
+        """`[n]` bools: which of `values` `[n]` are on the scale."""
+        steps = values * 2 if self.halves else values
+        low = 1
+        high = 10 if self.halves else 5
+        return (steps == np.round(steps)) & (steps >= low) & (steps <= high)
+
+    def check(self, text: str) -> str | None:
+        """What is wrong with one rating as written, or None (for the line scan)."""
+        try:
+            with np.errstate(over="ignore"):  # beyond float32: inf, as pandas reads it
+                value = np.float32(float(text))
+        except ValueError:
+            return None  # reported by the type check
+        if self.ok(np.asarray([value]))[0]:
+            return None
+        return f"is {shorten(text)}, outside the release's rating scale ({self.text})"
+
+
+_WHOLE_STARS = _Scale("whole stars 1 to 5", halves=False)
+_HALF_STARS = _Scale("0.5 to 5 in half stars", halves=True)
+
+
+@dataclass(frozen=True)
 class _Files:
-    """The files of one release, in a folder (`zip_prefix` None) or inside a zip read in memory."""
+    """The files of one release, in a folder (`zip_prefix` None) or inside a zip read in memory.
+
+    Every file is read through `bounded.BoundedReader`: at most its budget (from `sizes`, the
+    release's file sizes), with lines of at most `bounded.MAX_LINE_BYTES`.
+    """
 
     path: Path
     zip_prefix: str | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
 
-    def read_csv(self, name: str, required: tuple[str, ...] = (), **kwargs: Any) -> pd.DataFrame:
-        """Reads one file of the release with `pandas.read_csv(**kwargs)`, streamed.
+    def read_csv(self, name: str, fmt: _Format, **kwargs: Any) -> pd.DataFrame:
+        """Reads one file of the release with `pandas.read_csv`, streamed, and parses it strictly.
 
         Args:
             name: the file's name in the release.
-            required: columns that must have a value on every line.
-            kwargs: passed to `pandas.read_csv`.
+            fmt: its layout.
+            kwargs: further arguments of `pandas.read_csv` (`keep_default_na`, ...).
+
+        Returns:
+            A frame with the columns `fmt.keep` (or all of `fmt.columns`).
 
         Raises:
-            DatasetError: the file is missing, or a line is malformed (the wrong number of fields,
-                a missing value in `required`, a value not of its column's type), naming the
-                file and the line.
+            DatasetError: the file is missing, over its budget, or a line is malformed (not
+                valid text, the wrong number of fields, a missing value in `required`, a value not
+                of its column's type or off the rating scale), naming the file and the line.
         """
+        if fmt.header:
+            self._check_header(name, fmt)
+        dat = len(fmt.sep) > 1
+        if dat:
+            # `::` files are read with `:` as the separator by pandas' C parser (the Python
+            # parser, the only one that takes `::`, is many times slower on 10M rows): every
+            # other field is then the empty one between two colons, read as a category (cheap)
+            # and checked to be empty.
+            names = [f"_{j}" for j in range(2 * len(fmt.columns) - 1)]
+            dtype: dict[str, Any] = {f"_{2 * j + 1}": "category" for j in range(len(names) // 2)}
+            dtype |= {f"_{2 * j}": fmt.types.get(c, str) for j, c in enumerate(fmt.columns)}
+            kwargs |= {"sep": ":", "header": None, "names": names, "dtype": dtype}
+        else:
+            kwargs |= {
+                "sep": fmt.sep,
+                "header": 0 if fmt.header else None,
+                "names": None if fmt.header else list(fmt.columns),
+                "dtype": {c: fmt.types.get(c, str) for c in fmt.columns},
+            }
+        if not fmt.quoting:
+            kwargs["quoting"] = csv.QUOTE_NONE
         try:
-            frame = self._read(name, lambda f: pd.read_csv(f, **kwargs))
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise self._malformed(name, kwargs, required, exc) from exc
-        # With `names` and more fields on every row, pandas silently makes the extras an index.
-        extra = kwargs.get("names") is not None and not isinstance(frame.index, pd.RangeIndex)
-        if extra or (required and frame[list(required)].isna().to_numpy().any()):
-            raise self._malformed(name, kwargs, required, None)
-        return frame
+            # A value beyond float32 or int64 ends in a refusal naming its line: no warning.
+            with self.open(name) as f, np.errstate(over="ignore", invalid="ignore"):
+                frame = pd.read_csv(f, encoding=fmt.encoding, **kwargs)
+        except pd.errors.EmptyDataError as exc:
+            raise DatasetError(f"{self._where(name)} holds no data (it is empty)") from exc
+        except (ValueError, OverflowError, csv.Error) as exc:  # ParserError is a ValueError
+            raise self._malformed(name, fmt, exc) from exc
+        if dat:
+            separators = frame.iloc[:, 1::2]
+            if any(set(separators[c].cat.categories) - {""} for c in separators.columns):
+                raise self._malformed(name, fmt, None)
+            frame = frame.iloc[:, 0::2].set_axis(list(fmt.columns), axis=1)
+        if frame.empty:
+            raise DatasetError(f"{self._where(name)} holds no data (no line of values)")
+        if not self._sound(frame, fmt):
+            raise self._malformed(name, fmt, None)
+        return frame[list(fmt.keep)] if fmt.keep is not None else frame
+
+    @staticmethod
+    def _sound(frame: pd.DataFrame, fmt: _Format) -> bool:
+        """Whether a parsed frame passes the checks pandas does not make."""
+        # With more fields than names on the first row, pandas makes the extras an index.
+        if not isinstance(frame.index, pd.RangeIndex) or list(frame.columns) != list(fmt.columns):
+            return False
+        for col, dtype in frame.dtypes.items():
+            if dtype.kind in "iub":  # pandas refuses a missing value in these itself
+                continue
+            required = col in fmt.required
+            if dtype.kind == "f":
+                if required and np.isnan(frame[col].to_numpy()).any():
+                    return False
+                continue
+            # Strings: plain Python over them, many times faster than pandas' `.str` here.
+            values = frame[col].to_numpy(dtype=object, na_value="")
+            if required and not all(v.strip() for v in values):
+                return False
+            if max(map(len, values), default=0) > MAX_FIELD_CHARS:
+                return False
+        if fmt.scale is not None:
+            return bool(fmt.scale.ok(frame["rating"].to_numpy()).all())
+        return True
+
+    def _check_header(self, name: str, fmt: _Format) -> None:
+        with self.open(name) as f:
+            line = io.BufferedReader(f).readline()
+        line = line.decode(fmt.encoding, errors="replace").rstrip("\r\n")
+        if not line.strip():
+            raise DatasetError(f"{self._where(name)} is empty: it has no header line")
+        found = next(csv.reader([line], delimiter=fmt.sep))
+        if found != list(fmt.columns):
+            raise DatasetError(
+                f"{self._where(name)} cannot be parsed: its header (line 1) is {shorten(line)}, "
+                f"expected the columns {', '.join(repr(c) for c in fmt.columns)}"
+            )
 
     def read_bytes(self, name: str) -> bytes:
-        """The content of one file of the release (from the folder, or the zip)."""
-        return self._read(name, lambda f: f.read())
+        """The content of one file of the release (from the folder, or the zip), within budget."""
+        with self.open(name) as f:
+            return f.read()
 
-    def _read(self, name: str, parse: Callable[[Any], Any]) -> Any:
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[BoundedReader]:
+        """One file of the release, as a binary stream bounded by the file's budget.
+
+        Raises:
+            DatasetError: the file is missing, declares more than its budget (checked before
+                reading), delivers more (checked while reading: a header can lie) or has a line
+                over `MAX_LINE_BYTES`; or the zip is corrupt.
+        """
+        where = self._where(name)
+        limit = file_budget(self.sizes.get(name))
         if self.zip_prefix is None:
             file = self.path / name
             if not file.is_file():
                 raise DatasetError(
                     f"{file} is missing: the release folder {self.path} lacks {name}"
                 )
-            with open(file, "rb") as f:
-                return parse(f)
+            size = file.stat().st_size
+            if size > limit[0]:
+                raise DatasetError(too_large(where, *limit, f"is {size:,} bytes, more than"))
+            try:
+                f = open(file, "rb")  # noqa: SIM115 (closed below; the yield is inside)
+            except PermissionError as exc:
+                raise FileAccessError(f"cannot read {file}: permission denied") from exc
+            with f:
+                yield bounded(f, where, limit, DatasetError)
+            return
         member = self.zip_prefix + name
         try:
             with zipfile.ZipFile(self.path) as zf:
@@ -215,8 +412,11 @@ class _Files:
                     info = zf.getinfo(member)
                 except KeyError:
                     raise DatasetError(f"{member} is missing from the zip {self.path}") from None
+                if info.file_size > limit[0]:
+                    verb = f"declares {info.file_size:,} bytes, more than"
+                    raise DatasetError(too_large(where, *limit, verb))
                 with zf.open(info) as f:
-                    return parse(f)
+                    yield bounded(f, where, limit, DatasetError)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise DatasetError(f"the zip {self.path} is corrupt ({exc})") from exc
 
@@ -225,21 +425,33 @@ class _Files:
             return str(self.path / name)
         return f"{self.path}:{self.zip_prefix}{name}"
 
-    def _malformed(
-        self, name: str, kwargs: dict[str, Any], required: tuple[str, ...], exc: Exception | None
-    ) -> DatasetError:
-        text = self.read_bytes(name).decode(kwargs.get("encoding") or "utf-8", errors="replace")
-        dtype = kwargs.get("dtype")
-        bad = first_bad_line(
-            text,
-            sep=kwargs.get("sep", ","),
-            names=kwargs.get("names"),
-            dtype=dtype if isinstance(dtype, dict) else None,
-            required=required,
-        )
-        if bad is None:
-            return DatasetError(f"{self._where(name)} cannot be parsed: {exc}")
-        return DatasetError(f"{self._where(name)}, {bad}")
+    def _malformed(self, name: str, fmt: _Format, exc: Exception | None) -> DatasetError:
+        """The error for a file that failed to parse: the first bad line, found by a new scan."""
+        with self.open(name) as f:
+            bad = first_bad_line(
+                io.BufferedReader(f, 1 << 20),
+                sep=fmt.sep,
+                names=None if fmt.header else list(fmt.columns),
+                dtype=fmt.types,
+                required=fmt.required,
+                checks={"rating": fmt.scale.check} if fmt.scale is not None else None,
+                encoding=fmt.encoding,
+                quoting=fmt.quoting,
+            )
+        if bad is not None:
+            return DatasetError(f"{self._where(name)}, {bad}")
+        # Nothing found line by line: say what the parser said, without its internal names
+        # (the `_4` of a `::` file read with `:` is the third field).
+        detail = "its values are not what the release holds" if exc is None else str(exc)
+        detail = re.sub(r"\b_(\d+)\b", lambda m: _dat_column(fmt, int(m.group(1))), detail)
+        return DatasetError(f"{self._where(name)} cannot be parsed: {shorten(detail)}")
+
+
+def _dat_column(fmt: _Format, j: int) -> str:
+    """The user-facing name of column `_j` of a `::` file read with `:` as the separator."""
+    if j % 2 or j // 2 >= len(fmt.columns):
+        return "a '::' separator"
+    return fmt.columns[j // 2]
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,7 +579,9 @@ def load_movielens(
             rated and catalog movies against those the release's README states; pass False to
             load a copy that was trimmed or altered on purpose. (ml-latest changes over time;
             100K and latest-small are checked file by file when downloaded, and small synthetic
-            copies of them are loaded on purpose.)
+            copies of them are loaded on purpose.) Every file is parsed strictly either way: the
+            release's fields on every line, ratings on its scale (whole stars 1-5 for 100K and
+            1M, 0.5-5 in half stars from 10M on).
 
     Returns:
         The loaded `MovieLens`. Sizes (ratings; users; movies rated / in the catalog):
@@ -378,8 +592,9 @@ def load_movielens(
     Raises:
         ValueError: `name` is not a known release.
         DatasetError: the release is not where it was looked for and cannot be downloaded, a
-            download was corrupt, a file of the release is missing or malformed, or (with
-            `verify`) its counts differ from the README's.
+            download was corrupt, a file of the release is missing, over its byte budget (see
+            `cfcore.data.bounded`; `$CFCORE_DATA_FILE_LIMIT` overrides) or malformed (naming the
+            file and line), or (with `verify`) its counts differ from the README's.
     """
     release = _release(name)
     files = _locate(release, data_dir, download)
@@ -387,18 +602,25 @@ def load_movielens(
     items, users, ratings, genres = loader(files, genre_seed)
     if verify and release.counts is not None:
         _verify_counts(release, files, ratings, items)
-    return MovieLens(
-        name=release.name,
-        path=files.path,
-        items=items,
-        users=users,
-        ratings=Ratings.from_frame(
+    try:
+        indexed = Ratings.from_frame(
             ratings,
             timestamp_col="timestamp",
             user_ids=users["user_id"].to_numpy(),
             item_ids=items["item_id"].to_numpy(),
             catalog=items,
-        ),
+        )
+    except RatingsError as err:  # files that parse, but disagree with each other
+        raise DatasetError(
+            f"the files of MovieLens {release.name} at {files.path} disagree: {err} (a rating "
+            "of a movie the movie file lacks, or a user listed twice)"
+        ) from err
+    return MovieLens(
+        name=release.name,
+        path=files.path,
+        items=items,
+        users=users,
+        ratings=indexed,
         genres=genres,
         _files=files,
     )
@@ -504,7 +726,7 @@ def _locate(release: _Release, data_dir: str | os.PathLike[str] | None, download
         return _explicit(release, Path(data_dir).expanduser())
     root = cache_dir()
     if (root / release.folder).is_dir():
-        return _Files(root / release.folder)
+        return _Files(root / release.folder, sizes=release.sizes)
     if not download:
         raise DatasetError(
             f"MovieLens {release.name} is not in {root / release.folder} and download=False. "
@@ -512,19 +734,24 @@ def _locate(release: _Release, data_dir: str | os.PathLike[str] | None, download
             f"folder (it must hold {release.folder}/) or pass data_dir=; or allow download=True."
         )
     path = download_release(
-        release.url, release.folder, release.checksums, root, zip_hash=release.zip_hash
+        release.url,
+        release.folder,
+        release.checksums,
+        root,
+        zip_hash=release.zip_hash,
+        sizes=release.sizes,
     )
-    return _Files(path)
+    return _Files(path, sizes=release.sizes)
 
 
 def _explicit(release: _Release, path: Path) -> _Files:
     if path.is_file():
-        return _Files(path, _zip_prefix(release, path))
+        return _Files(path, _zip_prefix(release, path), release.sizes)
     if (path / release.key_file).is_file():
         _not_another_release(release, path.name, path)
-        return _Files(path)
+        return _Files(path, sizes=release.sizes)
     if (path / release.folder).is_dir():
-        return _Files(path / release.folder)
+        return _Files(path / release.folder, sizes=release.sizes)
     what = "does not exist" if not path.exists() else "is not a folder or zip of the release"
     raise DatasetError(
         f"data_dir {path} {what}: expected a folder holding {release.key_file}, a folder holding "
@@ -566,50 +793,86 @@ def _zip_prefix(release: _Release, path: Path) -> str:
 
 # ---------------------------------------------------------------------------- parsing
 
+_RATINGS_100K = _Format(
+    "\t",
+    ("user_id", "item_id", "rating", "timestamp"),
+    types={**_RATINGS_100K_COLS, "timestamp": np.int64},
+    required=("user_id", "item_id", "rating", "timestamp"),
+    scale=_WHOLE_STARS,
+    quoting=False,
+)
+_ITEMS_100K = _Format(
+    "|",
+    ("item_id", "title", "release_date", "video_release_date", "imdb_url", *_GENRES_100K),
+    types={"item_id": np.int64} | dict.fromkeys(_GENRES_100K, np.int64),
+    required=("item_id", *_GENRES_100K),
+    encoding="latin-1",  # u.item has accented titles in Latin-1, not UTF-8
+    keep=("item_id", "title", "release_date", *_GENRES_100K),
+)
+# Zip codes are strings: some are Canadian ("T8H1N") and leading zeros matter.
+_USERS_100K = _Format(
+    "|",
+    ("user_id", "age", "sex", "occupation", "zip_code"),
+    types={"user_id": np.int64, "age": np.int64},
+    required=("user_id", "age", "sex", "occupation", "zip_code"),
+)
+_RATINGS_CSV = _Format(
+    ",",
+    ("userId", "movieId", "rating", "timestamp"),
+    header=True,
+    types={"userId": np.int64, "movieId": np.int64, "rating": np.float32, "timestamp": np.int64},
+    required=("userId", "movieId", "rating", "timestamp"),
+    scale=_HALF_STARS,
+    quoting=False,
+)
+_MOVIES_CSV = _Format(
+    ",",
+    ("movieId", "title", "genres"),
+    header=True,
+    types={"movieId": np.int64},
+    required=("movieId",),
+)
+
+
+def _ratings_dat(scale: _Scale) -> _Format:
+    """`ratings.dat` of 1M and 10M: `UserID::MovieID::Rating::Timestamp`."""
+    return _Format(
+        "::",
+        ("user_id", "item_id", "rating", "timestamp"),
+        types={
+            "user_id": np.int64,
+            "item_id": np.int64,
+            "rating": np.float32,
+            "timestamp": np.int64,
+        },
+        required=("user_id", "item_id", "rating", "timestamp"),
+        scale=scale,
+        quoting=False,
+    )
+
+
+_USERS_1M = _Format(
+    "::",
+    ("user_id", "sex", "age", "occupation", "zip_code"),
+    types={"user_id": np.int64, "age": np.int64, "occupation": np.int64},
+    required=("user_id", "sex", "age", "occupation", "zip_code"),
+    quoting=False,
+)
+
 
 def _read_100k_ratings(files: _Files, name: str) -> pd.DataFrame:
-    return files.read_csv(
-        name,
-        sep="\t",
-        header=None,
-        names=[*_RATINGS_100K_COLS, "timestamp"],
-        dtype={**_RATINGS_100K_COLS, "timestamp": np.int64},
-        required=(*_RATINGS_100K_COLS, "timestamp"),
-    )
+    return files.read_csv(name, _RATINGS_100K)
 
 
 def _load_100k(
     files: _Files, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     ratings = _read_100k_ratings(files, "u.data")
-    head = ["item_id", "title", "release_date", "video_release_date", "imdb_url"]
-    movies = files.read_csv(
-        "u.item",
-        sep="|",
-        header=None,
-        names=head + _GENRES_100K,
-        dtype={"item_id": np.int64, "title": str, "release_date": str}
-        | dict.fromkeys(_GENRES_100K, np.int64),
-        usecols=["item_id", "title", "release_date", *_GENRES_100K],
-        encoding="latin-1",  # u.item has accented titles in Latin-1, not UTF-8
-    ).sort_values("item_id", ignore_index=True)
+    movies = files.read_csv("u.item", _ITEMS_100K).sort_values("item_id", ignore_index=True)
     # Dates look like "01-Jan-1995"; one movie has none, hence the nullable Int64.
     year = pd.to_numeric(movies["release_date"].str[-4:], errors="coerce").astype("Int64")
     items = _catalog(movies, year, movies[_GENRES_100K], seed)
-    users = files.read_csv(
-        "u.user",
-        sep="|",
-        header=None,
-        names=["user_id", "age", "sex", "occupation", "zip_code"],
-        # Zip codes are strings: some are Canadian ("T8H1N") and leading zeros matter.
-        dtype={
-            "user_id": np.int64,
-            "age": np.int64,
-            "sex": str,
-            "occupation": str,
-            "zip_code": str,
-        },
-    ).sort_values("user_id", ignore_index=True)
+    users = files.read_csv("u.user", _USERS_100K).sort_values("user_id", ignore_index=True)
     return items, users, ratings, list(_GENRES_100K)
 
 
@@ -617,26 +880,14 @@ def _load_csv(
     files: _Files, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """20M, 25M, latest and latest-small: `ratings.csv` and `movies.csv`, UTF-8 with a header."""
-    ratings = _read_table(
-        files,
-        "ratings.csv",
-        usecols=["userId", "movieId", "rating", "timestamp"],
-        required=("userId", "movieId", "rating", "timestamp"),
-        dtype={
-            "userId": np.int64,
-            "movieId": np.int64,
-            "rating": np.float32,
-            "timestamp": np.int64,
-        },
-    ).rename(columns={"userId": "user_id", "movieId": "item_id"})
-    movies = _read_table(
-        files,
+    ratings = files.read_csv("ratings.csv", _RATINGS_CSV)
+    ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
+    movies = files.read_csv(
         "movies.csv",
-        usecols=["movieId", "title", "genres"],
-        dtype={"movieId": np.int64, "title": str, "genres": str},
+        _MOVIES_CSV,
         keep_default_na=False,  # a movie titled "NaN" stays a title
     ).rename(columns={"movieId": "item_id"})
-    items, genres = _movie_items(movies, seed)
+    items, genres = _movie_items(movies, seed, files._where("movies.csv"))
     users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
     return items, users, ratings, genres
 
@@ -654,12 +905,8 @@ def _load_1m(
     files: _Files, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """1M: `ratings.dat`, `movies.dat` and `users.dat`, fields separated by `::`."""
-    items, ratings, genres = _load_dat_ratings_movies(files, seed)
-    users = _read_dat_table(
-        files,
-        "users.dat",
-        {"user_id": np.int64, "sex": str, "age": np.int64, "occupation": np.int64, "zip_code": str},
-    )
+    items, ratings, genres = _load_dat_ratings_movies(files, seed, _WHOLE_STARS)
+    users = files.read_csv("users.dat", _USERS_1M, keep_default_na=False)
     codes = users["occupation"].to_numpy()
     bad = (codes < 0) | (codes >= len(_OCCUPATIONS_1M))
     if bad.any():
@@ -677,52 +924,18 @@ def _load_10m(
     files: _Files, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """10M: `ratings.dat` and `movies.dat` (`::`); no user file (`tags.dat` is not read)."""
-    items, ratings, genres = _load_dat_ratings_movies(files, seed)
+    items, ratings, genres = _load_dat_ratings_movies(files, seed, _HALF_STARS)
     users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
     return items, users, ratings, genres
 
 
 def _load_dat_ratings_movies(
-    files: _Files, seed: int
+    files: _Files, seed: int, scale: _Scale
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    ratings = _read_dat_table(
-        files,
-        "ratings.dat",
-        {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "timestamp": np.int64},
-    )
+    ratings = files.read_csv("ratings.dat", _ratings_dat(scale), keep_default_na=False)
     movies = _read_dat_movies(files)
-    items, genres = _movie_items(movies, seed)
+    items, genres = _movie_items(movies, seed, files._where("movies.dat"))
     return items, ratings, genres
-
-
-def _read_table(files: _Files, name: str, **kwargs: Any) -> pd.DataFrame:
-    """`pd.read_csv` of a release file; a malformed file is a `DatasetError` naming it."""
-    try:
-        return files.read_csv(name, **kwargs)
-    except DatasetError:  # already names the file and line
-        raise
-    except (ValueError, pd.errors.ParserError) as exc:  # wrong header, fields or types
-        raise DatasetError(f"{name} of {files.path} is malformed: {exc}") from exc
-
-
-def _read_dat_table(files: _Files, name: str, columns: dict[str, Any]) -> pd.DataFrame:
-    """A `::`-separated file of numbers and codes (`ratings.dat`, `users.dat`).
-
-    Read with `:` as the separator by pandas' C parser (the Python parser, the only one that
-    takes `::`, is many times slower on 10M rows): every other field is then the empty one
-    between the two colons. No field of these files holds a colon.
-    """
-    names = list(columns)
-    return _read_table(
-        files,
-        name,
-        sep=":",
-        header=None,
-        usecols=[2 * j for j in range(len(names))],
-        names=[f"_{j}" for j in range(2 * len(names) - 1)],
-        dtype={f"_{2 * j}": dtype for j, dtype in enumerate(columns.values())},
-        keep_default_na=False,
-    ).set_axis(names, axis=1)
 
 
 def _read_dat_movies(files: _Files) -> pd.DataFrame:
@@ -730,20 +943,26 @@ def _read_dat_movies(files: _Files) -> pd.DataFrame:
 
     1M's file is Latin-1; a file that is valid UTF-8 is read as UTF-8.
     """
-    raw = files.read_bytes("movies.dat")
+    raw = files.read_bytes("movies.dat")  # at most its budget (about 1 MB)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     rows = []
+    where = f"movies.dat of {files.path}"
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("::")
         if len(fields) != 3 or not fields[0].strip().isdigit():
             raise DatasetError(
-                f"movies.dat of {files.path}, line {number}, is malformed: {line!r}; "
+                f"{where}, line {number}, is malformed: {shorten(line)}; "
                 "expected 'MovieID::Title::Genres'"
+            )
+        if max(len(fields[1]), len(fields[2])) > MAX_FIELD_CHARS:
+            raise DatasetError(
+                f"{where}, line {number}: a title or genre list of more than "
+                f"{MAX_FIELD_CHARS:,} characters: {shorten(line)}"
             )
         rows.append((int(fields[0]), fields[1], fields[2]))
     if not rows:
@@ -751,12 +970,12 @@ def _read_dat_movies(files: _Files) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", "title", "genres"])
 
 
-def _movie_items(movies: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, list[str]]:
+def _movie_items(movies: pd.DataFrame, seed: int, where: str) -> tuple[pd.DataFrame, list[str]]:
     """Items frame and genre names from `item_id`, `title` and `genres` (`"A|B"`)."""
     movies = movies.sort_values("item_id", ignore_index=True)
     dupes = movies["item_id"].duplicated()
     if dupes.any():
-        raise DatasetError(f"movie id {movies['item_id'][dupes].iloc[0]} is listed twice")
+        raise DatasetError(f"{where}: movie id {movies['item_id'][dupes].iloc[0]} is listed twice")
     # Titles end with "(1995)", a few with a range "(2006–2007)", some with trailing spaces
     # and a few with no year at all.
     year = movies["title"].str.extract(r"\((\d{4})(?:[-–]\d{4})?\)\s*$", expand=False)

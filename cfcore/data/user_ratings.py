@@ -35,18 +35,21 @@ Example (a CSV file or a `model=` works the same as the text and catalog here):
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import CfcoreError
+from .bounded import FILE_LIMIT_ENV, MAX_FIELD_CHARS, bounded, file_budget, shorten, too_large
+from .csv_check import first_bad_line
 
 ID_COLUMNS = ("item_id", "movie_id", "movieid", "itemid", "id")
 TITLE_COLUMNS = ("title", "movie", "name")
@@ -329,21 +332,68 @@ def _as_frame(source: Any) -> tuple[pd.DataFrame, str]:
         path = Path(source)
         if not path.is_file():
             raise UserRatingsError(f"ratings file {path} does not exist")
-        what = str(path)
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise UserRatingsError(f"cannot read {path} as CSV: {err}") from err
-        return frame, what
+        size, limit = path.stat().st_size, _user_limit()
+        if size > limit[0]:
+            verb = f"is {size:,} bytes, more than"
+            raise UserRatingsError(too_large(str(path), *limit, verb))
+        with open(path, "rb") as f:
+            return _read_csv(f, str(path)), str(path)
     if isinstance(source, io.IOBase) or hasattr(source, "read"):
-        try:
-            frame = pd.read_csv(source, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise UserRatingsError(f"cannot read the ratings as CSV: {err}") from err
-        return frame, "the ratings CSV"
+        # Read whole (within the limit) to parse it twice if it is refused: a stream may not seek.
+        limit = _user_limit()
+        data = source.read(limit[0] + 1)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if len(data) > limit[0]:
+            raise UserRatingsError(too_large("the ratings CSV", *limit, "holds more than"))
+        return _read_csv(io.BytesIO(data), "the ratings"), "the ratings CSV"
     raise UserRatingsError(
         f"ratings must be a CSV path, a file object, a frame or a mapping, got {type(source).__name__}"
     )
+
+
+# A user's ratings file holds at most thousands of lines: anything far larger is a mistake.
+USER_FILE_BYTES = 64 << 20
+
+
+def _user_limit() -> tuple[int, str]:
+    """The most bytes read of a user's ratings: `$CFCORE_DATA_FILE_LIMIT`, else 64 MiB."""
+    if os.environ.get(FILE_LIMIT_ENV):
+        return file_budget(None)
+    return USER_FILE_BYTES, "the limit for a ratings file"
+
+
+def _read_csv(f: IO[bytes], what: str) -> pd.DataFrame:
+    """A user's CSV as strings, read within `USER_FILE_BYTES` and `bounded.MAX_LINE_BYTES`.
+
+    Raises:
+        UserRatingsError: the file is over a limit, or does not parse as CSV (naming the first
+            bad line where one can be found).
+    """
+    start = f.tell()
+    try:
+        frame = pd.read_csv(
+            bounded(f, what, _user_limit(), UserRatingsError),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+        )
+    except pd.errors.EmptyDataError as err:
+        raise UserRatingsError(f"cannot read {what} as CSV: it is empty (no header line)") from err
+    except (ValueError, OverflowError, csv.Error) as err:  # ParserError, UnicodeDecodeError, ...
+        raise _unreadable(f, start, what, err) from err
+    # With more fields than the header on the first row, pandas makes the extras an index.
+    extra = not isinstance(frame.index, pd.RangeIndex)
+    if extra or any(frame[c].str.len().max() > MAX_FIELD_CHARS for c in frame if len(frame)):
+        raise _unreadable(f, start, what, None)
+    return frame
+
+
+def _unreadable(f: IO[bytes], start: int, what: str, err: Exception | None) -> UserRatingsError:
+    f.seek(start)
+    bad = first_bad_line(io.BufferedReader(bounded(f, what, _user_limit(), UserRatingsError)))
+    detail = bad if bad is not None else shorten(str(err))
+    return UserRatingsError(f"cannot read {what} as CSV: {detail}")
 
 
 def write_user_ratings(path: str | os.PathLike[str], ratings: pd.DataFrame) -> Path:
