@@ -47,3 +47,22 @@ class FileAccessError(CfcoreError, OSError):
     Distinct from a file that can be read but holds the wrong content (`ModelFileError`,
     `DatasetError`).
     """
+
+
+class NotSupportedError(CfcoreError, NotImplementedError):
+    """A well-formed request that cfcore does not support: a feature the chosen backend lacks
+    (sharding on PyTorch, automatic differentiation on the NumPy reference) or a combination of
+    options not implemented. The message names what is supported instead."""
+
+
+class NotFittedError(CfcoreError, RuntimeError):
+    """A model used before it has parameters: call `fit()` (or load a saved model) first."""
+
+
+class NumericalError(CfcoreError, FloatingPointError):
+    """A computation produced NaN or infinite values (a sampler's draw, a solve), which no result
+    built on them could be trusted with."""
+
+
+class MissingDependencyError(CfcoreError, ImportError):
+    """An optional feature whose package is not installed; the message names the package."""
