@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ArgumentTypeError
 from .specs import SGD, Adagrad, Adam, MFSpec, OptimizerSpec
 
 
@@ -101,7 +102,7 @@ def init_optimizer_state(optimizer: OptimizerSpec, params: dict[str, Any]) -> di
     if isinstance(optimizer, Adam):
         zeros = {k: np.zeros_like(_f64(v)) for k, v in params.items()}
         return {"m": zeros, "v": {k: z.copy() for k, z in zeros.items()}, "t": 0}
-    raise TypeError(f"unknown optimizer {optimizer!r}")
+    raise ArgumentTypeError(f"unknown optimizer {optimizer!r}")
 
 
 def optimizer_update(
@@ -129,7 +130,7 @@ def optimizer_update(
             for k in p
         }
         return new, {"m": m, "v": v, "t": t}
-    raise TypeError(f"unknown optimizer {optimizer!r}")
+    raise ArgumentTypeError(f"unknown optimizer {optimizer!r}")
 
 
 def top_k(scores, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backend.loops import python_loop, python_map
+from .errors import NotSupportedError
 
 _DTYPES = {"float32": np.float64, "int32": np.int64, "bool": np.bool_}
 
@@ -152,7 +153,7 @@ class NumpyBackend:
         return out
 
     def value_and_grad(self, fn: Callable) -> Callable:
-        raise NotImplementedError(
+        raise NotSupportedError(
             "the numpy reference backend has no automatic differentiation: train on a framework "
             "backend ('jax', 'tf', 'torch'); the float64 gradients are in cfcore.reference"
         )

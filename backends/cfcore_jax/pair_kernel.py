@@ -44,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cfcore.errors import ArgumentValueError
+
 _HIGHEST = lax.Precision.HIGHEST
 
 #: Slots per segment (L). Padding costs up to (N + M)·L slots (half that on average); 32 beat
@@ -96,7 +98,7 @@ def _side(
     num_blocks = max(1, -(-used // block))
     total = num_blocks * block * seg_len
     if total >= 2**31:
-        raise ValueError(
+        raise ArgumentValueError(
             f"a pair layout of {total:,} slots does not fit int32 indices "
             f"({n:,} ratings over {num_owners:,} rows): use minibatches"
         )
@@ -151,12 +153,14 @@ def make_pair_layout(
     users = np.asarray(users).astype(np.int32, copy=False)
     items = np.asarray(items).astype(np.int32, copy=False)
     if users.ndim != 1 or users.shape != items.shape or users.shape[0] == 0:
-        raise ValueError(
+        raise ArgumentValueError(
             f"users and items must be non-empty 1-D arrays of one length, got shapes "
             f"{users.shape} and {items.shape}"
         )
     if seg_len < 1 or block_slots < 1:
-        raise ValueError(f"seg_len and block_slots must be ≥ 1, got {seg_len}, {block_slots}")
+        raise ArgumentValueError(
+            f"seg_len and block_slots must be ≥ 1, got {seg_len}, {block_slots}"
+        )
     by_user, slot = _side(users, items, int(num_users), seg_len, block_slots, with_slot=True)
     by_item, _ = _side(items, users, int(num_items), seg_len, block_slots, with_slot=False)
     out = {f"user_{k}": v for k, v in by_user.items()}
@@ -251,5 +255,7 @@ def pair_dot_layout(user_emb, item_emb, layout: dict[str, Any]):
     """
     missing = [k for k in LAYOUT_KEYS if k not in layout]
     if missing:
-        raise ValueError(f"not a pair layout: keys {missing} missing (see make_pair_layout)")
+        raise ArgumentValueError(
+            f"not a pair layout: keys {missing} missing (see make_pair_layout)"
+        )
     return _pair_dot_layout(user_emb, item_emb, {k: layout[k] for k in LAYOUT_KEYS})

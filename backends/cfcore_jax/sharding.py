@@ -49,7 +49,7 @@ import jax.sharding as jsh
 import numpy as np
 from jax import lax
 
-from cfcore.errors import ArgumentValueError
+from cfcore.errors import ArgumentTypeError, ArgumentValueError
 from cfcore.train.placement import TOKEN_BYTES, RowShardedPlacement, padded_rows
 
 # The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
@@ -464,23 +464,23 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
     available = jax.devices()
     if isinstance(devices, int | np.integer) and not isinstance(devices, bool | np.bool_):
         if not 1 <= int(devices) <= len(available):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"devices={int(devices)} but the JAX backend has {len(available)} device(s) "
                 f"({available[0].platform}); expected an int from 1 to {len(available)}"
             )
         return ShardedPlacement(backend, _with_own(available[: int(devices)], devices))
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"devices must be None, an int or a list of jax devices, got {type(devices).__name__}"
         )
     chosen = list(devices)
     if not chosen:
-        raise ValueError("devices is an empty list: expected at least one jax device")
+        raise ArgumentValueError("devices is an empty list: expected at least one jax device")
     bad = [d for d in chosen if not isinstance(d, jax.Device)]
     if bad:
-        raise ValueError(f"devices must be jax.Device objects, got {bad[0]!r}")
+        raise ArgumentTypeError(f"devices must be jax.Device objects, got {bad[0]!r}")
     if len({d.id for d in chosen}) != len(chosen):
-        raise ValueError(f"devices lists a device more than once: {chosen!r}")
+        raise ArgumentValueError(f"devices lists a device more than once: {chosen!r}")
     return ShardedPlacement(backend, _with_own(chosen, devices))
 
 
@@ -492,7 +492,7 @@ def _with_own(chosen: list[Any], asked: Any) -> list[Any]:
     if any(d.process_index == here for d in chosen):
         return chosen
     owners = sorted({int(d.process_index) for d in chosen})
-    raise ValueError(
+    raise ArgumentValueError(
         f"devices={asked!r} are devices of process(es) {owners} only, none of this process's "
         f"(process {here} of {jax.process_count()}, holding {jax.local_device_count()} "
         f"device(s)): every process must hold some of the devices it places on; pass "

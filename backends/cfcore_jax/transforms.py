@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from cfcore.backend.loops import map_range
+from cfcore.errors import ArgumentValueError
 
 
 def value_and_grad(fn: Callable) -> Callable:
@@ -36,7 +37,9 @@ def compile_loop(body: Callable) -> Callable:
         if xs is not None:
             return scan(carry, data, xs)
         if num_steps is None:
-            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
+            raise ArgumentValueError(
+                "run needs xs (inputs stacked per step) or num_steps; both are None"
+            )
         return repeat(carry, data, jnp.int32(num_steps))
 
     return run

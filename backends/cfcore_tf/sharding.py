@@ -98,6 +98,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
+from cfcore.errors import ArgumentTypeError, ArgumentValueError, NotSupportedError
 from cfcore.train.placement import (
     COUNT,
     RATING_KEYS,
@@ -258,7 +259,7 @@ class ShardedPlacement(RowShardedPlacement):
             padding rows of `current` keep their value.
         """
         if observed:
-            raise NotImplementedError(
+            raise NotSupportedError(
                 "the TensorFlow sharded half-sweep does not return the observed loss "
                 "(observed_halves is False)"
             )
@@ -403,7 +404,7 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
     if isinstance(devices, int | np.integer) and not isinstance(devices, bool | np.bool_):
         if not 1 <= int(devices) <= len(available):
             kind = available[0].device_type
-            raise ValueError(
+            raise ArgumentValueError(
                 f"devices={int(devices)} but TensorFlow has {len(available)} logical {kind} "
                 f"device(s); expected an int from 1 to {len(available)}. To train on k virtual "
                 "CPU devices, split the CPU before TensorFlow runs anything: "
@@ -412,26 +413,28 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
             )
         return ShardedPlacement(backend, [d.name for d in available[: int(devices)]])
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
-        raise ValueError(
+        raise ArgumentTypeError(
             "devices must be None, an int or a list of tf.config.LogicalDevice, got "
             f"{type(devices).__name__}"
         )
     chosen = list(devices)
     if not chosen:
-        raise ValueError("devices is an empty list: expected at least one TensorFlow device")
+        raise ArgumentValueError(
+            "devices is an empty list: expected at least one TensorFlow device"
+        )
     names = []
     known = {d.name for d in tf.config.list_logical_devices()}
     for d in chosen:
         name = d.name if isinstance(d, tf.config.LogicalDevice) else d
         if not isinstance(name, str) or name not in known:
-            raise ValueError(
+            raise ArgumentTypeError(
                 f"devices must be TensorFlow logical devices (tf.config.list_logical_devices()), "
                 f"got {d!r}"
             )
         names.append(name)
     if len(set(names)) != len(names):
-        raise ValueError(f"devices lists a device more than once: {names!r}")
+        raise ArgumentValueError(f"devices lists a device more than once: {names!r}")
     kinds = {tf.DeviceSpec.from_string(n).device_type for n in names}
     if len(kinds) != 1:
-        raise ValueError(f"devices must all be of one type, got {sorted(kinds)}: {names!r}")
+        raise ArgumentValueError(f"devices must all be of one type, got {sorted(kinds)}: {names!r}")
     return ShardedPlacement(backend, names)

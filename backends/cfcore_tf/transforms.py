@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from cfcore.backend.loops import map_range
+from cfcore.errors import ArgumentValueError
 
 from . import kernels
 
@@ -228,7 +229,9 @@ def compile_loop(body: Callable) -> Callable:
 
     def run(carry, data, xs=None, num_steps: int | None = None):
         if xs is None and num_steps is None:
-            raise ValueError("run needs xs (inputs stacked per step) or num_steps; both are None")
+            raise ArgumentValueError(
+                "run needs xs (inputs stacked per step) or num_steps; both are None"
+            )
         if _has_dtensor(carry):
             return _host_loop(one_step, carry, data, xs, num_steps)
         if not tf.executing_eagerly() and kernels.ON_DTENSORS.get():
@@ -368,7 +371,7 @@ def native_optimizer(optimizer: Any) -> Any:
     if keras is None or not isinstance(optimizer, keras.optimizers.Optimizer):
         return None
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(
+        raise ArgumentValueError(
             f"optimizer {optimizer!r} is a Keras optimizer of Keras' {keras.backend.backend()!r} "
             "backend; the 'tf' backend takes Keras optimizers of Keras' 'tensorflow' backend "
             "(KERAS_BACKEND=tensorflow)"
@@ -412,7 +415,7 @@ class _KerasOptimizer:
             try:
                 opt = type(self.optimizer).from_config(self.optimizer.get_config())
             except Exception as err:  # noqa: BLE001 (Keras raises many kinds; all mean the same)
-                raise ValueError(
+                raise ArgumentValueError(
                     f"cannot copy the Keras optimizer {self.optimizer!r} from its config ({err}); "
                     "register custom schedules with keras.saving.register_keras_serializable"
                 ) from err

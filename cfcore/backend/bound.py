@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentTypeError, ArgumentValueError
 from ..resources import check_memory
 from .checks import (
     check_bag_inputs,
@@ -109,7 +110,7 @@ class BoundBackend:
             num_users: Any = getattr(batch, "num_users", None)
             num_items: Any = getattr(batch, "num_items", None)
             if num_users is None or num_items is None:
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"pair_layout=True needs ratings with num_users and num_items (a Ratings), "
                     f"got {type(batch).__name__}"
                 )
@@ -155,7 +156,7 @@ class BoundBackend:
         from ..maths import objectives as losses
 
         if method not in ("gather", "dense"):
-            raise ValueError(f"method must be 'gather' or 'dense', got {method!r}")
+            raise ArgumentValueError(f"method must be 'gather' or 'dense', got {method!r}")
         check_pairs(user_emb, item_emb, users, items, ratings)
         if method == "dense":
             n, m = int(user_emb.shape[0]), int(item_emb.shape[0])

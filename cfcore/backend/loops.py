@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentValueError
 from .protocol import LoopBody, MapFn, Tree
 
 
@@ -38,7 +39,7 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
     def run(carry: Tree, data: Tree, xs: Tree = None, num_steps: int | None = None) -> Tree:
         if xs is None:
             if num_steps is None:
-                raise ValueError(
+                raise ArgumentValueError(
                     "run needs xs (inputs stacked per step) or num_steps; both are None"
                 )
             for _ in range(int(num_steps)):
@@ -88,7 +89,7 @@ def map_range(total: int, start: int, stop: int | None) -> tuple[int, int]:
     """
     stop = total if stop is None else int(stop)
     if not 0 <= int(start) < stop <= total:
-        raise ValueError(
+        raise ArgumentValueError(
             f"compile_map's range must satisfy 0 <= start < stop <= {total} (the items), "
             f"got start={start}, stop={stop}"
         )

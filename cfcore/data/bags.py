@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ArgumentValueError
+
 if TYPE_CHECKING:
     from .ratings import Ratings
 
@@ -32,7 +34,7 @@ class Vocabulary:
         try:
             return self.tokens.index(str(token))
         except ValueError:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"token {token!r} is not in the vocabulary of feature {self.name!r} "
                 f"({len(self)} tokens, e.g. {list(self.tokens[:3])})"
             ) from None
@@ -151,7 +153,9 @@ class Ragged:
     def mask(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Dense boolean `[stop - start, num_columns]` of rows `start:stop` (all by default)."""
         if self.num_columns is None:
-            raise ValueError("a dense mask needs num_columns, the width of the rows; it is None")
+            raise ArgumentValueError(
+                "a dense mask needs num_columns, the width of the rows; it is None"
+            )
         stop = len(self) if stop is None else stop
         out = np.zeros((stop - start, self.num_columns), dtype=bool)
         positions, values = self.pairs(np.arange(start, stop))
@@ -168,7 +172,9 @@ class Ragged:
         starts, lengths = self.offsets[rows], self.lengths[rows]
         width = int(lengths.max(initial=0)) if width is None else int(width)
         if len(rows) and lengths.max() > width:
-            raise ValueError(f"a row has {int(lengths.max())} values, more than width {width}")
+            raise ArgumentValueError(
+                f"a row has {int(lengths.max())} values, more than width {width}"
+            )
         pos = np.arange(width)
         valid = pos[None, :] < lengths[:, None]
         index = np.where(valid, starts[:, None] + pos[None, :], 0)

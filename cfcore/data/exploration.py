@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend.checks import check_k
+from ..errors import ArgumentValueError
 from .ratings import Ratings, as_ratings
 
 __all__ = [
@@ -59,7 +60,7 @@ def _counts_means(
 
 def _check_frame(frame: pd.DataFrame | None, size: int, what: str, plural: str) -> None:
     if frame is not None and len(frame) != size:
-        raise ValueError(
+        raise ArgumentValueError(
             f"the {what} frame has {len(frame)} rows but the ratings have {size} {plural}; "
             f"row i must describe {what} index i"
         )
@@ -154,11 +155,13 @@ def top_rated(
     """
     check_k(k)
     if not isinstance(min_count, int | np.integer) or isinstance(min_count, bool) or min_count < 1:
-        raise ValueError(f"min_count must be a positive int, got {min_count!r}")
+        raise ArgumentValueError(f"min_count must be a positive int, got {min_count!r}")
     stats = item_stats(ratings, items)
     stats = stats[stats["rating_count"] >= min_count]
     if stats.empty:
-        raise ValueError(f"no item has at least min_count={min_count} ratings; lower min_count")
+        raise ArgumentValueError(
+            f"no item has at least min_count={min_count} ratings; lower min_count"
+        )
     order = np.lexsort(
         (
             stats["item"].to_numpy(),
@@ -205,7 +208,7 @@ def slice_by_occupation(ratings: Any, users: pd.DataFrame) -> pd.DataFrame:
     r = _ratings(ratings)
     _check_frame(users, r.num_users, "user", "users")
     if "occupation" not in users:
-        raise ValueError(
+        raise ArgumentValueError(
             f"the user frame has no 'occupation' column (it has {list(users.columns)}); "
             "only MovieLens 100K records occupations"
         )
@@ -237,11 +240,11 @@ def check_genres(genres: Sequence[str] | None, valid: Sequence[str]) -> list[str
     genres = list(genres)
     unknown = [g for g in genres if g not in valid]
     if unknown:
-        raise ValueError(
+        raise ArgumentValueError(
             f"unknown genre(s) {unknown}; valid genres are: {', '.join(map(str, valid))}"
         )
     if not genres:
-        raise ValueError("genres is empty: name at least one genre, or pass None for all")
+        raise ArgumentValueError("genres is empty: name at least one genre, or pass None for all")
     return genres
 
 
@@ -270,12 +273,12 @@ def slice_by_genre(
     r = _ratings(ratings)
     items = r.catalog if items is None else items
     if items is None:
-        raise ValueError("the ratings have no catalog: pass the item frame as items=")
+        raise ArgumentValueError("the ratings have no catalog: pass the item frame as items=")
     _check_frame(items, r.num_items, "item", "items")
     if multi:
         valid = genre_names(items)
         if not valid:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the item frame has no 0/1 genre columns (it has {list(items.columns)})"
             )
         chosen = check_genres(genres, valid)
@@ -286,7 +289,9 @@ def slice_by_genre(
         table = pd.DataFrame.from_dict(rows, orient="index")
     else:
         if "genre" not in items:
-            raise ValueError(f"the item frame has no 'genre' column (it has {list(items.columns)})")
+            raise ArgumentValueError(
+                f"the item frame has no 'genre' column (it has {list(items.columns)})"
+            )
         label = items["genre"].astype(str).to_numpy()
         chosen = check_genres(genres, sorted(set(label)))
         table = pd.DataFrame.from_dict(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentTypeError, ArgumentValueError
 from .bags import Ragged, SoftmaxBatch, Vocabulary
 from .ratings import Ratings
 
@@ -63,10 +64,10 @@ class HistoryFeatures:
         self.item_tokens = dict(item_tokens)
         self.item_feature = item_feature
         if item_feature not in self.vocabularies:
-            raise ValueError(f"the item feature {item_feature!r} has no vocabulary")
+            raise ArgumentValueError(f"the item feature {item_feature!r} has no vocabulary")
         for name, tokens in self.item_tokens.items():
             if len(tokens) != self.num_items:
-                raise ValueError(
+                raise ArgumentValueError(
                     f"feature {name!r} gives tokens for {len(tokens)} items, expected {self.num_items}"
                 )
         # Each item's tokens padded with -1 to the most any item has: one gather per batch.
@@ -118,13 +119,13 @@ class HistoryFeatures:
         if not isinstance(catalog, pd.DataFrame):
             catalog = ratings.catalog
         if catalog is None:
-            raise ValueError(
+            raise ArgumentValueError(
                 "the softmax model needs item metadata: pass a dataset from "
                 "cfcore.datasets.load_movielens, or Ratings with a catalog frame (one row per item, "
                 "with 'year' and 0/1 genre columns)"
             )
         if len(catalog) != ratings.num_items:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the item catalog has {len(catalog)} rows but the ratings {ratings.num_items} items"
             )
         m = ratings.num_items
@@ -144,7 +145,9 @@ class HistoryFeatures:
         if genre_columns:
             missing = [c for c in genre_columns if c not in catalog]
             if missing:
-                raise ValueError(f"genre columns {missing} are not in the catalog {list(catalog)}")
+                raise ArgumentValueError(
+                    f"genre columns {missing} are not in the catalog {list(catalog)}"
+                )
             flags = catalog[list(genre_columns)].to_numpy(dtype=bool)
             tokens = [str(c) for c in genre_columns]
             none = ~flags.any(axis=1)
@@ -179,7 +182,7 @@ class HistoryFeatures:
         """Raises a ValueError naming any feature of `names` this dataset cannot provide."""
         unknown = [n for n in names if n not in self.vocabularies]
         if unknown:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"unknown feature name(s) {unknown}; this dataset provides {list(self.vocabularies)}"
             )
 
@@ -212,7 +215,7 @@ class HistoryFeatures:
         _check_users(users, self.num_users)
         empty = self.histories.lengths[users] == 0
         if empty.any():
-            raise ValueError(
+            raise ArgumentValueError(
                 f"user {int(users[np.argmax(empty)])} has no rated items: its bags of words would be "
                 "empty. Keep only users with at least one rating."
             )
@@ -279,15 +282,15 @@ class HistoryFeatures:
         items = np.asarray(items, dtype=np.int64)
         per_row = np.bincount(rows, minlength=num_rows)
         if len(per_row) > num_rows:
-            raise ValueError(f"row {int(rows.max())} is out of range for {num_rows} rows")
+            raise ArgumentValueError(f"row {int(rows.max())} is out of range for {num_rows} rows")
         if num_rows and per_row.min() == 0:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"row {int(np.argmin(per_row))} of the batch has an empty input: a bag of words "
                 "needs at least one item"
             )
         if len(items) and (items.min() < 0 or items.max() >= self.num_items):
             bad = int(items.min() if items.min() < 0 else items.max())
-            raise ValueError(f"item id {bad} is out of range for {self.num_items} items")
+            raise ArgumentValueError(f"item id {bad} is out of range for {self.num_items} items")
         ids: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         for name in names:
@@ -342,7 +345,7 @@ def _ratings_of(dataset: Any) -> Ratings:
     inner = getattr(dataset, "ratings", None)
     if isinstance(inner, Ratings):
         return inner
-    raise TypeError(
+    raise ArgumentTypeError(
         "expected a dataset (e.g. cfcore.datasets.load_movielens('100k')) or cfcore.Ratings with a "
         f"catalog, got {type(dataset).__name__}"
     )
@@ -358,4 +361,4 @@ def _histories(ratings: Ratings) -> Ragged:
 def _check_users(users: np.ndarray, num_users: int) -> None:
     if len(users) and (users.min() < 0 or users.max() >= num_users):
         bad = int(users.min() if users.min() < 0 else users.max())
-        raise ValueError(f"user id {bad} is out of range for {num_users} users")
+        raise ArgumentValueError(f"user id {bad} is out of range for {num_users} users")

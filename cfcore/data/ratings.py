@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CfcoreError
+from ..errors import ArgumentTypeError, CfcoreError
 from ..validate import check_float, check_int
 
 MAX_INDEX = int(np.iinfo(np.int32).max)
@@ -298,7 +298,7 @@ def as_ratings(data: Any, what: str) -> Ratings:
     inner = getattr(data, "ratings", None)
     if isinstance(inner, Ratings):
         return inner
-    raise TypeError(
+    raise ArgumentTypeError(
         f"{what} must be cfcore.Ratings (or a dataset holding them), got {type(data).__name__}"
     )
 

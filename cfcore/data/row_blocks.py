@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ArgumentValueError
+
 BLOCK_FLOATS = 1 << 18
 """Floats of the temporaries of one block (1 MB of float32, so that a block's passes run from
 the cache): `B·(2·L·d + 2·d²)` for the Cholesky solver (two gathers of the block's rows, the
@@ -171,9 +173,9 @@ def row_blocks(
     rows = np.asarray(rows, np.int64)
     num_rows = len(row_reg)
     if num_rows < 1 and not shapes:
-        raise ValueError("row_blocks needs at least one row")
+        raise ArgumentValueError("row_blocks needs at least one row")
     if solver not in ("cholesky", "cg"):
-        raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
+        raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
     # By row, a row's observations in their given order. (Sorted by fixed row within a row, the
     # gathers read ascending rows, about 10% faster; but the float32 sums change order, which
     # CG's few steps amplify on ill-conditioned systems past the conformance suite's 2e-5.)
@@ -189,13 +191,15 @@ def row_blocks(
     else:
         lengths = np.asarray(lengths, np.int64)
         if lengths.shape != (num_rows,) or np.any(lengths < np.maximum(counts, 1)):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"lengths must be {num_rows} slot counts, each at least its row's observation "
                 f"count and 1, got shape {lengths.shape}"
             )
     sizes = np.unique(lengths) if shapes is None else np.array(sorted(shapes), np.int64)
     if shapes is not None and not set(np.unique(lengths).tolist()) <= set(sizes.tolist()):
-        raise ValueError(f"shapes must have a bucket for every length, got {sorted(shapes)}")
+        raise ArgumentValueError(
+            f"shapes must have a bucket for every length, got {sorted(shapes)}"
+        )
     floats = sum(int((lengths == n).sum()) * row_floats(int(n), dim, solver) for n in sizes)
     whole = floats <= WHOLE_FLOATS
     position = np.zeros(num_rows, np.int64)
@@ -212,7 +216,7 @@ def row_blocks(
         else:
             k, size = shapes[length]
             if k * size < len(members):
-                raise ValueError(
+                raise ArgumentValueError(
                     f"shapes[{length}] = {(k, size)} holds {k * size} rows, expected at least "
                     f"{len(members)}"
                 )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import ArgumentValueError
 from .bags import SoftmaxBatch
 from .batching import MinibatchSampler
 from .history import HistoryFeatures, _check_users
@@ -45,19 +46,21 @@ class SoftmaxBatcher:
         input_fraction: float = 0.8,
     ) -> None:
         if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+            raise ArgumentValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if not 0.0 < float(input_fraction) < 1.0:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"input_fraction must be strictly between 0 and 1, got {input_fraction!r}"
             )
         users = np.asarray(users, dtype=np.int64)
         if users.ndim != 1 or len(users) == 0:
-            raise ValueError(f"users must be a non-empty 1-D array, got shape {users.shape}")
+            raise ArgumentValueError(
+                f"users must be a non-empty 1-D array, got shape {users.shape}"
+            )
         _check_users(users, features.num_users)
         min_len = 2 if protocol == "holdout" else 1
         short = features.histories.lengths[users] < min_len
         if short.any():
-            raise ValueError(
+            raise ArgumentValueError(
                 f"user {int(users[np.argmax(short)])} has {int(features.histories.lengths[users][short][0])} "
                 f"rated item(s); the {protocol!r} protocol needs at least {min_len} per training user"
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ArgumentValueError
 from .bags import Ragged, SoftmaxBatch
 from .history import HistoryFeatures
 
@@ -70,15 +71,15 @@ def split_users(
         The `SoftmaxSplit`.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise ArgumentValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for name, v in (("test_fraction", test_fraction), ("target_fraction", target_fraction)):
         if not 0.0 < float(v) < 1.0:
-            raise ValueError(f"{name} must be strictly between 0 and 1, got {v!r}")
+            raise ArgumentValueError(f"{name} must be strictly between 0 and 1, got {v!r}")
     min_len = 2 if protocol == "holdout" else 1
     lengths = features.histories.lengths
     eligible = np.flatnonzero(lengths >= min_len)
     if len(eligible) < 2:
-        raise ValueError(
+        raise ArgumentValueError(
             f"only {len(eligible)} user(s) have at least {min_len} rated item(s); the {protocol!r} "
             "protocol needs two or more to split into training and test users"
         )

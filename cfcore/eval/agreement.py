@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentValueError
+
 TOLERANCES: dict[str, float] = {
     "train_mse": 1e-4,
     "test_mse": 1e-4,
@@ -161,7 +163,7 @@ def train_on_backends(
     import cfcore
 
     if not backends:
-        raise ValueError("no backends given: pass at least one backend name")
+        raise ArgumentValueError("no backends given: pass at least one backend name")
     runs = []
     for name in backends:
         be = cfcore.get_backend(name) if isinstance(name, str) else name
@@ -227,11 +229,11 @@ def largest_differences(
     """
     tol = {**TOLERANCES, **(tolerances or {})}
     if len(runs) < 2:
-        raise ValueError(f"comparing backends needs at least two runs, got {len(runs)}")
+        raise ArgumentValueError(f"comparing backends needs at least two runs, got {len(runs)}")
     keys = list(runs[0].embeddings)
     for r in runs[1:]:
         if sorted(r.embeddings) != sorted(keys):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"runs hold different embeddings: {runs[0].backend} {keys}, "
                 f"{r.backend} {list(r.embeddings)}"
             )
@@ -249,7 +251,7 @@ def largest_differences(
         if "test_mse" in a.history and "test_mse" in b.history:
             ha, hb = a.history["test_mse"].to_numpy(), b.history["test_mse"].to_numpy()
             if ha.shape != hb.shape:
-                raise ValueError(
+                raise ArgumentValueError(
                     f"{a.backend} has {ha.size} history rows and {b.backend} {hb.size}: not the "
                     "same training"
                 )

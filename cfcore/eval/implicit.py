@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..data.ratings import Ratings
+from ..errors import ArgumentTypeError, ArgumentValueError
 from ..retrieval import RatedItems, _resolve_backend, batch_top_k
 
 __all__ = [
@@ -176,24 +177,24 @@ def strong_generalization_split(
     """
     source = getattr(ratings, "ratings", ratings)
     if not isinstance(source, Ratings):
-        raise ValueError(
+        raise ArgumentTypeError(
             f"ratings must be a cfcore.Ratings or a dataset with .ratings, got {type(ratings).__name__}"
         )
     for name, share in (("heldout_share", heldout_share), ("target_share", target_share)):
         if isinstance(share, bool) or not isinstance(share, int | float | np.floating):
-            raise ValueError(f"{name} must be a number in (0, 1), got {share!r}")
+            raise ArgumentValueError(f"{name} must be a number in (0, 1), got {share!r}")
         if not 0 < share < 1:
-            raise ValueError(f"{name} must be in (0, 1), got {share!r}")
+            raise ArgumentValueError(f"{name} must be in (0, 1), got {share!r}")
     if isinstance(min_positives, bool) or not isinstance(min_positives, int | np.integer):
-        raise ValueError(f"min_positives must be an int >= 2, got {min_positives!r}")
+        raise ArgumentValueError(f"min_positives must be an int >= 2, got {min_positives!r}")
     if min_positives < 2:
-        raise ValueError(
+        raise ArgumentValueError(
             f"min_positives must be >= 2 (a held-out user needs a fold-in item and a target), "
             f"got {min_positives}"
         )
     threshold = float(threshold)
     if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        raise ArgumentValueError(f"threshold must be a finite number, got {threshold!r}")
 
     n_src, m_src = source.num_users, source.num_items
     positive = source.values > threshold
@@ -208,7 +209,7 @@ def strong_generalization_split(
     eligible = np.flatnonzero(counts >= min_positives)
     n_heldout = int(round(heldout_share * len(eligible)))
     if n_heldout < 1 or n_heldout >= len(eligible):
-        raise ValueError(
+        raise ArgumentValueError(
             f"{len(eligible)} users have at least {min_positives} ratings above {threshold:g}: "
             f"holding out a share of {heldout_share:g} of them leaves {n_heldout} held-out and "
             f"{len(eligible) - n_heldout} training users; both must be at least 1"
@@ -305,15 +306,17 @@ def strong_generalization_metrics(
     """
     top = np.asarray(top_items)
     if top.ndim != 2 or not np.issubdtype(top.dtype, np.integer):
-        raise ValueError(
+        raise ArgumentValueError(
             f"top_items must be a 2-D int array [users, K], got {top.dtype} {top.shape}"
         )
     if top.shape[0] != targets.num_rows:
-        raise ValueError(f"top_items has {top.shape[0]} rows but targets {targets.num_rows}")
+        raise ArgumentValueError(
+            f"top_items has {top.shape[0]} rows but targets {targets.num_rows}"
+        )
     ks = _check_ks(ks, top.shape[1], "the number of ranked items per user")
     sizes = np.diff(targets.indptr)
     if len(sizes) and sizes.min() == 0:
-        raise ValueError(f"held-out user row {int(np.argmin(sizes))} has no targets")
+        raise ArgumentValueError(f"held-out user row {int(np.argmin(sizes))} has no targets")
     # A ranked item is a hit when (row, item) is a target pair: one sorted search of keys.
     span = np.int64(max(targets.num_items or 0, int(top.max(initial=-1)) + 1))
     target_keys = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes) * span + targets.indices
@@ -337,12 +340,14 @@ def _check_ks(ks: Any, limit: int, what: str) -> tuple[int, ...]:
         ks = (ks,)
     ks = tuple(ks)  # pyright: ignore[reportArgumentType]  # any iterable; checked below
     if not ks:
-        raise ValueError("ks must name at least one cut-off")
+        raise ArgumentValueError("ks must name at least one cut-off")
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int | np.integer):
-            raise ValueError(f"each k must be an int, got {k!r}")
+            raise ArgumentValueError(f"each k must be an int, got {k!r}")
         if not 1 <= k <= limit:
-            raise ValueError(f"k={k} is out of range: it must be between 1 and {limit}, {what}")
+            raise ArgumentValueError(
+                f"k={k} is out of range: it must be between 1 and {limit}, {what}"
+            )
     return tuple(int(k) for k in ks)
 
 
@@ -393,14 +398,14 @@ def evaluate_strong_generalization(
     if hasattr(model, "fold_in") and hasattr(model, "embeddings_numpy"):
         item_emb = np.asarray(model.embeddings_numpy()["item"])
         if item_emb.shape[0] != m:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the model has {item_emb.shape[0]} items but the split {m} training items: "
                 "train it on split.train"
             )
         # The model's own fold-in: no training, the item embeddings fixed.
         user_emb = np.asarray(model.fold_in(split.fold_in_ratings(), backend=backend), np.float32)
         if user_emb.shape != (split.num_heldout, item_emb.shape[1]):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"fold_in returned shape {user_emb.shape}; expected "
                 f"{(split.num_heldout, item_emb.shape[1])} (one row per held-out user)"
             )
@@ -411,7 +416,7 @@ def evaluate_strong_generalization(
     elif callable(model_or_scorer):
         top = _scorer_top_k(model_or_scorer, split, top_k, backend, chunk_rows)
     else:
-        raise ValueError(
+        raise ArgumentTypeError(
             "model_or_scorer must be a model with fold_in and embeddings_numpy, or a callable "
             f"scorer(fold_in) -> [B, M] scores; got {type(model_or_scorer).__name__}"
         )
@@ -435,7 +440,7 @@ def _scoring_tables(
     scoring_items = np.asarray(scoring["item"])
     extra = scoring_items.shape[1] - item_emb.shape[1]
     if scoring_items.shape[0] != item_emb.shape[0] or extra not in (0, 1):
-        raise ValueError(
+        raise ArgumentValueError(
             f"the model's scoring item table has shape {scoring_items.shape}; expected "
             f"{item_emb.shape[0]} rows of {item_emb.shape[1]} or {item_emb.shape[1] + 1} columns"
         )
@@ -458,7 +463,7 @@ def _scorer_top_k(
         chunk = split.fold_in.take(np.arange(start, stop))
         scores = np.asarray(scorer(chunk), np.float32)
         if scores.shape != (stop - start, m):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the scorer returned shape {scores.shape} for {stop - start} users; expected "
                 f"{(stop - start, m)} (one score per training item)"
             )

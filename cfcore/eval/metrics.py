@@ -32,6 +32,7 @@ import numpy as np
 
 from ..backend.checks import check_k
 from ..data.bags import Ragged
+from ..errors import ArgumentValueError
 
 __all__ = [
     "METRICS",
@@ -57,14 +58,18 @@ def _targets_csr(targets: Any, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.array([len(t) for t in rows], dtype=np.int64)
         items = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
     if len(lengths) != num_rows:
-        raise ValueError(f"targets are given for {len(lengths)} users but rankings for {num_rows}")
+        raise ArgumentValueError(
+            f"targets are given for {len(lengths)} users but rankings for {num_rows}"
+        )
     if len(lengths) and lengths.min() == 0:
-        raise ValueError(
+        raise ArgumentValueError(
             f"user row {int(np.argmin(lengths))} has no targets: recall, NDCG and MAP are undefined "
             "for it; leave such users out"
         )
     if len(items) and items.min() < 0:
-        raise ValueError(f"target item {int(items.min())} is negative; items are indices >= 0")
+        raise ArgumentValueError(
+            f"target item {int(items.min())} is negative; items are indices >= 0"
+        )
     return np.repeat(np.arange(num_rows), lengths), items
 
 
@@ -102,7 +107,7 @@ def ranking_metrics(
     """
     top = np.asarray(top_items)
     if top.ndim != 2 or not np.issubdtype(top.dtype, np.integer):
-        raise ValueError(
+        raise ArgumentValueError(
             f"top_items must be a 2-D int array [users, K], got {top.dtype} {top.shape}"
         )
     k = check_k(top.shape[1] if k is None else k, top.shape[1], "number of items ranked per user")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..data.features import HistoryFeatures, SoftmaxSplit, split_users
+from ..errors import ArgumentValueError
 from .metrics import ranking_metrics
 
 __all__ = ["PopularityScorer", "evaluate_popularity", "popularity_ranking", "popularity_scores"]
@@ -46,7 +47,7 @@ def popularity_ranking(features: HistoryFeatures, split: SoftmaxSplit, k: int = 
         or isinstance(k, bool)
         or not 1 <= k <= features.num_items
     ):
-        raise ValueError(
+        raise ArgumentValueError(
             f"k must be an int in [1, {features.num_items}] (the catalogue size), got {k!r}"
         )
     scores = popularity_scores(features, split.train_users)

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentValueError
+
 SOLVERS: tuple[str, ...] = ("cholesky", "cg")
 
 MIN_PART_WORK = 1 << 20
@@ -167,15 +169,15 @@ def row_solve(
     """
     if solver == "cholesky":
         if cols_t is None:
-            raise ValueError("the cholesky solver needs cols_t, the transposed slots")
+            raise ArgumentValueError("the cholesky solver needs cols_t, the transposed slots")
         system, rhs, _ = row_systems(
             be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
         )
         return _ops(be).solve(system, rhs)
     if solver != "cg":
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        raise ArgumentValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x0 is None:
-        raise ValueError("the cg solver starts from x0: pass the current rows")
+        raise ArgumentValueError("the cg solver starts from x0: pass the current rows")
     f = gather_rows(be, fixed, cols)  # [B, L, d], gathered once for every CG step
     return _cg(be, f, weights, targets, row_reg, col_reg, prior, x0, cg_steps)[0]
 
@@ -398,7 +400,7 @@ def make_half_sweep(
         col_reg: Any = None,
     ):
         if (col_reg is None) == (const is None):
-            raise ValueError(
+            raise ArgumentValueError(
                 "the column regularization is given once: to make_half_sweep (a constant) or "
                 "to each half-sweep (col_reg=, read at run time), "
                 + ("got neither" if col_reg is None else "got both")
@@ -409,7 +411,9 @@ def make_half_sweep(
             data["offset"] = offset
         if extra is not None:
             if solver != "cholesky":
-                raise ValueError(f"extra right-hand sides need the cholesky solver, not {solver!r}")
+                raise ArgumentValueError(
+                    f"extra right-hand sides need the cholesky solver, not {solver!r}"
+                )
             data["extra"] = extra
         buckets = blocks["buckets"]
         d = int(current.shape[1])

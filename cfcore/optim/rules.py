@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentValueError
 from ..specs import SGD, Adagrad, Adam, OptimizerSpec, make_optimizer
 
 Params = dict[str, Any]
@@ -127,11 +128,13 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
         try:
             make_optimizer(optimizer)  # its errors name the accepted specs and names
         except ValueError as err:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"{err}; or an optimizer object of the {be.name!r} backend's framework "
                 "(an optax GradientTransformation on jax, a Keras 3 optimizer on tf; none yet on "
                 "torch)"
             ) from None
-        raise ValueError(f"optimizer {optimizer!r} has no update rule on backend {be.name!r}")
+        raise ArgumentValueError(
+            f"optimizer {optimizer!r} has no update rule on backend {be.name!r}"
+        )
     lr = getattr(optimizer, "learning_rate", None)
     return Rule(native.init, native.update, None, lr if isinstance(lr, int | float) else None)

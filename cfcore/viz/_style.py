@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.ratings import Ratings, as_ratings
+from ..errors import ArgumentValueError
 
 if TYPE_CHECKING:  # only for annotations: importing them here would make `import cfcore` heavy
     import altair as alt
@@ -50,7 +51,7 @@ def backend_color(label: str) -> str:
         key = _ALIASES.get(word, word)
         if key in BACKEND_COLORS:
             return BACKEND_COLORS[key]
-    raise ValueError(
+    raise ArgumentValueError(
         f"label {label!r} names no backend: expected one of {sorted(BACKEND_COLORS)} "
         f"(or {sorted(_ALIASES)}) among its words"
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentTypeError, ArgumentValueError
 from ._style import _BLUE, _alt, _as_ratings, _figure, _inline, _log_axis, _nice_log_ticks
 
 if TYPE_CHECKING:  # only for annotations: importing them here would make `import cfcore` heavy
@@ -24,23 +25,25 @@ def _item_embeddings(model: Any, label: str) -> np.ndarray:
     if isinstance(emb, Mapping):  # a dict, or the NpzFile of np.load("embeddings.npz")
         keys = list(emb.keys())
         if "item" not in keys:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"embeddings {label!r} have no 'item' array (keys: {keys}); expected "
                 "{'user': [N, d], 'item': [M, d]} as in model.embeddings or embeddings.npz"
             )
         emb = emb["item"]
     if not isinstance(emb, np.ndarray | list | tuple) and not hasattr(emb, "__array__"):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"embeddings {label!r} are a {type(model).__name__}; expected an item array [M, d], "
             "a mapping with an 'item' array, or a fitted model"
         )
     arr = np.asarray(emb)
     if arr.ndim != 2 or arr.shape[1] < 1:
-        raise ValueError(
+        raise ArgumentValueError(
             f"item embeddings {label!r} have shape {arr.shape}; expected [M, d] (2-D, d >= 1)"
         )
     if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"item embeddings {label!r} hold NaN, infinite or non-numeric values")
+        raise ArgumentValueError(
+            f"item embeddings {label!r} hold NaN, infinite or non-numeric values"
+        )
     return arr.astype(np.float64)
 
 
@@ -55,7 +58,7 @@ def _models(models: Any) -> dict[str, Any]:
     else:
         out = {"model": models}
     if not out:
-        raise ValueError("no embeddings given: pass at least one model or item array")
+        raise ArgumentValueError("no embeddings given: pass at least one model or item array")
     return out
 
 
@@ -89,10 +92,10 @@ def embedding_norms(models: Any, ratings: Any) -> pd.DataFrame:
     frame["num_ratings"] = np.bincount(r.items, minlength=r.num_items).astype(np.int64)
     for label, model in _models(models).items():
         if label in frame:
-            raise ValueError(f"model label {label!r} clashes with a column name; rename it")
+            raise ArgumentValueError(f"model label {label!r} clashes with a column name; rename it")
         V = _item_embeddings(model, label)
         if V.shape[0] != r.num_items:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"item embeddings {label!r} have {V.shape[0]} rows but the catalog has "
                 f"{r.num_items} items; were they trained on another dataset?"
             )

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ArgumentTypeError, ArgumentValueError, MissingDependencyError
 from ..io.atomic import atomic_write
 
 # What vega-embed is told for every chart: SVG (so marks and axes are DOM elements), and only the
@@ -76,7 +77,7 @@ def javascript_bundle() -> str:
     try:
         import vl_convert
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "writing a self-contained HTML page needs vl-convert-python (a dependency of cfcore): "
             "pip install vl-convert-python"
         ) from err
@@ -88,7 +89,9 @@ def _spec(chart: Any, what: str) -> dict[str, Any]:
     if isinstance(chart, dict):
         return chart
     if not hasattr(chart, "to_dict"):
-        raise TypeError(f"{what} is a {type(chart).__name__}; expected an Altair chart or a spec")
+        raise ArgumentTypeError(
+            f"{what} is a {type(chart).__name__}; expected an Altair chart or a spec"
+        )
     return chart.to_dict()
 
 
@@ -119,7 +122,7 @@ def page_html(
         The page's text.
     """
     if not charts:
-        raise ValueError("a page needs at least one chart, got none")
+        raise ArgumentValueError("a page needs at least one chart, got none")
     if inline:
         scripts = f"<script>\n{javascript_bundle()}\n</script>"
     else:
@@ -174,7 +177,7 @@ def save_report(
     """
     path = Path(path)
     if path.suffix.lower() != ".html":
-        raise ValueError(f"cannot save a report as {path.name!r}: expected a .html path")
+        raise ArgumentValueError(f"cannot save a report as {path.name!r}: expected a .html path")
     text = page_html(charts, title=title, intro=intro, inline=inline)
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
@@ -195,7 +198,9 @@ def read_page(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
     text = Path(path).read_text(encoding="utf-8")
     found = [(html.unescape(h), json.loads(s)) for h, s in _SPEC_TAG.findall(text)]
     if not found:
-        raise ValueError(f"{path} holds no chart written by cfcore (no cfcore-spec element)")
+        raise ArgumentValueError(
+            f"{path} holds no chart written by cfcore (no cfcore-spec element)"
+        )
     return found
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ArgumentValueError
 from ..io.atomic import atomic_write
 
 if TYPE_CHECKING:  # only for annotations: importing them here would make `import cfcore` heavy
@@ -34,7 +35,9 @@ def save_chart(
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("html", "json"):
-        raise ValueError(f"cannot save a chart as {path.name!r}: expected a .html or .json path")
+        raise ArgumentValueError(
+            f"cannot save a chart as {path.name!r}: expected a .html or .json path"
+        )
     if fmt == "json":
         return atomic_write(path, lambda p: chart.save(str(p), format=fmt))
     from .pages import chart_title, page_html
@@ -53,7 +56,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
-        raise ValueError(
+        raise ArgumentValueError(
             f"cannot save a figure as {path.name!r}: expected a .png, .svg or .pdf path"
         )
     return atomic_write(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentTypeError, ArgumentValueError
 from ._style import _alt, _figure, _inline, _log_axis
 
 if TYPE_CHECKING:  # only for annotations: importing them here would make `import cfcore` heavy
@@ -51,28 +52,28 @@ named by the key; any other history's loss parts are `METRIC_GROUPS["loss parts"
 def _curve_groups(history: pd.DataFrame) -> dict[str, list[str]]:
     """The metric groups present in `history`, after checking its columns."""
     if not isinstance(history, pd.DataFrame):
-        raise TypeError(f"history must be a pandas DataFrame, got {type(history).__name__}")
+        raise ArgumentTypeError(f"history must be a pandas DataFrame, got {type(history).__name__}")
     have = list(history.columns)
     if "step" not in history:
-        raise ValueError(
+        raise ArgumentValueError(
             f"history has no 'step' column (it has {have}); expected the history returned by "
             "fit() or the history.csv written by `cfcore train`"
         )
     if len(history) == 0:
-        raise ValueError("history is empty: there is nothing to plot")
+        raise ArgumentValueError("history is empty: there is nothing to plot")
     groups: dict[str, list[str]] = {}
     for name, cols in METRIC_GROUPS.items():
         if name == "loss parts":
             cols = next((v for k, v in LOSS_PART_LAYOUTS.items() if k in history), cols)
         present = [c for c in cols if c in history]
         if present and cols[0] not in history:  # a test curve without its training curve
-            raise ValueError(
+            raise ArgumentValueError(
                 f"history has {present} but no {cols[0]!r} column (it has {have}); expected the "
                 "history returned by fit() or the history.csv written by `cfcore train`"
             )
         if name == "loss parts" and present and len(present) != len(cols):
             missing = [c for c in cols if c not in history]
-            raise ValueError(
+            raise ArgumentValueError(
                 f"history has {present} but lacks {missing}: a regularized model's history has all "
                 f"of {list(cols)}"
             )
@@ -82,14 +83,16 @@ def _curve_groups(history: pd.DataFrame) -> dict[str, list[str]]:
     if ranking:
         groups["ranking"] = ranking
     if not groups:
-        raise ValueError(
+        raise ArgumentValueError(
             f"history has no metric column to plot (it has {have}); expected 'train_mse' (matrix "
             "factorization: fit() or the history.csv of `cfcore train`) or 'train_loss' (softmax)"
         )
     for cols in groups.values():
         for c in ["step", *cols]:
             if not pd.api.types.is_numeric_dtype(history[c]):
-                raise ValueError(f"history column {c!r} is not numeric (dtype {history[c].dtype})")
+                raise ArgumentValueError(
+                    f"history column {c!r} is not numeric (dtype {history[c].dtype})"
+                )
     return groups
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.exploration import check_genres, genre_names
+from ..errors import ArgumentValueError
 from ._style import _GREY, _OTHER, _alt, _figure, _inline
 from .embeddings import _catalog_columns, _item_embeddings
 
@@ -47,14 +48,14 @@ def tsne(
     V = _item_embeddings(item_embeddings, "item")
     m = V.shape[0]
     if not 0 < float(perplexity) < m:
-        raise ValueError(
+        raise ArgumentValueError(
             f"perplexity {perplexity} must be positive and below the number of items ({m})"
         )
     if int(max_iter) < 250:
-        raise ValueError(f"max_iter {max_iter} is below scikit-learn's minimum of 250")
+        raise ArgumentValueError(f"max_iter {max_iter} is below scikit-learn's minimum of 250")
     zero = np.linalg.norm(V, axis=1) == 0
     if zero.any():
-        raise ValueError(
+        raise ArgumentValueError(
             f"{int(zero.sum())} item embedding(s) are all zero (first: item "
             f"{int(np.argmax(zero))}); the cosine metric is undefined for them"
         )
@@ -74,10 +75,14 @@ def tsne(
 def _genre_labels(catalog: pd.DataFrame | None, genres: Sequence[str] | None) -> np.ndarray:
     """One colour label per item: its `genre`, or the first of `genres` it has (else "other")."""
     if catalog is None:
-        raise ValueError("the ratings have no catalog, so the items have no genres to colour by")
+        raise ArgumentValueError(
+            "the ratings have no catalog, so the items have no genres to colour by"
+        )
     if genres is None:
         if "genre" not in catalog:
-            raise ValueError(f"the catalog has no 'genre' column (it has {list(catalog.columns)})")
+            raise ArgumentValueError(
+                f"the catalog has no 'genre' column (it has {list(catalog.columns)})"
+            )
         return catalog["genre"].astype(str).to_numpy()
     flags = genre_names(catalog)
     if flags:
@@ -87,7 +92,9 @@ def _genre_labels(catalog: pd.DataFrame | None, genres: Sequence[str] | None) ->
             label[catalog[g].to_numpy().astype(bool)] = g
         return label
     if "genre" not in catalog:
-        raise ValueError(f"the catalog has no genre columns (it has {list(catalog.columns)})")
+        raise ArgumentValueError(
+            f"the catalog has no genre columns (it has {list(catalog.columns)})"
+        )
     valid = sorted(set(catalog["genre"].astype(str)))
     chosen = check_genres(genres, valid)
     label = catalog["genre"].astype(str).to_numpy().astype(object)
@@ -99,9 +106,11 @@ def _tsne_frame(coords: Any, ratings: Any, genres: Sequence[str] | None) -> pd.D
     r, frame = _catalog_columns(ratings)
     xy = np.asarray(coords, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"t-SNE coordinates have shape {xy.shape}; expected [M, 2] (see tsne())")
+        raise ArgumentValueError(
+            f"t-SNE coordinates have shape {xy.shape}; expected [M, 2] (see tsne())"
+        )
     if xy.shape[0] != r.num_items:
-        raise ValueError(
+        raise ArgumentValueError(
             f"t-SNE coordinates have {xy.shape[0]} rows but the catalog has {r.num_items} items"
         )
     frame["x"], frame["y"] = xy[:, 0], xy[:, 1]
