@@ -89,7 +89,6 @@ PENDING: dict[str, int] = {
     "cfcore/cli/train.py": 4,
     "cfcore/cli/viz.py": 8,
     "cfcore/data/movielens.py": 2,
-    "cfcore/data/synthetic.py": 5,
     "cfcore/io/atomic.py": 1,
     "cfcore/io/npz.py": 1,
     "cfcore/models/als.py": 7,

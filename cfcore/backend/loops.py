@@ -33,7 +33,7 @@ def python_loop(body: LoopBody) -> Callable[..., Tree]:
         >>> run(0.0, 1.0)
         Traceback (most recent call last):
         ...
-        ValueError: run needs xs (inputs stacked per step) or num_steps; both are None
+        cfcore.errors.ArgumentValueError: run needs xs (inputs stacked per step) or num_steps; both are None
     """
 
     def run(carry: Tree, data: Tree, xs: Tree = None, num_steps: int | None = None) -> Tree:
