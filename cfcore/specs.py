@@ -69,7 +69,7 @@ class MFSpec:
         gravity_coeff: λg.
     """
 
-    embedding_dim: int
+    embedding_dim: int = 3
     init_stddev: float = 1.0
     mse: MSEMethod = "gather"
     regularization_coeff: float = 0.0
@@ -88,6 +88,10 @@ class MFSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "mf", **asdict(self)}
+
+
+REGULARIZED_MF = MFSpec(init_stddev=0.1, regularization_coeff=0.1, gravity_coeff=1.0)
+"""The defaults of `cfcore.RegularizedMF` (an `MFSpec`: its files name the kind "mf")."""
 
 
 ALS_SOLVERS: tuple[str, ...] = ("auto", "cholesky", "cg")
@@ -129,7 +133,7 @@ class WALSSpec:
         cg_steps: CG steps per half-sweep.
     """
 
-    embedding_dim: int
+    embedding_dim: int = 3
     init_stddev: float = 0.1
     regularization_coeff: float = 0.1
     gravity_coeff: float = 1.0
@@ -199,7 +203,7 @@ class IALSSpec:
         cg_steps: CG steps per half-sweep.
     """
 
-    embedding_dim: int
+    embedding_dim: int = 64
     init_stddev: float = 0.1
     regularization_coeff: float = 0.01
     unobserved_weight: float = 0.1
@@ -258,7 +262,7 @@ class BiasedMFSpec:
         cg_steps: CG steps per half-sweep.
     """
 
-    embedding_dim: int
+    embedding_dim: int = 3
     init_stddev: float = 0.1
     regularization_coeff: float = 0.1
     bias_regularization_coeff: float = 0.01
@@ -426,7 +430,8 @@ class SoftmaxSpec:
     matrix `W` and uses `W / 10`: Adagrad's steps on `W` are then ten times smaller in effect.
 
     Attributes:
-        feature_dims: `((name, d_f), ...)`, the features in concatenation order (a dict is accepted).
+        feature_dims: `((name, d_f), ...)`, the features in concatenation order (a dict is
+            accepted); the notebook's by default: movie ids 35, genres 3, years 2.
         hidden_dims: output size of each hidden layer (no biases, as in the notebook).
         activation: None (linear, as in the notebook), "relu" or "tanh", after every hidden layer.
         combiner: "mean" (as the notebook's embedding columns) or "sum".
@@ -436,7 +441,7 @@ class SoftmaxSpec:
             correction and accidental hits removed).
     """
 
-    feature_dims: Any
+    feature_dims: Any = (("movie_id", 35), ("genre", 3), ("year", 2))
     hidden_dims: tuple[int, ...] = (35,)
     activation: str | None = None
     combiner: str = "mean"

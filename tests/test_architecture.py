@@ -1,8 +1,8 @@
 """The import graph of cfcore has no cycles, between modules or between packages.
 
 The graph is read from the source with `ast`, nothing is imported. Every import counts, those
-inside functions too (a lazy import still ties two modules together); only imports under
-`if TYPE_CHECKING:` are left out. The root `cfcore/__init__.py` is the public facade that
+inside functions (a lazy import still ties two modules together) and under `if TYPE_CHECKING:`
+(an annotation still ties them: the type checker, the docs and the reader follow it). The root `cfcore/__init__.py` is the public facade that
 re-exports everything, so imports of `cfcore` itself are not edges.
 
 Two graphs are checked: modules (`cfcore.data.features`) and packages, where each subpackage is
@@ -33,13 +33,6 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imported_names(name: str, path: Path) -> set[str]:
     """Every module name `path` imports, and `module.name` for each `from module import name`."""
     is_package = path.name == "__init__.py"
@@ -47,11 +40,7 @@ def _imported_names(name: str, path: Path) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for other in child.orelse:
-                    visit_node(other)
-            else:
-                visit_node(child)
+            visit_node(child)
 
     def visit_node(node: ast.AST) -> None:
         if isinstance(node, ast.Import):
@@ -152,6 +141,18 @@ def test_graph_sees_relative_and_lazy_imports() -> None:
     assert "cfcore.data.features" in graph["cfcore.eval.popularity"]  # from ..data.features
     assert "cfcore.persistence" in graph["cfcore.models.mf"]  # inside a method
     assert "cfcore.cli.viz" in graph["cfcore.cli"]  # from .viz import register
+    assert "cfcore.persistence" in graph["cfcore.models.base"]  # under TYPE_CHECKING
+
+
+def test_graph_counts_imports_in_functions_and_type_checking(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .typed import T\n"
+        "def f():\n    from . import lazy\n"
+    )
+    found = _imported_names("pkg.mod", source)
+    assert {"pkg.typed", "pkg.typed.T", "pkg.lazy"} <= found
 
 
 def test_no_new_module_cycles() -> None:

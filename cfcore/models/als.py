@@ -16,87 +16,28 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._registry import get_backend
-from ..data.ratings import Ratings
+from ..backend.registry import get_backend
+from ..data.ratings import Ratings, as_ratings
 from ..data.row_blocks import row_blocks
-from ..init import init_mf_params
 from ..maths import objectives
 from ..maths.als import gravity_scale, make_half_sweep
 from ..persistence import register_model
 from ..specs import IALSSpec, WALSSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
-from ..train.session import Session, as_ratings, check_steps
-from .base import Params
-from .mf import MatrixFactorization, coefficient_loss, evaluate_terms, history_row
+from ..train.session import Session
+from .base import FitPlan, whole_batch
+from .factor import FactorModel, RatingModel, TrainingSet
+from .mf import MF_COLUMNS, coefficient_loss, evaluate_terms, rating_row
 
 Sweep = Callable[[dict[str, Any], Any], tuple[Any, dict[str, Any]]]
 Half = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-# ---------------------------------------------------------------------------- shared
-
-
-def check_fit_inputs(model: Any, train: Any, test: Any, steps: Any, eval_every: Any) -> Any:
-    """`(train, test)` as `Ratings`, checked against each other and the model's shape."""
-    train = as_ratings(train, "train")
-    if test is not None:
-        test = as_ratings(test, "test")
-        if (test.num_users, test.num_items) != (train.num_users, train.num_items):
-            raise ValueError(
-                f"test ratings are over {test.num_users} users x {test.num_items} items but train "
-                f"ratings over {train.num_users} x {train.num_items}: they must share a catalog"
-            )
-    check_steps(steps, eval_every)
-    shape = (train.num_users, train.num_items)
-    if model._shape is not None and shape != model._shape:
-        raise ValueError(
-            f"this model has embeddings for {model._shape[0]} users x {model._shape[1]} items; "
-            f"cannot continue training on ratings over {shape[0]} x {shape[1]}"
-        )
-    return train, test
-
-
-def run_sweeps(
-    session: Session,
-    key: Any,
-    sweep: Sweep,
-    data: Any,
-    *,
-    steps: int,
-    eval_every: int,
-    record: Callable[[float | None], dict[str, float]],
-    label: Callable[[dict[str, float]], str],
-    progress: bool,
-) -> None:
-    """`steps` sweeps of `sweep` on `data` (device) in `session`, a history row per chunk."""
-    run_chunk = session.sweep_chunk(key, sweep, _whole)
-    session.run(
-        run_chunk,
-        data,
-        steps=steps,
-        eval_every=eval_every,
-        next_xs=None,
-        record=record,
-        progress=progress,
-        label=label,
-    )
-
-
-def _whole(data: Any, x: Any) -> Any:
-    return data
-
-
-def _label(columns: tuple[str, ...]) -> Callable[[dict[str, float]], str]:
-    def label(row: dict[str, float]) -> str:
-        return "  ".join(f"{c}={row[c]:.4f}" for c in columns if c in row)
-
-    return label
 
 
 # ---------------------------------------------------------------------------- WALS
@@ -145,6 +86,19 @@ def wals_halves(be: Any, spec: WALSSpec, placement: Placement | None = None) -> 
     """The two halves of a WALS sweep, `half(params, data) -> params` (users, then items),
     each row solved where `placement` keeps it; `data` as `wals_blocks` (placed): the gravity
     prior λg·|Ω|/(N·M)·VᵀV from its `gravity_scale` and `hyper` (else `spec`'s λg)."""
+
+    def grav(data: Any) -> Any:
+        return with_coefficients(spec, data).gravity_coeff * data["gravity_scale"]
+
+    return gramian_halves(be, spec, placement, grav)
+
+
+def gramian_halves(
+    be: Any, spec: Any, placement: Placement | None, weight: Callable[[Any], Any]
+) -> tuple[Half, Half]:
+    """The two halves of a sweep whose prior on each row is `weight(data)` times the other
+    table's Gramian (WALS's gravity, iALS's unobserved weight), `half(params, data) -> params`,
+    each row solved where `placement` keeps it."""
     xp = be.xp
     ops = getattr(be, "ops", be)
     half = (placement or Placement(be)).half_sweep(
@@ -156,17 +110,14 @@ def wals_halves(be: Any, spec: WALSSpec, placement: Placement | None = None) -> 
         )
     )
 
-    def grav(data: Any) -> Any:
-        return with_coefficients(spec, data).gravity_coeff * data["gravity_scale"]
-
     def users(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
-        u = half(v, u, data["by_user"], grav(data) * ops.gramian(v))
+        u = half(v, u, data["by_user"], weight(data) * ops.gramian(v))
         return {"user": xp.astype(u, "float32"), "item": v}
 
     def items(params: dict[str, Any], data: Any) -> dict[str, Any]:
         u, v = params["user"], params["item"]
-        v = half(u, v, data["by_item"], grav(data) * ops.gramian(u))
+        v = half(u, v, data["by_item"], weight(data) * ops.gramian(u))
         return {"user": u, "item": xp.astype(v, "float32")}
 
     return users, items
@@ -178,11 +129,17 @@ def wals_sweep(be: Any, spec: WALSSpec, placement: Placement | None = None) -> S
     `data["ratings"]` too for the objective) where it has them, else from `spec`."""
     placement = placement or Placement(be)
     loss = placement.placed(coefficient_loss(be, spec.objective))
-    users, items = wals_halves(be, spec, placement)
+    return halves_sweep(placement, loss, *wals_halves(be, spec, placement))
+
+
+def halves_sweep(placement: Placement, loss: Callable[..., Any], users: Half, items: Half) -> Sweep:
+    """`sweep(params, data) -> (loss at params on data["ratings"], params after the half-sweep
+    `users` then `items`)`, in `placement`'s scope (the priors' Gramians: per-shard sums when
+    sharded)."""
 
     def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
         total, _ = loss(params, data["ratings"])
-        with placement.scope():  # the priors' Gramians: per-shard sums when sharded
+        with placement.scope():
             return total, items(users(params, data), data)
 
     return sweep
@@ -196,8 +153,18 @@ def with_hyper(place: Placement, spec: Any, data: dict[str, Any], *keys: str) ->
     return {**data, **{k: {**data[k], HYPER: hyper} for k in keys}, HYPER: hyper}
 
 
+def sweep_data(
+    model: FactorModel, session: Session, train: Ratings, *keys: str, variant: Any = None
+) -> dict[str, Any]:
+    """The device data of `model`'s sweeps on `train`: its host layouts (`model._layouts`,
+    built once per training set) placed, with the coefficients (`with_hyper`, in `keys`)."""
+    place = session.placement
+    host = model._layouts(train, place, variant)
+    return with_hyper(place, model.spec, place.data(host), *keys)
+
+
 @register_model
-class WALS(MatrixFactorization):
+class WALS(RatingModel):
     """The notebook's regularized MF objective, minimised by alternating least squares.
 
     Same objective and hyper-parameter names as `RegularizedMF`: observed MSE + λr·(ΣU²/N +
@@ -216,27 +183,17 @@ class WALS(MatrixFactorization):
     """
 
     kind = "wals"
+    spec_type = WALSSpec
 
-    def __init__(
-        self,
-        embedding_dim: int = 3,
-        init_stddev: float = 0.1,
-        regularization_coeff: float = 0.1,
-        gravity_coeff: float = 1.0,
-        solver: str = "auto",
-        cg_steps: int = 3,
-    ) -> None:
-        super().__init__(embedding_dim, init_stddev)
-        self.spec = WALSSpec(
-            embedding_dim=embedding_dim,
-            init_stddev=init_stddev,
-            regularization_coeff=regularization_coeff,
-            gravity_coeff=gravity_coeff,
-            solver=solver,
-            cg_steps=cg_steps,
-        )
+    # fmt: off
+    def __init__(self, embedding_dim: int = 3, init_stddev: float = 0.1,
+                 regularization_coeff: float = 0.1, gravity_coeff: float = 1.0,
+                 solver: str = "auto", cg_steps: int = 3) -> None:
+        super().__init__(WALSSpec(embedding_dim, init_stddev, regularization_coeff,
+                                  gravity_coeff, solver, cg_steps))
+    # fmt: on
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         train: Ratings,
         *,
@@ -267,76 +224,28 @@ class WALS(MatrixFactorization):
             `observed_loss`, `regularization_loss`, `gravity_loss`, `total_loss`, as
             `RegularizedMF`.
         """
-        train, test = check_fit_inputs(self, train, test, steps, eval_every)
-        spec = self.spec
-        n, m = train.num_users, train.num_items
-        be = get_backend(backend)
+        run = (steps, eval_every, seed, backend, devices, progress)
+        return self._fit(TrainingSet(train, test), "als", None, *run)
 
-        def start_params() -> Params:
-            return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
+    def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:
+        return wals_blocks(self.spec, train, placement)
 
-        session = self._train_session(be, None, start_params, devices, trainer="als")
-        self._shape = (n, m)
-        if train.catalog is not None:
-            self.catalog = train.catalog
-        self._remember_train(train)
-        place = session.placement
-        data = with_hyper(place, spec, place.data(wals_blocks(spec, train, place)), "ratings")
-        test_data = None if test is None else session.placement.data(be.device_batch(test))
-        if test_data is not None:
-            test_data = {**test_data, HYPER: data[HYPER]}
-        objective = spec.objective
-
-        def record(_: float | None) -> dict[str, float]:
-            terms = evaluate_terms(be, objective, session.params, data["ratings"], place)
-            test_mse = None
-            if test_data is not None:
-                test_mse = evaluate_terms(be, objective, session.params, test_data, place)[
-                    "observed"
-                ]
-            row = history_row(session.step, terms, test_mse, True)
-            session.history_rows.append(row)
-            return row
-
-        try:
-            # Keyed by the spec's structure: coefficients and the data set's numbers are data.
-            run_sweeps(
-                session,
-                ("wals", spec_key(spec)),
-                wals_sweep(be, spec, place),
-                data,
-                steps=steps,
-                eval_every=eval_every,
-                record=record,
-                label=_label(("train_mse", "test_mse", "total_loss")),
-                progress=progress,
-            )
-        finally:
-            self.history = pd.DataFrame(session.history_rows)
-        return self.history
-
-    def loss_terms(self, ratings: Ratings, backend: Any = None) -> dict[str, float]:
-        """The objective's parts on `ratings`, computed by the backend (as in the history)."""
-        be = get_backend(backend)
-        terms = be.mf_loss_terms(
-            self.spec.objective, self.embeddings_numpy(), as_ratings(ratings, "ratings")
+    def _plan(self, session: Session, inputs: TrainingSet, seed: int) -> FitPlan:
+        spec, be, place = self.spec, session.backend, session.placement
+        data = sweep_data(self, session, inputs.train, "ratings")
+        test_data = None
+        if inputs.test is not None:
+            test_data = {**place.data(be.device_batch(inputs.test)), HYPER: data[HYPER]}
+        # Keyed by the spec's structure: coefficients and the data set's numbers are data.
+        chunk = session.sweep_chunk(
+            ("wals", spec_key(spec)), wals_sweep(be, spec, place), whole_batch
         )
-        return {k: float(be.to_numpy(v)) for k, v in terms.items()}
+        terms = partial(evaluate_terms, be, spec.objective, placement=place)
+        row = rating_row(session, terms, data["ratings"], test_data, MF_COLUMNS)
+        return FitPlan(chunk, data, row, ("train_mse", "test_mse", "total_loss"))
 
-    @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> WALSSpec:
-        return WALSSpec(**fields)
-
-    @classmethod
-    def _from_spec(cls, spec: WALSSpec) -> WALS:
-        return cls(
-            spec.embedding_dim,
-            spec.init_stddev,
-            spec.regularization_coeff,
-            spec.gravity_coeff,
-            spec.solver,
-            spec.cg_steps,
-        )
+    def _objective_terms(self, be: Any, ratings: Ratings) -> dict[str, Any]:
+        return be.mf_loss_terms(self.spec.objective, self.embeddings_numpy(), ratings)
 
 
 # ---------------------------------------------------------------------------- iALS
@@ -386,30 +295,9 @@ def ials_blocks(
 def ials_halves(be: Any, spec: IALSSpec, placement: Placement | None = None) -> tuple[Half, Half]:
     """The two halves of an iALS sweep, `half(params, data) -> params`, each row solved where
     `placement` keeps it; α₀ read from `data` (`hyper`) where it has it, else from `spec`."""
-    xp = be.xp
-    ops = getattr(be, "ops", be)
-    half = (placement or Placement(be)).half_sweep(
-        make_half_sweep(
-            be,
-            np.ones(spec.embedding_dim, np.float32),
-            solver=spec.linear_solver,
-            cg_steps=spec.cg_steps,
-        )
+    return gramian_halves(
+        be, spec, placement, lambda data: with_coefficients(spec, data).unobserved_weight
     )
-
-    def users(params: dict[str, Any], data: Any) -> dict[str, Any]:
-        u, v = params["user"], params["item"]
-        a0 = with_coefficients(spec, data).unobserved_weight
-        u = half(v, u, data["by_user"], a0 * ops.gramian(v))
-        return {"user": xp.astype(u, "float32"), "item": v}
-
-    def items(params: dict[str, Any], data: Any) -> dict[str, Any]:
-        u, v = params["user"], params["item"]
-        a0 = with_coefficients(spec, data).unobserved_weight
-        v = half(u, v, data["by_item"], a0 * ops.gramian(u))
-        return {"user": u, "item": xp.astype(v, "float32")}
-
-    return users, items
 
 
 def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> Sweep:
@@ -472,7 +360,7 @@ def _ials_sweep_apart(be: Any, spec: IALSSpec, placement: Placement) -> Sweep:
 
 
 @register_model
-class IALS(MatrixFactorization):
+class IALS(FactorModel):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008; Rendle et al. 2022); see `IALSSpec`.
 
     Trained on positives: a `Ratings` whose pairs are the interactions, each once, values their
@@ -495,75 +383,64 @@ class IALS(MatrixFactorization):
     """
 
     kind = "ials"
+    spec_type = IALSSpec
 
-    def __init__(
-        self,
-        embedding_dim: int = 64,
-        init_stddev: float = 0.1,
-        regularization_coeff: float = 0.01,
-        unobserved_weight: float = 0.1,
-        regularization_exponent: float = 1.0,
-        confidence: float = 0.0,
-        solver: str = "auto",
-        cg_steps: int = 3,
-    ) -> None:
-        super().__init__(embedding_dim, init_stddev)
-        self.spec = IALSSpec(
-            embedding_dim=embedding_dim,
-            init_stddev=init_stddev,
-            regularization_coeff=regularization_coeff,
-            unobserved_weight=unobserved_weight,
-            regularization_exponent=regularization_exponent,
-            confidence=confidence,
-            solver=solver,
-            cg_steps=cg_steps,
-        )
+    # fmt: off
+    def __init__(self, embedding_dim: int = 64, init_stddev: float = 0.1,
+                 regularization_coeff: float = 0.01, unobserved_weight: float = 0.1,
+                 regularization_exponent: float = 1.0, confidence: float = 0.0,
+                 solver: str = "auto", cg_steps: int = 3) -> None:
+        super().__init__(IALSSpec(embedding_dim, init_stddev, regularization_coeff,
+                                  unobserved_weight, regularization_exponent, confidence,
+                                  solver, cg_steps))
+    # fmt: on
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         train: Ratings,
         *,
         steps: int,
-        backend: Any = None,
-        seed: int = 0,
         eval_every: int = 1,
-        progress: bool = True,
+        seed: int = 0,
+        backend: Any = None,
         devices: Any = None,
+        progress: bool = True,
     ) -> pd.DataFrame:
-        """Runs `steps` sweeps (users then items); a second call continues.
+        """Runs `steps` sweeps on the positives (users then items); a second call continues.
 
         Args:
             train: the positives (see the class docstring).
             steps: number of sweeps.
-            backend: a backend name or instance, "numpy" (float64), or None.
-            seed: seeds the initial embeddings (first fit only).
             eval_every: sweeps between two history rows.
-            progress: show a progress bar.
+            seed: seeds the initial embeddings (first fit only).
+            backend: a backend name or instance, "numpy" (float64), or None.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
                 row-sharded; each device solves its own rows.
+            progress: show a progress bar.
 
         Returns:
             The whole history: `step`, `observed_loss`, `unobserved_loss`,
             `regularization_loss` and `total_loss` (the sums of `IALSSpec`'s objective).
         """
-        train, _ = check_fit_inputs(self, train, None, steps, eval_every)
-        check_implicit(train)
-        spec = self.spec
-        n, m = train.num_users, train.num_items
-        be = get_backend(backend)
+        run = (steps, eval_every, seed, backend, devices, progress)
+        return self._fit(TrainingSet(train), "als", None, *run)
 
-        def start_params() -> Params:
-            return self.params_numpy() if self._has_params() else init_mf_params(spec, n, m, seed)
+    def _checked_inputs(self, inputs: TrainingSet) -> TrainingSet:
+        inputs = super()._checked_inputs(inputs)
+        check_implicit(inputs.train)
+        return inputs
 
-        session = self._train_session(be, None, start_params, devices, trainer="als")
-        self._shape = (n, m)
-        if train.catalog is not None:
-            self.catalog = train.catalog
-        self._remember_train(train)
+    def _remember_inputs(self, inputs: TrainingSet) -> None:
+        super()._remember_inputs(inputs)
         self._rating_scale = None  # counts: any number >= 0 folds in
-        place = session.placement
-        data = with_hyper(place, spec, place.data(ials_blocks(spec, train, place)), "positives")
+
+    def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:
+        return ials_blocks(self.spec, train, placement)
+
+    def _plan(self, session: Session, inputs: TrainingSet, seed: int) -> FitPlan:
+        spec, be, place = self.spec, session.backend, session.placement
+        data = sweep_data(self, session, inputs.train, "positives")
         terms_fn = be.compiled(
             ("ials_terms", spec_key(spec), place.key),
             lambda: place.placed(
@@ -571,40 +448,17 @@ class IALS(MatrixFactorization):
             ),
         )
 
-        def record(_: float | None) -> dict[str, float]:
+        def row(_: float | None) -> dict[str, float]:
             terms = terms_fn(session.params, data["positives"])
-            row: dict[str, float] = {"step": session.step}
+            out: dict[str, float] = {"step": session.step}
             for k in ("observed", "unobserved", "regularization", "total"):
-                row[f"{k}_loss"] = float(be.to_numpy(terms[k]))
-            session.history_rows.append(row)
-            return row
+                out[f"{k}_loss"] = float(be.to_numpy(terms[k]))
+            return out
 
-        try:
-            run_sweeps(
-                session,
-                ("ials", spec_key(spec)),
-                ials_sweep(be, spec, place),
-                data,
-                steps=steps,
-                eval_every=eval_every,
-                record=record,
-                label=_label(("total_loss",)),
-                progress=progress,
-            )
-        finally:
-            self.history = pd.DataFrame(session.history_rows)
-        return self.history
-
-    def evaluate(self, ratings: Ratings) -> dict[str, float]:
-        """Not defined for implicit feedback: iALS scores rank items, they do not predict ratings.
-
-        Raises:
-            ValueError: always; evaluate rankings instead (`cfcore.eval`).
-        """
-        raise ValueError(
-            "IALS scores rank items and are not ratings: evaluate it with ranking metrics "
-            "(recall/NDCG of cfcore.retrieval.batch_recommend, see cfcore.eval), not MSE"
+        chunk = session.sweep_chunk(
+            ("ials", spec_key(spec)), ials_sweep(be, spec, place), whole_batch
         )
+        return FitPlan(chunk, data, row, ("total_loss",))
 
     def loss_terms(self, ratings: Ratings, backend: Any = None) -> dict[str, float]:
         """The parts of the iALS objective on the positives `ratings` (as in the history)."""
@@ -616,7 +470,9 @@ class IALS(MatrixFactorization):
         )
         return {k: float(be.to_numpy(v)) for k, v in terms.items()}
 
-    def _fold_in_arrays(self, rows, items, values, num, reg, backend) -> np.ndarray:
+    def _fold_in_arrays(
+        self, rows: Any, items: Any, values: Any, num: int, reg: Any, backend: Any
+    ) -> np.ndarray:
         spec = self.spec
         emb = self.embeddings_numpy()
         v = emb["item"]
@@ -631,16 +487,6 @@ class IALS(MatrixFactorization):
         return solve_rows(
             v, rows, items, conf, np.ones(len(rows)), num, reg, prior, backend=backend
         )
-
-    @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> IALSSpec:
-        return IALSSpec(**fields)
-
-    @classmethod
-    def _from_spec(cls, spec: IALSSpec) -> IALS:
-        model = cls(spec.embedding_dim)
-        model.spec = spec
-        return model
 
 
 # ---------------------------------------------------------------------------- row solves

@@ -1,14 +1,27 @@
-"""What every cfcore model shares, and how a model turns into plain arrays and back.
+"""What every cfcore model shares: the one `fit` skeleton, and how a model turns into plain
+arrays and back.
 
-`Model` holds the state that matrix factorization and the softmax model have in common: the
-training session (so that a second `fit` continues), the step count, the history, the id
-vocabularies, the catalogue, the training-set facts that fold-in needs (|Ω|, the rating scale)
-and saving. Each model class adds its own parameters and writes its own part of the file:
+`Model` holds the state that every model has: the training session (so that a second `fit`
+continues), the step count, the history, the id vocabularies, the catalogue, the training-set
+facts that fold-in needs (|Ω|, the rating scale) and saving. It runs every `fit` (`_fit`):
+
+1. the step counts and seed are checked, then the model's inputs (`_checked_inputs`);
+2. the backend is resolved and the training session continued or started (`_train_session`),
+   from the current parameters or the model's initial ones (`_initial_params`);
+3. the model remembers what it trained on (`_remember_inputs`);
+4. the model plans the run (`_plan`: its device data, its compiled chunk of gradient steps or
+   closed-form sweeps, its history row and progress columns, as a `FitPlan`);
+5. the session runs it (chunks, divergence guard, progress bar) and the history is kept, also
+   when training stops early.
+
+Each model class adds its own parameters and writes its own part of the file:
 
 * `_own_state(include_ratings)` returns the model's own metadata fields and arrays;
-* `_from_spec(spec)` makes an untrained model of a spec through the public constructor;
 * `_restore_own(reader, meta, shape)` reads its own part back, checking it, and
   `_restore_links(reader, meta)` what needs the vocabularies and catalogue (restored between).
+
+A model whose spec is a dataclass (`spec_type`) needs nothing more to be read back: the base
+rebuilds the spec from the file's fields and the model through its public constructor.
 
 `cfcore.persistence` keeps only the file container (format version, atomic write, damage
 checks, the kind -> class registry), so adding a model touches its own module only.
@@ -16,14 +29,19 @@ checks, the kind -> class registry), so adding a model touches its own module on
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..train.session import Session
+from .._registry import get_backend
+from ..train.loop import ChunkResult
+from ..train.session import Session, check_steps
 
 if TYPE_CHECKING:
     from ..persistence import StateReader
@@ -35,11 +53,40 @@ State = tuple[dict[str, Any], dict[str, np.ndarray]]
 """What a model writes to a file: JSON-ready metadata fields and plain arrays by entry name."""
 
 
+@dataclass
+class FitPlan:
+    """What one `fit` runs, as a model's `_plan` makes it.
+
+    Attributes:
+        chunk: the compiled chunk of steps (`Session.chunk` for gradient steps,
+            `Session.sweep_chunk` for closed-form sweeps).
+        data: the device data every step reads.
+        row: `row(mean training loss of the chunk, or None before any step)`, the history row
+            at the session's current step.
+        columns: the columns of a row that the progress bar shows (those present).
+        next_xs: `next_xs(k)`, the next `k` steps' slices (minibatch indices, batches), or None
+            for full-batch steps.
+    """
+
+    chunk: Callable[..., ChunkResult]
+    data: Any
+    row: Callable[[float | None], dict[str, float]]
+    columns: tuple[str, ...]
+    next_xs: Callable[[int], Any] | None = None
+
+
+def whole_batch(data: Any, x: Any) -> Any:
+    """The `take_batch` of full-batch steps and sweeps: every step reads all of `data`."""
+    return data
+
+
 class Model:
     """Base class of cfcore's models: training session, history, vocabularies, catalogue, files.
 
-    Subclasses set `kind` (the file kind their spec's `to_dict()` names) and `spec`, call
-    `Model.__init__`, and implement the three state hooks named in the module docstring.
+    Subclasses set `kind` (the file kind their spec's `to_dict()` names) and `spec_type` (the
+    spec's dataclass), call `Model.__init__` with their spec, implement the fit hooks
+    (`_checked_inputs`, `_initial_params`, `_remember_inputs`, `_plan`) and the state hooks
+    named in the module docstring.
 
     Attributes:
         spec: the model's hyper-parameters (an `MFSpec` or `SoftmaxSpec`).
@@ -50,9 +97,12 @@ class Model:
     """
 
     kind: ClassVar[str] = ""
+    spec_type: ClassVar[Any] = None
     spec: Any
 
-    def __init__(self) -> None:
+    def __init__(self, spec: Any = None) -> None:
+        if spec is not None:
+            self.spec = spec
         self._session: Session | None = None
         # Host copy of the parameters: the truth when there is no session (a loaded model, added
         # users), else a cache of the session's parameters filled on demand.
@@ -98,6 +148,86 @@ class Model:
         self._session = session
         self._params = None  # the session's state is now the truth
         return session
+
+    def _fit(
+        self,
+        inputs: Any,
+        trainer: str,
+        optimizer: Any,
+        steps: Any,
+        eval_every: Any,
+        seed: Any,
+        backend: Any,
+        devices: Any,
+        progress: bool,
+    ) -> pd.DataFrame:
+        """Every model's `fit`: checks, session, plan, run, history (see the module docstring).
+
+        Args:
+            inputs: what the model's `fit` received, in the form its `_checked_inputs` takes.
+            trainer: what the fit runs, a key of `cfcore.train.placement.TRAINERS` (a
+                placement that cannot run it refuses before anything is placed).
+            optimizer: a `cfcore.optimizers` spec or a framework's optimizer; None for
+                closed-form sweeps.
+            steps, eval_every, seed, backend, devices, progress: as the model's `fit` takes
+                them (in this order, as every model's `fit` passes them on).
+
+        Returns:
+            The whole history so far.
+
+        Raises:
+            TrainingDivergedError: the loss or parameters turned non-finite (the model keeps
+                the last finite state and the history up to it).
+        """
+        check_steps(steps, eval_every, seed)
+        inputs = self._checked_inputs(inputs)
+        be = get_backend(backend)
+
+        def start_params() -> Params:
+            return self.params_numpy() if self._has_params() else self._initial_params(inputs, seed)
+
+        session = self._train_session(be, optimizer, start_params, devices, trainer)
+        self._remember_inputs(inputs)
+        plan = self._plan(session, inputs, seed)
+
+        def record(loss: float | None) -> dict[str, float]:
+            row = plan.row(loss)
+            session.history_rows.append(row)
+            return row
+
+        def label(row: dict[str, float]) -> str:
+            return "  ".join(f"{c}={row[c]:.4f}" for c in plan.columns if c in row)
+
+        try:
+            session.run(
+                plan.chunk,
+                plan.data,
+                steps=steps,
+                eval_every=eval_every,
+                next_xs=plan.next_xs,
+                record=record,
+                progress=progress,
+                label=label,
+            )
+        finally:
+            self.history = pd.DataFrame(session.history_rows)
+        return self.history
+
+    def _checked_inputs(self, inputs: Any) -> Any:
+        """`fit`'s inputs checked (bad ones refused before anything is placed), normalised."""
+        raise NotImplementedError
+
+    def _initial_params(self, inputs: Any, seed: int) -> Params:
+        """The parameters a first `fit` starts from (host float32 arrays)."""
+        raise NotImplementedError
+
+    def _remember_inputs(self, inputs: Any) -> None:
+        """Keeps what the model needs of the training inputs after `fit` (vocabularies, ...);
+        called once the session has started (a refused fit leaves the model as it was)."""
+
+    def _plan(self, session: Session, inputs: Any, seed: int) -> FitPlan:
+        """What the session runs: device data, compiled chunk, history row (`FitPlan`)."""
+        raise NotImplementedError
 
     def _place(self, backend: Any, placement: Any, params: dict[str, Any]) -> None:
         """Holds `params`, native arrays already placed by `placement` on `backend`, as a
@@ -278,14 +408,28 @@ class Model:
         return {}
 
     @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> Any:
-        """The spec of a file's `spec` fields (without `kind`)."""
-        raise NotImplementedError
+    def default_spec(cls) -> Any:
+        """The spec of the constructor's defaults (`spec_type()`): the one place they are
+        written; the constructors' signatures show the same numbers (a test holds them equal)."""
+        return cls.spec_type()
 
     @classmethod
-    def _from_spec(cls, spec: Any) -> Model:
-        """An untrained model of `spec`, made through the public constructor."""
-        raise NotImplementedError
+    def _spec_from_dict(cls, fields: dict[str, Any]) -> Any:
+        """The spec of a file's `spec` fields (without `kind`): `spec_type(**fields)`."""
+        if cls.spec_type is None:
+            raise NotImplementedError(f"{cls.__name__} sets no spec_type")
+        return cls.spec_type(**fields)
+
+    @classmethod
+    def _from_spec(cls, spec: Any) -> Any:
+        """An untrained model of `spec`, made through the public constructor: the spec's fields
+        that the constructor takes are passed by name, and the model keeps `spec` itself (with
+        any field its constructor does not take)."""
+        takes = inspect.signature(cls).parameters
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        model = cls(**{k: v for k, v in fields.items() if k in takes})
+        model.spec = spec
+        return model
 
     def _own_state(self, include_ratings: bool) -> State:
         """The model's own metadata fields (with `shape`: `[N, M, d]`) and arrays."""

@@ -12,23 +12,25 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .._registry import get_backend
+from ..backend.registry import get_backend
 from ..data.batching import MinibatchSampler
-from ..data.ratings import Ratings
+from ..data.ratings import Ratings, as_ratings
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
 from ..persistence import register_model
 from ..specs import BiasedMFSpec, OptimizerSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
-from ..train.session import as_ratings
-from .als import check_fit_inputs, run_sweeps, solve_rows
-from .base import Params, State
+from ..train.session import Session
+from .als import halves_sweep, solve_rows, sweep_data
+from .base import FitPlan, Params, State, whole_batch
 from .biased_parts import (
     biased_blocks,
     centred,
@@ -36,7 +38,9 @@ from .biased_parts import (
     init_biased_params,
     runtime_column_regularization,
 )
-from .mf import EVAL_CHUNK, MatrixFactorization
+from .factor import RatingModel, TrainingSet
+from .mf import EVAL_CHUNK, coefficient_loss, rating_row, take
+from .posterior import check_chain, sample_chain
 
 if TYPE_CHECKING:
     from ..persistence import StateReader
@@ -94,19 +98,12 @@ def biased_sweep(be: Any, spec: BiasedMFSpec, placement: Placement | None = None
     arrays of `placement` (default: one device); the coefficients read from `data` (`hyper`, in
     `data["ratings"]` too for the objective) where it has them, else from `spec`."""
     placement = placement or Placement(be)
-    loss = placement.placed(_coefficient_loss(be, spec))
-    users, items = biased_halves(be, spec, placement)
-
-    def sweep(params: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
-        total, _ = loss(params, data["ratings"])
-        with placement.scope():  # the priors' Gramians: per-shard sums when sharded
-            return total, items(users(params, data), data)
-
-    return sweep
+    loss = placement.placed(coefficient_loss(be, spec, objectives.biased_mf_loss_terms))
+    return halves_sweep(placement, loss, *biased_halves(be, spec, placement))
 
 
 @register_model
-class BiasedMF(MatrixFactorization):
+class BiasedMF(RatingModel):
     """Matrix factorization with a global mean and user and item biases (see `BiasedMFSpec`).
 
     Prediction `μ + b_u + b_i + ⟨u, v⟩`, with μ the mean training rating (stored with the model,
@@ -130,27 +127,15 @@ class BiasedMF(MatrixFactorization):
     """
 
     kind = "biased"
+    spec_type = BiasedMFSpec
 
-    def __init__(
-        self,
-        embedding_dim: int = 3,
-        init_stddev: float = 0.1,
-        regularization_coeff: float = 0.1,
-        bias_regularization_coeff: float = 0.01,
-        gravity_coeff: float = 0.0,
-        solver: str = "auto",
-        cg_steps: int = 3,
-    ) -> None:
-        super().__init__(embedding_dim, init_stddev)
-        self.spec = BiasedMFSpec(
-            embedding_dim=embedding_dim,
-            init_stddev=init_stddev,
-            regularization_coeff=regularization_coeff,
-            bias_regularization_coeff=bias_regularization_coeff,
-            gravity_coeff=gravity_coeff,
-            solver=solver,
-            cg_steps=cg_steps,
-        )
+    # fmt: off
+    def __init__(self, embedding_dim: int = 3, init_stddev: float = 0.1,
+                 regularization_coeff: float = 0.1, bias_regularization_coeff: float = 0.01,
+                 gravity_coeff: float = 0.0, solver: str = "auto", cg_steps: int = 3) -> None:
+        super().__init__(BiasedMFSpec(embedding_dim, init_stddev, regularization_coeff,
+                                      bias_regularization_coeff, gravity_coeff, solver, cg_steps))
+    # fmt: on
         self.global_mean: float | None = None
 
     # ------------------------------------------------------------------ training
@@ -192,100 +177,54 @@ class BiasedMF(MatrixFactorization):
             The whole history: `step`, `train_mse`, `test_mse` (with `test`), `observed_loss`,
             `regularization_loss`, `bias_regularization_loss`, `gravity_loss`, `total_loss`.
         """
-        if solver is None:
-            solver = "als" if optimizer is None else "gradient"
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if solver == "als" and optimizer is not None:
-            raise ValueError("solver='als' takes no optimizer: drop optimizer= or use 'gradient'")
-        if solver == "gradient" and optimizer is None:
-            raise ValueError(
-                "solver='gradient' needs an optimizer, e.g. cfcore.optimizers.Adam(0.05)"
-            )
-        if solver == "als" and batch_size is not None:
-            raise ValueError("batch_size applies to gradient steps; ALS sweeps use every rating")
+        solver = _check_solver(solver, optimizer, batch_size)
         if eval_every is None:
             eval_every = 1 if solver == "als" else 10
-        train, test = check_fit_inputs(self, train, test, steps, eval_every)
-        spec = self.spec
-        n, m, count = train.num_users, train.num_items, len(train)
-        be = get_backend(backend)
-
-        def start_params() -> Params:
-            if self._has_params():
-                return self.params_numpy()
-            return init_biased_params(spec, n, m, seed)
-
+        run = (steps, eval_every, seed, backend, devices, progress)
         trainer = "als" if solver == "als" else "biased-gradient"
-        # Before the global mean is set: a refused fit leaves the model as it was.
-        session = self._train_session(be, optimizer, start_params, devices, trainer=trainer)
+        return self._fit(TrainingSet(train, test, batch_size, solver), trainer, optimizer, *run)
+
+    def _initial_params(self, inputs: TrainingSet, seed: int) -> Params:
+        return init_biased_params(self.spec, inputs.train.num_users, inputs.train.num_items, seed)
+
+    def _remember_inputs(self, inputs: TrainingSet) -> None:
+        # After the session has started: a refused fit leaves the model as it was.
         if self.global_mean is None:
-            self.global_mean = float(np.mean(train.values.astype(np.float64)))
-        mean = self.global_mean
-        self._shape = (n, m)
-        if train.catalog is not None:
-            self.catalog = train.catalog
-        self._remember_train(train)
-        place = session.placement
+            self.global_mean = float(np.mean(inputs.train.values.astype(np.float64)))
+        super()._remember_inputs(inputs)
+
+    def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:
+        solver, mean = variant
+        if solver == "als":
+            return biased_blocks(self.spec, train, mean, placement)
+        return centred(train, mean)
+
+    def _plan(self, session: Session, inputs: TrainingSet, seed: int) -> FitPlan:
+        spec, be, place, mean = self.spec, session.backend, session.placement, self._mean()
         # The coefficients go with the data (read at run time): a search over them (and over a
         # cfcore optimizer's numbers) compiles the chunk, or the ALS sweep, once.
-        hyper = place.data(hyper_values(spec))
-        if solver == "als":
-            data = place.data(biased_blocks(spec, train, mean, place))
-            ratings = {**data["ratings"], HYPER: hyper}
-            data = {**data, "ratings": ratings, HYPER: hyper}
+        sampler = None
+        if inputs.solver == "als":
+            data = sweep_data(self, session, inputs.train, "ratings", variant=("als", mean))
+            ratings = data["ratings"]
+            # Keyed by the spec's structure only: the coefficients and the data set's numbers
+            # are in `data`, its shapes are the compiled function's own business.
+            sweep = biased_sweep(be, spec, place)
+            chunk = session.sweep_chunk(("biased-als", spec_key(spec)), sweep, whole_batch)
         else:
-            data = ratings = {**place.data(centred(train, mean)), HYPER: hyper}
-        test_data = None if test is None else place.data(centred(test, mean))
-        if test_data is not None:
-            test_data = {**test_data, HYPER: hyper}
-
-        def record(_: float | None) -> dict[str, float]:
-            terms = _terms(be, spec, session.params, ratings, place)
-            row: dict[str, float] = {"step": session.step, "train_mse": terms["observed"]}
-            if test_data is not None:
-                row["test_mse"] = _terms(be, spec, session.params, test_data, place)["observed"]
-            row.update({f"{k}_loss": terms[k] for k in COLUMNS})
-            session.history_rows.append(row)
-            return row
-
-        def label(row: dict[str, float]) -> str:
-            return "  ".join(f"{c}={row[c]:.4f}" for c in ("train_mse", "test_mse") if c in row)
-
-        try:
-            if solver == "als":
-                # Keyed by the spec's structure only: the coefficients and the data set's numbers
-                # are in `data`, its shapes are the compiled function's own business.
-                run_sweeps(
-                    session,
-                    ("biased-als", spec_key(spec)),
-                    biased_sweep(be, spec, place),
-                    data,
-                    steps=steps,
-                    eval_every=eval_every,
-                    record=record,
-                    label=label,
-                    progress=progress,
-                )
-            else:
-                sampler = None if batch_size is None else MinibatchSampler(count, batch_size, seed)
-                take = _whole if sampler is None else _minibatch(be)
-                run_chunk = session.chunk(
-                    ("biased", spec_key(spec), sampler is None), _coefficient_loss(be, spec), take
-                )
-                session.run(
-                    run_chunk,
-                    data,
-                    steps=steps,
-                    eval_every=eval_every,
-                    next_xs=None if sampler is None else sampler.take,
-                    record=record,
-                    progress=progress,
-                    label=label,
-                )
-        finally:
-            self.history = pd.DataFrame(session.history_rows)
-        return self.history
+            host = self._layouts(inputs.train, place, ("gradient", mean))
+            data = ratings = {**place.data(host), HYPER: place.data(hyper_values(spec))}
+            if inputs.batch_size is not None:
+                sampler = MinibatchSampler(len(inputs.train), inputs.batch_size, seed)
+            key = ("biased", spec_key(spec), sampler is None)
+            chunk = session.chunk(key, coefficient_loss(be, spec, objectives.biased_mf_loss_terms), take(be, sampler))
+        test_data = None
+        if inputs.test is not None:
+            test_data = {**place.data(centred(inputs.test, mean)), HYPER: ratings[HYPER]}
+        terms = partial(_terms, be, spec, placement=place)
+        row = rating_row(session, terms, ratings, test_data, COLUMNS)
+        next_xs = None if sampler is None else sampler.take
+        return FitPlan(chunk, data, row, ("train_mse", "test_mse"), next_xs)
 
     def sample_posterior(
         self,
@@ -340,20 +279,29 @@ class BiasedMF(MatrixFactorization):
                 `gravity_coeff` ≠ 0 (its prior's noise is not drawn), or ratings over another
                 catalog.
         """
-        from .posterior import sample_posterior
-
-        return sample_posterior(
-            self,
-            train,
-            samples=samples,
-            burn_in=burn_in,
-            thin=thin,
-            noise_precision=noise_precision,
-            test=test,
-            backend=backend,
-            seed=seed,
-            progress=progress,
+        chain = check_chain(self.spec, samples, burn_in, thin, noise_precision)
+        data = self._checked_inputs(TrainingSet(train, test))
+        train, n, m = data.train, data.train.num_users, data.train.num_items
+        if self._has_params():
+            start, mean = self.params_numpy(), self._mean()
+        else:
+            start = init_biased_params(chain.spec, n, m, seed)
+            mean = float(np.mean(train.values.astype(np.float64)))
+        params, history = sample_chain(
+            chain, start, mean, train, data.test, backend=backend, seed=seed, progress=progress
         )
+        # The model's own class and spec (its solver too), only wider: d·S.
+        out = self._from_spec(
+            dataclasses.replace(self.spec, embedding_dim=self.spec.embedding_dim * samples)
+        )
+        out.global_mean = mean
+        out._resume_step = self.step  # the training it averages over started from there
+        out._shape = (n, m)
+        out.catalog = train.catalog if train.catalog is not None else self.catalog
+        out._remember_train(train)
+        out._params = params
+        out.history = history
+        return out
 
     # ------------------------------------------------------------------ results
 
@@ -420,7 +368,9 @@ class BiasedMF(MatrixFactorization):
         aug = self._fold_in_arrays(rows, items, values, num, reg, backend)
         return aug[:, :-1], aug[:, -1]
 
-    def _fold_in_arrays(self, rows, items, values, num, reg, backend) -> np.ndarray:
+    def _fold_in_arrays(
+        self, rows: Any, items: Any, values: Any, num: int, reg: Any, backend: Any
+    ) -> np.ndarray:
         spec = self.spec
         p = self.params_numpy()
         n, m = p["user"].shape[0], p["item"].shape[0]
@@ -453,16 +403,6 @@ class BiasedMF(MatrixFactorization):
 
     # ------------------------------------------------------------------ file state
 
-    @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> BiasedMFSpec:
-        return BiasedMFSpec(**fields)
-
-    @classmethod
-    def _from_spec(cls, spec: BiasedMFSpec) -> BiasedMF:
-        model = cls(spec.embedding_dim)
-        model.spec = spec
-        return model
-
     def _own_state(self, include_ratings: bool) -> State:
         meta, arrays = super()._own_state(include_ratings)
         p = self.params_numpy()
@@ -491,14 +431,20 @@ class BiasedMF(MatrixFactorization):
         self.global_mean = float(mean)
 
 
-def _coefficient_loss(be: Any, spec: BiasedMFSpec) -> Any:
-    """`spec`'s loss reading its coefficients from the batch (`cfcore.train.hyper`)."""
-
-    def loss(params: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
-        terms = objectives.biased_mf_loss_terms(be, with_coefficients(spec, batch), params, batch)
-        return terms["total"], terms
-
-    return loss
+def _check_solver(solver: str | None, optimizer: Any, batch_size: int | None) -> str:
+    """`fit`'s solver: "als" or "gradient" (None: by whether there is an optimizer), checked
+    against the optimizer and batch size."""
+    if solver is None:
+        solver = "als" if optimizer is None else "gradient"
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "als" and optimizer is not None:
+        raise ValueError("solver='als' takes no optimizer: drop optimizer= or use 'gradient'")
+    if solver == "gradient" and optimizer is None:
+        raise ValueError("solver='gradient' needs an optimizer, e.g. cfcore.optimizers.Adam(0.05)")
+    if solver == "als" and batch_size is not None:
+        raise ValueError("batch_size applies to gradient steps; ALS sweeps use every rating")
+    return solver
 
 
 def _terms(
@@ -528,15 +474,3 @@ def _terms(
     out["observed"] = observed / n
     out["total"] = out["observed"] + sum(out[k] for k in COLUMNS[1:-1])
     return out
-
-
-def _whole(data: Any, x: Any) -> Any:
-    return data
-
-
-def _minibatch(be: Any) -> Any:
-    def take(data: dict[str, Any], idx: Any) -> dict[str, Any]:
-        # The coefficients (`hyper`) are scalars: the trainer hands them to every batch.
-        return {k: be.xp.take(v, idx) for k, v in data.items() if k != HYPER}
-
-    return take

@@ -20,35 +20,31 @@ right-hand side: no new backend operation, the noise drawn on the host with NumP
 The predictions are averaged over the kept draws `s = 1..S`:
 `μ + mean_s(b_u^s) + mean_s(b_i^s) + (1/S)·Σ_s ⟨u^s, v^s⟩`, which is exactly the prediction of
 one `BiasedMF` whose embeddings are the draws side by side, scaled by `1/√S` (`[N, d·S]`). That is
-the model `sample_posterior` returns: it predicts, recommends, saves and loads as any `BiasedMF`.
+the model `BiasedMF.sample_posterior` returns: it predicts, recommends, saves and loads as any
+`BiasedMF`. This module knows the spec, the parameters and the ratings, not the model class: the
+model checks its inputs, hands them to `sample_chain` and builds its result from the draws.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._registry import get_backend
+from ..backend.registry import get_backend
 from ..data.ratings import Ratings
 from ..maths.als import augment, make_half_sweep, ones_column, split_last
+from ..specs import BiasedMFSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.progress import progress_bar
 from ..validate import check_float, check_int
-from .als import check_fit_inputs
-from .biased_parts import (
-    biased_blocks,
-    column_regularization,
-    init_biased_params,
-    runtime_column_regularization,
-)
-
-if TYPE_CHECKING:
-    from .biased import BiasedMF
+from .base import Params
+from .biased_parts import biased_blocks, column_regularization, runtime_column_regularization
 
 
 def gibbs_halves(be: Any, spec: Any) -> tuple[Any, Any]:
@@ -131,40 +127,65 @@ def draw_noise(
     return out
 
 
-def sample_posterior(
-    model: BiasedMF,
-    train: Ratings,
-    *,
-    samples: int,
-    burn_in: int,
-    thin: int,
-    noise_precision: float,
-    test: Ratings | None,
-    backend: Any,
-    seed: int,
-    progress: bool,
-) -> BiasedMF:
-    """`BiasedMF.sample_posterior`'s work (see there)."""
+@dataclass(frozen=True)
+class Chain:
+    """A checked Gibbs chain's settings (`check_chain`): `spec` (the model's, with the Cholesky
+    solver: draws need exact solves), `samples` S ≥ 1, `burn_in` ≥ 0, `thin` ≥ 1 and
+    `noise_precision` α > 0 (see `BiasedMF.sample_posterior`)."""
+
+    spec: BiasedMFSpec
+    samples: int
+    burn_in: int
+    thin: int
+    noise_precision: float
+
+
+def check_chain(
+    spec: BiasedMFSpec, samples: Any, burn_in: Any, thin: Any, noise_precision: Any
+) -> Chain:
+    """The chain's settings checked, for a model of `spec` (its gravity must be 0: the gravity
+    prior's noise is not drawn)."""
     samples = check_int("samples", samples, minimum=1)
     burn_in = check_int("burn_in", burn_in, minimum=0)
     thin = check_int("thin", thin, minimum=1)
     noise_precision = check_float("noise_precision", noise_precision, exclusive_minimum=0)
-    # Draws need exact solves: the Cholesky layout whatever the model's own ALS solver.
-    spec = dataclasses.replace(model.spec, solver="cholesky")
     if spec.gravity_coeff != 0:
         raise ValueError(
             f"sample_posterior needs gravity_coeff=0, got {spec.gravity_coeff!r}: the gravity "
             "prior's noise would need a factor of the whole other table per row"
         )
-    train, test = check_fit_inputs(model, train, test, 1, 1)
+    # Draws need exact solves: the Cholesky layout whatever the model's own ALS solver.
+    exact = dataclasses.replace(spec, solver="cholesky")
+    return Chain(exact, samples, burn_in, thin, noise_precision)
+
+
+def sample_chain(
+    chain: Chain,
+    start: Params,
+    mean: float,
+    train: Ratings,
+    test: Ratings | None,
+    *,
+    backend: Any,
+    seed: int,
+    progress: bool,
+) -> tuple[Params, pd.DataFrame]:
+    """Runs `chain` from the parameters `start` (host, `[N, d]` tables and biases) with global
+    mean `mean`, on ratings already checked against them; one device.
+
+    Returns:
+        `(params, history)`: the kept draws averaged as one model's parameters (tables side by
+        side scaled by `1/√S`, `[N, d·S]`; biases their means) and one history row per sweep
+        (see `BiasedMF.sample_posterior`).
+
+    Raises:
+        FloatingPointError: a sweep drew non-finite parameters.
+    """
+    spec, samples, burn_in, thin = chain.spec, chain.samples, chain.burn_in, chain.thin
+    noise_precision = chain.noise_precision
     n, m = train.num_users, train.num_items
     be = get_backend(backend)
-    if model._has_params():
-        params = {k: np.asarray(v, np.float32) for k, v in model.params_numpy().items()}
-        mean = model._mean()
-    else:
-        params = init_biased_params(spec, n, m, seed)
-        mean = float(np.mean(train.values.astype(np.float64)))
+    params = {k: np.asarray(v, np.float32) for k, v in start.items()}
     host = biased_blocks(spec, train, mean)
     # Every row's ρ_r, as `biased_blocks` sets it: |Ω|/N for users, |Ω|/M for items.
     row_reg = {"by_user": np.full(n, len(train) / n), "by_item": np.full(m, len(train) / m)}
@@ -185,7 +206,7 @@ def sample_posterior(
     user_bias = np.zeros(n)
     item_bias = np.zeros(m)
     rows: list[dict[str, float]] = []
-    start = time.perf_counter()
+    began = time.perf_counter()
     total = burn_in + samples * thin
     with progress_bar(progress, "sampling") as bar:
         task = bar.add_task("", total=total) if bar is not None else None
@@ -219,27 +240,17 @@ def sample_posterior(
                 items.append(draw["item"].astype(np.float32))
                 user_bias += draw["user_bias"]
                 item_bias += draw["item_bias"]
-            row["seconds"] = time.perf_counter() - start
+            row["seconds"] = time.perf_counter() - began
             rows.append(row)
             if bar is not None:
                 text = "  ".join(f"{k}_mse={row[f'{k}_mse']:.4f}" for k in pairs)
                 bar.update(task, advance=1, description=text)
 
     scale = np.float32(1.0 / np.sqrt(samples))
-    # The model's own class and spec (its solver too), only wider: d·S.
-    out = type(model)._from_spec(
-        dataclasses.replace(model.spec, embedding_dim=model.spec.embedding_dim * samples)
-    )
-    out.global_mean = mean
-    out._resume_step = model.step  # the training it averages over started from there
-    out._shape = (n, m)
-    out.catalog = train.catalog if train.catalog is not None else model.catalog
-    out._remember_train(train)
-    out._params = {
+    averaged = {
         "user": np.concatenate(users, axis=1) * scale,
         "item": np.concatenate(items, axis=1) * scale,
         "user_bias": (user_bias / samples).astype(np.float32),
         "item_bias": (item_bias / samples).astype(np.float32),
     }
-    out.history = pd.DataFrame(rows)
-    return out
+    return averaged, pd.DataFrame(rows)

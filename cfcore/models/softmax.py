@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._registry import get_backend
 from ..backend.checks import _shape, check_k
+from ..backend.registry import get_backend
 from ..data.features import (
     PROTOCOLS,
     HistoryFeatures,
@@ -42,8 +42,8 @@ from ..eval.metrics import ranking_metrics
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
-from ..train.session import check_steps
-from .base import Model, Params, State
+from ..train.session import Session
+from .base import FitPlan, Model, Params, State
 
 if TYPE_CHECKING:
     from ..persistence import StateReader
@@ -56,8 +56,8 @@ __all__ = [
     "label_log_probabilities",
 ]
 
-NOTEBOOK_FEATURES = {"movie_id": 35, "genre": 3, "year": 2}
-"""The notebook's input embedding dimensions."""
+NOTEBOOK_FEATURES = dict(SoftmaxSpec().feature_dims)
+"""The notebook's input embedding dimensions (`SoftmaxSpec`'s default)."""
 
 # Scores per evaluation call: bounds the `[users, M]` score matrix on large catalogues.
 _EVAL_SCORES = 1 << 24
@@ -142,6 +142,21 @@ class _EvalData:
     pair_items: np.ndarray  # [T] target item of each pair
 
 
+@dataclass
+class _SoftmaxFit:
+    """`SoftmaxModel.fit`'s inputs; `_checked_inputs` fills the protocol, the batch size and
+    what it derives: the features, the user split and its seed."""
+
+    dataset: Any
+    protocol: str | None
+    batch_size: int | None
+    k: int
+    seed: int
+    features: HistoryFeatures | None = None
+    split: SoftmaxSplit | None = None
+    split_seed: int = 0
+
+
 @register_model
 class SoftmaxModel(Model):
     """The notebook's softmax recommender: bags of words -> tower -> softmax over the catalogue.
@@ -162,6 +177,7 @@ class SoftmaxModel(Model):
     """
 
     kind = "softmax"
+    spec_type = SoftmaxSpec
 
     def __init__(
         self,
@@ -345,6 +361,13 @@ class SoftmaxModel(Model):
             cross-entropy over the test users' (user, target) pairs) and the ranking metrics at
             `k` on the test users (`precision@k`, `recall@k`, `ndcg@k`, `map@k`, `hit_rate@k`).
         """
+        run = (steps, eval_every, seed, backend, devices, progress)
+        return self._fit(
+            _SoftmaxFit(dataset, protocol, batch_size, k, seed), "softmax", optimizer, *run
+        )
+
+    def _checked_inputs(self, inputs: _SoftmaxFit) -> _SoftmaxFit:
+        protocol = inputs.protocol
         if protocol is None:
             protocol = self._protocol or "holdout"
         if protocol not in PROTOCOLS:
@@ -354,11 +377,11 @@ class SoftmaxModel(Model):
                 f"this model was trained under protocol {self._protocol!r}; it cannot continue "
                 f"under {protocol!r} (start a new model)"
             )
-        check_steps(steps, eval_every, seed)
-        features = self._features(dataset)
-        check_k(k, features.num_items)
-        split_seed = seed if self._split_seed is None else self._split_seed
+        features = self._features(inputs.dataset)
+        check_k(inputs.k, features.num_items)
+        split_seed = inputs.seed if self._split_seed is None else self._split_seed
         split = self._split(features, protocol, split_seed)
+        batch_size = inputs.batch_size
         if batch_size is None:
             batch_size = self._batch_size or DEFAULT_BATCH_SIZE
         if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= len(
@@ -368,66 +391,61 @@ class SoftmaxModel(Model):
                 f"batch_size must be an int in [1, {len(split.train_users)}] (the number of "
                 f"training users), got {batch_size!r}"
             )
-        be = get_backend(backend)
+        return replace(
+            inputs,
+            protocol=protocol,
+            batch_size=int(batch_size),
+            features=features,
+            split=split,
+            split_seed=split_seed,
+        )
 
-        def start_params() -> Params:
-            if self._has_params():
-                return self.params_numpy()
-            return init_softmax_params(self.spec, features.vocab_sizes, seed)
+    def _initial_params(self, inputs: _SoftmaxFit, seed: int) -> Params:
+        assert inputs.features is not None
+        return init_softmax_params(self.spec, inputs.features.vocab_sizes, seed)
 
-        session = self._train_session(be, optimizer, start_params, devices, trainer="softmax")
-        self._protocol, self._split_seed = protocol, split_seed
+    def _remember_inputs(self, inputs: _SoftmaxFit) -> None:
+        features = inputs.features
+        assert features is not None
+        self._protocol, self._split_seed = inputs.protocol, inputs.split_seed
         self._vocab_sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
-        if dataset is not None:
-            self._remember(dataset, features)
+        if inputs.dataset is not None:
+            self._remember(inputs.dataset, features)
         if self._split_users is None:
             self._split_users = features.num_users
-        self._batch_size = int(batch_size)
+        self._batch_size = inputs.batch_size
+
+    def _plan(self, session: Session, inputs: _SoftmaxFit, seed: int) -> FitPlan:
+        features, split, k = inputs.features, inputs.split, inputs.k
+        assert features is not None and split is not None and inputs.protocol is not None
+        be = session.backend
         log_q = None
         if self.spec.loss == "sampled":
-            log_q = label_log_probabilities(features, split.train_users)
+            log_q = be.asarray(label_log_probabilities(features, split.train_users), "float32")
         batcher = SoftmaxBatcher(
             features,
             split.train_users,
-            int(batch_size),
+            int(inputs.batch_size or DEFAULT_BATCH_SIZE),
             seed + session.step,
-            protocol,
+            inputs.protocol,
             self.spec.feature_names,
         )
         eval_data = self._eval_data(features, split)
-        try:
-            self._run(session, batcher, eval_data, log_q, steps, eval_every, k, progress)
-        finally:
-            self.history = pd.DataFrame(session.history_rows)
-        return self.history
-
-    def _run(self, session, batcher, eval_data, log_q, steps, eval_every, k, progress) -> None:
-        be = session.backend
         run_chunk = session.chunk(self.spec, losses.softmax_loss(be, self.spec), _batch_and_log_q)
 
-        def record(train_loss: float | None) -> dict[str, float]:
+        def row(train_loss: float | None) -> dict[str, float]:
             loss = float("nan") if train_loss is None else train_loss
-            row = {"step": session.step, "train_loss": loss}
+            out = {"step": session.step, "train_loss": loss}
             # The tables as the model sees them (a sharded placement's padding rows left out).
             params, _ = session.placement.view(session.params, None)
-            row.update(self._metrics(be, params, eval_data, k))
-            session.history_rows.append(row)
-            return row
+            out.update(self._metrics(be, params, eval_data, k))
+            return out
 
-        def label(row: dict[str, float]) -> str:
-            cols = ("train_loss", "test_loss", f"precision@{k}")
-            return "  ".join(f"{c}={row[c]:.4f}" for c in cols)
+        def next_xs(n: int) -> Any:
+            return batcher.take(n).to_dict()
 
-        session.run(
-            run_chunk,
-            None if log_q is None else be.asarray(log_q, "float32"),
-            steps=steps,
-            eval_every=eval_every,
-            next_xs=lambda n: batcher.take(n).to_dict(),
-            record=record,
-            progress=progress,
-            label=label,
-        )
+        columns = ("train_loss", "test_loss", f"precision@{k}")
+        return FitPlan(run_chunk, log_q, row, columns, next_xs)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -738,23 +756,6 @@ class SoftmaxModel(Model):
         return user_ids
 
     # ------------------------------------------------------------------ file state
-
-    @classmethod
-    def _spec_from_dict(cls, fields: dict[str, Any]) -> SoftmaxSpec:
-        return SoftmaxSpec(**fields)
-
-    @classmethod
-    def _from_spec(cls, spec: SoftmaxSpec) -> SoftmaxModel:
-        model = cls(
-            dict(spec.feature_dims),
-            spec.hidden_dims,
-            spec.activation,
-            spec.combiner,
-            loss=spec.loss,
-            hidden_scale=spec.hidden_scale,
-        )
-        model.spec = spec  # item_feature too
-        return model
 
     @classmethod
     def _own_declared_shapes(cls, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
