@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 
-from cfcore._io import atomic_write  # noqa: E402
+from cfcore.io.atomic import atomic_write  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = os.environ.get("CFCORE_DATA_DIR") or str(

@@ -14,7 +14,7 @@ from typing import Any
 
 from _common import RESULTS, stamp
 
-from cfcore._io import atomic_write
+from cfcore.io.atomic import atomic_write
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

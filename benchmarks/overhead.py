@@ -21,7 +21,7 @@ import time
 from _common import DATA_DIR, CfcoreTraining, stamp, write_result
 
 import cfcore
-from cfcore._backend import Batch
+from cfcore.data.ratings import Batch
 from cfcore.init import init_mf_params
 from cfcore.optimizers import SGD
 

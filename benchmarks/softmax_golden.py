@@ -19,9 +19,9 @@ import pandas as pd
 from _common import DATA_DIR, RESULTS, stamp
 
 import cfcore
-from cfcore._io import atomic_write
+from cfcore.eval.popularity import evaluate_popularity
+from cfcore.io.atomic import atomic_write
 from cfcore.optimizers import Adagrad
-from cfcore.popularity import evaluate_popularity
 
 METRICS = ["precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10"]
 # The notebook's own code under TensorFlow 2.21 (compat.v1), as given in the issue.

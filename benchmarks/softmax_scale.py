@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from _common import RESULTS, stamp
 
-from cfcore._io import atomic_write
+from cfcore.io.atomic import atomic_write
 
 
 def zipf_labels(rng: np.random.Generator, num_items: int, batch: int, a: float = 1.1):

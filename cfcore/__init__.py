@@ -6,9 +6,8 @@
 from . import datasets as datasets
 from . import optimizers as optimizers
 from . import reference as reference
-from ._backend import Backend as Backend
-from ._backend import Batch as Batch
 from .backend.compilation_cache import enable_compilation_cache as enable_compilation_cache
+from .backend.protocol import Backend as Backend
 from .backend.registry import BackendError as BackendError
 from .backend.registry import available_backends as available_backends
 from .backend.registry import get_backend as get_backend
@@ -17,6 +16,7 @@ from .backend.registry import set_default_backend as set_default_backend
 from .data import DatasetError as DatasetError
 from .data import Ratings as Ratings
 from .data import RatingsError as RatingsError
+from .data.ratings import Batch as Batch
 from .errors import ArgumentTypeError as ArgumentTypeError
 from .errors import ArgumentValueError as ArgumentValueError
 from .errors import CfcoreError as CfcoreError

@@ -31,8 +31,8 @@ from cfcore.data.bounded import (
     file_budget,
 )
 from cfcore.data.movielens import DatasetError, load_movielens
+from cfcore.data.user_ratings import UserRatingsError, read_user_ratings
 from cfcore.errors import FileAccessError
-from cfcore.user_ratings import UserRatingsError, read_user_ratings
 
 from .test_movielens_releases import (  # noqa: F401  (isolated: the autouse fixture)
     LAYOUT,

@@ -33,7 +33,7 @@ def _modules() -> list[str]:
     """Every module of the package that holds examples, under its own name.
 
     `__main__` files are left out (importing one runs the CLI), and so are aliases such as
-    `cfcore._registry` (the same module object as `cfcore.backend.registry`).
+    `cfcore.backend.registry` (the same module object as `cfcore.backend.registry`).
     """
     names = ["cfcore"]
     for info in pkgutil.walk_packages(cfcore.__path__, "cfcore."):

@@ -73,7 +73,7 @@ r = cfcore.Ratings(np.array([0, 1]), np.array([1, 0]), np.array([4.0, 5.0]), 2, 
 train, test = cfcore.Ratings([0, 1, 1, 0], [0, 1, 0, 1], [1.0, 2.0, 3.0, 4.0], 2, 2).split(0.5)
 opt = cfcore.optimizers.SGD(1.0)
 assert cfcore.available_backends(), cfcore.available_backends()
-assert "jax" in cfcore._registry.known_backends()
+assert "jax" in cfcore.backend.registry.known_backends()
 """
 
 
@@ -179,8 +179,6 @@ LIGHT_MODULES = (
     "cfcore.viz",
     "cfcore.exploration",
     "cfcore.metrics",
-    "cfcore.popularity",
-    "cfcore.user_ratings",
 )
 
 

@@ -377,23 +377,6 @@ def test_entry_point_name_case_folded(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------- the move
 
 
-def test_registry_lives_in_cfcore_backend() -> None:
-    import cfcore._registry as shim
-
-    assert shim is _registry  # the old name is the same module: same state, same patches
-    assert _registry.__name__ == "cfcore.backend.registry"
-    for name in (
-        "get_backend",
-        "available_backends",
-        "register_backend",
-        "set_default_backend",
-        "BackendError",
-    ):
-        assert getattr(cfcore, name) is getattr(_registry, name)
-        assert getattr(cfcore.backend, name) is getattr(_registry, name)
-    assert cfcore.backend.check_backend_members is check_backend_members
-
-
 # ---------------------------------------------------------------------------- import failures
 
 BROKEN = """

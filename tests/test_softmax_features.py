@@ -8,8 +8,8 @@ import cfcore
 from cfcore import reference as ref
 from cfcore.data import history
 from cfcore.data.features import HistoryFeatures, SoftmaxBatcher, input_bags, split_users
-from cfcore.popularity import evaluate_popularity, popularity_ranking, popularity_scores
-from cfcore.softmax import label_log_probabilities
+from cfcore.eval.popularity import evaluate_popularity, popularity_ranking, popularity_scores
+from cfcore.models.softmax import label_log_probabilities
 
 GENRES = ["Action", "Comedy", "Drama"]
 

@@ -6,10 +6,10 @@ import pytest
 import cfcore
 from cfcore import reference as ref
 from cfcore.data.features import HistoryFeatures, split_users
+from cfcore.eval.popularity import evaluate_popularity
 from cfcore.metrics import ranking_metrics
+from cfcore.models.softmax import SoftmaxModel
 from cfcore.optimizers import SGD, Adagrad
-from cfcore.popularity import evaluate_popularity
-from cfcore.softmax import SoftmaxModel
 
 from .conftest import load_backend
 from .test_softmax_features import toy_dataset

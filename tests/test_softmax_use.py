@@ -17,11 +17,11 @@ import pytest
 
 import cfcore
 from cfcore import persistence, retrieval, viz
+from cfcore.data.user_ratings import UserRatingsError
+from cfcore.eval.popularity import evaluate_popularity
+from cfcore.models.softmax import SoftmaxModel
 from cfcore.optimizers import SGD, Adagrad
-from cfcore.popularity import evaluate_popularity
-from cfcore.softmax import SoftmaxModel
 from cfcore.testing.retrieval_conformance import assert_top_k_indices
-from cfcore.user_ratings import UserRatingsError
 
 from .conftest import DATA_DIR, load_backend
 from .test_cli import assert_fails, assert_ok, invoke

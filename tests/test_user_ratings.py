@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import cfcore
-from cfcore.user_ratings import (
+from cfcore.data.user_ratings import (
     UserRatingsError,
     check_rating,
     fold_in_arrays,

@@ -352,3 +352,22 @@ def _encode(col: pd.Series, vocab: Any, what: str) -> tuple[np.ndarray, np.ndarr
         bad = bad.item() if isinstance(bad, np.generic) else bad
         raise RatingsError(f"{what} id {bad!r} is not in the {what} vocabulary of {len(index)} ids")
     return codes.astype(np.int32), vocab_arr
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Observed ratings as arrays, host (NumPy) or device (native).
+
+    Attributes:
+        users: int32 `[n]`.
+        items: int32 `[n]`.
+        values: float32 `[n]`.
+    """
+
+    users: Any
+    items: Any
+    values: Any
+
+    @classmethod
+    def from_ratings(cls, ratings: Any) -> Batch:
+        return cls(ratings.users, ratings.items, ratings.values)

@@ -19,7 +19,7 @@ text; a text that several titles contain is an error listing them (add the year 
 
 Example (a CSV file or a `model=` works the same as the text and catalog here):
     >>> import io, cfcore
-    >>> from cfcore.user_ratings import read_user_ratings
+    >>> from cfcore.data.user_ratings import read_user_ratings
     >>> ml = cfcore.datasets.load_movielens("100k")
     >>> text = io.StringIO("title,rating\\nAladdin (1992),5\\nLion King,5\\nToy Story (1995),4\\n")
     >>> mine = read_user_ratings(text, catalog=ml.items)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .._registry import get_backend
+from ..backend.registry import get_backend
 from ..train.loop import ChunkResult
 from ..train.session import Session, check_steps
 

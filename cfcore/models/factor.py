@@ -226,7 +226,7 @@ class FactorModel(Model):
         Args:
             ratings: the new users' ratings: a `Ratings` over this model's items (its users are
                 the new users 0..B-1), or a frame / CSV path / mapping `{item id or title:
-                rating}` as `cfcore.user_ratings.read_user_ratings` reads (one user, or several
+                rating}` as `cfcore.data.user_ratings.read_user_ratings` reads (one user, or several
                 with a `user_id` column). Ratings must lie in `rating_scale`.
             reg: None for the model's default regularization, or λ ≥ 0 (a scalar or one per
                 new user).

@@ -692,7 +692,7 @@ class SoftmaxModel(Model):
         Args:
             ratings: the new users' ratings: a `Ratings` over this model's items (its users are
                 the new users 0..B-1), or a frame / CSV path / mapping `{item id or title:
-                rating}` as `cfcore.user_ratings.read_user_ratings` reads (one user, or several
+                rating}` as `cfcore.data.user_ratings.read_user_ratings` reads (one user, or several
                 with a `user_id` column).
             reg: must be None: there is nothing to regularize (accepted so that code written for
                 `MatrixFactorization.fold_in` runs unchanged).

@@ -560,7 +560,7 @@ def neighbors(
     """The items most similar to one item, found by title or id.
 
     A string is searched as a case-insensitive substring of the catalog titles (see
-    `cfcore.user_ratings.search_titles`). When several titles match, the first in catalog order
+    `cfcore.data.user_ratings.search_titles`). When several titles match, the first in catalog order
     is used; the others are listed in `attrs["other_matches"]` and in a `UserWarning`.
 
     Args:

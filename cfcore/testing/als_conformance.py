@@ -203,12 +203,12 @@ class ALSConformance:
         )
         got = {k: np.asarray(backend.to_numpy(v), np.float64) for k, v in new.items()}
 
-        def sweep(rounding: np.random.Generator | None) -> dict[str, np.ndarray]:
+        def exact(rounding: np.random.Generator | None) -> dict[str, np.ndarray]:
             return ref.biased_als_sweep(
                 spec, params, r.users, r.items, r.values, mean, want_noise, rounding=rounding
             )
 
-        want, tol = sweep(None), rounding_tolerance(sweep)
+        want, tol = exact(None), rounding_tolerance(exact)
         for k in ("user", "item", "user_bias", "item_bias"):
             assert_array_close(got[k], want[k], tol[k], f"biased gibbs {k}")
 

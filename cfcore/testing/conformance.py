@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from .. import reference as ref
-from .._backend import Batch
 from ..data.batching import MinibatchSampler
+from ..data.ratings import Batch
 from ..eval.agreement import largest_differences, train_on_backends
 from ..maths import objectives as losses
 from ..optim import make_rule

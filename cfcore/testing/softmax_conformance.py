@@ -29,9 +29,9 @@ from .. import reference as ref
 from ..backend.protocol import Tree
 from ..data.features import HistoryFeatures, SoftmaxBatcher, split_users
 from ..maths import objectives as model_losses
+from ..models.softmax import init_softmax_params, label_log_probabilities
 from ..optim import make_rule
 from ..optimizers import SGD, Adagrad
-from ..softmax import init_softmax_params, label_log_probabilities
 from ..specs import SoftmaxSpec
 from ..train.loop import LOSS_NOT_FINITE, make_chunk, make_step
 from .conformance import RTOL, assert_array_close, assert_scalar_close
@@ -394,7 +394,7 @@ class SoftmaxCrossBackend:
     STEPS = 200
 
     def test_notebook_model_trajectory(self, backend_pair, softmax_dataset):
-        from ..softmax import SoftmaxModel
+        from ..models.softmax import SoftmaxModel
 
         runs = []
         for be in backend_pair:
