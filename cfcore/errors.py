@@ -47,3 +47,19 @@ class FileAccessError(CfcoreError, OSError):
     Distinct from a file that can be read but holds the wrong content (`ModelFileError`,
     `DatasetError`).
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT or SIGTERM received while a `cfcore` command ran (raised by the command line).
+
+    A `KeyboardInterrupt`, not a `CfcoreError`: it is no refusal of an input, and
+    `except Exception` (or `except CfcoreError`) must not swallow it on its way to the command,
+    which removes its temporary files, prints one line and exits with `128 + signum`.
+
+    Attributes:
+        signum: the signal's number (`signal.SIGINT`, `signal.SIGTERM`).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

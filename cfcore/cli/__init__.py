@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from . import _signals
 from ._quiet import configure as _configure_logging
 from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
@@ -48,4 +49,6 @@ _register_compare(app)
 
 
 def main() -> None:
-    app()
+    """The `cfcore` console script: the app, ended cleanly by SIGINT or SIGTERM (`_signals`)."""
+    with _signals.handled():
+        app()

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from ..errors import CfcoreError
+from . import _signals
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
 
 # What a failed `train` reports as `error: ...` with exit code 1 (anything else is a bug).
@@ -257,6 +258,7 @@ def train(
         _check_out(out)  # before training: an output error must not cost a finished run
     except _ERRORS as err:
         raise fail(err) from err
+    _signals.output(out)
     if model is ModelKind.softmax:
         _train_softmax(
             backend=backend,
@@ -338,17 +340,19 @@ def train(
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test ratings), backend {be.name}, {opt}"
         )
-        history = m.fit(
-            train_r,
-            test=test_r,
-            steps=settings.steps,
-            optimizer=opt,
-            backend=be,
-            seed=seed,
-            batch_size=batch_size,
-            eval_every=settings.eval_every,
-            progress=progress,
-        )
+        _signals.stage("during training")
+        with _signals.deferred():
+            history = m.fit(
+                train_r,
+                test=test_r,
+                steps=settings.steps,
+                optimizer=opt,
+                backend=be,
+                seed=seed,
+                batch_size=batch_size,
+                eval_every=settings.eval_every,
+                progress=progress,
+            )
     except _ERRORS as err:
         raise fail(err, highlight=True) from err
     _print_mf_evaluation(m, train_r, test_r, history)
@@ -364,6 +368,7 @@ def _optimizer_and_backend(optimizer: OptimizerKind, learning_rate: float, backe
     import cfcore
 
     opt = cfcore.optimizers.make_optimizer(optimizer.value, learning_rate)
+    _signals.stage("while starting the backend")
     return opt, cfcore.get_backend(backend)
 
 
@@ -387,14 +392,20 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
     change meanwhile), the run is written to a new temporary folder instead, so the trained
     model is never lost; the command then says where it is and exits with code 1.
     """
+    _signals.stage("while writing the run files")
+    _signals.kept(f"the run's files in {out} may be incomplete")
     try:
-        _write_files(out, history, emb, model)
+        with _signals.deferred():  # a first signal lets the three files be written
+            _write_files(out, history, emb, model)
     except _ERRORS as err:
         import tempfile
 
         try:
             rescue = Path(tempfile.mkdtemp(prefix="cfcore-run-"))
-            _write_files(rescue, history, emb, model)
+            _signals.output(rescue)
+            _signals.kept(f"the run's files in {rescue} may be incomplete")
+            with _signals.deferred():
+                _write_files(rescue, history, emb, model)
         except _ERRORS as err2:
             console.print(
                 f"[red]error:[/] could not write the run to {out} ({err}) nor to a "
@@ -407,6 +418,7 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
             f"cfcore recommend --model {rescue})."
         )
         raise typer.Exit(code=1) from err
+    _signals.kept(f"the run is in {out}")
     console.print(
         f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
         f"(use it with: cfcore recommend --model {out})"
@@ -446,6 +458,8 @@ def _write_report(
     if not wish.write:
         return
     from cfcore import viz
+
+    _signals.stage("while writing report.html")
 
     try:
         sections = [
@@ -515,6 +529,7 @@ class _MFSettings:
 
 def _load_split(dataset: str, data_dir: Path | None, fold: str | None, holdout: float, seed: int):
     """The dataset and its (train, test) ratings: a canonical fold, or a seeded random split."""
+    _signals.stage("while loading the data")
     ds = load_dataset(dataset, data_dir)
     if fold is not None:
         train_r, test_r = ds.fold(fold)
@@ -545,6 +560,7 @@ def _build_mf(
 
 def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFrame) -> None:
     """The MSE, RMSE and MAE on both splits, and the last loss parts of a regularized model."""
+    _signals.stage("while evaluating the model")
     table = Table(title=f"after {m.step} steps")
     table.add_column("split")
     for col in ("MSE", "RMSE", "MAE", "ratings"):
@@ -614,6 +630,7 @@ def _train_als(
                 **common, regularization_coeff=regularization,
                 unobserved_weight=unobserved_weight, solver=solver,
             )  # fmt: skip
+        _signals.stage("while starting the backend")
         be = cfcore.get_backend(backend)
         how = "ALS sweeps"
         if model is ModelKind.biased and optimizer_given:
@@ -630,16 +647,20 @@ def _train_als(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test "
             f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
         )
-        history = m.fit(train_r, backend=be, **fit)
+        _signals.stage("during training")
+        with _signals.deferred():
+            history = m.fit(train_r, backend=be, **fit)
         if posterior["samples"]:
             console.print(
                 f"posterior average: {posterior['samples']} Gibbs draws after "
                 f"{posterior['burn_in']} of burn-in (one in {posterior['thin']} kept), noise "
                 f"precision {posterior['noise_precision']:g}"
             )
-            m = m.sample_posterior(
-                train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
-            )
+            _signals.stage("during posterior sampling")
+            with _signals.deferred():
+                m = m.sample_posterior(
+                    train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
+                )
             history = m.history
         if model is ModelKind.ials:
             _print_implicit_evaluation(m, train_r, test_r, k, be)
@@ -652,6 +673,7 @@ def _train_als(
 
 def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: Any) -> None:
     """Recall and NDCG at k of the held-out positives, training positives left out."""
+    _signals.stage("while evaluating the model")
     from cfcore.eval.metrics import ranking_metrics
     from cfcore.retrieval import batch_recommend
 
@@ -755,23 +777,27 @@ def _train_softmax(
             d["learning_rate"] if learning_rate is None else learning_rate,
             backend,
         )
+        _signals.stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({ds.ratings.num_users} users, {len(ds.ratings)} "
             f"ratings; {protocol.value} protocol), backend {be.name}, {opt}"
         )
-        history = m.fit(
-            ds,
-            steps=d["steps"] if steps is None else steps,
-            optimizer=opt,
-            backend=be,
-            seed=seed,
-            batch_size=d["batch_size"] if batch_size is None else batch_size,
-            protocol=protocol.value,
-            eval_every=d["eval_every"] if eval_every is None else eval_every,
-            k=k,
-            progress=progress,
-        )
+        _signals.stage("during training")
+        with _signals.deferred():
+            history = m.fit(
+                ds,
+                steps=d["steps"] if steps is None else steps,
+                optimizer=opt,
+                backend=be,
+                seed=seed,
+                batch_size=d["batch_size"] if batch_size is None else batch_size,
+                protocol=protocol.value,
+                eval_every=d["eval_every"] if eval_every is None else eval_every,
+                k=k,
+                progress=progress,
+            )
+        _signals.stage("while evaluating the model")
         got = m.evaluate(k=k)
         baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
     except _ERRORS as err:

@@ -37,7 +37,7 @@ from ..data.ratings import Ratings
 from ..maths.als import augment, make_half_sweep, ones_column, split_last
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
-from ..train.progress import progress_bar
+from ..train.progress import between_chunks, progress_bar
 from ..validate import check_float, check_int
 from .als import check_fit_inputs
 from .biased_parts import (
@@ -224,6 +224,7 @@ def sample_posterior(
             if bar is not None:
                 text = "  ".join(f"{k}_mse={row[f'{k}_mse']:.4f}" for k in pairs)
                 bar.update(task, advance=1, description=text)
+            between_chunks("sampling", step, total)
 
     scale = np.float32(1.0 / np.sqrt(samples))
     # The model's own class and spec (its solver too), only wider: d·S.
