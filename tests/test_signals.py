@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,9 @@ def _interrupt(args: list[str], delay: float, signum: int, folder: Path) -> tupl
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"cfcore {args} did not end after {signal.Signals(signum).name}")
+        raise AssertionError(
+            f"cfcore {args} did not end after {signal.Signals(signum).name}"
+        ) from None
     context = f"cfcore {' '.join(args)}: {signal.Signals(signum).name} after {delay:.2f} s\n{err}"
     for bad in _BAD:
         assert bad not in err, context
@@ -130,18 +133,29 @@ def test_train_interrupted_at_random_moments(backend: str, ml100k_files, tmp_pat
     rc, _, err = _interrupt(args(tmp_path / "whole", "wals"), 1e9, signal.SIGINT, tmp_path)
     assert rc == 0, err
     length = time.monotonic() - start
-    outcomes = []
+    plans = []
     for i in range(RUNS_PER_BACKEND):
-        out = tmp_path / f"run{i}"
         model = rng.choice(["wals", "regularized", "biased"])
         signum = rng.choice([signal.SIGINT, signal.SIGTERM])
         # A quarter in the first half second (the framework's import), the rest anywhere.
         delay = rng.uniform(0, 0.5) if rng.random() < 0.25 else rng.uniform(0, 1.1 * length)
-        rc, kept, _ = _interrupt(args(out, model), delay, signum, tmp_path)
+        plans.append((tmp_path / f"run{i}", args(tmp_path / f"run{i}", model), delay, signum))
+
+    def one(plan: tuple[Path, list[str], float, int]) -> int:
+        out, argv, delay, signum = plan
+        rc, kept, _ = _interrupt(argv, delay, signum, out)
         if rc:
             _check_kept(kept, out, RUN_FILES)
-        outcomes.append(rc)
+        return rc
+
+    outcomes = _each(one, plans)
     assert sum(rc != 0 for rc in outcomes) >= RUNS_PER_BACKEND // 2, outcomes
+
+
+def _each(run, plans: list) -> list:
+    """`run` on each plan, two processes at a time: the runs are mostly waiting on imports."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(run, plans))
 
 
 def test_other_commands_interrupted(ml100k_files, tmp_path: Path) -> None:
@@ -157,21 +171,22 @@ def test_other_commands_interrupted(ml100k_files, tmp_path: Path) -> None:
     rng = random.Random("signals-commands")
     commands = [
         ["recommend", "--model", str(model), "--all-users", "--backend", "jax",
-         "--out", str(tmp_path / "rec" / "all.csv")],
+         "--out", str(tmp_path / "0" / "all.csv")],
         ["neighbors", "Aladdin", "--model", str(model), "--backend", "jax"],
-        ["explore", "--dataset", str(ml100k_files), "--out", str(tmp_path / "explore")],
+        ["explore", "--dataset", str(ml100k_files), "--out", str(tmp_path / "2")],
     ]  # fmt: skip
     trainable = [b for b in BACKENDS if b in _installed()]
     if len(trainable) >= 2:
         commands.append(["compare", "--dataset", str(ml100k_files), "--backends",
                          ",".join(trainable[:2]), "--steps", "20"])  # fmt: skip
-    interrupted = 0
-    for args in commands:
-        for _ in range(2):
-            signum = rng.choice([signal.SIGINT, signal.SIGTERM])
-            rc, _, _ = _interrupt(args, rng.uniform(0, 2.0), signum, tmp_path)
-            interrupted += rc != 0
-    assert interrupted >= len(commands), interrupted
+    plans = [
+        # Each command's own folder: the other process of the pair may be writing in its own.
+        (args, rng.uniform(0, 2.0), rng.choice([signal.SIGINT, signal.SIGTERM]), tmp_path / str(i))
+        for i, args in enumerate(commands)
+        for _ in range(2)
+    ]
+    outcomes = _each(lambda plan: _interrupt(*plan)[0], plans)
+    assert sum(rc != 0 for rc in outcomes) >= len(commands), outcomes
 
 
 def _installed() -> list[str]:

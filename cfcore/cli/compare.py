@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from . import _signals
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from .train import ModelKind, _build_mf, _load_split, _MFSettings
 
@@ -124,6 +125,7 @@ def compare(
             f"ratings), {opt}, {settings.steps} steps, seed {seed}; backends " + ", ".join(names),
             highlight=False,
         )
+        _signals.stage("during training on " + ", ".join(names))
         with console.status("training on " + ", ".join(names) + " ..."):
             runs = agreement.train_on_backends(
                 lambda: _build_mf(model, settings, regularization, gravity, "gather"),
@@ -143,6 +145,8 @@ def compare(
         )
         console.print(_table(result))
         if out is not None:
+            _signals.output(out)
+            _signals.stage(f"while writing {out}")
             _write(out, result)
     except _ERRORS as err:
         raise fail(err) from err

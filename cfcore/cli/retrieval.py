@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from . import _signals
 from ._common import OptimizerKind, console, fail
 
 MODEL_FILE = "model.npz"
@@ -49,6 +50,7 @@ def model_path(path: Path) -> Path:
 def _load_model(path: Path) -> Any:
     from ..persistence import load
 
+    _signals.stage("while loading the model")
     return load(model_path(path))
 
 
@@ -113,6 +115,8 @@ def recommend(
         if all_users:
             if out is None:
                 raise ValueError("--all-users writes a CSV: give it with --out")
+            _signals.output(out.parent)
+            _signals.stage("while scoring")
             values, idx = retrieval.batch_recommend(
                 m,
                 k=k,
@@ -122,6 +126,7 @@ def recommend(
                 progress=progress,
             )
             frame = _batch_frame(m, values, idx)
+            _signals.stage(f"while writing {out}")
             atomic_write(out, lambda p: frame.to_csv(p, index=False))
             console.print(
                 f"wrote {len(frame)} recommendations for {values.shape[0]} users to {out}"
@@ -146,6 +151,8 @@ def recommend(
         cols = ["user_id", "rank", "item_id", "score"] + [
             c for c in ("title", "genres") if c in frame
         ]
+        _signals.output(out.parent)
+        _signals.stage(f"while writing {out}")
         atomic_write(out, lambda p: frame[cols].to_csv(p, index=False))
         console.print(f"wrote {out}")
 
@@ -348,7 +355,10 @@ def rate(
         m = _load_model(model)
         mine = read_user_ratings(ratings, model=m) if ratings is not None else prompt_ratings(m)
         if save_ratings is not None:
+            _signals.output(save_ratings.parent)
+            _signals.stage(f"while writing {save_ratings}")
             write_user_ratings(save_ratings, mine)
+            _signals.kept(f"your ratings are in {save_ratings}")
             console.print(f"wrote your ratings to {save_ratings}")
         softmax = _is_softmax(m)
         if softmax and reg is not None:
@@ -364,6 +374,7 @@ def rate(
         frame = retrieval.recommend(m, uid, k=k, measure=measure)
         _print_items(frame, f"Top {len(frame)} for you")
         if retrain_steps > 0:
+            _signals.stage("during retraining")
             if softmax:
                 # The model's own features (your movies included): you join the training users.
                 kind = (optimizer or OptimizerKind.adagrad).value
@@ -388,6 +399,8 @@ def rate(
             frame = retrieval.recommend(m, uid, k=k, measure=measure)
             _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
         if save_model is not None:
+            _signals.output(save_model.parent)
+            _signals.stage(f"while saving the model to {save_model}")
             m.save(save_model)
             console.print(f"saved the model with you as user {uid} to {save_model}")
     except _ERRORS as err:
