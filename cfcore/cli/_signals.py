@@ -152,7 +152,7 @@ def _retry() -> None:
 
     def again() -> None:
         _command.retrying = True
-        _thread.interrupt_main(_command.pending or signal.SIGINT)
+        _thread.interrupt_main(signal.Signals(_command.pending or signal.SIGINT))
 
     timer = threading.Timer(0.02, again)
     timer.daemon = True
