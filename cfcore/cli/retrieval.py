@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from ..validate import check_float, check_int
 from . import _signals
 from ._common import OptimizerKind, console, fail
 
@@ -110,11 +111,13 @@ def recommend(
         )
         if chosen != 1:
             raise ValueError("give exactly one of --user, --user-index and --all-users")
+        if all_users and out is None:
+            raise ValueError("--all-users writes a CSV: give it with --out")
+        _check_options(k=k, measure=measure, backend=backend, outputs=(out,))
+        if user_index is not None:
+            check_int("--user-index", user_index, minimum=0)
         m = _load_model(model)
-        retrieval.parse_measure(measure)
-        if all_users:
-            if out is None:
-                raise ValueError("--all-users writes a CSV: give it with --out")
+        if all_users and out is not None:  # (out was checked above)
             _signals.output(out.parent)
             _signals.stage("while scoring")
             values, idx = retrieval.batch_recommend(
@@ -197,6 +200,7 @@ def neighbors(
     try:
         if (title is None) == (item_id is None):
             raise ValueError("give a TITLE or --item-id (one of them)")
+        _check_options(k=k, measure=measure, backend=backend)
         m = _load_model(model)
         row = None if item_id is None else retrieval.find_item(m, item_id)
         with warnings.catch_warnings():
@@ -349,9 +353,12 @@ def rate(
     from ..specs import make_optimizer
 
     try:
-        if retrain_steps < 0:
-            raise ValueError(f"--retrain-steps must be >= 0, got {retrain_steps}")
-        retrieval.parse_measure(measure)
+        _check_options(k=k, measure=measure, backend=backend, outputs=(save_ratings, save_model))
+        check_int("--retrain-steps", retrain_steps, minimum=0)
+        if reg is not None:
+            check_float("--reg", reg, minimum=0)
+        if learning_rate is not None:
+            check_float("--lr", learning_rate, exclusive_minimum=0)
         m = _load_model(model)
         mine = read_user_ratings(ratings, model=m) if ratings is not None else prompt_ratings(m)
         if save_ratings is not None:
@@ -405,6 +412,29 @@ def rate(
             console.print(f"saved the model with you as user {uid} to {save_model}")
     except _ERRORS as err:
         raise fail(err) from err
+
+
+def _check_options(
+    *, k: int, measure: str, backend: str | None, outputs: tuple[Path | None, ...] = ()
+) -> None:
+    """Refuses, before the model is read, options no run can use (naming them).
+
+    Raises:
+        ArgumentValueError: --k below 1, an unknown --measure.
+        BackendError: no backend of that name.
+        FileAccessError: an output file that cannot be written.
+    """
+    from .. import retrieval
+    from ..backend.registry import check_backend_name
+    from ..io.atomic import check_output_path
+
+    check_int("--k", k, minimum=1)
+    retrieval.parse_measure(measure)
+    if backend is not None:
+        check_backend_name(backend)
+    for path in outputs:
+        if path is not None:
+            check_output_path(path)
 
 
 def register(app: typer.Typer) -> None:

@@ -283,36 +283,38 @@ def train(
             posterior={"samples": posterior_samples, "burn_in": burn_in,
                        "noise_precision": noise_precision, "thin": thin},
         )  # fmt: skip
-        settings = _MFSettings.resolve(
-            model,
-            dim=dim,
-            steps=steps,
-            learning_rate=learning_rate,
-            init_stddev=init_stddev,
-            optimizer=optimizer,
-            eval_every=1 if eval_every is None and model in ALS_MODELS else eval_every,
-        )
-        regularization = (
-            REGULARIZATION.get(model, 0.1) if regularization is None else regularization
-        )
-        gravity = GRAVITY.get(model, 1.0) if gravity is None else gravity
         # The model now: its constructor's checks too come before any work.
         if model is ModelKind.softmax:
             _build_softmax(feature_dims, hidden_dims, activation, loss)
-            m: Any = None
-        elif model in ALS_MODELS:
-            m = _build_als(
-                model, settings, regularization=regularization, gravity=gravity,
-                solver=solver.value, bias_regularization=bias_regularization,
-                unobserved_weight=unobserved_weight,
-            )  # fmt: skip
+            mf = None
         else:
-            m = _build_mf(model, settings, regularization, gravity, mse)
+            settings = _MFSettings.resolve(
+                model,
+                dim=dim,
+                steps=steps,
+                learning_rate=learning_rate,
+                init_stddev=init_stddev,
+                optimizer=optimizer,
+                eval_every=1 if eval_every is None and model in ALS_MODELS else eval_every,
+            )
+            regularization = (
+                REGULARIZATION.get(model, 0.1) if regularization is None else regularization
+            )
+            gravity = GRAVITY.get(model, 1.0) if gravity is None else gravity
+            if model in ALS_MODELS:
+                built: Any = _build_als(
+                    model, settings, regularization=regularization, gravity=gravity,
+                    solver=solver.value, bias_regularization=bias_regularization,
+                    unobserved_weight=unobserved_weight,
+                )  # fmt: skip
+            else:
+                built = _build_mf(model, settings, regularization, gravity, mse)
+            mf = (settings, built)
         _check_out(out)
     except _ERRORS as err:
         raise fail(err) from err
     _signals.output(out)
-    if model is ModelKind.softmax:
+    if mf is None:
         _train_softmax(
             backend=backend,
             dataset=dataset,
@@ -337,6 +339,7 @@ def train(
             report=wish,
         )
         return
+    settings, m = mf
     if model in ALS_MODELS:
         _train_als(
             model,
@@ -456,7 +459,7 @@ def _check_numbers(
     mse: str,
     threshold: float,
     numbers: dict[str, float | None],
-    posterior: dict[str, Any],
+    posterior: dict[str, Any] | None = None,
 ) -> None:
     """Refuses, naming the option and its value, a number no run can use (and an unknown
     backend, fold or MSE form): nothing is read or imported first.
@@ -481,14 +484,15 @@ def _check_numbers(
         ("--batch-size", batch_size, 1),
         ("--seed", seed, 0),
         ("--k", k, 1),
-        ("--posterior-samples", posterior["samples"], 0),
-        ("--burn-in", posterior["burn_in"], 0),
-        ("--thin", posterior["thin"], 1),
     ):
         if value is not None:
             check_int(flag, value, minimum=minimum)
+    if posterior is not None:
+        check_int("--posterior-samples", posterior["samples"], minimum=0)
+        check_int("--burn-in", posterior["burn_in"], minimum=0)
+        check_int("--thin", posterior["thin"], minimum=1)
+        check_float("--noise-precision", posterior["noise_precision"], exclusive_minimum=0)
     check_float("--holdout", holdout, exclusive_minimum=0, exclusive_maximum=1)
-    check_float("--noise-precision", posterior["noise_precision"], exclusive_minimum=0)
     check_float("--threshold", threshold)
     for flag, value in numbers.items():
         if value is not None:

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from ..errors import CfcoreError
+from ..validate import check_float, check_int
 from . import _signals
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
 
@@ -100,6 +101,21 @@ class _Writer:
             )
 
 
+def _check_out(out: Path, png: bool, html: bool) -> None:
+    """Refuses, before any work, an --out where the command's files cannot be written.
+
+    Raises:
+        ValueError: --no-png and --no-html together.
+        FileAccessError: `out` is a file, lies under a file, or is (or would be created in) a
+            folder this process may not write into.
+    """
+    from cfcore.io.atomic import check_output_path
+
+    if not png and not html:
+        raise ValueError("--no-png and --no-html together leave nothing to write")
+    check_output_path(out / "report.html")
+
+
 def _rich_table(frame: Any, title: str, floatfmt: str = ".3f") -> Table:
     df = frame.reset_index() if frame.index.name is not None else frame
     table = Table(title=title)
@@ -139,6 +155,7 @@ def explore(
         if top < 1 or min_ratings < 1:
             bad = ("--top", top) if top < 1 else ("--min-ratings", min_ratings)
             raise ValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
+        _check_out(out, png, html)
         _signals.stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         r = ds.ratings
@@ -295,8 +312,11 @@ def plot(
     try:
         if not history and not embeddings:
             raise ValueError("nothing to plot: pass --history and/or --embeddings files")
-        if not png and not html:
-            raise ValueError("--no-png and --no-html together leave nothing to write")
+        if embeddings and tsne:
+            check_float("--perplexity", perplexity, exclusive_minimum=0)
+            check_int("--tsne-iter", tsne_iter, minimum=250)
+            check_int("--seed", seed, minimum=0)
+        _check_out(out, png, html)
         w = _Writer(out, png, html)
         _signals.stage("while drawing the charts")
         hist_labels = _labels(history, None)
