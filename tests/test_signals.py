@@ -31,7 +31,7 @@ pytestmark = [
 _ROOT = Path(__file__).resolve().parents[1]
 _LINE = re.compile(r"^interrupted \((SIGINT|SIGTERM)\) (.+); (.+)$")
 _BAD = ("Traceback", "Fatal Python error", "Exception ignored", "Segmentation fault")
-RUNS_PER_BACKEND = 8
+RUNS_PER_BACKEND = 6
 
 
 def _env() -> dict[str, str]:
