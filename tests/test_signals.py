@@ -47,8 +47,9 @@ def _handlers_installed(pid: int) -> bool:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return True  # it has ended: nothing to wait for
-    mask = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
-    return bool(mask >> (signal.SIGTERM - 1) & 1)
+    found = re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M)
+    assert found is not None, status
+    return bool(int(found.group(1), 16) >> (signal.SIGTERM - 1) & 1)
 
 
 def _start(args: list[str]) -> subprocess.Popen:
