@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from . import _signals
 from ._quiet import configure as _configure_logging
+from ._signals import handled as _handled_signals
 from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
@@ -50,5 +50,5 @@ _register_compare(app)
 
 def main() -> None:
     """The `cfcore` console script: the app, ended cleanly by SIGINT or SIGTERM (`_signals`)."""
-    with _signals.handled():
+    with _handled_signals():
         app()

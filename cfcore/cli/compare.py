@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from . import _signals
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
+from ._signals import output, stage
 from .train import ModelKind, _build_mf, _check_numbers, _load_split, _MFSettings
 
 _ERRORS = (ValueError, OSError, FloatingPointError, TypeError, ImportError)
@@ -139,7 +139,7 @@ def compare(
             f"ratings), {opt}, {settings.steps} steps, seed {seed}; backends " + ", ".join(names),
             highlight=False,
         )
-        _signals.stage("during training on " + ", ".join(names))
+        stage("during training on " + ", ".join(names))
         with console.status("training on " + ", ".join(names) + " ..."):
             runs = agreement.train_on_backends(
                 lambda: _build_mf(model, settings, regularization, gravity, "gather"),
@@ -159,8 +159,8 @@ def compare(
         )
         console.print(_table(result))
         if out is not None:
-            _signals.output(out)
-            _signals.stage(f"while writing {out}")
+            output(out)
+            stage(f"while writing {out}")
             _write(out, result)
     except _ERRORS as err:
         raise fail(err) from err

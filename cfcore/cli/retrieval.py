@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from ..validate import check_float, check_int
-from . import _signals
 from ._common import OptimizerKind, console, fail
+from ._signals import kept, output, stage
 
 MODEL_FILE = "model.npz"
 
@@ -51,7 +51,7 @@ def model_path(path: Path) -> Path:
 def _load_model(path: Path) -> Any:
     from ..persistence import load
 
-    _signals.stage("while loading the model")
+    stage("while loading the model")
     return load(model_path(path))
 
 
@@ -118,8 +118,8 @@ def recommend(
             check_int("--user-index", user_index, minimum=0)
         m = _load_model(model)
         if all_users and out is not None:  # (out was checked above)
-            _signals.output(out.parent)
-            _signals.stage("while scoring")
+            output(out.parent)
+            stage("while scoring")
             values, idx = retrieval.batch_recommend(
                 m,
                 k=k,
@@ -129,7 +129,7 @@ def recommend(
                 progress=progress,
             )
             frame = _batch_frame(m, values, idx)
-            _signals.stage(f"while writing {out}")
+            stage(f"while writing {out}")
             atomic_write(out, lambda p: frame.to_csv(p, index=False))
             console.print(
                 f"wrote {len(frame)} recommendations for {values.shape[0]} users to {out}"
@@ -154,8 +154,8 @@ def recommend(
         cols = ["user_id", "rank", "item_id", "score"] + [
             c for c in ("title", "genres") if c in frame
         ]
-        _signals.output(out.parent)
-        _signals.stage(f"while writing {out}")
+        output(out.parent)
+        stage(f"while writing {out}")
         atomic_write(out, lambda p: frame[cols].to_csv(p, index=False))
         console.print(f"wrote {out}")
 
@@ -362,10 +362,10 @@ def rate(
         m = _load_model(model)
         mine = read_user_ratings(ratings, model=m) if ratings is not None else prompt_ratings(m)
         if save_ratings is not None:
-            _signals.output(save_ratings.parent)
-            _signals.stage(f"while writing {save_ratings}")
+            output(save_ratings.parent)
+            stage(f"while writing {save_ratings}")
             write_user_ratings(save_ratings, mine)
-            _signals.kept(f"your ratings are in {save_ratings}")
+            kept(f"your ratings are in {save_ratings}")
             console.print(f"wrote your ratings to {save_ratings}")
         softmax = _is_softmax(m)
         if softmax and reg is not None:
@@ -381,7 +381,7 @@ def rate(
         frame = retrieval.recommend(m, uid, k=k, measure=measure)
         _print_items(frame, f"Top {len(frame)} for you")
         if retrain_steps > 0:
-            _signals.stage("during retraining")
+            stage("during retraining")
             if softmax:
                 # The model's own features (your movies included): you join the training users.
                 kind = (optimizer or OptimizerKind.adagrad).value
@@ -406,8 +406,8 @@ def rate(
             frame = retrieval.recommend(m, uid, k=k, measure=measure)
             _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
         if save_model is not None:
-            _signals.output(save_model.parent)
-            _signals.stage(f"while saving the model to {save_model}")
+            output(save_model.parent)
+            stage(f"while saving the model to {save_model}")
             m.save(save_model)
             console.print(f"saved the model with you as user {uid} to {save_model}")
     except _ERRORS as err:

@@ -18,8 +18,8 @@ import typer
 from rich.table import Table
 
 from ..errors import CfcoreError
-from . import _signals
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
+from ._signals import deferred, kept, output, stage
 
 # What a failed `train` reports as `error: ...` with exit code 1 (anything else is a bug).
 _ERRORS = (CfcoreError, ValueError, OSError, FloatingPointError, TypeError, MemoryError)
@@ -313,7 +313,7 @@ def train(
         _check_out(out)
     except _ERRORS as err:
         raise fail(err) from err
-    _signals.output(out)
+    output(out)
     if mf is None:
         _train_softmax(
             backend=backend,
@@ -370,8 +370,8 @@ def train(
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test ratings), backend {be.name}, {opt}"
         )
-        _signals.stage("during training")
-        with _signals.deferred():
+        stage("during training")
+        with deferred():
             history = m.fit(
                 train_r,
                 test=test_r,
@@ -513,7 +513,7 @@ def _optimizer_and_backend(optimizer: OptimizerKind, learning_rate: float, backe
     import cfcore
 
     opt = cfcore.optimizers.make_optimizer(optimizer.value, learning_rate)
-    _signals.stage("while starting the backend")
+    stage("while starting the backend")
     return opt, cfcore.get_backend(backend)
 
 
@@ -537,19 +537,19 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
     change meanwhile), the run is written to a new temporary folder instead, so the trained
     model is never lost; the command then says where it is and exits with code 1.
     """
-    _signals.stage("while writing the run files")
-    _signals.kept(f"the run's files in {out} may be incomplete")
+    stage("while writing the run files")
+    kept(f"the run's files in {out} may be incomplete")
     try:
-        with _signals.deferred():  # a first signal lets the three files be written
+        with deferred():  # a first signal lets the three files be written
             _write_files(out, history, emb, model)
     except _ERRORS as err:
         import tempfile
 
         try:
             rescue = Path(tempfile.mkdtemp(prefix="cfcore-run-"))
-            _signals.output(rescue)
-            _signals.kept(f"the run's files in {rescue} may be incomplete")
-            with _signals.deferred():
+            output(rescue)
+            kept(f"the run's files in {rescue} may be incomplete")
+            with deferred():
                 _write_files(rescue, history, emb, model)
         except _ERRORS as err2:
             console.print(
@@ -563,7 +563,7 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
             f"cfcore recommend --model {rescue})."
         )
         raise typer.Exit(code=1) from err
-    _signals.kept(f"the run is in {out}")
+    kept(f"the run is in {out}")
     console.print(
         f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
         f"(use it with: cfcore recommend --model {out})"
@@ -604,7 +604,7 @@ def _write_report(
         return
     from cfcore import viz
 
-    _signals.stage("while writing report.html")
+    stage("while writing report.html")
 
     try:
         sections = [
@@ -674,7 +674,7 @@ class _MFSettings:
 
 def _load_split(dataset: str, data_dir: Path | None, fold: str | None, holdout: float, seed: int):
     """The dataset and its (train, test) ratings: a canonical fold, or a seeded random split."""
-    _signals.stage("while loading the data")
+    stage("while loading the data")
     ds = load_dataset(dataset, data_dir)
     if fold is not None:
         train_r, test_r = ds.fold(fold)
@@ -705,7 +705,7 @@ def _build_mf(
 
 def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFrame) -> None:
     """The MSE, RMSE and MAE on both splits, and the last loss parts of a regularized model."""
-    _signals.stage("while evaluating the model")
+    stage("while evaluating the model")
     table = Table(title=f"after {m.step} steps")
     table.add_column("split")
     for col in ("MSE", "RMSE", "MAE", "ratings"):
@@ -754,7 +754,7 @@ def _train_als(
         ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
         fit: dict[str, Any] = {"steps": settings.steps, "seed": seed, "progress": progress}
         fit["eval_every"] = settings.eval_every
-        _signals.stage("while starting the backend")
+        stage("while starting the backend")
         be = cfcore.get_backend(backend)
         how = "ALS sweeps"
         if model is ModelKind.biased and optimizer_given:
@@ -771,8 +771,8 @@ def _train_als(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test "
             f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
         )
-        _signals.stage("during training")
-        with _signals.deferred():
+        stage("during training")
+        with deferred():
             history = m.fit(train_r, backend=be, **fit)
         if posterior["samples"]:
             console.print(
@@ -780,8 +780,8 @@ def _train_als(
                 f"{posterior['burn_in']} of burn-in (one in {posterior['thin']} kept), noise "
                 f"precision {posterior['noise_precision']:g}"
             )
-            _signals.stage("during posterior sampling")
-            with _signals.deferred():
+            stage("during posterior sampling")
+            with deferred():
                 m = m.sample_posterior(
                     train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
                 )
@@ -826,7 +826,7 @@ def _build_als(
 
 def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: Any) -> None:
     """Recall and NDCG at k of the held-out positives, training positives left out."""
-    _signals.stage("while evaluating the model")
+    stage("while evaluating the model")
     from cfcore.eval.metrics import ranking_metrics
     from cfcore.retrieval import batch_recommend
 
@@ -930,14 +930,14 @@ def _train_softmax(
             d["learning_rate"] if learning_rate is None else learning_rate,
             backend,
         )
-        _signals.stage("while loading the data")
+        stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({ds.ratings.num_users} users, {len(ds.ratings)} "
             f"ratings; {protocol.value} protocol), backend {be.name}, {opt}"
         )
-        _signals.stage("during training")
-        with _signals.deferred():
+        stage("during training")
+        with deferred():
             history = m.fit(
                 ds,
                 steps=d["steps"] if steps is None else steps,
@@ -950,7 +950,7 @@ def _train_softmax(
                 k=k,
                 progress=progress,
             )
-        _signals.stage("while evaluating the model")
+        stage("while evaluating the model")
         got = m.evaluate(k=k)
         baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
     except _ERRORS as err:

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from ..errors import CfcoreError
 from ..validate import check_float, check_int
-from . import _signals
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
+from ._signals import kept, output, stage
 
 _ERRORS = (CfcoreError, ValueError, OSError, TypeError, KeyError, MemoryError)
 
@@ -46,12 +46,12 @@ class _Writer:
         self.out, self.png, self.html = out, png, html
         self.written: list[Path] = []
         self.sections: list[tuple[str, Any]] = []
-        _signals.output(out)
+        output(out)
 
     def _wrote(self, path: Path) -> None:
         self.written.append(path)
         names = ", ".join(p.name for p in self.written)
-        _signals.kept(f"written in {self.out}: {names}")
+        kept(f"written in {self.out}: {names}")
 
     def chart(self, name: str, make_chart: Any, make_figure: Any, heading: str = "") -> None:
         """Adds a chart to the report (HTML) and writes `<name>.png` (PNG)."""
@@ -69,7 +69,7 @@ class _Writer:
 
         if not self.sections:
             return None
-        _signals.stage("while writing report.html")
+        stage("while writing report.html")
         path = viz.save_report(self.sections, self.out / "report.html", title=title, intro=intro)
         self._wrote(path)
         return path
@@ -156,11 +156,11 @@ def explore(
             bad = ("--top", top) if top < 1 else ("--min-ratings", min_ratings)
             raise ValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
         _check_out(out, png, html)
-        _signals.stage("while loading the data")
+        stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         r = ds.ratings
         w = _Writer(out, png, html)
-        _signals.stage("while drawing the charts")
+        stage("while drawing the charts")
         with console.status("drawing the user and movie charts ..."):
             w.chart(
                 "users",
@@ -318,7 +318,7 @@ def plot(
             check_int("--seed", seed, minimum=0)
         _check_out(out, png, html)
         w = _Writer(out, png, html)
-        _signals.stage("while drawing the charts")
+        stage("while drawing the charts")
         hist_labels = _labels(history, None)
         frames = [_read_history(p) for p in history]
         for lab, frame in zip(hist_labels, frames, strict=True):
@@ -331,7 +331,7 @@ def plot(
         if embeddings:
             labels = _labels(embeddings, label)
             models = {lab: _read_embeddings(p) for lab, p in zip(labels, embeddings, strict=True)}
-            _signals.stage("while loading the data")
+            stage("while loading the data")
             ds = load_dataset(dataset, data_dir)
             # Checks every file against the catalog before the slow t-SNE starts.
             viz.embedding_norms(models, ds.ratings)
@@ -393,7 +393,7 @@ def _tsne_all(
             n = len(emb["item"])
             # scikit-learn reports no progress of its own: the spinner and clock show it is alive.
             bar.update(task, description=f"t-SNE of {lab} ({n} items)")
-            _signals.stage(f"during the t-SNE of {lab}")
+            stage(f"during the t-SNE of {lab}")
             xy = viz.tsne(emb, perplexity=perplexity, seed=seed, max_iter=max_iter)
             title = f"t-SNE of the item embeddings: {lab}"
             w.chart(
