@@ -171,7 +171,11 @@ def _line(signum: int) -> str:
     if _command.loop is not None:
         what, done, total = _command.loop
         unit = _UNITS.get(what, "step")
-        where = f"during {what} at {unit} {done} of {total}"
+        where = (
+            f"during {what} at {unit} {done} of {total}"
+            if done
+            else f"during {what}, before its first {unit} of {total} ended"
+        )
     return f"interrupted ({name}) {where}; {_command.kept}"
 
 
