@@ -27,6 +27,7 @@ folders they write into with `output` (searched for this process's temporary fil
 from __future__ import annotations
 
 import _thread
+import atexit
 import contextlib
 import gc
 import os
@@ -206,27 +207,58 @@ def _exit(signum: int) -> None:
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """Runs the command line with the handlers installed; an interruption ends the process.
+    """Runs the command line with the handlers installed, and ends the process after it.
 
-    The handlers stay installed after the block (the process is about to exit: a signal during
-    interpreter shutdown ends it at once with the line, rather than with a traceback).
+    An interruption ends it as the module says. A command that ends otherwise (`sys.exit`, as
+    Typer always ends) runs the `atexit` functions with the handlers still installed, then ends
+    with `os._exit` too: Python's own shutdown would put the default handlers back first (a
+    SIGTERM then killed the process silently while the frameworks were torn down) and tear the
+    frameworks down under their threads. Any other exception (a bug) propagates as usual.
     """
     for s in SIGNALS:
         signal.signal(s, _on_signal)
     progress.safe_point = _safe_point
     try:
         yield
+    except SystemExit as err:
+        _interrupted_by(err)
+        _end(err.code)
     except BaseException as err:
-        # Typer turns a KeyboardInterrupt into its Exit(130), and that into SystemExit: the
-        # Interrupted is somewhere in the chain of causes.
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, Interrupted):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, Interrupted):
-            _exit(cause.signum)
+        _interrupted_by(err)
         _exiting()
         raise
+    _end(0)
+
+
+def _interrupted_by(err: BaseException) -> None:
+    """Ends the process if `err` comes from an interruption."""
+    # Typer turns a KeyboardInterrupt into its Exit(130), and that into SystemExit: the
+    # Interrupted is somewhere in the chain of causes.
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, Interrupted):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, Interrupted):
+        _exit(cause.signum)
+
+
+def _end(code: object) -> None:
+    """Ends the process as `sys.exit(code)` would, the `atexit` functions run first."""
     _exiting()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"{code}\n")
+        status = 1
+    atexit._run_exitfuncs()  # flushes logging, runs weakref finalizers, clears JAX's backends
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if _command.pending is not None:  # arrived during the atexit functions
+        _exit(_command.pending)
+    os._exit(status)
 
 
 def _exiting() -> None:
