@@ -66,3 +66,19 @@ class NumericalError(CfcoreError, FloatingPointError):
 
 class MissingDependencyError(CfcoreError, ImportError):
     """An optional feature whose package is not installed; the message names the package."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT or SIGTERM received while a `cfcore` command ran (raised by the command line).
+
+    A `KeyboardInterrupt`, not a `CfcoreError`: it is no refusal of an input, and
+    `except Exception` (or `except CfcoreError`) must not swallow it on its way to the command,
+    which removes its temporary files, prints one line and exits with `128 + signum`.
+
+    Attributes:
+        signum: the signal's number (`signal.SIGINT`, `signal.SIGTERM`).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

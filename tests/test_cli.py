@@ -237,10 +237,10 @@ def test_zero_steps(ml100k, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--eval-every", "0"), "eval_every must be a positive int, got 0"),
-        (("--holdout", "1.5"), "holdout_fraction must be strictly between 0 and 1, got 1.5"),
-        (("--batch-size", "0"), "batch_size must be an int in [1, 90000]"),
-        (("--dim", "0"), "embedding_dim must be a positive int, got 0"),
+        (("--eval-every", "0"), "--eval-every must be a positive int, got 0"),
+        (("--holdout", "1.5"), "--holdout must be in (0, 1), got 1.5"),
+        (("--batch-size", "0"), "--batch-size must be a positive int, got 0"),
+        (("--dim", "0"), "--dim must be a positive int, got 0"),
         (("--mse", "sparse"), "mse must be one of ('gather', 'dense'), got 'sparse'"),
     ],
 )

@@ -139,7 +139,7 @@ def test_recommend_all_users_batched_on_tf(app, model_dir, model, tmp_path: Path
     ("args", "needles"),
     [
         (("--user", "944"), ["user id '944' is not among the model's 943 users (ids 1..943)"]),
-        (("--user", "1", "-k", "0"), ["k=0 is out of range", "1682"]),
+        (("--user", "1", "-k", "0"), ["--k must be a positive int, got 0"]),
         (("--user", "1", "-k", "1683"), ["k=1683 is out of range", "catalogue size 1682"]),
         (("--user", "1", "--measure", "euclid"), ["unknown similarity measure 'euclid'"]),
         ((), ["give exactly one of --user, --user-index and --all-users"]),
@@ -189,7 +189,7 @@ def test_neighbors_by_title_lists_other_matches(app, model_dir, model):
         (("Zzyzx",), ["no title in the catalog contains 'Zzyzx'"]),
         (("--item-id", "0"), ["item id '0' is not among the model's 1682 items"]),
         ((), ["give a TITLE or --item-id"]),
-        (("Heat", "-k", "-2"), ["k=-2 is out of range"]),
+        (("Heat", "-k", "-2"), ["--k must be a positive int, got -2"]),
     ],
 )
 def test_neighbors_bad_input(app, model_dir, args, needles):

@@ -220,6 +220,19 @@ def available_backends() -> list[str]:
     return out
 
 
+def check_backend_name(name: str) -> str:
+    """`name` in canonical form (`"tensorflow"` is `"tf"`), after refusing one that no backend
+    answers to. Nothing is imported: whether its framework loads is for `get_backend` to say.
+
+    Raises:
+        BackendError: no built-in, registered or plug-in backend has this name.
+    """
+    canonical = _canonical(name)
+    if canonical not in known_backends():
+        raise BackendError(_unknown(canonical))
+    return canonical
+
+
 def set_default_backend(name: str | None) -> None:
     """Sets the backend used when neither `backend=` nor `CFCORE_BACKEND` says otherwise."""
     global _default

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ._quiet import configure as _configure_logging
+from ._signals import handled as _handled_signals
 from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
@@ -48,4 +49,6 @@ _register_compare(app)
 
 
 def main() -> None:
-    app()
+    """The `cfcore` console script: the app, ended cleanly by SIGINT or SIGTERM (`_signals`)."""
+    with _handled_signals():
+        app()

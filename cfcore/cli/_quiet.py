@@ -102,9 +102,10 @@ def filtered_stderr() -> Iterator[None]:
         try:
             yield
         finally:
+            # fd 2 back first: an interruption (cfcore.cli._signals) prints its line there.
+            os.dup2(saved, 2)
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.flush()
-            os.dup2(saved, 2)
             os.close(saved)
             caught.seek(0)
             text = caught.read().decode("utf-8", errors="replace")

@@ -18,7 +18,8 @@ import typer
 from rich.table import Table
 
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
-from .train import ModelKind, _build_mf, _load_split, _MFSettings
+from ._signals import output, stage
+from .train import ModelKind, _build_mf, _check_numbers, _load_split, _MFSettings
 
 _ERRORS = (ValueError, OSError, FloatingPointError, TypeError, ImportError)
 
@@ -102,6 +103,20 @@ def compare(
             raise ValueError(
                 "--model softmax is not supported by compare yet: use mf or regularized"
             )
+        if model not in (ModelKind.mf, ModelKind.regularized):
+            raise ValueError(
+                f"--model {model.value} is not supported by compare: use mf or regularized"
+            )
+        _check_numbers(
+            backend=None, dim=dim, steps=steps, eval_every=eval_every, batch_size=batch_size,
+            seed=seed, k=1, holdout=holdout, fold=None, mse="gather", threshold=0.0,
+            numbers={"--lr": learning_rate, "--init-stddev": init_stddev,
+                     "--regularization": regularization, "--gravity": gravity},
+        )  # fmt: skip
+        if out is not None:
+            from cfcore.io.atomic import check_output_path
+
+            check_output_path(out / "compare.json")
         settings = _MFSettings.resolve(
             model,
             dim=dim,
@@ -124,6 +139,7 @@ def compare(
             f"ratings), {opt}, {settings.steps} steps, seed {seed}; backends " + ", ".join(names),
             highlight=False,
         )
+        stage("during training on " + ", ".join(names))
         with console.status("training on " + ", ".join(names) + " ..."):
             runs = agreement.train_on_backends(
                 lambda: _build_mf(model, settings, regularization, gravity, "gather"),
@@ -143,6 +159,8 @@ def compare(
         )
         console.print(_table(result))
         if out is not None:
+            output(out)
+            stage(f"while writing {out}")
             _write(out, result)
     except _ERRORS as err:
         raise fail(err) from err

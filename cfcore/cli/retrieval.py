@@ -16,7 +16,9 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from ..validate import check_float, check_int
 from ._common import OptimizerKind, console, fail
+from ._signals import kept, output, stage
 
 MODEL_FILE = "model.npz"
 
@@ -49,6 +51,7 @@ def model_path(path: Path) -> Path:
 def _load_model(path: Path) -> Any:
     from ..persistence import load
 
+    stage("while loading the model")
     return load(model_path(path))
 
 
@@ -108,11 +111,15 @@ def recommend(
         )
         if chosen != 1:
             raise ValueError("give exactly one of --user, --user-index and --all-users")
+        if all_users and out is None:
+            raise ValueError("--all-users writes a CSV: give it with --out")
+        _check_options(k=k, measure=measure, backend=backend, outputs=(out,))
+        if user_index is not None:
+            check_int("--user-index", user_index, minimum=0)
         m = _load_model(model)
-        retrieval.parse_measure(measure)
-        if all_users:
-            if out is None:
-                raise ValueError("--all-users writes a CSV: give it with --out")
+        if all_users and out is not None:  # (out was checked above)
+            output(out.parent)
+            stage("while scoring")
             values, idx = retrieval.batch_recommend(
                 m,
                 k=k,
@@ -122,6 +129,7 @@ def recommend(
                 progress=progress,
             )
             frame = _batch_frame(m, values, idx)
+            stage(f"while writing {out}")
             atomic_write(out, lambda p: frame.to_csv(p, index=False))
             console.print(
                 f"wrote {len(frame)} recommendations for {values.shape[0]} users to {out}"
@@ -146,6 +154,8 @@ def recommend(
         cols = ["user_id", "rank", "item_id", "score"] + [
             c for c in ("title", "genres") if c in frame
         ]
+        output(out.parent)
+        stage(f"while writing {out}")
         atomic_write(out, lambda p: frame[cols].to_csv(p, index=False))
         console.print(f"wrote {out}")
 
@@ -190,6 +200,7 @@ def neighbors(
     try:
         if (title is None) == (item_id is None):
             raise ValueError("give a TITLE or --item-id (one of them)")
+        _check_options(k=k, measure=measure, backend=backend)
         m = _load_model(model)
         row = None if item_id is None else retrieval.find_item(m, item_id)
         with warnings.catch_warnings():
@@ -342,13 +353,19 @@ def rate(
     from ..specs import make_optimizer
 
     try:
-        if retrain_steps < 0:
-            raise ValueError(f"--retrain-steps must be >= 0, got {retrain_steps}")
-        retrieval.parse_measure(measure)
+        _check_options(k=k, measure=measure, backend=backend, outputs=(save_ratings, save_model))
+        check_int("--retrain-steps", retrain_steps, minimum=0)
+        if reg is not None:
+            check_float("--reg", reg, minimum=0)
+        if learning_rate is not None:
+            check_float("--lr", learning_rate, exclusive_minimum=0)
         m = _load_model(model)
         mine = read_user_ratings(ratings, model=m) if ratings is not None else prompt_ratings(m)
         if save_ratings is not None:
+            output(save_ratings.parent)
+            stage(f"while writing {save_ratings}")
             write_user_ratings(save_ratings, mine)
+            kept(f"your ratings are in {save_ratings}")
             console.print(f"wrote your ratings to {save_ratings}")
         softmax = _is_softmax(m)
         if softmax and reg is not None:
@@ -364,6 +381,7 @@ def rate(
         frame = retrieval.recommend(m, uid, k=k, measure=measure)
         _print_items(frame, f"Top {len(frame)} for you")
         if retrain_steps > 0:
+            stage("during retraining")
             if softmax:
                 # The model's own features (your movies included): you join the training users.
                 kind = (optimizer or OptimizerKind.adagrad).value
@@ -388,10 +406,35 @@ def rate(
             frame = retrieval.recommend(m, uid, k=k, measure=measure)
             _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
         if save_model is not None:
+            output(save_model.parent)
+            stage(f"while saving the model to {save_model}")
             m.save(save_model)
             console.print(f"saved the model with you as user {uid} to {save_model}")
     except _ERRORS as err:
         raise fail(err) from err
+
+
+def _check_options(
+    *, k: int, measure: str, backend: str | None, outputs: tuple[Path | None, ...] = ()
+) -> None:
+    """Refuses, before the model is read, options no run can use (naming them).
+
+    Raises:
+        ArgumentValueError: --k below 1, an unknown --measure.
+        BackendError: no backend of that name.
+        FileAccessError: an output file that cannot be written.
+    """
+    from .. import retrieval
+    from ..backend.registry import check_backend_name
+    from ..io.atomic import check_output_path
+
+    check_int("--k", k, minimum=1)
+    retrieval.parse_measure(measure)
+    if backend is not None:
+        check_backend_name(backend)
+    for path in outputs:
+        if path is not None:
+            check_output_path(path)
 
 
 def register(app: typer.Typer) -> None:

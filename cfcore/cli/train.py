@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..errors import CfcoreError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
+from ._signals import deferred, kept, output, stage
 
 # What a failed `train` reports as `error: ...` with exit code 1 (anything else is a bug).
 _ERRORS = (CfcoreError, ValueError, OSError, FloatingPointError, TypeError, MemoryError)
@@ -251,13 +252,69 @@ def train(
     user and item biases (ALS sweeps, or gradient steps with --optimizer).
     """
     wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
-    if posterior_samples and model is not ModelKind.biased:
-        raise fail(f"--posterior-samples applies to --model biased, not --model {model.value}")
     try:
-        _check_out(out)  # before training: an output error must not cost a finished run
+        # Every option before the data is read or a framework imported: a mistake must not
+        # cost a finished run.
+        _check_options(
+            model,
+            given={
+                "--dim": dim, "--lr": learning_rate, "--optimizer": optimizer,
+                "--init-stddev": init_stddev, "--regularization": regularization,
+                "--gravity": gravity, "--fold": fold, "--feature-dims": feature_dims,
+                "--hidden-dims": hidden_dims,
+            },
+            changed={
+                "--posterior-samples": posterior_samples != 0,
+                "--solver": solver is not ALSSolver.auto,
+                "--activation": activation is not Activation.none,
+                "--loss": loss is not SoftmaxLoss.full,
+                "--protocol": protocol is not Protocol.holdout,
+            },
+        )  # fmt: skip
+        _check_numbers(
+            backend=backend, dim=dim, steps=steps, eval_every=eval_every, batch_size=batch_size,
+            seed=seed, k=k, holdout=holdout, fold=fold, mse=mse, threshold=threshold,
+            numbers={
+                "--lr": learning_rate, "--init-stddev": init_stddev,
+                "--regularization": regularization, "--gravity": gravity,
+                "--bias-regularization": bias_regularization,
+                "--unobserved-weight": unobserved_weight,
+            },
+            posterior={"samples": posterior_samples, "burn_in": burn_in,
+                       "noise_precision": noise_precision, "thin": thin},
+        )  # fmt: skip
+        # The model now: its constructor's checks too come before any work.
+        if model is ModelKind.softmax:
+            _build_softmax(feature_dims, hidden_dims, activation, loss)
+            mf = None
+        else:
+            settings = _MFSettings.resolve(
+                model,
+                dim=dim,
+                steps=steps,
+                learning_rate=learning_rate,
+                init_stddev=init_stddev,
+                optimizer=optimizer,
+                eval_every=1 if eval_every is None and model in ALS_MODELS else eval_every,
+            )
+            regularization = (
+                REGULARIZATION.get(model, 0.1) if regularization is None else regularization
+            )
+            gravity = GRAVITY.get(model, 1.0) if gravity is None else gravity
+            if model in ALS_MODELS:
+                built: Any = _build_als(
+                    model, settings, regularization=regularization, gravity=gravity,
+                    solver=solver.value, bias_regularization=bias_regularization,
+                    unobserved_weight=unobserved_weight,
+                )  # fmt: skip
+            else:
+                built = _build_mf(model, settings, regularization, gravity, mse)
+            mf = (settings, built)
+        _check_out(out)
     except _ERRORS as err:
         raise fail(err) from err
-    if model is ModelKind.softmax:
+    output(out)
+    if mf is None:
         _train_softmax(
             backend=backend,
             dataset=dataset,
@@ -282,6 +339,7 @@ def train(
             report=wish,
         )
         return
+    settings, m = mf
     if model in ALS_MODELS:
         _train_als(
             model,
@@ -291,23 +349,9 @@ def train(
             fold=fold,
             holdout=holdout,
             seed=seed,
-            settings=_MFSettings.resolve(
-                model,
-                dim=dim,
-                steps=steps,
-                learning_rate=learning_rate,
-                init_stddev=init_stddev,
-                optimizer=optimizer,
-                eval_every=1 if eval_every is None else eval_every,
-            ),
+            settings=settings,
             optimizer_given=optimizer is not None,
-            regularization=REGULARIZATION.get(model, 0.1)
-            if regularization is None
-            else regularization,
-            gravity=GRAVITY.get(model, 1.0) if gravity is None else gravity,
-            solver=solver.value,
-            bias_regularization=bias_regularization,
-            unobserved_weight=unobserved_weight,
+            m=m,
             threshold=threshold,
             k=k,
             out=out,
@@ -320,40 +364,145 @@ def train(
             },  # fmt: skip
         )
         return
-    regularization = 0.1 if regularization is None else regularization
-    gravity = 1.0 if gravity is None else gravity
-    settings = _MFSettings.resolve(
-        model,
-        dim=dim,
-        steps=steps,
-        learning_rate=learning_rate,
-        init_stddev=init_stddev,
-        optimizer=optimizer,
-        eval_every=eval_every,
-    )
     try:
         ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
-        m = _build_mf(model, settings, regularization, gravity, mse)
         opt, be = _optimizer_and_backend(settings.optimizer, settings.learning_rate, backend)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test ratings), backend {be.name}, {opt}"
         )
-        history = m.fit(
-            train_r,
-            test=test_r,
-            steps=settings.steps,
-            optimizer=opt,
-            backend=be,
-            seed=seed,
-            batch_size=batch_size,
-            eval_every=settings.eval_every,
-            progress=progress,
-        )
+        stage("during training")
+        with deferred():
+            history = m.fit(
+                train_r,
+                test=test_r,
+                steps=settings.steps,
+                optimizer=opt,
+                backend=be,
+                seed=seed,
+                batch_size=batch_size,
+                eval_every=settings.eval_every,
+                progress=progress,
+            )
     except _ERRORS as err:
         raise fail(err, highlight=True) from err
     _print_mf_evaluation(m, train_r, test_r, history)
     _write_run(out, history, m.embeddings, m)
     _write_report(out, wish, history, m.embeddings, ds, f"{model.value} ({be.name})")
+
+
+# ---------------------------------------------------------------------------- options
+
+# What each model trains by: the options of the others mean nothing to it.
+_GRADIENT_ONLY = ("--optimizer", "--lr")
+_SOFTMAX_ONLY = ("--feature-dims", "--hidden-dims", "--activation", "--loss", "--protocol")
+
+
+def _check_options(model: ModelKind, *, given: dict[str, Any], changed: dict[str, bool]) -> None:
+    """Refuses options the model does not use, rather than ignoring them.
+
+    Args:
+        model: the --model.
+        given: options without a default, by flag: None when not given.
+        changed: options with a default, by flag: whether the user changed it.
+
+    Raises:
+        ArgumentValueError: naming the option and the model.
+    """
+    from cfcore.errors import ArgumentValueError
+
+    used = {flag for flag, value in given.items() if value is not None}
+    used |= {flag for flag, on in changed.items() if on}
+
+    def refuse(flags: tuple[str, ...], why: str) -> None:
+        for flag in flags:
+            if flag in used:
+                raise ArgumentValueError(f"{flag} {why}")
+
+    name = f"--model {model.value}"
+    if model is not ModelKind.biased:
+        refuse(("--posterior-samples",), f"applies to --model biased, not {name}")
+    if model is ModelKind.softmax:
+        for flag, instead in (
+            ("--dim", "--feature-dims and --hidden-dims"),
+            ("--init-stddev", "nothing: the tables start as the notebook's"),
+            ("--fold", "--protocol (the softmax model splits users, not ratings)"),
+        ):
+            refuse((flag,), f"applies to the matrix-factorization models; for {name} use {instead}")
+        refuse(("--regularization", "--gravity", "--solver"), f"does not apply to {name}")
+        return
+    refuse(_SOFTMAX_ONLY, f"applies to --model softmax, not {name}")
+    if model in (ModelKind.wals, ModelKind.ials):
+        refuse(_GRADIENT_ONLY, f"applies to gradient training; {name} is trained by ALS sweeps")
+    if model is ModelKind.biased and "--optimizer" not in used:
+        refuse(("--lr",), "applies to gradient training: give --optimizer too (without it "
+               "--model biased is trained by ALS sweeps)")  # fmt: skip
+    if model is ModelKind.mf:
+        refuse(("--regularization", "--gravity"), "applies to --model regularized, wals, "
+               "ials and biased; --model mf has no penalty")  # fmt: skip
+    if model is ModelKind.ials:
+        refuse(("--gravity",), "does not apply to --model ials")
+    if model not in ALS_MODELS:
+        refuse(("--solver",), f"applies to --model wals, ials and biased, not {name}")
+
+
+def _check_numbers(
+    *,
+    backend: str | None,
+    dim: int | None,
+    steps: int | None,
+    eval_every: int | None,
+    batch_size: int | None,
+    seed: int,
+    k: int,
+    holdout: float,
+    fold: str | None,
+    mse: str,
+    threshold: float,
+    numbers: dict[str, float | None],
+    posterior: dict[str, Any] | None = None,
+) -> None:
+    """Refuses, naming the option and its value, a number no run can use (and an unknown
+    backend, fold or MSE form): nothing is read or imported first.
+
+    Raises:
+        ArgumentValueError: a count below its minimum, a coefficient negative or not finite, a
+            holdout outside (0, 1), an unknown fold or MSE form.
+        BackendError: no backend of that name.
+    """
+    from cfcore.backend.registry import check_backend_name
+    from cfcore.data import FOLDS_100K
+    from cfcore.errors import ArgumentValueError
+    from cfcore.specs import check_mse
+    from cfcore.validate import check_float, check_int
+
+    if backend is not None:
+        check_backend_name(backend)
+    for flag, value, minimum in (
+        ("--dim", dim, 1),
+        ("--steps", steps, 1),
+        ("--eval-every", eval_every, 1),
+        ("--batch-size", batch_size, 1),
+        ("--seed", seed, 0),
+        ("--k", k, 1),
+    ):
+        if value is not None:
+            check_int(flag, value, minimum=minimum)
+    if posterior is not None:
+        check_int("--posterior-samples", posterior["samples"], minimum=0)
+        check_int("--burn-in", posterior["burn_in"], minimum=0)
+        check_int("--thin", posterior["thin"], minimum=1)
+        check_float("--noise-precision", posterior["noise_precision"], exclusive_minimum=0)
+    check_float("--holdout", holdout, exclusive_minimum=0, exclusive_maximum=1)
+    check_float("--threshold", threshold)
+    for flag, value in numbers.items():
+        if value is not None:
+            if flag == "--lr":
+                check_float(flag, value, exclusive_minimum=0)
+            else:
+                check_float(flag, value, minimum=0)
+    if fold is not None and fold not in FOLDS_100K:
+        raise ArgumentValueError(f"unknown fold {fold!r}; valid folds are {', '.join(FOLDS_100K)}")
+    check_mse(mse)
 
 
 # ---------------------------------------------------------------------------- steps, shared
@@ -364,6 +513,7 @@ def _optimizer_and_backend(optimizer: OptimizerKind, learning_rate: float, backe
     import cfcore
 
     opt = cfcore.optimizers.make_optimizer(optimizer.value, learning_rate)
+    stage("while starting the backend")
     return opt, cfcore.get_backend(backend)
 
 
@@ -387,14 +537,20 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
     change meanwhile), the run is written to a new temporary folder instead, so the trained
     model is never lost; the command then says where it is and exits with code 1.
     """
+    stage("while writing the run files")
+    kept(f"the run's files in {out} may be incomplete")
     try:
-        _write_files(out, history, emb, model)
+        with deferred():  # a first signal lets the three files be written
+            _write_files(out, history, emb, model)
     except _ERRORS as err:
         import tempfile
 
         try:
             rescue = Path(tempfile.mkdtemp(prefix="cfcore-run-"))
-            _write_files(rescue, history, emb, model)
+            output(rescue)
+            kept(f"the run's files in {rescue} may be incomplete")
+            with deferred():
+                _write_files(rescue, history, emb, model)
         except _ERRORS as err2:
             console.print(
                 f"[red]error:[/] could not write the run to {out} ({err}) nor to a "
@@ -407,6 +563,7 @@ def _write_run(out: Path, history: pd.DataFrame, emb: dict[str, np.ndarray], mod
             f"cfcore recommend --model {rescue})."
         )
         raise typer.Exit(code=1) from err
+    kept(f"the run is in {out}")
     console.print(
         f"wrote {out / 'history.csv'}, {out / 'embeddings.npz'} and {out / 'model.npz'} "
         f"(use it with: cfcore recommend --model {out})"
@@ -446,6 +603,8 @@ def _write_report(
     if not wish.write:
         return
     from cfcore import viz
+
+    stage("while writing report.html")
 
     try:
         sections = [
@@ -515,6 +674,7 @@ class _MFSettings:
 
 def _load_split(dataset: str, data_dir: Path | None, fold: str | None, holdout: float, seed: int):
     """The dataset and its (train, test) ratings: a canonical fold, or a seeded random split."""
+    stage("while loading the data")
     ds = load_dataset(dataset, data_dir)
     if fold is not None:
         train_r, test_r = ds.fold(fold)
@@ -545,6 +705,7 @@ def _build_mf(
 
 def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFrame) -> None:
     """The MSE, RMSE and MAE on both splits, and the last loss parts of a regularized model."""
+    stage("while evaluating the model")
     table = Table(title=f"after {m.step} steps")
     table.add_column("split")
     for col in ("MSE", "RMSE", "MAE", "ratings"):
@@ -577,11 +738,7 @@ def _train_als(
     seed: int,
     settings: _MFSettings,
     optimizer_given: bool,
-    regularization: float,
-    gravity: float,
-    solver: str,
-    bias_regularization: float,
-    unobserved_weight: float,
+    m: Any,
     threshold: float,
     k: int,
     out: Path,
@@ -595,25 +752,9 @@ def _train_als(
 
     try:
         ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
-        common = {"embedding_dim": settings.dim, "init_stddev": settings.init_stddev}
         fit: dict[str, Any] = {"steps": settings.steps, "seed": seed, "progress": progress}
         fit["eval_every"] = settings.eval_every
-        if model is ModelKind.wals:
-            m: Any = cfcore.WALS(
-                **common, regularization_coeff=regularization, gravity_coeff=gravity,
-                solver=solver,
-            )  # fmt: skip
-        elif model is ModelKind.biased:
-            m = cfcore.BiasedMF(
-                **common, regularization_coeff=regularization,
-                bias_regularization_coeff=bias_regularization, gravity_coeff=gravity,
-                solver=solver,
-            )  # fmt: skip
-        else:
-            m = cfcore.IALS(
-                **common, regularization_coeff=regularization,
-                unobserved_weight=unobserved_weight, solver=solver,
-            )  # fmt: skip
+        stage("while starting the backend")
         be = cfcore.get_backend(backend)
         how = "ALS sweeps"
         if model is ModelKind.biased and optimizer_given:
@@ -630,16 +771,20 @@ def _train_als(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test "
             f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
         )
-        history = m.fit(train_r, backend=be, **fit)
+        stage("during training")
+        with deferred():
+            history = m.fit(train_r, backend=be, **fit)
         if posterior["samples"]:
             console.print(
                 f"posterior average: {posterior['samples']} Gibbs draws after "
                 f"{posterior['burn_in']} of burn-in (one in {posterior['thin']} kept), noise "
                 f"precision {posterior['noise_precision']:g}"
             )
-            m = m.sample_posterior(
-                train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
-            )
+            stage("during posterior sampling")
+            with deferred():
+                m = m.sample_posterior(
+                    train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
+                )
             history = m.history
         if model is ModelKind.ials:
             _print_implicit_evaluation(m, train_r, test_r, k, be)
@@ -650,8 +795,38 @@ def _train_als(
     _write_run(out, history, m.embeddings, m)
 
 
+def _build_als(
+    model: ModelKind,
+    settings: _MFSettings,
+    *,
+    regularization: float,
+    gravity: float,
+    solver: str,
+    bias_regularization: float,
+    unobserved_weight: float,
+) -> Any:
+    """The WALS, BiasedMF or IALS model of the options (its constructor checks them)."""
+    import cfcore
+
+    common = {"embedding_dim": settings.dim, "init_stddev": settings.init_stddev}
+    if model is ModelKind.wals:
+        return cfcore.WALS(
+            **common, regularization_coeff=regularization, gravity_coeff=gravity, solver=solver
+        )
+    if model is ModelKind.biased:
+        return cfcore.BiasedMF(
+            **common, regularization_coeff=regularization,
+            bias_regularization_coeff=bias_regularization, gravity_coeff=gravity, solver=solver,
+        )  # fmt: skip
+    return cfcore.IALS(
+        **common, regularization_coeff=regularization, unobserved_weight=unobserved_weight,
+        solver=solver,
+    )  # fmt: skip
+
+
 def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: Any) -> None:
     """Recall and NDCG at k of the held-out positives, training positives left out."""
+    stage("while evaluating the model")
     from cfcore.eval.metrics import ranking_metrics
     from cfcore.retrieval import batch_recommend
 
@@ -755,23 +930,27 @@ def _train_softmax(
             d["learning_rate"] if learning_rate is None else learning_rate,
             backend,
         )
+        stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({ds.ratings.num_users} users, {len(ds.ratings)} "
             f"ratings; {protocol.value} protocol), backend {be.name}, {opt}"
         )
-        history = m.fit(
-            ds,
-            steps=d["steps"] if steps is None else steps,
-            optimizer=opt,
-            backend=be,
-            seed=seed,
-            batch_size=d["batch_size"] if batch_size is None else batch_size,
-            protocol=protocol.value,
-            eval_every=d["eval_every"] if eval_every is None else eval_every,
-            k=k,
-            progress=progress,
-        )
+        stage("during training")
+        with deferred():
+            history = m.fit(
+                ds,
+                steps=d["steps"] if steps is None else steps,
+                optimizer=opt,
+                backend=be,
+                seed=seed,
+                batch_size=d["batch_size"] if batch_size is None else batch_size,
+                protocol=protocol.value,
+                eval_every=d["eval_every"] if eval_every is None else eval_every,
+                k=k,
+                progress=progress,
+            )
+        stage("while evaluating the model")
         got = m.evaluate(k=k)
         baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
     except _ERRORS as err:

@@ -13,7 +13,9 @@ import typer
 from rich.table import Table
 
 from ..errors import CfcoreError
+from ..validate import check_float, check_int
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
+from ._signals import kept, output, stage
 
 _ERRORS = (CfcoreError, ValueError, OSError, TypeError, KeyError, MemoryError)
 
@@ -44,6 +46,12 @@ class _Writer:
         self.out, self.png, self.html = out, png, html
         self.written: list[Path] = []
         self.sections: list[tuple[str, Any]] = []
+        output(out)
+
+    def _wrote(self, path: Path) -> None:
+        self.written.append(path)
+        names = ", ".join(p.name for p in self.written)
+        kept(f"written in {self.out}: {names}")
 
     def chart(self, name: str, make_chart: Any, make_figure: Any, heading: str = "") -> None:
         """Adds a chart to the report (HTML) and writes `<name>.png` (PNG)."""
@@ -53,7 +61,7 @@ class _Writer:
             self.sections.append((heading or name, make_chart()))
         if self.png:
             fig = make_figure()
-            self.written.append(viz.save_figure(fig, self.out / f"{name}.png"))
+            self._wrote(viz.save_figure(fig, self.out / f"{name}.png"))
 
     def finish(self, title: str, intro: str = "") -> Path | None:
         """Writes `report.html` with every chart added (nothing when there is none)."""
@@ -61,22 +69,23 @@ class _Writer:
 
         if not self.sections:
             return None
+        stage("while writing report.html")
         path = viz.save_report(self.sections, self.out / "report.html", title=title, intro=intro)
-        self.written.append(path)
+        self._wrote(path)
         return path
 
     def text(self, name: str, text: str) -> None:
         from cfcore.io.atomic import atomic_write
 
         atomic_write(self.out / name, lambda p: p.write_text(text, encoding="utf-8"))
-        self.written.append(self.out / name)
+        self._wrote(self.out / name)
 
     def csv(self, name: str, frame: Any) -> None:
         from cfcore.io.atomic import atomic_write
 
         index = frame.index.name is not None
         atomic_write(self.out / name, lambda p: frame.to_csv(p, index=index))
-        self.written.append(self.out / name)
+        self._wrote(self.out / name)
 
     def report(self) -> None:
         console.print(f"wrote {len(self.written)} files into {self.out}:", highlight=False)
@@ -90,6 +99,21 @@ class _Writer:
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _check_out(out: Path, png: bool, html: bool) -> None:
+    """Refuses, before any work, an --out where the command's files cannot be written.
+
+    Raises:
+        ValueError: --no-png and --no-html together.
+        FileAccessError: `out` is a file, lies under a file, or is (or would be created in) a
+            folder this process may not write into.
+    """
+    from cfcore.io.atomic import check_output_path
+
+    if not png and not html:
+        raise ValueError("--no-png and --no-html together leave nothing to write")
+    check_output_path(out / "report.html")
 
 
 def _rich_table(frame: Any, title: str, floatfmt: str = ".3f") -> Table:
@@ -131,9 +155,12 @@ def explore(
         if top < 1 or min_ratings < 1:
             bad = ("--top", top) if top < 1 else ("--min-ratings", min_ratings)
             raise ValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
+        _check_out(out, png, html)
+        stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
         r = ds.ratings
         w = _Writer(out, png, html)
+        stage("while drawing the charts")
         with console.status("drawing the user and movie charts ..."):
             w.chart(
                 "users",
@@ -285,9 +312,13 @@ def plot(
     try:
         if not history and not embeddings:
             raise ValueError("nothing to plot: pass --history and/or --embeddings files")
-        if not png and not html:
-            raise ValueError("--no-png and --no-html together leave nothing to write")
+        if embeddings and tsne:
+            check_float("--perplexity", perplexity, exclusive_minimum=0)
+            check_int("--tsne-iter", tsne_iter, minimum=250)
+            check_int("--seed", seed, minimum=0)
+        _check_out(out, png, html)
         w = _Writer(out, png, html)
+        stage("while drawing the charts")
         hist_labels = _labels(history, None)
         frames = [_read_history(p) for p in history]
         for lab, frame in zip(hist_labels, frames, strict=True):
@@ -300,6 +331,7 @@ def plot(
         if embeddings:
             labels = _labels(embeddings, label)
             models = {lab: _read_embeddings(p) for lab, p in zip(labels, embeddings, strict=True)}
+            stage("while loading the data")
             ds = load_dataset(dataset, data_dir)
             # Checks every file against the catalog before the slow t-SNE starts.
             viz.embedding_norms(models, ds.ratings)
@@ -361,6 +393,7 @@ def _tsne_all(
             n = len(emb["item"])
             # scikit-learn reports no progress of its own: the spinner and clock show it is alive.
             bar.update(task, description=f"t-SNE of {lab} ({n} items)")
+            stage(f"during the t-SNE of {lab}")
             xy = viz.tsne(emb, perplexity=perplexity, seed=seed, max_iter=max_iter)
             title = f"t-SNE of the item embeddings: {lab}"
             w.chart(

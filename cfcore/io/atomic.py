@@ -105,6 +105,36 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def remove_own_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Removes the temporary files this process has left in `folder`; returns them.
+
+    For a process about to exit on a signal: an `atomic_write` interrupted between creating its
+    temporary file and the `try` that removes it on failure would otherwise leave it behind (the
+    next save removes it only once this process has ended). Only names `atomic_write` gives
+    (`.<name>.<this pid>.<random>.tmp`) are touched; a missing folder removes nothing.
+    """
+    marker = f".{os.getpid()}."
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp") and marker in name):
+            continue
+        owner = name[1 : name.rindex(marker)]
+        if not owner or _pid_of(name, f".{owner}.") != os.getpid():
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
 def _create_temporary(path: Path) -> Path:
     """A new empty file beside `path`, created with mode 0o666 so the umask applies."""
     for _ in range(100):

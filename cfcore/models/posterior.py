@@ -41,7 +41,7 @@ from ..maths.als import augment, make_half_sweep, ones_column, split_last
 from ..specs import BiasedMFSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
-from ..train.progress import progress_bar
+from ..train.progress import between_chunks, progress_bar
 from ..validate import check_float, check_int
 from .base import Params
 from .biased_parts import biased_blocks, column_regularization, runtime_column_regularization
@@ -245,6 +245,7 @@ def sample_chain(
             if bar is not None:
                 text = "  ".join(f"{k}_mse={row[f'{k}_mse']:.4f}" for k in pairs)
                 bar.update(task, advance=1, description=text)
+            between_chunks("sampling", step, total)
 
     scale = np.float32(1.0 / np.sqrt(samples))
     averaged = {

@@ -52,7 +52,7 @@ import pandas as pd
 from ..backend.checks import check_k as check_k
 from ..data.bags import Ragged
 from ..errors import ArgumentValueError
-from ..train.progress import progress_bar
+from ..train.progress import between_chunks, progress_bar
 
 Measure = str | tuple[str, float]
 
@@ -252,6 +252,7 @@ def batch_top_k(
             values[start:stop], indices[start:stop] = val, idx
             if bar is not None:
                 bar.update(task, advance=stop - start)
+            between_chunks("scoring", stop, num_queries)
     return values, indices
 
 

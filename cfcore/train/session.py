@@ -23,7 +23,7 @@ from ..specs import OptimizerSpec
 from ..validate import check_int
 from .loop import LOSS_NOT_FINITE, ChunkResult, make_chunk, make_update_chunk, sweep_update
 from .placement import Placement
-from .progress import progress_bar
+from .progress import between_chunks, progress_bar
 from .sharding import make_placement
 
 
@@ -268,6 +268,7 @@ class Session:
         if self.step == 0 and not self.history_rows:
             record(None)
         done = 0
+        between_chunks("training", done, steps)
         with progress_bar(progress) as bar:
             task = bar.add_task("", total=steps) if bar is not None else None
             while done < steps:
@@ -291,6 +292,7 @@ class Session:
                 row = record(out.loss_sum / k)
                 if bar is not None:
                     bar.update(task, advance=k, description=label(row))
+                between_chunks("training", done, steps)
 
     def _diverged(self, out: ChunkResult) -> None:
         at = self.step + out.bad_step
