@@ -96,7 +96,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import CfcoreError, FileAccessError
+from .errors import ArgumentTypeError, ArgumentValueError, CfcoreError, FileAccessError
 
 FORMAT = "cfcore-model"
 FORMAT_VERSION = 1
@@ -135,7 +135,7 @@ def register_model(cls: _ModelT) -> _ModelT:
     """Class decorator: makes `cls` (a `cfcore.models.base.Model` with its `kind`) loadable."""
     kind = getattr(cls, "kind", "")
     if not kind:
-        raise TypeError(f"{cls.__name__} has no file kind: set the class attribute `kind`")
+        raise ArgumentTypeError(f"{cls.__name__} has no file kind: set the class attribute `kind`")
     MODEL_KINDS.setdefault(kind, {})[cls.__name__] = cls
     MODEL_CLASSES[cls.__name__] = cls
     return cls
@@ -259,7 +259,7 @@ def save_sharded(
                 del arrays[entry]
     missing = set(stand_ins) - set(entries.values())
     if missing:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{type(model).__name__} writes its parameters {sorted(missing)} in another form "
             "than the arrays themselves: it cannot be saved sharded; use model.save(path)"
         )
@@ -503,7 +503,7 @@ class ShardFiles:
         hold them (a range inside one shard: a view of that shard's block)."""
         shape = self.entries[entry]
         if not 0 <= start <= stop <= shape[0]:
-            raise ValueError(f"rows {start}:{stop} are outside {entry!r}'s {shape[0]} rows")
+            raise ArgumentValueError(f"rows {start}:{stop} are outside {entry!r}'s {shape[0]} rows")
         out: np.ndarray | None = None
         for lo, hi, path in self._ranges[entry]:
             if hi <= start or lo >= stop:
@@ -568,7 +568,7 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
         ResourceLimitError: the arrays the file declares would not fit in memory.
         ValueError: `backend` without `devices`, or `devices` out of range or not the
             backend's (as in `fit`).
-        NotImplementedError: `devices` on a backend that does not shard (PyTorch, the NumPy
+        NotSupportedError: `devices` on a backend that does not shard (PyTorch, the NumPy
             reference), as in `fit`.
     """
     from .io.npz import check_total_size, member_headers
@@ -581,7 +581,7 @@ def load(path: str | os.PathLike[str], *, backend: Any = None, devices: Any = No
         # Refused before any file is read, as `fit` refuses them.
         placement = make_placement(get_backend(backend), devices)
     elif backend is not None:
-        raise ValueError(
+        raise ArgumentValueError(
             f"backend={backend!r} without devices: a model loads on the host and fit() takes "
             "the backend; pass devices= too to place the tables on that backend's devices now"
         )
@@ -750,7 +750,7 @@ def _place(
                     entry[name] = e
         kept = sorted(set(params) - set(entry))
         if kept:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{type(model).__name__} reads its parameters {kept} in another form than the "
                 "shards' arrays: it cannot be loaded onto devices; load it without devices="
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from .errors import ArgumentValueError
 from .validate import check_float, check_int
 
 MSEMethod = Literal["gather", "dense"]
@@ -39,11 +40,11 @@ def check_mse(mse: str) -> MSEMethod:
         >>> check_mse("sparse")
         Traceback (most recent call last):
         ...
-        ValueError: mse must be one of ('gather', 'dense'), got 'sparse'
+        cfcore.errors.ArgumentValueError: mse must be one of ('gather', 'dense'), got 'sparse'
     """
     if mse == "gather" or mse == "dense":
         return mse
-    raise ValueError(f"mse must be one of {MSE_METHODS}, got {mse!r}")
+    raise ArgumentValueError(f"mse must be one of {MSE_METHODS}, got {mse!r}")
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,9 @@ CG_THRESHOLD = 128
 
 def _check_solver(solver: str, cg_steps: int) -> None:
     if solver not in ALS_SOLVERS:
-        raise ValueError(f"solver must be one of {ALS_SOLVERS}, got {solver!r}")
+        raise ArgumentValueError(f"solver must be one of {ALS_SOLVERS}, got {solver!r}")
     if not isinstance(cg_steps, int) or isinstance(cg_steps, bool) or cg_steps < 1:
-        raise ValueError(f"cg_steps must be a positive int, got {cg_steps!r}")
+        raise ArgumentValueError(f"cg_steps must be a positive int, got {cg_steps!r}")
 
 
 def _resolve_solver(solver: str, d: int) -> str:
@@ -397,9 +398,9 @@ def make_optimizer(
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in _OPTIMIZERS:
         if learning_rate is None:
-            raise ValueError(f"optimizer {optimizer!r} given by name needs a learning_rate")
+            raise ArgumentValueError(f"optimizer {optimizer!r} given by name needs a learning_rate")
         return _OPTIMIZERS[optimizer.lower()](learning_rate=learning_rate)
-    raise ValueError(
+    raise ArgumentValueError(
         f"unknown optimizer {optimizer!r}; expected one of {sorted(_OPTIMIZERS)} "
         "or a cfcore.optimizers spec such as cfcore.optimizers.SGD(learning_rate=10.0)"
     )
@@ -453,41 +454,45 @@ class SoftmaxSpec:
         dims = self.feature_dims
         pairs = tuple(dims.items()) if isinstance(dims, dict) else tuple(tuple(p) for p in dims)
         if not pairs:
-            raise ValueError(
+            raise ArgumentValueError(
                 "feature_dims is empty: give at least the item feature, e.g. {'movie_id': 35}"
             )
         for pair in pairs:
             if len(pair) != 2 or not isinstance(pair[0], str):
-                raise ValueError(f"feature_dims must map feature names to dimensions, got {dims!r}")
+                raise ArgumentValueError(
+                    f"feature_dims must map feature names to dimensions, got {dims!r}"
+                )
             name, d = pair
             check_int(f"the dimension of feature {name!r}", d, minimum=1)
             if name.startswith("hidden_"):
-                raise ValueError(
+                raise ArgumentValueError(
                     f"feature name {name!r} is reserved (hidden_* names the hidden layers)"
                 )
         names = [p[0] for p in pairs]
         if len(set(names)) != len(names):
-            raise ValueError(f"feature names must be distinct, got {names}")
+            raise ArgumentValueError(f"feature names must be distinct, got {names}")
         pairs = tuple((name, int(d)) for name, d in pairs)
         object.__setattr__(self, "feature_dims", pairs)
         hidden = tuple(check_int("each of hidden_dims", h, minimum=1) for h in self.hidden_dims)
         object.__setattr__(self, "hidden_dims", hidden)
         if self.activation not in SOFTMAX_ACTIVATIONS:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"activation must be one of {SOFTMAX_ACTIVATIONS}, got {self.activation!r}"
             )
         if self.combiner not in SOFTMAX_COMBINERS:
-            raise ValueError(f"combiner must be one of {SOFTMAX_COMBINERS}, got {self.combiner!r}")
+            raise ArgumentValueError(
+                f"combiner must be one of {SOFTMAX_COMBINERS}, got {self.combiner!r}"
+            )
         if self.loss not in SOFTMAX_LOSSES:
-            raise ValueError(f"loss must be one of {SOFTMAX_LOSSES}, got {self.loss!r}")
+            raise ArgumentValueError(f"loss must be one of {SOFTMAX_LOSSES}, got {self.loss!r}")
         _check_positive(self, "hidden_scale")
         if self.item_feature not in names:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the item feature {self.item_feature!r} is not among the features {names}: its "
                 "table is the softmax weights, so it must be an input"
             )
         if self.output_dim != self.item_dim:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"the query embedding dimension {self.output_dim} (the last of hidden_dims "
                 f"{hidden}, or the sum of the feature dimensions without hidden layers) must equal "
                 f"the item embedding dimension {self.item_dim} (feature_dims[{self.item_feature!r}])"

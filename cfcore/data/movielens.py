@@ -521,12 +521,14 @@ class MovieLens:
             DatasetError: the fold's file is missing.
         """
         if self.name != "100k":
-            raise ValueError(
+            raise ArgumentValueError(
                 f"canonical folds exist only for MovieLens 100k, not {self.name!r}; "
                 "use ratings.split(...) for a random split"
             )
         if name not in FOLDS_100K:
-            raise ValueError(f"unknown fold {name!r}; valid folds are {', '.join(FOLDS_100K)}")
+            raise ArgumentValueError(
+                f"unknown fold {name!r}; valid folds are {', '.join(FOLDS_100K)}"
+            )
         train, test = (
             _read_100k_ratings(self._files, f"{name}.{part}") for part in ("base", "test")
         )

@@ -145,7 +145,7 @@ def _create_temporary(path: Path) -> Path:
             continue
         os.close(fd)
         return tmp
-    raise FileExistsError(
+    raise FileAccessError(
         errno.EEXIST, "no free temporary file name", str(path)
     )  # pragma: no cover
 

@@ -68,12 +68,14 @@ def check_readable(path: Path, missing: type[Exception], what: str) -> None:
         raise FileAccessError(f"cannot read {what} {path}: permission denied")
 
 
-def _read_header(f: Any, version: tuple[int, int]) -> tuple[Any, bool, np.dtype]:
+def _read_header(
+    f: Any, version: tuple[int, int], path: Path, damaged: type[Exception]
+) -> tuple[Any, bool, np.dtype]:
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(f)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(f)
-    raise ValueError(f"unsupported .npy format version {version}")
+    raise damaged(f"{path} is damaged: unsupported .npy format version {version}")
 
 
 def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHeader]:
@@ -110,7 +112,7 @@ def member_headers(path: Path, damaged: type[Exception]) -> dict[str, MemberHead
                 name = info.filename.removesuffix(".npy")
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
-                    shape, _, dtype = _read_header(f, version)
+                    shape, _, dtype = _read_header(f, version, path, damaged)
                     header_len = f.tell()
                 if dtype.hasobject:
                     raise damaged(
@@ -196,7 +198,7 @@ def read_member(
     with _reading(path, damaged), _no_member(path, name, damaged):
         with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = _read_header(f, version)
+            shape, fortran, dtype = _read_header(f, version, path, damaged)
             if tuple(shape) != header.shape or dtype != header.dtype or dtype.hasobject:
                 raise damaged(f"{path} is damaged: its member {name!r} changed while read")
             buf = np.empty(header.nbytes, np.uint8)

@@ -25,6 +25,7 @@ import pandas as pd
 from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
 from ..data.row_blocks import row_blocks
+from ..errors import ArgumentValueError
 from ..maths import objectives
 from ..maths.als import gravity_scale, make_half_sweep
 from ..persistence import register_model
@@ -255,12 +256,12 @@ def check_implicit(train: Ratings) -> None:
     """Positives for iALS: each (user, item) pair once, counts ≥ 0."""
     key = train.users.astype(np.int64) * train.num_items + train.items
     if len(np.unique(key)) != len(key):
-        raise ValueError(
+        raise ArgumentValueError(
             "iALS takes each (user, item) pair once, but these interactions repeat pairs: "
             "merge them first, e.g. ratings.to_implicit(counts=True)"
         )
     if (train.values < 0).any():
-        raise ValueError(
+        raise ArgumentValueError(
             f"iALS interaction counts must be >= 0, got {float(train.values.min()):g}: pass "
             "positives, e.g. ratings.to_implicit(threshold=3.5)"
         )
@@ -481,7 +482,7 @@ class IALS(FactorModel):
             reg = spec.row_regularization(counts, v.shape[0])
         values = np.asarray(values, np.float64)
         if (values < 0).any():
-            raise ValueError(f"interaction counts must be >= 0, got {values.min():g}")
+            raise ArgumentValueError(f"interaction counts must be >= 0, got {values.min():g}")
         conf = 1.0 + spec.confidence * values
         prior = spec.unobserved_weight * (v.astype(np.float64).T @ v.astype(np.float64))
         return solve_rows(
@@ -530,7 +531,9 @@ def solve_rows(
     num_rows = int(num_rows)
     row_reg = np.broadcast_to(np.asarray(row_reg, np.float64), (num_rows,))
     if not np.all(np.isfinite(row_reg)) or (row_reg <= 0).any():
-        raise ValueError(f"the row regularization must be finite and > 0, got {row_reg.min():g}")
+        raise ArgumentValueError(
+            f"the row regularization must be finite and > 0, got {row_reg.min():g}"
+        )
     col = np.ones(d, np.float32) if col_reg is None else np.asarray(col_reg, np.float32)
     prior = np.zeros((d, d)) if prior is None else np.asarray(prior)
     be = get_backend(backend)

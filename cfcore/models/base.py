@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend.registry import get_backend
+from ..errors import NotFittedError
 from ..train.loop import ChunkResult
 from ..train.session import Session, check_steps
 
@@ -253,7 +254,7 @@ class Model:
         if self._session is not None and self._params is None:
             self._params = self._session.params_numpy()
         if self._params is None:
-            raise RuntimeError(f"{type(self).__name__} has no parameters yet: call fit() first")
+            raise NotFittedError(f"{type(self).__name__} has no parameters yet: call fit() first")
         return self._params
 
     def embeddings_numpy(self) -> Params:

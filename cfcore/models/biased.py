@@ -22,6 +22,7 @@ import pandas as pd
 from ..backend.registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings, as_ratings
+from ..errors import ArgumentValueError, NotFittedError
 from ..maths import objectives
 from ..maths.als import augment, make_half_sweep, ones_column, pad_prior, split_last
 from ..persistence import register_model
@@ -307,7 +308,7 @@ class BiasedMF(RatingModel):
 
     def _mean(self) -> float:
         if self.global_mean is None:
-            raise RuntimeError("BiasedMF has no parameters yet: call fit() first")
+            raise NotFittedError("BiasedMF has no parameters yet: call fit() first")
         return self.global_mean
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
@@ -379,7 +380,7 @@ class BiasedMF(RatingModel):
         if reg is None:
             omega = self.num_train_ratings
             if not omega:
-                raise ValueError(
+                raise ArgumentValueError(
                     "the default fold-in regularization needs the number of training ratings, "
                     "which this model does not know; pass reg= explicitly"
                 )
@@ -437,13 +438,19 @@ def _check_solver(solver: str | None, optimizer: Any, batch_size: int | None) ->
     if solver is None:
         solver = "als" if optimizer is None else "gradient"
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        raise ArgumentValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if solver == "als" and optimizer is not None:
-        raise ValueError("solver='als' takes no optimizer: drop optimizer= or use 'gradient'")
+        raise ArgumentValueError(
+            "solver='als' takes no optimizer: drop optimizer= or use 'gradient'"
+        )
     if solver == "gradient" and optimizer is None:
-        raise ValueError("solver='gradient' needs an optimizer, e.g. cfcore.optimizers.Adam(0.05)")
+        raise ArgumentValueError(
+            "solver='gradient' needs an optimizer, e.g. cfcore.optimizers.Adam(0.05)"
+        )
     if solver == "als" and batch_size is not None:
-        raise ValueError("batch_size applies to gradient steps; ALS sweeps use every rating")
+        raise ArgumentValueError(
+            "batch_size applies to gradient steps; ALS sweeps use every rating"
+        )
     return solver
 
 

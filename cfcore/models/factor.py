@@ -27,6 +27,7 @@ import numpy as np
 
 from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
+from ..errors import ArgumentValueError
 from ..init import init_mf_params
 from ..train.placement import Placement
 from .base import Model, Params, State
@@ -136,14 +137,14 @@ class FactorModel(Model):
         if test is not None:
             test = as_ratings(test, "test")
             if (test.num_users, test.num_items) != (train.num_users, train.num_items):
-                raise ValueError(
+                raise ArgumentValueError(
                     f"test ratings are over {test.num_users} users x {test.num_items} items but "
                     f"train ratings over {train.num_users} x {train.num_items}: they must share "
                     "a catalog"
                 )
         shape = (train.num_users, train.num_items)
         if self._shape is not None and shape != self._shape:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"this model has embeddings for {self._shape[0]} users x {self._shape[1]} items; "
                 f"cannot continue training on ratings over {shape[0]} x {shape[1]}"
             )
@@ -366,7 +367,7 @@ class RatingModel(FactorModel):
         """Error of the predictions on `ratings`: `{"mse", "rmse", "mae", "n"}` (float64 on the host)."""
         ratings = as_ratings(ratings, "ratings")
         if self._shape is not None and (ratings.num_users, ratings.num_items) != self._shape:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"ratings are over {ratings.num_users} x {ratings.num_items} but the model over "
                 f"{self._shape[0]} x {self._shape[1]} users x items"
             )

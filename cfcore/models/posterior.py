@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..backend.registry import get_backend
 from ..data.ratings import Ratings
+from ..errors import ArgumentValueError, NumericalError
 from ..maths.als import augment, make_half_sweep, ones_column, split_last
 from ..specs import BiasedMFSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
@@ -150,7 +151,7 @@ def check_chain(
     thin = check_int("thin", thin, minimum=1)
     noise_precision = check_float("noise_precision", noise_precision, exclusive_minimum=0)
     if spec.gravity_coeff != 0:
-        raise ValueError(
+        raise ArgumentValueError(
             f"sample_posterior needs gravity_coeff=0, got {spec.gravity_coeff!r}: the gravity "
             "prior's noise would need a factor of the whole other table per row"
         )
@@ -179,7 +180,7 @@ def sample_chain(
         (see `BiasedMF.sample_posterior`).
 
     Raises:
-        FloatingPointError: a sweep drew non-finite parameters.
+        NumericalError: a sweep drew non-finite parameters.
     """
     spec, samples, burn_in, thin = chain.spec, chain.samples, chain.burn_in, chain.thin
     noise_precision = chain.noise_precision
@@ -215,7 +216,7 @@ def sample_chain(
             state = sweep(state, data, noise)
             draw = {k: np.asarray(be.to_numpy(v), np.float64) for k, v in state.items()}
             if not all(np.isfinite(v).all() for v in draw.values()):
-                raise FloatingPointError(
+                raise NumericalError(
                     f"Gibbs sweep {step} drew non-finite parameters: check the ratings and the "
                     f"model's parameters, or raise noise_precision (now {noise_precision!r})"
                 )

@@ -38,6 +38,7 @@ from ..data.features import (
     input_bags,
     split_users,
 )
+from ..errors import ArgumentValueError, NotFittedError
 from ..eval.metrics import ranking_metrics
 from ..maths import objectives as losses
 from ..persistence import register_model
@@ -221,7 +222,7 @@ class SoftmaxModel(Model):
         features.check_features(self.spec.feature_names)
         sizes = {f: len(features.vocabularies[f]) for f in self.spec.feature_names}
         if self._vocab_sizes is not None and sizes != self._vocab_sizes:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"this model was trained on vocabularies of sizes {self._vocab_sizes}; the dataset "
                 f"has {sizes}"
             )
@@ -230,9 +231,11 @@ class SoftmaxModel(Model):
     def _stored_features(self) -> HistoryFeatures:
         """The features kept from the last `fit` (or the file), for calls without a dataset."""
         if self._data is None:
-            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+            raise NotFittedError(
+                f"{type(self).__name__} has not been trained yet: call fit() first"
+            )
         if not self._has_histories:
-            raise ValueError(
+            raise ArgumentValueError(
                 "this model was saved without its users' rated movies (include_ratings=False), so "
                 "it cannot split, evaluate or train on them: pass the dataset"
             )
@@ -371,9 +374,9 @@ class SoftmaxModel(Model):
         if protocol is None:
             protocol = self._protocol or "holdout"
         if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+            raise ArgumentValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if self._protocol is not None and protocol != self._protocol:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"this model was trained under protocol {self._protocol!r}; it cannot continue "
                 f"under {protocol!r} (start a new model)"
             )
@@ -387,7 +390,7 @@ class SoftmaxModel(Model):
         if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= len(
             split.train_users
         ):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"batch_size must be an int in [1, {len(split.train_users)}] (the number of "
                 f"training users), got {batch_size!r}"
             )
@@ -489,7 +492,9 @@ class SoftmaxModel(Model):
             `{"precision@k", "recall@k", "ndcg@k", "map@k", "hit_rate@k", "test_loss", "users"}`.
         """
         if self._protocol is None or self._split_seed is None:  # fit sets both
-            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+            raise NotFittedError(
+                f"{type(self).__name__} has not been trained yet: call fit() first"
+            )
         features = self._features(dataset)
         check_k(k, features.num_items)
         split = self._split(features, self._protocol, self._split_seed)
@@ -628,15 +633,19 @@ class SoftmaxModel(Model):
             ValueError: a row is out of range, or (with `allow_empty=False`) a user rated nothing.
         """
         if self._data is None:
-            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+            raise NotFittedError(
+                f"{type(self).__name__} has not been trained yet: call fit() first"
+            )
         features = self._data
         n = features.num_users
         users = np.arange(n) if users is None else np.asarray(users)
         if users.ndim != 1 or (users.size and not np.issubdtype(users.dtype, np.integer)):
-            raise ValueError(f"users must be a 1-D array of user rows (ints), got {users!r}")
+            raise ArgumentValueError(
+                f"users must be a 1-D array of user rows (ints), got {users!r}"
+            )
         bad = (users < 0) | (users >= n)
         if bad.any():
-            raise ValueError(
+            raise ArgumentValueError(
                 f"user index {users[bad][0]} is out of range for {n} users (valid: 0..{n - 1})"
             )
         hist = features.histories
@@ -650,7 +659,7 @@ class SoftmaxModel(Model):
                 if not self._has_histories
                 else ""
             )
-            raise ValueError(
+            raise ArgumentValueError(
                 f"user {uid} has rated no movies{why}: the softmax model builds a user's query "
                 "from the movies they rated. Fold new ratings in with model.fold_in(...) or "
                 "model.add_users(...)"
@@ -667,7 +676,9 @@ class SoftmaxModel(Model):
         from ..data.user_ratings import UserRatingsError, fold_in_arrays
 
         if self._data is None:
-            raise RuntimeError(f"{type(self).__name__} has not been trained yet: call fit() first")
+            raise NotFittedError(
+                f"{type(self).__name__} has not been trained yet: call fit() first"
+            )
         rows, items, _, num, ids = fold_in_arrays(ratings, self)
         m = self._data.num_items
         # A movie rated twice is in the bag once, as in the training histories.
@@ -772,7 +783,7 @@ class SoftmaxModel(Model):
         params = self.params_numpy()
         features = self.features
         if features is None:  # parameters without features: not produced by fit or load
-            raise RuntimeError(f"{type(self).__name__} has no features yet: call fit() first")
+            raise NotFittedError(f"{type(self).__name__} has no features yet: call fit() first")
         names = list(params)
         feature_names = list(features.feature_names)
         token_features = list(features.item_tokens)
@@ -905,7 +916,7 @@ def _read_ragged(
 
 def _no_reg(reg: Any) -> None:
     if reg is not None:
-        raise ValueError(
+        raise ArgumentValueError(
             f"reg={reg!r}: the softmax model has no fold-in regularization (it applies to matrix "
             "factorization's ridge solve); a new user's query embedding is the tower over the bags "
             "of words of the movies they rated"

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentValueError, NotSupportedError
+
 # The trainers a model asks a placement for (`Placement.check_trainer`), and what each is.
 TRAINERS: dict[str, str] = {
     "gradient": "gradient steps of MatrixFactorization / RegularizedMF",
@@ -49,16 +51,16 @@ class Placement:
 
         Raises:
             ValueError: `trainer` is not a key of `TRAINERS`.
-            NotImplementedError: this placement does not run `trainer`; the message names the
+            NotSupportedError: this placement does not run `trainer`; the message names the
                 model, the backend and what does shard there.
         """
         if trainer not in TRAINERS:
-            raise ValueError(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
+            raise ArgumentValueError(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
         if self.trainers is None or trainer in self.trainers:
             return
         name = getattr(self.backend, "name", type(self.backend).__name__)
         runs = "; ".join(TRAINERS[t] for t in self.trainers)
-        raise NotImplementedError(
+        raise NotSupportedError(
             f"{model} ({TRAINERS[trainer]}) cannot train on several devices on backend "
             f"{name!r} yet: there devices= shards only {runs}. Pass devices=None (one device), "
             "or backend='jax', which shards every model"
@@ -402,7 +404,7 @@ class RowShardedPlacement(Placement):
         for name, v in params.items():
             a = np.asarray(v, np.float32)
             if a.ndim == 0:
-                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
+                raise ArgumentValueError(f"cannot row-shard the scalar parameter {name!r}")
             self._rows[name] = a.shape[0]
             out[name] = self._put(pad_rows(a, padded_rows(a.shape[0], self.num_devices)))
         return out
@@ -417,7 +419,7 @@ class RowShardedPlacement(Placement):
         k = self.num_devices
         for name, shape in shapes.items():
             if len(shape) == 0:
-                raise ValueError(f"cannot row-shard the scalar parameter {name!r}")
+                raise ArgumentValueError(f"cannot row-shard the scalar parameter {name!r}")
             n, tail = int(shape[0]), tuple(int(s) for s in shape[1:])
             per = padded_rows(n, k) // k
 
@@ -426,7 +428,7 @@ class RowShardedPlacement(Placement):
                 lo, hi = min(j * per, n), min((j + 1) * per, n)
                 rows = np.asarray(read(name, lo, hi), np.float32)
                 if rows.shape != (hi - lo, *tail):
-                    raise ValueError(
+                    raise ArgumentValueError(
                         f"read {rows.shape} for rows {lo}:{hi} of {name!r}, expected "
                         f"{(hi - lo, *tail)}"
                     )
@@ -446,7 +448,9 @@ class RowShardedPlacement(Placement):
             return self._put_blocks(tree)
         if isinstance(tree, dict) and "values" in tree:
             if tree.get("layout") is not None:
-                raise ValueError("a pair layout cannot be sharded: build the batch without it")
+                raise ArgumentValueError(
+                    "a pair layout cannot be sharded: build the batch without it"
+                )
             n = int(np.shape(tree["values"])[0])
             rows = padded_rows(n, self.num_devices)
             # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.ratings import as_ratings as as_ratings
-from ..errors import CfcoreError
+from ..errors import ArgumentValueError, CfcoreError
 from ..optim.rules import Rule, make_rule
 from ..resources import check_memory, optimizer_slots
 from ..specs import OptimizerSpec
@@ -183,7 +183,7 @@ class Session:
 
         `trainer` (a key of `cfcore.train.placement.TRAINERS`) is what the `model` (its class
         name) is about to run: a placement that cannot run it refuses here, before anything is
-        placed (`Placement.check_trainer`: NotImplementedError).
+        placed (`Placement.check_trainer`: NotSupportedError).
         """
         placement = make_placement(backend, devices)
         placement.check_trainer(trainer, model)
@@ -209,7 +209,9 @@ class Session:
         """The compiled chunk of gradient steps of `loss` for `key` (the model's spec and batch
         layout), built once."""
         if self.rule is None:
-            raise ValueError("this session has no optimizer: it runs closed-form sweeps only")
+            raise ArgumentValueError(
+                "this session has no optimizer: it runs closed-form sweeps only"
+            )
         rule = self.rule
         # The loss of the unpadded problem, whatever padding the placement added, traced in the
         # placement's scope (multi-device kernels when sharded).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import NotSupportedError
 from .placement import Placement
 
 
@@ -23,7 +24,7 @@ def make_placement(backend: Any, devices: Any) -> Placement:
             `tf.config.LogicalDevice` on TensorFlow).
 
     Raises:
-        NotImplementedError: `devices` given on a backend that cannot shard (all but JAX and
+        NotSupportedError: `devices` given on a backend that cannot shard (all but JAX and
             TensorFlow).
         ValueError: k out of range, or the devices empty, repeated or not the framework's.
     """
@@ -32,7 +33,7 @@ def make_placement(backend: Any, devices: Any) -> Placement:
     factory = getattr(getattr(backend, "ops", backend), "sharded_placement", None)
     if factory is None:
         name = getattr(backend, "name", type(backend).__name__)
-        raise NotImplementedError(
+        raise NotSupportedError(
             f"multi-device training (devices={devices!r}) is not yet supported on backend "
             f"{name!r}: only the 'jax' and 'tf' backends shard tables over devices; pass "
             "devices=None"
