@@ -21,6 +21,10 @@ from .errors import ArgumentTypeError as ArgumentTypeError
 from .errors import ArgumentValueError as ArgumentValueError
 from .errors import CfcoreError as CfcoreError
 from .errors import FileAccessError as FileAccessError
+from .errors import MissingDependencyError as MissingDependencyError
+from .errors import NotFittedError as NotFittedError
+from .errors import NotSupportedError as NotSupportedError
+from .errors import NumericalError as NumericalError
 from .errors import ResourceLimitError as ResourceLimitError
 from .models import MatrixFactorization as MatrixFactorization
 from .models import RegularizedMF as RegularizedMF

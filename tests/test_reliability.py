@@ -397,6 +397,10 @@ def test_every_cfcore_error_is_a_cfcore_error_and_keeps_its_builtin_base():
         cfcore.FileAccessError: OSError,
         cfcore.ArgumentValueError: ValueError,
         cfcore.ArgumentTypeError: TypeError,
+        cfcore.NotSupportedError: NotImplementedError,
+        cfcore.NotFittedError: RuntimeError,
+        cfcore.NumericalError: FloatingPointError,
+        cfcore.MissingDependencyError: ImportError,
     }
     for cls, base in pairs.items():
         assert issubclass(cls, cfcore.CfcoreError) and issubclass(cls, base), cls
