@@ -12,7 +12,8 @@ import pytest
 
 import cfcore
 from cfcore import reference as ref
-from cfcore import retrieval, user_ratings
+from cfcore import retrieval
+from cfcore.data import user_ratings
 from cfcore.optimizers import SGD
 from cfcore.retrieval import RatedItems
 from cfcore.testing.retrieval_conformance import RetrievalConformance
