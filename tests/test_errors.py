@@ -318,7 +318,6 @@ def _ratings_without(side: str) -> cfcore.Ratings:
     return cfcore.Ratings(r.users, r.items, r.values, n, m)
 
 
-@pytest.mark.xfail(strict=True, reason="lands with the fit branch")
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("side, row", [("user", "user 3"), ("item", "item 4")])
 def test_ials_without_unobserved_weight_refuses_rows_without_positives(solver, side, row):
@@ -349,3 +348,19 @@ def test_ials_fits_when_every_row_is_regularized(kwargs, side):
     history = model.fit(data, steps=2, backend="numpy", progress=False)
     assert np.isfinite(history["total_loss"]).all()
     assert np.isfinite(model.embeddings_numpy()["user"]).all()
+
+
+def test_ials_fold_in_of_a_new_user_without_positives_names_the_cause():
+    # The same cause as the refusal of `fit`, not "the row regularization must be > 0, got 0",
+    # which points at a reg the caller never passed.
+    model = cfcore.IALS(embedding_dim=2, unobserved_weight=0.0, solver="cholesky")
+    model.fit(_ratings(), steps=1, backend="numpy", progress=False)
+    new = cfcore.Ratings(np.array([0]), np.array([1]), np.ones(1, np.float32), 2, 4)
+    with pytest.raises(ArgumentValueError, match=r"new user 1\b.*no positives") as info:
+        model.fold_in(new, backend="numpy")
+    message = str(info.value)
+    assert "unobserved_weight=0" in message and "reg=" in message
+    assert "must be finite" not in message
+    # An explicit λ > 0 regularizes every row: the user without positives folds in (at 0).
+    rows = model.fold_in(new, reg=0.1, backend="numpy")
+    assert np.isfinite(rows).all() and not rows[1].any()

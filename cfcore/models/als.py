@@ -267,6 +267,47 @@ def check_implicit(train: Ratings) -> None:
         )
 
 
+def unregularized_rows(spec: IALSSpec, counts: np.ndarray, other: int) -> np.ndarray:
+    """The rows (indices, ascending) whose regularization λ·(|S_r| + α₀·other)^ν is 0: rows
+    without positives when α₀ = 0 and ν > 0 (ν = 0 gives λ·0⁰ = λ)."""
+    return np.flatnonzero(spec.row_regularization(counts, other) == 0)
+
+
+def unregularized_cause(spec: IALSSpec) -> str:
+    """Why a row without positives has no solution under `spec` (see `unregularized_rows`)."""
+    nu = spec.regularization_exponent
+    return (
+        f"with unobserved_weight=0 and regularization_exponent={nu:g} its regularization "
+        f"λ·(0 + 0)^{nu:g} is 0 whatever regularization_coeff is, so its linear system is all "
+        "zeros (no unique solution: a sweep makes it NaN)"
+    )
+
+
+def check_regularized(spec: IALSSpec, train: Ratings) -> None:
+    """Refuses positives with a user or item row whose system has no solution under `spec`
+    (`unregularized_rows`): naming the first such row, how many there are and why, before any
+    sweep (which would only diverge)."""
+    n, m = train.num_users, train.num_items
+    sides = (
+        ("user", np.bincount(train.users, minlength=n), m, train.user_ids),
+        ("item", np.bincount(train.items, minlength=m), n, train.item_ids),
+    )
+    for side, counts, other, ids in sides:
+        empty = unregularized_rows(spec, counts, other)
+        if not len(empty):
+            continue
+        row = int(empty[0])
+        name = f"{side} {row}"
+        if ids is not None:
+            name += f" (id {np.asarray(ids)[row : row + 1].tolist()[0]!r})"
+        raise ArgumentValueError(
+            f"iALS cannot fit these positives: {name} has no positives ({len(empty)} of "
+            f"{len(counts)} {side}s have none); {unregularized_cause(spec)}. Pass "
+            "unobserved_weight > 0, regularization_exponent=0 (a plain λ), or ratings in which "
+            "every user and item has a positive"
+        )
+
+
 def ials_blocks(
     spec: IALSSpec, train: Ratings, placement: Placement | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -376,7 +417,8 @@ class IALS(FactorModel):
         embedding_dim: d.
         init_stddev: standard deviation of the normal initial embeddings.
         regularization_coeff: λ.
-        unobserved_weight: α₀.
+        unobserved_weight: α₀ (with α₀ = 0 and ν > 0 a user or item without positives has
+            no regularization at all: `fit` refuses such ratings, naming the row).
         regularization_exponent: ν.
         confidence: α.
         solver: "auto", "cholesky" or "cg".
@@ -430,6 +472,7 @@ class IALS(FactorModel):
     def _checked_inputs(self, inputs: TrainingSet) -> TrainingSet:
         inputs = super()._checked_inputs(inputs)
         check_implicit(inputs.train)
+        check_regularized(self.spec, inputs.train)
         return inputs
 
     def _remember_inputs(self, inputs: TrainingSet) -> None:
@@ -480,6 +523,13 @@ class IALS(FactorModel):
         counts = np.bincount(rows, minlength=num)
         if reg is None:
             reg = spec.row_regularization(counts, v.shape[0])
+            empty = unregularized_rows(spec, counts, v.shape[0])
+            if len(empty):
+                raise ArgumentValueError(
+                    f"cannot fold in new user {int(empty[0])}: it has no positives "
+                    f"({len(empty)} of {num} new users have none); {unregularized_cause(spec)}. "
+                    "Give every new user a positive, or pass reg= > 0"
+                )
         values = np.asarray(values, np.float64)
         if (values < 0).any():
             raise ArgumentValueError(f"interaction counts must be >= 0, got {values.min():g}")
