@@ -254,10 +254,14 @@ def test_every_error_class_is_exported_from_cfcore():
 # ---------------------------------------------------------------------------- converted refusals
 
 
-def _ratings() -> cfcore.Ratings:
+def _ratings_valued(value: float) -> cfcore.Ratings:
     users = np.array([0, 0, 1, 1, 2, 2])
     items = np.array([0, 1, 1, 2, 0, 3])
-    return cfcore.Ratings(users, items, np.ones(6, np.float32), 3, 4)
+    return cfcore.Ratings(users, items, np.full(6, value, np.float32), 3, 4)
+
+
+def _ratings() -> cfcore.Ratings:
+    return _ratings_valued(1.0)
 
 
 @pytest.mark.parametrize(
@@ -291,6 +295,35 @@ def _ratings() -> cfcore.Ratings:
             "unknown optimizer 'nope'",
             id="reference-optimizer",
         ),
+        pytest.param(
+            lambda: cfcore.WALS(solver="nope"),
+            ArgumentValueError,
+            ValueError,
+            r"solver must be one of \('auto', 'cholesky', 'cg'\), got 'nope'",
+            id="wals-solver",
+        ),
+        pytest.param(
+            lambda: cfcore.IALS(embedding_dim=2).fit(
+                _ratings_valued(-1.0), steps=1, backend="numpy", progress=False
+            ),
+            ArgumentValueError,
+            ValueError,
+            "iALS interaction counts must be >= 0, got -1",
+            id="ials-negative-counts",
+        ),
+        pytest.param(
+            lambda: cfcore.MatrixFactorization(2).fit(
+                _ratings(),
+                steps=1,
+                optimizer=cfcore.optimizers.SGD(1.0),
+                backend="numpy",
+                progress=False,
+            ),
+            NotSupportedError,
+            NotImplementedError,
+            "no automatic differentiation",
+            id="numpy-gradient-fit",
+        ),
     ],
 )
 def test_converted_refusals_are_cfcore_errors_with_their_builtin_base(call, cls, base, match):
@@ -305,6 +338,28 @@ def test_fit_on_zero_devices_is_a_cfcore_error():
     with pytest.raises(ArgumentValueError, match=r"devices=0 but the JAX backend has") as info:
         model.fit(_ratings(), steps=1, backend="jax", devices=0, progress=False)
     assert isinstance(info.value, ValueError)
+
+
+def test_fit_on_devices_where_the_backend_cannot_shard_is_a_cfcore_error():
+    load_backend("torch")
+    model = cfcore.WALS(embedding_dim=2)
+    with pytest.raises(
+        NotSupportedError, match=r"devices=1\) is not yet supported on backend 'torch'"
+    ) as info:
+        model.fit(_ratings(), steps=1, backend="torch", devices=1, progress=False)
+    assert isinstance(info.value, NotImplementedError)
+
+
+def test_nan_divergence_is_a_cfcore_error():
+    load_backend("jax")
+    model = cfcore.MatrixFactorization(embedding_dim=2, init_stddev=0.5)
+    with pytest.raises(CfcoreError, match="NaN or infinite at step") as info:
+        model.fit(
+            _ratings_valued(5.0), steps=200, optimizer=cfcore.optimizers.SGD(1e4),
+            backend="jax", progress=False,
+        )  # fmt: skip
+    assert isinstance(info.value, cfcore.TrainingDivergedError)
+    assert isinstance(info.value, FloatingPointError)
 
 
 # ---------------------------------------------------------------------------- degenerate iALS
