@@ -22,6 +22,7 @@ from .errors import ArgumentValueError as ArgumentValueError
 from .errors import CfcoreError as CfcoreError
 from .errors import FileAccessError as FileAccessError
 from .errors import MissingDependencyError as MissingDependencyError
+from .errors import MissingFileError as MissingFileError
 from .errors import NotFittedError as NotFittedError
 from .errors import NotSupportedError as NotSupportedError
 from .errors import NumericalError as NumericalError

@@ -49,6 +49,11 @@ class FileAccessError(CfcoreError, OSError):
     """
 
 
+class MissingFileError(FileAccessError, FileNotFoundError):
+    """A file cfcore was asked to read does not exist (the message names it); still a
+    `FileNotFoundError` for code that catches that."""
+
+
 class NotSupportedError(CfcoreError, NotImplementedError):
     """A well-formed request that cfcore does not support: a feature the chosen backend lacks
     (sharding on PyTorch, automatic differentiation on the NumPy reference) or a combination of

@@ -101,10 +101,6 @@ ALLOW: dict[tuple[str, str], tuple[str, str]] = {
 PENDING: dict[str, int] = {
     "backends/cfcore_jax/__init__.py": 1,
     "backends/cfcore_tf/__init__.py": 1,
-    "cfcore/cli/compare.py": 9,
-    "cfcore/cli/retrieval.py": 9,
-    "cfcore/cli/train.py": 4,
-    "cfcore/cli/viz.py": 8,
 }
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..errors import ArgumentValueError, MissingFileError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from ._signals import output, stage
 from .train import ModelKind, _build_mf, _check_numbers, _load_split, _MFSettings
@@ -100,11 +101,11 @@ def compare(
     try:
         names = _backend_names(backends, ctx.args)
         if model is ModelKind.softmax:
-            raise ValueError(
+            raise ArgumentValueError(
                 "--model softmax is not supported by compare yet: use mf or regularized"
             )
         if model not in (ModelKind.mf, ModelKind.regularized):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"--model {model.value} is not supported by compare: use mf or regularized"
             )
         _check_numbers(
@@ -187,7 +188,9 @@ def _backend_names(given: list[str] | None, extra: list[str]) -> list[str]:
     import cfcore
 
     if extra and not given:
-        raise ValueError(f"unexpected argument(s) {extra}: name backends with --backends jax tf")
+        raise ArgumentValueError(
+            f"unexpected argument(s) {extra}: name backends with --backends jax tf"
+        )
     trainable = [b for b in cfcore.available_backends() if b != "numpy"]
     if not given:
         names = trainable
@@ -196,18 +199,18 @@ def _backend_names(given: list[str] | None, extra: list[str]) -> list[str]:
         names = ["tf" if n == "tensorflow" else "torch" if n == "pytorch" else n for n in names]
         for n in names:
             if n == "numpy":
-                raise ValueError(
+                raise ArgumentValueError(
                     "numpy is the float64 reference backend: it has no autodiff and cannot train; "
                     f"choose among {trainable}"
                 )
             if n not in cfcore.available_backends():
-                raise ValueError(
+                raise ArgumentValueError(
                     f"backend {n!r} is not installed (installed and able to train: {trainable})"
                 )
         if len(set(names)) != len(names):
-            raise ValueError(f"backend named twice in {names}")
+            raise ArgumentValueError(f"backend named twice in {names}")
     if len(names) < 2:
-        raise ValueError(
+        raise ArgumentValueError(
             f"comparing needs at least two backends, got {names} (installed and able to train: "
             f"{trainable}; pip install 'cfcore[all]' for jax, tf and torch)"
         )
@@ -220,11 +223,11 @@ def _read_ratings_file(path: Path) -> Any:
     from cfcore.data.ratings import Ratings
 
     if not path.is_file():
-        raise FileNotFoundError(f"ratings file {path} does not exist")
+        raise MissingFileError(f"ratings file {path} does not exist")
     try:
         df = pd.read_csv(path)
     except (ValueError, pd.errors.ParserError) as err:
-        raise ValueError(f"{path} is not a ratings CSV ({err})") from err
+        raise ArgumentValueError(f"{path} is not a ratings CSV ({err})") from err
     cols = {}
     for role, names in (
         ("user", ("user_id", "user", "userId")),
@@ -233,7 +236,7 @@ def _read_ratings_file(path: Path) -> Any:
     ):
         found = [c for c in names if c in df.columns]
         if not found:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"{path} has no {role} column (it has {list(df.columns)}); expected one of "
                 f"{list(names)}"
             )

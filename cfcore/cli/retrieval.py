@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from ..errors import ArgumentValueError, MissingFileError
 from ..validate import check_float, check_int
 from ._common import OptimizerKind, console, fail
 from ._signals import kept, output, stage
@@ -41,7 +42,7 @@ def model_path(path: Path) -> Path:
     if path.is_dir():
         path = path / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no model at {path}: save one with model.save(path) (or train one into that folder) "
             "and pass it with --model"
         )
@@ -110,9 +111,9 @@ def recommend(
             x is not None and x is not False for x in (user, user_index, all_users or None)
         )
         if chosen != 1:
-            raise ValueError("give exactly one of --user, --user-index and --all-users")
+            raise ArgumentValueError("give exactly one of --user, --user-index and --all-users")
         if all_users and out is None:
-            raise ValueError("--all-users writes a CSV: give it with --out")
+            raise ArgumentValueError("--all-users writes a CSV: give it with --out")
         _check_options(k=k, measure=measure, backend=backend, outputs=(out,))
         if user_index is not None:
             check_int("--user-index", user_index, minimum=0)
@@ -199,7 +200,7 @@ def neighbors(
 
     try:
         if (title is None) == (item_id is None):
-            raise ValueError("give a TITLE or --item-id (one of them)")
+            raise ArgumentValueError("give a TITLE or --item-id (one of them)")
         _check_options(k=k, measure=measure, backend=backend)
         m = _load_model(model)
         row = None if item_id is None else retrieval.find_item(m, item_id)
@@ -238,7 +239,9 @@ def prompt_ratings(model: Any) -> pd.DataFrame:
 
     catalog = model.catalog
     if catalog is None or "title" not in catalog.columns:
-        raise ValueError("this model has no catalog of titles to search: use --ratings CSV instead")
+        raise ArgumentValueError(
+            "this model has no catalog of titles to search: use --ratings CSV instead"
+        )
     titles = catalog["title"].astype(str).to_numpy()
     scale = model.rating_scale
     span = "" if scale is None else f" ({scale[0]:g}-{scale[1]:g})"
@@ -280,7 +283,7 @@ def prompt_ratings(model: Any) -> pd.DataFrame:
             except UserRatingsError as err:
                 console.print(f"  {err}", highlight=False)
     if not chosen:
-        raise ValueError("no ratings were entered: there is nothing to recommend from")
+        raise ArgumentValueError("no ratings were entered: there is nothing to recommend from")
     item_ids = np.arange(len(titles)) if model.item_ids is None else np.asarray(model.item_ids)
     idx = np.fromiter(chosen, dtype=np.int64)
     return pd.DataFrame(
@@ -369,7 +372,7 @@ def rate(
             console.print(f"wrote your ratings to {save_ratings}")
         softmax = _is_softmax(m)
         if softmax and reg is not None:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"--reg {reg:g} applies to matrix factorization's fold-in; a softmax model has no "
                 "fold-in regularization (your query is its tower over the movies you rated)"
             )
@@ -389,7 +392,7 @@ def rate(
                 m.fit(None, steps=retrain_steps, optimizer=opt, backend=backend, progress=progress)
             else:
                 if m.train_ratings is None:
-                    raise ValueError(
+                    raise ArgumentValueError(
                         "this model was saved without its training ratings, so it cannot be "
                         "retrained"
                     )

@@ -17,7 +17,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from ..errors import CfcoreError
+from ..errors import ArgumentValueError, CfcoreError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
 from ._signals import deferred, kept, output, stage
 
@@ -863,7 +863,7 @@ def _parse_feature_dims(text: str) -> dict[str, int]:
         or (any(named) and not all(named))
         or (not any(named) and len(parts) > len(SOFTMAX_FEATURES))
     ):
-        raise ValueError(f"--feature-dims expects {expected}; got {text!r}")
+        raise ArgumentValueError(f"--feature-dims expects {expected}; got {text!r}")
     pairs = (
         [tuple(x.strip() for x in p.split("=", 1)) for p in parts]
         if all(named)
@@ -874,7 +874,7 @@ def _parse_feature_dims(text: str) -> dict[str, int]:
         try:
             dims[name] = int(value)
         except ValueError:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"--feature-dims: the dimension of {name!r} must be an int, got {value!r} "
                 f"(expected {expected})"
             ) from None
@@ -888,7 +888,7 @@ def _parse_hidden_dims(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise ValueError(
+        raise ArgumentValueError(
             f"--hidden-dims expects comma-separated ints such as 35 or 64,35 (or 'none'), got "
             f"{text!r}"
         ) from None
@@ -969,7 +969,7 @@ def _refuse_mf_options(*, dim: int | None, init_stddev: float | None, fold: str 
         ("--fold", fold, "--protocol (the softmax model splits users, not ratings)"),
     ):
         if value is not None:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"{flag} applies to the matrix-factorization models; for --model softmax "
                 f"use {instead}"
             )

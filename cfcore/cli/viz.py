@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import CfcoreError
+from ..errors import ArgumentValueError, CfcoreError, MissingFileError
 from ..validate import check_float, check_int
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
 from ._signals import kept, output, stage
@@ -112,7 +112,7 @@ def _check_out(out: Path, png: bool, html: bool) -> None:
     from cfcore.io.atomic import check_output_path
 
     if not png and not html:
-        raise ValueError("--no-png and --no-html together leave nothing to write")
+        raise ArgumentValueError("--no-png and --no-html together leave nothing to write")
     check_output_path(out / "report.html")
 
 
@@ -154,7 +154,7 @@ def explore(
     try:
         if top < 1 or min_ratings < 1:
             bad = ("--top", top) if top < 1 else ("--min-ratings", min_ratings)
-            raise ValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
+            raise ArgumentValueError(f"{bad[0]} must be at least 1, got {bad[1]}")
         _check_out(out, png, html)
         stage("while loading the data")
         ds = load_dataset(dataset, data_dir)
@@ -215,7 +215,7 @@ def _labels(paths: list[Path], given: list[str] | None) -> list[str]:
     """One label per file: given ones, else the name of the run folder holding it, made unique."""
     if given:
         if len(given) != len(paths):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"{len(given)} --label value(s) for {len(paths)} --embeddings file(s); give one "
                 "label per file or none"
             )
@@ -240,11 +240,11 @@ def _read_embeddings(path: Path) -> dict[str, Any]:
     from cfcore.io.npz import NpzFileError, load_arrays
 
     if not path.is_file():
-        raise FileNotFoundError(f"embeddings file {path} does not exist")
+        raise MissingFileError(f"embeddings file {path} does not exist")
     # Checked reading: a truncated or crafted file is a clear error, not a BadZipFile traceback.
     arrays = load_arrays(path, NpzFileError)
     if "item" not in arrays:
-        raise ValueError(
+        raise ArgumentValueError(
             f"{path} holds no 'item' array (it has {sorted(arrays)}); expected the "
             "embeddings.npz written by `cfcore train`"
         )
@@ -255,11 +255,11 @@ def _read_history(path: Path) -> Any:
     import pandas as pd
 
     if not path.is_file():
-        raise FileNotFoundError(f"history file {path} does not exist")
+        raise MissingFileError(f"history file {path} does not exist")
     try:
         return pd.read_csv(path)
     except (ValueError, pd.errors.ParserError) as err:
-        raise ValueError(f"{path} is not a history CSV ({err})") from err
+        raise ArgumentValueError(f"{path} is not a history CSV ({err})") from err
 
 
 def plot(
@@ -311,7 +311,7 @@ def plot(
     embeddings = embeddings or []
     try:
         if not history and not embeddings:
-            raise ValueError("nothing to plot: pass --history and/or --embeddings files")
+            raise ArgumentValueError("nothing to plot: pass --history and/or --embeddings files")
         if embeddings and tsne:
             check_float("--perplexity", perplexity, exclusive_minimum=0)
             check_int("--tsne-iter", tsne_iter, minimum=250)
