@@ -1,7 +1,12 @@
+# ruff: noqa: E402  (the console script guards its start-up before anything else is imported)
 """cfcore: collaborative-filtering embeddings on TensorFlow or JAX, with one NumPy reference.
 
 `import cfcore` imports neither framework: the backend is imported when first used.
 """
+
+from ._startup import guard_startup as _guard_startup
+
+_guard_startup()  # the console script only: see `cfcore._startup`
 
 from . import datasets as datasets
 from . import optimizers as optimizers

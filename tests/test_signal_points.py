@@ -15,11 +15,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 _PRELUDE = """
 import gc, os, signal, sys, time
 from pathlib import Path
+
+import pytest
 from cfcore.cli._signals import deferred, handled, kept, output, stage
 from cfcore.io.atomic import atomic_write
 from cfcore.train.progress import between_chunks
@@ -132,3 +136,35 @@ def test_a_file_being_written_leaves_no_temporary(tmp_path: Path) -> None:
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert _line(result) == "interrupted (SIGTERM) while writing x.txt; nothing written"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_ends_with_one_line(signum: int) -> None:
+    # The console script's first half second, before cfcore.cli installs its handlers: the
+    # package's own import guards it (a script named `cfcore`), and the line says so.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_ROOT), env.get("PYTHONPATH", "")])
+    code = (
+        "import os, signal, sys, time\n"
+        "sys.argv[0] = os.path.join(os.path.dirname(sys.executable), 'cfcore')\n"
+        "import cfcore\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "time.sleep(30)\n"
+        "print('never interrupted')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 128 + signum, (result.stdout, result.stderr)
+    name = signal.Signals(signum).name
+    assert _line(result) == f"interrupted ({name}) during start-up; nothing written"
+
+
+def test_importing_cfcore_installs_no_handler() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import signal, cfcore\n"
+         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+         "assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(_ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
