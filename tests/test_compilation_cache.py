@@ -368,8 +368,9 @@ def test_least_recently_used_entries_go_beyond_the_bound(tmp_path):
 @pytest.mark.parametrize("backend", ["jax", "tf"])
 def test_the_bound_holds_across_processes(backend, filled, tmp_path):
     folder, sub, want = filled(backend)
-    bound = _sizes(folder) // 2
-    assert bound > 0
+    # One byte under what it holds: the least recently used entry goes at start, is compiled
+    # again, and at exit the least recently used go again (LRU: not necessarily the same).
+    bound = _sizes(folder) - 1
     got = _run(
         backend,
         CFCORE_COMPILATION_CACHE=str(folder),
@@ -447,7 +448,9 @@ def test_a_read_only_folder_is_read_not_added_to(backend, filled, tmp_path):
         got = _run(backend, wrap=[*prefix, *words], CFCORE_COMPILATION_CACHE=str(folder), **env)
         assert _same(got, want)
         (warning,) = got["warnings"]
-        assert "not writable" in warning and str(folder) in warning, warning
+        assert str(folder) in warning and "not writable (Read-only file system)" in warning or (
+            source is None and "Read-only file system" in warning  # no subfolder: cannot make it
+        ), warning
         assert (_read_back(backend, got) > 0) == (source is not None), got["events"]
 
 

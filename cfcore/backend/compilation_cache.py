@@ -276,8 +276,10 @@ def prepare(
 
 
 def record(sub: Path, check: Callable[[bytes], object] | None = None) -> int:
-    """Writes the sidecar of every entry of `sub` that has none (the entries added since the
-    process started, by it or by another). Returns how many it wrote.
+    """Writes the sidecar of every entry of `sub` that has none, or an older one than the entry
+    (the entries added since the process started, by it or by another; TensorFlow renames a new
+    copy over an entry that another process compiled too, not always byte for byte the same).
+    Returns how many it wrote.
 
     An entry that `check` refuses (still being written) is left without one: the next process
     deletes it. Errors (a folder gone read-only or full) skip the entry: never raised.
@@ -287,18 +289,22 @@ def record(sub: Path, check: Callable[[bytes], object] | None = None) -> int:
         names = os.listdir(sub)
     except OSError:
         return 0
-    have = set(names)
     for name in names:
-        if not _is_entry(name) or name + SIDECAR in have:
+        if not _is_entry(name):
             continue
-        entry = sub / name
+        entry, side = sub / name, sub / (name + SIDECAR)
+        try:
+            if side.stat().st_mtime_ns >= entry.stat().st_mtime_ns:
+                continue  # recorded after the entry was last written
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
         try:
             digest = _digest(entry, check)
-            _atomic_write(entry.with_name(name + SIDECAR), f"{_SIDECAR_FORMAT} {digest}\n")
+            _atomic_write(side, f"{_SIDECAR_FORMAT} {digest}\n")
             written += 1
-        except (OSError, ValueError, RuntimeError):  # `check` raises whatever decompression does
-            continue
-        except Exception:  # noqa: BLE001  (a framework's own decompression error: skip the entry)
+        except Exception:  # noqa: BLE001  (OSError, or whatever `check`'s decompression raises)
             continue
     return written
 
@@ -485,6 +491,9 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as readable as the entries (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
