@@ -59,13 +59,14 @@ def _run(
     enable: str = "",
     wrap: list[str] | None = None,
     cwd: Path | None = None,
+    extra: dict[str, str] | None = None,
     **env: str | None,
 ) -> dict:
     """Runs SCRIPT in a new process (`wrap` + python); its results, stderr and cache warnings.
 
     An environment value None removes the variable."""
     code = SCRIPT.format(before=before, enable=enable)
-    environ = cli_env()
+    environ = cli_env(**(extra or {}))
     for name, value in env.items():
         if value is None:
             environ.pop(name, None)
@@ -113,7 +114,7 @@ def test_a_second_process_reads_every_program_back(backend, tmp_path):
     (sub,) = folder.glob(f"{backend}-*")  # one subfolder: this framework version and CPU
     filled = _entries(sub)
     assert len(filled) >= 2, filled  # the sweep and the training chunk at least
-    second = _run(backend, enable=enable, **(VERBOSE_TF if backend == "tf" else {}))
+    second = _run(backend, enable=enable, extra=VERBOSE_TF if backend == "tf" else None)
     assert _entries(sub) == filled  # nothing compiled again, nothing rewritten
     assert not second["warnings"], second["warnings"]
     if backend == "jax":
@@ -302,12 +303,12 @@ def test_an_unreadable_entry_is_dropped(backend, filled, tmp_path):
 @pytest.mark.parametrize("backend", ["jax", "tf"])
 def test_on_by_default_in_the_user_cache_folder(backend, tmp_path):
     home = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    got = _run(backend, CFCORE_COMPILATION_CACHE=None, **home)
+    got = _run(backend, CFCORE_COMPILATION_CACHE=None, extra=home)
     assert not got["warnings"], got["warnings"]
     # platformdirs' user cache folder on Linux: $XDG_CACHE_HOME/cfcore.
     (sub,) = (tmp_path / "xdg" / "cfcore" / "compilation").glob(f"{backend}-*")
     assert _entries(sub)
-    again = _run(backend, CFCORE_COMPILATION_CACHE=None, **home)
+    again = _run(backend, CFCORE_COMPILATION_CACHE=None, extra=home)
     assert _same(again, got) and not again["warnings"]
     if backend == "jax":
         assert "/jax/compilation_cache/cache_misses" not in again["events"], again["events"]
@@ -321,7 +322,7 @@ def test_the_environment_variable_turns_it_off(backend, off, tmp_path):
     home = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    got = _run(backend, cwd=cwd, CFCORE_COMPILATION_CACHE=off, **home)
+    got = _run(backend, cwd=cwd, CFCORE_COMPILATION_CACHE=off, extra=home)
     assert not (tmp_path / "xdg" / "cfcore").exists()
     assert not list(cwd.iterdir())  # "" is off, not the current folder
     assert not got["warnings"]
@@ -334,7 +335,7 @@ def test_none_turns_it_off(backend, tmp_path):
     # has not listed its devices yet, too).
     enable = f"cfcore.enable_compilation_cache(None); cfcore.get_backend({backend!r}); "
     enable += "cfcore.enable_compilation_cache(None)"
-    got = _run(backend, enable=enable, CFCORE_COMPILATION_CACHE=None, **home)
+    got = _run(backend, enable=enable, CFCORE_COMPILATION_CACHE=None, extra=home)
     assert not (tmp_path / "xdg" / "cfcore").exists(), list((tmp_path / "xdg").rglob("*"))
     assert not got["warnings"], got["warnings"]
 
@@ -444,12 +445,17 @@ def test_a_read_only_folder_is_read_not_added_to(backend, filled, tmp_path):
     for source in (folder.parent / "pristine", None):  # the filled folder, an empty one
         # A read-only tmpfs on the folder's own path (JAX's keys depend on it).
         words = _in_tmpfs(folder, "8m", f"mount -o remount,ro {folder} &&", copy=source)
-        env = VERBOSE_TF if backend == "tf" else {}
-        got = _run(backend, wrap=[*prefix, *words], CFCORE_COMPILATION_CACHE=str(folder), **env)
+        env = VERBOSE_TF if backend == "tf" else None
+        got = _run(backend, wrap=[*prefix, *words], CFCORE_COMPILATION_CACHE=str(folder), extra=env)
         assert _same(got, want)
         (warning,) = got["warnings"]
-        assert str(folder) in warning and "not writable (Read-only file system)" in warning or (
-            source is None and "Read-only file system" in warning  # no subfolder: cannot make it
+        assert (
+            str(folder) in warning
+            and "not writable (Read-only file system)" in warning
+            or (
+                source is None
+                and "Read-only file system" in warning  # no subfolder: cannot make it
+            )
         ), warning
         assert (_read_back(backend, got) > 0) == (source is not None), got["events"]
 
@@ -461,8 +467,8 @@ def test_a_full_disk_is_read_not_added_to(backend, filled, tmp_path):
     folder, sub, want = filled(backend)
     for source in (folder.parent / "pristine", None):
         words = _in_tmpfs(folder, "4m", "", copy=source)
-        env = VERBOSE_TF if backend == "tf" else {}
-        got = _run(backend, wrap=[*prefix, *words], CFCORE_COMPILATION_CACHE=str(folder), **env)
+        env = VERBOSE_TF if backend == "tf" else None
+        got = _run(backend, wrap=[*prefix, *words], CFCORE_COMPILATION_CACHE=str(folder), extra=env)
         assert _same(got, want)
         (warning,) = got["warnings"]
         assert "MiB free" in warning and str(folder) in warning, warning
