@@ -490,3 +490,16 @@ def test_a_folder_replaced_by_a_file(backend, filled, tmp_path):
     assert _same(got, want)
     (warning,) = got["warnings"]
     assert str(folder) in warning, warning
+
+
+def test_the_default_leaves_a_cache_given_to_jax_alone(tmp_path):
+    home = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    own = tmp_path / "own"
+    jax_own = {
+        "JAX_COMPILATION_CACHE_DIR": str(own),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    got = _run("jax", CFCORE_COMPILATION_CACHE=None, extra={**home, **jax_own})
+    assert not got["warnings"], got["warnings"]
+    assert not list((tmp_path / "xdg").rglob("jax-*"))  # not cfcore's default folder
+    assert [p for p in own.iterdir() if p.is_file()]  # JAX's own, where the user put it

@@ -48,6 +48,8 @@ def use_compilation_cache(base: Any, stacklevel: int = 2) -> None:
     ALS fit on ml-100k compiles about ten programs, most under that). None: no cache."""
     from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
+    if not compilation_cache.chosen() and getattr(jax.config, "jax_compilation_cache_dir", None):
+        return  # the default leaves a cache the user gave JAX itself alone
     prepared = None
     if base is not None:
         version = jax.__version__

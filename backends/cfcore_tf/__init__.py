@@ -35,6 +35,8 @@ def use_compilation_cache(base: Any, stacklevel: int = 2) -> None:
     then the flags are set; after that this only warns.
     """
     flags = os.environ.get("TF_XLA_FLAGS", "")
+    if not compilation_cache.chosen() and compilation_cache.TF_FLAG in flags:
+        return  # the default leaves a cache the user gave TensorFlow itself alone
     if _devices_listed():
         had = any(f.startswith(compilation_cache.TF_FLAG + "=") for f in flags.split())
         wanted = None if base is None else compilation_cache.subfolder(base, "tf", tf.__version__)
