@@ -14,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 
 from cfcore.io.atomic import atomic_write  # noqa: E402
 
+# The compilation cache is on by default (the user's cache folder): a benchmark times cold
+# compilation unless it asks for the cache itself (biased_peers.py --compilation-cache) or the
+# caller set $CFCORE_COMPILATION_CACHE.
+os.environ.setdefault("CFCORE_COMPILATION_CACHE", "off")
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = os.environ.get("CFCORE_DATA_DIR") or str(
     Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -242,12 +242,15 @@ def main(argv: list[str] | None = None) -> None:
     folds = args.folds or {"smoke": ["u1"], "quick": ["u1", "u2"], "full": list(FOLDS)}[mode]
 
     import cfcore
+    from cfcore.backend import compilation_cache
 
     cache = None
     if args.compilation_cache is not None:
         # Before the backends load: TensorFlow reads the flag when it first lists its devices.
         folder = cfcore.enable_compilation_cache(args.compilation_cache)
-        entries = sum(1 for f in folder.rglob("*") if f.is_file())
+        assert folder is not None  # a folder was given
+        sidecar = compilation_cache.SIDECAR  # cfcore's checksums, not programs
+        entries = sum(1 for f in folder.rglob("*") if f.is_file() and f.suffix != sidecar)
         cache = {"folder": str(folder), "entries_at_start": entries}
         print(f"compilation cache {folder}: {entries} entries at the start", flush=True)
     ml = cfcore.datasets.load_movielens("100k", data_dir=DATA_DIR)

@@ -13,6 +13,11 @@ from cfcore.eval.agreement import strict_float32
 
 from .data_source import ensure_release, resolve
 
+# The compilation cache is on by default, in the user's cache folder: the suite must neither
+# write there nor depend on what an earlier run left. Tests of the cache give their own folder
+# (or, for the default itself, their own HOME and XDG_CACHE_HOME) to the processes they start.
+os.environ["CFCORE_COMPILATION_CACHE"] = "off"
+
 BACKENDS = ("jax", "tf", "torch")
 DATA_SOURCE = resolve()
 DATA_DIR = DATA_SOURCE.root

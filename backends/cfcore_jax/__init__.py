@@ -43,15 +43,44 @@ _NARROW = {np.dtype(np.float64): jnp.float32, np.dtype(np.int64): jnp.int32}
 
 def use_compilation_cache(base: Any, stacklevel: int = 2) -> None:
     """Puts JAX's persistent compilation cache in a subfolder of `base`
-    (`cfcore.enable_compilation_cache`), every program in it however quickly it compiled (JAX's
-    default keeps only those over 1 s: a cold ALS fit on ml-100k compiles about ten programs,
-    most under that)."""
-    del stacklevel  # JAX takes the setting at any time: nothing to warn about
-    folder = compilation_cache.subfolder(base, "jax", jax.__version__)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    (`cfcore.enable_compilation_cache`), checked first (`compilation_cache.prepare`), every
+    program in it however quickly it compiled (JAX's default keeps only those over 1 s: a cold
+    ALS fit on ml-100k compiles about ten programs, most under that). None: no cache."""
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    if not compilation_cache.chosen() and getattr(jax.config, "jax_compilation_cache_dir", None):
+        return  # the default leaves a cache the user gave JAX itself alone
+    prepared = None
+    if base is not None:
+        version = jax.__version__
+        prepared = compilation_cache.prepare(
+            base, "jax", version, check=_whole_entry, stacklevel=stacklevel + 1
+        )
+    jax_cache.reset_cache()  # JAX opens its cache folder once: a new one needs a reset
+    if prepared is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(prepared.folder))
+    # A folder that takes no new entries (read-only, full) is read only: JAX then writes only
+    # programs that took longer than this to compile, that is none.
+    never = float(2**31)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs", 0.0 if prepared.writable else never
+    )
 
 
+def _whole_entry(data: bytes) -> None:
+    # JAX writes an entry in place (no rename): one still being written by another process is
+    # a compressed stream cut short, which decompression refuses (zlib and zstd end-of-stream).
+    try:
+        from jax._src.compilation_cache import decompress_executable  # private: best effort
+    except ImportError:
+        return
+    decompress_executable(data)
+
+
+# On by default (`compilation_cache.folder`: the user's cache folder unless turned off).
 _cache = compilation_cache.folder()
 if _cache is not None:
     use_compilation_cache(_cache)

@@ -28,19 +28,33 @@ _NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dt
 
 def use_compilation_cache(base: Any, stacklevel: int = 2) -> None:
     """Puts XLA's persistent compilation cache in a subfolder of `base`
-    (`cfcore.enable_compilation_cache`).
+    (`cfcore.enable_compilation_cache`), checked first (`compilation_cache.prepare`: TensorFlow
+    fails on a damaged entry or a write it cannot make). None: no cache.
 
     TensorFlow reads its XLA flags (`TF_XLA_FLAGS`) once, when it first lists its devices: until
-    then the flag is added to them; after that this only warns.
+    then the flags are set; after that this only warns.
     """
-    folder = compilation_cache.subfolder(base, "tf", tf.__version__)
     flags = os.environ.get("TF_XLA_FLAGS", "")
-    if f"{compilation_cache.TF_FLAG}={folder}" in flags.split():
-        return
+    if not compilation_cache.chosen() and compilation_cache.TF_FLAG in flags:
+        return  # the default leaves a cache the user gave TensorFlow itself alone
     if _devices_listed():
-        compilation_cache.warn_tf_started(folder, stacklevel=stacklevel + 1)
+        had = any(f.startswith(compilation_cache.TF_FLAG + "=") for f in flags.split())
+        wanted = None if base is None else compilation_cache.subfolder(base, "tf", tf.__version__)
+        if base is not None and f"{compilation_cache.TF_FLAG}={wanted}" in flags.split():
+            return  # already in force
+        # The default stays silent: only a cache (or no cache) asked for is worth a warning.
+        if compilation_cache.chosen() and (base is not None or had):
+            compilation_cache.warn_tf_started(wanted, stacklevel=stacklevel + 1)
         return
-    os.environ["TF_XLA_FLAGS"] = compilation_cache.tf_xla_flags(flags, folder)
+    prepared = None
+    if base is not None:
+        prepared = compilation_cache.prepare(base, "tf", tf.__version__, stacklevel=stacklevel + 1)
+    if prepared is None:
+        os.environ["TF_XLA_FLAGS"] = compilation_cache.tf_xla_flags(flags, None)
+    else:
+        os.environ["TF_XLA_FLAGS"] = compilation_cache.tf_xla_flags(
+            flags, prepared.folder, read_only=not prepared.writable
+        )
 
 
 def _devices_listed() -> bool:
