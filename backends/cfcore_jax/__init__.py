@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cfcore.backend import compilation_cache
+from cfcore.errors import ArgumentValueError
 
 from . import kernels, ops, pair_kernel, sharding, transforms
 
@@ -195,7 +196,7 @@ class JaxBackend:
 
 def _check_pair_kernel(value: str, what: str) -> str:
     if value not in PAIR_KERNELS:
-        raise ValueError(f"{what} must be one of {', '.join(PAIR_KERNELS)}; got {value!r}")
+        raise ArgumentValueError(f"{what} must be one of {', '.join(PAIR_KERNELS)}; got {value!r}")
     return value
 
 

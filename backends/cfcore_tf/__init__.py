@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cfcore.backend import compilation_cache  # noqa: E402
+from cfcore.errors import ArgumentValueError  # noqa: E402
 
 from . import kernels, ops, sharding, transforms  # noqa: E402
 
@@ -125,7 +126,7 @@ class TFBackend:
         if parts is not None and (
             isinstance(parts, bool) or not isinstance(parts, int | np.integer) or parts < 1
         ):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"parts must be None (as many as the CPU cores) or an int >= 1, got {parts!r}"
             )
         self.parts = None if parts is None else int(parts)
