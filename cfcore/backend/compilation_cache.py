@@ -53,7 +53,7 @@ def enable_compilation_cache(folder: str | os.PathLike[str] | None = None) -> Pa
 
     Raises:
         ArgumentTypeError: `folder` is not a path.
-        FileAccessError: the folder cannot be created or is not writable.
+        FileAccessError: the folder is empty (""), cannot be created or is not writable.
 
     Warns:
         UserWarning: TensorFlow has already listed its devices in this process (it has run an
@@ -131,7 +131,13 @@ def _default_folder() -> Path:
 
 def _writable(folder: str | os.PathLike[str]) -> Path:
     """`folder`, absolute, created if missing."""
-    path = Path(folder).expanduser().absolute()
+    text = os.fsdecode(os.fspath(folder))
+    if not text.strip():
+        # Path("") is the current folder: a cache there would litter the working tree.
+        raise FileAccessError(f"the compilation cache folder is empty ({text!r}): give a folder")
+    if "\0" in text:
+        raise FileAccessError(f"the compilation cache folder {text!r} contains a NUL byte")
+    path = Path(text).expanduser().absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
