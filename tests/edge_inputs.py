@@ -1,7 +1,8 @@
 """Bad inputs and faults tried against cfcore, grouped by kind, for the README's reliability table.
 
 `run_all(workdir)` tries every case and records what it got: a cfcore error (its class), a
-documented non-error outcome (`"NaN"`), or anything else (a bug: the test fails on it).
+documented non-error outcome (`"NaN"`, or `"ok"` for a case that checks its own
+result), or anything else (a bug: the test fails on it).
 `tests/test_edge_inputs.py` asserts every case gets its expected outcome;
 `benchmarks/reliability_table.py` prints the table from the same run, so the counts are measured.
 """
