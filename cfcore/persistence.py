@@ -226,10 +226,15 @@ def save_sharded(
         The folder.
     """
     from . import __version__
-    from .io.atomic import atomic_write
+    from .io.atomic import atomic_write, check_output_path
     from .train.placement import Placement
 
-    folder = Path(folder)
+    text = os.fsdecode(os.fspath(folder))
+    if not text.strip():
+        # Path("") is the current folder: never write a checkpoint there by accident.
+        raise FileAccessError(f"the checkpoint folder is empty ({text!r}): give a folder name")
+    check_output_path(Path(text) / "model.npz")  # a NUL byte, under a file, no permission
+    folder = Path(text)
     if folder.exists() and not folder.is_dir():
         raise FileAccessError(f"cannot write a sharded checkpoint to {folder}: it is a file")
     folder.mkdir(parents=True, exist_ok=True)

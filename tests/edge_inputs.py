@@ -1,7 +1,8 @@
 """Bad inputs and faults tried against cfcore, grouped by kind, for the README's reliability table.
 
 `run_all(workdir)` tries every case and records what it got: a cfcore error (its class), a
-documented non-error outcome (`"NaN"`), or anything else (a bug: the test fails on it).
+documented non-error outcome (`"NaN"`, or `"ok"` for a case that checks its own
+result), or anything else (a bug: the test fails on it).
 `tests/test_edge_inputs.py` asserts every case gets its expected outcome;
 `benchmarks/reliability_table.py` prints the table from the same run, so the counts are measured.
 """
@@ -27,7 +28,9 @@ class Case:
     kind: str
     label: str
     run: Callable[[Path], Any]
-    expect: str = "error"  # "error": a CfcoreError; "nan": a NaN result (documented)
+    # "error": a CfcoreError; "nan": a NaN result (documented); "ok": `run` ran and returned
+    # True (it checks the result itself, against a run without the fault).
+    expect: str = "error"
 
 
 def _ratings(n_users: int = 30, n_items: int = 20) -> cfcore.Ratings:
@@ -307,21 +310,26 @@ def cases(data_dir: Path | None = None) -> list[Case]:
                 lambda d: cfcore.datasets.load_movielens("/nonexistent"),
             )
         )
-    return out
+    from .edge_surfaces import surface_cases  # it builds on this module's helpers
+
+    return out + surface_cases(data_dir)
 
 
 @dataclass(frozen=True)
 class Outcome:
     case: Case
-    got: str  # "CfcoreError subclass name", "nan", "accepted", or "other: Type: message"
+    got: str  # "CfcoreError subclass name", "nan", "ok", "accepted", or "other: Type: message"
 
     @property
     def ok(self) -> bool:
-        return (
-            self.got == "nan"
-            if self.case.expect == "nan"
-            else not self.got.startswith(("other", "accepted", "nan"))
-        )
+        if self.case.expect in ("nan", "ok"):
+            return self.got == self.case.expect
+        return not self.got.startswith(("other", "accepted", "nan", "ok"))
+
+    @property
+    def error(self) -> bool:
+        """A clear cfcore error, as expected."""
+        return self.ok and self.case.expect == "error"
 
 
 def run_case(case: Case, workdir: Path) -> Outcome:
@@ -335,6 +343,8 @@ def run_case(case: Case, workdir: Path) -> Outcome:
         return Outcome(case, f"other: {type(err).__name__}: {err}")
     if isinstance(value, float) and np.isnan(value):
         return Outcome(case, "nan")
+    if value is True and case.expect == "ok":
+        return Outcome(case, "ok")
     return Outcome(case, "accepted")
 
 
@@ -348,19 +358,27 @@ def table(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         kinds.setdefault(o.case.kind, []).append(o)
     lines = [
-        "| inputs | tried | clear cfcore error | documented NaN | other | errors seen |",
-        "|---|---:|---:|---:|---:|---|",
+        "| inputs | tried | clear cfcore error | documented NaN | correct result | other "
+        "| errors seen |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
+
+    def counts(outs: list[Outcome]) -> list[int]:
+        return [
+            len(outs),
+            sum(o.error for o in outs),
+            sum(o.ok and o.got == "nan" for o in outs),
+            sum(o.ok and o.got == "ok" for o in outs),
+            sum(not o.ok for o in outs),
+        ]
+
     for kind, outs in kinds.items():
-        errors = sorted({o.got for o in outs if o.ok and o.got != "nan"})
+        errors = sorted({o.got for o in outs if o.error})
+        cells = " | ".join(str(n) for n in counts(outs))
         lines.append(
-            f"| {kind} (e.g. {outs[0].case.label}) | {len(outs)} "
-            f"| {sum(o.ok and o.got != 'nan' for o in outs)} | {sum(o.got == 'nan' for o in outs)} "
-            f"| {sum(not o.ok for o in outs)} | {', '.join(f'`{e}`' for e in errors)} |"
+            f"| {kind} (e.g. {outs[0].case.label}) | {cells} "
+            f"| {', '.join(f'`{e}`' for e in errors)} |"
         )
-    total = len(outcomes)
-    lines.append(
-        f"| **all** | **{total}** | **{sum(o.ok and o.got != 'nan' for o in outcomes)}** "
-        f"| **{sum(o.got == 'nan' for o in outcomes)}** | **{sum(not o.ok for o in outcomes)}** | |"
-    )
+    cells = " | ".join(f"**{n}**" for n in counts(outcomes))
+    lines.append(f"| **all** | {cells} | |")
     return "\n".join(lines)

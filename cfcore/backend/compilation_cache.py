@@ -152,6 +152,8 @@ def enable_compilation_cache(
         raise FileAccessError(
             "the compilation cache folder is an empty path; pass a folder, or None for no cache"
         )
+    if folder is not None and "\0" in os.fsdecode(os.fspath(folder)):
+        raise FileAccessError(f"the compilation cache folder {folder!r} contains a NUL byte")
     path = None if folder is None else _writable(folder)
     with _lock:
         _state.resolved, _state.base, _state.max_bytes = True, path, limit

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend.registry import get_backend
-from ..errors import NotFittedError
+from ..errors import ArgumentTypeError, NotFittedError
 from ..train.loop import ChunkResult
 from ..train.session import Session, check_steps
 
@@ -300,9 +300,17 @@ class Model:
 
         Returns:
             The path written.
+
+        Raises:
+            ArgumentTypeError: `sharded` or `include_ratings` is not a bool.
+            FileAccessError: the path cannot be written.
         """
         from ..persistence import save, save_sharded
 
+        for name, flag in (("sharded", sharded), ("include_ratings", include_ratings)):
+            if not isinstance(flag, bool | np.bool_):
+                # A string such as "no" is truthy: never guess which was meant.
+                raise ArgumentTypeError(f"{name} must be a bool, got {flag!r}")
         if sharded:
             return save_sharded(self, path, include_ratings=include_ratings)
         return save(self, path, include_ratings=include_ratings)
