@@ -46,6 +46,7 @@ its version and the CPU's features (`subfolder`), and keys them by the program i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import hashlib
 import os
@@ -245,7 +246,7 @@ def prepare(
     sub = subfolder(base, framework, version)
     try:
         sub.mkdir(parents=True, exist_ok=True)
-        dropped, stuck = _drop_bad_entries(sub)
+        dropped, stuck = _drop_bad_entries(sub, _other_writers(sub))
     except OSError as e:
         _warn(sub, f"it cannot be used ({e}); programs are compiled afresh", stacklevel + 1)
         return None
@@ -272,6 +273,8 @@ def prepare(
         with _lock:
             first = not _recorded
             _recorded[sub] = check
+        with contextlib.suppress(OSError):
+            (sub / _writer_mark(os.getpid())).touch()
         if first:
             atexit.register(_at_exit)
     return Prepared(sub, writable=not why)
@@ -425,9 +428,39 @@ def _is_entry(name: str) -> bool:
     return not (name.endswith((SIDECAR, ".tmp")) or name.startswith("."))
 
 
-def _drop_bad_entries(sub: Path) -> tuple[int, int]:
+def _writer_mark(pid: int) -> str:
+    # A process adding entries marks the subfolder until its exit records them (`_at_exit`).
+    return f".writer-{pid}"
+
+
+def _other_writers(sub: Path) -> bool:
+    """Whether another live process is adding entries to `sub` (its marks; dead ones removed)."""
+    alive = False
+    for name in os.listdir(sub):
+        if not name.startswith(".writer-"):
+            continue
+        try:
+            pid = int(name.removeprefix(".writer-"))
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                (sub / name).unlink()
+        except PermissionError:
+            alive = True  # another user's live process
+    return alive
+
+
+def _drop_bad_entries(sub: Path, others_writing: bool = False) -> tuple[int, int]:
     """Deletes the entries of `sub` that fail their sidecar, orphan sidecars and dead writers'
-    temporary files. Returns (entries deleted, bad entries that could not be deleted)."""
+    temporary files; while another live process adds entries (`others_writing`), an entry with
+    no sidecar yet is its own, still to be recorded at its exit, and is left alone. Returns
+    (entries deleted, bad entries that could not be deleted)."""
     names = set(os.listdir(sub))
     dropped = stuck = 0
     now = time.time()
@@ -445,6 +478,8 @@ def _drop_bad_entries(sub: Path) -> tuple[int, int]:
                 pass
             continue
         if not _is_entry(name) or _valid(path, names):
+            continue
+        if others_writing and name + SIDECAR not in names:
             continue
         try:
             if path.is_dir() and not path.is_symlink():
@@ -523,6 +558,8 @@ def _at_exit() -> None:
         base, limit = _state.base, _state.max_bytes
     for sub, check in subs.items():
         record(sub, check)
+        with contextlib.suppress(OSError):
+            (sub / _writer_mark(os.getpid())).unlink(missing_ok=True)
     if base is not None:
         evict(base, limit)
 
