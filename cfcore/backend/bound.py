@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ArgumentTypeError, ArgumentValueError
 from ..resources import check_memory
+from .capabilities import capability
 from .checks import (
     check_bag_inputs,
     check_embeddings,
@@ -80,6 +81,22 @@ class BoundBackend:
             dtype = _DTYPE_NAMES[np.dtype(dtype).kind]
         return self.ops.asarray(x, dtype)
 
+    def sync(self, tree: Any) -> Any:
+        """Waits until every array of `tree` is computed (for timing); returns `tree`.
+
+        Uses the backend's optional `sync`; without it, fetches every leaf (which waits too).
+        """
+        wait = capability(self.ops, "sync")
+        if wait is not None:
+            return wait(tree)
+        _fetch_leaves(self.ops, tree)
+        return tree
+
+    def native_optimizer(self, optimizer: Any) -> Any:
+        """The backend's `native_optimizer(optimizer)` (optional member), or None without it."""
+        wrap = capability(self.ops, "native_optimizer")
+        return None if wrap is None else wrap(optimizer)
+
     def params_from_numpy(self, params: dict[str, Any]) -> dict[str, Array]:
         return {k: self.ops.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
 
@@ -120,7 +137,8 @@ class BoundBackend:
         return out
 
     def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
-        """The backend's precomputed layout of these pairs for `pair_dot`, or None.
+        """The backend's precomputed layout of these pairs for `pair_dot`, or None (also when
+        the backend lacks the optional `pair_layout`).
 
         Host ids are checked (integers, 1-D of one non-empty length, in range) before dispatch.
         """
@@ -129,7 +147,10 @@ class BoundBackend:
         check_pairs(
             np.empty((num_users, 0)), np.empty((num_items, 0)), users, items, np.empty(len(users))
         )
-        return self.ops.pair_layout(
+        make = capability(self.ops, "pair_layout")
+        if make is None:
+            return None
+        return make(
             users.astype(np.int32, copy=False),
             items.astype(np.int32, copy=False),
             num_users,
@@ -390,6 +411,18 @@ class BoundBackend:
 def _in_range(idx: Any, size: int) -> Any:
     """Element-wise `0 <= idx < size` on native arrays."""
     return (idx >= 0) & (idx < size)
+
+
+def _fetch_leaves(ops: Any, tree: Any) -> None:
+    """`ops.to_numpy` of every array leaf of `tree` (dicts, lists, tuples; None skipped)."""
+    if isinstance(tree, dict):
+        for v in tree.values():
+            _fetch_leaves(ops, v)
+    elif isinstance(tree, list | tuple):
+        for v in tree:
+            _fetch_leaves(ops, v)
+    elif tree is not None:
+        ops.to_numpy(tree)
 
 
 def bind(backend: Any) -> BoundBackend:
