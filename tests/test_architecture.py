@@ -20,7 +20,6 @@ PACKAGE = ROOT / "cfcore"
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
         # removed by the boundary rewrite
-        frozenset({"cfcore.backend", "cfcore.maths"}),  # bound.py's model conveniences
         # (models <-> persistence <-> softmax: removed by the class registry of persistence)
     }
 )
@@ -164,3 +163,24 @@ def test_no_new_module_cycles() -> None:
 def test_no_new_package_cycles() -> None:
     new = cycles(package_graph()) - KNOWN_CYCLES
     assert not new, f"import cycles between cfcore packages: {_describe(new)}"
+
+
+def test_backend_boundary_imports_nothing_from_above() -> None:
+    # The boundary sits below the mathematics, the models and the trainer: counting imports
+    # inside functions and under TYPE_CHECKING, cfcore/backend/ reaches none of them.
+    above = ("cfcore.maths", "cfcore.models", "cfcore.train")
+    found = {
+        (name, imported)
+        for name, path in (
+            (_module_name(p), p) for p in sorted((PACKAGE / "backend").rglob("*.py"))
+        )
+        for imported in _imported_names(name, path)
+        if ".".join(imported.split(".")[:2]) in above
+    }
+    assert not found, f"cfcore/backend imports from above the boundary: {sorted(found)}"
+
+
+def test_boundary_check_sees_a_lazy_import(tmp_path: Path) -> None:
+    source = tmp_path / "bound.py"
+    source.write_text("def f():\n    from ..maths import objectives\n")
+    assert "cfcore.maths.objectives" in _imported_names("cfcore.backend.bound", source)

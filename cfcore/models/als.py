@@ -27,7 +27,7 @@ from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
 from ..data.row_blocks import row_blocks
 from ..errors import ArgumentValueError
-from ..maths import objectives
+from ..maths import functional, objectives
 from ..maths.als import gravity_scale, make_half_sweep
 from ..persistence import register_model
 from ..specs import IALSSpec, WALSSpec
@@ -247,7 +247,7 @@ class WALS(RatingModel):
         return FitPlan(chunk, data, row, ("train_mse", "test_mse", "total_loss"))
 
     def _objective_terms(self, be: Any, ratings: Ratings) -> dict[str, Any]:
-        return be.mf_loss_terms(self.spec.objective, self.embeddings_numpy(), ratings)
+        return functional.mf_loss_terms(be, self.spec.objective, self.embeddings_numpy(), ratings)
 
 
 # ---------------------------------------------------------------------------- iALS
