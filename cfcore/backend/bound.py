@@ -12,8 +12,8 @@ for every backend:
 
 The helpers that compute model objectives (`sparse_mse`, `l2_penalty`, `gravity`,
 `mf_loss_terms`, `measure_scores`, `batched_top_k`, `fold_in_solve`, ...) live above the boundary
-in `cfcore.maths.functional`, as free functions taking the backend; they register themselves
-(`register_method`) so that `bound.sparse_mse(...)` stays reachable. This package imports nothing
+in `cfcore.maths.functional`, as free functions taking the backend; those that take no model spec
+register themselves (`register_method`) so that `bound.sparse_mse(...)` stays reachable. This package imports nothing
 from `cfcore.maths`, `cfcore.models` or `cfcore.train`.
 
 Every operation of the wrapped backend stays reachable by name (`bound.pair_dot`, `bound.xp`, ...)

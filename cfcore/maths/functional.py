@@ -5,8 +5,10 @@ backend) and do what core's models, retrieval and the conformance suites need on
 backend's operations: check the input on the host, convert it, and call the mathematics of
 `cfcore.maths.objectives` / `cfcore.maths.retrieval` through one compiled function per backend
 and configuration. They live above the boundary (the backend package imports nothing from
-`cfcore.maths`); each is also reachable as a method of the bound backend
-(`get_backend("tf").sparse_mse(...)`), registered by `cfcore.backend.bound.register_method`.
+`cfcore.maths`); those that take arrays and numbers only are also reachable as methods of the
+bound backend (`get_backend("tf").sparse_mse(...)`), registered by
+`cfcore.backend.bound.register_method`. The two that take a model spec (`mf_loss_terms`,
+`softmax_query_embeddings`) are not: no method of a backend takes a model spec.
 """
 
 from __future__ import annotations
@@ -99,7 +101,6 @@ def gravity(be: Any, user_emb, item_emb) -> Array:
     return fn(*be.floats(user_emb, item_emb))
 
 
-@register_method
 def mf_loss_terms(be: Any, spec: Any, params: dict[str, Any], batch: Any) -> dict[str, Array]:
     """The parts of an `MFSpec`'s objective on `batch` (see `cfcore.maths.objectives`)."""
     be = bind(be)
@@ -165,7 +166,6 @@ def fold_in_solve(be: Any, item_emb, rows, items, ratings, num_rows: int, reg, p
     return fn(*be.floats(item_emb), *be.ints(rows, items), *be.floats(ratings, reg, prior))
 
 
-@register_method
 def softmax_query_embeddings(
     be: Any, spec: Any, params: dict[str, Any], ids: dict, weights: dict
 ) -> Array:
