@@ -766,11 +766,14 @@ def test_plugin_with_only_the_required_members_trains_and_folds_in() -> None:
     assert check_backend_members(plugin) == []
     assert not any(hasattr(plugin, m) for m in cfcore.backend.OPTIONAL_MEMBERS)
     cfcore.register_backend("required_only", plugin)
-    ratings = cfcore.Ratings([0, 1, 2, 0], [0, 1, 0, 1], [1.0, 2.0, 3.0, 4.0], 3, 2)
-    for model in (cfcore.MatrixFactorization(embedding_dim=2), cfcore.WALS(embedding_dim=2)):
-        kw = {} if isinstance(model, cfcore.WALS) else {"optimizer": cfcore.optimizers.SGD(0.1)}
-        model.fit(ratings, steps=2, backend="required_only", progress=False, **kw)
-        assert np.isfinite(model.predict([0, 1], [1, 0])).all()
+    ids = np.array([0, 1, 2, 0]), np.array([0, 1, 0, 1])
+    ratings = cfcore.Ratings(*ids, np.array([1.0, 2.0, 3.0, 4.0]), 3, 2)
+    mf, wals = cfcore.MatrixFactorization(embedding_dim=2), cfcore.WALS(embedding_dim=2)
+    sgd = cfcore.optimizers.SGD(0.1)
+    mf.fit(ratings, steps=2, optimizer=sgd, backend="required_only", progress=False)
+    wals.fit(ratings, steps=2, backend="required_only", progress=False)
+    for model in (mf, wals):
+        assert np.isfinite(model.predict(np.array([0, 1]), np.array([1, 0]))).all()
         assert np.isfinite(model.fold_in(ratings)).all()
     be = cfcore.get_backend("required_only")
     assert be.pair_layout([0, 1], [0, 1], 3, 2) is None

@@ -86,18 +86,20 @@ def sparse_mse(
 @register_method
 def l2_penalty(be: Any, user_emb, item_emb) -> Array:
     """`ΣU²/N + ΣV²/M`; a native float32 scalar."""
-    be = bind(be)
-    check_embeddings(user_emb, item_emb)
-    fn = be.compiled("l2", lambda: lambda u, v: losses.l2_penalty(be, u, v))
-    return fn(*be.floats(user_emb, item_emb))
+    return _on_tables(be, losses.l2_penalty, user_emb, item_emb)
 
 
 @register_method
 def gravity(be: Any, user_emb, item_emb) -> Array:
     """`(1/(N·M)) Σ_ij ⟨U_i, V_j⟩²` through the Gramians; a native float32 scalar."""
+    return _on_tables(be, losses.gravity, user_emb, item_emb)
+
+
+def _on_tables(be: Any, term: Callable[..., Any], user_emb: Any, item_emb: Any) -> Array:
+    """`term(be, U, V)` of `[N, d]` and `[M, d]` tables, checked and compiled once per term."""
     be = bind(be)
     check_embeddings(user_emb, item_emb)
-    fn = be.compiled("gravity", lambda: lambda u, v: losses.gravity(be, u, v))
+    fn = be.compiled(term.__name__, lambda: lambda u, v: term(be, u, v))
     return fn(*be.floats(user_emb, item_emb))
 
 
