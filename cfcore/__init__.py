@@ -32,6 +32,7 @@ from .errors import NotFittedError as NotFittedError
 from .errors import NotSupportedError as NotSupportedError
 from .errors import NumericalError as NumericalError
 from .errors import ResourceLimitError as ResourceLimitError
+from .maths import functional as _functional  # noqa: F401  (registers bound-backend helpers)
 from .models import MatrixFactorization as MatrixFactorization
 from .models import RegularizedMF as RegularizedMF
 from .specs import MFSpec as MFSpec

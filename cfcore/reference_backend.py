@@ -91,10 +91,6 @@ class NumpyBackend:
             return (u @ v.T)[np.asarray(users), np.asarray(items)]
         return np.einsum("nd,nd->n", u[np.asarray(users)], v[np.asarray(items)])
 
-    def pair_layout(self, users, items, num_users: int, num_items: int) -> None:
-        # The reference computes the plain formula: nothing to precompute.
-        return None
-
     def gramian(self, x) -> np.ndarray:
         x = self.asarray(x)
         return x.T @ x
@@ -164,11 +160,8 @@ class NumpyBackend:
     def compile_loop(self, body: Callable) -> Callable:
         return python_loop(body)
 
-    def compile_map(self, fn: Callable) -> Callable:  # optional: `protocol.OPTIONAL_MEMBERS`
+    def compile_map(self, fn: Callable) -> Callable:  # optional: `backend.capabilities`
         return python_map(fn, np.stack)
-
-    def native_optimizer(self, optimizer: Any) -> None:
-        return None
 
     def __repr__(self) -> str:
         return f"NumpyBackend(numpy {np.__version__}, float64)"

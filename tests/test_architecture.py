@@ -12,6 +12,7 @@ one node (`cfcore.data`, `cfcore.viz`, ...) and each top-level module its own.
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,3 +164,50 @@ def test_no_new_module_cycles() -> None:
 def test_no_new_package_cycles() -> None:
     new = cycles(package_graph()) - KNOWN_CYCLES
     assert not new, f"import cycles between cfcore packages: {_describe(new)}"
+
+
+def test_backend_boundary_imports_nothing_from_above() -> None:
+    # The boundary sits below the mathematics, the models and the trainer: counting imports
+    # inside functions and under TYPE_CHECKING, cfcore/backend/ reaches none of them.
+    above = ("cfcore.maths", "cfcore.models", "cfcore.train")
+    found = {
+        (name, imported)
+        for name, path in (
+            (_module_name(p), p) for p in sorted((PACKAGE / "backend").rglob("*.py"))
+        )
+        for imported in _imported_names(name, path)
+        if ".".join(imported.split(".")[:2]) in above
+    }
+    assert not found, f"cfcore/backend imports from above the boundary: {sorted(found)}"
+
+
+def test_boundary_check_sees_a_lazy_import(tmp_path: Path) -> None:
+    source = tmp_path / "bound.py"
+    source.write_text("def f():\n    from ..maths import objectives\n")
+    assert "cfcore.maths.objectives" in _imported_names("cfcore.backend.bound", source)
+
+
+def _spec_parameters(path: Path) -> list[str]:
+    """`function(parameter)` for each parameter of a function in `path` named like a model spec."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.name}:{node.name}({arg.arg})"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)
+        if arg.arg == "spec" or arg.arg.endswith("_spec")
+    ]
+
+
+def test_no_backend_method_takes_a_model_spec(tmp_path: Path) -> None:
+    # A backend offers primitives on arrays; the model's coefficients reach it as numbers or
+    # arrays, never as the model's spec.
+    from cfcore.backend import bound
+
+    files = [*(PACKAGE / "backend").rglob("*.py"), *(ROOT / "backends").rglob("*.py")]
+    found = [s for p in sorted(files) for s in _spec_parameters(p)]
+    found += [n for n, fn in bound._METHODS.items() if "spec" in inspect.signature(fn).parameters]
+    assert not found, f"backend methods taking a model spec: {found}"
+    example = tmp_path / "ops.py"
+    example.write_text("class B:\n    def loss(self, spec, params): ...\n")
+    assert _spec_parameters(example) == ["ops.py:loss(spec)"]  # the check can fail

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import cfcore
@@ -544,7 +545,7 @@ def test_check_backend_members() -> None:
     assert check_backend_members(make_backend(drop=("xp.take", "top_k"))) == ["top_k", "xp.take"]
     assert check_backend_members(make_backend(drop=("xp",))) == ["xp"]
     assert check_backend_members(object()) == list(BACKEND_MEMBERS)
-    assert len(BACKEND_MEMBERS) == 19  # 18 + pair_layout
+    assert len(BACKEND_MEMBERS) == 16  # pair_layout, native_optimizer, sync: optional
 
 
 def test_check_backend_members_lazy_and_delegated() -> None:
@@ -629,8 +630,8 @@ class TestMembersConformanceOnCompleteFake(BackendMembersConformance):
 
 def test_members_conformance_fails_on_incomplete_backend() -> None:
     suite = BackendMembersConformance()
-    with pytest.raises(AssertionError, match=r"lacks \['sync', 'xp.exp'\]"):
-        suite.test_has_every_protocol_member(make_backend(drop=("sync", "xp.exp")))
+    with pytest.raises(AssertionError, match=r"lacks \['to_numpy', 'xp.exp'\]"):
+        suite.test_has_every_protocol_member(make_backend(drop=("to_numpy", "xp.exp")))
 
 
 # ---------------------------------------------------------------------------- name collisions
@@ -753,3 +754,29 @@ def test_fit_with_unknown_backend() -> None:
     assert model.step == 0
     with pytest.raises(RuntimeError, match="call fit"):
         model.embeddings  # noqa: B018
+
+
+def test_plugin_with_only_the_required_members_trains_and_folds_in() -> None:
+    # A third-party backend need not offer any optional capability (`pair_layout`,
+    # `native_optimizer`, `sync`, `compile_map`, ...): core falls back on the required members.
+    pytest.importorskip("torch")
+    framework = cfcore.get_backend("torch").ops  # its required members only, as a plug-in's
+    plugin = types.SimpleNamespace(**{m: getattr(framework, m) for m in BACKEND_MEMBERS})
+    plugin.name = "required_only"
+    assert check_backend_members(plugin) == []
+    assert not any(hasattr(plugin, m) for m in cfcore.backend.OPTIONAL_MEMBERS)
+    cfcore.register_backend("required_only", plugin)
+    ids = np.array([0, 1, 2, 0]), np.array([0, 1, 0, 1])
+    ratings = cfcore.Ratings(*ids, np.array([1.0, 2.0, 3.0, 4.0]), 3, 2)
+    mf, wals = cfcore.MatrixFactorization(embedding_dim=2), cfcore.WALS(embedding_dim=2)
+    sgd = cfcore.optimizers.SGD(0.1)
+    mf.fit(ratings, steps=2, optimizer=sgd, backend="required_only", progress=False)
+    wals.fit(ratings, steps=2, backend="required_only", progress=False)
+    for model in (mf, wals):
+        assert np.isfinite(model.predict(np.array([0, 1]), np.array([1, 0]))).all()
+        assert np.isfinite(model.fold_in(ratings)).all()
+    be = cfcore.get_backend("required_only")
+    assert be.pair_layout([0, 1], [0, 1], 3, 2) is None
+    assert be.native_optimizer(object()) is None
+    tree = {"a": be.asarray(np.ones(2))}
+    assert be.sync(tree) is tree

@@ -184,7 +184,7 @@ class JaxBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     native_optimizer = staticmethod(transforms.native_optimizer)
-    compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
+    compile_map = staticmethod(transforms.compile_map)  # optional: `cfcore.backend.capabilities`
     # Optional (not Protocol members): `fit(..., devices=...)` asks for the first, and
     # `cfcore.eval.agreement.strict_float32` calls the second.
     sharded_placement = staticmethod(sharding.sharded_placement)

@@ -133,7 +133,7 @@ class TFBackend:
 
     def concurrent_parts(self) -> int:
         """How many parts `compile_parts` runs at once in the code traced now (optional member,
-        `protocol.OPTIONAL_MEMBERS`): `parts` in a loop of steps that holds them, else 1."""
+        `cfcore.backend.capabilities`): `parts` in a loop of steps that holds them, else 1."""
         return transforms.concurrent_parts(self.parts)
 
     @staticmethod
@@ -161,11 +161,6 @@ class TFBackend:
 
     pair_dot = staticmethod(_compiled(kernels.pair_dot))
 
-    @staticmethod
-    def pair_layout(users: Any, items: Any, num_users: int, num_items: int) -> None:
-        # XLA under tf.function already fuses the gathers of pair_dot: nothing to precompute.
-        return None
-
     gramian = staticmethod(_compiled(kernels.gramian))
     segment_sum = staticmethod(_compiled(kernels.segment_sum))
     bag_of_words = staticmethod(_compiled(kernels.bag_of_words))
@@ -178,11 +173,11 @@ class TFBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
-    compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
-    compile_parts = staticmethod(transforms.compile_parts)  # optional, with `concurrent_parts`
+    # Optional members (`cfcore.backend.capabilities`). No pair_layout: XLA under tf.function
+    # already fuses the gathers of pair_dot, so there is nothing to precompute.
+    compile_map = staticmethod(transforms.compile_map)
+    compile_parts = staticmethod(transforms.compile_parts)  # with `concurrent_parts`
     native_optimizer = staticmethod(transforms.native_optimizer)
-    # Optional (not Protocol members): `fit(..., devices=...)` asks for the first
-    # (`cfcore.train.sharding`), `cfcore.eval.agreement.strict_float32` calls the second.
     sharded_placement = staticmethod(sharding.sharded_placement)
     strict_float32 = staticmethod(ops.strict_float32)
 

@@ -46,10 +46,6 @@ class TorchBackend:
             floats(user_emb), floats(item_emb), indices(users), indices(items), method
         )
 
-    def pair_layout(self, users, items, num_users: int, num_items: int) -> None:
-        # Nothing to precompute: pair_dot runs on the plain gathers.
-        return None
-
     def gramian(self, x):
         return kernels.gramian(floats(x))
 
@@ -81,9 +77,9 @@ class TorchBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
-    compile_map = staticmethod(transforms.compile_map)  # optional: `protocol.OPTIONAL_MEMBERS`
-    native_optimizer = staticmethod(transforms.native_optimizer)
-    # Optional (not a Protocol member): `cfcore.eval.agreement.strict_float32` calls it.
+    # Optional members (`cfcore.backend.capabilities`); no pair_layout (nothing to precompute)
+    # and no native_optimizer (torch.optim keeps its state inside the object).
+    compile_map = staticmethod(transforms.compile_map)
     strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:

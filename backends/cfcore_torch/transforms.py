@@ -90,12 +90,3 @@ def sync(tree: Any) -> Any:
     if any(isinstance(x, torch.Tensor) and x.is_cuda for x in tree_leaves(tree)):
         torch.cuda.synchronize()
     return tree
-
-
-def native_optimizer(optimizer: Any) -> None:
-    """None: torch has no native optimizers on cfcore yet.
-
-    `torch.optim` optimizers mutate parameters and keep their state inside the object, so they do
-    not fit the pure `init` / `update` pair without a functional wrapper; use cfcore's optimizers.
-    """
-    return None

@@ -1,5 +1,11 @@
-"""The backend boundary (`protocol`), the registry and the checks done in core before dispatch."""
+"""The backend boundary (`protocol`: required, `capabilities`: optional), the registry and the
+checks done in core before dispatch."""
 
+from .capabilities import OPTIONAL_MEMBERS as OPTIONAL_MEMBERS
+from .capabilities import Capabilities as Capabilities
+from .capabilities import capability as capability
+from .capabilities import has_capability as has_capability
+from .capabilities import raw_ops as raw_ops
 from .loops import python_loop as python_loop
 from .protocol import BACKEND_MEMBERS as BACKEND_MEMBERS
 from .protocol import XP_FUNCTIONS as XP_FUNCTIONS

@@ -5,12 +5,17 @@ inherit). Core writes every model's mathematics, the optimizers' update rules, t
 guard and the training loop once, on top of these operations; a backend supplies only what differs
 between frameworks:
 
-* arrays: `xp` (a small array namespace, `ArrayNamespace`), `asarray`, `to_numpy`, `sync`;
+* arrays: `xp` (a small array namespace, `ArrayNamespace`), `asarray`, `to_numpy`;
 * fused kernels where a framework beats the composition: `pair_dot` (the observed-pair dot, gather
-  and dense forms) with its optional precomputed `pair_layout`, `gramian`, `segment_sum`, `bag_of_words`, `softmax_cross_entropy`,
+  and dense forms), `gramian`, `segment_sum`, `bag_of_words`, `softmax_cross_entropy`,
   `sampled_softmax_loss`, `top_k`, `solve`;
-* transforms: `value_and_grad`, `compile`, `compile_loop`, `native_optimizer`;
+* transforms: `value_and_grad`, `compile`, `compile_loop`;
 * `name` and `is_available()`.
+
+Everything else a backend may offer (`pair_layout`, `native_optimizer`, `sync`, `compile_map`,
+`compile_parts`, `concurrent_parts`, `sharded_placement`, `strict_float32`) is optional, declared
+with its signature in `cfcore.backend.capabilities.Capabilities` and reached through
+`capability(be, name)`.
 
 Conventions shared by every member:
 
@@ -53,7 +58,7 @@ LoopBody: TypeAlias = Callable[[Tree, Tree, Tree], Tree]
 """`body(carry, data, x) -> carry`: one training step of the trainer's compiled loop."""
 
 MapFn: TypeAlias = Callable[[Tree, Tree], Tree]
-"""`fn(data, x) -> tree`: one item of the optional `compile_map` (see `OPTIONAL_MEMBERS`)."""
+"""`fn(data, x) -> tree`: one item of the optional `compile_map` (see `cfcore.backend.capabilities`)."""
 
 
 @runtime_checkable
@@ -107,7 +112,7 @@ class ArrayNamespace(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """The operations a cfcore backend implements (19 members; see the module docstring)."""
+    """The operations a cfcore backend implements (16 members; see the module docstring)."""
 
     name: str
     """The registry name, e.g. "jax"."""
@@ -137,10 +142,6 @@ class Backend(Protocol):
         """A NumPy copy (or view) of a native array; waits for the computation that produces it."""
         ...
 
-    def sync(self, tree: Tree) -> Tree:
-        """Waits until every array of `tree` is computed (for timing); returns `tree`."""
-        ...
-
     # ------------------------------------------------------------------ fused kernels
     def pair_dot(
         self,
@@ -163,36 +164,16 @@ class Backend(Protocol):
             method: "gather" gathers the `n` rows of each table and takes row-wise dots (memory
                 O(n·d)); "dense" forms `user_emb · item_embᵀ` (`[N, M]`) and gathers from it
                 (memory O(N·M)). Same values to float32 rounding.
-            layout: what this backend's `pair_layout(users, items, N, M)` returned for these same
-                `users` and `items` (same order), passed with `method="gather"`. The backend may
-                compute through it instead of `users`/`items`; values and gradients stay the same
-                to float32 rounding. Core passes this argument only when `pair_layout` gave a
-                layout (not None), so a backend whose `pair_layout` returns None never receives
-                it and may leave it out of its signature.
+            layout: what this backend's optional `pair_layout(users, items, N, M)` returned
+                for these same `users` and `items` (same order), passed with
+                `method="gather"`. The backend may compute through it instead of
+                `users`/`items`; values and gradients stay the same to float32 rounding. Core
+                passes this argument only when `pair_layout` gave a layout (not None), so a
+                backend without `pair_layout` never receives it and may leave it out of its
+                signature.
 
         Returns:
             float32 `[n]`.
-        """
-        ...
-
-    def pair_layout(self, users: Array, items: Array, num_users: int, num_items: int) -> Tree:
-        """A precomputed arrangement of observed pairs for a faster `pair_dot`, or None.
-
-        The trainer calls this once per training set (on the host, outside any compiled
-        function) and passes the result into every compiled full-batch step with the data, as
-        `pair_dot(..., layout=...)`. It depends only on the ids. A backend with nothing to
-        precompute returns None (then `pair_dot` is called without `layout`).
-
-        Args:
-            users: int32 `[n]` (NumPy, range-checked by core), n ≥ 1.
-            items: int32 `[n]`.
-            num_users: N, rows of the user table.
-            num_items: M, rows of the item table.
-
-        Returns:
-            None, or a dict tree of native arrays (on the default device) that only this
-            backend's `pair_dot` reads. Core moves it like the ratings (`Placement.data`) but
-            never slices or indexes it: minibatch steps run without a layout.
         """
         ...
 
@@ -341,20 +322,6 @@ class Backend(Protocol):
         """
         ...
 
-    def native_optimizer(self, optimizer: Any) -> Any:
-        """The framework's own optimizer object as a pure pair, or None if it is not one.
-
-        Args:
-            optimizer: an object a user of the framework would pass (an optax
-                `GradientTransformation`, a Keras 3 optimizer, ...).
-
-        Returns:
-            None when the backend does not recognise `optimizer`; else an object with
-            `init(params) -> state` and `update(grads, state, params) -> (new_params, state)`, both
-            usable inside `compile_loop`. Not bound to cfcore's cross-backend trajectories.
-        """
-        ...
-
 
 BACKEND_MEMBERS: tuple[str, ...] = (
     "name",
@@ -362,9 +329,7 @@ BACKEND_MEMBERS: tuple[str, ...] = (
     "is_available",
     "asarray",
     "to_numpy",
-    "sync",
     "pair_dot",
-    "pair_layout",
     "gramian",
     "segment_sum",
     "bag_of_words",
@@ -375,32 +340,8 @@ BACKEND_MEMBERS: tuple[str, ...] = (
     "value_and_grad",
     "compile",
     "compile_loop",
-    "native_optimizer",
 )
 """Every member of `Backend`, in the order above (checked by `cfcore.testing`)."""
-
-OPTIONAL_MEMBERS: dict[str, str] = {
-    "compile_map": (
-        "compile_map(fn) -> run(data, xs, start=0, stop=None) -> ys: fn(data, xs[i]) for each "
-        "i from start to stop - 1 (default: all) along the leading axis of xs' leaves, each "
-        "output leaf stacked along a new leading axis (JAX's lax.map); usable inside compiled "
-        "code. The ALS half-sweep maps its blocks of rows with it, and without it writes each "
-        "block into the bucket's output by a select over the whole output (a cost quadratic in "
-        "the number of blocks); a range is one part's blocks (compile_parts)."
-    ),
-    "compile_parts": (
-        "compile_parts(fns) -> run(*args) -> [fns[0](*args), ...]: independent computations "
-        "(none reads another's output), each compiled apart, which the framework may run at "
-        "once on one device (TensorFlow: XLA calls from a non-XLA graph, on its inter-op "
-        "threads); usable inside compiled code. Needs concurrent_parts (and compile_map). An "
-        "ALS half-sweep cuts its blocks into that many parts of about equal work."
-    ),
-    "concurrent_parts": (
-        "concurrent_parts() -> int: how many compile_parts parts run at once in the code being "
-        "traced now (1: cut nothing, e.g. inside one compiled program that runs on one core)."
-    ),
-}
-"""Members a backend may have; core uses them when present and works without them."""
 
 XP_FUNCTIONS: tuple[str, ...] = (
     "sum",

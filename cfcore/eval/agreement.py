@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backend.capabilities import capability
 from ..errors import ArgumentValueError
 
 TOLERANCES: dict[str, float] = {
@@ -289,6 +290,6 @@ def strict_float32(backend: Any) -> None:
     does it for its own framework (its optional `strict_float32`); one without it has nothing to
     turn off.
     """
-    switch = getattr(getattr(backend, "ops", backend), "strict_float32", None)
+    switch = capability(backend, "strict_float32")
     if switch is not None:
         switch()

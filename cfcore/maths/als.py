@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.capabilities import capability, has_capability, raw_ops
 from ..errors import ArgumentValueError
 
 SOLVERS: tuple[str, ...] = ("cholesky", "cg")
@@ -173,7 +174,7 @@ def row_solve(
         system, rhs, _ = row_systems(
             be, fixed, cols, cols_t, weights, targets, row_reg, col_reg, prior
         )
-        return _ops(be).solve(system, rhs)
+        return raw_ops(be).solve(system, rhs)
     if solver != "cg":
         raise ArgumentValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if x0 is None:
@@ -307,7 +308,7 @@ def make_half_sweep(
         axis)."""
         if solver == "cholesky":
             system, rhs, loss = systems(data, block)
-            return _ops(be).solve(system, rhs), loss
+            return raw_ops(be).solve(system, rhs), loss
         return _cg(
             be,
             gather_rows(be, data["fixed"], block["cols"]),
@@ -320,7 +321,7 @@ def make_half_sweep(
             cg_steps,
         )
 
-    mapped = getattr(be, "compile_map", None)
+    mapped = capability(be, "compile_map")
     if mapped is not None:
         # Each block's rows stacked into the bucket's [K, B, d] output by the loop itself; a
         # part of a concurrent half-sweep maps blocks `start` to `stop` − 1 of a bucket.
@@ -381,7 +382,7 @@ def make_half_sweep(
             # takes them all): each solve shape is compiled apart, and small buckets' solves
             # cost more to compile than to run.
             outs[: len(single)] = [
-                _ops(be).solve(
+                raw_ops(be).solve(
                     _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
                 )
             ]
@@ -429,7 +430,7 @@ def make_half_sweep(
                 lambda data, buckets, group=group: solve_segments(data, buckets, group)
                 for group in groups
             ]
-            solved = _ops(be).compile_parts(fns)(data, buckets)
+            solved = raw_ops(be).compile_parts(fns)(data, buckets)
             rows = _concat(xp, [r for r, _ in solved])
             total = solved[0][1]
             for _, loss in solved[1:]:
@@ -501,12 +502,9 @@ def _parts(
     other code of the step runs outside its compiled computations (TensorFlow's non-XLA graph),
     and the blocks' solves belong inside one.
     """
-    ops = _ops(be)
-    width = getattr(ops, "concurrent_parts", None)
-    if width is None or getattr(ops, "compile_parts", None) is None:
-        return None
-    if getattr(be, "compile_map", None) is None:
-        return None  # a part maps a range of a bucket's blocks
+    width = capability(be, "concurrent_parts")
+    if width is None or not has_capability(be, "compile_parts", "compile_map"):
+        return None  # (a part maps a range of a bucket's blocks: compile_map too)
     parts = int(width())
     if parts <= 1:
         return None
@@ -579,9 +577,3 @@ def pad_prior(be: Any, prior: Any) -> Any:
     d = int(prior.shape[0])
     embed = be.asarray(np.eye(d + 1, d, dtype=np.float32))  # [d + 1, d]
     return xp.matmul(xp.matmul(embed, prior), xp.transpose(embed))
-
-
-def _ops(be: Any) -> Any:
-    """The backend's raw operations: inside compiled code the bound backend's host-side checks
-    and conversions must not run (shapes may be symbolic there)."""
-    return getattr(be, "ops", be)

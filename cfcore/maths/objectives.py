@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend.capabilities import raw_ops
 from ..specs import BiasedMFSpec, IALSSpec, MFSpec, SoftmaxSpec
 
 Params = dict[str, Any]
@@ -37,10 +38,10 @@ def sparse_mse(
     """
     xp = be.xp
     if layout is not None and method == "gather":
-        pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method, layout=layout)
+        pred = raw_ops(be).pair_dot(user_emb, item_emb, users, items, method=method, layout=layout)
     else:
         # Backends without a layout are never passed the argument (see `Backend.pair_dot`).
-        pred = _ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
+        pred = raw_ops(be).pair_dot(user_emb, item_emb, users, items, method=method)
     return xp.mean(xp.square(pred - ratings))
 
 
@@ -59,7 +60,7 @@ def gravity(be: Any, user_emb: Any, item_emb: Any) -> Any:
     floating point: at ML-20M shape it overflows int32.
     """
     scale = 1.0 / (float(user_emb.shape[0]) * float(item_emb.shape[0]))
-    return be.xp.sum(_ops(be).gramian(user_emb) * _ops(be).gramian(item_emb)) * scale
+    return be.xp.sum(raw_ops(be).gramian(user_emb) * raw_ops(be).gramian(item_emb)) * scale
 
 
 def mf_loss_terms(be: Any, spec: MFSpec, params: Params, batch: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def biased_predictions(be: Any, params: Params, users: Any, items: Any) -> Any:
     bi = xp.reshape(params["item_bias"], (-1, 1))
     user_aug = xp.concat([u, bu, xp.full_like(bu, 1.0)], axis=1)
     item_aug = xp.concat([v, xp.full_like(bi, 1.0), bi], axis=1)
-    return _ops(be).pair_dot(user_aug, item_aug, users, items)
+    return raw_ops(be).pair_dot(user_aug, item_aug, users, items)
 
 
 def biased_mf_loss_terms(
@@ -178,10 +179,10 @@ def ials_loss_terms(
     """
     xp = be.xp
     u, v = params["user"], params["item"]
-    pred = _ops(be).pair_dot(u, v, data["users"], data["items"])
+    pred = raw_ops(be).pair_dot(u, v, data["users"], data["items"])
     conf = 1.0 + spec.confidence * data["values"]
     observed = xp.sum(conf * xp.square(pred - 1.0))
-    unobserved = spec.unobserved_weight * xp.sum(_ops(be).gramian(u) * _ops(be).gramian(v))
+    unobserved = spec.unobserved_weight * xp.sum(raw_ops(be).gramian(u) * raw_ops(be).gramian(v))
     reg = xp.sum(xp.reshape(data["user_reg"], (-1, 1)) * xp.square(u)) + xp.sum(
         xp.reshape(data["item_reg"], (-1, 1)) * xp.square(v)
     )
@@ -214,7 +215,7 @@ def softmax_query_embeddings(
     """
     xp = be.xp
     bags = [
-        _ops(be).bag_of_words(params[f], ids.get(f), weights[f], combiner=spec.combiner)
+        raw_ops(be).bag_of_words(params[f], ids.get(f), weights[f], combiner=spec.combiner)
         for f in spec.feature_names
     ]
     x = xp.concat(bags, axis=-1) if len(bags) > 1 else bags[0]
@@ -232,15 +233,9 @@ def softmax_loss(be: Any, spec: SoftmaxSpec) -> Any:
         query = softmax_query_embeddings(be, spec, params, batch["ids"], batch["weights"])
         items = params[spec.item_feature]
         if spec.loss == "sampled":
-            value = _ops(be).sampled_softmax_loss(query, items, batch["labels"], log_q)
+            value = raw_ops(be).sampled_softmax_loss(query, items, batch["labels"], log_q)
         else:
-            value = _ops(be).softmax_cross_entropy(query, items, batch["labels"])
+            value = raw_ops(be).softmax_cross_entropy(query, items, batch["labels"])
         return value, {"loss": value}
 
     return loss
-
-
-def _ops(be: Any) -> Any:
-    """The backend's raw operations: inside compiled code the bound backend's host-side checks
-    and conversions must not run (shapes may be symbolic there)."""
-    return getattr(be, "ops", be)

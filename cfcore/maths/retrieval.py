@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.capabilities import raw_ops
+
 
 def _inv_norm_power(be: Any, x: Any, power: float) -> Any:
     # A zero vector scores 0 under every measure (its dot products are 0): dividing by 1 keeps it so.
@@ -36,7 +38,7 @@ def masked_top_k(be: Any, scores: Any, k: int, exclude: Any = None) -> tuple[Any
     """Top-k of `[B, M]` scores with `exclude` (bool `[B, M]`) scored −inf; lowest index first."""
     if exclude is not None:
         scores = be.xp.where(exclude, be.xp.full_like(scores, float("-inf")), scores)
-    return _ops(be).top_k(scores, k)
+    return raw_ops(be).top_k(scores, k)
 
 
 def fold_in_solve(
@@ -63,15 +65,9 @@ def fold_in_solve(
     # Σ_k v_k v_kᵀ per row as a segment sum of outer products: memory O(n·d²), bounded by the
     # caller's chunking, and no [B, M] matrix.
     outer = xp.reshape(v, (-1, d, 1)) * xp.reshape(v, (-1, 1, d))
-    gram = _ops(be).segment_sum(outer, rows, num_rows)
-    rhs = _ops(be).segment_sum(v * xp.reshape(ratings, (-1, 1)), rows, num_rows)
+    gram = raw_ops(be).segment_sum(outer, rows, num_rows)
+    rhs = raw_ops(be).segment_sum(v * xp.reshape(ratings, (-1, 1)), rows, num_rows)
     # A NumPy constant: inside a compiled function it becomes part of the program.
     eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
     system = gram + xp.reshape(reg, (-1, 1, 1)) * eye + xp.reshape(prior, (1, d, d))
-    return _ops(be).solve(system, rhs)
-
-
-def _ops(be: Any) -> Any:
-    """The backend's raw operations: inside compiled code the bound backend's host-side checks
-    and conversions must not run (shapes may be symbolic there)."""
-    return getattr(be, "ops", be)
+    return raw_ops(be).solve(system, rhs)

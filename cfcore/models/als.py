@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backend.capabilities import raw_ops
 from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
 from ..data.row_blocks import row_blocks
 from ..errors import ArgumentValueError
-from ..maths import objectives
+from ..maths import functional, objectives
 from ..maths.als import gravity_scale, make_half_sweep
 from ..persistence import register_model
 from ..specs import IALSSpec, WALSSpec
@@ -101,7 +102,7 @@ def gramian_halves(
     table's Gramian (WALS's gravity, iALS's unobserved weight), `half(params, data) -> params`,
     each row solved where `placement` keeps it."""
     xp = be.xp
-    ops = getattr(be, "ops", be)
+    ops = raw_ops(be)
     half = (placement or Placement(be)).half_sweep(
         make_half_sweep(
             be,
@@ -246,7 +247,7 @@ class WALS(RatingModel):
         return FitPlan(chunk, data, row, ("train_mse", "test_mse", "total_loss"))
 
     def _objective_terms(self, be: Any, ratings: Ratings) -> dict[str, Any]:
-        return be.mf_loss_terms(self.spec.objective, self.embeddings_numpy(), ratings)
+        return functional.mf_loss_terms(be, self.spec.objective, self.embeddings_numpy(), ratings)
 
 
 # ---------------------------------------------------------------------------- iALS
@@ -358,7 +359,7 @@ def ials_sweep(be: Any, spec: IALSSpec, placement: Placement | None = None) -> S
     if not placement.observed_halves:
         return _ials_sweep_apart(be, spec, placement)
     xp = be.xp
-    ops = getattr(be, "ops", be)
+    ops = raw_ops(be)
     col = np.ones(spec.embedding_dim, np.float32)
     kw = {"solver": spec.linear_solver, "cg_steps": spec.cg_steps}
     user_half = placement.half_sweep(make_half_sweep(be, col, observed=True, **kw), observed=True)

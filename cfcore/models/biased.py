@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..backend.capabilities import raw_ops
 from ..backend.registry import get_backend
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings, as_ratings
@@ -69,7 +70,7 @@ def biased_halves(
     (the column regularization is the half-sweep's run-time `col_reg`): nothing compiled in.
     """
     xp = be.xp
-    ops = getattr(be, "ops", be)
+    ops = raw_ops(be)
     half = (placement or Placement(be)).half_sweep(
         make_half_sweep(be, solver=spec.linear_solver, cg_steps=spec.cg_steps, offsets=True)
     )

@@ -29,6 +29,7 @@ from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
 from ..errors import ArgumentValueError
 from ..init import init_mf_params
+from ..maths import functional
 from ..train.placement import Placement
 from .base import Model, Params, State
 
@@ -397,7 +398,7 @@ class RatingModel(FactorModel):
 
     def _objective_terms(self, be: Any, ratings: Ratings) -> dict[str, Any]:
         """The objective's parts on `ratings` as backend scalars (see `loss_terms`)."""
-        return be.mf_loss_terms(self.spec, self.embeddings_numpy(), ratings)
+        return functional.mf_loss_terms(be, self.spec, self.embeddings_numpy(), ratings)
 
     def loss_terms(self, ratings: Ratings, backend: Any = None) -> dict[str, float]:
         """The objective's parts on `ratings`, computed by the backend (as recorded in the history)."""

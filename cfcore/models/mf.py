@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..data.batching import MinibatchSampler
 from ..data.ratings import Ratings
+from ..maths import functional
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import REGULARIZED_MF, MFSpec, MSEMethod, OptimizerSpec
@@ -231,8 +232,10 @@ def evaluate_terms(
     out = {"observed": observed / n}
     if spec.regularized:
         u, v = params["user"], params["item"]
-        out["regularization"] = spec.regularization_coeff * float(be.to_numpy(be.l2_penalty(u, v)))
-        out["gravity"] = spec.gravity_coeff * float(be.to_numpy(be.gravity(u, v)))
+        out["regularization"] = spec.regularization_coeff * float(
+            be.to_numpy(functional.l2_penalty(be, u, v))
+        )
+        out["gravity"] = spec.gravity_coeff * float(be.to_numpy(functional.gravity(be, u, v)))
     out["total"] = out["observed"] + out.get("regularization", 0.0) + out.get("gravity", 0.0)
     return out
 

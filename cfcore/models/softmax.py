@@ -40,6 +40,7 @@ from ..data.features import (
 )
 from ..errors import ArgumentValueError, NotFittedError
 from ..eval.metrics import ranking_metrics
+from ..maths import functional
 from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
@@ -455,7 +456,7 @@ class SoftmaxModel(Model):
     def _metrics(self, be: Any, params: Any, data: _EvalData, k: int) -> dict[str, float]:
         """Test loss and ranking metrics at k of `params` on the test users."""
         spec = self.spec
-        query = be.softmax_query_embeddings(spec, params, data.ids, data.weights)
+        query = functional.softmax_query_embeddings(be, spec, params, data.ids, data.weights)
         items = params[spec.item_feature]
         loss = float(
             be.to_numpy(
@@ -467,7 +468,7 @@ class SoftmaxModel(Model):
         tops = []
         for start in range(0, int(_shape(query)[0]), rows_per_call):
             stop = start + rows_per_call
-            scores = be.score_all(query[start:stop], items)
+            scores = functional.score_all(be, query[start:stop], items)
             exclude = None if data.exclude is None else data.exclude[start:stop]
             tops.append(np.asarray(be.to_numpy(be.top_k(scores, k, exclude=exclude)[1])))
         metrics = ranking_metrics(np.concatenate(tops), data.split.test_targets, k)
@@ -548,7 +549,9 @@ class SoftmaxModel(Model):
         be = get_backend(backend) if backend is not None else self._backend()
         params = be.params_from_numpy(self.params_numpy())
         return np.asarray(
-            be.to_numpy(be.softmax_query_embeddings(self.spec, params, bags.ids, bags.weights))
+            be.to_numpy(
+                functional.softmax_query_embeddings(be, self.spec, params, bags.ids, bags.weights)
+            )
         )
 
     # ------------------------------------------------------------------ retrieval, new users, files
@@ -606,7 +609,9 @@ class SoftmaxModel(Model):
             bags = features.bags_from_pairs(
                 rows[lo:hi] - start, items[lo:hi], (stop - start,), spec.feature_names
             )
-            q = be.to_numpy(be.softmax_query_embeddings(spec, params, bags.ids, bags.weights))
+            q = be.to_numpy(
+                functional.softmax_query_embeddings(be, spec, params, bags.ids, bags.weights)
+            )
             out[start:stop] = np.asarray(q, dtype=np.float32)
         return out
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.capabilities import capability
 from ..errors import ArgumentValueError
 from ..specs import SGD, Adagrad, Adam, OptimizerSpec, make_optimizer
 
@@ -123,7 +124,8 @@ def make_rule(be: Any, optimizer: Any) -> Rule:
         for cls, rule in _RULES.items():
             if isinstance(optimizer, cls):
                 return rule(be, optimizer)
-    native = None if isinstance(optimizer, str) else be.native_optimizer(optimizer)
+    wrap = None if isinstance(optimizer, str) else capability(be, "native_optimizer")
+    native = None if wrap is None else wrap(optimizer)
     if native is None:
         try:
             make_optimizer(optimizer)  # its errors name the accepted specs and names

@@ -52,6 +52,7 @@ import pandas as pd
 from ..backend.checks import check_k as check_k
 from ..data.bags import Ragged
 from ..errors import ArgumentValueError
+from ..maths import functional
 from ..train.progress import between_chunks, progress_bar
 
 Measure = str | tuple[str, float]
@@ -164,7 +165,7 @@ def scores(query: Any, items: Any, measure: Measure = "dot", *, backend: Any = N
     v = np.asarray(items)
     _check_dims(q, v)
     be = _resolve_backend(backend, q.shape[0] * v.shape[0])
-    out = np.asarray(be.to_numpy(be.measure_scores(q, v, qp, ip)), dtype=np.float32)
+    out = np.asarray(be.to_numpy(functional.measure_scores(be, q, v, qp, ip)), dtype=np.float32)
     return out[0] if single else out
 
 
@@ -247,7 +248,7 @@ def batch_top_k(
                 mask = exclude.mask(start, stop)
             else:
                 mask = None if exclude is None else exclude[start:stop]
-            val, idx = be.batched_top_k(q[start:stop], item_native, k, mask, qp, ip)
+            val, idx = functional.batched_top_k(be, q[start:stop], item_native, k, mask, qp, ip)
             val, idx = be.to_numpy(val), be.to_numpy(idx)
             values[start:stop], indices[start:stop] = val, idx
             if bar is not None:
@@ -798,8 +799,8 @@ def fold_in_solve(
         chunk_ratings[:n] = ratings[lo:hi]
         chunk_reg = np.ones(b_pad, np.float32)
         chunk_reg[:b] = reg[first:last]
-        sol = be.fold_in_solve(
-            item_native, chunk_rows, chunk_items, chunk_ratings, b_pad, chunk_reg, prior32
+        sol = functional.fold_in_solve(
+            be, item_native, chunk_rows, chunk_items, chunk_ratings, b_pad, chunk_reg, prior32
         )
         out[first:last] = be.to_numpy(sol)[:b]
         first = last

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend.capabilities import capability
 from ..errors import NotSupportedError
 from .placement import Placement
 
@@ -30,7 +31,7 @@ def make_placement(backend: Any, devices: Any) -> Placement:
     """
     if devices is None:
         return Placement(backend)
-    factory = getattr(getattr(backend, "ops", backend), "sharded_placement", None)
+    factory = capability(backend, "sharded_placement")
     if factory is None:
         name = getattr(backend, "name", type(backend).__name__)
         raise NotSupportedError(
