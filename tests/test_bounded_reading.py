@@ -421,3 +421,21 @@ def test_user_csv_over_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         read_user_ratings(path, item_ids=CATALOG_IDS)
     with pytest.raises(UserRatingsError, match=r"the ratings CSV holds more than 1\.0 KiB"):
         read_user_ratings(io.StringIO(path.read_text()), item_ids=CATALOG_IDS)
+
+
+def test_a_csv_the_command_line_reads_has_a_budget(tmp_path: Path, monkeypatch) -> None:
+    # `cfcore compare --ratings` and `cfcore plot --history` read CSVs of any origin: within
+    # the budget of a file of unknown size, and a line cap.
+    from cfcore.data.bounded import read_csv
+    from cfcore.errors import ArgumentValueError
+
+    path = tmp_path / "history.csv"
+    path.write_text("step,train_mse\n1,1.0\n2,0.5\n")
+    assert read_csv(path, ArgumentValueError)["train_mse"].tolist() == [1.0, 0.5]
+    monkeypatch.setenv(FILE_LIMIT_ENV, "10")
+    with pytest.raises(ArgumentValueError, match=r"history.csv is 27 bytes, more than 10 B"):
+        read_csv(path, ArgumentValueError)
+    monkeypatch.delenv(FILE_LIMIT_ENV)
+    path.write_text("step,train_mse\n" + "1" * (MAX_LINE_BYTES + 10) + ",0.5\n")
+    with pytest.raises(ArgumentValueError, match="history.csv"):
+        read_csv(path, ArgumentValueError)

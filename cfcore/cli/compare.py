@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..data.bounded import read_csv as bounded_csv
 from ..errors import ArgumentValueError, MissingFileError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from ._signals import output, stage
@@ -225,7 +226,7 @@ def _read_ratings_file(path: Path) -> Any:
     if not path.is_file():
         raise MissingFileError(f"ratings file {path} does not exist")
     try:
-        df = pd.read_csv(path)
+        df = bounded_csv(path, ArgumentValueError)
     except (ValueError, pd.errors.ParserError) as err:
         raise ArgumentValueError(f"{path} is not a ratings CSV ({err})") from err
     cols = {}

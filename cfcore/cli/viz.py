@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..data.bounded import read_csv as bounded_csv
 from ..errors import ArgumentValueError, CfcoreError, MissingFileError
 from ..validate import check_float, check_int
 from ._common import DataDirOpt, DatasetOpt, console, fail, load_dataset
@@ -257,7 +258,7 @@ def _read_history(path: Path) -> Any:
     if not path.is_file():
         raise MissingFileError(f"history file {path} does not exist")
     try:
-        return pd.read_csv(path)
+        return bounded_csv(path, ArgumentValueError)
     except (ValueError, pd.errors.ParserError) as err:
         raise ArgumentValueError(f"{path} is not a history CSV ({err})") from err
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -192,3 +193,19 @@ def bounded(
     """`raw` behind a `BoundedReader`: read it in chunks (`read(n)`, as parsers do), or wrap it
     in `io.BufferedReader` to read lines."""
     return BoundedReader(raw, where, limit, error, max_line)
+
+
+def read_csv(path: Path, error: type[Exception]) -> Any:
+    """A CSV file of unknown size (one cfcore wrote, or a user's) as a pandas frame, read within
+    `file_budget(None)` and `MAX_LINE_BYTES`; a file over its budget raises `error`.
+
+    Parse errors are the caller's to word (pandas' `ValueError` / `ParserError` pass through).
+    """
+    import pandas as pd
+
+    limit = file_budget(None)
+    size = path.stat().st_size
+    if size > limit[0]:
+        raise error(too_large(str(path), *limit, f"is {size:,} bytes, more than"))
+    with open(path, "rb") as f:
+        return pd.read_csv(bounded(f, str(path), limit, error))
