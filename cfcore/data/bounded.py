@@ -195,6 +195,14 @@ def bounded(
     return BoundedReader(raw, where, limit, error, max_line)
 
 
+def check_size(path: Path, limit: tuple[int, str], error: type[Exception]) -> None:
+    """Raises `error` when the file at `path` is larger than its budget `limit`, before any of
+    it is read (the bytes are counted again while they stream)."""
+    size = path.stat().st_size
+    if size > limit[0]:
+        raise error(too_large(str(path), *limit, f"is {size:,} bytes, more than"))
+
+
 def read_csv(path: Path, error: type[Exception]) -> Any:
     """A CSV file of unknown size (one cfcore wrote, or a user's) as a pandas frame, read within
     `file_budget(None)` and `MAX_LINE_BYTES`; a file over its budget raises `error`.
@@ -204,8 +212,6 @@ def read_csv(path: Path, error: type[Exception]) -> Any:
     import pandas as pd
 
     limit = file_budget(None)
-    size = path.stat().st_size
-    if size > limit[0]:
-        raise error(too_large(str(path), *limit, f"is {size:,} bytes, more than"))
+    check_size(path, limit, error)
     with open(path, "rb") as f:
         return pd.read_csv(bounded(f, str(path), limit, error))

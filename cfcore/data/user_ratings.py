@@ -48,7 +48,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CfcoreError
-from .bounded import FILE_LIMIT_ENV, MAX_FIELD_CHARS, bounded, file_budget, shorten, too_large
+from .bounded import (
+    FILE_LIMIT_ENV,
+    MAX_FIELD_CHARS,
+    bounded,
+    check_size,
+    file_budget,
+    shorten,
+    too_large,
+)
 from .csv_check import first_bad_line
 
 ID_COLUMNS = ("item_id", "movie_id", "movieid", "itemid", "id")
@@ -332,10 +340,7 @@ def _as_frame(source: Any) -> tuple[pd.DataFrame, str]:
         path = Path(source)
         if not path.is_file():
             raise UserRatingsError(f"ratings file {path} does not exist")
-        size, limit = path.stat().st_size, _user_limit()
-        if size > limit[0]:
-            verb = f"is {size:,} bytes, more than"
-            raise UserRatingsError(too_large(str(path), *limit, verb))
+        check_size(path, _user_limit(), UserRatingsError)
         with open(path, "rb") as f:
             return _read_csv(f, str(path)), str(path)
     if isinstance(source, io.IOBase) or hasattr(source, "read"):
