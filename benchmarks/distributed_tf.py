@@ -115,7 +115,9 @@ def als_worker(k: int, cfg: dict[str, Any], backend: str) -> dict[str, Any]:
     for _ in range(cfg["repeats"]):
         many.append(fit(cfg["steps"]))
         one.append(fit(1))
-    sweep = (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1)
+    # A difference of medians: below the timer's noise (tiny smoke shapes) it can dip under 0,
+    # which is reported as 0 rather than as a negative time.
+    sweep = max(0.0, (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1))
     # ru_maxrss is in KiB on Linux: the process's peak resident set over all the fits above.
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 2**10
     memory: dict[str, float] = {}
@@ -181,7 +183,7 @@ def worker(k: int, cfg: dict[str, Any], run: str) -> dict[str, Any]:
         many.append(fit(cfg["steps"]))
         one.append(fit(1))
     peak = tf.config.experimental.get_memory_info(device)["peak"]
-    step = (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1)
+    step = max(0.0, (statistics.median(many) - statistics.median(one)) / (cfg["steps"] - 1))
     return {
         "k": k,
         "run": run,
