@@ -127,10 +127,15 @@ def test_biased_als_and_gradient_reach_the_same_objective():
 
 def test_wals_history_rows_per_sweep(ratings):
     train, test = ratings.split(0.1, seed=0)
+    # By default one row after the last sweep (besides step 0); eval_every=1 follows each sweep.
+    default = cfcore.WALS(3, gravity_coeff=0.5).fit(train, steps=3, backend="jax", progress=False)
+    assert default["step"].tolist() == [0, 3]
     model = cfcore.WALS(3, gravity_coeff=0.5)
-    h = model.fit(train, test=test, steps=3, backend="jax", progress=False)
+    h = model.fit(train, test=test, steps=3, backend="jax", progress=False, eval_every=1)
     assert list(h.columns) == REGULARIZED_COLUMNS
     assert h["step"].tolist() == [0, 1, 2, 3] and model.step == 3
+    # The same sweeps, whatever the rows: the last row's loss agrees.
+    assert default["total_loss"].iloc[-1] == pytest.approx(h["total_loss"].iloc[-1], rel=1e-5)
     # The recorded parts are the objective's, by the oracle, at the recorded parameters.
     terms, _ = ref.mf_objective(
         model.spec.objective, model.params_numpy(), train.users, train.items, train.values
@@ -158,7 +163,7 @@ def test_progress_bar_per_sweep(ratings, capsys):
 
 def test_ials_and_biased_history(ratings):
     h = cfcore.IALS(3).fit(ratings.to_implicit(threshold=3.5), steps=2, backend="jax",
-                           progress=False)  # fmt: skip
+                           progress=False, eval_every=1)  # fmt: skip
     assert list(h.columns) == [
         "step", "observed_loss", "unobserved_loss", "regularization_loss", "total_loss",
     ]  # fmt: skip
@@ -166,6 +171,7 @@ def test_ials_and_biased_history(ratings):
     assert h["total_loss"].is_monotonic_decreasing
     train, test = ratings.split(0.1, seed=0)
     hb = cfcore.BiasedMF(3).fit(train, test=test, steps=2, backend="jax", progress=False)
+    assert hb["step"].tolist() == [0, 2]
     assert list(hb.columns) == [
         "step", "train_mse", "test_mse", "observed_loss", "regularization_loss",
         "bias_regularization_loss", "gravity_loss", "total_loss",

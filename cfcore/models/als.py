@@ -3,7 +3,7 @@
 Both train through the one trainer (`cfcore.train.Session`) with no optimizer: a step is one
 sweep, every user row solved with the items fixed, then every item row with the users fixed
 (`cfcore.maths.als`), compiled in chunks of sweeps under the same non-finite guard as gradient
-steps, with one history row per `eval_every` sweeps.
+steps, with one history row per `eval_every` sweeps (by default one after the last).
 
 Example:
     >>> import cfcore
@@ -203,7 +203,7 @@ class WALS(RatingModel):
         steps: int,
         backend: Any = None,
         seed: int = 0,
-        eval_every: int = 1,
+        eval_every: int | None = None,
         progress: bool = True,
         devices: Any = None,
     ) -> pd.DataFrame:
@@ -215,7 +215,9 @@ class WALS(RatingModel):
             steps: number of sweeps.
             backend: "jax", "tf", "torch", "numpy" (float64), a backend instance, or None.
             seed: seeds the initial embeddings (first fit only).
-            eval_every: sweeps between two history rows.
+            eval_every: sweeps between two history rows (None: one row after the last sweep,
+                besides the row of step 0; each row costs a pass over the data and a wait for
+                the device, so following every sweep (1) can double a small fit's time).
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): both tables
@@ -226,7 +228,7 @@ class WALS(RatingModel):
             `observed_loss`, `regularization_loss`, `gravity_loss`, `total_loss`, as
             `RegularizedMF`.
         """
-        run = (steps, eval_every, seed, backend, devices, progress)
+        run = (steps, steps if eval_every is None else eval_every, seed, backend, devices, progress)
         return self._fit(TrainingSet(train, test), "als", None, *run)
 
     def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:
@@ -444,7 +446,7 @@ class IALS(FactorModel):
         train: Ratings,
         *,
         steps: int,
-        eval_every: int = 1,
+        eval_every: int | None = None,
         seed: int = 0,
         backend: Any = None,
         devices: Any = None,
@@ -455,7 +457,9 @@ class IALS(FactorModel):
         Args:
             train: the positives (see the class docstring).
             steps: number of sweeps.
-            eval_every: sweeps between two history rows.
+            eval_every: sweeps between two history rows (None: one row after the last sweep,
+                besides the row of step 0; each row costs a pass over the data and a wait for
+                the device, so following every sweep (1) can double a small fit's time).
             seed: seeds the initial embeddings (first fit only).
             backend: a backend name or instance, "numpy" (float64), or None.
             devices: None (one device), or an int k / a list of `jax.Device` or
@@ -467,7 +471,7 @@ class IALS(FactorModel):
             The whole history: `step`, `observed_loss`, `unobserved_loss`,
             `regularization_loss` and `total_loss` (the sums of `IALSSpec`'s objective).
         """
-        run = (steps, eval_every, seed, backend, devices, progress)
+        run = (steps, steps if eval_every is None else eval_every, seed, backend, devices, progress)
         return self._fit(TrainingSet(train), "als", None, *run)
 
     def _checked_inputs(self, inputs: TrainingSet) -> TrainingSet:

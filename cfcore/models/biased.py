@@ -168,8 +168,8 @@ class BiasedMF(RatingModel):
             backend: a backend name or instance, or None.
             seed: seeds the initial embeddings (first fit only) and the minibatch order.
             batch_size: gradient steps only: ratings per step (None: full batch).
-            eval_every: steps between two history rows (default 10 for gradient steps, 1 for
-                sweeps).
+            eval_every: steps between two history rows (default 10 for gradient steps; for
+                sweeps one row after the last, besides the row of step 0).
             progress: show a progress bar.
             devices: None (one device), or an int k / a list of `jax.Device` or
                 `tf.config.LogicalDevice` (JAX and TensorFlow backends): tables and biases
@@ -181,7 +181,7 @@ class BiasedMF(RatingModel):
         """
         solver = _check_solver(solver, optimizer, batch_size)
         if eval_every is None:
-            eval_every = 1 if solver == "als" else 10
+            eval_every = steps if solver == "als" else 10
         run = (steps, eval_every, seed, backend, devices, progress)
         trainer = "als" if solver == "als" else "biased-gradient"
         return self._fit(TrainingSet(train, test, batch_size, solver), trainer, optimizer, *run)
