@@ -132,9 +132,13 @@ class BiasedMF(RatingModel):
     spec_type = BiasedMFSpec
 
     # fmt: off
-    def __init__(self, embedding_dim: int = 3, init_stddev: float = 0.1,
-                 regularization_coeff: float = 0.1, bias_regularization_coeff: float = 0.01,
-                 gravity_coeff: float = 0.0, solver: str = "auto", cg_steps: int = 3) -> None:
+    _S = BiasedMFSpec  # the defaults live in the spec only
+
+    def __init__(self, embedding_dim: int = _S.embedding_dim, init_stddev: float = _S.init_stddev,
+                 regularization_coeff: float = _S.regularization_coeff,
+                 bias_regularization_coeff: float = _S.bias_regularization_coeff,
+                 gravity_coeff: float = _S.gravity_coeff, solver: str = _S.solver,
+                 cg_steps: int = _S.cg_steps) -> None:
         super().__init__(BiasedMFSpec(embedding_dim, init_stddev, regularization_coeff,
                                       bias_regularization_coeff, gravity_coeff, solver, cg_steps))
     # fmt: on
