@@ -35,7 +35,7 @@ TOLERANCES: dict[str, float] = {
 """Absolute tolerances within which two float32 backends must agree after the same training.
 
 `train_mse` / `test_mse`: the final errors; `test_mse_history`: the test MSE at every history row;
-`embeddings`: every entry of every embedding table (max |a − b|). These are the README's
+`embeddings`: every entry of every embedding table (max |a − b|). These are the
 documented figures (measured on the 500-step regularized run on ml-100k: 5e-7 in test MSE,
 1.3e-6 in the embeddings).
 """
