@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast typecheck lint docs bench gallery clean
+.PHONY: setup demo test test-fast typecheck lint docs course bench gallery clean
 
 # The demo needs cfcore and JAX only; the suite every backend and the development tools.
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -45,6 +45,10 @@ typecheck: $(STAMP)
 # The documentation site (mkdocs.yml): strict, so a broken link, anchor or API reference fails.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+# Re-executes the course notebook and saves it with its outputs (what the site shows).
+course: $(STAMP)
+	$(PY) docs/tutorials/execute.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
