@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast typecheck lint bench gallery clean
+.PHONY: setup demo test test-fast typecheck lint docs course bench gallery clean
 
 # The demo needs cfcore and JAX only; the suite every backend and the development tools.
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# A CPU-only torch from the machine's local wheels when there is one (about 190 MB instead of
 	# the 2.8 GB of CUDA wheels that Linux torch pulls from PyPI); '-': go on without it.
 	-$(PY) -m pip install --quiet --no-index --no-deps torch
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev,docs]"
 	touch $(STAMP) $(DEMO_STAMP)
 
 setup: $(STAMP)
@@ -30,8 +30,9 @@ setup: $(STAMP)
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/cfcore train --model regularized --dataset 100k --out runs/demo
 
-# The static type check, then the suite (which runs the docstring examples too: test_docstrings).
-test: $(STAMP) typecheck
+# The static type check, the documentation site, then the suite (which runs the docstring examples
+# too, test_docstrings, and the course notebook, test_course_notebook).
+test: $(STAMP) typecheck docs
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -41,6 +42,14 @@ test-fast: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/pyright --pythonpath $(PY)
 
+# The documentation site (mkdocs.yml): strict, so a broken link, anchor or API reference fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+# Re-executes the course notebook and saves it with its outputs (what the site shows).
+course: $(STAMP)
+	$(PY) docs/tutorials/execute.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
@@ -48,7 +57,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[all,dev,bench]"
 	$(PY) benchmarks/overhead.py
 
-# The README's gallery: runs the README's commands and keeps small copies of their PNGs.
+# The user guide's gallery: runs the documented commands and keeps small copies of their PNGs.
 gallery: $(STAMP)
 	$(PY) docs/gallery/make_gallery.py
 

@@ -234,7 +234,7 @@ def accuracy(mode: str, backends: Sequence[str], datasets: Sequence[str], seeds:
         ),
         # Narrowed on the validation splits only (never the test targets): first float64 NumPy
         # prototypes on seed 0's (ml-100k), then cfcore's JAX IALS on all six (both data sets,
-        # seeds 0-2; benchmarks/README.md has the numbers). cfcore's iALS has a ridge along
+        # seeds 0-2; benchmarks/results/notes.md has the numbers). cfcore's iALS has a ridge along
         # λ·α₀ ≈ 0.002-0.004 (ν = 1 scales λ by |S_r| + α₀·M): ml-100k peaks at λ 0.02 / α₀ 0.1
         # or λ 0.01 / α₀ 0.5, ml-latest-small at λ 0.005 / α₀ 0.5-0.8, where d 256 beats d 128
         # on every seed (not on ml-100k); λ 0.035+ and α₀ 0.05 never came close; ν 0.75, d 64

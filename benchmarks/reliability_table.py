@@ -1,4 +1,4 @@
-"""Prints the README's reliability table: every input of tests/edge_inputs.py, tried now.
+"""Prints the reliability table (benchmarks/results/reliability.md): every input of tests/edge_inputs.py, tried now.
 
 Usage: python benchmarks/reliability_table.py [--data-dir ../shared/data]
 """

@@ -1,4 +1,4 @@
-"""Bad inputs and faults tried against cfcore, grouped by kind, for the README's reliability table.
+"""Bad inputs and faults tried against cfcore, grouped by kind, for the reliability table (docs/reliability.md).
 
 `run_all(workdir)` tries every case and records what it got: a cfcore error (its class), a
 documented non-error outcome (`"NaN"`, or `"ok"` for a case that checks its own
@@ -353,7 +353,7 @@ def run_all(workdir: Path, data_dir: Path | None = None) -> list[Outcome]:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """The README table: per kind of input, how many were tried and what they got."""
+    """The reliability table: per kind of input, how many were tried and what they got."""
     kinds: dict[str, list[Outcome]] = {}
     for o in outcomes:
         kinds.setdefault(o.case.kind, []).append(o)

@@ -687,7 +687,7 @@ def test_entry_point_named_like_jax_is_ignored(monkeypatch: pytest.MonkeyPatch) 
 # ---------------------------------------------------------------------------- the guide
 
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-a-backend.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "development" / "writing-a-backend.md"
 
 
 def _guide_block(first_line: str) -> str:

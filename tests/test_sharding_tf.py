@@ -206,7 +206,7 @@ def test_sharded_checkpoints_load_on_one_device_bit_for_bit(sharded, tmp_path_fa
 # different orders: each 2.4e-5 from the reference, up to 3.8e-5 from each other (measured on 1,
 # 2, 4 and 8 devices; as much on one DTensor device). One step of iterative refinement of the
 # Cholesky solves brought that to 3.6e-6 but made the sweep's compilation 60% longer; not used
-# (docs/sharding-tf.md). Measured so: iALS up to 9.8e-7, biased MF's ALS up to 8.0e-6 (the
+# (docs/multi-device.md). Measured so: iALS up to 9.8e-7, biased MF's ALS up to 8.0e-6 (the
 # histories within 3.5e-6).
 ALS_RTOL = {"wals": 5e-5, "ials": 2e-6, "biased_als": 1e-5}
 

@@ -29,7 +29,7 @@ The plug-in contract, checked when a backend is obtained:
 `available_backends()` checks a built-in without importing it (`importlib.util.find_spec` of its
 framework and of its module). A plug-in has to be loaded to reach its `is_available()` (that
 imports the plug-in's module, which should not import its framework; see
-docs/writing-a-backend.md); one that fails to load is not listed.
+docs/development/writing-a-backend.md); one that fails to load is not listed.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def _check_members(obj: Any, what: str) -> None:
         raise BackendError(
             f"{what} does not implement the cfcore backend protocol "
             f"(cfcore.backend.protocol.Backend): missing {', '.join(missing)}; "
-            f"see docs/writing-a-backend.md"
+            f"see docs/development/writing-a-backend.md"
         )
 
 

@@ -25,7 +25,7 @@ from .train import ModelKind, _build_mf, _check_numbers, _load_split, _MFSetting
 
 _ERRORS = (ValueError, OSError, FloatingPointError, TypeError, ImportError)
 
-# The documented agreement run (README, CrossBackendConformance): 500 steps, a row every 50.
+# The documented agreement run (docs/command-line.md, CrossBackendConformance): 500 steps, a row every 50.
 STEPS = 500
 EVAL_EVERY = 50
 

@@ -8,7 +8,7 @@ bytes of the current line (a file of a few valid-looking bytes can be one 200 MB
 parser holds whole). Over either limit the read stops with the caller's error class naming the
 file and the limit.
 
-Limits (documented in the README):
+Limits (documented in the user guide, docs/user-guide.md):
 
 * a file of a known release: its size in that release with a margin (see `file_budget`);
 * any other file: `UNKNOWN_FILE_BYTES` (1 GiB);

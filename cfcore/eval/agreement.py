@@ -35,7 +35,7 @@ TOLERANCES: dict[str, float] = {
 """Absolute tolerances within which two float32 backends must agree after the same training.
 
 `train_mse` / `test_mse`: the final errors; `test_mse_history`: the test MSE at every history row;
-`embeddings`: every entry of every embedding table (max |a − b|). These are the README's
+`embeddings`: every entry of every embedding table (max |a − b|). These are the
 documented figures (measured on the 500-step regularized run on ml-100k: 5e-7 in test MSE,
 1.3e-6 in the embeddings).
 """
@@ -153,7 +153,11 @@ def train_on_backends(
         backends: backend names or instances, at least one.
         train: training ratings.
         test: optional held-out ratings over the same catalog.
-        steps, optimizer, seed, batch_size, eval_every: passed to `model.fit` on every backend.
+        steps: passed to `model.fit` on every backend, as are the next four.
+        optimizer: the optimizer of every fit.
+        seed: the seed of every fit (initial values, minibatch order).
+        batch_size: the minibatch size of every fit (`None`: full batch).
+        eval_every: steps between history rows in every fit.
         timed: also measure compile time, time per step and peak memory. The compile is timed
             on a throwaway model of the same spec for `eval_every` steps (the trainer keeps the
             compiled loop, so the measured run reuses it); the measured run is the whole `fit`.

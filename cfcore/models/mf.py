@@ -106,7 +106,7 @@ class MatrixFactorization(RatingModel):
             sampler = MinibatchSampler(len(inputs.train), inputs.batch_size, seed + session.step)
         # Full-batch gather steps read the same pairs every step: the backend's pair layout (if
         # it has one) is built once here. Minibatch steps use the plain gathers: a layout per
-        # batch would cost more than it saves at the batch sizes measured (benchmarks/README.md).
+        # batch would cost more than it saves at the batch sizes measured (benchmarks/results/notes.md).
         layout = sampler is None and spec.mse == "gather" and place.pair_layout
         # The coefficients go with the data (read at run time): a search over them compiles once.
         hyper = place.data(hyper_values(spec))

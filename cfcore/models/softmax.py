@@ -356,7 +356,7 @@ class SoftmaxModel(Model):
                 `tf.config.LogicalDevice` (TensorFlow): every table (the item table included)
                 row-sharded (see `cfcore.train.sharding`); on JAX each batch's rows are fetched
                 where they live, on TensorFlow DTensor all-gathers the item table per step
-                (`docs/sharding-tf.md`).
+                (`docs/multi-device.md`).
 
         Returns:
             The history so far: one row per evaluation with `step`, `train_loss` (mean loss of the

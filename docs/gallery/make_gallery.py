@@ -1,9 +1,9 @@
-"""Makes the README's gallery: runs the README's commands, then keeps small copies of their PNGs.
+"""Makes the user guide's gallery: runs the documented commands, then keeps small copies of their PNGs.
 
     python docs/gallery/make_gallery.py            # about 3 minutes on 2 cores
     python docs/gallery/make_gallery.py --work DIR --no-run   # shrink what an earlier run left in DIR
 
-The commands run in a scratch folder (`--work`, default a temporary one) exactly as the README
+The commands run in a scratch folder (`--work`, default a temporary one) exactly as docs/command-line.md
 writes them, reading MovieLens from `CFCORE_DATA_DIR`. Each PNG is then reduced to a 256-colour
 palette (and, if wider than 1600 px, scaled down) so that it stays well under 200 KB in git.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-# The README's commands (section "Command line"), in order.
+# The commands of docs/command-line.md, in order.
 COMMANDS = [
     "cfcore train --model regularized --dataset 100k --backend tf --out runs/reg",
     "cfcore train --model mf --dim 30 --init-stddev 0.05 --steps 1000 --lr 10 --fold u1 --out runs/mf",
