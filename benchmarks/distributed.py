@@ -88,19 +88,19 @@ def measure(k: int, shape: dict[str, int], repeats: int, platform: str = "cpu") 
     """The two steps on the first k devices of `platform` (run inside a worker process)."""
     import jax
     import numpy as np
-    from cfcore_jax.sharding import sharded_placement
 
     import cfcore
     from cfcore.init import init_mf_params
     from cfcore.maths.objectives import mf_loss
     from cfcore.optim import make_rule
     from cfcore.train.loop import gradient_update
+    from cfcore.train.sharding import make_placement
 
     be = cfcore.get_backend("jax")
     spec = cfcore.RegularizedMF(embedding_dim=shape["dim"]).spec
     ratings = cfcore.synthetic_ratings(shape["users"], shape["items"], shape["ratings"], seed=0)
     devices = jax.devices(platform)[:k]
-    placement = sharded_placement(be, devices)
+    placement = make_placement(be, devices)
     init = init_mf_params(spec, shape["users"], shape["items"], 0)
     loss = placement.placed(mf_loss(be, spec))
     data = placement.data(be.device_batch(ratings))

@@ -1,7 +1,7 @@
 """Sharded checkpoints on virtual CPU devices, one step per process (`test_sharded_checkpoint.py`).
 
 Usage: `python tests/sharded_checkpoint_run.py save K FOLDER OUT.npz` trains `RegularizedMF` on K
-devices and saves it sharded into FOLDER, with `ShardedPlacement.to_host` (the only way back to
+devices and saves it sharded into FOLDER, with `RowSharding.to_host` (the only way back to
 the host of a whole table) refused meanwhile; OUT gets the embeddings.
 
 `... load K FOLDER OUT.npz` loads FOLDER, writes its embeddings, continues training on K devices
@@ -79,7 +79,7 @@ def _refused(*targets: tuple[Any, str]) -> Iterator[None]:
 
 
 def _place(k: int, folder: str, backend: str, placement: type, blocks: Any) -> dict[str, Any]:
-    """The `place` run on `backend` (its `ShardedPlacement` and `blocks(array)`: each device's
+    """The `place` run on `backend` (its `RowSharding` and `blocks(array)`: each device's
     block, in mesh order, as `(start row, rows)`)."""
     from cfcore import persistence
     from cfcore.io import npz
@@ -207,7 +207,7 @@ def main(mode: str, k: int, folder: str, out: str) -> None:
             starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
             return list(zip(starts.tolist(), parts, strict=True))
 
-        result = _place(k, folder, "tf", tf_sharding.ShardedPlacement, tf_blocks)
+        result = _place(k, folder, "tf", tf_sharding.TFRowSharding, tf_blocks)
         np.savez(out, allow_pickle=False, **result)
         return
 
@@ -216,7 +216,7 @@ def main(mode: str, k: int, folder: str, out: str) -> None:
     if mode == "save":
         model = cfcore.RegularizedMF(embedding_dim=DIM, init_stddev=0.5)
         _fit(model, k)
-        with _refused((sharding.ShardedPlacement, "to_host")):
+        with _refused((sharding.JaxRowSharding, "to_host")):
             model.save(folder, sharded=True)
         for table, emb in model.embeddings.items():
             result[table] = emb
@@ -234,7 +234,7 @@ def main(mode: str, k: int, folder: str, out: str) -> None:
             shards = sorted(table.addressable_shards, key=lambda s: position[s.device.id])
             return [(int(s.index[0].start or 0), np.asarray(s.data)) for s in shards]
 
-        result = _place(k, folder, "jax", sharding.ShardedPlacement, jax_blocks)
+        result = _place(k, folder, "jax", sharding.JaxRowSharding, jax_blocks)
     np.savez(out, allow_pickle=False, **result)
 
 

@@ -179,16 +179,16 @@ def main(k_arg: str, out: str) -> None:
     # places are recorded from the placement itself (its `_put_blocks`, by user then by item).
     placed: list[dict] = []
     if devices is not None:
-        from cfcore_tf import sharding
+        from cfcore.train.placement import RowShardedPlacement
 
-        put_blocks = sharding.ShardedPlacement._put_blocks
+        put_blocks = RowShardedPlacement._put_blocks
 
         def recording(self, tree):
             out = put_blocks(self, tree)
             placed.append(out)
             return out
 
-        sharding.ShardedPlacement._put_blocks = recording
+        RowShardedPlacement._put_blocks = recording
     als_models = {
         "wals": (cfcore.WALS(embedding_dim=DIM, init_stddev=0.5), ratings),
         "ials": (cfcore.IALS(embedding_dim=DIM), ratings.to_implicit(threshold=3.5)),
@@ -217,7 +217,7 @@ def main(k_arg: str, out: str) -> None:
                 for op, shapes in _collectives(Path(dump) / name).items():
                     result[f"{name}_{op}"] = shapes
     if devices is not None:
-        sharding.ShardedPlacement._put_blocks = put_blocks
+        RowShardedPlacement._put_blocks = put_blocks
     # One model trained by three `fit` calls of different step counts (each a new compiled chunk
     # length): DTensor must reuse its expansion of the step, not expand a loop again. The devices
     # given as a list of `tf.config.LogicalDevice` this time.

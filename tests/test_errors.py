@@ -49,7 +49,7 @@ ALLOW: dict[tuple[str, str], tuple[str, str]] = {
         "AttributeError",
         "the attribute protocol: getattr()/hasattr() expect AttributeError for a missing member",
     ),
-    ("backends/cfcore_jax/sharding.py", "ShardedPlacement.barrier"): (
+    ("backends/cfcore_jax/sharding.py", "JaxRowSharding.barrier"): (
         "RuntimeError",
         "an invariant of a JAX collective (a broken runtime), not a refusal of any input",
     ),
@@ -85,13 +85,17 @@ ALLOW: dict[tuple[str, str], tuple[str, str]] = {
         "NotImplementedError",
         "abstract hook: every concrete ratings model (RatingModel, IALS) overrides it",
     ),
-    ("cfcore/train/placement.py", "RowShardedPlacement._put"): (
+    ("cfcore/backend/sharding.py", "RowSharding.put"): (
         "NotImplementedError",
-        "abstract hook: each backend's sharded placement overrides it",
+        "abstract primitive: each backend's row sharding overrides it",
     ),
-    ("cfcore/train/placement.py", "RowShardedPlacement._put_blocks"): (
+    ("cfcore/backend/sharding.py", "RowSharding.per_device"): (
         "NotImplementedError",
-        "abstract hook: each backend's sharded placement overrides it",
+        "abstract primitive: each backend's row sharding overrides it",
+    ),
+    ("cfcore/backend/sharding.py", "RowSharding.fetch_rows"): (
+        "NotImplementedError",
+        "abstract primitive: each backend's row sharding overrides it",
     ),
 }
 

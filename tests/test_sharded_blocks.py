@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cfcore.backend.sharding import RowSharding
 from cfcore.data import row_blocks as rb
 from cfcore.train.placement import MIN_BLOCK_ROWS, RowShardedPlacement
 
@@ -69,7 +70,7 @@ def test_device_blocks_mirror_one_device_block_sizes(monkeypatch):
     ones = np.ones(n, np.float32)
     reg = np.ones(num_rows)
     one = rb.row_blocks(rows, cols, ones, ones, reg, dim=dim, solver="cg")
-    place = RowShardedPlacement(None, range(3))
+    place = RowShardedPlacement(None, RowSharding(None, range(3)))
     parts, _, _ = place.device_row_blocks(rb.row_blocks, rows, cols, ones, ones, reg, dim=dim,
                                           solver="cg")  # fmt: skip
     lengths = [b["cols"].shape[2] for b in one["buckets"]]

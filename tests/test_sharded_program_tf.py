@@ -6,7 +6,7 @@ DTensor's half-sweep unrolls its loop over a bucket's blocks into the step (a `t
 breaks DTensor's passes, TF 2.21), so every block was one more copy of the block solve in the
 program: at 6,040 x 3,706 with 139k positives (d 64, CG, 260 blocks a sweep per device) the
 first sweep took 276 s to trace and expand, and larger data did not finish at all. The
-placement now caps the blocks per bucket (`ShardedPlacement.max_blocks`): checked here by the
+placement now caps the blocks per bucket (`TFRowSharding.max_blocks`): checked here by the
 traced sweep's operation count under a block budget so small that one device cuts buckets into
 blocks of one row (`tests/sharded_program_tf.py`, in its own process: TensorFlow fixes its
 logical devices when it first runs an op).

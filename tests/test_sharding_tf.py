@@ -373,9 +373,7 @@ def test_a_refused_fit_leaves_the_model_untouched(monkeypatch):
 
     from .test_softmax_features import toy_dataset
 
-    monkeypatch.setattr(
-        sharding.ShardedPlacement, "trainers", ("gradient", "biased-gradient", "als")
-    )
+    monkeypatch.setattr(sharding.TFRowSharding, "trainers", ("gradient", "biased-gradient", "als"))
     toy = toy_dataset(num_users=60, num_items=30, seed=1)
     model = cfcore.SoftmaxModel({"movie_id": 4, "genre": 2, "year": 2}, hidden_dims=(4,))
     kw = {"optimizer": cfcore.optimizers.Adagrad(0.5), "batch_size": 8, "progress": False}

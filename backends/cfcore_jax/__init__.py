@@ -29,7 +29,7 @@ PAIR_KERNEL_ENV = "CFCORE_JAX_PAIR_KERNEL"
 PAIR_KERNELS = ("auto", "segment", "gather")
 
 # The plain kernels; `JaxBackend.pair_dot`, `gramian`, `bag_of_words` and the softmax losses
-# pick the sharded forms inside a sharded step (`sharding.ShardedPlacement.scope`).
+# pick the sharded forms inside a sharded step (`sharding.JaxRowSharding.scope`).
 _pair_dot = jax.jit(kernels.pair_dot, static_argnames="method")
 _gramian = jax.jit(kernels.gramian)
 _bag_of_words = jax.jit(kernels.bag_of_words, static_argnames="combiner")
@@ -187,7 +187,7 @@ class JaxBackend:
     compile_map = staticmethod(transforms.compile_map)  # optional: `cfcore.backend.capabilities`
     # Optional (not Protocol members): `fit(..., devices=...)` asks for the first, and
     # `cfcore.eval.agreement.strict_float32` calls the second.
-    sharded_placement = staticmethod(sharding.sharded_placement)
+    row_sharding = staticmethod(sharding.row_sharding)
     strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:

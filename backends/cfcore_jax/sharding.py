@@ -1,13 +1,15 @@
-"""Row-sharded training on several JAX devices: the `Placement` that spreads the tables.
+"""Row-sharded training on several JAX devices: the primitives that spread the tables.
 
-`fit(..., devices=...)` asks the backend for a placement (`JaxBackend.sharded_placement`) and hands
-it to the trainer: a 1-D `jax.sharding.Mesh` named `"rows"` over the devices, every parameter
-table row-sharded over it (`P("rows", None)`), the ratings (and the minibatch positions) split
-along their one axis. The compiled chunk is the same `jax.jit` loop as on one device; the
-optimizer state, made by `zeros_like` of the placed parameters, inherits the tables' sharding.
+`fit(..., devices=...)` asks the backend for its row-sharding primitives
+(`JaxBackend.row_sharding`, a `cfcore.backend.sharding.RowSharding`), and core builds the
+placement on them (its `RowShardedPlacement`): a 1-D `jax.sharding.Mesh` named `"rows"` over the
+devices, every parameter table row-sharded over it (`P("rows", None)`), the ratings (and the
+minibatch positions) split along their one axis. The compiled chunk is the same `jax.jit` loop as
+on one device; the optimizer state, made by `zeros_like` of the placed parameters, inherits the
+tables' sharding.
 
 What XLA's SPMD partitioner would do badly is written by hand with `jax.shard_map`, picked by the
-backend's kernels while a step is traced in `ShardedPlacement.scope()`:
+backend's kernels while a step is traced in `JaxRowSharding.scope()`:
 
 * `pair_dot`: the observed pairs' rows are gathered where they live (`_ring_rows`: each device's
   request travels round the ring of devices, every device filling in the rows it owns, by
@@ -16,10 +18,10 @@ backend's kernels while a step is traced in `ShardedPlacement.scope()`:
   softmax model's rows, the ALS sweeps' fixed rows) use `_own_rows` (all the indices to every
   device, one reduce-scatter of the `[n, d]` partial rows): the same traffic in one collective.
 * `gramian`: per-shard Gramians summed by one `d × d` all-reduce (gravity, the ALS priors).
-* ALS half-sweeps (`half_sweep`, `row_blocks`): each device solves its own rows from blocks of
-  its own observations (the ALX design), fetching once per half-sweep the U distinct fixed rows
-  they read (U ≤ min(M, its observations); a table with every row read by every device moves
-  about k copies of itself, never by an all-gather), then running the one-device half on them.
+* the per-device map core's ALS half-sweep runs on (`per_device`: one `jax.shard_map`, psum for
+  summed outputs) and its fetch of each device's fixed rows (`fetch_rows`: `_own_rows`, U
+  distinct rows a device; a table with every row read by every device moves about k copies of
+  itself, never by an all-gather).
 
 JAX refuses shardings that do not divide an axis evenly, so a table of N rows is padded with zero
 rows to `k·⌈N/k⌉` (each device holds ⌈N/k⌉ rows) and the ratings with zero entries to a multiple
@@ -32,8 +34,8 @@ Several processes (`jax.distributed.initialize`) work unchanged: `devices=k` cou
 process's devices, and only bringing a whole table back to the host (`to_host`) gathers across
 processes. Checkpoints (`host_shards`) copy each device's rows on their own, the processes wait
 for each other's shards before the index is written (`barrier`), and loading one onto the devices
-(`_put_rows`) reads only this process's devices' rows. A mesh without any of this process's
-devices is refused (`sharded_placement`): the process could neither place nor run anything there.
+(`put_rows`) reads only this process's devices' rows. A mesh without any of this process's
+devices is refused (`row_sharding`): the process could neither place nor run anything there.
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ import jax.sharding as jsh
 import numpy as np
 from jax import lax
 
+from cfcore.backend.sharding import TOKEN_BYTES, RowSharding, padded_rows
 from cfcore.errors import ArgumentTypeError, ArgumentValueError
-from cfcore.train.placement import TOKEN_BYTES, RowShardedPlacement, padded_rows
 
-# The mesh of the sharded step being traced (set by `ShardedPlacement.scope`): the backend's
+# The mesh of the sharded step being traced (set by `JaxRowSharding.scope`): the backend's
 # `pair_dot` and `gramian` then run their shard_map forms below instead of the plain kernels.
 _ACTIVE: ContextVar[Any] = ContextVar("cfcore_jax_sharded_mesh", default=None)
 _AXIS = "rows"
@@ -64,16 +66,8 @@ def active_mesh() -> Any:
     return _ACTIVE.get()
 
 
-class DeviceBlocks(dict):
-    """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
-    `cfcore.data.row_blocks.row_blocks` with every array stacked along its leading axis, device
-    j's part holding only its own rows (row ids local to its shard), plus `real` int32 `[k·⌈R/k⌉]`
-    (1 for a table row, 0 for a padding row: those keep their value) and `fetch` int32 `[k·U]`
-    (the distinct fixed rows each device's slots read, which its `cols` index)."""
-
-
-class ShardedPlacement(RowShardedPlacement):
-    """Row-shards parameters and splits ratings over `devices` (JAX only).
+class JaxRowSharding(RowSharding):
+    """Row-sharding primitives over JAX `devices` (`cfcore.backend.sharding.RowSharding`).
 
     Args:
         backend: the JAX backend.
@@ -84,24 +78,23 @@ class ShardedPlacement(RowShardedPlacement):
         mesh: the 1-D `jax.sharding.Mesh` over them, axis `"rows"`.
     """
 
-    blocks_type = DeviceBlocks
-    observed_halves = True  # `half_sweep(..., observed=True)` psums the devices' losses
+    sums_outputs = True  # `per_device(..., out="sum")`: a psum inside shard_map
 
     def __init__(self, backend: Any, devices: Sequence[Any]) -> None:
         super().__init__(backend, devices)
-        self.mesh = jsh.Mesh(np.array(self.devices, dtype=object), ("rows",))
+        self.mesh = jsh.Mesh(np.array(self.devices, dtype=object), (_AXIS,))
 
     @property
     def devices_key(self) -> Any:
         return tuple(int(d.id) for d in self.devices)
 
-    def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
+    def put(self, a: np.ndarray, axis: int | None = 0) -> Any:
         spec: list[str | None] = [None] * a.ndim
         if axis is not None:
             spec[axis] = _AXIS
         return jax.device_put(a, jsh.NamedSharding(self.mesh, jsh.PartitionSpec(*spec)))
 
-    def _put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
+    def put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
         """A row-sharded `jax.Array` of the padded `shape` from its devices' blocks (`block(j)`:
         device j's rows, float32 `[R, ...]`), each put on its own device: the whole table is never
         on the host or on one device. Only this process's devices are asked for their block."""
@@ -116,84 +109,45 @@ class ShardedPlacement(RowShardedPlacement):
             shape, jsh.NamedSharding(self.mesh, spec), parts
         )
 
-    def _put_blocks(self, tree: Any) -> Any:
-        # Each device's own blocks, stacked along the leading axes: split along them.
-        return jax.tree.map(lambda v: self._put(np.asarray(v)), dict(tree))
-
-    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> DeviceBlocks:
-        """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
-        every array's per-device parts concatenated along its leading axis (`DeviceBlocks`):
-        shard_map splits them back, device j's `[K, B, L]`, `position` `[⌈R/k⌉]`.
-
-        Each device's slots read its own copy of the fixed rows they need, fetched once per
-        half-sweep (`half_sweep`): `fetch` int32 `[k·U]` lists device j's distinct fixed rows
-        (ascending table rows, padded with row 0 to the largest device's count U), and its
-        buckets' `cols` (and `cols_t`) index that list instead of the table."""
-        parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        fetch = self.fetch_lists(parts)  # [k, U]; the slots renumbered into it
-        out = DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.concatenate))
-        out["fetch"] = fetch.reshape(-1)
-        return out
-
-    def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
-        """`half(fixed, current, blocks, prior, offset=None, col_reg=None)`
-        (`cfcore.maths.als.make_half_sweep`; `offset` `[M]` with `offsets=True`, `col_reg` `[d]`
-        replicated when the column regularization is read at run time) run on every device over
-        its own blocks and rows (the ALX design). The distinct fixed rows a device's observations
-        read (`row_blocks`'s `fetch`, U of them) are fetched once by the shard_map gather
-        (`_own_rows`: O(k·U·d) traffic, U ≤ min(M, its observation slots), never a whole-table
-        all-gather); the rows it solves stay where they live, and its table's padding rows keep
-        their value. With `observed` (`make_half_sweep(observed=True)`), `run` returns `(new,
-        loss)`, the devices' observed losses summed by one scalar all-reduce."""
+    def per_device(self, fn: Any, args: Any, kinds: Any, out: Any) -> Any:
+        """`fn` on every device over its own parts (`jax.shard_map`, the plain kernels inside):
+        `"rows"` arguments padded back to a multiple of k where `view` sliced them, `"parts"`
+        split along their leading axis, `"whole"` replicated; `"sum"` outputs psum-ed."""
         mesh = self.mesh
-        rows, rep = jsh.PartitionSpec(_AXIS, None), jsh.PartitionSpec()
+        split, rep = jsh.PartitionSpec(_AXIS), jsh.PartitionSpec()
+        placed, specs = [], []
+        for a, kind in zip(args, kinds, strict=True):
+            placed.append(_repad(mesh, a) if kind == "rows" else a)
+            spec = rep if kind == "whole" else split
+            specs.append(jax.tree.map(lambda _, s=spec: s, a))
+        single = isinstance(out, str)
+        outs = (out,) if single else tuple(out)
 
-        def local(
-            fixed: Any, current: Any, blocks: dict[str, Any], prior: Any, extras: dict[str, Any]
-        ) -> Any:
+        def local(*parts: Any) -> Any:
             token = _ACTIVE.set(None)  # already per device: plain kernels inside
             try:
-                d = fixed.shape[1]
-                offset = extras.get("offset")
-                col = {"col_reg": extras["col_reg"]} if "col_reg" in extras else {}
-                # The other side's offset (a bias, `[M]`) rides along as one more column.
-                both = fixed if offset is None else jnp.concatenate([fixed, offset[:, None]], 1)
-                table = _own_rows(both, blocks["fetch"])  # [U, d (+1)]: the rows read here
-                mine = {"buckets": blocks["buckets"], "position": blocks["position"]}
-                if offset is not None:
-                    out = half(table[:, :d], current, mine, prior, table[:, d], **col)
-                else:
-                    out = half(table, current, mine, prior, **col)
-                new, loss = out if observed else (out, None)
-                new = jnp.where(blocks["real"][:, None] > 0, new, current)
-                return (new, lax.psum(loss, _AXIS)) if observed else new
+                got = fn(*parts)
+                got = (got,) if single else tuple(got)
+                got = tuple(
+                    lax.psum(g, _AXIS) if o == "sum" else g for g, o in zip(got, outs, strict=True)
+                )
+                return got[0] if single else got
             finally:
                 _ACTIVE.reset(token)
 
-        def run(
-            fixed: Any,
-            current: Any,
-            blocks: dict[str, Any],
-            prior: Any,
-            offset: Any = None,
-            col_reg: Any = None,
-        ) -> Any:
-            specs = jax.tree.map(lambda _: jsh.PartitionSpec(_AXIS), blocks)
-            extras: dict[str, Any] = {}
-            extra_specs: dict[str, Any] = {}
-            if offset is not None:
-                extras["offset"] = _repad(mesh, offset)
-                extra_specs["offset"] = jsh.PartitionSpec(_AXIS)
-            if col_reg is not None:
-                extras["col_reg"] = col_reg
-                extra_specs["col_reg"] = rep
-            args = (_repad(mesh, fixed), _repad(mesh, current), blocks, prior, extras)
-            in_specs = (rows, rows, specs, rep, extra_specs)
-            out_specs = (rows, rep) if observed else rows
-            sweep = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-            return sweep(*args)
+        out_specs = tuple(rep if o == "sum" else split for o in outs)
+        run = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=tuple(specs),
+            out_specs=out_specs[0] if single else out_specs,
+        )
+        return run(*placed)
 
-        return run
+    def fetch_rows(self, table: Any, wanted: Any) -> Any:
+        """Device j's rows `table[wanted_j]` (`wanted` int32 `[k·U]`, split), fetched by the
+        shard_map gather (`take_rows`: O(k·U·d) traffic, never a whole-table all-gather)."""
+        return take_rows(self.mesh, table, wanted)
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
@@ -205,20 +159,22 @@ class ShardedPlacement(RowShardedPlacement):
         finally:
             _ACTIVE.reset(token)
 
-    def host_shards(self, params: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    def host_shards(
+        self, params: dict[str, Any], rows: dict[str, int]
+    ) -> list[tuple[int, int, dict[str, Any]]]:
         """The shards of this process's devices, in mesh order, each copied from its own device
         (never a whole table on the host): `[(position, k, {name: (start, stop, rows)})]`, the
         padding rows left out."""
         position = {d.id: j for j, d in enumerate(self.devices)}
         out: dict[int, dict[str, Any]] = {}
         for name, arr in params.items():
-            true_rows = self._rows.get(name, arr.shape[0])
+            true_rows = rows.get(name, arr.shape[0])
             for shard in arr.addressable_shards:
                 start, stop, _ = shard.index[0].indices(arr.shape[0])
                 stop = min(stop, true_rows)
                 start = min(start, stop)
-                rows = np.asarray(shard.data, np.float32)[: stop - start]
-                out.setdefault(position[shard.device.id], {})[name] = (start, stop, rows)
+                block = np.asarray(shard.data, np.float32)[: stop - start]
+                out.setdefault(position[shard.device.id], {})[name] = (start, stop, block)
         return [(j, self.num_devices, out[j]) for j in sorted(out)]
 
     @property
@@ -232,7 +188,7 @@ class ShardedPlacement(RowShardedPlacement):
         process: at once). The processes outside the mesh take no part."""
         if len({d.process_index for d in self.devices}) == 1:
             return
-        ones = self._put(np.ones(self.num_devices, np.float32))
+        ones = self.put(np.ones(self.num_devices, np.float32))
         total = jax.jit(jnp.sum)(ones)  # replicated: every device waits for all the others
         got = float(np.asarray(total.addressable_data(0)))
         if got != self.num_devices:  # a collective that did not include every device
@@ -252,7 +208,7 @@ class ShardedPlacement(RowShardedPlacement):
         row[0, 0] = len(token)
         row[0, 1 : len(token) + 1] = np.frombuffer(token, np.uint8)
         blank = np.zeros_like(row)
-        rows = self._put_rows(
+        rows = self.put_rows(
             lambda j: row if j == source else blank, (self.num_devices, row.shape[1])
         )
         replicated = jsh.NamedSharding(self.mesh, jsh.PartitionSpec())
@@ -260,7 +216,7 @@ class ShardedPlacement(RowShardedPlacement):
         got = np.asarray(total.addressable_data(0)).astype(np.int64)
         return bytes(got[1 : got[0] + 1].astype(np.uint8).tolist())
 
-    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    def to_host(self, params: dict[str, Any], rows: dict[str, int]) -> dict[str, np.ndarray]:
         """The tables gathered back to the host, padding removed: float32 NumPy arrays."""
         out = {}
         for k, v in params.items():
@@ -271,7 +227,7 @@ class ShardedPlacement(RowShardedPlacement):
                 from jax.experimental import multihost_utils
 
                 a = np.asarray(multihost_utils.process_allgather(v, tiled=True), np.float32)
-            out[k] = a[: self._rows.get(k, a.shape[0])]
+            out[k] = a[: rows.get(k, a.shape[0])]
         return out
 
 
@@ -451,8 +407,8 @@ def gramian(mesh: Any, x: Any) -> Any:
     )
 
 
-def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
-    """The placement of `fit(..., devices=devices)` on JAX.
+def row_sharding(backend: Any, devices: Any) -> JaxRowSharding:
+    """The row-sharding primitives of `fit(..., devices=devices)` on JAX.
 
     Args:
         backend: the bound JAX backend.
@@ -468,7 +424,7 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
                 f"devices={int(devices)} but the JAX backend has {len(available)} device(s) "
                 f"({available[0].platform}); expected an int from 1 to {len(available)}"
             )
-        return ShardedPlacement(backend, _with_own(available[: int(devices)], devices))
+        return JaxRowSharding(backend, _with_own(available[: int(devices)], devices))
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
         raise ArgumentTypeError(
             f"devices must be None, an int or a list of jax devices, got {type(devices).__name__}"
@@ -481,7 +437,7 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
         raise ArgumentTypeError(f"devices must be jax.Device objects, got {bad[0]!r}")
     if len({d.id for d in chosen}) != len(chosen):
         raise ArgumentValueError(f"devices lists a device more than once: {chosen!r}")
-    return ShardedPlacement(backend, _with_own(chosen, devices))
+    return JaxRowSharding(backend, _with_own(chosen, devices))
 
 
 def _with_own(chosen: list[Any], asked: Any) -> list[Any]:

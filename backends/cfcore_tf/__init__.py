@@ -178,7 +178,7 @@ class TFBackend:
     compile_map = staticmethod(transforms.compile_map)
     compile_parts = staticmethod(transforms.compile_parts)  # with `concurrent_parts`
     native_optimizer = staticmethod(transforms.native_optimizer)
-    sharded_placement = staticmethod(sharding.sharded_placement)
+    row_sharding = staticmethod(sharding.row_sharding)
     strict_float32 = staticmethod(ops.strict_float32)
 
     def __repr__(self) -> str:

@@ -209,7 +209,7 @@ def top_k(scores, k: int):
     return out.values, out.indices
 
 
-# True while a step on DTensors is traced (`sharding.ShardedPlacement.scope`): DTensor (TF 2.21)
+# True while a step on DTensors is traced (`sharding.TFRowSharding.scope`): DTensor (TF 2.21)
 # has no layout propagation for `MatrixTriangularSolve` ("does not implement layout
 # propagation"), so `solve` then substitutes with elementwise ops instead.
 ON_DTENSORS: ContextVar[bool] = ContextVar("cfcore_tf_on_dtensors", default=False)

@@ -3,7 +3,7 @@
 `tf.gather` of a row-sharded DTensor all-gathers the whole table (DTensor's gather expansion makes
 the gathered axis whole), and so does slicing the padding rows off a table whose row count the
 mesh does not divide (a `[29, d]` tensor cannot be split over 2, 4 or 8 devices, so it is made
-whole). The sharded step reads its tables through what is here instead (`sharding.ShardedPlacement`
+whole). The sharded step reads its tables through what is here instead (`sharding.TFRowSharding`
 sets it up, `kernels` and `ops` pick it while a step is traced in its `scope`):
 
 * `PaddedRows`: a padded table as the objective sees it, its unpadded shape, while the kernels

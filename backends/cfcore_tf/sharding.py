@@ -1,7 +1,8 @@
-"""Row-sharded training on several TensorFlow devices: the `Placement` that spreads the tables.
+"""Row-sharded training on several TensorFlow devices: the primitives that spread the tables.
 
-`fit(..., devices=k)` asks the backend for a placement (`TFBackend.sharded_placement`) and hands it
-to the trainer. The placement is built on DTensor (`tf.experimental.dtensor`): a 1-D mesh named
+`fit(..., devices=k)` asks the backend for its row-sharding primitives (`TFBackend.row_sharding`,
+a `cfcore.backend.sharding.RowSharding`), and core builds the placement on them (its
+`RowShardedPlacement`). They are built on DTensor (`tf.experimental.dtensor`): a 1-D mesh named
 `"rows"` over the devices, every parameter table a DTensor with the row-sharded layout
 `Layout(["rows", UNSHARDED], mesh)`, the ratings (and the minibatch positions) split along their
 one axis. The training step is the same `tf.function` as on one device: DTensor's SPMD expansion
@@ -61,15 +62,16 @@ the same way. A minibatch's `take` all-gathers the split ratings
 all-reduce. A chunk of steps is a host loop of one compiled step there, not one `tf.while_loop`
 (see `transforms._host_loop`).
 
-ALS half-sweeps (`row_blocks`, `half_sweep`): each device solves only its own rows (the ALX
-design, as JAX's shard_map does it). DTensor has no per-device function, but a batched op whose
-batch axis is sharded expands to the same op on each device's part: the row blocks are built per
-device on the host and stacked along a leading device axis placed sharded, and the half-sweep runs
-under `tf.vectorized_map` over that axis, which turns it into such batched ops (the Gramians,
+ALS half-sweeps (written once in core over `per_device` and `fetch_rows`): each device solves
+only its own rows (the ALX design, as JAX's shard_map does it). DTensor has no per-device
+function, but a batched op whose batch axis is sharded expands to the same op on each device's
+part: the ALS blocks are built per device on the host and stacked along a leading device axis
+(`stacked_parts`) placed sharded, and `per_device` runs the half-sweep under `tf.vectorized_map`
+over that axis, which turns it into such batched ops (the Gramians,
 Cholesky factorizations and solves of `[1, B, d, d]` per device in the expanded program). No
 table is made whole: the host lists, per device, the U distinct fixed rows its blocks read (its
 blocks' columns renumbered into that list, padded to the largest device's U), and each
-half-sweep fetches them where they live (`rows.fetch_rows`: as `take_rows`, but the `[k·U, d]`
+half-sweep fetches them where they live (`fetch_rows`, `rows.fetch_rows`: as `take_rows`, but the `[k·U, d]`
 partial rows reduce-scattered, each device keeping its own `[U, d]`; U ≤ min(M, the device's
 observations)). The objective computed before each sweep reads rows with `take_rows` and keeps
 the padded tables padded (iALS's per-row λ is padded with them: `_per_row`). The loop
@@ -98,15 +100,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
+from cfcore.backend.sharding import COUNT, RATING_KEYS, RowSharding, padded_rows
 from cfcore.errors import ArgumentTypeError, ArgumentValueError, NotSupportedError
-from cfcore.train.placement import (
-    COUNT,
-    RATING_KEYS,
-    RowShardedPlacement,
-    padded_rows,
-)
 
-from . import kernels, rows
+from . import kernels
+from . import rows as _rows
 
 _AXIS = "rows"
 
@@ -125,18 +123,9 @@ def _any_dtensor(params: dict[str, Any]) -> bool:
     return any(isinstance(v, tf.Tensor) and dtensor.is_dtensor(v) for v in params.values())
 
 
-class _DeviceBlocks(dict):
-    """ALS row blocks per device (`ShardedPlacement.row_blocks`): the layout of
-    `cfcore.data.row_blocks.row_blocks` with every array stacked along a new leading device axis
-    (`[k, K, B, L]`, `position` `[k, ⌈R/k⌉]`), device j's part holding only its own rows (row ids
-    local to its shard) and its columns indexing its own list of fixed rows, plus `real` int32
-    `[k·⌈R/k⌉]` (1 for a table row, 0 for a padding row: those keep their value) and `fetch`
-    int32 `[k, U]` (each device's list of the fixed rows its blocks read). `data` shards every
-    array along its leading axis."""
-
-
-class ShardedPlacement(RowShardedPlacement):
-    """Row-shards parameters and splits ratings over TensorFlow `devices` with DTensor.
+class TFRowSharding(RowSharding):
+    """Row-sharding primitives over TensorFlow `devices` with DTensor
+    (`cfcore.backend.sharding.RowSharding`).
 
     Args:
         backend: the TensorFlow backend.
@@ -148,10 +137,13 @@ class ShardedPlacement(RowShardedPlacement):
         mesh: the 1-D `dtensor.Mesh` over them, dimension `"rows"`.
     """
 
-    blocks_type = _DeviceBlocks
+    # Per-device parts stacked along a leading device axis (`[k, ...]`), which `per_device`
+    # vectorizes over: DTensor has no per-device function.
+    stacked_parts = True
     # One block per bucket on each device: the half-sweep's loop over a bucket's blocks is
     # unrolled into the step (`transforms.compile_map`), so each block is one more copy of the
-    # block solve in DTensor's program. Cut into cache-sized blocks (`row_blocks.BLOCK_FLOATS`)
+    # block solve in DTensor's program. Cut into cache-sized blocks (`BLOCK_FLOATS` of
+    # `cfcore.data`)
     # an iALS sweep of 6,040 x 3,706 (139k positives, d 64, CG) on 2 devices unrolled 260
     # blocks a device and its first fit took 276 s (about 90 s tracing and vectorizing, 185 s
     # in DTensor's expansion and TensorFlow's graph passes); each bucket one block, 6.6 s. The
@@ -161,9 +153,9 @@ class ShardedPlacement(RowShardedPlacement):
     # by op (DTensor on CPU runs without XLA).
     max_blocks = 1
     # Gradient training of MF, RegularizedMF and BiasedMF, and ALS sweeps: each device's own
-    # blocks and rows (`row_blocks`, `half_sweep`), the half-sweep's loop over blocks unrolled
-    # into the step (`transforms.compile_map`), one block per bucket (`max_blocks`). The
-    # softmax model: its `log_q` replicated on the mesh
+    # blocks and rows (core's half-sweep over `per_device` and `fetch_rows`), the half-sweep's
+    # loop over blocks unrolled into the step (`transforms.compile_map`), one block per bucket
+    # (`max_blocks`). The softmax model: its `log_q` replicated on the mesh
     # (`transforms._on_mesh_of`), the sampled softmax's diagonal a masked sum
     # (`kernels._diagonal`), its evaluation on the tables read back from their shards (`view`).
     # Listed, not None: a trainer added later is refused here until it is made to shard.
@@ -176,18 +168,11 @@ class ShardedPlacement(RowShardedPlacement):
             [(_AXIS, len(self.devices))], devices=list(self.devices), device_type=device_type
         )
 
-    @property
-    def devices_key(self) -> Any:
-        return self.devices
-
     def layout(self, ndim: int, axis: int | None = 0) -> dtensor.Layout:
         """The layout sharding `axis` over the mesh (None: replicated) of an `ndim`-d tensor."""
-        specs = [dtensor.UNSHARDED] * ndim
-        if axis is not None:
-            specs[axis] = _AXIS
-        return dtensor.Layout(specs, self.mesh)  # pyright: ignore[reportCallIssue]
+        return _rows.layout(self.mesh, ndim, axis)
 
-    def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
+    def put(self, a: np.ndarray, axis: int | None = 0) -> Any:
         """`a` as a DTensor split along `axis` (None: replicated), built from its shards: each
         device receives only its own block, the whole array never goes to one device."""
         if axis is None:
@@ -196,7 +181,7 @@ class ShardedPlacement(RowShardedPlacement):
             parts = np.split(a, self.num_devices, axis=axis)
         return self._pack(lambda j: parts[j], self.layout(a.ndim, axis))
 
-    def _put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
+    def put_rows(self, block: Any, shape: tuple[int, ...]) -> Any:
         """A row-sharded DTensor of the padded `shape` from its devices' blocks (`block(j)`:
         device j's rows, float32 `[R, ...]`), each made on its own device: the whole table is
         never on the host or on one device."""
@@ -210,10 +195,14 @@ class ShardedPlacement(RowShardedPlacement):
                 components.append(tf.constant(part(j)))
         return dtensor.pack(components, layout)
 
+    def host(self, x: Any) -> np.ndarray:
+        return _host(x)
+
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """While a step is traced inside it, the backend's `solve` avoids the ops DTensor cannot
-        partition (`kernels.ON_DTENSORS`)."""
+        partition (`kernels.ON_DTENSORS`) and its kernels read the tables where they live
+        (`kernels.DTENSOR_MESH`)."""
         token = kernels.ON_DTENSORS.set(True)
         mesh_token = kernels.DTENSOR_MESH.set(self.mesh)
         try:
@@ -222,120 +211,98 @@ class ShardedPlacement(RowShardedPlacement):
             kernels.DTENSOR_MESH.reset(mesh_token)
             kernels.ON_DTENSORS.reset(token)
 
-    def row_blocks(self, build: Any, *args: Any, **kwargs: Any) -> _DeviceBlocks:
-        """The ALS blocks of each device's own rows (`RowShardedPlacement.device_row_blocks`),
-        stacked along a leading device axis (`_DeviceBlocks`), which `data` shards.
-
-        Each device's slots read its own copy of the fixed rows they need, fetched once per
-        half-sweep (`half_sweep`): `fetch` int32 `[k, U]` lists device j's distinct fixed rows
-        (ascending table rows, padded with row 0 to the largest device's count U: DTensor needs
-        equal shapes on every device), and its buckets' `cols` (and `cols_t`) index that list
-        instead of the table (as JAX's `row_blocks`)."""
-        parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
-        fetch = self.fetch_lists(parts)  # [k, U]; the slots renumbered into it
-        out = _DeviceBlocks(self.join_device_blocks(parts, per, ranges, np.stack))
-        out["fetch"] = fetch
-        return out
-
-    def half_sweep(self, half: Any, *, observed: bool = False) -> Any:
-        """`half` run on every device over its own blocks and rows (the ALX design).
-
-        Args:
-            half: `half(fixed, current, blocks, prior, offset=None, col_reg=None)`
-                (`cfcore.maths.als.make_half_sweep`).
-            observed: must be False: this placement's `observed_halves` is False, so the
-                objective is computed by a pass of its own.
-
-        Returns:
-            `run(fixed, current, blocks, prior, offset=None, col_reg=None) -> [k·⌈R/k⌉, d]`:
-            `fixed` `[k·⌈M/k⌉, d]` and `current` `[k·⌈R/k⌉, d]` row-sharded, `blocks` this
-            placement's placed `row_blocks`, `prior` `[d, d]`, `offset` `[k·⌈M/k⌉]`, `col_reg`
-            `[d]` (a column regularization read at run time, made whole too). Each device's
-            fixed rows (`blocks["fetch"]`, with `offset` as one more column) are fetched where
-            they live (`rows.fetch_rows`: O(k·U·d) per device, no whole-table all-gather), then
-            `half` is vectorized over the blocks' and fetched rows' leading device axis
-            (`tf.vectorized_map`): batched ops over a sharded axis, which DTensor's SPMD
-            expansion runs on each device's own part. The solved rows stay on their device; the
-            padding rows of `current` keep their value.
-        """
-        if observed:
+    def per_device(self, fn: Any, args: Any, kinds: Any, out: Any) -> Any:
+        """`fn` on every device over its own parts: vectorized (`tf.vectorized_map`) over a
+        leading device axis that is sharded, which DTensor's SPMD expansion turns into the same
+        batched ops on each device's part (`"rows"` arguments `[k·R, ...]` viewed as
+        `[k, R, ...]`, `"parts"` stacked already, `"whole"` replicated and captured). Outputs
+        `"rows"` only (`sums_outputs` is False)."""
+        outs = [out] if isinstance(out, str) else list(out)
+        if any(o != "rows" for o in outs):
             raise NotSupportedError(
-                "the TensorFlow sharded half-sweep does not return the observed loss "
-                "(observed_halves is False)"
+                "the TensorFlow per-device map does not sum outputs over the devices "
+                "(sums_outputs is False)"
             )
         k = self.num_devices
-        mesh = self.mesh
+        whole = {
+            i: tf.nest.map_structure(kernels.replicated, a)
+            for i, (a, kind) in enumerate(zip(args, kinds, strict=True))
+            if kind == "whole"
+        }
+        if k == 1:
+            # One device: its parts without the device axis (DTensor cannot expand the gather
+            # that `vectorized_map` makes of a loop of one: "input and output layout do not
+            # agree on non-axis dim 1", TF 2.21).
+            parts = [
+                whole[i]
+                if kind == "whole"
+                else tf.nest.map_structure(lambda a: tf.reshape(a, a.shape[1:]), a)
+                if kind == "parts"
+                else a
+                for i, (a, kind) in enumerate(zip(args, kinds, strict=True))
+            ]
+            return fn(*parts)
+        mapped = [i for i, kind in enumerate(kinds) if kind != "whole"]
+        xs = tuple(
+            tf.reshape(args[i], (k, int(args[i].shape[0]) // k, *args[i].shape[1:]))
+            if kinds[i] == "rows"
+            else args[i]
+            for i in mapped
+        )
 
-        def run(
-            fixed: Any,
-            current: Any,
-            blocks: dict[str, Any],
-            prior: Any,
-            offset: Any = None,
-            col_reg: Any = None,
-        ) -> Any:
-            num, d = (int(s) for s in current.shape)
-            # The other side's offset (a bias, `[k·⌈M/k⌉]`, row-sharded) rides along as one more
-            # column of the fixed rows: one fetch for both.
-            both = fixed if offset is None else tf.concat([fixed, offset[:, None]], axis=1)
-            prior = kernels.replicated(prior)
-            col = {} if col_reg is None else {"col_reg": kernels.replicated(col_reg)}
+        def one(parts: Any) -> Any:
+            full = dict(whole)
+            full.update(zip(mapped, parts, strict=True))
+            return fn(*(full[i] for i in range(len(args))))
 
-            def one(args: Any) -> Any:
-                table, mine, own = args  # [U, d (+1)]: the fixed rows this device's slots read
-                if offset is None:
-                    return half(table, mine, own, prior, **col)
-                return half(table[:, :d], mine, own, prior, table[:, d], **col)
+        got = tf.vectorized_map(one, xs, fallback_to_while_loop=False)
+        got = [got] if isinstance(out, str) else list(got)
+        got = [tf.reshape(g, (-1, *g.shape[2:])) for g in got]
+        return got[0] if isinstance(out, str) else tuple(got)
 
-            own = {"buckets": blocks["buckets"], "position": blocks["position"]}
-            if k == 1:
-                # One device: its blocks without the device axis (DTensor cannot expand the
-                # gather that `vectorized_map` makes of a loop of one: "input and output layout
-                # do not agree on non-axis dim 1", TF 2.21); it holds every fixed row.
-                own = tf.nest.map_structure(lambda a: tf.reshape(a, a.shape[1:]), own)
-                table = tf.gather(both, tf.reshape(blocks["fetch"], (-1,)))
-                new = one((table, current, own))
-            else:
-                table = rows.fetch_rows(mesh, both, blocks["fetch"])  # [k, U, d (+1)]
-                mine = tf.reshape(current, (k, num // k, d))
-                new = tf.vectorized_map(one, (table, mine, own), fallback_to_while_loop=False)
-                new = tf.reshape(new, (num, d))
-            return tf.where(blocks["real"][:, None] > 0, new, current)
+    def fetch_rows(self, table: Any, wanted: Any) -> Any:
+        """Device j's rows `table[wanted[j]]` (`wanted` int32 `[k, U]`, split along its device
+        axis): `[k, U, d]` split along it (`rows.fetch_rows`: O(k·U·d) per device, no
+        whole-table all-gather). One device: a gather (it holds every row)."""
+        if self.num_devices == 1:
+            got = tf.gather(table, tf.reshape(wanted, (-1,)))
+            return tf.reshape(got, (1, *got.shape))
+        return _rows.fetch_rows(self.mesh, table, wanted)
 
-        return run
-
-    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
-        """Inside a step: the padding sliced off (`RowShardedPlacement.view`). Eagerly, without
+    def view(
+        self, params: dict[str, Any], batch: Any, rows: dict[str, int]
+    ) -> tuple[dict[str, Any], Any]:
+        """Inside a step: the padding sliced off (`RowSharding.view`). Eagerly, without
         a batch (the softmax model's evaluation between chunks): the unpadded tables as ordinary
         tensors on the default device, read from their shards (`to_host`), since DTensor cannot
         copy a row-sharded tensor to one device or to NumPy ("Trying to copy a non-single-device
         and non-replicated DTensor is not supported", TF 2.21)."""
         if batch is None and tf.executing_eagerly() and _any_dtensor(params):
-            return {k: tf.constant(v) for k, v in self.to_host(params).items()}, None
+            return {k: tf.constant(v) for k, v in self.to_host(params, rows).items()}, None
         if tf.executing_eagerly():
-            return super().view(params, batch)
+            return super().view(params, batch, rows)
         # Traced: a padded table stays padded (`rows.PaddedRows`), seen with its unpadded shape;
         # slicing its padding off would make it whole on every device.
         ratings = isinstance(batch, dict) and COUNT in batch
-        _, batch = super().view({}, batch)
+        _, batch = super().view({}, batch, rows)
         padded = {
-            k: rows.PaddedRows(v, self._rows[k])
-            if k in self._rows and self._rows[k] != v.shape[0]
-            else v
+            k: _rows.PaddedRows(v, rows[k]) if k in rows and rows[k] != v.shape[0] else v
             for k, v in params.items()
         }
         if ratings:
-            batch = {k: self._per_row(v) if k not in RATING_KEYS else v for k, v in batch.items()}
+            batch = {
+                k: self._per_row(v, rows) if k not in RATING_KEYS else v for k, v in batch.items()
+            }
         return padded, batch
 
-    def _per_row(self, x: Any) -> Any:
+    def _per_row(self, x: Any, rows: dict[str, int]) -> Any:
         """A per-table entry of a ratings batch (iALS's per-row λ, `[N]`, replicated) padded
         like the table of N rows and seen unpadded (`rows.PaddedRows`), where that table is
         padded: its product with the padded table (`λ · U²`) then stays padded, where slicing
         the table's padding off would make the table whole on every device. Any other entry as
         it is. (The padding is told by N alone: two tables of N rows are padded alike.)"""
         n = getattr(getattr(x, "shape", None), "rank", None) == 1 and int(x.shape[0])
-        if not n or n not in self._rows.values() or not x.dtype.is_floating:
+        if not n or n not in rows.values() or not x.dtype.is_floating:
             return x
         full = padded_rows(n, self.num_devices)
         if full == n:
@@ -344,20 +311,15 @@ class ShardedPlacement(RowShardedPlacement):
         # input and output layouts differ (TF 2.21).
         whole = kernels.replicated_layout(self.mesh, 1)
         x = dtensor.relayout(tf.pad(dtensor.relayout(x, whole), [[0, full - n]]), whole)
-        return rows.PaddedRows(x, n)
-
-    def _host(self, x: Any) -> np.ndarray:
-        return _host(x)
-
-    def _put_blocks(self, tree: Any) -> Any:
-        # Each device's own blocks, stacked along the leading axis: split along it.
-        return tf.nest.map_structure(lambda v: self._put(_host(v), axis=0), dict(tree))
+        return _rows.PaddedRows(x, n)
 
     def shard_rows(self, x: Any) -> list[int]:
         """The row count of each device's block of the DTensor `x`, in mesh order."""
         return [int(c.shape[0]) for c in dtensor.unpack(x)]
 
-    def host_shards(self, params: dict[str, Any]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    def host_shards(
+        self, params: dict[str, Any], rows: dict[str, int]
+    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """Each device's block, in mesh order, copied to the host from its own component
         (`dtensor.unpack`: no whole table is assembled on a device or the host): yields
         `(position, k, {name: (start, stop, rows)})`, device j holding rows `j·⌈N/k⌉ ...`, the
@@ -367,19 +329,19 @@ class ShardedPlacement(RowShardedPlacement):
         for j in range(self.num_devices):
             block = {}
             for name, comps in parts.items():
-                true_rows = self._rows.get(name, sum(int(c.shape[0]) for c in comps))
+                true_rows = rows.get(name, sum(int(c.shape[0]) for c in comps))
                 start = sum(int(c.shape[0]) for c in comps[:j])
                 lo = min(start, true_rows)
                 hi = min(start + int(comps[j].shape[0]), true_rows)
                 block[name] = (lo, hi, np.asarray(comps[j].numpy(), np.float32)[: hi - lo])
             yield j, self.num_devices, block
 
-    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    def to_host(self, params: dict[str, Any], rows: dict[str, int]) -> dict[str, np.ndarray]:
         """The tables back on the host, shard by shard, padding removed: float32 NumPy arrays."""
         out = {}
         for k, v in params.items():
             a = np.concatenate([c.numpy() for c in dtensor.unpack(v)]).astype(np.float32)
-            out[k] = a[: self._rows.get(k, a.shape[0])]
+            out[k] = a[: rows.get(k, a.shape[0])]
         return out
 
 
@@ -388,8 +350,8 @@ def logical_devices() -> list[Any]:
     return tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
 
 
-def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
-    """The placement of `fit(..., devices=devices)` on TensorFlow.
+def row_sharding(backend: Any, devices: Any) -> TFRowSharding:
+    """The row-sharding primitives of `fit(..., devices=devices)` on TensorFlow.
 
     Args:
         backend: the bound TensorFlow backend.
@@ -411,7 +373,7 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
                 "tf.config.set_logical_device_configuration(tf.config.list_physical_devices("
                 "'CPU')[0], [tf.config.LogicalDeviceConfiguration()] * k)"
             )
-        return ShardedPlacement(backend, [d.name for d in available[: int(devices)]])
+        return TFRowSharding(backend, [d.name for d in available[: int(devices)]])
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence):
         raise ArgumentTypeError(
             "devices must be None, an int or a list of tf.config.LogicalDevice, got "
@@ -437,4 +399,4 @@ def sharded_placement(backend: Any, devices: Any) -> ShardedPlacement:
     kinds = {tf.DeviceSpec.from_string(n).device_type for n in names}
     if len(kinds) != 1:
         raise ArgumentValueError(f"devices must all be of one type, got {sorted(kinds)}: {names!r}")
-    return ShardedPlacement(backend, names)
+    return TFRowSharding(backend, names)

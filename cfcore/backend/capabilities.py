@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from ..errors import ArgumentValueError
 from .protocol import Array, MapFn, Tree
+from .sharding import RowSharding
 
 CapabilityName = Literal[
     "pair_layout",
@@ -26,7 +27,7 @@ CapabilityName = Literal[
     "compile_map",
     "compile_parts",
     "concurrent_parts",
-    "sharded_placement",
+    "row_sharding",
     "strict_float32",
 ]
 """The name of one member of `Capabilities`."""
@@ -106,16 +107,22 @@ class Capabilities(Protocol):
         """
         ...
 
-    def sharded_placement(self, backend: Any, devices: Any) -> Any:
-        """The placement of `fit(..., devices=devices)`: tables spread over several devices.
+    def row_sharding(self, backend: Any, devices: Any) -> RowSharding:
+        """The row-sharding primitives of `fit(..., devices=devices)`: tables spread by rows
+        over several devices.
+
+        The backend offers primitives only (`cfcore.backend.sharding.RowSharding`: put rows on
+        devices, a per-device map, fetch rows, an all-reduce of the map's outputs, reading
+        back); core builds the placement on them (`cfcore.train.placement.RowShardedPlacement`:
+        padding, splitting, each device's ALS row blocks and the ALS half-sweep).
 
         Args:
             backend: the bound backend (what `get_backend` returns).
             devices: an int k (the first k devices) or a sequence of the framework's devices.
 
         Returns:
-            A `cfcore.train.placement.Placement`. Without this member `devices=` is refused
-            with a `NotSupportedError`.
+            A `RowSharding` subclass over the chosen devices. Without this member `devices=` is
+            refused with a `NotSupportedError`.
         """
         ...
 

@@ -13,7 +13,7 @@ between frameworks:
 * `name` and `is_available()`.
 
 Everything else a backend may offer (`pair_layout`, `native_optimizer`, `sync`, `compile_map`,
-`compile_parts`, `concurrent_parts`, `sharded_placement`, `strict_float32`) is optional, declared
+`compile_parts`, `concurrent_parts`, `row_sharding`, `strict_float32`) is optional, declared
 with its signature in `cfcore.backend.capabilities.Capabilities` and reached through
 `capability(be, name)`.
 

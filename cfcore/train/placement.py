@@ -13,6 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.sharding import (
+    COUNT,
+    RATING_KEYS,
+    RowSharding,
+    pad_rows,
+    padded_rows,
+)
+from ..backend.sharding import (
+    TOKEN_BYTES as TOKEN_BYTES,  # importable from here as before
+)
 from ..errors import ArgumentValueError, NotSupportedError
 
 # The trainers a model asks a placement for (`Placement.check_trainer`), and what each is.
@@ -180,59 +190,44 @@ class Placement:
         return {k: np.asarray(self.backend.to_numpy(v), np.float32) for k, v in params.items()}
 
 
-TOKEN_BYTES = 32
-"""The longest token `Placement.broadcast_token` carries."""
-
-# The arrays of a ratings tree that have one entry per rating (split over the devices).
-RATING_KEYS = ("users", "items", "values")
-# The entry a padded ratings tree carries: a zero-width `[n, 0]` array whose static length is the
-# true number of ratings (a shape, so the compiled step can slice with it).
-COUNT = "count"
-
-
 # Rows of a device's ALS block below which a bucket is padded (`device_row_blocks`).
 MIN_BLOCK_ROWS = 8
 
 
-def padded_rows(n: int, k: int) -> int:
-    """`k·⌈n/k⌉`: the rows of a table of `n` rows padded to split evenly over `k` devices."""
-    return -(-n // k) * k
-
-
-def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    """`a` (`[n, ...]`) with zero rows appended up to `rows`."""
-    if a.shape[0] == rows:
-        return a
-    pad = np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)
-    return np.concatenate([a, pad])
+class DeviceBlocks(dict):
+    """ALS row blocks per device (`RowShardedPlacement.row_blocks`): the layout of
+    `cfcore.data.row_blocks.row_blocks` with every array's per-device parts joined along a
+    leading axis (`RowSharding.join_parts`), device j's part holding only its own rows (row ids
+    local to its shard) and its columns indexing its own list of fixed rows, plus `real` int32
+    `[k·⌈R/k⌉]` (1 for a table row, 0 for a padding row: those keep their value) and `fetch`
+    int32 (each device's list of the U distinct fixed rows its blocks read). `data` places
+    every array split along its leading axis."""
 
 
 class RowShardedPlacement(Placement):
-    """What every row-sharding placement does on the host, whatever the framework: tables padded
-    to `k·⌈N/k⌉` rows and split into row blocks, ratings padded and split with their true count,
-    the padding sliced off inside the step.
-
-    A backend's subclass places arrays (`_put`), reads its own arrays back (`_host`) and places
-    ALS row blocks (`_put_blocks`, for trees of type `blocks_type`).
+    """Row-sharded training, written once over a backend's primitives (`RowSharding`): tables
+    padded to `k·⌈N/k⌉` rows and split into row blocks, ratings padded and split with their true
+    count, the padding hidden from the objective inside the step, and ALS half-sweeps solving
+    each device's own rows (the ALX design) from its own row blocks.
 
     Args:
         backend: the backend.
-        devices: the devices, in mesh order.
+        sharding: the backend's `RowSharding` over the devices (its optional `row_sharding`).
+
+    Attributes:
+        sharding: that `RowSharding`.
+        devices: its devices, in mesh order.
     """
 
     pair_layout = False  # the pair kernel assumes one device holds every row: plain gathers
-    observed_halves = False  # unless the backend's half_sweep sums the devices' losses
-    blocks_type: type = type(None)
-    max_blocks: int | None = None
-    """The most blocks a bucket of `device_row_blocks` is cut into (None: no cap, the blocks
-    sized by `block_rows` alone). A framework whose half-sweep cannot loop over the blocks in
-    one compiled step unrolls that loop (TensorFlow's DTensor): the cap bounds its program by
-    `max_blocks` block solves per bucket whatever the data's size, at the cost of a block's
-    memory growing with the bucket (`⌈rows / max_blocks⌉` rows a block)."""
 
-    def __init__(self, backend: Any, devices: Any) -> None:
+    def __init__(self, backend: Any, sharding: RowSharding) -> None:
         super().__init__(backend)
-        self.devices = tuple(devices)
+        self.sharding = sharding
+        self.devices = sharding.devices
+        self.trainers = sharding.trainers
+        # Whether `half_sweep(..., observed=True)` can sum the devices' observed losses.
+        self.observed_halves = sharding.sums_outputs
         # True row count of each placed parameter (before padding).
         self._rows: dict[str, int] = {}
 
@@ -241,29 +236,129 @@ class RowShardedPlacement(Placement):
         return len(self.devices)
 
     @property
+    def devices_key(self) -> Any:
+        return self.sharding.devices_key
+
+    @property
     def key(self) -> Any:
         # The compiled step slices the padding off with these static counts.
         return ("rows", self.devices_key, tuple(sorted(self._rows.items())))
 
     def _put(self, a: np.ndarray, axis: int | None = 0) -> Any:
-        """`a` split along `axis` over the devices (None: replicated on each)."""
-        raise NotImplementedError
+        return self.sharding.put(a, axis)
 
-    def _put_rows(self, block: Callable[[int], np.ndarray], shape: tuple[int, ...]) -> Any:
-        """A row-sharded array of the padded `shape` (`[k·R, ...]`) built from its devices'
-        blocks: `block(j)` gives device j's rows `j·R:(j+1)·R`, float32 `[R, ...]`, and is called
-        only for the devices this process holds, one at a time. Here (a backend whose subclass
-        does not build arrays from per-device parts): the blocks joined on the host and `_put`."""
-        k = self.num_devices
-        return self._put(np.concatenate([block(j) for j in range(k)]))
+    def _put_blocks(self, tree: DeviceBlocks) -> dict[str, Any]:
+        """ALS row blocks (`row_blocks`' result), every array split along its leading axis."""
 
-    def _host(self, x: Any) -> np.ndarray:
-        """A host or (unsharded) native array as NumPy."""
-        return np.asarray(x)
+        def put(x: Any) -> Any:
+            if isinstance(x, dict):
+                return {k: put(v) for k, v in x.items()}
+            if isinstance(x, list | tuple):
+                return type(x)(put(v) for v in x)
+            return self._put(self.sharding.host(x), axis=0)
 
-    def _put_blocks(self, tree: Any) -> Any:
-        """ALS row blocks (`self.row_blocks`'s result) placed."""
-        raise NotImplementedError
+        return put(dict(tree))
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        return self.sharding.scope()
+
+    def row_blocks(self, build: Callable[..., Any], *args: Any, **kwargs: Any) -> DeviceBlocks:
+        """The ALS blocks of each device's own rows (`device_row_blocks`), every array's
+        per-device parts joined along a leading axis (`DeviceBlocks`), which `data` splits back.
+
+        Each device's slots read its own copy of the fixed rows they need, fetched once per
+        half-sweep (`half_sweep`): `fetch` lists device j's distinct fixed rows (ascending table
+        rows, padded with row 0 to the largest device's count U: one program runs on every
+        device), and its buckets' `cols` (and `cols_t`) index that list instead of the table."""
+        parts, per, ranges = self.device_row_blocks(build, *args, **kwargs)
+        fetch = self.fetch_lists(parts)  # [k, U]; the slots renumbered into it
+        join = self.sharding.join_parts
+        out = DeviceBlocks(self.join_device_blocks(parts, per, ranges, join))
+        out["fetch"] = join(list(fetch))
+        return out
+
+    def half_sweep(self, half: Callable[..., Any], *, observed: bool = False) -> Callable[..., Any]:
+        """`half` run on every device over its own blocks and rows (the ALX design).
+
+        Args:
+            half: `half(fixed, current, blocks, prior, offset=None, col_reg=None)`
+                (`cfcore.maths.als.make_half_sweep`).
+            observed: `half` returns `(new, loss)` (`make_half_sweep(observed=True)`); the
+                devices' losses are summed (one scalar all-reduce). Only where
+                `observed_halves`.
+
+        Returns:
+            `run(fixed, current, blocks, prior, offset=None, col_reg=None)`: `fixed`
+            `[k·⌈M/k⌉, d]` and `current` `[k·⌈R/k⌉, d]` row-sharded, `blocks` this placement's
+            placed `row_blocks`, `prior` `[d, d]`, `offset` `[k·⌈M/k⌉]` row-sharded, `col_reg`
+            `[d]` (a column regularization read at run time). Each device's fixed rows
+            (`blocks["fetch"]`, U of them, with `offset` as one more column) are fetched where
+            they live (`RowSharding.fetch_rows`: O(k·U·d) traffic, never a whole-table
+            all-gather), then `half` runs on each device's blocks and rows
+            (`RowSharding.per_device`). The solved rows stay on their device; the padding rows
+            of `current` keep their value.
+
+        Raises:
+            NotSupportedError: `observed` on a placement without `observed_halves`.
+        """
+        if observed and not self.observed_halves:
+            raise NotSupportedError(
+                f"{type(self.sharding).__name__}'s half-sweep does not return the observed loss "
+                "(observed_halves is False: it cannot sum outputs over the devices)"
+            )
+        sharding = self.sharding
+        xp = self.backend.xp
+
+        def run(
+            fixed: Any,
+            current: Any,
+            blocks: dict[str, Any],
+            prior: Any,
+            offset: Any = None,
+            col_reg: Any = None,
+        ) -> Any:
+            d = int(fixed.shape[1])
+            # The other side's offset (a bias, `[M]`) rides along as one more column of the
+            # fixed rows: one fetch for both.
+            both = fixed if offset is None else xp.concat([fixed, offset[:, None]], axis=1)
+            table = sharding.fetch_rows(both, blocks["fetch"])  # each device's [U, d (+1)]
+            own = {"buckets": blocks["buckets"], "position": blocks["position"]}
+
+            def local(table: Any, current: Any, own: Any, prior: Any, *col_reg: Any) -> Any:
+                col = {"col_reg": col_reg[0]} if col_reg else {}
+                if offset is None:
+                    return half(table, current, own, prior, **col)
+                return half(table[:, :d], current, own, prior, table[:, d], **col)
+
+            args = [table, current, own, prior] + ([] if col_reg is None else [col_reg])
+            kinds: list[Any] = ["parts", "rows", "parts", "whole", "whole"][: len(args)]
+            out = sharding.per_device(local, args, kinds, ("rows", "sum") if observed else "rows")
+            new, loss = out if observed else (out, None)
+            new = xp.where(blocks["real"][:, None] > 0, new, current)
+            return (new, loss) if observed else new
+
+        return run
+
+    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
+        """The tables and ratings as the loss sees them: unpadded (`RowSharding.view`)."""
+        return self.sharding.view(params, batch, self._rows)
+
+    def host_shards(self, params: dict[str, Any]) -> Iterable[tuple[int, int, dict[str, Any]]]:
+        return self.sharding.host_shards(params, self._rows)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.sharding.is_primary
+
+    def barrier(self) -> None:
+        self.sharding.barrier()
+
+    def broadcast_token(self, token: bytes) -> bytes:
+        return self.sharding.broadcast_token(token)
+
+    def to_host(self, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The tables back on the host, padding removed: float32 NumPy arrays."""
+        return self.sharding.to_host(params, self._rows)
 
     def device_row_blocks(
         self,
@@ -332,8 +427,8 @@ class RowShardedPlacement(Placement):
             # slots 21% over one device's with 8-row blocks, 10% with these).
             alone = total if whole else min(block_rows(n, dim, solver), total)
             size = max(size, min(MIN_BLOCK_ROWS, alone))
-            if self.max_blocks is not None:
-                size = max(size, -(-most // int(self.max_blocks)))
+            if self.sharding.max_blocks is not None:
+                size = max(size, -(-most // int(self.sharding.max_blocks)))
             shapes[n] = (-(-most // size), size)
         parts = []
         for lo, hi in ranges:
@@ -435,7 +530,7 @@ class RowShardedPlacement(Placement):
                 return pad_rows(rows, per)
 
             self._rows[name] = n
-            out[name] = self._put_rows(block, (per * k, *tail))
+            out[name] = self.sharding.put_rows(block, (per * k, *tail))
         return out
 
     def data(self, tree: Any) -> Any:
@@ -444,7 +539,7 @@ class RowShardedPlacement(Placement):
         `[steps, B]` split along B when k divides B, else replicated."""
         if tree is None:
             return None
-        if isinstance(tree, self.blocks_type):
+        if isinstance(tree, DeviceBlocks):
             return self._put_blocks(tree)
         if isinstance(tree, dict) and "values" in tree:
             if tree.get("layout") is not None:
@@ -455,9 +550,9 @@ class RowShardedPlacement(Placement):
             rows = padded_rows(n, self.num_devices)
             # Per-table entries riding along (iALS's per-row λ, `[N]`): replicated, O(N) floats.
             out = {
-                k: self._put(pad_rows(self._host(v), rows))
+                k: self._put(pad_rows(self.sharding.host(v), rows))
                 if k in RATING_KEYS
-                else self._put(self._host(v), axis=None)
+                else self._put(self.sharding.host(v), axis=None)
                 for k, v in tree.items()
                 if v is not None
             }
@@ -467,25 +562,10 @@ class RowShardedPlacement(Placement):
             return {k: self.data(v) for k, v in tree.items()}
         if isinstance(tree, list | tuple):
             return type(tree)(self.data(v) for v in tree)
-        a = self._host(tree)
+        a = self.sharding.host(tree)
         if a.ndim >= 1 and a.shape[-1] % self.num_devices == 0:
             return self._put(a, axis=a.ndim - 1)
         return self._put(a, axis=None)
-
-    def view(self, params: dict[str, Any], batch: Any) -> tuple[dict[str, Any], Any]:
-        """Slices the padding off the tables and (full-batch data) the ratings."""
-        params = {
-            k: v[: self._rows[k]] if k in self._rows and self._rows[k] != v.shape[0] else v
-            for k, v in params.items()
-        }
-        if isinstance(batch, dict) and COUNT in batch:
-            n = batch[COUNT].shape[0]
-            batch = {
-                k: (v[:n] if k in RATING_KEYS and v.shape[0] != n else v)
-                for k, v in batch.items()
-                if k != COUNT
-            }
-        return params, batch
 
     def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """The parameters' unpadded shapes."""

@@ -1,9 +1,11 @@
 """Where `fit(..., devices=...)` puts parameters and data: the backend's own placement.
 
-Spreading tables over several devices is the framework's business (`jax.sharding` for JAX), so a
-backend that can do it offers an optional `sharded_placement(bound_backend, devices)` returning a
-`cfcore.train.placement.Placement`; core only asks for it. It is not part of the `Backend`
-Protocol: a backend without it trains on one device and refuses `devices=` clearly.
+Spreading tables over several devices is the framework's business (`jax.sharding` for JAX,
+DTensor for TensorFlow), so a backend that can do it offers an optional
+`row_sharding(bound_backend, devices)` returning its primitives (a
+`cfcore.backend.sharding.RowSharding`), and core builds the placement on them
+(`cfcore.train.placement.RowShardedPlacement`). It is not part of the `Backend` Protocol: a
+backend without it trains on one device and refuses `devices=` clearly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from ..backend.capabilities import capability
 from ..errors import NotSupportedError
-from .placement import Placement
+from .placement import Placement, RowShardedPlacement
 
 
 def make_placement(backend: Any, devices: Any) -> Placement:
@@ -31,7 +33,7 @@ def make_placement(backend: Any, devices: Any) -> Placement:
     """
     if devices is None:
         return Placement(backend)
-    factory = capability(backend, "sharded_placement")
+    factory = capability(backend, "row_sharding")
     if factory is None:
         name = getattr(backend, "name", type(backend).__name__)
         raise NotSupportedError(
@@ -39,4 +41,4 @@ def make_placement(backend: Any, devices: Any) -> Placement:
             f"{name!r}: only the 'jax' and 'tf' backends shard tables over devices; pass "
             "devices=None"
         )
-    return factory(backend, devices)
+    return RowShardedPlacement(backend, factory(backend, devices))
