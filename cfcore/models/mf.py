@@ -130,6 +130,12 @@ class MatrixFactorization(RatingModel):
         next_xs = None if sampler is None else sampler.take
         return FitPlan(chunk, data, row, ("train_mse", "test_mse"), next_xs)
 
+    def _loss(self, be: Any, spec: Any) -> Callable[[Params, Any], tuple[Any, dict[str, Any]]]:
+        return coefficient_loss(be, spec)
+
+    def _fold_in_batch(self, rows: Any, items: Any, values: Any, num: int) -> Any:
+        return {"users": rows, "items": items, "values": values}
+
 
 @register_model
 class RegularizedMF(MatrixFactorization):
