@@ -154,8 +154,9 @@ class Model:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Registers what the class itself declares: its trainer kinds and its `--model` name."""
         super().__init_subclass__(**kwargs)
-        for trainer, description in cls.trainers.items():  # a subclass runs them too
-            declare_trainer(trainer, description, cls.__name__)
+        if cls.spec_type is not None:  # a model, not a base class of models
+            for trainer, description in cls.trainers.items():  # a subclass runs them too
+                declare_trainer(trainer, description, cls.__name__)
         line = cls.__dict__.get("command_line")
         if line is not None:
             known = _COMMAND_LINE.get(line.name)

@@ -37,6 +37,13 @@ from .base import FACTOR_ARGUMENTS, CommandLine, FitPlan, Params
 from .factor import FactorModel, TrainingSet
 from .mf import coefficient_loss
 
+COMMAND_LINE = CommandLine(
+    "bpr", "implicit", "steps",
+    arguments={**FACTOR_ARGUMENTS, "--regularization": "regularization_coeff"},
+    defaults={"--dim": 32, "--init-stddev": 0.1, "--optimizer": "adam", "--lr": 0.05,
+              "--steps": 200, "--regularization": 0.01},
+)  # fmt: skip
+"""`cfcore train --model bpr`: the positives above --threshold, Adam steps, ranking metrics."""
 FOLD_IN_NEGATIVES = 20
 """Negatives drawn per positive of a new user (fold-in), from a generator seeded with 0."""
 
@@ -109,13 +116,7 @@ class BPR(FactorModel):
 
     kind = "bpr"
     spec_type = BPRSpec
-    trainers = {"gradient": "gradient steps"}
-    command_line = CommandLine(
-        "bpr", "implicit", "steps",
-        arguments={**FACTOR_ARGUMENTS, "--regularization": "regularization_coeff"},
-        defaults={"--dim": 32, "--init-stddev": 0.1, "--optimizer": "adam", "--lr": 0.05,
-                  "--steps": 200, "--regularization": 0.01},
-    )  # fmt: skip
+    command_line = COMMAND_LINE
 
     def __init__(
         self,
@@ -126,18 +127,10 @@ class BPR(FactorModel):
     ) -> None:
         super().__init__(BPRSpec(embedding_dim, init_stddev, regularization_coeff, item_bias))
 
-    def fit(
-        self,
-        train: Any,
-        *,
-        steps: int,
-        optimizer: Any,
-        backend: Any = None,
-        seed: int = 0,
-        eval_every: int = 10,
-        progress: bool = True,
-        devices: Any = None,
-    ) -> pd.DataFrame:
+    # fmt: off
+    def fit(self, train: Any, *, steps: int, optimizer: Any, backend: Any = None, seed: int = 0,
+            eval_every: int = 10, progress: bool = True, devices: Any = None) -> pd.DataFrame:
+        # fmt: on
         """Trains for `steps` gradient steps (each over every positive, with fresh negatives);
         a second call continues.
 

@@ -125,6 +125,9 @@ class FactorModel(Model):
             `add_users` extends them), or None.
     """
 
+    # Gradient steps of the model's loss, unless a model declares its own trainers (ALS sweeps).
+    trainers = {"gradient": "gradient steps"}
+
     def __init__(self, spec: Any = None) -> None:
         super().__init__(spec)
         self._shape: tuple[int, int] | None = None

@@ -48,7 +48,6 @@ class MatrixFactorization(RatingModel):
 
     kind = "mf"
     spec_type = MFSpec
-    trainers = {"gradient": "gradient steps"}
     command_line = CommandLine(
         "mf", "ratings", "steps",
         arguments={**FACTOR_ARGUMENTS, "--mse": "mse"},
