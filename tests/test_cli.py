@@ -301,5 +301,6 @@ def test_train_help_shows_model_defaults() -> None:
 
     for name, cls in command_line_models().items():
         line = cls.command_line
+        assert line is not None
         if "--dim" in line.defaults:
             assert f"{name}: {line.defaults['--dim']}" in text
