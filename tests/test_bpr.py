@@ -143,3 +143,14 @@ def test_cli_trains_bpr(ml100k, tmp_path: Path) -> None:
         assert needle in text, (needle, text)
     loaded = cfcore.load(tmp_path / "model.npz")
     assert type(loaded) is cfcore.BPR and loaded.step == 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"embedding_dim": 0}, "embedding_dim"), ({"init_stddev": -1.0}, "init_stddev"),
+     ({"regularization_coeff": float("nan")}, "regularization_coeff"),
+     ({"item_bias": "yes"}, "item_bias")],
+)  # fmt: skip
+def test_bad_settings_are_refused(kwargs, needle: str) -> None:
+    with pytest.raises(cfcore.CfcoreError, match=needle):
+        cfcore.BPR(**kwargs)

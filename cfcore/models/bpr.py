@@ -67,11 +67,18 @@ class BPRSpec:
     runtime_fields: ClassVar[tuple[str, ...]] = ("regularization_coeff",)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "embedding_dim", check_int("embedding_dim", self.embedding_dim, minimum=1))  # fmt: skip
-        object.__setattr__(self, "init_stddev", check_float("init_stddev", self.init_stddev, exclusive_minimum=0.0))  # fmt: skip
-        object.__setattr__(self, "regularization_coeff", check_float("regularization_coeff", self.regularization_coeff, minimum=0.0))  # fmt: skip
         if not isinstance(self.item_bias, bool | np.bool_):
             raise ArgumentTypeError(f"item_bias must be a bool, got {self.item_bias!r}")
+        checked = {
+            "embedding_dim": check_int("embedding_dim", self.embedding_dim, minimum=1),
+            "init_stddev": check_float("init_stddev", self.init_stddev, exclusive_minimum=0.0),
+            "regularization_coeff": check_float(
+                "regularization_coeff", self.regularization_coeff, minimum=0.0
+            ),
+            "item_bias": bool(self.item_bias),
+        }
+        for name, value in checked.items():  # frozen: store the checked plain values
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "bpr", **asdict(self)}
