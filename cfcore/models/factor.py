@@ -378,9 +378,11 @@ class FactorModel(Model):
             arrays["ratings_items"] = r.items.astype(np.int32)
             arrays["ratings_values"] = r.values.astype(np.float32)
         # Any parameter beyond the two tables (an item bias, ...) is kept under its own name,
-        # its shape recorded: a model adds parameters without writing file code.
+        # its shape recorded: a model adds parameters without writing file code. (Only when
+        # there are any: a model of two tables writes the same fields as before.)
         extra = {k: v for k, v in self.params_numpy().items() if k not in ("user", "item")}
-        meta["extra_params"] = {k: list(np.shape(v)) for k, v in extra.items()}
+        if extra:
+            meta["extra_params"] = {k: list(np.shape(v)) for k, v in extra.items()}
         for k, v in extra.items():
             assert k not in arrays, f"parameter {k!r} would overwrite a file entry"
             arrays[k] = np.asarray(v, np.float32)
