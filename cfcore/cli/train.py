@@ -661,9 +661,13 @@ def _build_factor(line: CommandLine, settings: _MFSettings, values: dict[str, An
     return MODELS[line.name](**kwargs)
 
 
+# History columns named `*_loss` that are not a part of the objective.
+NOT_PARTS = ("total_loss", "train_loss")
+
+
 def _print_loss_parts(history: pd.DataFrame) -> None:
     """The last row's loss parts (every `<part>_loss` column but the total), if any."""
-    parts = [c for c in history.columns if c.endswith("_loss") and c != "total_loss"]
+    parts = [c for c in history.columns if c.endswith("_loss") and c not in NOT_PARTS]
     if parts and len(history):
         last = history.iloc[-1]
         text = ", ".join(
