@@ -50,5 +50,6 @@ from .models import IALS as IALS  # noqa: E402
 from .models import WALS as WALS  # noqa: E402
 from .models import BiasedMF as BiasedMF  # noqa: E402
 from .models import SoftmaxModel as SoftmaxModel  # noqa: E402
+from .models.bpr import BPR as BPR  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402

@@ -7,7 +7,7 @@ saved with a model, compared, and handed to a backend that was written by someon
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .errors import ArgumentValueError
 from .validate import check_float, check_int
@@ -76,6 +76,9 @@ class MFSpec:
     regularization_coeff: float = 0.0
     gravity_coeff: float = 0.0
 
+    # Read at run time (`cfcore.train.hyper`): multipliers of the penalties.
+    runtime_fields: ClassVar[tuple[str, ...]] = ("regularization_coeff", "gravity_coeff")
+
     def __post_init__(self) -> None:
         _check_dim(self, "embedding_dim")
         _check_positive(self, "init_stddev")
@@ -140,6 +143,9 @@ class WALSSpec:
     gravity_coeff: float = 1.0
     solver: str = "auto"
     cg_steps: int = 3
+
+    # Read at run time (`cfcore.train.hyper`): multipliers of the penalties.
+    runtime_fields: ClassVar[tuple[str, ...]] = ("regularization_coeff", "gravity_coeff")
 
     def __post_init__(self) -> None:
         _check_dim(self, "embedding_dim")
@@ -210,6 +216,15 @@ class IALSSpec:
     unobserved_weight: float = 0.1
     regularization_exponent: float = 1.0
     confidence: float = 0.0
+
+    # Read at run time (`cfcore.train.hyper`): α₀ and λ scale terms;
+    # α and ν only shape the sweep's data (its weights and per-row regularization).
+    runtime_fields: ClassVar[tuple[str, ...]] = (
+        "regularization_coeff",
+        "unobserved_weight",
+        "confidence",
+        "regularization_exponent",
+    )
     solver: str = "auto"
     cg_steps: int = 3
 
@@ -271,6 +286,13 @@ class BiasedMFSpec:
     gravity_coeff: float = 0.0
     solver: str = "auto"
     cg_steps: int = 3
+
+    # Read at run time (`cfcore.train.hyper`): multipliers of the penalties.
+    runtime_fields: ClassVar[tuple[str, ...]] = (
+        "regularization_coeff",
+        "bias_regularization_coeff",
+        "gravity_coeff",
+    )
 
     def __post_init__(self) -> None:
         _check_dim(self, "embedding_dim")

@@ -294,5 +294,13 @@ def test_top_level_help() -> None:
 def test_train_help_shows_model_defaults() -> None:
     result, text = invoke("train", "--help")
     assert result.exit_code == 0
-    assert "[mf: 30, regularized: 35]" in text
-    assert "[mf: 1000, regularized: 2000]" in text
+    assert "[mf: 30, regularized: 35, " in text
+    assert "[mf: 1000, regularized: 2000, " in text
+    # Every model's declared default is shown, a model the command line does not name too.
+    from cfcore.models.base import command_line_models
+
+    for name, cls in command_line_models().items():
+        line = cls.command_line
+        assert line is not None
+        if "--dim" in line.defaults:
+            assert f"{name}: {line.defaults['--dim']}" in text

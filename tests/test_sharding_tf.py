@@ -355,12 +355,13 @@ def test_every_trainer_shards_on_tf():
     # Nothing is refused any more on TensorFlow: the placement of `devices=` runs every trainer
     # a model asks for (the refusal itself is checked next, on a placement that lacks one).
     from cfcore.backend import get_backend
-    from cfcore.train.placement import TRAINERS
+    from cfcore.train.placement import trainer_kinds
     from cfcore.train.sharding import make_placement
 
     placement = make_placement(get_backend("tf"), 1)
-    assert placement.trainers is not None and sorted(placement.trainers) == sorted(TRAINERS)
-    for trainer in TRAINERS:
+    kinds = trainer_kinds()
+    assert placement.trainers is not None and sorted(placement.trainers) == sorted(kinds)
+    for trainer in kinds:
         placement.check_trainer(trainer, "AnyModel")
 
 

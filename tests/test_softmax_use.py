@@ -622,8 +622,8 @@ def test_cli_train_softmax_options_on_tf(ml100k, tmp_path: Path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--fold", "u1"), "--fold applies to the matrix-factorization models"),
-        (("--dim", "8"), "--dim applies to the matrix-factorization models"),
+        (("--fold", "u1"), "for --model softmax use --protocol"),
+        (("--dim", "8"), "for --model softmax use --feature-dims and --hidden-dims"),
         (("--feature-dims", "movie_id=x"), "the dimension of 'movie_id' must be an int, got 'x'"),
         (("--feature-dims", "movie_id=4,3"), "--feature-dims expects NAME=DIM pairs"),
         (("--hidden-dims", "5"), "query embedding dimension 5"),

@@ -21,7 +21,24 @@ from ..data.bounded import read_csv as bounded_csv
 from ..errors import ArgumentValueError, MissingFileError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from ._signals import output, stage
-from .train import ModelKind, _build_mf, _check_numbers, _load_split, _MFSettings
+from .train import (
+    MODELS,
+    ModelKind,
+    _build_factor,
+    _check_numbers,
+    _defaults_help,
+    _line,
+    _load_split,
+    _MFSettings,
+)
+
+# The models compare trains: gradient steps on explicit ratings, from the same start.
+COMPARED = [
+    name
+    for name, cls in MODELS.items()
+    if cls.command_line is not None
+    and (cls.command_line.data, cls.command_line.trains_by) == ("ratings", "steps")
+]
 
 _ERRORS = (ValueError, OSError, FloatingPointError, TypeError, ImportError)
 
@@ -48,8 +65,9 @@ def compare(
         ),
     ] = None,
     model: Annotated[
-        ModelKind, typer.Option(help="mf or regularized (softmax: not yet).")
-    ] = ModelKind.regularized,
+        ModelKind,  # pyright: ignore[reportInvalidTypeForm]  (built from the model classes)
+        typer.Option(help=f"One of {', '.join(COMPARED)} (gradient steps on ratings)."),
+    ] = "regularized",
     dataset: DatasetOpt = "100k",
     data_dir: DataDirOpt = None,
     ratings: Annotated[
@@ -64,7 +82,7 @@ def compare(
         int, typer.Option(help="Seed of the split, the initial values, the batches.")
     ] = 0,
     dim: Annotated[
-        int | None, typer.Option(help="Embedding dimension \\[mf: 30, regularized: 35].")
+        int | None, typer.Option(help=f"Embedding dimension {_defaults_help('--dim', COMPARED)}.")
     ] = None,
     steps: Annotated[
         int, typer.Option(help="Optimizer steps (500: the run the documented tolerances are for).")
@@ -101,14 +119,11 @@ def compare(
 
     try:
         names = _backend_names(backends, ctx.args)
-        if model is ModelKind.softmax:
+        if model not in COMPARED:
             raise ArgumentValueError(
-                "--model softmax is not supported by compare yet: use mf or regularized"
+                f"--model {model} is not supported by compare: use {' or '.join(COMPARED)}"
             )
-        if model not in (ModelKind.mf, ModelKind.regularized):
-            raise ArgumentValueError(
-                f"--model {model.value} is not supported by compare: use mf or regularized"
-            )
+        line = _line(model)
         _check_numbers(
             backend=None, dim=dim, steps=steps, eval_every=eval_every, batch_size=batch_size,
             seed=seed, k=1, holdout=holdout, fold=None, mse="gather", threshold=0.0,
@@ -120,7 +135,7 @@ def compare(
 
             check_output_path(out / "compare.json")
         settings = _MFSettings.resolve(
-            model,
+            line,
             dim=dim,
             steps=steps,
             learning_rate=learning_rate,
@@ -130,7 +145,8 @@ def compare(
         )
         name, train_r, test_r = _data(dataset, data_dir, ratings, holdout, seed)
         opt = cfcore.optimizers.make_optimizer(settings.optimizer.value, settings.learning_rate)
-        spec_model = _build_mf(model, settings, regularization, gravity, "gather")
+        values = {"--regularization": regularization, "--gravity": gravity, "--mse": "gather"}
+        spec_model = _build_factor(line, settings, values)
         loaded = []
         for b in names:
             be = cfcore.get_backend(b)
@@ -144,7 +160,7 @@ def compare(
         stage("during training on " + ", ".join(names))
         with console.status("training on " + ", ".join(names) + " ..."):
             runs = agreement.train_on_backends(
-                lambda: _build_mf(model, settings, regularization, gravity, "gather"),
+                lambda: _build_factor(line, settings, values),
                 loaded,
                 train_r,
                 test_r,

@@ -20,6 +20,7 @@ from ..errors import ArgumentValueError, MissingFileError
 from ..validate import check_float, check_int
 from ._common import OptimizerKind, console, fail
 from ._signals import kept, output, stage
+from .train import _defaults_help
 
 MODEL_FILE = "model.npz"
 
@@ -329,13 +330,13 @@ def rate(
         typer.Option(
             "--lr",
             "--learning-rate",
-            help="Learning rate of the retraining \\[mf: 10, regularized: 20, softmax: 8].",
+            help=f"Learning rate of the retraining {_defaults_help('--lr')}.",
         ),
     ] = None,
     optimizer: Annotated[
         OptimizerKind | None,
         typer.Option(
-            help="Optimizer of the retraining \\[mf, regularized: sgd; softmax: adagrad]."
+            help=f"Optimizer of the retraining {_defaults_help('--optimizer')} (else sgd)."
         ),
     ] = None,
     save_ratings: Annotated[
@@ -385,27 +386,25 @@ def rate(
         _print_items(frame, f"Top {len(frame)} for you")
         if retrain_steps > 0:
             stage("during retraining")
+            # The optimizer and learning rate the model's command line trains it with.
+            line = getattr(type(m), "command_line", None)
+            d = {} if line is None else line.defaults
+            kind = optimizer.value if optimizer is not None else d.get("--optimizer", "sgd")
+            lr = d.get("--lr", 10.0) if learning_rate is None else learning_rate
+            fit: dict[str, Any] = {"steps": retrain_steps, "backend": backend}
+            sweeps = line is not None and line.trains_by == "sweeps"
+            if not sweeps and (optimizer is not None or line is None or line.trains_by == "steps"):
+                fit["optimizer"] = make_optimizer(kind, lr)
             if softmax:
                 # The model's own features (your movies included): you join the training users.
-                kind = (optimizer or OptimizerKind.adagrad).value
-                opt = make_optimizer(kind, 8.0 if learning_rate is None else learning_rate)
-                m.fit(None, steps=retrain_steps, optimizer=opt, backend=backend, progress=progress)
+                m.fit(None, progress=progress, **fit)
             else:
                 if m.train_ratings is None:
                     raise ArgumentValueError(
                         "this model was saved without its training ratings, so it cannot be "
                         "retrained"
                     )
-                lr = learning_rate
-                if lr is None:
-                    lr = 20.0 if m.spec.regularized else 10.0
-                m.fit(
-                    m.train_ratings,
-                    steps=retrain_steps,
-                    optimizer=make_optimizer((optimizer or OptimizerKind.sgd).value, lr),
-                    backend=backend,
-                    progress=progress,
-                )
+                m.fit(m.train_ratings, progress=progress, **fit)
             frame = retrieval.recommend(m, uid, k=k, measure=measure)
             _print_items(frame, f"Top {len(frame)} for you after {retrain_steps} more steps")
         if save_model is not None:

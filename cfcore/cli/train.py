@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ArgumentValueError, CfcoreError
+from ..models.base import CommandLine, command_line_models
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail, load_dataset, save_npz
 from ._signals import deferred, kept, output, stage
 
@@ -28,26 +29,16 @@ _ERRORS = (CfcoreError, ValueError, OSError, FloatingPointError, TypeError, Memo
 RUN_FILES = ("history.csv", "embeddings.npz", "model.npz")
 
 
-class ModelKind(enum.StrEnum):
-    mf = "mf"
-    regularized = "regularized"
-    softmax = "softmax"
-    wals = "wals"
-    ials = "ials"
-    biased = "biased"
+# The models `--model` offers: every model class that declares a `command_line` (the
+# declaration says how to build, train and evaluate it; the command lists no models itself).
+MODELS = command_line_models()
+ModelKind = enum.StrEnum("ModelKind", {name: name for name in MODELS})
 
 
 class ALSSolver(enum.StrEnum):
     auto = "auto"
     cholesky = "cholesky"
     cg = "cg"
-
-
-# The models trained by sweeps (steps are sweeps, no optimizer unless --optimizer for biased).
-ALS_MODELS = (ModelKind.wals, ModelKind.ials, ModelKind.biased)
-# λ and λg of each model when not given (the regularized model's are the notebook's).
-REGULARIZATION = {ModelKind.ials: 0.01}
-GRAVITY = {ModelKind.biased: 0.0}
 
 
 class Protocol(enum.StrEnum):
@@ -66,26 +57,21 @@ class Activation(enum.StrEnum):
     tanh = "tanh"
 
 
-# The notebook's settings for each model; every one can be overridden on the command line.
-DEFAULTS = {
-    ModelKind.mf: {"dim": 30, "init_stddev": 0.5, "learning_rate": 10.0, "steps": 1000},
-    ModelKind.regularized: {"dim": 35, "init_stddev": 0.05, "learning_rate": 20.0, "steps": 2000},
-    ModelKind.wals: {"dim": 35, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 20},
-    ModelKind.biased: {"dim": 35, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 20},
-    ModelKind.ials: {"dim": 64, "init_stddev": 0.1, "learning_rate": 0.05, "steps": 15},
-}
+def _defaults_help(flag: str, names: Any = None) -> str:
+    """`\\[mf: 30, regularized: 35, ...]`: each model's command-line default of `flag` (those
+    of `names`, default every model), for an option's help."""
+    lines = [MODELS[n].command_line for n in (MODELS if names is None else names)]
+    pairs = [f"{x.name}: {x.defaults[flag]}" for x in lines if x is not None and flag in x.defaults]
+    return "\\[" + ", ".join(pairs) + "]"
 
-# The notebook's softmax model: Adagrad(8), 3000 steps of 200 users, inputs 35/3/2, one hidden
-# layer of 35 (the query dimension, equal to the movie-id dimension).
-SOFTMAX_DEFAULTS = {
-    "feature_dims": "movie_id=35,genre=3,year=2",
-    "hidden_dims": "35",
-    "optimizer": OptimizerKind.adagrad,
-    "learning_rate": 8.0,
-    "steps": 3000,
-    "batch_size": 200,
-    "eval_every": 100,
-}
+
+def _line(model: str) -> CommandLine:
+    """The command-line declaration of `--model`'s class."""
+    line = MODELS[str(model)].command_line
+    assert line is not None  # MODELS holds only classes that declare one
+    return line
+
+
 SOFTMAX_FEATURES = ("movie_id", "genre", "year")
 
 
@@ -96,11 +82,12 @@ def register(app: typer.Typer) -> None:
 
 def train(
     model: Annotated[
-        ModelKind,
+        ModelKind,  # pyright: ignore[reportInvalidTypeForm]  (built from the model classes)
         typer.Option(
-            help="Plain MF, MF with L2 + gravity, softmax (section VI), or ALS: wals, ials, biased."
+            help="The model (mf: plain MF, regularized: MF with L2 + gravity, softmax: section "
+            "VI, wals/ials/biased: ALS, ...): every model class that declares its command line."
         ),
-    ] = ModelKind.regularized,
+    ] = "regularized",
     backend: Annotated[
         str | None, typer.Option(help="jax or tf (default: $CFCORE_BACKEND, else jax).")
     ] = None,
@@ -108,15 +95,13 @@ def train(
     data_dir: DataDirOpt = None,
     dim: Annotated[
         int | None,
-        typer.Option(
-            help="Embedding dimension \\[mf: 30, regularized: 35] (wals, biased: 35; ials: 64)."
-        ),
+        typer.Option(help=f"Embedding dimension {_defaults_help('--dim')}."),
     ] = None,
     steps: Annotated[
         int | None,
         typer.Option(
-            help="Optimizer steps \\[mf: 1000, regularized: 2000] (softmax: 3000); sweeps for "
-            "wals, ials, biased (20, 15, 20)."
+            help=f"Optimizer steps, or sweeps of the models trained by sweeps "
+            f"{_defaults_help('--steps')}."
         ),
     ] = None,
     learning_rate: Annotated[
@@ -124,7 +109,7 @@ def train(
         typer.Option(
             "--lr",
             "--learning-rate",
-            help="Learning rate \\[mf: 10, regularized: 20] (softmax: 8).",
+            help=f"Learning rate {_defaults_help('--lr')}.",
         ),
     ] = None,
     optimizer: Annotated[
@@ -133,15 +118,17 @@ def train(
     ] = None,
     init_stddev: Annotated[
         float | None,
-        typer.Option(help="Std. dev. of the initial embeddings \\[mf: 0.5, regularized: 0.05]."),
+        typer.Option(
+            help=f"Std. dev. of the initial embeddings {_defaults_help('--init-stddev')}."
+        ),
     ] = None,
     regularization: Annotated[
         float | None,
-        typer.Option(help="λr, L2 coefficient (regularized model) \\[0.1; ials: 0.01]."),
+        typer.Option(help=f"λr, L2 coefficient {_defaults_help('--regularization')}."),
     ] = None,
     gravity: Annotated[
         float | None,
-        typer.Option(help="λg, gravity coefficient (regularized model) \\[1.0; biased: 0]."),
+        typer.Option(help=f"λg, gravity coefficient {_defaults_help('--gravity')}."),
     ] = None,
     solver: Annotated[
         ALSSolver,
@@ -249,14 +236,16 @@ def train(
     metrics beside the popularity baseline's. --model wals minimises the regularized objective
     by alternating least squares (steps are sweeps); ials is implicit-feedback ALS on the ratings
     above --threshold (prints recall and NDCG of the held-out positives); biased adds a mean and
-    user and item biases (ALS sweeps, or gradient steps with --optimizer).
+    user and item biases (ALS sweeps, or gradient steps with --optimizer); bpr is Bayesian
+    personalized ranking on the same positives as ials (gradient steps).
     """
     wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
+    line = _line(model)
     try:
         # Every option before the data is read or a framework imported: a mistake must not
         # cost a finished run.
         _check_options(
-            model,
+            line,
             given={
                 "--dim": dim, "--lr": learning_rate, "--optimizer": optimizer,
                 "--init-stddev": init_stddev, "--regularization": regularization,
@@ -284,31 +273,26 @@ def train(
                        "noise_precision": noise_precision, "thin": thin},
         )  # fmt: skip
         # The model now: its constructor's checks too come before any work.
-        if model is ModelKind.softmax:
-            _build_softmax(feature_dims, hidden_dims, activation, loss)
+        if line.data == "users":
+            _build_softmax(line, feature_dims, hidden_dims, activation, loss)
             mf = None
         else:
             settings = _MFSettings.resolve(
-                model,
+                line,
                 dim=dim,
                 steps=steps,
                 learning_rate=learning_rate,
                 init_stddev=init_stddev,
                 optimizer=optimizer,
-                eval_every=1 if eval_every is None and model in ALS_MODELS else eval_every,
+                eval_every=eval_every,
             )
-            regularization = (
-                REGULARIZATION.get(model, 0.1) if regularization is None else regularization
-            )
-            gravity = GRAVITY.get(model, 1.0) if gravity is None else gravity
-            if model in ALS_MODELS:
-                built: Any = _build_als(
-                    model, settings, regularization=regularization, gravity=gravity,
-                    solver=solver.value, bias_regularization=bias_regularization,
-                    unobserved_weight=unobserved_weight,
-                )  # fmt: skip
-            else:
-                built = _build_mf(model, settings, regularization, gravity, mse)
+            built = _build_factor(
+                line, settings, {
+                    "--regularization": regularization, "--gravity": gravity,
+                    "--solver": solver.value, "--bias-regularization": bias_regularization,
+                    "--unobserved-weight": unobserved_weight, "--mse": mse,
+                },
+            )  # fmt: skip
             mf = (settings, built)
         _check_out(out)
     except _ERRORS as err:
@@ -316,16 +300,10 @@ def train(
     output(out)
     if mf is None:
         _train_softmax(
+            line,
             backend=backend,
             dataset=dataset,
             data_dir=data_dir,
-            dim=dim,
-            init_stddev=init_stddev,
-            fold=fold,
-            feature_dims=feature_dims,
-            hidden_dims=hidden_dims,
-            activation=activation,
-            loss=loss,
             protocol=protocol,
             optimizer=optimizer,
             learning_rate=learning_rate,
@@ -337,112 +315,85 @@ def train(
             out=out,
             progress=progress,
             report=wish,
+            build=lambda: _build_softmax(line, feature_dims, hidden_dims, activation, loss),
         )
         return
     settings, m = mf
-    if model in ALS_MODELS:
-        _train_als(
-            model,
-            backend=backend,
-            dataset=dataset,
-            data_dir=data_dir,
-            fold=fold,
-            holdout=holdout,
-            seed=seed,
-            settings=settings,
-            optimizer_given=optimizer is not None,
-            m=m,
-            threshold=threshold,
-            k=k,
-            out=out,
-            progress=progress,
-            posterior={
-                "samples": posterior_samples,
-                "burn_in": burn_in,
-                "noise_precision": noise_precision,
-                "thin": thin,
-            },  # fmt: skip
-        )
-        return
-    try:
-        ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
-        opt, be = _optimizer_and_backend(settings.optimizer, settings.learning_rate, backend)
-        console.print(
-            f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test ratings), backend {be.name}, {opt}"
-        )
-        stage("during training")
-        with deferred():
-            history = m.fit(
-                train_r,
-                test=test_r,
-                steps=settings.steps,
-                optimizer=opt,
-                backend=be,
-                seed=seed,
-                batch_size=batch_size,
-                eval_every=settings.eval_every,
-                progress=progress,
-            )
-    except _ERRORS as err:
-        raise fail(err, highlight=True) from err
-    _print_mf_evaluation(m, train_r, test_r, history)
-    _write_run(out, history, m.embeddings, m)
-    _write_report(out, wish, history, m.embeddings, ds, f"{model.value} ({be.name})")
+    _train_factor(
+        line,
+        m,
+        backend=backend,
+        dataset=dataset,
+        data_dir=data_dir,
+        fold=fold,
+        holdout=holdout,
+        seed=seed,
+        settings=settings,
+        optimizer_given=optimizer is not None,
+        batch_size=batch_size,
+        threshold=threshold,
+        k=k,
+        out=out,
+        progress=progress,
+        report=wish,
+        posterior={
+            "samples": posterior_samples,
+            "burn_in": burn_in,
+            "noise_precision": noise_precision,
+            "thin": thin,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- options
 
 # What each model trains by: the options of the others mean nothing to it.
 _GRADIENT_ONLY = ("--optimizer", "--lr")
-_SOFTMAX_ONLY = ("--feature-dims", "--hidden-dims", "--activation", "--loss", "--protocol")
 
 
-def _check_options(model: ModelKind, *, given: dict[str, Any], changed: dict[str, bool]) -> None:
+def _accepted(line: CommandLine) -> set[str]:
+    """The options a model reads: its own (`arguments`, `options`), the optimizer's when it
+    can take gradient steps, the split's when it trains on rating pairs."""
+    used = set(line.arguments) | set(line.options)
+    if line.trains_by != "sweeps":
+        used |= set(_GRADIENT_ONLY)
+    if line.data != "users":
+        used.add("--fold")
+    return used
+
+
+def _check_options(line: CommandLine, *, given: dict[str, Any], changed: dict[str, bool]) -> None:
     """Refuses options the model does not use, rather than ignoring them.
 
     Args:
-        model: the --model.
+        line: the --model's declaration.
         given: options without a default, by flag: None when not given.
         changed: options with a default, by flag: whether the user changed it.
 
     Raises:
-        ArgumentValueError: naming the option and the model.
+        ArgumentValueError: naming the option and the model (and the models that read it).
     """
-    from cfcore.errors import ArgumentValueError
-
-    used = {flag for flag, value in given.items() if value is not None}
-    used |= {flag for flag, on in changed.items() if on}
-
-    def refuse(flags: tuple[str, ...], why: str) -> None:
-        for flag in flags:
-            if flag in used:
-                raise ArgumentValueError(f"{flag} {why}")
-
-    name = f"--model {model.value}"
-    if model is not ModelKind.biased:
-        refuse(("--posterior-samples",), f"applies to --model biased, not {name}")
-    if model is ModelKind.softmax:
-        for flag, instead in (
-            ("--dim", "--feature-dims and --hidden-dims"),
-            ("--init-stddev", "nothing: the tables start as the notebook's"),
-            ("--fold", "--protocol (the softmax model splits users, not ratings)"),
-        ):
-            refuse((flag,), f"applies to the matrix-factorization models; for {name} use {instead}")
-        refuse(("--regularization", "--gravity", "--solver"), f"does not apply to {name}")
-        return
-    refuse(_SOFTMAX_ONLY, f"applies to --model softmax, not {name}")
-    if model in (ModelKind.wals, ModelKind.ials):
-        refuse(_GRADIENT_ONLY, f"applies to gradient training; {name} is trained by ALS sweeps")
-    if model is ModelKind.biased and "--optimizer" not in used:
-        refuse(("--lr",), "applies to gradient training: give --optimizer too (without it "
-               "--model biased is trained by ALS sweeps)")  # fmt: skip
-    if model is ModelKind.mf:
-        refuse(("--regularization", "--gravity"), "applies to --model regularized, wals, "
-               "ials and biased; --model mf has no penalty")  # fmt: skip
-    if model is ModelKind.ials:
-        refuse(("--gravity",), "does not apply to --model ials")
-    if model not in ALS_MODELS:
-        refuse(("--solver",), f"applies to --model wals, ials and biased, not {name}")
+    used = [flag for flag, value in given.items() if value is not None]
+    used += [flag for flag, on in changed.items() if on]
+    name = f"--model {line.name}"
+    accepted = _accepted(line)
+    for flag in used:
+        if flag in accepted:
+            continue
+        readers = [n for n, cls in MODELS.items() if flag in _accepted(_line(n))]
+        where = f"--model {', '.join(readers)}" if readers else "no model"
+        if flag in line.hints:
+            why = f"applies to {where}; for {name} use {line.hints[flag]}"
+        elif flag in _GRADIENT_ONLY and line.trains_by == "sweeps":
+            why = f"applies to gradient training; {name} is trained by ALS sweeps"
+        else:
+            why = f"applies to {where}, not {name}"
+        raise ArgumentValueError(f"{flag} {why}")
+    if line.trains_by == "sweeps-or-steps" and "--lr" in used and "--optimizer" not in used:
+        raise ArgumentValueError(
+            f"--lr applies to gradient training: give --optimizer too (without it {name} is "
+            "trained by ALS sweeps)"
+        )
 
 
 def _check_numbers(
@@ -640,19 +591,20 @@ def _write_report(
 
 @dataclass(frozen=True)
 class _MFSettings:
-    """The options of an MF run, each given on the command line or the notebook's default."""
+    """The options of a factor model's run, each given on the command line or the model's
+    declared default (`CommandLine.defaults`; None: its constructor's)."""
 
-    dim: int
+    dim: int | None
     steps: int
     learning_rate: float
-    init_stddev: float
+    init_stddev: float | None
     optimizer: OptimizerKind
     eval_every: int
 
     @classmethod
     def resolve(
         cls,
-        model: ModelKind,
+        line: CommandLine,
         *,
         dim: int | None,
         steps: int | None,
@@ -661,14 +613,18 @@ class _MFSettings:
         optimizer: OptimizerKind | None,
         eval_every: int | None,
     ) -> _MFSettings:
-        d = DEFAULTS[model]
+        d = line.defaults
+        # A sweep is worth a history row; gradient steps are cheap.
+        every = d.get("--eval-every", 10 if line.trains_by == "steps" else 1)
         return cls(
-            dim=d["dim"] if dim is None else dim,
-            steps=d["steps"] if steps is None else steps,
-            learning_rate=d["learning_rate"] if learning_rate is None else learning_rate,
-            init_stddev=d["init_stddev"] if init_stddev is None else init_stddev,
-            optimizer=OptimizerKind.sgd if optimizer is None else optimizer,
-            eval_every=10 if eval_every is None else eval_every,
+            dim=d.get("--dim") if dim is None else dim,
+            steps=d.get("--steps", 100) if steps is None else steps,
+            learning_rate=d.get("--lr", 0.05) if learning_rate is None else learning_rate,
+            init_stddev=d.get("--init-stddev") if init_stddev is None else init_stddev,
+            optimizer=OptimizerKind(d.get("--optimizer", "sgd"))
+            if optimizer is None
+            else optimizer,
+            eval_every=every if eval_every is None else eval_every,
         )
 
 
@@ -683,24 +639,41 @@ def _load_split(dataset: str, data_dir: Path | None, fold: str | None, holdout: 
     return ds, train_r, test_r
 
 
-def _build_mf(
-    model: ModelKind, settings: _MFSettings, regularization: float, gravity: float, mse: str
-) -> Any:
-    import cfcore
+def _build_factor(line: CommandLine, settings: _MFSettings, values: dict[str, Any]) -> Any:
+    """The model of `line` built from the options it declares (`line.arguments`): each given
+    value, else its declared default, else the constructor's (its constructor checks them).
+
+    Args:
+        line: the --model's declaration.
+        settings: the resolved shared options (--dim, --init-stddev).
+        values: the other options by flag (None: not given).
+    """
     from cfcore.specs import check_mse
 
-    method = check_mse(mse)  # the option is free text: checked here, as the model would
-    if model is ModelKind.mf:
-        return cfcore.MatrixFactorization(
-            embedding_dim=settings.dim, init_stddev=settings.init_stddev, mse=method
+    values = {"--dim": settings.dim, "--init-stddev": settings.init_stddev, **values}
+    if values.get("--mse") is not None:
+        values["--mse"] = check_mse(values["--mse"])  # free text: checked as the model would
+    kwargs = {}
+    for flag, argument in line.arguments.items():
+        value = line.defaults.get(flag) if values.get(flag) is None else values[flag]
+        if value is not None:
+            kwargs[argument] = value
+    return MODELS[line.name](**kwargs)
+
+
+# History columns named `*_loss` that are not a part of the objective.
+NOT_PARTS = ("total_loss", "train_loss")
+
+
+def _print_loss_parts(history: pd.DataFrame) -> None:
+    """The last row's loss parts (every `<part>_loss` column but the total), if any."""
+    parts = [c for c in history.columns if c.endswith("_loss") and c not in NOT_PARTS]
+    if parts and len(history):
+        last = history.iloc[-1]
+        text = ", ".join(
+            f"{c.removesuffix('_loss').replace('_', ' ')} {last[c]:.4f}" for c in parts
         )
-    return cfcore.RegularizedMF(
-        embedding_dim=settings.dim,
-        init_stddev=settings.init_stddev,
-        regularization_coeff=regularization,
-        gravity_coeff=gravity,
-        mse=method,
-    )
+        console.print(f"loss parts: {text}")
 
 
 def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFrame) -> None:
@@ -716,19 +689,15 @@ def _print_mf_evaluation(m: Any, train_r: Any, test_r: Any, history: pd.DataFram
             name, f"{ev['mse']:.4f}", f"{ev['rmse']:.4f}", f"{ev['mae']:.4f}", str(ev["n"])
         )
     console.print(table)
-    if "observed_loss" in history:
-        last = history.iloc[-1]
-        console.print(
-            f"loss parts: observed {last['observed_loss']:.4f}, regularization {last['regularization_loss']:.4f}, "
-            f"gravity {last['gravity_loss']:.4f}"
-        )
+    _print_loss_parts(history)
 
 
 # ---------------------------------------------------------------------------- steps, ALS
 
 
-def _train_als(
-    model: ModelKind,
+def _train_factor(
+    line: CommandLine,
+    m: Any,
     *,
     backend: str | None,
     dataset: str,
@@ -738,38 +707,43 @@ def _train_als(
     seed: int,
     settings: _MFSettings,
     optimizer_given: bool,
-    m: Any,
+    batch_size: int | None,
     threshold: float,
     k: int,
     out: Path,
     progress: bool,
+    report: _ReportWish,
     posterior: dict[str, Any],
 ) -> None:
-    """`cfcore train --model wals|ials|biased`: sweeps (or gradient steps for biased with
-    --optimizer), for biased with --posterior-samples the posterior average after them, the
-    evaluation, the run's files."""
+    """`cfcore train` of a factor model: gradient steps or sweeps as it declares (`line`), on
+    ratings or on the positives above --threshold, with --posterior-samples the posterior
+    average after them, the evaluation, the run's files."""
     import cfcore
 
+    implicit = line.data == "implicit"
     try:
         ds, train_r, test_r = _load_split(dataset, data_dir, fold, holdout, seed)
         fit: dict[str, Any] = {"steps": settings.steps, "seed": seed, "progress": progress}
         fit["eval_every"] = settings.eval_every
-        stage("while starting the backend")
-        be = cfcore.get_backend(backend)
         how = "ALS sweeps"
-        if model is ModelKind.biased and optimizer_given:
-            fit["optimizer"] = cfcore.optimizers.make_optimizer(
-                settings.optimizer.value, settings.learning_rate
+        if line.trains_by == "steps" or optimizer_given:
+            fit["optimizer"], be = _optimizer_and_backend(
+                settings.optimizer, settings.learning_rate, backend
             )
             how = str(fit["optimizer"])
-        if model is ModelKind.ials:
+        else:
+            stage("while starting the backend")
+            be = cfcore.get_backend(backend)
+        if "--batch-size" in line.options:
+            fit["batch_size"] = batch_size
+        if implicit:
             train_r, test_r = train_r.to_implicit(threshold), test_r.to_implicit(threshold)
             how += f", positives: ratings > {threshold:g}"
         else:
             fit["test"] = test_r
         console.print(
             f"[bold]{m!r}[/] on {ds.name} ({len(train_r)} train / {len(test_r)} test "
-            f"{'positives' if model is ModelKind.ials else 'ratings'}), backend {be.name}, {how}"
+            f"{'positives' if implicit else 'ratings'}), backend {be.name}, {how}"
         )
         stage("during training")
         with deferred():
@@ -786,45 +760,20 @@ def _train_als(
                     train_r, test=test_r, backend=be, seed=seed, progress=progress, **posterior
                 )
             history = m.history
-        if model is ModelKind.ials:
-            _print_implicit_evaluation(m, train_r, test_r, k, be)
+        if implicit:
+            _print_implicit_evaluation(m, train_r, test_r, k, be, line)
     except _ERRORS as err:
         raise fail(err, highlight=True) from err
-    if model is not ModelKind.ials:
+    if not implicit:
         _print_mf_evaluation(m, train_r, test_r, history)
     _write_run(out, history, m.embeddings, m)
+    if line.trains_by == "steps":  # a history of sweeps or draws has no curves worth a page
+        _write_report(out, report, history, m.embeddings, ds, f"{line.name} ({be.name})")
 
 
-def _build_als(
-    model: ModelKind,
-    settings: _MFSettings,
-    *,
-    regularization: float,
-    gravity: float,
-    solver: str,
-    bias_regularization: float,
-    unobserved_weight: float,
-) -> Any:
-    """The WALS, BiasedMF or IALS model of the options (its constructor checks them)."""
-    import cfcore
-
-    common = {"embedding_dim": settings.dim, "init_stddev": settings.init_stddev}
-    if model is ModelKind.wals:
-        return cfcore.WALS(
-            **common, regularization_coeff=regularization, gravity_coeff=gravity, solver=solver
-        )
-    if model is ModelKind.biased:
-        return cfcore.BiasedMF(
-            **common, regularization_coeff=regularization,
-            bias_regularization_coeff=bias_regularization, gravity_coeff=gravity, solver=solver,
-        )  # fmt: skip
-    return cfcore.IALS(
-        **common, regularization_coeff=regularization, unobserved_weight=unobserved_weight,
-        solver=solver,
-    )  # fmt: skip
-
-
-def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: Any) -> None:
+def _print_implicit_evaluation(
+    m: Any, train_r: Any, test_r: Any, k: int, be: Any, line: CommandLine
+) -> None:
     """Recall and NDCG at k of the held-out positives, training positives left out."""
     stage("while evaluating the model")
     from cfcore.eval.metrics import ranking_metrics
@@ -835,19 +784,16 @@ def _print_implicit_evaluation(m: Any, train_r: Any, test_r: Any, k: int, be: An
     order = np.argsort(test_r.users, kind="stable")
     targets = np.split(test_r.items[order], np.cumsum(np.bincount(test_r.users)[users])[:-1])
     got = ranking_metrics(top, targets, k)
+    unit = "steps" if line.trains_by == "steps" else "sweeps"
     table = Table(
-        title=f"after {m.step} sweeps: ranking on {len(users)} users with held-out positives"
+        title=f"after {m.step} {unit}: ranking on {len(users)} users with held-out positives"
     )
     table.add_column("metric")
-    table.add_column("ials", justify="right")
+    table.add_column(line.name, justify="right")
     for name in ("recall", "ndcg", "precision", "hit_rate"):
         table.add_row(f"{name}@{k}", f"{got[f'{name}@{k}']:.4f}")
     console.print(table)
-    last = m.history.iloc[-1]
-    console.print(
-        f"loss parts: observed {last['observed_loss']:.4f}, unobserved "
-        f"{last['unobserved_loss']:.4f}, regularization {last['regularization_loss']:.4f}"
-    )
+    _print_loss_parts(m.history)
 
 
 # ---------------------------------------------------------------------------- steps, softmax
@@ -895,17 +841,11 @@ def _parse_hidden_dims(text: str) -> tuple[int, ...]:
 
 
 def _train_softmax(
+    line: CommandLine,
     *,
     backend: str | None,
     dataset: str,
     data_dir: Path | None,
-    dim: int | None,
-    init_stddev: float | None,
-    fold: str | None,
-    feature_dims: str | None,
-    hidden_dims: str | None,
-    activation: Activation,
-    loss: SoftmaxLoss,
     protocol: Protocol,
     optimizer: OptimizerKind | None,
     learning_rate: float | None,
@@ -917,17 +857,18 @@ def _train_softmax(
     out: Path,
     progress: bool,
     report: _ReportWish,
+    build: Any,
 ) -> None:
-    """`cfcore train --model softmax`: fit, print ranking metrics, write the run's files."""
+    """`cfcore train --model softmax` (a model of the users' features, `line.data == "users"`):
+    fit, print ranking metrics beside the popularity baseline's, write the run's files."""
     from cfcore.eval.popularity import evaluate_popularity
 
-    d = SOFTMAX_DEFAULTS
+    d = line.defaults
     try:
-        _refuse_mf_options(dim=dim, init_stddev=init_stddev, fold=fold)
-        m = _build_softmax(feature_dims, hidden_dims, activation, loss)
+        m = build()
         opt, be = _optimizer_and_backend(
-            d["optimizer"] if optimizer is None else optimizer,
-            d["learning_rate"] if learning_rate is None else learning_rate,
+            OptimizerKind(d["--optimizer"]) if optimizer is None else optimizer,
+            d["--lr"] if learning_rate is None else learning_rate,
             backend,
         )
         stage("while loading the data")
@@ -940,13 +881,13 @@ def _train_softmax(
         with deferred():
             history = m.fit(
                 ds,
-                steps=d["steps"] if steps is None else steps,
+                steps=d["--steps"] if steps is None else steps,
                 optimizer=opt,
                 backend=be,
                 seed=seed,
-                batch_size=d["batch_size"] if batch_size is None else batch_size,
+                batch_size=d["--batch-size"] if batch_size is None else batch_size,
                 protocol=protocol.value,
-                eval_every=d["eval_every"] if eval_every is None else eval_every,
+                eval_every=d["--eval-every"] if eval_every is None else eval_every,
                 k=k,
                 progress=progress,
             )
@@ -955,45 +896,36 @@ def _train_softmax(
         baseline = evaluate_popularity(m.features, k=k, protocol=protocol.value, seed=seed)
     except _ERRORS as err:
         raise fail(err) from err
-    _print_ranking(m, got, baseline, k)
+    _print_ranking(m, got, baseline, k, line.name)
     emb = _softmax_embeddings(m)
     _write_run(out, history, emb, m)
-    _write_report(out, report, history, emb, ds, f"softmax ({be.name})")
-
-
-def _refuse_mf_options(*, dim: int | None, init_stddev: float | None, fold: str | None) -> None:
-    """Options of matrix factorization that mean nothing here: refuse rather than ignore."""
-    for flag, value, instead in (
-        ("--dim", dim, "--feature-dims and --hidden-dims"),
-        ("--init-stddev", init_stddev, "nothing: the tables start as the notebook's"),
-        ("--fold", fold, "--protocol (the softmax model splits users, not ratings)"),
-    ):
-        if value is not None:
-            raise ArgumentValueError(
-                f"{flag} applies to the matrix-factorization models; for --model softmax "
-                f"use {instead}"
-            )
+    _write_report(out, report, history, emb, ds, f"{line.name} ({be.name})")
 
 
 def _build_softmax(
-    feature_dims: str | None, hidden_dims: str | None, activation: Activation, loss: SoftmaxLoss
+    line: CommandLine,
+    feature_dims: str | None,
+    hidden_dims: str | None,
+    activation: Activation,
+    loss: SoftmaxLoss,
 ) -> Any:
-    import cfcore
-
-    d = SOFTMAX_DEFAULTS
-    return cfcore.SoftmaxModel(
-        _parse_feature_dims(d["feature_dims"] if feature_dims is None else feature_dims),
-        _parse_hidden_dims(d["hidden_dims"] if hidden_dims is None else hidden_dims),
+    d = line.defaults
+    cls: Any = MODELS[line.name]  # a model of users' features: the softmax model's arguments
+    return cls(
+        _parse_feature_dims(d["--feature-dims"] if feature_dims is None else feature_dims),
+        _parse_hidden_dims(d["--hidden-dims"] if hidden_dims is None else hidden_dims),
         None if activation is Activation.none else activation.value,
         loss=loss.value,
     )
 
 
-def _print_ranking(m: Any, got: dict[str, Any], baseline: dict[str, Any], k: int) -> None:
+def _print_ranking(
+    m: Any, got: dict[str, Any], baseline: dict[str, Any], k: int, name: str
+) -> None:
     """The model's ranking metrics beside the popularity baseline's, and its test loss."""
     table = Table(title=f"after {m.step} steps: ranking on {got['users']} test users")
     table.add_column("metric", justify="left")
-    table.add_column("softmax", justify="right")
+    table.add_column(name, justify="right")
     table.add_column("popularity", justify="right")
     for name in ("precision", "recall", "ndcg", "map", "hit_rate"):
         key = f"{name}@{k}"

@@ -45,6 +45,16 @@ def sparse_mse(
     return xp.mean(xp.square(pred - ratings))
 
 
+def softplus(xp: Any, x: Any) -> Any:
+    """`log(1 + exp(x))` element-wise, without overflow: `max(x, 0) + log(1 + exp(−|x|))`.
+
+    Built from the `ArrayNamespace` functions every backend has (so a backend needs no
+    `log1p`/`softplus` of its own); its gradient is the logistic sigmoid on each side of 0, and
+    at 0 it is ½ on every backend. `softplus(−x)` is `−log σ(x)`, the logistic loss.
+    """
+    return xp.maximum(x, 0.0) + xp.log(1.0 + xp.exp(-xp.maximum(x, -x)))
+
+
 def l2_penalty(be: Any, user_emb: Any, item_emb: Any) -> Any:
     """`ΣU²/N + ΣV²/M`: float32 scalar."""
     xp = be.xp

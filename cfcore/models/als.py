@@ -34,7 +34,7 @@ from ..specs import IALSSpec, WALSSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import Session
-from .base import FitPlan, whole_batch
+from .base import FACTOR_ARGUMENTS, PENALTY_ARGUMENTS, CommandLine, FitPlan, whole_batch
 from .factor import FactorModel, RatingModel, TrainingSet
 from .mf import MF_COLUMNS, coefficient_loss, evaluate_terms, rating_row
 
@@ -186,6 +186,12 @@ class WALS(RatingModel):
 
     kind = "wals"
     spec_type = WALSSpec
+    trainers = {"als": "ALS sweeps"}
+    command_line = CommandLine(
+        "wals", "ratings", "sweeps",
+        arguments={**FACTOR_ARGUMENTS, **PENALTY_ARGUMENTS, "--solver": "solver"},
+        defaults={"--dim": 35, "--init-stddev": 0.1, "--steps": 20},
+    )  # fmt: skip
 
     # fmt: off
     def __init__(self, embedding_dim: int = 3, init_stddev: float = 0.1,
@@ -430,6 +436,13 @@ class IALS(FactorModel):
 
     kind = "ials"
     spec_type = IALSSpec
+    trainers = {"als": "ALS sweeps"}
+    command_line = CommandLine(
+        "ials", "implicit", "sweeps",
+        arguments={**FACTOR_ARGUMENTS, "--regularization": "regularization_coeff",
+                   "--unobserved-weight": "unobserved_weight", "--solver": "solver"},
+        defaults={"--dim": 64, "--init-stddev": 0.1, "--steps": 15, "--regularization": 0.01},
+    )  # fmt: skip
 
     # fmt: off
     def __init__(self, embedding_dim: int = 64, init_stddev: float = 0.1,

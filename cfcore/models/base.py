@@ -34,14 +34,15 @@ import inspect
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..backend.registry import get_backend
-from ..errors import ArgumentTypeError, NotFittedError
+from ..errors import ArgumentTypeError, ArgumentValueError, NotFittedError
 from ..train.loop import ChunkResult
+from ..train.placement import declare_trainer
 from ..train.session import Session, check_steps
 
 if TYPE_CHECKING:
@@ -76,6 +77,50 @@ class FitPlan:
     next_xs: Callable[[int], Any] | None = None
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """How `cfcore train --model NAME` builds, trains and evaluates a model class: the class's
+    own declaration (`Model.command_line`), so that the command line lists no models.
+
+    Attributes:
+        name: the `--model` value.
+        data: what it trains on: "ratings" (explicit ratings; MSE, RMSE and MAE printed),
+            "implicit" (the ratings above `--threshold` as positives; ranking metrics of the
+            held-out positives printed) or "users" (the softmax model's features and protocol).
+        trains_by: "steps" (gradient steps of an optimizer), "sweeps" (closed-form sweeps, no
+            optimizer) or "sweeps-or-steps" (sweeps, or gradient steps with `--optimizer`).
+        arguments: `{option: constructor argument}` of the options the model is built from,
+            e.g. `{"--dim": "embedding_dim"}` (the constructor checks their values).
+        options: the other options it reads (e.g. "--batch-size", "--posterior-samples").
+        defaults: the command line's default of options (the notebook's settings: "--dim",
+            "--init-stddev", "--lr", "--steps", "--regularization", ...), where it differs
+            from the constructor's default or the option's own.
+        hints: `{option: what to use instead}`, said when the option is refused.
+    """
+
+    name: str
+    data: Literal["ratings", "implicit", "users"]
+    trains_by: Literal["steps", "sweeps", "sweeps-or-steps"]
+    arguments: dict[str, str] = dataclasses.field(default_factory=dict)
+    options: tuple[str, ...] = ()
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hints: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+FACTOR_ARGUMENTS = {"--dim": "embedding_dim", "--init-stddev": "init_stddev"}
+"""The `CommandLine.arguments` of a factor model's shape and initial values."""
+PENALTY_ARGUMENTS = {"--regularization": "regularization_coeff", "--gravity": "gravity_coeff"}
+"""The `CommandLine.arguments` of the L2 and gravity coefficients."""
+
+_COMMAND_LINE: dict[str, type[Model]] = {}
+
+
+def command_line_models() -> dict[str, type[Model]]:
+    """Every model class that declares a `command_line`, by its `--model` name, in the order
+    they were defined (a copy)."""
+    return dict(_COMMAND_LINE)
+
+
 def whole_batch(data: Any, x: Any) -> Any:
     """The `take_batch` of full-batch steps and sweeps: every step reads all of `data`."""
     return data
@@ -99,7 +144,27 @@ class Model:
 
     kind: ClassVar[str] = ""
     spec_type: ClassVar[Any] = None
+    # The trainer kinds its `fit` asks a placement for, each with what it runs (for messages):
+    # declared here, per class, so that core keeps no list of them.
+    trainers: ClassVar[dict[str, str]] = {}
+    # How the command line builds and trains it (None: not offered by `cfcore train`).
+    command_line: ClassVar[CommandLine | None] = None
     spec: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Registers what the class itself declares: its trainer kinds and its `--model` name."""
+        super().__init_subclass__(**kwargs)
+        if cls.spec_type is not None:  # a model, not a base class of models
+            for trainer, description in cls.trainers.items():  # a subclass runs them too
+                declare_trainer(trainer, description, cls.__name__)
+        line = cls.__dict__.get("command_line")
+        if line is not None:
+            known = _COMMAND_LINE.get(line.name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise ArgumentValueError(
+                    f"--model {line.name} is already {known.__qualname__}, not {cls.__qualname__}"
+                )
+            _COMMAND_LINE[line.name] = cls
 
     def __init__(self, spec: Any = None) -> None:
         if spec is not None:
@@ -133,8 +198,8 @@ class Model:
     ) -> Session:
         """The session a `fit` runs in: the current one continued, or a new one started
         (`devices`: see `cfcore.train.sharding.make_placement`; `trainer`: what the fit runs, a
-        key of `cfcore.train.placement.TRAINERS`, refused up front by a placement that cannot
-        run it)."""
+        kind the class declares in `trainers`, refused up front by a placement that cannot run
+        it)."""
         session = Session.continue_or_start(
             self._session,
             backend,
@@ -166,8 +231,8 @@ class Model:
 
         Args:
             inputs: what the model's `fit` received, in the form its `_checked_inputs` takes.
-            trainer: what the fit runs, a key of `cfcore.train.placement.TRAINERS` (a
-                placement that cannot run it refuses before anything is placed).
+            trainer: what the fit runs, a kind the class declares in `trainers` (a placement
+                that cannot run it refuses before anything is placed).
             optimizer: a `cfcore.optimizers` spec or a framework's optimizer; None for
                 closed-form sweeps.
             steps, eval_every, seed, backend, devices, progress: as the model's `fit` takes

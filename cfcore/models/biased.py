@@ -32,7 +32,15 @@ from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import Session
 from .als import halves_sweep, solve_rows, sweep_data
-from .base import FitPlan, Params, State, whole_batch
+from .base import (
+    FACTOR_ARGUMENTS,
+    PENALTY_ARGUMENTS,
+    CommandLine,
+    FitPlan,
+    Params,
+    State,
+    whole_batch,
+)
 from .biased_parts import (
     biased_blocks,
     centred,
@@ -130,6 +138,15 @@ class BiasedMF(RatingModel):
 
     kind = "biased"
     spec_type = BiasedMFSpec
+    trainers = {"als": "ALS sweeps", "biased-gradient": "gradient steps"}
+    command_line = CommandLine(
+        "biased", "ratings", "sweeps-or-steps",
+        arguments={**FACTOR_ARGUMENTS, **PENALTY_ARGUMENTS, "--solver": "solver",
+                   "--bias-regularization": "bias_regularization_coeff"},
+        options=("--posterior-samples",),
+        defaults={"--dim": 35, "--init-stddev": 0.1, "--lr": 0.05, "--steps": 20,
+                  "--gravity": 0.0},
+    )  # fmt: skip
 
     # fmt: off
     _S = BiasedMFSpec  # the defaults live in the spec only

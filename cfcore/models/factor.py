@@ -17,6 +17,7 @@ layouts (`_host_layouts`), its fold-in (`_fold_in_arrays`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -27,11 +28,12 @@ import numpy as np
 
 from ..backend.registry import get_backend
 from ..data.ratings import Ratings, as_ratings
-from ..errors import ArgumentValueError
+from ..errors import ArgumentValueError, NotSupportedError
 from ..init import init_mf_params
 from ..maths import functional
 from ..train.placement import Placement
 from .base import Model, Params, State
+from .fold_in import minimise_rows
 
 if TYPE_CHECKING:
     from ..persistence import StateReader
@@ -123,6 +125,9 @@ class FactorModel(Model):
             `add_users` extends them), or None.
     """
 
+    # Gradient steps of the model's loss, unless a model declares its own trainers (ALS sweeps).
+    trainers = {"gradient": "gradient steps"}
+
     def __init__(self, spec: Any = None) -> None:
         super().__init__(spec)
         self._shape: tuple[int, int] | None = None
@@ -198,13 +203,23 @@ class FactorModel(Model):
         return {k: v.copy() for k, v in self.embeddings_numpy().items()}
 
     def predict(self, users: Any, items: Any) -> np.ndarray:
-        """The scores ⟨U_u, V_i⟩ for pairs of indices (the predicted ratings of an
-        explicit-rating model); float32 `[n]` (scalars: one pair)."""
-        emb = self.embeddings_numpy()
+        """The scores for pairs of indices: the dot products of `scoring_embeddings` (⟨U_u, V_i⟩,
+        the predicted ratings of an explicit-rating model); float32 `[n]` (scalars: one pair)."""
+        emb = self.scoring_embeddings()
         users, items = np.atleast_1d(users), np.atleast_1d(items)
         n, m = len(emb["user"]), len(emb["item"])
         Ratings(users, items, np.zeros(len(users)), n, m)  # validates ids and lengths
         return np.einsum("nd,nd->n", emb["user"][users], emb["item"][items])
+
+    def scoring_embeddings(self) -> Params:
+        """The user and item tables whose dot products rank a user's items (`recommend`,
+        `cfcore.retrieval`, `cfcore.eval`): `{"user": [N, d'], "item": [M, d']}`.
+
+        Default: the embeddings. A model whose scores add more overrides it, appending columns
+        (an item bias: `{"user": [u, 1], "item": [v, b_i]}`; fold-in rows are extended alike).
+        """
+        emb = self.embeddings_numpy()
+        return {"user": emb["user"], "item": emb["item"]}
 
     @property
     def rated_items(self) -> Any:
@@ -246,7 +261,39 @@ class FactorModel(Model):
         self, rows: Any, items: Any, values: Any, num: int, reg: Any, backend: Any
     ) -> np.ndarray:
         """The new users' rows (`[B, ...]`: what `_with_new_users` appends) from their ratings
-        as arrays (`rows` 0..num-1, `items`, `values`)."""
+        as arrays (`rows` 0..num-1, `items`, `values`).
+
+        Default: minimises the model's own loss (`_loss`) over the new users' rows of "user",
+        every other parameter fixed, on the new users' data (`_fold_in_batch`), by
+        `cfcore.models.fold_in.minimise_rows` on the backend (it needs gradients: jax, tf or
+        torch). `reg` replaces the spec's `regularization_coeff` (a scalar). A model with a
+        closed form (squared loss: `RatingModel`, iALS) overrides this.
+        """
+        spec = self.spec
+        if reg is not None:
+            if not hasattr(spec, "regularization_coeff") or np.ndim(reg) != 0:
+                raise ArgumentValueError(
+                    f"reg must be a scalar λ >= 0 for {type(self).__name__}, got {reg!r}"
+                )
+            spec = dataclasses.replace(spec, regularization_coeff=float(reg))
+        be = get_backend(backend)
+        if getattr(be, "name", "") == "numpy":
+            raise NotSupportedError(
+                f"{type(self).__name__}.fold_in minimises its loss by gradients: use a backend "
+                "that has them (jax, tf or torch), not 'numpy'"
+            )
+        batch = self._fold_in_batch(rows, items, values, num)
+        fixed = {k: v for k, v in self.params_numpy().items() if k != "user"}
+        start = np.zeros((num, spec.embedding_dim), np.float32)
+        return minimise_rows(be, self._loss(be, spec), fixed, start, batch)
+
+    def _loss(self, be: Any, spec: Any) -> Callable[[Params, Any], tuple[Any, dict[str, Any]]]:
+        """The model's loss `loss(params, batch) -> (total, terms)` under `spec` (its training
+        objective; the generic fold-in minimises it over new rows)."""
+        raise NotImplementedError
+
+    def _fold_in_batch(self, rows: Any, items: Any, values: Any, num: int) -> Any:
+        """The new users' data as `_loss` reads it (host arrays; the new users are 0..num-1)."""
         raise NotImplementedError
 
     def add_users(
@@ -310,6 +357,8 @@ class FactorModel(Model):
         k = meta.get("num_train_ratings")
         if meta.get("has_ratings") and isinstance(k, int):
             shapes |= dict.fromkeys(("ratings_users", "ratings_items", "ratings_values"), (k,))
+        for name, shape in (meta.get("extra_params") or {}).items():
+            shapes[str(name)] = tuple(int(x) for x in shape)
         return shapes
 
     def _own_state(self, include_ratings: bool) -> State:
@@ -328,6 +377,15 @@ class FactorModel(Model):
             arrays["ratings_users"] = r.users.astype(np.int32)
             arrays["ratings_items"] = r.items.astype(np.int32)
             arrays["ratings_values"] = r.values.astype(np.float32)
+        # Any parameter beyond the two tables (an item bias, ...) is kept under its own name,
+        # its shape recorded: a model adds parameters without writing file code. (Only when
+        # there are any: a model of two tables writes the same fields as before.)
+        extra = {k: v for k, v in self.params_numpy().items() if k not in ("user", "item")}
+        if extra:
+            meta["extra_params"] = {k: list(np.shape(v)) for k, v in extra.items()}
+        for k, v in extra.items():
+            assert k not in arrays, f"parameter {k!r} would overwrite a file entry"
+            arrays[k] = np.asarray(v, np.float32)
         return meta, arrays
 
     def _restore_own(
@@ -342,6 +400,11 @@ class FactorModel(Model):
                 f"shape N={n}, M={m}, d={d} (spec d={self.spec.embedding_dim})"
             )
         self._params = {"user": user, "item": item}
+        for k, declared in (meta.get("extra_params") or {}).items():
+            value = np.asarray(reader[k], np.float32)
+            if list(value.shape) != list(declared):
+                raise reader.damaged(f"parameter {k!r} has shape {value.shape}, not {declared}")
+            self._params[k] = value
         self._shape = (n, m)
 
     def _restore_links(self, reader: StateReader, meta: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from ..specs import REGULARIZED_MF, MFSpec, MSEMethod, OptimizerSpec
 from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import Session
-from .base import FitPlan, Params, whole_batch
+from .base import FACTOR_ARGUMENTS, PENALTY_ARGUMENTS, CommandLine, FitPlan, Params, whole_batch
 from .factor import RatingModel, TrainingSet
 
 # Ratings per evaluation call: bounds the memory of the gathered [chunk, d] rows on large data.
@@ -48,6 +48,12 @@ class MatrixFactorization(RatingModel):
 
     kind = "mf"
     spec_type = MFSpec
+    command_line = CommandLine(
+        "mf", "ratings", "steps",
+        arguments={**FACTOR_ARGUMENTS, "--mse": "mse"},
+        options=("--batch-size",),
+        defaults={"--dim": 30, "--init-stddev": 0.5, "--lr": 10.0, "--steps": 1000},
+    )  # fmt: skip
 
     def __init__(
         self, embedding_dim: int = 3, init_stddev: float = 1.0, mse: MSEMethod = "gather"
@@ -123,6 +129,12 @@ class MatrixFactorization(RatingModel):
         next_xs = None if sampler is None else sampler.take
         return FitPlan(chunk, data, row, ("train_mse", "test_mse"), next_xs)
 
+    def _loss(self, be: Any, spec: Any) -> Callable[[Params, Any], tuple[Any, dict[str, Any]]]:
+        return coefficient_loss(be, spec)
+
+    def _fold_in_batch(self, rows: Any, items: Any, values: Any, num: int) -> Any:
+        return {"users": rows, "items": items, "values": values}
+
 
 @register_model
 class RegularizedMF(MatrixFactorization):
@@ -139,6 +151,14 @@ class RegularizedMF(MatrixFactorization):
         gravity_coeff: λg.
         mse: "gather" or "dense", as in `MatrixFactorization`.
     """
+
+    command_line = CommandLine(
+        "regularized", "ratings", "steps",
+        arguments={**FACTOR_ARGUMENTS, "--mse": "mse", **PENALTY_ARGUMENTS},
+        options=("--batch-size",),
+        defaults={"--dim": 35, "--init-stddev": 0.05, "--lr": 20.0, "--steps": 2000,
+                  "--regularization": 0.1, "--gravity": 1.0},
+    )  # fmt: skip
 
     @classmethod
     def default_spec(cls) -> MFSpec:

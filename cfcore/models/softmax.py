@@ -45,7 +45,7 @@ from ..maths import objectives as losses
 from ..persistence import register_model
 from ..specs import OptimizerSpec, SoftmaxSpec
 from ..train.session import Session
-from .base import FitPlan, Model, Params, State
+from .base import CommandLine, FitPlan, Model, Params, State
 
 if TYPE_CHECKING:
     from ..persistence import StateReader
@@ -180,6 +180,20 @@ class SoftmaxModel(Model):
 
     kind = "softmax"
     spec_type = SoftmaxSpec
+    trainers = {"softmax": "softmax training"}
+    # The notebook's run: Adagrad(8), 3000 steps of 200 users, inputs 35/3/2, one hidden layer
+    # of 35 (the query dimension, equal to the movie-id dimension).
+    command_line = CommandLine(
+        "softmax", "users", "steps",
+        options=("--feature-dims", "--hidden-dims", "--activation", "--loss", "--protocol",
+                 "--batch-size"),
+        defaults={"--feature-dims": "movie_id=35,genre=3,year=2", "--hidden-dims": "35",
+                  "--optimizer": "adagrad", "--lr": 8.0, "--steps": 3000, "--batch-size": 200,
+                  "--eval-every": 100},
+        hints={"--dim": "--feature-dims and --hidden-dims",
+               "--init-stddev": "nothing: the tables start as the notebook's",
+               "--fold": "--protocol (the softmax model splits users, not ratings)"},
+    )  # fmt: skip
 
     def __init__(
         self,

@@ -11,6 +11,8 @@ from .conformance import CrossBackendConformance as CrossBackendConformance
 from .conformance import assert_array_close as assert_array_close
 from .conformance import assert_scalar_close as assert_scalar_close
 from .conformance import make_problem as make_problem
+from .loss_conformance import LossProblem as LossProblem
+from .loss_conformance import check_loss as check_loss
 from .members_conformance import BackendMembersConformance as BackendMembersConformance
 from .retrieval_conformance import RetrievalConformance as RetrievalConformance
 from .softmax_conformance import SoftmaxConformance as SoftmaxConformance

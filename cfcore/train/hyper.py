@@ -1,8 +1,10 @@
 """A model's coefficients as run-time inputs of the compiled step, so that a search over them
 compiles once.
 
-A spec's penalty coefficients (λ of L2, λb of the biases, λg of gravity; iALS's α₀, α and ν too)
-only scale terms of the objective: they are passed to the compiled chunk with the training data
+A spec declares its run-time coefficients in its class attribute `runtime_fields` (a tuple of
+field names; e.g. `MFSpec.runtime_fields == ("regularization_coeff", "gravity_coeff")`). They
+only scale terms of the objective (λ of L2, λb of the biases, λg of gravity; iALS's α₀, α and ν
+too): they are passed to the compiled chunk with the training data
 (`data["hyper"]`, float32 scalars) and read there through `Coefficients`, while the chunk's cache
 key (`spec_key`) keeps only what changes the program: every other field, and whether each
 coefficient is zero (a zero coefficient drops its term, e.g. `MFSpec.regularized`). Gradient
@@ -23,25 +25,23 @@ from typing import Any
 
 import numpy as np
 
-RUNTIME_FIELDS = (
-    "regularization_coeff",
-    "bias_regularization_coeff",
-    "gravity_coeff",
-    "unobserved_weight",
-    "confidence",
-    "regularization_exponent",
-)
-"""The spec fields read at run time, where a spec has them: multipliers of objective terms (and
-iALS's confidence α and exponent ν, which only shape the sweep's data: its weights and per-row
-regularization)."""
+from ..errors import ArgumentValueError
 
 HYPER = "hyper"
 """The entry of the training data that carries them (`{field: float32 scalar}`)."""
 
 
-def _runtime_fields(spec: Any) -> list[str]:
-    names = {f.name for f in dataclasses.fields(spec)}
-    return [f for f in RUNTIME_FIELDS if f in names]
+def _runtime_fields(spec: Any) -> tuple[str, ...]:
+    """The fields `spec` declares as read at run time: its class attribute `runtime_fields`
+    (none if it declares none), each a field of the spec."""
+    names = getattr(type(spec), "runtime_fields", ())
+    fields = {f.name for f in dataclasses.fields(spec)}
+    for name in names:
+        if name not in fields:
+            raise ArgumentValueError(
+                f"{type(spec).__name__}.runtime_fields names {name!r}, which is not a field"
+            )
+    return tuple(names)
 
 
 def spec_key(spec: Any) -> tuple:

@@ -25,13 +25,29 @@ from ..backend.sharding import (
 )
 from ..errors import ArgumentValueError, NotSupportedError
 
-# The trainers a model asks a placement for (`Placement.check_trainer`), and what each is.
-TRAINERS: dict[str, str] = {
-    "gradient": "gradient steps of MatrixFactorization / RegularizedMF",
-    "biased-gradient": "gradient steps of BiasedMF",
-    "als": "ALS sweeps",
-    "softmax": "softmax training",
-}
+# The trainers a model asks a placement for (`Placement.check_trainer`), and what each is:
+# declared by the model classes themselves (`cfcore.models.base.Model.trainers`), never listed here.
+_TRAINER_KINDS: dict[str, str] = {}
+_TRAINED: dict[str, list[str]] = {}  # the model classes that declared each
+
+
+def declare_trainer(trainer: str, description: str, model: str) -> None:
+    """Makes `trainer` a kind a model may ask a placement for (its first description stays).
+
+    Args:
+        trainer: the name a model's `fit` passes on (e.g. "gradient", "als").
+        description: what it runs, for messages (e.g. "gradient steps").
+        model: the class name of a model that runs it, for messages.
+    """
+    _TRAINER_KINDS.setdefault(trainer, description)
+    models = _TRAINED.setdefault(trainer, [])
+    if model not in models:
+        models.append(model)
+
+
+def trainer_kinds() -> dict[str, str]:
+    """Every declared trainer kind and what it runs (a copy)."""
+    return dict(_TRAINER_KINDS)
 
 
 class Placement:
@@ -44,7 +60,7 @@ class Placement:
     # Whether full-batch steps may use the backend's precomputed pair layout (its kernel
     # assumes every pair's rows live on one device).
     pair_layout = True
-    # The trainers (keys of `TRAINERS`) this placement runs: None for all of them. A sharded
+    # The trainers (declared kinds, `trainer_kinds()`) this placement runs: None for all of them. A sharded
     # placement that runs only some lists them, and the others are refused before training.
     trainers: tuple[str, ...] | None = None
     # Whether `half_sweep(half, observed=True)` runs a `make_half_sweep(observed=True)` half,
@@ -56,22 +72,25 @@ class Placement:
         """Refuses, before anything is placed, a trainer this placement does not run.
 
         Args:
-            trainer: a key of `TRAINERS` (what the model's `fit` is about to run).
+            trainer: a declared kind (`trainer_kinds()`): what the model's `fit` is about to run.
             model: the model's class name, for the message.
 
         Raises:
-            ValueError: `trainer` is not a key of `TRAINERS`.
+            ValueError: `trainer` is not a declared kind.
             NotSupportedError: this placement does not run `trainer`; the message names the
                 model, the backend and what does shard there.
         """
-        if trainer not in TRAINERS:
-            raise ArgumentValueError(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
+        kinds = _TRAINER_KINDS
+        if trainer not in kinds:
+            raise ArgumentValueError(f"trainer must be one of {sorted(kinds)}, got {trainer!r}")
         if self.trainers is None or trainer in self.trainers:
             return
         name = getattr(self.backend, "name", type(self.backend).__name__)
-        runs = "; ".join(TRAINERS[t] for t in self.trainers)
+        runs = "; ".join(
+            f"{kinds.get(t, t)} of {' / '.join(_TRAINED.get(t, ()))}" for t in self.trainers
+        )
         raise NotSupportedError(
-            f"{model} ({TRAINERS[trainer]}) cannot train on several devices on backend "
+            f"{model} ({kinds[trainer]}) cannot train on several devices on backend "
             f"{name!r} yet: there devices= shards only {runs}. Pass devices=None (one device), "
             "or backend='jax', which shards every model"
         )

@@ -181,9 +181,9 @@ class Session:
         the step count and history of `previous`, or `step` and `history` (a loaded model's) when
         there is none. The optimizer state restarts.
 
-        `trainer` (a key of `cfcore.train.placement.TRAINERS`) is what the `model` (its class
-        name) is about to run: a placement that cannot run it refuses here, before anything is
-        placed (`Placement.check_trainer`: NotSupportedError).
+        `trainer` (a kind declared by a model class, `trainer_kinds()`) is what the `model` (its
+        class name) is about to run: a placement that cannot run it refuses here, before
+        anything is placed (`Placement.check_trainer`: NotSupportedError).
         """
         placement = make_placement(backend, devices)
         placement.check_trainer(trainer, model)
