@@ -137,8 +137,8 @@ def train(
         ),
     ] = ALSSolver.auto,
     bias_regularization: Annotated[
-        float, typer.Option(help="biased: λb, L2 coefficient of the biases.")
-    ] = 0.01,
+        float | None, typer.Option(help="biased: λb, L2 coefficient of the biases \\[0.1].")
+    ] = None,
     unobserved_weight: Annotated[
         float, typer.Option(help="ials: α₀, the weight of every unobserved pair.")
     ] = 0.1,
@@ -179,7 +179,10 @@ def train(
     ] = 0,
     eval_every: Annotated[
         int | None,
-        typer.Option(help="Steps between two history rows (mf, regularized: 10; softmax: 100)."),
+        typer.Option(
+            help="Steps between two history rows (mf, regularized: 10; softmax: 100; sweep "
+            "models: one row after the last)."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for history.csv and embeddings.npz.")] = Path(
         "runs/latest"
@@ -614,11 +617,14 @@ class _MFSettings:
         eval_every: int | None,
     ) -> _MFSettings:
         d = line.defaults
-        # A sweep is worth a history row; gradient steps are cheap.
-        every = d.get("--eval-every", 10 if line.trains_by == "steps" else 1)
+        steps = d.get("--steps", 100) if steps is None else steps
+        # Gradient steps are cheap: a row every 10. Each row of a sweep model costs a pass over
+        # the data and a wait for the device, as much as its sweeps on small data: by default
+        # one row after the last sweep.
+        every = d.get("--eval-every", 10 if line.trains_by == "steps" else steps)
         return cls(
             dim=d.get("--dim") if dim is None else dim,
-            steps=d.get("--steps", 100) if steps is None else steps,
+            steps=steps,
             learning_rate=d.get("--lr", 0.05) if learning_rate is None else learning_rate,
             init_stddev=d.get("--init-stddev") if init_stddev is None else init_stddev,
             optimizer=OptimizerKind(d.get("--optimizer", "sgd"))

@@ -144,8 +144,7 @@ class BiasedMF(RatingModel):
         arguments={**FACTOR_ARGUMENTS, **PENALTY_ARGUMENTS, "--solver": "solver",
                    "--bias-regularization": "bias_regularization_coeff"},
         options=("--posterior-samples",),
-        defaults={"--dim": 35, "--init-stddev": 0.1, "--lr": 0.05, "--steps": 20,
-                  "--gravity": 0.0},
+        defaults={"--lr": 0.05, "--steps": 20, "--gravity": 0.0},
     )  # fmt: skip
 
     # fmt: off
