@@ -194,9 +194,12 @@ class WALS(RatingModel):
     )  # fmt: skip
 
     # fmt: off
-    def __init__(self, embedding_dim: int = 3, init_stddev: float = 0.1,
-                 regularization_coeff: float = 0.1, gravity_coeff: float = 1.0,
-                 solver: str = "auto", cg_steps: int = 3) -> None:
+    _S = WALSSpec  # the defaults live in the spec only
+
+    def __init__(self, embedding_dim: int = _S.embedding_dim, init_stddev: float = _S.init_stddev,
+                 regularization_coeff: float = _S.regularization_coeff,
+                 gravity_coeff: float = _S.gravity_coeff, solver: str = _S.solver,
+                 cg_steps: int = _S.cg_steps) -> None:
         super().__init__(WALSSpec(embedding_dim, init_stddev, regularization_coeff,
                                   gravity_coeff, solver, cg_steps))
     # fmt: on
@@ -445,10 +448,14 @@ class IALS(FactorModel):
     )  # fmt: skip
 
     # fmt: off
-    def __init__(self, embedding_dim: int = 64, init_stddev: float = 0.1,
-                 regularization_coeff: float = 0.01, unobserved_weight: float = 0.1,
-                 regularization_exponent: float = 1.0, confidence: float = 0.0,
-                 solver: str = "auto", cg_steps: int = 3) -> None:
+    _S = IALSSpec  # the defaults live in the spec only
+
+    def __init__(self, embedding_dim: int = _S.embedding_dim, init_stddev: float = _S.init_stddev,
+                 regularization_coeff: float = _S.regularization_coeff,
+                 unobserved_weight: float = _S.unobserved_weight,
+                 regularization_exponent: float = _S.regularization_exponent,
+                 confidence: float = _S.confidence, solver: str = _S.solver,
+                 cg_steps: int = _S.cg_steps) -> None:
         super().__init__(IALSSpec(embedding_dim, init_stddev, regularization_coeff,
                                   unobserved_weight, regularization_exponent, confidence,
                                   solver, cg_steps))

@@ -56,7 +56,10 @@ class MatrixFactorization(RatingModel):
     )  # fmt: skip
 
     def __init__(
-        self, embedding_dim: int = 3, init_stddev: float = 1.0, mse: MSEMethod = "gather"
+        self,
+        embedding_dim: int = MFSpec.embedding_dim,
+        init_stddev: float = MFSpec.init_stddev,
+        mse: MSEMethod = MFSpec.mse,
     ) -> None:
         super().__init__(MFSpec(embedding_dim, init_stddev, mse))
 
@@ -166,11 +169,11 @@ class RegularizedMF(MatrixFactorization):
 
     def __init__(
         self,
-        embedding_dim: int = 3,
-        init_stddev: float = 0.1,
-        regularization_coeff: float = 0.1,
-        gravity_coeff: float = 1.0,
-        mse: MSEMethod = "gather",
+        embedding_dim: int = REGULARIZED_MF.embedding_dim,
+        init_stddev: float = REGULARIZED_MF.init_stddev,
+        regularization_coeff: float = REGULARIZED_MF.regularization_coeff,
+        gravity_coeff: float = REGULARIZED_MF.gravity_coeff,
+        mse: MSEMethod = REGULARIZED_MF.mse,
     ) -> None:
         spec = MFSpec(embedding_dim, init_stddev, mse, regularization_coeff, gravity_coeff)
         RatingModel.__init__(self, spec)
