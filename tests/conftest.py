@@ -1,5 +1,5 @@
 """Shared fixtures: the installed backends, strict float32 numerics, MovieLens (a local copy or
-`load_movielens`'s download, see `data_source`) and the hypothesis profile."""
+`load_movielens`'s download, see `_support/data_source.py`) and the hypothesis profile."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 import cfcore
 from cfcore.eval.agreement import strict_float32
 
-from .data_source import ensure_release, resolve
+from ._support.data_source import ensure_release, resolve
 
 # The compilation cache is on by default, in the user's cache folder: the suite must neither
 # write there nor depend on what an earlier run left. Tests of the cache give their own folder
