@@ -15,6 +15,8 @@ import pytest
 
 from ..conftest import DATA_DIR
 
+pytestmark = pytest.mark.benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 

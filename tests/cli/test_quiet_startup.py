@@ -120,6 +120,7 @@ def _train_tf(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # a TensorFlow start-up: 10-40 s on 2 shared cores
 def test_train_tf_prints_no_framework_lines(tmp_path: Path) -> None:
     require_backend("tf")
@@ -128,6 +129,7 @@ def test_train_tf_prints_no_framework_lines(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "", proc.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_train_tf_verbose_lets_them_through(tmp_path: Path) -> None:
     # TensorFlow 2.21 on CPU logs absl's pre-initialisation notice and oneDNN/CUDA lines at

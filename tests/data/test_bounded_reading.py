@@ -114,6 +114,7 @@ print("grown_kib", grown)
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("name", "member", "mib"),
     [("1m", "movies.dat", 200), ("1m", "ratings.dat", 200), ("1m", "ratings.dat", 20)],

@@ -172,6 +172,7 @@ print(json.dumps({"seconds": seconds, "bytes_per_rating": (peak - base) * 1024 /
 """
 
 
+@pytest.mark.subprocess
 def test_generation_is_fast_and_memory_lean():
     # A fresh process, so the peak resident size is this generation's alone.
     out = subprocess.run(

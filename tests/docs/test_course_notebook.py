@@ -42,6 +42,7 @@ def test_the_committed_notebook_was_executed_top_to_bottom_with_its_pictures() -
     assert drawing and all(_images(c) == 1 for c in drawing)
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_the_course_notebook_runs_top_to_bottom(ml100k_files, monkeypatch) -> None:
     require_backend("jax")  # the notebook's default backend

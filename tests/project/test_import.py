@@ -21,6 +21,8 @@ import cfcore
 
 from ..conftest import _require_all
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORKS = ("jax", "jaxlib", "optax", "tensorflow", "keras", "cfcore_jax", "cfcore_tf")
 

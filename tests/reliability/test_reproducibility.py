@@ -13,6 +13,8 @@ import pytest
 from .._support.tiny_data import CLI, cli_env, write_tiny_release
 from ..conftest import BACKENDS, require_backend
 
+pytestmark = pytest.mark.subprocess
+
 # 300 users x 200 items, 9,000 ratings: large enough that the frameworks' CPU kernels split the
 # gathers, scatters and Gramians over their thread pools. Regularized MF with minibatches of 512
 # through Adagrad exercises the seeded split, initial values and batch order, and every loss term.

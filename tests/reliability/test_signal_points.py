@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 _ROOT = Path(__file__).resolve().parents[2]
 
 _PRELUDE = """

@@ -25,6 +25,7 @@ from ..conftest import BACKENDS, require_backend
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.subprocess,
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status"),
 ]
 

@@ -38,6 +38,8 @@ pytest.importorskip("jax")
 
 import cfcore  # noqa: E402
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "distributed_run.py"
 RTOL = 1e-5
 

@@ -13,6 +13,8 @@ from cfcore.train.placement import MIN_BLOCK_ROWS, RowShardedPlacement
 
 from .._support.tiny_data import run_npz_script
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "sharded_blocks_run.py"
 
 

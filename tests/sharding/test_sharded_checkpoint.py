@@ -39,6 +39,8 @@ pytest.importorskip("jax")
 import cfcore  # noqa: E402
 from cfcore.persistence import ModelFileError  # noqa: E402
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "sharded_checkpoint_run.py"
 NUM_USERS, NUM_ITEMS, NUM_RATINGS, DIM, STEPS = 37, 29, 500, 4, 5  # as in the script
 SGD = cfcore.optimizers.SGD(1.0)

@@ -23,6 +23,8 @@ from .._support.tiny_data import run_npz_script
 
 pytest.importorskip("tensorflow")
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "sharded_program_tf.py"
 SOLVERS = ["cg", "cholesky"]
 # As `test_sharding_tf.ALS_RTOL["ials"]` and `test_sharded_blocks.py` (JAX) after 2 sweeps.

@@ -22,6 +22,8 @@ pytest.importorskip("jax")
 
 import cfcore  # noqa: E402
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "sharded_run.py"
 NUM_USERS, NUM_ITEMS, DIM = 37, 29, 4  # as in sharded_run.py: neither divisible by 2, 4 or 8
 NUM_RATINGS, MINIBATCH = 500, 64  # as in sharded_run.py

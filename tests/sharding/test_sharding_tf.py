@@ -30,6 +30,8 @@ pytest.importorskip("tensorflow")
 
 import cfcore  # noqa: E402
 
+pytestmark = pytest.mark.subprocess
+
 SCRIPT = Path(__file__).parents[1] / "_support" / "sharded_run_tf.py"
 # As in sharded_run_tf.py: 40 users (divisible by 1, 2, 4 and 8: no padding) and 29 items (never
 # divisible: padded to k·⌈29/k⌉ rows, the padding sliced off inside the step).

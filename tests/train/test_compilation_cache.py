@@ -25,6 +25,8 @@ from cfcore.backend import compilation_cache
 from .._support.tiny_data import cli_env
 from ..conftest import require_backend
 
+pytestmark = pytest.mark.subprocess
+
 # One WALS sweep and a few Adam steps on a tiny problem: a handful of distinct programs.
 SCRIPT = """
 import json, sys

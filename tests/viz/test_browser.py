@@ -29,6 +29,8 @@ from typer.testing import CliRunner
 
 from ..conftest import DATA_DIR, load_backend
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path(os.environ.get("CFCORE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CFCORE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 FLAGS = (

@@ -621,6 +621,7 @@ def test_one_colour_per_backend_everywhere() -> None:
         viz.backend_color("caffe")
 
 
+@pytest.mark.subprocess
 def test_imports_stay_light_and_pyplot_free() -> None:
     code = (
         "import sys, cfcore, cfcore.viz, cfcore.exploration, cfcore.cli.viz\n"
