@@ -35,8 +35,9 @@ demo: $(DEMO_STAMP)
 test: $(STAMP) typecheck docs
 	$(PY) -m pytest
 
+# The quick tier: no slow runs, no test that starts processes, runs benchmarks or opens a browser.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not subprocess and not benchmark and not browser"
 
 # pyright over cfcore/ and backends/ in standard mode ([tool.pyright] in pyproject.toml).
 typecheck: $(STAMP)

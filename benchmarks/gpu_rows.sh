@@ -21,8 +21,8 @@ nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 
 echo "== conformance on the default device"
 timeout "${CONFORMANCE_S:-170}" "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
-  tests/test_conformance.py tests/test_sweeps.py tests/test_als_conformance.py \
-  tests/test_jax_pair_kernel.py 2>&1 | tail -20 | tee "$OUT/conformance.txt"
+  tests/backends/test_conformance.py tests/train/test_sweeps.py tests/models/test_als_conformance.py \
+  tests/backends/test_jax_pair_kernel.py 2>&1 | tail -20 | tee "$OUT/conformance.txt"
 
 echo "== backends: the gather path"
 timeout "${BACKENDS_S:-200}" "$PY" benchmarks/backends.py --backends jax torch --parts scale \

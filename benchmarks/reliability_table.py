@@ -1,4 +1,4 @@
-"""Prints the reliability table (benchmarks/results/reliability.md): every input of tests/edge_inputs.py, tried now.
+"""Prints the reliability table (benchmarks/results/reliability.md): every input of tests/_support/edge_inputs.py, tried now.
 
 Usage: python benchmarks/reliability_table.py [--data-dir ../shared/data]
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
 
-from tests.edge_inputs import run_all, table  # noqa: E402
+from tests._support.edge_inputs import run_all, table  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ Kernel-only figures (one compiled sweep) are a breakdown column, never the headl
 
 Writes `time_to_result.md` and `.json` to `--out-dir` (default `benchmarks/results/`).
 `--quick`: ml-20m at a tenth of the ratings and one d; `--smoke`: tiny shapes, every code path
-(CI runs it through tests/test_benchmarks.py).
+(CI runs it through tests/benchmarks/test_benchmarks.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Shared fixtures: the installed backends, strict float32 numerics, MovieLens (a local copy or
-`load_movielens`'s download, see `data_source`) and the hypothesis profile."""
+`load_movielens`'s download, see `_support/data_source.py`) and the hypothesis profile."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, settings
 import cfcore
 from cfcore.eval.agreement import strict_float32
 
-from .data_source import ensure_release, resolve
+from ._support.data_source import ensure_release, resolve
 
 # The compilation cache is on by default, in the user's cache folder: the suite must neither
 # write there nor depend on what an earlier run left. Tests of the cache give their own folder
@@ -87,3 +88,58 @@ def latest_files():
 @pytest.fixture(scope="session")
 def ml100k(ml100k_files):
     return cfcore.datasets.load_movielens("100k", data_dir=ml100k_files)
+
+
+# In-process tests that each take several seconds of CPU (timed with `--durations` on the 2-core
+# test machine): marked slow here, beside the runs marked slow in their files, so that
+# `make test-fast` leaves them out. Named here since some live in cfcore.testing's suites.
+SLOW_IN_PROCESS = {
+    "backends/test_jax_pair_kernel.py": {"test_fit_is_the_same_with_either_kernel"},
+    "backends/test_native_optimizers.py": {
+        "test_keras_adam_on_tf_follows_cfcore_adam",
+        "test_optax_transformation_on_jax",
+    },
+    "cli/test_cli.py": {
+        "test_train_writes_an_offline_report",
+        "test_train_mf_jax",
+        "test_train_regularized_tf",
+    },
+    "cli/test_cli_als.py": {"test_train_biased_posterior_average", "test_train_als_models"},
+    "eval/test_compare.py": {
+        "test_compare_on_a_ratings_file",
+        "test_compare_fails_when_a_difference_passes_its_tolerance",
+    },
+    "models/test_als.py": {"test_each_half_sweep_lowers_the_objective"},
+    "models/test_als_conformance.py": {"test_blocks_do_not_change_a_sweep"},
+    "models/test_properties.py": {"test_loss_and_gradients_match_the_float64_oracle"},
+    "models/test_softmax_use.py": {"test_pictures_accept_a_softmax_model"},
+    "models/test_softmax_conformance.py": {
+        "test_notebook_model_trajectory",
+        "test_sampled_model_trajectory",
+    },
+    "train/test_als_parts.py": {
+        "test_tf_more_parts_than_blocks",
+        "test_tf_graph_holds_independent_xla_parts",
+    },
+    "train/test_compile_cache.py": {
+        "test_als_on_another_fold_reuses_the_compiled_sweep",
+        "test_als_new_coefficients_reuse_the_compiled_sweep_and_are_used",
+        "test_new_coefficients_reuse_the_compiled_chunk_and_are_used",
+    },
+    "viz/test_viz.py": {"test_tsne_shape_seed_and_cosine"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            where = item.path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if getattr(item, "originalname", item.name) in SLOW_IN_PROCESS.get(where, ()):
+            item.add_marker(pytest.mark.slow)
+        # The edge inputs that fit in a fresh process (`edge_surfaces._fit_in_process`).
+        if where == "reliability/test_edge_inputs.py" and "(same result)" in item.name:
+            item.add_marker(pytest.mark.subprocess)

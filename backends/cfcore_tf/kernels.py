@@ -239,7 +239,7 @@ def _cholesky(a):
 
     A pivot `≤ 0` (a system that is not positive definite) makes that system's L non-finite
     from there on (NaN from a negative one, NaN or inf from a zero one), so its solution too:
-    NaN rows, as `tf.linalg.cholesky` under XLA gives (tests/test_tf_ops.py).
+    NaN rows, as `tf.linalg.cholesky` under XLA gives (tests/backends/test_tf_ops.py).
     """
     d = tf.shape(a)[-1]
     slots = tf.range(d)

@@ -18,7 +18,7 @@ least one ps") and schedules functions asynchronously through a `ClusterCoordina
 cfcore's compiled chunk. DTensor shards a tensor's rows over logical CPU devices in one process.
 
 What DTensor would make of the step by itself (read from its SPMD-expanded program,
-`TF_DUMP_GRAPH_PREFIX`, in `tests/test_sharding_tf.py`): `tf.gather` of a row-sharded table
+`TF_DUMP_GRAPH_PREFIX`, in `tests/sharding/test_sharding_tf.py`): `tf.gather` of a row-sharded table
 all-gathers the whole table, and slicing the padding off a table whose row count k does not
 divide (below) makes it whole too (a `[29, d]` tensor cannot be split over 2, 4 or 8 devices).
 So inside a traced step `view` leaves a padded table padded, seen with its unpadded shape

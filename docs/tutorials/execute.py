@@ -1,7 +1,7 @@
 """Executes the course notebook top to bottom, optionally saving it with its outputs.
 
     python docs/tutorials/execute.py            # run it, then write it back with its outputs
-    python docs/tutorials/execute.py --check    # run it only (what tests/test_course_notebook.py does)
+    python docs/tutorials/execute.py --check    # run it only (what tests/docs/test_course_notebook.py does)
 
 The documentation site shows the notebook as committed, outputs included, so re-run this after
 editing a cell. MovieLens is read as everywhere in cfcore (`CFCORE_DATA_DIR`, else the cache).
