@@ -133,7 +133,7 @@ def bucket_lengths(counts: np.ndarray) -> np.ndarray:
     return merged
 
 
-def row_blocks(
+def bucket_blocks(
     rows: np.ndarray,
     cols: np.ndarray,
     values: np.ndarray,
@@ -145,7 +145,8 @@ def row_blocks(
     lengths: np.ndarray | None = None,
     shapes: dict[int, tuple[int, int]] | None = None,
 ) -> dict[str, object]:
-    """The observations of each row as dense padded buckets, cut into blocks of rows.
+    """The observations of each row as dense padded buckets, cut into blocks of rows (the
+    layout of a sharded placement, which gives `lengths` and `shapes`; see `row_blocks`).
 
     Args:
         rows: int `[n]`, the row of each observation (0..R-1).
@@ -257,3 +258,209 @@ def row_blocks(
         inside = (position >= old_first[j]) & (position < old_first[j + 1])
         moved[inside] = position[inside] - old_first[j] + firsts[new_j]
     return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}
+
+
+SEGMENT_LENGTHS: tuple[int, ...] = (8, 64, 512)
+"""The slot counts of a segment, one per shape class (ascending). A row is cut into segments of
+its class's length (`segment_classes`) and every block of a class has one shape, so that a
+half-sweep compiles one block program per class whatever the data: the per-length buckets this
+replaces (`bucket_blocks`) compiled one per bucket, about 20 a side at ML-20M shape."""
+
+MIN_SEGMENTS = 4
+"""Segments a row of a class above the first has at least: a row goes to the longest class
+whose segments it fills `MIN_SEGMENTS` times, so that its padding (less than one segment) is
+under 1/`MIN_SEGMENTS` of its observations."""
+
+
+def segment_classes(counts: np.ndarray) -> np.ndarray:
+    """The class (index into `SEGMENT_LENGTHS`) of each row of `counts` observations: the
+    longest segments `L` with `count ≥ MIN_SEGMENTS·L`, else the first."""
+    need = np.maximum(np.asarray(counts, np.int64), 1)
+    lengths = np.asarray(SEGMENT_LENGTHS, np.int64)
+    return np.maximum(np.searchsorted(MIN_SEGMENTS * lengths, need, side="right") - 1, 0)
+
+
+def segment_floats(length: int, d: int, solver: str) -> int:
+    """Floats of the temporaries of one segment of `length` slots (see `BLOCK_FLOATS`): its
+    gathered rows (and for Cholesky its `[d, d]` partial Gramian and the row's system)."""
+    return row_floats(length, d, solver)
+
+
+def _pack(segments: np.ndarray, capacity: int) -> np.ndarray:
+    """The first row of each block when rows of `segments` segments (each ≤ `capacity`) are
+    put, in order, into blocks of `capacity` segments, a block taking rows while they fit.
+    A loop over blocks (a binary search each), not over rows."""
+    ends = np.cumsum(segments)
+    firsts = []
+    i, n = 0, len(segments)
+    while i < n:
+        firsts.append(i)
+        base = ends[i - 1] if i else 0
+        i = int(np.searchsorted(ends, base + capacity, side="right"))
+    return np.asarray(firsts, np.int64)
+
+
+def segment_blocks(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    row_reg: np.ndarray,
+    *,
+    dim: int,
+    solver: str,
+) -> dict[str, object]:
+    """The observations of each row cut into segments of a few fixed lengths, packed into
+    blocks of one shape per class (`SEGMENT_LENGTHS`): see `row_blocks`."""
+    rows = np.asarray(rows, np.int64)
+    num_rows = len(row_reg)
+    if num_rows < 1:
+        raise ArgumentValueError("row_blocks needs at least one row")
+    if solver not in ("cholesky", "cg"):
+        raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
+    order = np.argsort(rows, kind="stable")  # by row, a row's observations in given order
+    counts = np.bincount(rows, minlength=num_rows)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    sorted_cols = np.asarray(cols)[order]
+    sorted_values = np.asarray(values, np.float32)[order]
+    sorted_weights = np.asarray(weights, np.float32)[order]
+    row_reg = np.asarray(row_reg, np.float32)
+    seg_len = np.asarray(SEGMENT_LENGTHS, np.int64)
+    cls = segment_classes(counts)
+    nsegs = -(-np.maximum(counts, 1) // seg_len[cls])  # a row without observations: one
+    classes = [int(c) for c in np.unique(cls)]
+    floats = sum(
+        int(nsegs[cls == c].sum()) * segment_floats(int(seg_len[c]), dim, solver) for c in classes
+    )
+    whole = floats <= WHOLE_FLOATS
+    # Each row's slot index of its first observation in the concatenation of every class's
+    # flat `[K·S·L]` slots, and its index in the concatenation of the `[K·Rb]` solutions.
+    base = np.zeros(num_rows, np.int64)
+    position = np.zeros(num_rows, np.int64)
+    buckets: list[dict[str, np.ndarray]] = []
+    slot_offset = row_offset = 0
+    layouts = []
+    for c in classes:
+        length = int(seg_len[c])
+        members = np.flatnonzero(cls == c)
+        # Longest rows first: a block then wastes less than the next row's segments.
+        members = members[np.argsort(-nsegs[members], kind="stable")]
+        m = nsegs[members]
+        if whole:
+            # (Rounded in steps of about 8·MIN_ROW_STEP slots: similar data sets share shapes.)
+            capacity = canonical_count(int(m.sum()), max(1, 8 * MIN_ROW_STEP // length))
+        else:
+            per = max(1, BLOCK_FLOATS // max(segment_floats(length, dim, solver), 1))
+            capacity = canonical_count(max(per, int(m.max())))
+        firsts = _pack(m, capacity)
+        block_of = np.repeat(np.arange(len(firsts)), np.diff(np.append(firsts, len(members))))
+        local = np.arange(len(members)) - firsts[block_of]  # the row's index in its block
+        seg_start = np.concatenate([[0], np.cumsum(m)])[:-1]
+        seg_in_block = seg_start - seg_start[firsts][block_of]
+        k = canonical_count(len(firsts))
+        width = canonical_count(int(local.max()) + 1, 1 if not whole else MIN_ROW_STEP)
+        base[members] = slot_offset + (block_of * capacity + seg_in_block) * length
+        position[members] = row_offset + block_of * width + local
+        layouts.append((c, members, m, block_of, local, seg_in_block, k, capacity, width))
+        slot_offset += k * capacity * length
+        row_offset += k * width
+    # Every observation's flat slot: its row's first slot plus its index within the row.
+    index = np.arange(len(order)) - np.repeat(starts[:-1], counts)
+    slot = np.repeat(base, counts) + index
+    flat_cols = np.zeros(slot_offset, np.int32)
+    flat_values = np.zeros(slot_offset, np.float32)
+    flat_weights = np.zeros(slot_offset, np.float32)
+    flat_cols[slot] = sorted_cols
+    flat_values[slot] = sorted_values
+    flat_weights[slot] = sorted_weights
+    slot_offset = 0
+    for c, members, m, block_of, local, seg_in_block, k, capacity, width in layouts:
+        length = int(seg_len[c])
+        size = k * capacity * length
+        part = slice(slot_offset, slot_offset + size)
+        slot_offset += size
+        # The local row of each segment (padding segments: row 0, at weight 0).
+        seg_row = np.zeros((k, capacity), np.int32)
+        seg_flat = np.repeat(block_of * capacity + seg_in_block, m) + (
+            np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        )
+        seg_row.reshape(-1)[seg_flat] = np.repeat(local, m)
+        ids = np.zeros((k, width), np.int32)
+        reg = np.ones((k, width), np.float32)
+        ids.reshape(-1)[block_of * width + local] = members
+        reg.reshape(-1)[block_of * width + local] = row_reg[members]
+        bucket = {
+            "cols": flat_cols[part].reshape(k, capacity, length),
+            "values": flat_values[part].reshape(k, capacity, length),
+            "weights": flat_weights[part].reshape(k, capacity, length),
+            "seg_row": seg_row,
+            "ids": ids,
+            "row_reg": reg,
+        }
+        if solver == "cholesky":
+            bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
+        buckets.append(bucket)
+    # Classes of one block first: a Cholesky half-sweep solves them together.
+    first = sorted(range(len(buckets)), key=lambda j: buckets[j]["ids"].shape[0] > 1)
+    sizes = [b["ids"].size for b in buckets]
+    old = np.concatenate([[0], np.cumsum(sizes)])
+    new = np.concatenate([[0], np.cumsum([sizes[j] for j in first])])
+    shift = np.zeros(len(buckets), np.int64)
+    for new_j, j in enumerate(first):
+        shift[j] = new[new_j] - old[j]
+    which = np.searchsorted(old, position, side="right") - 1
+    position = position + shift[which]
+    return {"buckets": [buckets[j] for j in first], "position": position.astype(np.int32)}
+
+
+def row_blocks(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    row_reg: np.ndarray,
+    *,
+    dim: int,
+    solver: str,
+    lengths: np.ndarray | None = None,
+    shapes: dict[int, tuple[int, int]] | None = None,
+) -> dict[str, object]:
+    """The observations of each row laid out for an ALS half-sweep, in blocks of a few shapes.
+
+    Without `lengths` and `shapes`: segments (`segment_blocks`). Each row is cut into
+    segments of `L` slots, `L` its class's length (`SEGMENT_LENGTHS`, `segment_classes`), the
+    last padded (weight 0); a class's rows (longest first) are packed whole into blocks of `S`
+    segments, a block taking rows while they fit (`S` from `BLOCK_FLOATS`, at least the
+    longest row's segments; the whole class in one block when every class fits in
+    `WHOLE_FLOATS`). A half-sweep sums each row's segments' partial systems (`seg_row`) before
+    its solve, so it compiles one block program per class, at most `len(SEGMENT_LENGTHS)` a
+    side, whatever the number and lengths of the rows.
+
+    With `lengths` or `shapes` (a sharded placement, whose devices must build the same
+    buckets): the per-length buckets of `bucket_blocks` (its arguments).
+
+    Args:
+        rows: int `[n]`, the row of each observation (0..R-1).
+        cols: int `[n]`, the fixed-side row of each observation.
+        values: float `[n]`, the target of each observation (before any offset).
+        weights: float `[n]`, its weight in the row's system.
+        row_reg: float `[R]`, the regularization ρ of each row's system (> 0).
+        dim: the width `d` of the rows solved (sizes the blocks).
+        solver: "cholesky" or "cg" (sizes the blocks; "cholesky" also stores `cols_t`).
+        lengths, shapes: see `bucket_blocks`.
+
+    Returns:
+        `{"buckets": [...], "position": int32 [R]}`, a bucket per class present: `cols` int32
+        `[K, S, L]` (K blocks of S segments of L slots), `values` and `weights` float32
+        `[K, S, L]` (padding slots: weight 0, col 0), `cols_t` int32 `[K, L, S]` (Cholesky
+        only), `seg_row` int32 `[K, S]` (each segment's row within its block, 0..Rb-1; padding
+        segments 0), `ids` int32 `[K, Rb]` (the row of each block row; padding rows point at
+        row 0), `row_reg` float32 `[K, Rb]` (1 for padding rows). `position[r]` is row r's
+        index in the concatenation of every bucket's `[K·Rb]` solutions.
+    """
+    if lengths is not None or shapes is not None:
+        return bucket_blocks(
+            rows, cols, values, weights, row_reg, dim=dim, solver=solver,
+            lengths=lengths, shapes=shapes,
+        )  # fmt: skip
+    return segment_blocks(rows, cols, values, weights, row_reg, dim=dim, solver=solver)
