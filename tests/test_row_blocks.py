@@ -54,11 +54,11 @@ def _unpack(layout):
 def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats, build):
     monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
     monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 1000 else rb.WHOLE_FLOATS)
-    monkeypatch.setattr(rb, "SEGMENT_LENGTHS", (2, 8, 32))  # every class on this small table
+    monkeypatch.setattr(rb, "SEGMENT_LENGTHS", (1, 2, 8, 32))  # every class on this table
     rows, cols, values, weights, reg = _problem()
     layout = getattr(rb, build)(rows, cols, values, weights, reg, dim=4, solver=solver)
     if build == "row_blocks":
-        assert len(layout["buckets"]) == 3
+        assert len(layout["buckets"]) == 4
     got, got_reg = _unpack(layout)
     for r in range(len(reg)):
         sel = rows == r
@@ -277,7 +277,7 @@ def test_segments_pad_less_than_a_segment(monkeypatch, block_floats):
     and under 1/MIN_SEGMENTS of its observations above the first class."""
     monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
     monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 10_000 else rb.WHOLE_FLOATS)
-    counts = np.array([0, 1, 3, 8, 9, 31, 32, 33, 255, 256, 257, 2047, 2048, 5000])
+    counts = np.array([0, 1, 3, 4, 5, 15, 16, 17, 127, 128, 129, 1023, 1024, 1025, 9000])
     rows = np.repeat(np.arange(len(counts)), counts)
     cols = np.arange(len(rows)) % 97
     ones = np.ones(len(rows), np.float32)
@@ -320,4 +320,4 @@ def test_similar_problems_share_segment_shapes(monkeypatch, whole):
     second = _counts_problem([(97, 5), (200, 39), (29, 310)], seed=1)
     shapes = [_shapes(first, rb.row_blocks), _shapes(second, rb.row_blocks)]
     assert shapes[0] == shapes[1]
-    assert len(shapes[0]) == 2  # rows of 5 and 40 in segments of 8, of 300 in segments of 64
+    assert len(shapes[0]) == 2  # rows of 5 and 40 in segments of 4, of 300 in segments of 32

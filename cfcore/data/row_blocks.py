@@ -1,8 +1,17 @@
-"""Observations grouped by row into dense, padded buckets of rows: the layout of an ALS half-sweep.
+"""Observations grouped by row into dense, padded blocks: the layout of an ALS half-sweep.
 
-A half-sweep solves one small system per row of a table. `row_blocks` sorts the rows by their
-number of observations and groups them into buckets of rows with about as many observations:
-bucket `j` holds the rows with `L_{j-1} < count ≤ L_j` observations (`L_j` on the ladder 1, 2, 3,
+`row_blocks` lays a table out in segments (`segment_blocks`): each row cut into segments of a
+few fixed lengths (`SEGMENT_LENGTHS`, by the row's length), a class's rows packed whole into
+blocks of one shape, so that a half-sweep compiles one block program per class (at most four a
+side) whatever the data; it sums a row's segments' partial systems (a segment sum of `[S, d]`
+or `[S, d²]`, small beside the block's products) before the row's solve. Per-length buckets
+(below), which compiled one block program per bucket (about 20 a side at ML-20M shape: a
+first iALS sweep there compiled for 30-45 s), remain the layout of a sharded placement, which
+gives every device the same buckets (`lengths=`, `shapes=`).
+
+The buckets (`bucket_blocks`): a half-sweep solves one small system per row of a table. It sorts
+the rows by their number of observations and groups them into buckets of rows with about as many
+observations: bucket `j` holds the rows with `L_{j-1} < count ≤ L_j` observations (`L_j` on the ladder 1, 2, 3,
 4, 6, 8, 12, 16, 24, ...: `LADDER_STEPS` = 2 steps an octave, so a bucket pads a row by less than
 half its observations), each row's observations as one dense row of `L_j` slots (`[B, L]`
 index, weight and target arrays, padding slots with weight 0). A row's Gramian is then a batched
@@ -55,16 +64,17 @@ MIN_ROW_STEP = 16
 and 16 padding rows cost little."""
 
 
-def canonical_count(count: int, step: int = 1) -> int:
+def canonical_count(count: int, step: int = 1, steps: int | None = None) -> int:
     """`count` rounded up to the ladder of `SHAPE_STEPS` steps an octave, in steps of at least
     `step`: `⌈count/g⌉·g` with `g = max(step, 2^(⌊log2 count⌋ − log2 S))` (S a power of two).
 
     Example: with S = 4, 537 → 640, 45 → 48 (step 16), 24 → 32 (step 16), 9 → 10, 3 → 3.
+    `steps`: S instead of `SHAPE_STEPS`.
     """
     count = int(count)
     if count <= 0:
         return count
-    shift = int(SHAPE_STEPS).bit_length() - 1  # log2 S
+    shift = int(SHAPE_STEPS if steps is None else steps).bit_length() - 1  # log2 S
     g = max(int(step), 1 << max(count.bit_length() - 1 - shift, 0))
     return -(-count // g) * g
 
@@ -260,16 +270,27 @@ def bucket_blocks(
     return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}
 
 
-SEGMENT_LENGTHS: tuple[int, ...] = (8, 64, 512)
+SEGMENT_LENGTHS: tuple[int, ...] = (4, 32, 256, 2048)
 """The slot counts of a segment, one per shape class (ascending). A row is cut into segments of
 its class's length (`segment_classes`) and every block of a class has one shape, so that a
 half-sweep compiles one block program per class whatever the data: the per-length buckets this
-replaces (`bucket_blocks`) compiled one per bucket, about 20 a side at ML-20M shape."""
+replaces (`bucket_blocks`) compiled one per bucket, about 20 a side at ML-20M shape. Four
+classes, 8× apart: at ML-20M shape (10M positives, d 64, JAX) the blocks hold 14% more slots
+than the observations, a CG sweep costs about as much as on the buckets (within 6% CPU time)
+and compiles in about a fifth of their time; three classes (4, 32, 256) compiled a little
+less but swept 23% slower (the longest class's blocks, sized by the longest row, held most of
+the item side's observations in blocks far past the cache)."""
 
 MIN_SEGMENTS = 4
 """Segments a row of a class above the first has at least: a row goes to the longest class
 whose segments it fills `MIN_SEGMENTS` times, so that its padding (less than one segment) is
 under 1/`MIN_SEGMENTS` of its observations."""
+
+
+SEGMENT_SHAPE_STEPS = 8
+"""`SHAPE_STEPS` of a class's block count: every padding block is gathered and solved as a
+real one, and a class holds a whole table's rows of a length range (a bucket a fraction of
+them), so the block count is rounded more finely (less than 1/8 of its blocks padding)."""
 
 
 def segment_classes(counts: np.ndarray) -> np.ndarray:
@@ -286,18 +307,34 @@ def segment_floats(length: int, d: int, solver: str) -> int:
     return row_floats(length, d, solver)
 
 
-def _pack(segments: np.ndarray, capacity: int) -> np.ndarray:
-    """The first row of each block when rows of `segments` segments (each ≤ `capacity`) are
-    put, in order, into blocks of `capacity` segments, a block taking rows while they fit.
-    A loop over blocks (a binary search each), not over rows."""
-    ends = np.cumsum(segments)
-    firsts = []
-    i, n = 0, len(segments)
-    while i < n:
-        firsts.append(i)
-        base = ends[i - 1] if i else 0
-        i = int(np.searchsorted(ends, base + capacity, side="right"))
-    return np.asarray(firsts, np.int64)
+def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `segments` segments each (descending, each ≤ `capacity`) packed whole into
+    blocks of `capacity` segments: a block takes the longest rows left while they fit, then
+    fills up with the shortest left (so that it wastes less than the shortest row left, not
+    the next long one). A loop over blocks (a binary search each), not over rows.
+
+    Returns:
+        `(block, order)`: each row's block, and the rows in block order (`[n]` each).
+    """
+    n = len(segments)
+    ends = np.cumsum(segments)  # heads: rows lo.. take ends[j] − ends[lo − 1]
+    tails = np.cumsum(segments[::-1])  # tails: rows hi, hi − 1, ... from the end
+    block = np.zeros(n, np.int64)
+    order: list[np.ndarray] = []
+    lo, hi, k = 0, n, 0  # rows lo..hi − 1 are left
+    while lo < hi:
+        base = ends[lo - 1] if lo else 0
+        stop = min(int(np.searchsorted(ends, base + capacity, side="right")), hi)
+        room = capacity - int(ends[stop - 1] - base)
+        taken = n - hi  # rows already taken from the end
+        used = tails[taken - 1] if taken else 0
+        fill = int(np.searchsorted(tails, used + room, side="right")) - taken
+        fill = max(0, min(fill, hi - stop))
+        block[lo:stop] = k
+        block[hi - fill : hi] = k
+        order += [np.arange(lo, stop), np.arange(hi - fill, hi)]
+        lo, hi, k = stop, hi - fill, k + 1
+    return block, np.concatenate(order)
 
 
 def segment_blocks(
@@ -352,12 +389,13 @@ def segment_blocks(
         else:
             per = max(1, BLOCK_FLOATS // max(segment_floats(length, dim, solver), 1))
             capacity = canonical_count(max(per, int(m.max())))
-        firsts = _pack(m, capacity)
-        block_of = np.repeat(np.arange(len(firsts)), np.diff(np.append(firsts, len(members))))
+        block_of, packed = _pack(m, capacity)
+        members, m, block_of = members[packed], m[packed], block_of[packed]
+        firsts = np.flatnonzero(np.diff(np.concatenate([[-1], block_of])))
         local = np.arange(len(members)) - firsts[block_of]  # the row's index in its block
         seg_start = np.concatenate([[0], np.cumsum(m)])[:-1]
         seg_in_block = seg_start - seg_start[firsts][block_of]
-        k = canonical_count(len(firsts))
+        k = canonical_count(len(firsts), steps=SEGMENT_SHAPE_STEPS)
         width = canonical_count(int(local.max()) + 1, 1 if not whole else MIN_ROW_STEP)
         base[members] = slot_offset + (block_of * capacity + seg_in_block) * length
         position[members] = row_offset + block_of * width + local

@@ -424,14 +424,14 @@ def make_half_sweep(
                 else:
                     sol, loss = solve_block(data, block)
                     outs.append(sol)
-                losses.append(loss)
+                losses.append(xp.reshape(loss, (1,)))
                 continue
             if (k0, k1) == (0, k):
                 sols, loss = solve_bucket(data, bucket)
             else:  # (only with compile_map: `_parts` plans no parts without it)
                 sols, loss = solve_bucket(data, bucket, k0, k1)  # type: ignore[call-arg]
             outs.append(xp.reshape(sols, ((k1 - k0) * b, d)))
-            losses.append(xp.sum(loss))
+            losses.append(xp.reshape(loss, (-1,)))  # each block's (one, without compile_map)
         if single:
             # One batched solve for them all (row_blocks puts these buckets first, and a part
             # takes them all): each solve shape is compiled apart, and small buckets' solves
@@ -441,10 +441,9 @@ def make_half_sweep(
                     _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
                 )
             ]
-        total = losses[0]
-        for loss in losses[1:]:
-            total = total + loss
-        return _concat(xp, outs), total
+        # Each block's loss, in order: summed once by `half`, so that parts (each a run of these
+        # blocks) give the very total of one computation.
+        return _concat(xp, outs), _concat(xp, losses)
 
     def half(
         fixed: Any,
@@ -475,7 +474,7 @@ def make_half_sweep(
         d = int(current.shape[1])
         groups = _parts(be, buckets, solver, d)
         if groups is None:
-            rows, total = solve_segments(
+            rows, losses = solve_segments(
                 data, buckets, [(j, 0, int(b["ids"].shape[0])) for j, b in enumerate(buckets)]
             )
         else:
@@ -487,13 +486,11 @@ def make_half_sweep(
             ]
             solved = raw_ops(be).compile_parts(fns)(data, buckets)
             rows = _concat(xp, [r for r, _ in solved])
-            total = solved[0][1]
-            for _, loss in solved[1:]:
-                total = total + loss
+            losses = _concat(xp, [loss for _, loss in solved])
         new = xp.take(rows, blocks["position"])
         if not observed:
             return new
-        return new, total
+        return new, xp.sum(losses)
 
     return half
 
