@@ -270,7 +270,7 @@ def bucket_blocks(
     return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}
 
 
-SEGMENT_LENGTHS: tuple[int, ...] = (4, 32, 256, 2048)
+SEGMENT_LENGTHS: tuple[int, ...] = (8, 64, 512, 4096)
 """The slot counts of a segment, one per shape class (ascending). A row is cut into segments of
 its class's length (`segment_classes`) and every block of a class has one shape, so that a
 half-sweep compiles one block program per class whatever the data: the per-length buckets this
