@@ -22,9 +22,14 @@ Every figure is the wall time of something a user runs, measured side by side in
   `implicit`'s `fit(iterations=15)` with 2 threads in a process of its own. The data are drawn
   once and handed to every process as an `.npz` (its reading is not timed).
 
+* **compile** (`--parts compile`, not in the default parts): the first `IALS(d 64, CG)
+  .fit(steps=1)` in a fresh process with the cache off, against the data's size (ml-100k and
+  ML-20M-shaped positives drawn from each of `--sizes` ratings), with warm sweeps and the
+  number of block shapes: compilation that should not grow with the data.
+
 Kernel-only figures (one compiled sweep) are a breakdown column, never the headline.
 
-    python benchmarks/time_to_result.py [--parts script cli ials-100k ml-20m]
+    python benchmarks/time_to_result.py [--parts script cli ials-100k ml-20m compile]
         [--backends jax tf torch] [--profiles ml-20m heavy-head] [--dims 64 128]
         [--quick | --smoke] [--out-dir DIR]
 

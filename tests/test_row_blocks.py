@@ -277,7 +277,8 @@ def test_segments_pad_less_than_a_segment(monkeypatch, block_floats):
     and under 1/MIN_SEGMENTS of its observations above the first class."""
     monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
     monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 10_000 else rb.WHOLE_FLOATS)
-    counts = np.array([0, 1, 3, 4, 5, 15, 16, 17, 127, 128, 129, 1023, 1024, 1025, 9000])
+    edges = [rb.MIN_SEGMENTS * n for n in rb.SEGMENT_LENGTHS]  # where a class begins
+    counts = np.array([0, 1, 3, 8, 9] + [e + i for e in edges for i in (-1, 0, 1)])
     rows = np.repeat(np.arange(len(counts)), counts)
     cols = np.arange(len(rows)) % 97
     ones = np.ones(len(rows), np.float32)

@@ -210,8 +210,8 @@ def _cg(
         gather = _identity
     else:
 
-        def spread(y: Any) -> Any:  # [S, d] segments' sums -> [B, d] rows'
-            return raw_ops(be).segment_sum(y, seg_row, rows)
+        def spread(x: Any) -> Any:  # [S, d] segments' sums -> [B, d] rows'
+            return raw_ops(be).segment_sum(x, seg_row, rows)
 
         def gather(x: Any) -> Any:  # [B, d] rows -> [S, d] each segment's row
             return xp.take(x, seg_row)
