@@ -293,6 +293,12 @@ real one, and a class holds a whole table's rows of a length range (a bucket a f
 them), so the block count is rounded more finely (less than 1/8 of its blocks padding)."""
 
 
+SEGMENTS = True
+"""Whether `row_blocks` lays a table out in segments (else, as a sharded placement does, in
+per-length buckets): tests that compare a sharded run with one device's bit for bit set it off
+for the one device, so that both sum every row in the same order."""
+
+
 def segment_classes(counts: np.ndarray) -> np.ndarray:
     """The class (index into `SEGMENT_LENGTHS`) of each row of `counts` observations: the
     longest segments `L` with `count ≥ MIN_SEGMENTS·L`, else the first."""
@@ -475,7 +481,7 @@ def row_blocks(
     side, whatever the number and lengths of the rows.
 
     With `lengths` or `shapes` (a sharded placement, whose devices must build the same
-    buckets): the per-length buckets of `bucket_blocks` (its arguments).
+    buckets), or with `SEGMENTS` off: the per-length buckets of `bucket_blocks` (its arguments).
 
     Args:
         rows: int `[n]`, the row of each observation (0..R-1).
@@ -496,7 +502,7 @@ def row_blocks(
         row 0), `row_reg` float32 `[K, Rb]` (1 for padding rows). `position[r]` is row r's
         index in the concatenation of every bucket's `[K·Rb]` solutions.
     """
-    if lengths is not None or shapes is not None:
+    if lengths is not None or shapes is not None or not SEGMENTS:
         return bucket_blocks(
             rows, cols, values, weights, row_reg, dim=dim, solver=solver,
             lengths=lengths, shapes=shapes,
