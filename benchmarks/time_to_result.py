@@ -22,9 +22,14 @@ Every figure is the wall time of something a user runs, measured side by side in
   `implicit`'s `fit(iterations=15)` with 2 threads in a process of its own. The data are drawn
   once and handed to every process as an `.npz` (its reading is not timed).
 
+* **compile** (`--parts compile`, not in the default parts): the first `IALS(d 64, CG)
+  .fit(steps=1)` in a fresh process with the cache off, against the data's size (ml-100k and
+  ML-20M-shaped positives drawn from each of `--sizes` ratings), with warm sweeps and the
+  number of block shapes: compilation that should not grow with the data.
+
 Kernel-only figures (one compiled sweep) are a breakdown column, never the headline.
 
-    python benchmarks/time_to_result.py [--parts script cli ials-100k ml-20m]
+    python benchmarks/time_to_result.py [--parts script cli ials-100k ml-20m compile]
         [--backends jax tf torch] [--profiles ml-20m heavy-head] [--dims 64 128]
         [--quick | --smoke] [--out-dir DIR]
 
@@ -213,6 +218,86 @@ def worker_implicit_ials(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def worker_cfcore_compile(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A first `fit(steps=1)` in a fresh process (compilation, layouts and one sweep), a second
+    `fit(steps=1)` continuing it (the first less compilation), a `fit(steps=3)` (less the
+    second: two warm sweeps), and the programs compiled (JAX: the
+    `jax_log_compiles` messages; else the ALS buckets' distinct block shapes)."""
+    import logging
+
+    import numpy as np
+
+    import cfcore
+
+    be = cfcore.get_backend(cfg["backend"])
+    compiles: list[str] = []
+    if cfg["backend"] == "jax":
+        import jax
+
+        class Count(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "Finished XLA compilation" in record.getMessage():
+                    compiles.append(record.getMessage())
+
+        logging.getLogger("jax").addHandler(Count(logging.DEBUG))
+        jax.config.update("jax_log_compiles", True)
+    r = _positives(cfg)
+    model = _ials(cfg)
+    times = []
+    for steps in (1, 1, 3):
+        t = time.perf_counter()
+        model.fit(r, steps=steps, backend=be, progress=False)
+        times.append(time.perf_counter() - t)
+    # A fit's fixed costs (layouts, placement) cancel out of the last two: one sweep's time.
+    out = {"first_fit_s": times[0], "second_fit_s": times[1], "positives": len(r),
+           "sweep_s": (times[2] - times[1]) / 2, "compile_s": times[0] - times[1]}  # fmt: skip
+    if cfg["backend"] == "jax":
+        out["programs"] = len(compiles)
+    from cfcore.data.row_blocks import row_blocks
+
+    shapes = set()
+    ones = np.ones(len(r), np.float32)
+    for rows, cols, num in ((r.users, r.items, r.num_users), (r.items, r.users, r.num_items)):
+        laid = row_blocks(rows, cols, ones, ones, np.ones(num, np.float32), dim=cfg["d"],
+                          solver="cg")  # fmt: skip
+        shapes |= {tuple(b["cols"].shape) for b in laid["buckets"]}
+    out["block_shapes"] = len(shapes)
+    return out
+
+
+def part_compile(backends, sizes, rows: list[dict[str, Any]], npz_dir: str | None = None) -> None:
+    """Cold compilation against the data's size: ML-20M-shaped positives ("ml-20m" profile) from
+    each number of ratings, `IALS(d 64, CG).fit(steps=1)` first in a fresh process with the
+    compilation cache off, then warm sweeps (`worker_cfcore_compile`); ml-100k beside them.
+    `npz_dir`: positives drawn by an earlier run (`positives_<ratings>.npz`), else drawn here."""
+    import numpy as np
+
+    import cfcore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases: list[tuple[str, dict[str, Any]]] = [("ml-100k", {"data_dir": DATA_DIR})]
+        for n in sizes:
+            if npz_dir and (Path(npz_dir) / f"positives_{n}.npz").exists():
+                npz = str(Path(npz_dir) / f"positives_{n}.npz")
+                with np.load(npz) as z:
+                    count = len(z["users"])
+                cases.append((f"ML-20M shape, {count / 1e6:.1f}M positives", {"npz": npz}))
+                continue
+            r = cfcore.synthetic_ratings(ML20M[0], ML20M[1], n, seed=0, popularity="ml-20m",
+                                         distinct=True).to_implicit(threshold=3.5)  # fmt: skip
+            npz = str(Path(tmp) / f"positives_{n}.npz")
+            np.savez(npz, users=r.users, items=r.items, values=r.values,
+                     shape=np.array([r.num_users, r.num_items]))  # fmt: skip
+            cases.append((f"ML-20M shape, {len(r) / 1e6:.1f}M positives", {"npz": npz}))
+        for label, data in cases:
+            for be in backends:
+                cfg = {"d": 64, "reg": 0.02, "unobserved": 0.1, "backend": be, **data}
+                got = worker("cfcore_compile", cfg, None)
+                load = os.getloadavg()[0]
+                rows.append({"part": "compile", "case": label, "who": f"cfcore {be}",
+                             "load": load, **got})  # fmt: skip
+
+
 def _fits(label: str, part: str, cfg: dict[str, Any], backends: list[str], rows: list) -> None:
     peer = worker("implicit_ials", cfg, None, threads=2)
     rows.append({"part": part, "case": label, "who": "implicit", "cache": "-",
@@ -270,6 +355,20 @@ def report(rows: list[dict[str, Any]], out_dir: Path, argv: list[str]) -> None:
         ("cli", ("who", "cache", "wall_s")),
         ("ials-100k", ("case", "who", "cache", "first_fit_s", "second_fit_s", "continue_1_s")),
         ("ml-20m", ("case", "who", "cache", "first_fit_s", "second_fit_s", "continue_1_s")),
+        (
+            "compile",
+            (
+                "case",
+                "who",
+                "first_fit_s",
+                "second_fit_s",
+                "compile_s",
+                "sweep_s",
+                "programs",
+                "block_shapes",
+                "load",
+            ),
+        ),
     ):
         sel = [r for r in rows if r["part"] == part]
         if not sel:
@@ -293,6 +392,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backends", nargs="+", default=["jax", "tf", "torch"])
     ap.add_argument("--profiles", nargs="+", default=["ml-20m", "heavy-head"])
     ap.add_argument("--dims", nargs="+", type=int, default=[64, 128])
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[2_500_000, 12_500_000, ML20M[2]],
+        help="ratings drawn for --parts compile (about 40%% are positives)",
+    )
+    ap.add_argument("--npz-dir", default=None, help="--parts compile: reuse drawn positives")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--data-dir", default=DATA_DIR)
@@ -312,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
         part_ials_100k(args.backends, args.data_dir, rows)
     if "ml-20m" in args.parts:
         part_ml20m(args.backends, args.profiles, dims, shape, steps, rows)
+    if "compile" in args.parts:
+        part_compile(args.backends, args.sizes, rows, args.npz_dir)
     report(rows, Path(args.out_dir), argv)
 
 

@@ -1,8 +1,17 @@
-"""Observations grouped by row into dense, padded buckets of rows: the layout of an ALS half-sweep.
+"""Observations grouped by row into dense, padded blocks: the layout of an ALS half-sweep.
 
-A half-sweep solves one small system per row of a table. `row_blocks` sorts the rows by their
-number of observations and groups them into buckets of rows with about as many observations:
-bucket `j` holds the rows with `L_{j-1} < count ≤ L_j` observations (`L_j` on the ladder 1, 2, 3,
+`row_blocks` lays a table out in segments (`segment_blocks`): each row cut into segments of a
+few fixed lengths (`SEGMENT_LENGTHS`, by the row's length), a class's rows packed whole into
+blocks of one shape, so that a half-sweep compiles one block program per class (at most four a
+side) whatever the data; it sums a row's segments' partial systems (a segment sum of `[S, d]`
+or `[S, d²]`, small beside the block's products) before the row's solve. Per-length buckets
+(below), which compiled one block program per bucket (about 20 a side at ML-20M shape: a
+first iALS sweep there compiled for 30-45 s), remain the layout of a sharded placement, which
+gives every device the same buckets (`lengths=`, `shapes=`).
+
+The buckets (`bucket_blocks`): a half-sweep solves one small system per row of a table. It sorts
+the rows by their number of observations and groups them into buckets of rows with about as many
+observations: bucket `j` holds the rows with `L_{j-1} < count ≤ L_j` observations (`L_j` on the ladder 1, 2, 3,
 4, 6, 8, 12, 16, 24, ...: `LADDER_STEPS` = 2 steps an octave, so a bucket pads a row by less than
 half its observations), each row's observations as one dense row of `L_j` slots (`[B, L]`
 index, weight and target arrays, padding slots with weight 0). A row's Gramian is then a batched
@@ -55,16 +64,17 @@ MIN_ROW_STEP = 16
 and 16 padding rows cost little."""
 
 
-def canonical_count(count: int, step: int = 1) -> int:
+def canonical_count(count: int, step: int = 1, steps: int | None = None) -> int:
     """`count` rounded up to the ladder of `SHAPE_STEPS` steps an octave, in steps of at least
     `step`: `⌈count/g⌉·g` with `g = max(step, 2^(⌊log2 count⌋ − log2 S))` (S a power of two).
 
     Example: with S = 4, 537 → 640, 45 → 48 (step 16), 24 → 32 (step 16), 9 → 10, 3 → 3.
+    `steps`: S instead of `SHAPE_STEPS`.
     """
     count = int(count)
     if count <= 0:
         return count
-    shift = int(SHAPE_STEPS).bit_length() - 1  # log2 S
+    shift = int(SHAPE_STEPS if steps is None else steps).bit_length() - 1  # log2 S
     g = max(int(step), 1 << max(count.bit_length() - 1 - shift, 0))
     return -(-count // g) * g
 
@@ -133,7 +143,7 @@ def bucket_lengths(counts: np.ndarray) -> np.ndarray:
     return merged
 
 
-def row_blocks(
+def bucket_blocks(
     rows: np.ndarray,
     cols: np.ndarray,
     values: np.ndarray,
@@ -145,7 +155,8 @@ def row_blocks(
     lengths: np.ndarray | None = None,
     shapes: dict[int, tuple[int, int]] | None = None,
 ) -> dict[str, object]:
-    """The observations of each row as dense padded buckets, cut into blocks of rows.
+    """The observations of each row as dense padded buckets, cut into blocks of rows (the
+    layout of a sharded placement, which gives `lengths` and `shapes`; see `row_blocks`).
 
     Args:
         rows: int `[n]`, the row of each observation (0..R-1).
@@ -257,3 +268,256 @@ def row_blocks(
         inside = (position >= old_first[j]) & (position < old_first[j + 1])
         moved[inside] = position[inside] - old_first[j] + firsts[new_j]
     return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}
+
+
+SEGMENT_LENGTHS: tuple[int, ...] = (8, 64, 512, 4096)
+"""The slot counts of a segment, one per shape class (ascending). A row is cut into segments of
+its class's length (`segment_classes`) and every block of a class has one shape, so that a
+half-sweep compiles one block program per class whatever the data: the per-length buckets this
+replaces (`bucket_blocks`) compiled one per bucket, about 20 a side at ML-20M shape. Four
+classes, 8× apart: at ML-20M shape (10M positives, d 64, JAX) the blocks hold 14% more slots
+than the observations, a CG sweep costs about as much as on the buckets (within 6% CPU time)
+and compiles in about a fifth of their time; three classes (4, 32, 256) compiled a little
+less but swept 23% slower (the longest class's blocks, sized by the longest row, held most of
+the item side's observations in blocks far past the cache)."""
+
+MIN_SEGMENTS = 4
+"""Segments a row of a class above the first has at least: a row goes to the longest class
+whose segments it fills `MIN_SEGMENTS` times, so that its padding (less than one segment) is
+under 1/`MIN_SEGMENTS` of its observations."""
+
+
+SEGMENT_SHAPE_STEPS = 8
+"""`SHAPE_STEPS` of a class's block count: every padding block is gathered and solved as a
+real one, and a class holds a whole table's rows of a length range (a bucket a fraction of
+them), so the block count is rounded more finely (less than 1/8 of its blocks padding)."""
+
+
+SEGMENTS: bool | None = None
+"""Whether `row_blocks` lays a table out in segments (True), in per-length buckets as a sharded
+placement does (False), or (None) in buckets while they are at most `MAX_BUCKETS` and in
+segments beyond. Tests that compare a sharded run with one device's bit for bit set it off for
+the one device, so that both sum every row in the same order; tests of the segments set it on."""
+
+MAX_BUCKETS = 8
+"""The most per-length buckets `row_blocks` lays out (by default) before it turns to segments.
+Small tables have few buckets and sweep faster in them (a segment sum is a larger share of a
+short row's work; benchmarks/results/compile_scaling.md); large ones have dozens, each compiled
+apart, where segments keep the programs to one per class. Either way a half-sweep compiles at
+most `max(MAX_BUCKETS, len(SEGMENT_LENGTHS))` block programs."""
+
+
+def segment_classes(counts: np.ndarray) -> np.ndarray:
+    """The class (index into `SEGMENT_LENGTHS`) of each row of `counts` observations: the
+    longest segments `L` with `count ≥ MIN_SEGMENTS·L`, else the first."""
+    need = np.maximum(np.asarray(counts, np.int64), 1)
+    lengths = np.asarray(SEGMENT_LENGTHS, np.int64)
+    return np.maximum(np.searchsorted(MIN_SEGMENTS * lengths, need, side="right") - 1, 0)
+
+
+def segment_floats(length: int, d: int, solver: str) -> int:
+    """Floats of the temporaries of one segment of `length` slots (see `BLOCK_FLOATS`): its
+    gathered rows (and for Cholesky its `[d, d]` partial Gramian and the row's system)."""
+    return row_floats(length, d, solver)
+
+
+def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `segments` segments each (descending, each ≤ `capacity`) packed whole into
+    blocks of `capacity` segments: a block takes the longest rows left while they fit, then
+    fills up with the shortest left (so that it wastes less than the shortest row left, not
+    the next long one). A loop over blocks (a binary search each), not over rows.
+
+    Returns:
+        `(block, order)`: each row's block, and the rows in block order (`[n]` each).
+    """
+    n = len(segments)
+    ends = np.cumsum(segments)  # heads: rows lo.. take ends[j] − ends[lo − 1]
+    tails = np.cumsum(segments[::-1])  # tails: rows hi, hi − 1, ... from the end
+    block = np.zeros(n, np.int64)
+    order: list[np.ndarray] = []
+    lo, hi, k = 0, n, 0  # rows lo..hi − 1 are left
+    while lo < hi:
+        base = ends[lo - 1] if lo else 0
+        stop = min(int(np.searchsorted(ends, base + capacity, side="right")), hi)
+        room = capacity - int(ends[stop - 1] - base)
+        taken = n - hi  # rows already taken from the end
+        used = tails[taken - 1] if taken else 0
+        fill = int(np.searchsorted(tails, used + room, side="right")) - taken
+        fill = max(0, min(fill, hi - stop))
+        block[lo:stop] = k
+        block[hi - fill : hi] = k
+        order += [np.arange(lo, stop), np.arange(hi - fill, hi)]
+        lo, hi, k = stop, hi - fill, k + 1
+    return block, np.concatenate(order)
+
+
+def segment_blocks(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    row_reg: np.ndarray,
+    *,
+    dim: int,
+    solver: str,
+) -> dict[str, object]:
+    """The observations of each row cut into segments of a few fixed lengths, packed into
+    blocks of one shape per class (`SEGMENT_LENGTHS`): see `row_blocks`."""
+    rows = np.asarray(rows, np.int64)
+    num_rows = len(row_reg)
+    if num_rows < 1:
+        raise ArgumentValueError("row_blocks needs at least one row")
+    if solver not in ("cholesky", "cg"):
+        raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
+    order = np.argsort(rows, kind="stable")  # by row, a row's observations in given order
+    counts = np.bincount(rows, minlength=num_rows)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    sorted_cols = np.asarray(cols)[order]
+    sorted_values = np.asarray(values, np.float32)[order]
+    sorted_weights = np.asarray(weights, np.float32)[order]
+    row_reg = np.asarray(row_reg, np.float32)
+    seg_len = np.asarray(SEGMENT_LENGTHS, np.int64)
+    cls = segment_classes(counts)
+    nsegs = -(-np.maximum(counts, 1) // seg_len[cls])  # a row without observations: one
+    classes = [int(c) for c in np.unique(cls)]
+    floats = sum(
+        int(nsegs[cls == c].sum()) * segment_floats(int(seg_len[c]), dim, solver) for c in classes
+    )
+    whole = floats <= WHOLE_FLOATS
+    # Each row's slot index of its first observation in the concatenation of every class's
+    # flat `[K·S·L]` slots, and its index in the concatenation of the `[K·Rb]` solutions.
+    base = np.zeros(num_rows, np.int64)
+    position = np.zeros(num_rows, np.int64)
+    buckets: list[dict[str, np.ndarray]] = []
+    slot_offset = row_offset = 0
+    layouts = []
+    for c in classes:
+        length = int(seg_len[c])
+        members = np.flatnonzero(cls == c)
+        # Longest rows first: a block then wastes less than the next row's segments.
+        members = members[np.argsort(-nsegs[members], kind="stable")]
+        m = nsegs[members]
+        if whole:
+            # (Rounded in steps of about 8·MIN_ROW_STEP slots: similar data sets share shapes.)
+            capacity = canonical_count(int(m.sum()), max(1, 8 * MIN_ROW_STEP // length))
+        else:
+            per = max(1, BLOCK_FLOATS // max(segment_floats(length, dim, solver), 1))
+            capacity = canonical_count(max(per, int(m.max())))
+        block_of, packed = _pack(m, capacity)
+        members, m, block_of = members[packed], m[packed], block_of[packed]
+        firsts = np.flatnonzero(np.diff(np.concatenate([[-1], block_of])))
+        local = np.arange(len(members)) - firsts[block_of]  # the row's index in its block
+        seg_start = np.concatenate([[0], np.cumsum(m)])[:-1]
+        seg_in_block = seg_start - seg_start[firsts][block_of]
+        k = canonical_count(len(firsts), steps=SEGMENT_SHAPE_STEPS)
+        width = canonical_count(int(local.max()) + 1, 1 if not whole else MIN_ROW_STEP)
+        base[members] = slot_offset + (block_of * capacity + seg_in_block) * length
+        position[members] = row_offset + block_of * width + local
+        layouts.append((c, members, m, block_of, local, seg_in_block, k, capacity, width))
+        slot_offset += k * capacity * length
+        row_offset += k * width
+    # Every observation's flat slot: its row's first slot plus its index within the row.
+    index = np.arange(len(order)) - np.repeat(starts[:-1], counts)
+    slot = np.repeat(base, counts) + index
+    flat_cols = np.zeros(slot_offset, np.int32)
+    flat_values = np.zeros(slot_offset, np.float32)
+    flat_weights = np.zeros(slot_offset, np.float32)
+    flat_cols[slot] = sorted_cols
+    flat_values[slot] = sorted_values
+    flat_weights[slot] = sorted_weights
+    slot_offset = 0
+    for c, members, m, block_of, local, seg_in_block, k, capacity, width in layouts:
+        length = int(seg_len[c])
+        size = k * capacity * length
+        part = slice(slot_offset, slot_offset + size)
+        slot_offset += size
+        # The local row of each segment (padding segments: row 0, at weight 0).
+        seg_row = np.zeros((k, capacity), np.int32)
+        seg_flat = np.repeat(block_of * capacity + seg_in_block, m) + (
+            np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        )
+        seg_row.reshape(-1)[seg_flat] = np.repeat(local, m)
+        ids = np.zeros((k, width), np.int32)
+        reg = np.ones((k, width), np.float32)
+        ids.reshape(-1)[block_of * width + local] = members
+        reg.reshape(-1)[block_of * width + local] = row_reg[members]
+        bucket = {
+            "cols": flat_cols[part].reshape(k, capacity, length),
+            "values": flat_values[part].reshape(k, capacity, length),
+            "weights": flat_weights[part].reshape(k, capacity, length),
+            "seg_row": seg_row,
+            "ids": ids,
+            "row_reg": reg,
+        }
+        if solver == "cholesky":
+            bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
+        buckets.append(bucket)
+    # Classes of one block first: a Cholesky half-sweep solves them together.
+    first = sorted(range(len(buckets)), key=lambda j: buckets[j]["ids"].shape[0] > 1)
+    sizes = [b["ids"].size for b in buckets]
+    old = np.concatenate([[0], np.cumsum(sizes)])
+    new = np.concatenate([[0], np.cumsum([sizes[j] for j in first])])
+    shift = np.zeros(len(buckets), np.int64)
+    for new_j, j in enumerate(first):
+        shift[j] = new[new_j] - old[j]
+    which = np.searchsorted(old, position, side="right") - 1
+    position = position + shift[which]
+    return {"buckets": [buckets[j] for j in first], "position": position.astype(np.int32)}
+
+
+def row_blocks(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    row_reg: np.ndarray,
+    *,
+    dim: int,
+    solver: str,
+    lengths: np.ndarray | None = None,
+    shapes: dict[int, tuple[int, int]] | None = None,
+) -> dict[str, object]:
+    """The observations of each row laid out for an ALS half-sweep, in blocks of a few shapes.
+
+    Without `lengths` and `shapes`: segments (`segment_blocks`). Each row is cut into
+    segments of `L` slots, `L` its class's length (`SEGMENT_LENGTHS`, `segment_classes`), the
+    last padded (weight 0); a class's rows (longest first) are packed whole into blocks of `S`
+    segments, a block taking rows while they fit (`S` from `BLOCK_FLOATS`, at least the
+    longest row's segments; the whole class in one block when every class fits in
+    `WHOLE_FLOATS`). A half-sweep sums each row's segments' partial systems (`seg_row`) before
+    its solve, so it compiles one block program per class, at most `len(SEGMENT_LENGTHS)` a
+    side, whatever the number and lengths of the rows.
+
+    With `lengths` or `shapes` (a sharded placement, whose devices must build the same
+    buckets), with `SEGMENTS` off, or by default while the buckets are at most `MAX_BUCKETS`:
+    the per-length buckets of `bucket_blocks` (its arguments).
+
+    Args:
+        rows: int `[n]`, the row of each observation (0..R-1).
+        cols: int `[n]`, the fixed-side row of each observation.
+        values: float `[n]`, the target of each observation (before any offset).
+        weights: float `[n]`, its weight in the row's system.
+        row_reg: float `[R]`, the regularization ρ of each row's system (> 0).
+        dim: the width `d` of the rows solved (sizes the blocks).
+        solver: "cholesky" or "cg" (sizes the blocks; "cholesky" also stores `cols_t`).
+        lengths, shapes: see `bucket_blocks`.
+
+    Returns:
+        `{"buckets": [...], "position": int32 [R]}`, a bucket per class present: `cols` int32
+        `[K, S, L]` (K blocks of S segments of L slots), `values` and `weights` float32
+        `[K, S, L]` (padding slots: weight 0, col 0), `cols_t` int32 `[K, L, S]` (Cholesky
+        only), `seg_row` int32 `[K, S]` (each segment's row within its block, 0..Rb-1; padding
+        segments 0), `ids` int32 `[K, Rb]` (the row of each block row; padding rows point at
+        row 0), `row_reg` float32 `[K, Rb]` (1 for padding rows). `position[r]` is row r's
+        index in the concatenation of every bucket's `[K·Rb]` solutions.
+    """
+    segments = SEGMENTS
+    if segments is None and lengths is None and shapes is None:
+        counts = np.bincount(np.asarray(rows, np.int64), minlength=len(row_reg))
+        segments = len(np.unique(bucket_lengths(counts))) > MAX_BUCKETS
+    if lengths is not None or shapes is not None or not segments:
+        return bucket_blocks(
+            rows, cols, values, weights, row_reg, dim=dim, solver=solver,
+            lengths=lengths, shapes=shapes,
+        )  # fmt: skip
+    return segment_blocks(rows, cols, values, weights, row_reg, dim=dim, solver=solver)

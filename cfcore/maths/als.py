@@ -193,28 +193,44 @@ def _cg(
     prior: Any,
     x0: Any,
     cg_steps: int,
+    seg_row: Any = None,
 ) -> tuple[Any, Any]:
     """CG on a block's systems from `x0`, on its gathered rows `f` `[B, L, d]`: `(x [B, d],
-    the block's observed loss at x0)` (`observed_loss`, from the first residual's predictions)."""
+    the block's observed loss at x0)` (`observed_loss`, from the first residual's predictions).
+
+    With `seg_row` (int32 `[S]`): `f` `[S, L, d]`, `weights` and `targets` `[S, L]` are the
+    segments of the block's `B` rows (`x0` `[B, d]`), segment s a part of row `seg_row[s]`; a
+    row's products are its segments' summed (`cfcore.data.row_blocks.row_blocks`)."""
     xp = be.xp
     d = int(f.shape[2])
+    rows = int(x0.shape[0])
     diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
+    if seg_row is None:
+        spread = _identity
+        gather = _identity
+    else:
+
+        def spread(x: Any) -> Any:  # [S, d] segments' sums -> [B, d] rows'
+            return raw_ops(be).segment_sum(x, seg_row, rows)
+
+        def gather(x: Any) -> Any:  # [B, d] rows -> [S, d] each segment's row
+            return xp.take(x, seg_row)
 
     def product(x: Any, fx: Any) -> Any:
         """`A x` from `fx` = ⟨f_l, x⟩ per slot, `[B, L]`."""
-        return _vecmat(be, weights * fx, f) + diag * x + xp.matmul(x, prior)
+        return spread(_vecmat(be, weights * fx, f)) + diag * x + xp.matmul(x, prior)
 
     def matvec(x: Any) -> Any:
-        return product(x, _matvec(be, f, x))
+        return product(x, _matvec(be, f, gather(x)))
 
     # r = b − A x0 as two terms (b alone, then A x0), not one pass over f for Σ w (y − ⟨f, x0⟩) f
     # nor b and Σ w ⟨f, x0⟩ f as two rows of one product: CG's few steps amplify rounding, and
     # either changes the float32 error of the ill-conditioned biased systems from 2e-5 (the
     # conformance suite's bound) to 4e-5-9e-5.
-    fx0 = _matvec(be, f, x0)  # the predictions at x0, [B, L]: also the observed loss there
+    fx0 = _matvec(be, f, gather(x0))  # the predictions at x0, [B, L]: also the observed loss
     loss = xp.sum(weights * xp.square(fx0 - targets))
     x = x0
-    r = _rhs(be, f, weights, targets) - product(x, fx0)
+    r = spread(_rhs(be, f, weights, targets)) - product(x, fx0)
     p = r
     rs = xp.sum(r * r, axis=1)
     for _ in range(int(cg_steps)):
@@ -231,6 +247,37 @@ def _cg(
         p = r + xp.reshape(beta, (-1, 1)) * p
         rs = rs_new
     return x, loss
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def segment_systems(
+    be: Any,
+    fixed: Any,
+    block: dict[str, Any],
+    targets: Any,
+    col_reg: Any,
+    prior: Any,
+) -> tuple[Any, Any, Any]:
+    """`row_systems` of a block of segments (`cfcore.data.row_blocks.row_blocks`: `cols`
+    `[S, L]`, `cols_t` `[L, S]`, `weights`, `seg_row` `[S]`, `row_reg` `[B]`): each segment's
+    partial Gramian and right-hand side summed into its row's. Returns `(A [B, d, d], b [B, d],
+    the gathered [S, L, d] rows)`."""
+    xp = be.xp
+    s, length = (int(v) for v in block["cols"].shape)
+    rows = int(block["row_reg"].shape[0])
+    d = int(fixed.shape[1])
+    f = gather_rows(be, fixed, block["cols"])  # [S, L, d]
+    ft = gather_rows_t(be, fixed, block["cols_t"]) * xp.reshape(block["weights"], (s, 1, length))
+    parts = xp.reshape(xp.matmul(ft, f), (s, d * d))  # each segment's Σ_l w_l f_l f_lᵀ
+    gram = xp.reshape(raw_ops(be).segment_sum(parts, block["seg_row"], rows), (rows, d, d))
+    diag = xp.reshape(block["row_reg"], (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
+    eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
+    system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
+    rhs = raw_ops(be).segment_sum(_rhs(be, f, block["weights"], targets), block["seg_row"], rows)
+    return system, rhs, f
 
 
 HalfSweep = Callable[..., Any]
@@ -284,22 +331,29 @@ def make_half_sweep(
     def systems(data: dict[str, Any], block: dict[str, Any]) -> tuple[Any, Any, Any]:
         """The block's Cholesky systems and its observed loss (0 unless `observed`)."""
         targets = targets_of(data, block)
-        system, rhs, f = row_systems(
-            be,
-            data["fixed"],
-            block["cols"],
-            block["cols_t"],
-            block["weights"],
-            targets,
-            block["row_reg"],
-            data["col_reg"],
-            data["prior"],
-        )
+        if "seg_row" in block:
+            system, rhs, f = segment_systems(
+                be, data["fixed"], block, targets, data["col_reg"], data["prior"]
+            )
+        else:
+            system, rhs, f = row_systems(
+                be,
+                data["fixed"],
+                block["cols"],
+                block["cols_t"],
+                block["weights"],
+                targets,
+                block["row_reg"],
+                data["col_reg"],
+                data["prior"],
+            )
         if "extra" in data:
             rhs = rhs + xp.take(data["extra"], block["ids"])
         loss = xp.sum(xp.zeros_like(block["row_reg"]))
         if observed:
             x0 = xp.take(data["current"], block["ids"])
+            if "seg_row" in block:
+                x0 = xp.take(x0, block["seg_row"])
             loss = observed_loss(be, f, block["weights"], targets, x0)
         return system, rhs, loss
 
@@ -319,6 +373,7 @@ def make_half_sweep(
             data["prior"],
             xp.take(data["current"], block["ids"]),
             cg_steps,
+            block.get("seg_row"),
         )
 
     mapped = capability(be, "compile_map")
@@ -369,14 +424,14 @@ def make_half_sweep(
                 else:
                     sol, loss = solve_block(data, block)
                     outs.append(sol)
-                losses.append(loss)
+                losses.append(xp.reshape(loss, (1,)))
                 continue
             if (k0, k1) == (0, k):
                 sols, loss = solve_bucket(data, bucket)
             else:  # (only with compile_map: `_parts` plans no parts without it)
                 sols, loss = solve_bucket(data, bucket, k0, k1)  # type: ignore[call-arg]
             outs.append(xp.reshape(sols, ((k1 - k0) * b, d)))
-            losses.append(xp.sum(loss))
+            losses.append(xp.reshape(loss, (-1,)))  # each block's (one, without compile_map)
         if single:
             # One batched solve for them all (row_blocks puts these buckets first, and a part
             # takes them all): each solve shape is compiled apart, and small buckets' solves
@@ -386,10 +441,9 @@ def make_half_sweep(
                     _concat(xp, [a for a, _ in single]), _concat(xp, [r for _, r in single])
                 )
             ]
-        total = losses[0]
-        for loss in losses[1:]:
-            total = total + loss
-        return _concat(xp, outs), total
+        # Each block's loss, in order: summed once by `half`, so that parts (each a run of these
+        # blocks) give the very total of one computation.
+        return _concat(xp, outs), _concat(xp, losses)
 
     def half(
         fixed: Any,
@@ -420,7 +474,7 @@ def make_half_sweep(
         d = int(current.shape[1])
         groups = _parts(be, buckets, solver, d)
         if groups is None:
-            rows, total = solve_segments(
+            rows, losses = solve_segments(
                 data, buckets, [(j, 0, int(b["ids"].shape[0])) for j, b in enumerate(buckets)]
             )
         else:
@@ -432,13 +486,11 @@ def make_half_sweep(
             ]
             solved = raw_ops(be).compile_parts(fns)(data, buckets)
             rows = _concat(xp, [r for r, _ in solved])
-            total = solved[0][1]
-            for _, loss in solved[1:]:
-                total = total + loss
+            losses = _concat(xp, [loss for _, loss in solved])
         new = xp.take(rows, blocks["position"])
         if not observed:
             return new
-        return new, total
+        return new, xp.sum(losses)
 
     return half
 

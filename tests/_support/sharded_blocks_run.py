@@ -42,7 +42,12 @@ def main(out: str) -> None:
             result[f"{tag}_history"] = model.history.to_numpy(np.float64)
     spec = cfcore.IALS(embedding_dim=DIM, solver="cg").spec
     be = cfcore.get_backend("jax")
-    single = als.ials_blocks(spec, train)["by_item"]
+    # One device's per-length buckets (`bucket_blocks`: what a sharded placement mirrors; one
+    # device alone now lays rows out in segments), sized as `ials_blocks` sizes them.
+    ones = np.ones(len(train), np.float32)
+    single = rb.bucket_blocks(
+        train.items, train.users, ones, ones, np.ones(train.num_items), dim=DIM, solver="cg"
+    )
     sharded = als.ials_blocks(spec, train, make_placement(be, 2))["by_item"]
     for name, blocks in (("single", single), ("sharded", sharded)):
         shapes = [b["cols"].shape for b in blocks["buckets"]]

@@ -86,6 +86,13 @@ def main(k_arg: str, out: str) -> None:
     from cfcore.train.loop import gradient_update
 
     devices = None if k_arg == "none" else int(k_arg)
+    if devices is None:
+        from cfcore.data import row_blocks
+
+        # The reference on the layout a sharded placement uses (per-length buckets), so that
+        # the runs differ only by the prior's all-reduce; one device's own segment layout sums
+        # rows in another order (checked against the float64 oracle by the ALS conformance).
+        row_blocks.SEGMENTS = False
     ratings = cfcore.synthetic_ratings(NUM_USERS, NUM_ITEMS, NUM_RATINGS, seed=0)
     result: dict[str, np.ndarray] = {}
 

@@ -118,6 +118,13 @@ def main(k_arg: str, out: str) -> None:
     import tensorflow as tf
 
     devices = None if k_arg == "none" else int(k_arg)
+    if devices is None:
+        from cfcore.data import row_blocks
+
+        # The reference on the layout a sharded placement uses (per-length buckets), so that
+        # the runs differ only by the prior's all-reduce; one device's own segment layout sums
+        # rows in another order (checked against the float64 oracle by the ALS conformance).
+        row_blocks.SEGMENTS = False
     if devices is not None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

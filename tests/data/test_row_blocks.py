@@ -9,6 +9,31 @@ import pytest
 from cfcore.data import row_blocks as rb
 
 
+@pytest.fixture(autouse=True)
+def _segments(monkeypatch):
+    # `row_blocks` lays out small tables in buckets by default: these tests ask for segments
+    # (the bucket layout is `bucket_blocks`, or `lengths=`/`shapes=`).
+    monkeypatch.setattr(rb, "SEGMENTS", True)
+
+
+def test_default_layout_turns_to_segments_beyond_a_few_buckets(monkeypatch):
+    monkeypatch.setattr(rb, "SEGMENTS", None)
+    monkeypatch.setattr(rb, "MAX_BUCKETS", 1)  # (the real bound needs millions of ratings)
+
+    def layout(counts):
+        rows = np.repeat(np.arange(len(counts)), counts)
+        ones = np.ones(len(rows), np.float32)
+        return rb.row_blocks(rows, np.arange(len(rows)) % 50, ones, ones, np.ones(len(counts)),
+                             dim=4, solver="cg")  # fmt: skip
+
+    one = np.full(1000, 40)
+    two = np.concatenate([one, np.full(100, 400)])
+    assert len(np.unique(rb.bucket_lengths(one))) == 1
+    assert len(np.unique(rb.bucket_lengths(two))) == 2
+    assert all("seg_row" not in b for b in layout(one)["buckets"])
+    assert all("seg_row" in b for b in layout(two)["buckets"])
+
+
 def _problem(seed: int = 0, num_rows: int = 60, num_cols: int = 25, n: int = 700):
     rng = np.random.default_rng(seed)
     # Skewed counts, and a few rows without any observation.
@@ -22,31 +47,43 @@ def _problem(seed: int = 0, num_rows: int = 60, num_cols: int = 25, n: int = 700
 
 def _unpack(layout):
     """`{row: sorted [(col, value, weight)]}` and `{row: row_reg}` read back from the layout,
-    each row at its `position` in the concatenation of the buckets' blocks."""
+    each row at its `position` in the concatenation of the buckets' blocks, its observations in
+    its own block row (buckets) or in the segments `seg_row` gives it (segments)."""
     ids = np.concatenate([b["ids"].reshape(-1) for b in layout["buckets"]])
-    cols = [b["cols"].reshape(-1, b["cols"].shape[-1]) for b in layout["buckets"]]
-    vals = [b["values"].reshape(-1, b["values"].shape[-1]) for b in layout["buckets"]]
-    wts = [b["weights"].reshape(-1, b["weights"].shape[-1]) for b in layout["buckets"]]
     regs = np.concatenate([b["row_reg"].reshape(-1) for b in layout["buckets"]])
-    starts = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
-    obs, reg = {}, {}
+    obs = {r: [] for r in range(len(layout["position"]))}
+    for b in layout["buckets"]:
+        k, s, length = b["cols"].shape
+        seg_row = b.get("seg_row", np.broadcast_to(np.arange(s), (k, s)))
+        assert seg_row.shape == (k, s) and seg_row.max() < b["ids"].shape[1]
+        owner = np.take_along_axis(b["ids"], seg_row, axis=1).reshape(-1)
+        keep = b["weights"].reshape(k * s, length) > 0
+        for seg in np.flatnonzero(keep.any(axis=1)):
+            here = keep[seg]
+            obs[int(owner[seg])] += zip(
+                b["cols"].reshape(k * s, length)[seg][here],
+                b["values"].reshape(k * s, length)[seg][here],
+                b["weights"].reshape(k * s, length)[seg][here],
+                strict=True,
+            )
+    reg = {}
     for r, at in enumerate(layout["position"]):
         assert ids[at] == r, "position must point at the row's own block row"
-        j = int(np.searchsorted(starts, at, side="right")) - 1
-        i = at - starts[j]
-        keep = wts[j][i] > 0
-        obs[r] = sorted(zip(cols[j][i][keep], vals[j][i][keep], wts[j][i][keep], strict=True))
         reg[r] = regs[at]
-    return obs, reg
+    return {r: sorted(o) for r, o in obs.items()}, reg
 
 
+@pytest.mark.parametrize("build", ["row_blocks", "bucket_blocks"])
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("block_floats", [1 << 18, 300])
-def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats):
+def test_every_observation_once_in_its_row(monkeypatch, solver, block_floats, build):
     monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
     monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 1000 else rb.WHOLE_FLOATS)
+    monkeypatch.setattr(rb, "SEGMENT_LENGTHS", (1, 2, 8, 32))  # every class on this table
     rows, cols, values, weights, reg = _problem()
-    layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver=solver)
+    layout = getattr(rb, build)(rows, cols, values, weights, reg, dim=4, solver=solver)
+    if build == "row_blocks":
+        assert len(layout["buckets"]) == 4
     got, got_reg = _unpack(layout)
     for r in range(len(reg)):
         sel = rows == r
@@ -70,7 +107,7 @@ def test_padding_is_less_than_a_quarter_of_the_observations(monkeypatch):
     monkeypatch.setattr(rb, "LADDER_MIN_OBS", 0)  # the ladder of a large table
     rows, cols, values, weights, reg = _problem(seed=1)
     counts = np.bincount(rows, minlength=len(reg))
-    layout = rb.row_blocks(rows, cols, values, weights, reg, dim=4, solver="cg")
+    layout = rb.bucket_blocks(rows, cols, values, weights, reg, dim=4, solver="cg")
     steps = rb.ladder(int(counts.max()))
     for b in layout["buckets"]:
         length = b["cols"].shape[-1]
@@ -203,15 +240,15 @@ def _counts_problem(counts: list[tuple[int, int]], seed: int):
     return rows, cols, rng.normal(size=len(rows)), ones, np.full(len(per_row), 0.5)
 
 
-def _shapes(problem, **kwargs) -> list[tuple[int, ...]]:
-    layout = rb.row_blocks(*problem, dim=4, solver="cg", **kwargs)
+def _shapes(problem, build=rb.bucket_blocks, **kwargs) -> list[tuple[int, ...]]:
+    layout = build(*problem, dim=4, solver="cg", **kwargs)
     return sorted(b["cols"].shape for b in layout["buckets"])
 
 
 @pytest.mark.parametrize("whole", [True, False])
 def test_similar_problems_share_bucket_shapes(monkeypatch, whole):
     """Two folds of a data set (buckets of a few more or fewer rows) get the same buckets
-    (`K` blocks of `B` rows of `L` slots): one compiled sweep serves both. The padding rows stay
+    (`bucket_blocks`, the layout of a sharded placement: `K` blocks of `B` rows of `L` slots): one compiled sweep serves both. The padding rows stay
     under a quarter of a bucket's blocks (or `MIN_ROW_STEP` rows of a bucket of one block)."""
     monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)
     if not whole:  # blocks of 64 rows of 8 slots, 8 rows of 64 slots (CG: 4·L·d floats a row)
@@ -225,7 +262,7 @@ def test_similar_problems_share_bucket_shapes(monkeypatch, whole):
     # in one block each, or blocks of 64 and 8 rows, 2 and 27 / 25 -> 28 of them.
     assert shapes[0] == ([(1, 112, 8), (1, 224, 64)] if whole else [(2, 64, 8), (28, 8, 64)])
     for problem in (first, second):
-        layout = rb.row_blocks(*problem, dim=4, solver="cg")
+        layout = rb.bucket_blocks(*problem, dim=4, solver="cg")
         for b in layout["buckets"]:
             k, size, _ = b["cols"].shape
             real = int((b["row_reg"] == 0.5).sum())
@@ -237,3 +274,76 @@ def test_similar_problems_share_bucket_shapes(monkeypatch, whole):
     monkeypatch.setattr(rb, "SHAPE_STEPS", 1 << 30)
     monkeypatch.setattr(rb, "MIN_ROW_STEP", 1)
     assert _shapes(first) != _shapes(second)
+
+
+# ---------------------------------------------------------------------------- segments
+
+
+def _segment_rows(layout):
+    """`[(row, class length, segments)]` of every real row of a segment layout."""
+    out = []
+    for b in layout["buckets"]:
+        k, s, length = b["cols"].shape
+        for j in range(k):
+            real = b["row_reg"][j] != 1.0
+            per = np.bincount(b["seg_row"][j], minlength=b["ids"].shape[1])
+            # Padding segments point at local row 0: count only segments with a weight.
+            used = np.bincount(
+                b["seg_row"][j], weights=(b["weights"][j] > 0).any(axis=1), minlength=len(per)
+            )
+            for i in np.flatnonzero(real):
+                out.append((int(b["ids"][j, i]), length, int(used[i])))
+    return out
+
+
+@pytest.mark.parametrize("block_floats", [1 << 18, 2000])
+def test_segments_pad_less_than_a_segment(monkeypatch, block_floats):
+    """A row's observations fill its segments but the last: its padding is under one segment,
+    and under 1/MIN_SEGMENTS of its observations above the first class."""
+    monkeypatch.setattr(rb, "BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(rb, "WHOLE_FLOATS", 0 if block_floats < 10_000 else rb.WHOLE_FLOATS)
+    edges = [rb.MIN_SEGMENTS * n for n in rb.SEGMENT_LENGTHS]  # where a class begins
+    counts = np.array([0, 1, 3, 8, 9] + [e + i for e in edges for i in (-1, 0, 1)])
+    rows = np.repeat(np.arange(len(counts)), counts)
+    cols = np.arange(len(rows)) % 97
+    ones = np.ones(len(rows), np.float32)
+    layout = rb.row_blocks(rows, cols, ones, ones, np.full(len(counts), 0.5), dim=4, solver="cg")
+    got = {r: (length, segs) for r, length, segs in _segment_rows(layout)}
+    assert sorted(got) == list(range(len(counts)))
+    for r, (length, segs) in got.items():
+        c = int(counts[r])
+        assert segs == -(-c // length), f"row {r}: {c} observations in {segs} of {length}"
+        if length > rb.SEGMENT_LENGTHS[0]:
+            assert rb.MIN_SEGMENTS * (segs * length - c) < c
+    lengths = sorted({b["cols"].shape[-1] for b in layout["buckets"]})
+    assert lengths == list(rb.SEGMENT_LENGTHS)
+
+
+def test_segment_shapes_do_not_grow_with_the_data(monkeypatch):
+    """Tables ten times apart, with rows up to ten times longer, get one block shape per class:
+    at most len(SEGMENT_LENGTHS) of them, where the per-length buckets need more and more."""
+    monkeypatch.setattr(rb, "MIN_BUCKET_OBS", 1)  # (merged buckets: fewer, but still growing)
+    rng = np.random.default_rng(0)
+    for n in (20_000, 200_000):
+        rows = np.minimum(rng.zipf(1.3, n) - 1, 4999)
+        cols = rng.integers(0, 1000, n)
+        ones = np.ones(n, np.float32)
+        reg = np.full(5000, 0.5)
+        seg = rb.row_blocks(rows, cols, ones, ones, reg, dim=64, solver="cg")
+        shapes = {b["cols"].shape[1:] for b in seg["buckets"]}
+        assert len(seg["buckets"]) == len(shapes) <= len(rb.SEGMENT_LENGTHS)
+        buckets = rb.bucket_blocks(rows, cols, ones, ones, reg, dim=64, solver="cg")
+        assert len(buckets["buckets"]) > len(rb.SEGMENT_LENGTHS)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_similar_problems_share_segment_shapes(monkeypatch, whole):
+    """Two folds of a data set get the same segment blocks: one compiled sweep serves both."""
+    if not whole:
+        monkeypatch.setattr(rb, "WHOLE_FLOATS", 0)
+        monkeypatch.setattr(rb, "BLOCK_FLOATS", 8192)
+    first = _counts_problem([(100, 5), (210, 40), (30, 300)], seed=0)
+    second = _counts_problem([(97, 5), (200, 39), (29, 310)], seed=1)
+    shapes = [_shapes(first, rb.row_blocks), _shapes(second, rb.row_blocks)]
+    assert shapes[0] == shapes[1]
+    assert len(shapes[0]) == 2  # rows of 5 and 40 in segments of 4, of 300 in segments of 32

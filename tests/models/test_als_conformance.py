@@ -22,6 +22,17 @@ class TestALSConformance(ALSConformance):
         )
 
 
+class TestALSConformanceSegments(TestALSConformance):
+    """The same suite with the rows laid out in segments (`row_blocks` picks them for large
+    tables only: these small problems would otherwise never run them)."""
+
+    @pytest.fixture(autouse=True)
+    def _segments(self, monkeypatch):
+        from cfcore.data import row_blocks
+
+        monkeypatch.setattr(row_blocks, "SEGMENTS", True)
+
+
 @pytest.mark.slow  # TensorFlow compiles each sweep (5-10 s apiece)
 class TestALSBackendsAgree(ALSCrossBackend):
     @pytest.fixture(params=[("jax", "tf"), ("jax", "torch")], ids=lambda p: "-".join(p))

@@ -71,7 +71,7 @@ def test_device_blocks_mirror_one_device_block_sizes(monkeypatch):
     cols = rng.integers(0, 40, n)
     ones = np.ones(n, np.float32)
     reg = np.ones(num_rows)
-    one = rb.row_blocks(rows, cols, ones, ones, reg, dim=dim, solver="cg")
+    one = rb.bucket_blocks(rows, cols, ones, ones, reg, dim=dim, solver="cg")  # what it mirrors
     place = RowShardedPlacement(None, RowSharding(None, range(3)))
     parts, _, _ = place.device_row_blocks(rb.row_blocks, rows, cols, ones, ones, reg, dim=dim,
                                           solver="cg")  # fmt: skip
