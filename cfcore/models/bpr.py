@@ -143,8 +143,14 @@ class BPR(FactorModel):
 
         Args:
             train: the positives, `Ratings` (e.g. `ratings.to_implicit(3.5)`; values unused).
-            steps, optimizer, backend, seed, eval_every, progress, devices: as
-                `MatrixFactorization.fit` (`seed` also seeds the negatives).
+            steps: gradient steps.
+            optimizer: a `cfcore.optimizers` spec or the framework's own optimizer, as
+                `MatrixFactorization.fit`.
+            backend: a backend name or instance, or None.
+            seed: seeds the initial embeddings (first fit only) and the negatives.
+            eval_every: steps between two history rows.
+            progress: show a progress bar.
+            devices: as `MatrixFactorization.fit`.
 
         Returns:
             The whole history: `step` and `train_loss` (the mean objective of the steps since

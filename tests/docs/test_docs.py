@@ -22,6 +22,7 @@ EXAMPLE_PAGES = [
     "docs/models/matrix-factorization.md",
     "docs/models/als.md",
     "docs/models/biased.md",
+    "docs/models/bpr.md",
     "docs/models/softmax.md",
 ]
 QUICK_STEPS = 3
