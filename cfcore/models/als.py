@@ -35,7 +35,7 @@ from ..train.hyper import HYPER, hyper_values, spec_key, with_coefficients
 from ..train.placement import Placement
 from ..train.session import Session
 from .base import FACTOR_ARGUMENTS, PENALTY_ARGUMENTS, CommandLine, FitPlan, whole_batch
-from .factor import FactorModel, RatingModel, TrainingSet
+from .factor import LAYOUTS, FactorModel, RatingModel, TrainingSet
 from .mf import MF_COLUMNS, coefficient_loss, evaluate_terms, rating_row
 
 Sweep = Callable[[dict[str, Any], Any], tuple[Any, dict[str, Any]]]
@@ -264,10 +264,16 @@ class WALS(RatingModel):
 # ---------------------------------------------------------------------------- iALS
 
 
+def _repeats_pairs(train: Ratings) -> bool:
+    # A sort, not np.unique: several times faster on millions of pairs.
+    key = np.sort(train.users.astype(np.int64) * train.num_items + train.items)
+    return bool(len(key) > 1 and (key[1:] == key[:-1]).any())
+
+
 def check_implicit(train: Ratings) -> None:
-    """Positives for iALS: each (user, item) pair once, counts ≥ 0."""
-    key = train.users.astype(np.int64) * train.num_items + train.items
-    if len(np.unique(key)) != len(key):
+    """Positives for iALS: each (user, item) pair once, counts ≥ 0. The pair check is cached
+    with the layouts (a later `fit` on the same, unchanged `Ratings` does not sort it again)."""
+    if LAYOUTS.get(train, ("repeats pairs",), lambda: _repeats_pairs(train)):
         raise ArgumentValueError(
             "iALS takes each (user, item) pair once, but these interactions repeat pairs: "
             "merge them first, e.g. ratings.to_implicit(counts=True)"

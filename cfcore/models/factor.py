@@ -110,7 +110,7 @@ class LayoutCache:
         return len(self._entries)
 
 
-LAYOUTS = LayoutCache()
+LAYOUTS = LayoutCache(size=8)
 """The layouts of every ratings model's `fit` (a later `fit` on the same `Ratings` reuses them)."""
 
 
