@@ -290,6 +290,19 @@ def test_to_implicit(ratings):
         r.to_implicit(threshold=9)
 
 
+def test_repeated_pairs_checked_once_per_ratings_and_again_when_changed():
+    pos = cfcore.Ratings([0, 1, 1, 2], [1, 0, 2, 2], [1.0] * 4, 3, 3)
+    model = cfcore.IALS(2)
+    model.fit(pos, steps=1, backend="numpy", progress=False)
+    model.fit(pos, steps=1, backend="numpy", progress=False)  # the cached check
+    # The same object with its arrays changed in place (a repeated pair now): checked again.
+    items = pos.items
+    items.flags.writeable = True
+    items[2] = 0  # user 1's pairs (1, 0), (1, 2) become (1, 0) twice
+    with pytest.raises(ValueError, match="repeat pairs"):
+        model.fit(pos, steps=1, backend="numpy", progress=False)
+
+
 def test_bad_inputs(ratings):
     with pytest.raises(ValueError, match="solver must be one of"):
         cfcore.WALS(3, solver="qr")
