@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cfcore.backend.loops import map_range, python_loop, tree_leaves
+from cfcore.backend.loops import map_range, python_loop, tree_index, tree_leaves
 
 from .ops import floats
 
@@ -92,7 +92,7 @@ def compile_map(fn: Callable) -> Callable:
         total = int(tree_leaves(xs)[0].shape[0])
         start, stop = map_range(total, start, stop)
         if (start, stop) != (0, total):
-            xs = torch.utils._pytree.tree_map(lambda a: a[start:stop], xs)
+            xs = tree_index(xs, slice(start, stop))
         with torch.no_grad():
             return batched(data, xs)
 

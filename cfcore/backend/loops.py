@@ -114,9 +114,13 @@ def tree_leaves(tree: Tree) -> list[Any]:
     return [] if tree is None else [tree]
 
 
-def _index(tree: Tree, i: int) -> Tree:
+def tree_index(tree: Tree, i: int | slice) -> Tree:
+    """Item (or slice) `i` of the leading axis of every leaf of `tree`."""
     if isinstance(tree, dict):
-        return {k: _index(v, i) for k, v in tree.items()}
+        return {k: tree_index(v, i) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
-        return type(tree)(_index(v, i) for v in tree)
+        return type(tree)(tree_index(v, i) for v in tree)
     return None if tree is None else tree[i]
+
+
+_index = tree_index
