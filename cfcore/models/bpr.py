@@ -127,10 +127,10 @@ class BPR(FactorModel):
 
     def __init__(
         self,
-        embedding_dim: int = 32,
-        init_stddev: float = 0.1,
-        regularization_coeff: float = 0.01,
-        item_bias: bool = True,
+        embedding_dim: int = BPRSpec.embedding_dim,
+        init_stddev: float = BPRSpec.init_stddev,
+        regularization_coeff: float = BPRSpec.regularization_coeff,
+        item_bias: bool = BPRSpec.item_bias,
     ) -> None:
         super().__init__(BPRSpec(embedding_dim, init_stddev, regularization_coeff, item_bias))
 

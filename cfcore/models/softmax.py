@@ -198,12 +198,12 @@ class SoftmaxModel(Model):
     def __init__(
         self,
         feature_dims: dict[str, int] | None = None,
-        hidden_dims: tuple[int, ...] = (35,),
-        activation: str | None = None,
-        combiner: str = "mean",
+        hidden_dims: tuple[int, ...] = SoftmaxSpec.hidden_dims,
+        activation: str | None = SoftmaxSpec.activation,
+        combiner: str = SoftmaxSpec.combiner,
         *,
-        loss: str = "full",
-        hidden_scale: float = 0.1,
+        loss: str = SoftmaxSpec.loss,
+        hidden_scale: float = SoftmaxSpec.hidden_scale,
     ) -> None:
         super().__init__()
         self.spec = SoftmaxSpec(
