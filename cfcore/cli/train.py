@@ -617,14 +617,14 @@ class _MFSettings:
         eval_every: int | None,
     ) -> _MFSettings:
         d = line.defaults
-        steps = d.get("--steps", 100) if steps is None else steps
+        sweeps_or_steps: int = d.get("--steps", 100) if steps is None else steps
         # Gradient steps are cheap: a row every 10. Each row of a sweep model costs a pass over
         # the data and a wait for the device, as much as its sweeps on small data: by default
         # one row after the last sweep.
-        every = d.get("--eval-every", 10 if line.trains_by == "steps" else steps)
+        every = d.get("--eval-every", 10 if line.trains_by == "steps" else sweeps_or_steps)
         return cls(
             dim=d.get("--dim") if dim is None else dim,
-            steps=steps,
+            steps=sweeps_or_steps,
             learning_rate=d.get("--lr", 0.05) if learning_rate is None else learning_rate,
             init_stddev=d.get("--init-stddev") if init_stddev is None else init_stddev,
             optimizer=OptimizerKind(d.get("--optimizer", "sgd"))
