@@ -2,8 +2,9 @@
 
 The random-moment runs (test_signals.py) show that every interruption ends cleanly; these pin
 down the rules behind them: a signal inside a deferred block waits for the next safe point, one
-raised where Python would drop the exception (a garbage-collector callback) is not lost, and a
-temporary file being written is removed.
+raised where Python would drop the exception (a garbage-collector callback) is not lost, one
+does not unwind through an extension module's initialisation, and a temporary file being written
+is removed.
 """
 
 from __future__ import annotations
@@ -119,6 +120,38 @@ def test_a_signal_inside_a_gc_callback_is_not_lost() -> None:
     assert result.returncode == 128 + signal.SIGINT, (result.stdout, result.stderr)
     assert "never interrupted" not in result.stdout
     assert _line(result) == "interrupted (SIGINT) while loading the data; nothing written"
+
+
+def test_a_signal_while_an_extension_module_initialises_waits_for_it() -> None:
+    # An exception unwinding through an extension module's C initialisation can crash it (SIGINT
+    # in `import jax` ended in a segmentation fault): the handler acts once the module is in
+    # place. A loader of that kind stands in for the C code here.
+    result = _run("""
+        import importlib.machinery, importlib.util, types
+
+        class Loader(importlib.machinery.ExtensionFileLoader):
+            def create_module(self, spec):
+                signal.raise_signal(signal.SIGINT)
+                for _ in range(10):  # bytecodes run: a handler that raises would raise here
+                    time.sleep(0.01)
+                print("module created", flush=True)
+                return types.ModuleType(spec.name)
+
+            def exec_module(self, module):
+                pass
+
+        spec = importlib.util.spec_from_loader("ext", Loader("ext", "/nowhere/ext.so"))
+        with handled():
+            stage("while importing the framework")
+            importlib.util.module_from_spec(spec)
+            for _ in range(500):  # up to 5 s for the handler to come back
+                time.sleep(0.01)
+            print("never interrupted", flush=True)
+    """)
+    assert result.returncode == 128 + signal.SIGINT, (result.stdout, result.stderr)
+    assert "module created" in result.stdout
+    assert "never interrupted" not in result.stdout
+    assert _line(result) == "interrupted (SIGINT) while importing the framework; nothing written"
 
 
 def test_a_file_being_written_leaves_no_temporary(tmp_path: Path) -> None:
