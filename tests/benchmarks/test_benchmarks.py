@@ -442,3 +442,21 @@ def test_time_to_result_smoke(tmp_path, ml100k):
         fits = [r for r in rows if r["part"] == part]
         assert {r["who"] for r in fits} == {"implicit", "cfcore jax"}, part
         assert all(r["first_fit_s"] > 0 for r in fits), part
+
+
+@pytest.mark.subprocess
+def test_interrupt_stress_smoke(tmp_path, ml100k_files):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "interrupt_stress.py"), "--runs", "2", "--from", "0",
+         "--to", "0.1", "--name", "smoke", "--out-dir", str(tmp_path), "--",
+         "explore", "--dataset", str(ml100k_files), "--out", str(tmp_path / "explore")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "smoke.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    codes = re.search(r"Exit codes: (.+)$", md, re.M)
+    assert codes is not None, md
+    # Each run ends cleanly: interrupted (130) or finished first (0), two runs in all.
+    counts = dict(x.split(": ") for x in codes.group(1).split(", "))
+    assert set(counts) <= {"0", "130"} and sum(map(int, counts.values())) == 2, md
