@@ -16,6 +16,8 @@ from __future__ import annotations
 from .result import TuneResult as TuneResult
 from .result import read_best as read_best
 from .runner import EarlyStopping as EarlyStopping
+from .search import SearchPlan as SearchPlan
+from .search import plan_search as plan_search
 from .search import tune as run_tune
 from .space import Choice as Choice
 from .space import Distribution as Distribution
@@ -38,6 +40,8 @@ __all__ = [
     "choice",
     "intrange",
     "loguniform",
+    "SearchPlan",
+    "plan_search",
     "read_best",
     "run_tune",
     "tune",

@@ -6,6 +6,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from .runner import (
     run_points,
     validation_split,
 )
-from .space import Distribution, Point, corner_points, grid_points, grid_size, normalize_space
+from .space import Distribution, Point, corner_points, grid_points, normalize_space
 from .space import random_point as draw_point
 
 SEARCHES = ("grid", "random", "tpe")
@@ -118,20 +119,108 @@ def tune(
         >>> len(result.table), sorted(result.best)
         (2, ['regularization_coeff'])
     """
+    plan = plan_search(
+        model, space, search=search, trials=trials, budget_fits=budget_fits,
+        budget_seconds=budget_seconds, metric=metric, validation=validation, seed=seed,
+        backend=backend, steps=steps, optimizer=optimizer, learning_rate=learning_rate,
+        early_stopping=early_stopping, threshold=threshold, fit_options=fit_options,
+    )  # fmt: skip
+    return plan.run(ratings)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search checked and ready to run on training ratings (`plan_search`; `tune` is
+    `plan_search(...).run(ratings)`): the command line checks every option this way before it
+    reads any data."""
+
+    family: Family
+    space: dict[str, Distribution]
+    metric: Metric
+    settings: RunSettings
+    search: str
+    grid: list[Point]
+    limit: int | None
+    budget_seconds: float | None
+    validation: float
+    threshold: float
+    optuna: Any = None
+
+    def run(self, ratings: Ratings) -> TuneResult:
+        """Carves the validation split from `ratings` (the training ratings) and searches."""
+        if not isinstance(ratings, Ratings):
+            raise ArgumentTypeError(
+                f"ratings must be the training cfcore.Ratings (e.g. ds.fold('u1')[0]), got "
+                f"{type(ratings).__name__}"
+            )
+        family, metric, settings, seed = self.family, self.metric, self.settings, self.settings.seed
+        start = time.perf_counter()
+        deadline = None if self.budget_seconds is None else start + self.budget_seconds
+        data = validation_split(
+            ratings, family, metric, share=self.validation, seed=seed,
+            threshold=self.threshold, backend=settings.backend,
+        )  # fmt: skip
+
+        def run(batch: list[Point]) -> list[PointResult]:
+            return run_points(family, batch, data, metric, settings, deadline)
+
+        if self.search == "grid":
+            results = run(self.grid[: self.limit])
+        elif self.search == "random":
+            rng = np.random.default_rng(seed)
+            results = _rounds(lambda: draw_point(self.space, rng), run, self.limit, RANDOM_ROUND)
+        else:
+            results = _tpe(self.optuna, self.space, metric, seed, run, self.limit)
+        return TuneResult(
+            table=_table(results, tuple(self.space), metric.name),
+            model=family.name,
+            metric=metric.name,
+            higher_is_better=metric.higher_is_better,
+            hyper_parameters=tuple(self.space),
+            fixed=_fixed(family, settings, self.space),
+            search=self.search,
+            seed=seed,
+            validation=data.describe,
+        )
+
+
+def plan_search(
+    model: Any,
+    space: Mapping[str, Any],
+    *,
+    search: str = "grid",
+    trials: int | None = None,
+    budget_fits: int | None = None,
+    budget_seconds: float | None = None,
+    metric: str | None = None,
+    validation: float = 0.1,
+    seed: int = 0,
+    backend: Any = None,
+    steps: int | None = None,
+    optimizer: Any = None,
+    learning_rate: float | None = None,
+    early_stopping: EarlyStopping | None = None,
+    threshold: float = 3.5,
+    fit_options: Mapping[str, Any] | None = None,
+) -> SearchPlan:
+    """Checks `tune`'s arguments (all but the ratings) and returns the search to run.
+
+    Every value a point can take is checked (its model and optimizer built) before any data is
+    split or any model trained: a typo must not cost a search.
+
+    Raises:
+        As `tune`.
+    """
     if search not in SEARCHES:
         raise ArgumentValueError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
     optuna = _optuna() if search == "tpe" else None
     family = resolve_family(model)
     dists = normalize_space(space)
     _check_keys(family, dists)
-    if not isinstance(ratings, Ratings):
-        raise ArgumentTypeError(
-            f"ratings must be the training cfcore.Ratings (e.g. ds.fold('u1')[0]), got "
-            f"{type(ratings).__name__}"
-        )
     chosen = _check_metric_and_numbers(family, metric, validation, seed, trials, budget_fits)
     if budget_seconds is not None:
-        check_float("budget_seconds", budget_seconds, exclusive_minimum=0)
+        budget_seconds = check_float("budget_seconds", budget_seconds, exclusive_minimum=0)
+    threshold = check_float("threshold", threshold)
     if search == "grid" and trials is not None:
         raise ArgumentValueError(
             f"trials={trials} applies to random and tpe search; a grid runs every point"
@@ -149,41 +238,22 @@ def tune(
         early_stopping=early_stopping,
         fit_options=dict(fit_options or {}),
     )  # fmt: skip
-    # Every value a point can take is checked (the model and its optimizer built) before any
-    # data is split or any model trained: a typo must not cost a search.
-    points = grid_points(dists) if search == "grid" else corner_points(dists)
-    for point in points:
+    grid = grid_points(dists) if search == "grid" else []  # refuses a continuous distribution
+    for point in grid or corner_points(dists):
         build_model(family, point)
         settings.optimizer_for(family, point)
-    if search == "grid":
-        grid_size(dists)
-    start = time.perf_counter()
-    deadline = None if budget_seconds is None else start + float(budget_seconds)
-    limit = _point_limit(search, trials, budget_fits, budget_seconds, len(points))
-    data = validation_split(
-        ratings, family, chosen, share=validation, seed=seed, threshold=threshold, backend=backend
-    )
-
-    def run(batch: list[Point]) -> list[PointResult]:
-        return run_points(family, batch, data, chosen, settings, deadline)
-
-    if search == "grid":
-        results = run(points[:limit])
-    elif search == "random":
-        rng = np.random.default_rng(seed)
-        results = _rounds(lambda: draw_point(dists, rng), run, limit, RANDOM_ROUND)
-    else:
-        results = _tpe(optuna, dists, chosen, seed, run, limit)
-    return TuneResult(
-        table=_table(results, tuple(dists), chosen.name),
-        model=family.name,
-        metric=chosen.name,
-        higher_is_better=chosen.higher_is_better,
-        hyper_parameters=tuple(dists),
-        fixed=_fixed(family, settings, dists),
+    return SearchPlan(
+        family=family,
+        space=dists,
+        metric=chosen,
+        settings=settings,
         search=search,
-        seed=seed,
-        validation=data.describe,
+        grid=grid,
+        limit=_point_limit(search, trials, budget_fits, budget_seconds, len(grid)),
+        budget_seconds=budget_seconds,
+        validation=float(validation),
+        threshold=threshold,
+        optuna=optuna,
     )
 
 

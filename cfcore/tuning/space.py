@@ -235,11 +235,6 @@ def grid_points(space: Any) -> list[Point]:
     return [dict(zip(dists, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
-def grid_size(space: dict[str, Distribution]) -> int:
-    """The number of grid points (refuses a continuous distribution, naming it)."""
-    return math.prod(len(d.grid(name)) for name, d in space.items())
-
-
 def random_point(space: dict[str, Distribution], rng: np.random.Generator) -> Point:
     """One point drawn with `rng`, the hyper-parameters in the space's order."""
     return {name: _plain(d.sample(rng)) for name, d in space.items()}
