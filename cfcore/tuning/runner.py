@@ -272,14 +272,18 @@ def run_points(
     metric: Metric,
     settings: RunSettings,
     deadline: float | None = None,
+    on_result: Callable[[PointResult], None] | None = None,
 ) -> list[PointResult]:
     """Trains and scores each point, one `fit` after another; no point starts after `deadline`
-    (a `time.perf_counter()` value), so the list may be shorter than `points`."""
+    (a `time.perf_counter()` value), so the list may be shorter than `points`. `on_result` is
+    called with each point's result as it comes (the command line prints it)."""
     out = []
     for point in points:
         if deadline is not None and time.perf_counter() >= deadline:
             break
         out.append(_run_point(family, point, validation, metric, settings))
+        if on_result is not None:
+            on_result(out[-1])
     return out
 
 

@@ -146,8 +146,11 @@ class SearchPlan:
     threshold: float
     optuna: Any = None
 
-    def run(self, ratings: Ratings) -> TuneResult:
-        """Carves the validation split from `ratings` (the training ratings) and searches."""
+    def run(
+        self, ratings: Ratings, on_result: Callable[[PointResult], None] | None = None
+    ) -> TuneResult:
+        """Carves the validation split from `ratings` (the training ratings) and searches;
+        `on_result(point_result)` is called after each point."""
         if not isinstance(ratings, Ratings):
             raise ArgumentTypeError(
                 f"ratings must be the training cfcore.Ratings (e.g. ds.fold('u1')[0]), got "
@@ -162,7 +165,7 @@ class SearchPlan:
         )  # fmt: skip
 
         def run(batch: list[Point]) -> list[PointResult]:
-            return run_points(family, batch, data, metric, settings, deadline)
+            return run_points(family, batch, data, metric, settings, deadline, on_result)
 
         if self.search == "grid":
             results = run(self.grid[: self.limit])

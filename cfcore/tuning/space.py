@@ -248,3 +248,67 @@ def corner_points(space: dict[str, Distribution]) -> list[Point]:
     for name, d in space.items():
         points += [{**base, name: v} for v in d.corners()[1:]]
     return points
+
+
+_NAMED = {"choice": Choice, "uniform": Uniform, "loguniform": LogUniform, "intrange": IntRange}
+
+
+def space_from_json(doc: Any, where: str = "space") -> dict[str, Any]:
+    """A space from its JSON form: `{name: [values] | value | {"loguniform": [low, high]}}`
+    (also `"uniform"`, `"intrange": [low, high]` or `[low, high, step]`, `"choice": [...]`).
+
+    Raises:
+        ArgumentValueError: naming the entry that is of no known form.
+    """
+    if not isinstance(doc, dict):
+        raise ArgumentValueError(f"{where} must be a JSON object {{name: values}}, got {doc!r}")
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        if isinstance(value, dict):
+            if len(value) != 1 or next(iter(value)) not in _NAMED:
+                raise ArgumentValueError(
+                    f"{where}[{name!r}]: expected one of {{{', '.join(map(repr, _NAMED))}: "
+                    f"[...]}}, got {value!r}"
+                )
+            ((kind, args),) = value.items()
+            if not isinstance(args, list):
+                raise ArgumentValueError(f"{where}[{name!r}]: {kind} takes a list, got {args!r}")
+            try:
+                out[name] = Choice(tuple(args)) if kind == "choice" else _NAMED[kind](*args)
+            except TypeError:
+                raise ArgumentValueError(
+                    f"{where}[{name!r}]: {kind} takes [low, high]"
+                    f"{' or [low, high, step]' if kind == 'intrange' else ''}, got {args!r}"
+                ) from None
+        else:
+            out[name] = value
+    normalize_space(out)  # refuses what no search can use, naming it
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A value written on the command line: an int, a float, true/false, else the string."""
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    lowered = text.lower()
+    return {"true": True, "false": False}.get(lowered, text)
+
+
+def parse_grid(option: str) -> tuple[str, list[Any]]:
+    """`"regularization_coeff=0.1,0.2"` as `("regularization_coeff", [0.1, 0.2])`.
+
+    Raises:
+        ArgumentValueError: no `=`, no name or no value.
+    """
+    name, sep, values = option.partition("=")
+    parts = [v for v in values.split(",") if v.strip()]
+    if not sep or not name.strip() or not parts:
+        raise ArgumentValueError(
+            f"--grid expects NAME=VALUE,VALUE,... such as regularization_coeff=0.1,0.2; got "
+            f"{option!r}"
+        )
+    return name.strip(), [parse_value(v) for v in parts]
