@@ -275,6 +275,8 @@ def space_from_json(doc: Any, where: str = "space") -> dict[str, Any]:
                 raise ArgumentValueError(f"{where}[{name!r}]: {kind} takes a list, got {args!r}")
             try:
                 out[name] = Choice(tuple(args)) if kind == "choice" else _NAMED[kind](*args)
+            except (ArgumentTypeError, ArgumentValueError) as err:
+                raise type(err)(f"{where}[{name!r}]: {err}") from None
             except TypeError:
                 raise ArgumentValueError(
                     f"{where}[{name!r}]: {kind} takes [low, high]"
