@@ -212,7 +212,7 @@ def plan_search(
     split or any model trained: a typo must not cost a search.
 
     Raises:
-        As `tune`.
+        ArgumentValueError: as `tune` (also `ArgumentTypeError`, `MissingDependencyError`).
     """
     if search not in SEARCHES:
         raise ArgumentValueError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")

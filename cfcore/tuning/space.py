@@ -13,8 +13,8 @@ A space is a dict `{hyper-parameter: values}`; each value is one of
 Example:
     >>> from cfcore.tuning import loguniform, choice
     >>> space = {"embedding_dim": choice(16, 32), "regularization_coeff": loguniform(1e-3, 1)}
-    >>> [p["embedding_dim"] for p in grid_points({"embedding_dim": [16, 32], "solver": "cg"})]
-    [16, 32]
+    >>> len(grid_points({"embedding_dim": [16, 32], "solver": "cg"}))
+    2
 """
 
 from __future__ import annotations
