@@ -9,14 +9,13 @@ only the training part to `cfcore.tune` and writes tune.csv, best.json and repor
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ..errors import ArgumentValueError, FileAccessError, MissingFileError
+from ..errors import ArgumentValueError, FileAccessError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from ._signals import deferred, kept, output, stage
 from .train import _ERRORS, ModelKind, _load_split
@@ -160,17 +159,12 @@ def tune(
 
 def _space(grid: list[str] | None, path: Path | None) -> dict[str, Any]:
     """The space of --space's JSON file and the --grid options (a name in both refused)."""
+    from cfcore.tuning.result import read_json
     from cfcore.tuning.space import parse_grid, space_from_json
 
     chosen: dict[str, Any] = {}
     if path is not None:
-        if not path.is_file():
-            raise MissingFileError(f"--space: no such file: {str(path)!r}")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ArgumentValueError(f"--space {path} is not a JSON file: {err}") from None
-        chosen = space_from_json(doc, where=f"--space {path}")
+        chosen = space_from_json(read_json(path, "--space file"), where=f"--space {path}")
     for option in grid or ():
         name, values = parse_grid(option)
         if name in chosen:

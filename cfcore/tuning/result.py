@@ -133,6 +133,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON document in `path` (`what` names it in the errors).
+
+    Raises:
+        MissingFileError: no such file.
+        ArgumentValueError: the file holds no JSON.
+    """
+    if not path.is_file():
+        raise MissingFileError(f"no such {what}: {str(path)!r}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArgumentValueError(f"the {what} {path} is not JSON: {err}") from None
+
+
 def read_best(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A best setting written by `TuneResult.save_best`: `{"model": name, "settings": {...}}`
     and the other fields.
@@ -142,12 +157,7 @@ def read_best(path: str | os.PathLike[str]) -> dict[str, Any]:
         ArgumentValueError: the file is not such a JSON (naming what is wrong).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"no such config file: {str(path)!r}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArgumentValueError(f"{path} is not a JSON file: {err}") from None
+    doc = read_json(path, "config file")
     if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict):
         raise ArgumentValueError(
             f"{path} holds no 'settings' object: expected the best.json that cfcore tune writes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -119,12 +120,9 @@ def tune(
         >>> len(result.table), sorted(result.best)
         (2, ['regularization_coeff'])
     """
-    plan = plan_search(
-        model, space, search=search, trials=trials, budget_fits=budget_fits,
-        budget_seconds=budget_seconds, metric=metric, validation=validation, seed=seed,
-        backend=backend, steps=steps, optimizer=optimizer, learning_rate=learning_rate,
-        early_stopping=early_stopping, threshold=threshold, fit_options=fit_options,
-    )  # fmt: skip
+    # Every keyword but the data, as given: `plan_search` takes the same ones.
+    options = {k: v for k, v in locals().items() if k not in ("model", "space", "ratings")}
+    plan = plan_search(model, space, **options)
     return plan.run(ratings)
 
 
@@ -187,26 +185,9 @@ class SearchPlan:
         )
 
 
-def plan_search(
-    model: Any,
-    space: Mapping[str, Any],
-    *,
-    search: str = "grid",
-    trials: int | None = None,
-    budget_fits: int | None = None,
-    budget_seconds: float | None = None,
-    metric: str | None = None,
-    validation: float = 0.1,
-    seed: int = 0,
-    backend: Any = None,
-    steps: int | None = None,
-    optimizer: Any = None,
-    learning_rate: float | None = None,
-    early_stopping: EarlyStopping | None = None,
-    threshold: float = 3.5,
-    fit_options: Mapping[str, Any] | None = None,
-) -> SearchPlan:
-    """Checks `tune`'s arguments (all but the ratings) and returns the search to run.
+def plan_search(model: Any, space: Mapping[str, Any], **options: Any) -> SearchPlan:
+    """Checks `tune`'s arguments (all but the ratings: the same keywords, the same defaults)
+    and returns the search to run.
 
     Every value a point can take is checked (its model and optimizer built) before any data is
     split or any model trained: a typo must not cost a search.
@@ -214,16 +195,25 @@ def plan_search(
     Raises:
         ArgumentValueError: as `tune` (also `ArgumentTypeError`, `MissingDependencyError`).
     """
+    try:  # `tune`'s keywords, with its defaults
+        bound = inspect.signature(tune).bind(model, space, None, **options)
+    except TypeError as err:
+        raise ArgumentTypeError(f"tune(): {err}") from None
+    bound.apply_defaults()
+    o = bound.arguments
+    search, trials, budget_fits = o["search"], o["trials"], o["budget_fits"]
+    budget_seconds, validation, seed = o["budget_seconds"], o["validation"], o["seed"]
+    steps, learning_rate, early_stopping = o["steps"], o["learning_rate"], o["early_stopping"]
     if search not in SEARCHES:
         raise ArgumentValueError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
     optuna = _optuna() if search == "tpe" else None
     family = resolve_family(model)
     dists = normalize_space(space)
     _check_keys(family, dists)
-    chosen = _check_metric_and_numbers(family, metric, validation, seed, trials, budget_fits)
+    chosen = _check_metric_and_numbers(family, o["metric"], validation, seed, trials, budget_fits)
     if budget_seconds is not None:
         budget_seconds = check_float("budget_seconds", budget_seconds, exclusive_minimum=0)
-    threshold = check_float("threshold", threshold)
+    threshold = check_float("threshold", o["threshold"])
     if search == "grid" and trials is not None:
         raise ArgumentValueError(
             f"trials={trials} applies to random and tpe search; a grid runs every point"
@@ -234,12 +224,12 @@ def plan_search(
         )
     settings = RunSettings(
         steps=check_int("steps", family.defaults.get("--steps", 100) if steps is None else steps, minimum=1),
-        optimizer=optimizer,
+        optimizer=o["optimizer"],
         learning_rate=None if learning_rate is None else check_float("learning_rate", learning_rate, exclusive_minimum=0),
-        backend=backend,
+        backend=o["backend"],
         seed=seed,
         early_stopping=early_stopping,
-        fit_options=dict(fit_options or {}),
+        fit_options=dict(o["fit_options"] or {}),
     )  # fmt: skip
     grid = grid_points(dists) if search == "grid" else []  # refuses a continuous distribution
     for point in grid or corner_points(dists):

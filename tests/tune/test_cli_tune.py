@@ -117,7 +117,7 @@ def test_train_config_missing_file(tmp_path: Path) -> None:
         (("--eval-every", "0"), ("--eval-every", "got 0")),
         (("--fold", "u9"), ("unknown fold 'u9'",)),
         (("--backend", "nope"), ("unknown backend 'nope'",)),
-        (("--space", "{tmp}/none.json"), ("no such file",)),
+        (("--space", "{tmp}/none.json"), ("no such --space file",)),
         (("--space", "{tmp}/bad.json"), ("'regularization_coeff'", "loguniform")),
         (("--space", "{tmp}/good.json", "--grid", "regularization_coeff=1"), ("already in the space",)),
         (("--out", "{tmp}/file/x"), ("is a file, not a folder",)),
