@@ -229,7 +229,7 @@ def plan_search(model: Any, space: Mapping[str, Any], **options: Any) -> SearchP
         backend=o["backend"],
         seed=seed,
         early_stopping=early_stopping,
-        fit_options=dict(o["fit_options"] or {}),
+        fit_options=_fit_options(family, o["fit_options"]),
     )  # fmt: skip
     grid = grid_points(dists) if search == "grid" else []  # refuses a continuous distribution
     for point in grid or corner_points(dists):
@@ -259,6 +259,37 @@ def _optuna() -> Any:
         ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial otherwise
     return optuna
+
+
+# The `fit` arguments that `tune` sets itself.
+_RUN_ARGUMENTS = (
+    "train",
+    "test",
+    "steps",
+    "eval_every",
+    "seed",
+    "backend",
+    "progress",
+    "optimizer",
+)
+
+
+def _fit_options(family: Family, options: Any) -> dict[str, Any]:
+    """`fit_options` checked against the family's `fit` (what `tune` sets itself refused)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ArgumentTypeError(f"fit_options must be a dict of fit arguments, got {options!r}")
+    fit = family.cls.fit  # pyright: ignore[reportAttributeAccessIssue]  (each model's own)
+    params = inspect.signature(fit).parameters
+    allowed = [p for p in params if p != "self" and p not in _RUN_ARGUMENTS]
+    for key in options:
+        if key not in allowed:
+            raise ArgumentValueError(
+                f"fit_options: {family.cls.__name__}.fit has no argument {key!r} that tune leaves "
+                f"to you; it takes {', '.join(allowed) or 'none'}"
+            )
+    return dict(options)
 
 
 def _check_keys(family: Family, dists: dict[str, Distribution]) -> None:

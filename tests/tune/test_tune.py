@@ -234,6 +234,8 @@ def test_report_draws_the_metric_against_each_hyper_parameter(split, tmp_path):
         ("nope", {}, {}, "'nope'"),
         ("MF", {"learning_rate": [0.1, -1.0]}, {}, "-1"),
         ("SoftmaxModel", {}, {}, "users' features"),
+        ("WALS", {}, {"fit_options": {"steps": 3}}, "'steps'"),
+        ("MF", {}, {"fit_options": {"batch_sise": 3}}, "'batch_sise'"),
     ],
 )
 def test_bad_spaces_and_settings_are_refused_naming_the_value(split, model, space, kw, match):
@@ -259,3 +261,32 @@ def test_another_backend_finds_the_same_grid(split):
         cfcore.tune(cfcore.WALS, {"embedding_dim": DIM, **space}, train, steps=2, backend="torch"),
     )
     np.testing.assert_allclose(torch.table["rmse"], jax.table["rmse"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("model", [cfcore.WALS, cfcore.BiasedMF])
+def test_a_second_point_of_the_same_shapes_compiles_nothing(split, model):
+    import jax
+
+    train, _ = split
+    compiles: list[int] = [0]
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles[-1] += 1
+
+    per_point: list[int] = []
+
+    def done(_result) -> None:
+        per_point.append(compiles[-1])
+        compiles.append(0)
+
+    # A dimension no other test uses: the first point compiles whatever the test order.
+    space = {"embedding_dim": 5, "regularization_coeff": [0.05, 0.5, 5.0]}
+    plan = cfcore.tuning.plan_search(model, space, steps=2, backend="jax")
+    jax.monitoring.register_event_duration_secs_listener(listen)  # pyright: ignore[reportArgumentType]
+    try:
+        plan.run(train, on_result=done)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)  # pyright: ignore[reportArgumentType]
+    assert per_point[0] > 0, "the counter must see the first point compile"
+    assert per_point[1:] == [0, 0]
