@@ -165,14 +165,14 @@ class IntRange(Distribution):
         return list(range(self.low, self.high + 1, self.step))
 
     def sample(self, rng: np.random.Generator) -> int:
-        values = self.grid("")
-        return values[int(rng.integers(len(values)))]
+        count = (self.high - self.low) // self.step + 1  # without listing a wide range
+        return self.low + self.step * int(rng.integers(count))
 
     def suggest(self, trial: Any, name: str) -> int:
         return int(trial.suggest_int(name, self.low, self.high, step=self.step))
 
     def corners(self) -> list[Any]:
-        return [self.low, self.grid("")[-1]]
+        return [self.low, self.low + self.step * ((self.high - self.low) // self.step)]
 
 
 def choice(*values: Any) -> Choice:
