@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import ArgumentValueError, FileAccessError
+from ..errors import ArgumentValueError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
 from ._signals import deferred, kept, output, stage
 from .train import _ERRORS, ModelKind, _load_split
@@ -154,7 +154,10 @@ def tune(
     except _ERRORS as err:
         raise fail(err, highlight=True) from err
     _print_table(result)
-    _write(out, result)
+    # The same split as the search's: train splits the same way with the same options.
+    where = f"--dataset {dataset}" + (f" --fold {fold}" if fold else f" --holdout {holdout:g}")
+    where += f" --seed {seed}" if seed else ""
+    _write(out, result, f"cfcore train --config {out / 'best.json'} {where}")
 
 
 def _space(grid: list[str] | None, path: Path | None) -> dict[str, Any]:
@@ -216,7 +219,7 @@ def _print_table(result: Any) -> None:
     console.print(shown)
 
 
-def _write(out: Path, result: Any) -> None:
+def _write(out: Path, result: Any, retrain: str) -> None:
     """tune.csv and best.json, then report.html, each atomically."""
     stage("while writing the search's files")
     kept(f"the search's files in {out} may be incomplete")
@@ -227,13 +230,13 @@ def _write(out: Path, result: Any) -> None:
         kept(f"tune.csv and best.json are in {out}")
         stage("while writing report.html")
         result.report(out / "report.html")
-    except (*_ERRORS, FileAccessError) as err:
+    except _ERRORS as err:
         raise fail(err) from err
     kept(f"the search's files are in {out}")
     console.print(
         f"best {result.metric} {result.best_metric:.4f}: {result.best_settings()}\n"
         f"wrote {out / 'tune.csv'}, {out / 'best.json'} and {out / 'report.html'} (train it "
-        f"with: cfcore train --config {out / 'best.json'})",
+        f"with: {retrain})",
         highlight=False,
         soft_wrap=True,
     )

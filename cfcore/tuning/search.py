@@ -86,7 +86,8 @@ def tune(
         trials: points of a random or TPE search (default 20 without a budget; unlimited
             until the budget with one).
         budget_fits: at most this many points (a grid runs its first ones).
-        budget_seconds: no point starts after this many seconds (a running one finishes).
+        budget_seconds: no point starts after this many seconds of search (counted from the
+            validation split; a running point finishes).
         metric: "rmse" (default), "mse" or "mae" for ratings (lower is better); "recall@K"
             (default recall@20) or "ndcg@K" for positives (higher is better).
         validation: the share held out for validation, in (0, 1).
@@ -155,12 +156,13 @@ class SearchPlan:
                 f"{type(ratings).__name__}"
             )
         family, metric, settings, seed = self.family, self.metric, self.settings, self.settings.seed
-        start = time.perf_counter()
-        deadline = None if self.budget_seconds is None else start + self.budget_seconds
         data = validation_split(
             ratings, family, metric, share=self.validation, seed=seed,
             threshold=self.threshold, backend=settings.backend,
         )  # fmt: skip
+        # The budget is the search's: it starts once the split is made.
+        start = time.perf_counter()
+        deadline = None if self.budget_seconds is None else start + self.budget_seconds
 
         def run(batch: list[Point]) -> list[PointResult]:
             return run_points(family, batch, data, metric, settings, deadline, on_result)
