@@ -43,24 +43,26 @@ def tune(
     grid: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME=V1,V2",
             help="NAME=VALUE,VALUE,...: the values of one hyper-parameter (a constructor "
             "argument such as regularization_coeff or embedding_dim, or learning_rate); repeat "
-            "for each."
+            "for each.",
         ),
     ] = None,
     space: Annotated[
         Path | None,
         typer.Option(
-            help='A JSON file {name: [values] | value | {"loguniform": [low, high]} | '
-            '{"uniform": [low, high]} | {"intrange": [low, high]}} (with --grid: both, each '
-            "name in one of them)."
+            metavar="FILE",
+            help='A JSON file {name: \\[values] | value | {"loguniform": \\[low, high]} | '
+            '{"uniform": \\[low, high]} | {"intrange": \\[low, high]}} (with --grid: both, '
+            "each name in one of them).",
         ),
     ] = None,
     search: Annotated[
         SearchKind, typer.Option(help="grid (every point), random, or tpe (needs cfcore[tune]).")
     ] = SearchKind.grid,
     trials: Annotated[
-        int | None, typer.Option(help="Points of a random or tpe search [default: 20].")
+        int | None, typer.Option(help="Points of a random or tpe search \\[default: 20].")
     ] = None,
     budget_fits: Annotated[int | None, typer.Option(help="At most this many points.")] = None,
     budget_seconds: Annotated[
@@ -77,7 +79,7 @@ def tune(
         ),
     ] = 0.1,
     steps: Annotated[
-        int | None, typer.Option(help="Steps or sweeps per point [default: the model's].")
+        int | None, typer.Option(help="Steps or sweeps per point \\[default: the model's].")
     ] = None,
     optimizer: Annotated[
         OptimizerKind | None,
@@ -91,7 +93,7 @@ def tune(
         int | None,
         typer.Option(
             help="Early stopping: evaluate every this many steps and stop a point after "
-            "--patience evaluations without improvement [default: one evaluation at the end]."
+            "--patience evaluations without improvement \\[default: one evaluation at the end]."
         ),
     ] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: see --eval-every.")] = 3,
