@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# A CPU-only torch from the machine's local wheels when there is one (about 190 MB instead of
 	# the 2.8 GB of CUDA wheels that Linux torch pulls from PyPI); '-': go on without it.
 	-$(PY) -m pip install --quiet --no-index --no-deps torch
-	$(PY) -m pip install --quiet -e ".[all,dev,docs]"
+	$(PY) -m pip install --quiet -e ".[all,dev,docs,tune]"
 	touch $(STAMP) $(DEMO_STAMP)
 
 setup: $(STAMP)

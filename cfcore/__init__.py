@@ -53,3 +53,5 @@ from .models import SoftmaxModel as SoftmaxModel  # noqa: E402
 from .models.bpr import BPR as BPR  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402
+from .tuning import TuneResult as TuneResult  # noqa: E402
+from .tuning import tune as tune  # noqa: E402  (optuna imported only by a TPE search)

@@ -1,7 +1,7 @@
 """The `cfcore` command line: one Typer app; each group of commands lives in its own module.
 
 `train` (train.py), `recommend`, `neighbors` and `rate` (retrieval.py), `explore` and `plot`
-(viz.py), `compare` (compare.py); what they share is in _common.py. The console script is
+(viz.py), `compare` (compare.py), `tune` (tune.py); what they share is in _common.py. The console script is
 `cfcore.cli:main`.
 """
 
@@ -16,6 +16,7 @@ from ._signals import handled as _handled_signals
 from .compare import register as _register_compare
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
+from .tune import register as _register_tune
 from .viz import register as _register_viz
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ _register_train(app)
 _register_retrieval(app)
 _register_viz(app)
 _register_compare(app)
+_register_tune(app)
 
 
 def main() -> None:

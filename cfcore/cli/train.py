@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
+    ctx: typer.Context,
     model: Annotated[
         ModelKind,  # pyright: ignore[reportInvalidTypeForm]  (built from the model classes)
         typer.Option(
@@ -232,6 +233,13 @@ def train(
             help="Add a t-SNE map of the item embeddings to report.html (about 20 s on ml-100k)."
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Settings from a best.json of cfcore tune (its model and hyper-parameters); "
+            "options given on the command line win over it."
+        ),
+    ] = None,
 ) -> None:
     """Train a matrix-factorization model and write its history and embeddings.
 
@@ -243,6 +251,18 @@ def train(
     personalized ranking on the same positives as ials (gradient steps).
     """
     wish = _ReportWish(report, tsne)  # before training: a bad combination fails at once
+    if config is not None:
+        try:
+            model, cfg = _config_settings(config, ctx, model)
+        except _ERRORS as err:
+            raise fail(err) from err
+        # fmt: off
+        dim, steps, learning_rate = cfg.get("dim", dim), cfg.get("steps", steps), cfg.get("learning_rate", learning_rate)
+        optimizer, init_stddev, mse = cfg.get("optimizer", optimizer), cfg.get("init_stddev", init_stddev), cfg.get("mse", mse)
+        regularization, gravity = cfg.get("regularization", regularization), cfg.get("gravity", gravity)
+        bias_regularization = cfg.get("bias_regularization", bias_regularization)
+        unobserved_weight, solver = cfg.get("unobserved_weight", unobserved_weight), cfg.get("solver", solver)
+        # fmt: on
     line = _line(model)
     try:
         # Every option before the data is read or a framework imported: a mistake must not
@@ -349,6 +369,67 @@ def train(
 
 
 # ---------------------------------------------------------------------------- options
+
+# The train parameter of each option a best.json (`cfcore tune`) may set, and how its value is
+# read; a setting maps to its option through the model's `CommandLine.arguments`.
+_CONFIG_PARAMS: dict[str, tuple[str, Any]] = {
+    "--dim": ("dim", int), "--steps": ("steps", int), "--lr": ("learning_rate", float),
+    "--optimizer": ("optimizer", OptimizerKind), "--init-stddev": ("init_stddev", float),
+    "--regularization": ("regularization", float), "--gravity": ("gravity", float),
+    "--solver": ("solver", ALSSolver), "--bias-regularization": ("bias_regularization", float),
+    "--unobserved-weight": ("unobserved_weight", float), "--mse": ("mse", str),
+}  # fmt: skip
+# The settings of a best.json that are not constructor arguments, by option.
+_CONFIG_FLAGS = {"learning_rate": "--lr", "optimizer": "--optimizer", "steps": "--steps"}
+
+
+def _config_settings(config: Path, ctx: typer.Context, model: Any) -> tuple[Any, dict[str, Any]]:
+    """The model and the train parameters a best.json sets (`cfcore tune`), those given on the
+    command line left out (they win).
+
+    Raises:
+        MissingFileError: no such file.
+        ArgumentValueError: not such a file, another --model than the one given, or a setting
+            that no option of the model takes (naming it).
+    """
+    from cfcore.tuning import read_best
+
+    def given(param: str) -> bool:
+        # By name: Typer may bring its own copy of click, with its own ParameterSource enum.
+        source = ctx.get_parameter_source(param)
+        return source is not None and source.name == "COMMANDLINE"
+
+    doc = read_best(config)
+    name = doc["model"]
+    if name not in MODELS:
+        raise ArgumentValueError(f"--config {config}: unknown model {name!r}")
+    if given("model") and str(model) != name:
+        raise ArgumentValueError(
+            f"--config {config} holds settings of --model {name}, not --model {model}"
+        )
+    line = _line(name)
+    flags = {**{arg: flag for flag, arg in line.arguments.items()}, **_CONFIG_FLAGS}
+    accepted = _accepted(line) | {"--steps"}  # every model takes --steps
+    out: dict[str, Any] = {}
+    for key, value in doc["settings"].items():
+        flag = flags.get(key)
+        if flag is None or flag not in accepted or flag not in _CONFIG_PARAMS:
+            known = sorted(k for k, f in flags.items() if f in accepted and f in _CONFIG_PARAMS)
+            raise ArgumentValueError(
+                f"--config {config}: setting {key!r} is no option of cfcore train --model "
+                f"{name}; it takes {', '.join(known)}"
+            )
+        param, kind = _CONFIG_PARAMS[flag]
+        if given(param):
+            continue  # the command line wins
+        try:
+            out[param] = kind(value)
+        except ValueError:
+            raise ArgumentValueError(
+                f"--config {config}: setting {key!r} ({flag}) cannot be {value!r}"
+            ) from None
+    return name, out
+
 
 # What each model trains by: the options of the others mean nothing to it.
 _GRADIENT_ONLY = ("--optimizer", "--lr")

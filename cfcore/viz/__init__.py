@@ -45,6 +45,7 @@ from .training import training_curves_figure as training_curves_figure
 from .tsne_maps import tsne as tsne
 from .tsne_maps import tsne_chart as tsne_chart
 from .tsne_maps import tsne_figure as tsne_figure
+from .tuning import tuning_chart as tuning_chart
 
 __all__ = [
     "BACKEND_COLORS",
@@ -64,6 +65,7 @@ __all__ = [
     "tsne",
     "tsne_chart",
     "tsne_figure",
+    "tuning_chart",
     "user_exploration_chart",
     "user_exploration_figure",
 ]

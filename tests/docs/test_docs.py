@@ -24,6 +24,7 @@ EXAMPLE_PAGES = [
     "docs/models/biased.md",
     "docs/models/bpr.md",
     "docs/models/softmax.md",
+    "docs/tuning.md",
 ]
 QUICK_STEPS = 3
 

@@ -24,7 +24,8 @@ from ..conftest import _require_all
 pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAMEWORKS = ("jax", "jaxlib", "optax", "tensorflow", "keras", "cfcore_jax", "cfcore_tf")
+# optuna too: only a TPE search (`cfcore.tune(..., search="tpe")`) may import it.
+FRAMEWORKS = ("jax", "jaxlib", "optax", "tensorflow", "keras", "cfcore_jax", "cfcore_tf", "optuna")
 
 # Records, for each framework, the module that first imported it (import machinery skipped).
 # A lookup by importlib.util.find_spec (which imports nothing) is not an import: only calls made
@@ -74,6 +75,8 @@ mf = cfcore.MatrixFactorization(embedding_dim=3)
 r = cfcore.Ratings(np.array([0, 1]), np.array([1, 0]), np.array([4.0, 5.0]), 2, 2)
 train, test = cfcore.Ratings([0, 1, 1, 0], [0, 1, 0, 1], [1.0, 2.0, 3.0, 4.0], 2, 2).split(0.5)
 opt = cfcore.optimizers.SGD(1.0)
+space = {"regularization_coeff": cfcore.tune.loguniform(1e-3, 1.0)}
+plan = cfcore.tuning.plan_search(cfcore.WALS, space, search="random", trials=2)
 assert cfcore.available_backends(), cfcore.available_backends()
 assert "jax" in cfcore.backend.registry.known_backends()
 """

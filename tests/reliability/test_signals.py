@@ -161,7 +161,7 @@ def _each(run, plans: list) -> list:
 
 
 def test_other_commands_interrupted(ml100k_files, tmp_path: Path) -> None:
-    """recommend, neighbors, explore and compare end the same way."""
+    """recommend, neighbors, explore, tune and compare end the same way."""
     require_backend("jax")
     model = tmp_path / "model"
     rc, _, err = _interrupt(
@@ -176,6 +176,8 @@ def test_other_commands_interrupted(ml100k_files, tmp_path: Path) -> None:
          "--out", str(tmp_path / "0" / "all.csv")],
         ["neighbors", "Aladdin", "--model", str(model), "--backend", "jax"],
         ["explore", "--dataset", str(ml100k_files), "--out", str(tmp_path / "2")],
+        ["tune", "--model", "wals", "--dataset", str(ml100k_files), "--backend", "jax",
+         "--grid", "regularization_coeff=0.1,1,10", "--steps", "3", "--out", str(tmp_path / "3")],
     ]  # fmt: skip
     trainable = [b for b in BACKENDS if b in _installed()]
     if len(trainable) >= 2:

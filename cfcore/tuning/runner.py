@@ -1,0 +1,323 @@
+"""What `cfcore.tune` runs: the model family, the validation split, the metric, and the points.
+
+`run_points` is the one step that trains settings: today one `fit` after another (a second point
+of the same shapes compiles nothing, since the coefficients travel as data), so that a batched
+runner (K models in one compiled program) can take its place without touching the searches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.ratings import Ratings
+from ..errors import ArgumentTypeError, ArgumentValueError, NotSupportedError
+from ..models.base import Model, command_line_models
+from ..specs import OptimizerSpec, make_optimizer
+from ..train.session import TrainingDivergedError
+from ..validate import check_int
+from .space import Point
+
+# Hyper-parameters of the fit, not of the constructor, that a gradient-trained family takes.
+FIT_HYPER = ("learning_rate", "optimizer")
+EXPLICIT_METRICS = ("rmse", "mse", "mae")
+_RANKING = re.compile(r"^(recall|ndcg)@([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model class as `tune` trains it.
+
+    Attributes:
+        cls: the model class.
+        name: its `cfcore train --model` name.
+        implicit: trained on positives and scored by ranking (iALS, BPR).
+        trains_by: "steps", "sweeps" or "sweeps-or-steps" (its `CommandLine`).
+        arguments: the constructor's parameter names.
+        defaults: the command line's defaults (`CommandLine.defaults`: --steps, --lr, ...).
+    """
+
+    cls: type[Model]
+    name: str
+    implicit: bool
+    trains_by: str
+    arguments: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @property
+    def hyper_parameters(self) -> tuple[str, ...]:
+        """What a space may name: the constructor's arguments, and the optimizer's when the
+        family can take gradient steps."""
+        extra = FIT_HYPER if self.trains_by != "sweeps" else ()
+        return self.arguments + extra
+
+
+def resolve_family(model: Any) -> Family:
+    """The `Family` of a model class (or subclass), or of a `--model` or class name.
+
+    Raises:
+        ArgumentValueError: an unknown name, or a class that `cfcore train` does not offer.
+        NotSupportedError: the softmax model (a model of users' features, not of ratings).
+    """
+    models = command_line_models()
+    if isinstance(model, str):
+        by_class = {cls.__name__.lower(): cls for cls in models.values()}
+        cls = models.get(model.lower()) or by_class.get(model.lower())
+        if cls is None:
+            names = sorted({*models, *(c.__name__ for c in models.values())})
+            raise ArgumentValueError(f"unknown model {model!r}; expected one of {', '.join(names)}")
+    elif isinstance(model, type) and issubclass(model, Model):
+        cls = model
+    else:
+        raise ArgumentTypeError(
+            f"model must be a model class (e.g. cfcore.BiasedMF) or its name, got {model!r}"
+        )
+    # A subclass (a user's own, or a test's) inherits the declaration of the class it extends.
+    line = next(
+        (c.__dict__["command_line"] for c in cls.__mro__ if "command_line" in c.__dict__), None
+    )
+    if line is None:
+        raise ArgumentValueError(f"{cls.__name__} cannot be tuned: it declares no command line")
+    if line.data == "users":
+        raise NotSupportedError(
+            f"tune searches models of ratings or positives; {cls.__name__} is trained on users' "
+            "features (tune its fit by hand)"
+        )
+    params = inspect.signature(cls.__init__).parameters
+    arguments = tuple(p for p in params if p != "self")
+    return Family(cls, line.name, line.data == "implicit", line.trains_by, arguments, line.defaults)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The validation metric: its name and which way is better."""
+
+    name: str
+    higher_is_better: bool
+
+    @property
+    def k(self) -> int | None:
+        """The cut-off of a ranking metric."""
+        found = _RANKING.match(self.name)
+        return int(found.group(2)) if found else None
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether `a` beats `b`."""
+        return a > b if self.higher_is_better else a < b
+
+
+def resolve_metric(metric: Any, family: Family) -> Metric:
+    """The metric by name, or the family's default (RMSE for ratings, recall@20 for positives).
+
+    Raises:
+        ArgumentValueError: a name the family cannot be scored by.
+    """
+    if metric is None:
+        metric = "recall@20" if family.implicit else "rmse"
+    if not isinstance(metric, str):
+        raise ArgumentTypeError(f"metric must be a name such as 'rmse', got {metric!r}")
+    name = metric.lower()
+    if family.implicit and _RANKING.match(name):
+        return Metric(name, higher_is_better=True)
+    if not family.implicit and name in EXPLICIT_METRICS:
+        return Metric(name, higher_is_better=False)
+    expected = "recall@K or ndcg@K" if family.implicit else ", ".join(EXPLICIT_METRICS)
+    raise ArgumentValueError(
+        f"metric {metric!r} does not score {family.cls.__name__}: use {expected}"
+    )
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stops a point whose validation metric has not improved for `patience` evaluations.
+
+    Attributes:
+        every: steps (or sweeps) between two evaluations of the validation metric.
+        patience: evaluations without improvement before the point stops.
+    """
+
+    every: int
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "every", check_int("early_stopping.every", self.every, minimum=1))
+        object.__setattr__(
+            self, "patience", check_int("early_stopping.patience", self.patience, minimum=1)
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What every point trains on, and how a trained model is scored on the validation part.
+
+    Attributes:
+        train: the part of the training ratings (or positives) each point fits on.
+        score: `score(model)`, the metric's value on the validation part.
+        describe: one line saying what the split is.
+    """
+
+    train: Ratings
+    score: Callable[[Any], float]
+    describe: str
+
+
+def validation_split(
+    ratings: Ratings,
+    family: Family,
+    metric: Metric,
+    *,
+    share: float,
+    seed: int,
+    threshold: float,
+    backend: Any,
+) -> Validation:
+    """The validation split carved from `ratings` (the training ratings; nothing else is read).
+
+    Ratings: a seeded holdout of `share` of the ratings (`Ratings.split`). Positives: the
+    strong-generalization protocol of `cfcore.eval.implicit`: `share` of the users with enough
+    positives above `threshold` held out, each folded in from 80% of their positives and scored
+    on the rest.
+    """
+    if family.implicit:
+        from ..eval.implicit import evaluate_strong_generalization, strong_generalization_split
+
+        split = strong_generalization_split(
+            ratings, heldout_share=share, seed=seed, threshold=threshold
+        )
+        k = metric.k
+        assert k is not None  # a ranking metric (resolve_metric)
+
+        def rank(model: Any) -> float:
+            got = evaluate_strong_generalization(model, split, ks=(k,), backend=backend)
+            return float(got[metric.name])
+
+        text = (
+            f"{split.num_heldout} validation users of {split.train.num_users + split.num_heldout} "
+            f"(positives: ratings > {threshold:g}), folded in, {metric.name}"
+        )
+        return Validation(split.train, rank, text)
+    train, valid = ratings.split(holdout_fraction=share, seed=seed)
+
+    def error(model: Any) -> float:
+        return float(model.evaluate(valid)[metric.name])
+
+    text = f"{len(valid)} validation ratings of {len(ratings)} (seed {seed}), {metric.name}"
+    return Validation(train, error, text)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How every point is fit: steps, optimizer, backend, seed, early stopping, fit options."""
+
+    steps: int
+    optimizer: OptimizerSpec | str | None
+    learning_rate: float | None
+    backend: Any
+    seed: int
+    early_stopping: EarlyStopping | None
+    fit_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def optimizer_for(self, family: Family, point: Point) -> OptimizerSpec | None:
+        """The point's optimizer: None for sweeps (a sweep model, or a biased one with neither
+        an optimizer nor a learning rate anywhere)."""
+        opt = point.get("optimizer", self.optimizer)
+        lr = point.get("learning_rate", self.learning_rate)
+        if family.trains_by == "sweeps":
+            return None
+        if family.trains_by == "sweeps-or-steps" and opt is None and "learning_rate" not in point:
+            return None
+        if opt is None:
+            opt = family.defaults.get("--optimizer", "sgd")
+        if isinstance(opt, OptimizerSpec):
+            return opt if lr is None else dataclasses.replace(opt, learning_rate=lr)
+        return make_optimizer(opt, family.defaults.get("--lr", 0.05) if lr is None else lr)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One point's outcome.
+
+    Attributes:
+        point: its hyper-parameters.
+        value: the best validation metric of its evaluations (NaN when none was finite).
+        steps: steps (or sweeps) run.
+        best_step: the step of `value`.
+        seconds: wall time of its fits and evaluations.
+        status: "ok", "stopped early" or "diverged".
+    """
+
+    point: Point
+    value: float
+    steps: int
+    best_step: int
+    seconds: float
+    status: str
+
+
+def build_model(family: Family, point: Point) -> Model:
+    """The model of a point (its constructor checks the values)."""
+    return family.cls(**{k: v for k, v in point.items() if k in family.arguments})
+
+
+def run_points(
+    family: Family,
+    points: Sequence[Point],
+    validation: Validation,
+    metric: Metric,
+    settings: RunSettings,
+    deadline: float | None = None,
+    on_result: Callable[[PointResult], None] | None = None,
+) -> list[PointResult]:
+    """Trains and scores each point, one `fit` after another; no point starts after `deadline`
+    (a `time.perf_counter()` value), so the list may be shorter than `points`. `on_result` is
+    called with each point's result as it comes (the command line prints it)."""
+    out = []
+    for point in points:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        out.append(_run_point(family, point, validation, metric, settings))
+        if on_result is not None:
+            on_result(out[-1])
+    return out
+
+
+def _run_point(
+    family: Family, point: Point, validation: Validation, metric: Metric, settings: RunSettings
+) -> PointResult:
+    start = time.perf_counter()
+    model: Any = build_model(family, point)
+    fit: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed, "progress": False}
+    fit.update(settings.fit_options)
+    opt = settings.optimizer_for(family, point)
+    if opt is not None:
+        fit["optimizer"] = opt
+    stop = settings.early_stopping
+    chunk = settings.steps if stop is None else stop.every
+    best, best_step, done, stale, status = math.nan, 0, 0, 0, "ok"
+    try:
+        while done < settings.steps:
+            # A second fit continues the first: the model keeps its session and step count.
+            k = min(chunk, settings.steps - done)
+            model.fit(validation.train, steps=k, eval_every=k, **fit)
+            done += k
+            value = validation.score(model)
+            if not math.isfinite(value):
+                status = "diverged"
+                break
+            if math.isnan(best) or metric.better(value, best):
+                best, best_step, stale = value, done, 0
+            else:
+                stale += 1
+            if stop is not None and stale >= stop.patience and done < settings.steps:
+                status = "stopped early"
+                break
+    except TrainingDivergedError as err:
+        # That point stops; the search goes on (its last finite evaluation, if any, counts).
+        status, done = "diverged", int(getattr(err, "step", done))
+    return PointResult(dict(point), best, done, best_step, time.perf_counter() - start, status)
