@@ -33,6 +33,7 @@ one catalog: MovieLens 100K's u1..u5) get the very same buckets and share one co
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Any
 
 import numpy as np
 
@@ -102,17 +103,18 @@ def _ids(rows: np.ndarray) -> np.ndarray:
     return rows.astype(np.int64)
 
 
-def _sorted_by_row(a: np.ndarray, order: np.ndarray | None, dtype: type[np.generic]) -> np.ndarray:
-    """`np.asarray(a, dtype)[order]` (`order` None: the identity), without the gather when
-    `a` holds one value throughout (the ones of a weight or target), compared bit for bit."""
-    a = np.asarray(a, dtype)
-    if order is None:
-        return a
-    if len(a) and a.dtype.itemsize == 4:
+def _sorted_by_row(
+    a: np.ndarray, order: np.ndarray | None, scalar: bool
+) -> np.ndarray | np.float32:
+    """`np.asarray(a, np.float32)[order]` (`order` None: the identity), without the gather
+    when `a` holds one value throughout (the ones of a weight or target; compared bit for bit):
+    that value as a NumPy scalar if `scalar` (the caller broadcasts it), else an array of it."""
+    a = np.asarray(a, np.float32)
+    if (order is not None or scalar) and len(a):
         bits = a.view(np.uint32)
         if bits[0] == bits[-1] and (bits == bits[0]).all():
-            return np.full(len(order), a[0], a.dtype)
-    return a[order]
+            return a[0] if scalar else np.full(len(a), a[0], a.dtype)
+    return a if order is None else a[order]
 
 
 def _by_row(
@@ -122,14 +124,16 @@ def _by_row(
     weights: np.ndarray,
     num_rows: int,
     counts: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    scalars: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, Any]:
     """The observations by row, a row's in their given order (one stable sort, skipped when
     the rows are already in order).
 
     Returns:
         `(counts, starts, cols, values, weights)`: int64 `[R]` observations a row, int64
         `[R + 1]` each row's first index in the sorted arrays, then the sorted int `[n]` cols
-        and float32 `[n]` values and weights.
+        and float32 `[n]` values and weights (with `scalars`, a float32 scalar for one that
+        holds one value throughout).
     """
     rows = _ids(rows)
     if counts is None:
@@ -142,8 +146,8 @@ def _by_row(
         counts,
         starts,
         sorted_cols,
-        _sorted_by_row(values, order, np.float32),
-        _sorted_by_row(weights, order, np.float32),
+        _sorted_by_row(values, order, scalars),
+        _sorted_by_row(weights, order, scalars),
     )
 
 
@@ -404,7 +408,8 @@ def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `segments` segments each (descending, each ≤ `capacity`) packed whole into
     blocks of `capacity` segments: a block takes the longest rows left while they fit, then
     fills up with the shortest left (so that it wastes less than the shortest row left, not
-    the next long one). A loop over blocks (two binary searches each), not over rows.
+    the next long one). A loop over the blocks with rows of several lengths (two binary
+    searches each), not over rows; the blocks of the alike rows left at the end at once.
 
     Returns:
         `(block, order)`: each row's block, and the rows in block order (`[n]` each).
@@ -413,8 +418,17 @@ def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     ends = np.cumsum(segments).tolist()  # heads: rows lo.. take ends[j] − ends[lo − 1]
     tails = np.cumsum(segments[::-1]).tolist()  # tails: rows hi, hi − 1, ... from the end
     runs: list[int] = []  # per block: its head's first row and count, its tail's likewise
+    rest = np.zeros((0, 4), np.int64)
     lo, hi = 0, n  # rows lo..hi − 1 are left
     while lo < hi:
+        if segments[lo] == segments[hi - 1]:
+            # The rows left are all alike (most rows, the short ones): every block takes
+            # capacity // s of them and fills with none; the blocks at once.
+            per = capacity // int(segments[lo])
+            heads = np.arange(lo, hi, per)
+            rest = np.zeros((len(heads), 4), np.int64)
+            rest[:, 0], rest[:, 1], rest[:, 2] = heads, np.minimum(per, hi - heads), hi
+            break
         base = ends[lo - 1] if lo else 0
         stop = min(bisect_right(ends, base + capacity), hi)
         room = capacity - (ends[stop - 1] - base)
@@ -423,7 +437,7 @@ def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
         fill = max(0, min(bisect_right(tails, used + room) - taken, hi - stop))
         runs += [lo, stop - lo, hi - fill, fill]
         lo, hi = stop, hi - fill
-    first, count = np.array(runs, np.int64).reshape(-1, 2).T
+    first, count = np.concatenate([np.array(runs, np.int64), rest.reshape(-1)]).reshape(-1, 2).T
     # The rows of each run, runs in block order: first[j] + 0, 1, ..., count[j] − 1.
     ahead = np.cumsum(count) - count
     order = np.repeat(first - ahead, count) + np.arange(n)
@@ -453,7 +467,7 @@ def segment_blocks(
         raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
     # By row, a row's observations in their given order.
     counts, starts, sorted_cols, sorted_values, sorted_weights = _by_row(
-        rows, cols, values, weights, num_rows, counts
+        rows, cols, values, weights, num_rows, counts, scalars=True
     )
     row_reg = np.asarray(row_reg, np.float32)
     seg_len = np.asarray(SEGMENT_LENGTHS, np.int64)
@@ -497,8 +511,14 @@ def segment_blocks(
         slot_offset += k * capacity * length
         row_offset += k * width
     # Every observation's flat slot: its row's first slot plus its index within the row.
-    slot = np.repeat(base - starts[:-1], counts)
-    slot += np.arange(len(slot))
+    # (A running sum of steps: 1 within a row, a jump to the next row's first slot at its
+    # start; one [n] array, where a repeat plus an arange page in two.)
+    slot = np.ones(int(starts[-1]), np.int64)
+    have = np.flatnonzero(counts)
+    if len(have):
+        firsts = base[have]
+        slot[starts[have]] = firsts - np.concatenate([[0], firsts[:-1] + counts[have][:-1] - 1])
+        np.cumsum(slot, out=slot)
     flat_cols = np.zeros(slot_offset, np.int32)
     flat_values = np.zeros(slot_offset, np.float32)
     flat_weights = np.zeros(slot_offset, np.float32)

@@ -55,25 +55,12 @@ def wals_blocks(
     n, m, count = train.num_users, train.num_items, len(train)
     lam = spec.regularization_coeff
     ones = np.ones(count, np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
-    by_user = blocks(
+    by_user, by_item = (placement or Placement(None)).side_blocks(
         row_blocks,
-        train.users,
-        train.items,
-        train.values,
-        ones,
-        np.full(n, lam * count / n),
-        **size,
-    )
-    by_item = blocks(
-        row_blocks,
-        train.items,
-        train.users,
-        train.values,
-        ones,
-        np.full(m, lam * count / m),
-        **size,
+        (train.users, train.items, train.values, ones, np.full(n, lam * count / n)),
+        (train.items, train.users, train.values, ones, np.full(m, lam * count / m)),
+        dim=spec.embedding_dim,
+        solver=spec.linear_solver,
     )
     ratings = {"users": train.users, "items": train.items, "values": train.values}
     return {
@@ -380,10 +367,13 @@ def ials_blocks(
     item_reg = spec.row_regularization(np.bincount(train.items, minlength=m), n)
     conf = (1.0 + spec.confidence * train.values.astype(np.float64)).astype(np.float32)
     ones = np.ones(len(train), np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
-    by_user = blocks(row_blocks, train.users, train.items, ones, conf, user_reg, **size)
-    by_item = blocks(row_blocks, train.items, train.users, ones, conf, item_reg, **size)
+    by_user, by_item = (placement or Placement(None)).side_blocks(
+        row_blocks,
+        (train.users, train.items, ones, conf, user_reg),
+        (train.items, train.users, ones, conf, item_reg),
+        dim=spec.embedding_dim,
+        solver=spec.linear_solver,
+    )
     positives = {
         "users": train.users,
         "items": train.items,
