@@ -39,7 +39,7 @@ SHAPES = {"ml-20m": (138_493, 26_744), "ml-1m": (6_040, 3_706)}
 DATASETS = [  # (name, shape, positives, popularity profile)
     ("ML-20M shape, 10M, ml-20m skew", "ml-20m", 10_000_000, "ml-20m"),
     ("ML-20M shape, 10M, heavy head", "ml-20m", 10_000_000, "heavy-head"),
-    ("ML-1M shape, 1M, ml-20m skew", "ml-1m", 1_000_000, "ml-20m"),
+    ("ML-20M shape, 1M, ml-20m skew", "ml-20m", 1_000_000, "ml-20m"),
 ]
 SMOKE = [("smoke, 20k", "ml-1m", 20_000, "ml-20m")]
 PARTS = (

@@ -330,29 +330,40 @@ def unregularized_cause(spec: IALSSpec) -> str:
     )
 
 
+def _unregularized(spec: IALSSpec, train: Ratings) -> tuple[str, int, int, int] | None:
+    """The first side with rows `unregularized_rows` finds: `(side, its first such row, how
+    many, rows of that side)`, or None."""
+    n, m = train.num_users, train.num_items
+    sides = (
+        ("user", np.bincount(train.users, minlength=n), m),
+        ("item", np.bincount(train.items, minlength=m), n),
+    )
+    for side, counts, other in sides:
+        empty = unregularized_rows(spec, counts, other)
+        if len(empty):
+            return side, int(empty[0]), len(empty), len(counts)
+    return None
+
+
 def check_regularized(spec: IALSSpec, train: Ratings) -> None:
     """Refuses positives with a user or item row whose system has no solution under `spec`
     (`unregularized_rows`): naming the first such row, how many there are and why, before any
-    sweep (which would only diverge)."""
-    n, m = train.num_users, train.num_items
-    sides = (
-        ("user", np.bincount(train.users, minlength=n), m, train.user_ids),
-        ("item", np.bincount(train.items, minlength=m), n, train.item_ids),
+    sweep (which would only diverge). Cached with the layouts (a later `fit` on the same,
+    unchanged `Ratings` does not count its rows again)."""
+    found = LAYOUTS.get(train, ("unregularized rows", spec), lambda: _unregularized(spec, train))
+    if found is None:
+        return
+    side, row, empty, rows = found
+    name = f"{side} {row}"
+    ids = train.user_ids if side == "user" else train.item_ids
+    if ids is not None:
+        name += f" (id {np.asarray(ids)[row : row + 1].tolist()[0]!r})"
+    raise ArgumentValueError(
+        f"iALS cannot fit these positives: {name} has no positives ({empty} of "
+        f"{rows} {side}s have none); {unregularized_cause(spec)}. Pass "
+        "unobserved_weight > 0, regularization_exponent=0 (a plain λ), or ratings in which "
+        "every user and item has a positive"
     )
-    for side, counts, other, ids in sides:
-        empty = unregularized_rows(spec, counts, other)
-        if not len(empty):
-            continue
-        row = int(empty[0])
-        name = f"{side} {row}"
-        if ids is not None:
-            name += f" (id {np.asarray(ids)[row : row + 1].tolist()[0]!r})"
-        raise ArgumentValueError(
-            f"iALS cannot fit these positives: {name} has no positives ({len(empty)} of "
-            f"{len(counts)} {side}s have none); {unregularized_cause(spec)}. Pass "
-            "unobserved_weight > 0, regularization_exponent=0 (a plain λ), or ratings in which "
-            "every user and item has a positive"
-        )
 
 
 def ials_blocks(
