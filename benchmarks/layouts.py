@@ -99,15 +99,63 @@ def child(data: str, dim: int, cprofile: str | None) -> dict[str, float]:
     return out
 
 
+def child_fit(data: str, dim: int, backend: str, fits: int = 4) -> dict[str, float]:
+    """A second `IALS(dim, solver="cg").fit(steps=1)` on the same `Ratings` (after two), the
+    mean of `fits`, and its parts: the input checks, the plan (cached layouts placed), the
+    sweep (the compiled chunk of one sweep, to the loss on the host) and the history row
+    after it (the objective's terms at the new tables: a pass over the positives)."""
+    import collections
+    import dataclasses
+
+    import cfcore
+    from cfcore.models import als
+
+    z = np.load(data)
+    r = cfcore.Ratings(z["users"], z["items"], z["values"], int(z["shape"][0]), int(z["shape"][1]))
+    acc: dict[str, float] = collections.defaultdict(float)
+
+    def timed(name, f):
+        def run(*a, **k):
+            start = time.perf_counter()
+            out = f(*a, **k)
+            acc[name] += time.perf_counter() - start
+            return out
+
+        return run
+
+    plan = als.IALS._plan
+
+    def timed_plan(self, session, inputs, seed):
+        p = timed("plan", plan)(self, session, inputs, seed)
+        return dataclasses.replace(p, chunk=timed("sweep", p.chunk), row=timed("row", p.row))
+
+    als.IALS._plan = timed_plan
+    model = cfcore.IALS(embedding_dim=dim, solver="cg")
+    model._checked_inputs = timed("checks", model._checked_inputs)
+    for _ in range(2):  # the first fit (compiles, builds the layouts), then a warm one
+        model.fit(r, steps=1, backend=backend, progress=False)
+    acc.clear()
+    start = time.perf_counter()
+    for _ in range(fits):
+        model.fit(r, steps=1, backend=backend, progress=False)
+    out = {k: v / fits for k, v in acc.items()}
+    out["fit"] = (time.perf_counter() - start) / fits
+    return out
+
+
 # ---------------------------------------------------------------------------- the parent
 
 
-def run_child(tree: Path, data: str, dim: int, cprofile: str | None = None) -> dict[str, float]:
+def run_child(
+    tree: Path, data: str, dim: int, cprofile: str | None = None, fit: str | None = None
+) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'backends'}"}
     # This script's own child (the tree's copy may not exist, e.g. before this file was added).
     cmd = [sys.executable, __file__, "--child", data, "--dim", str(dim)]
     if cprofile:
         cmd += ["--cprofile", cprofile]
+    if fit:
+        cmd += ["--fit-backend", fit]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"child on {tree} failed:\n{proc.stderr[-3000:]}")
@@ -150,16 +198,54 @@ def table(results: dict[str, dict[str, list[float]]], n: int) -> list[str]:
     return lines
 
 
+SECOND_FIT = ("ML-20M shape, 1M, ml-20m skew", "ml-20m", 1_000_000, "ml-20m")
+SECOND_FIT_SMOKE = ("smoke, 20k", "ml-1m", 20_000, "ml-20m")
+FIT_PARTS = ("fit", "checks", "plan", "sweep", "row")
+
+
+def second_fit_table(
+    trees: dict[str, Path], data: str, dim: int, backends: list[str], name: str
+) -> list[str]:
+    lines = [
+        f'## A second `IALS(embedding_dim={dim}, solver="cg").fit(steps=1)` on the same '
+        f"Ratings ({name})",
+        "",
+        "The mean of 4 fits after two (one process a tree and backend): the whole call, the "
+        "input checks, the plan (the cached layouts placed), the sweep (its compiled chunk, to "
+        "the loss on the host) and the history row after it (the objective's terms at the new "
+        "tables, a pass over the positives); the ratio is the call to the sweep.",
+        "",
+        "| backend | tree | " + " | ".join(f"{p} (s)" for p in FIT_PARTS) + " | fit / sweep |",
+        "|---" * (len(FIT_PARTS) + 3) + "|",
+    ]
+    for backend in backends:
+        for t, tree in trees.items():
+            got = run_child(tree, data, dim, fit=backend)
+            cells = " | ".join(f"{got.get(p, float('nan')):.3f}" for p in FIT_PARTS)
+            lines.append(f"| {backend} | {t} | {cells} | {got['fit'] / got['sweep']:.2f} |")
+    return [*lines, ""]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--tree", type=Path, help="another checkout: its times as 'before'")
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per tree (median)")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--cprofile", choices=PARTS, help="print a cProfile of this part (this tree)")
     ap.add_argument("--smoke", action="store_true", help="a tiny data set, one repeat")
+    ap.add_argument(
+        "--second-fit",
+        nargs="*",
+        default=["jax", "tensorflow"],
+        help="backends whose second IALS fit(steps=1) is timed against its sweep (none: skip)",
+    )
+    ap.add_argument("--fit-backend", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
+    if args.child and args.fit_backend:
+        print(json.dumps(child_fit(args.child, args.dim, args.fit_backend)))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.dim, args.cprofile)))
         return
@@ -197,6 +283,12 @@ def main() -> None:
                 run_child(ROOT, data, args.dim, args.cprofile)
             lines += [f"## {name}", "", *table(results, n), ""]
             print("\n".join(lines[-len(PARTS) - 4 :]), flush=True)
+        if args.second_fit:
+            name, shape, n, popularity = SECOND_FIT_SMOKE if args.smoke else SECOND_FIT
+            data = os.path.join(tmp, "ratings.npz")
+            make_data(shape, n, popularity, data)
+            lines += second_fit_table(trees, data, args.dim, args.second_fit, name)
+            print("\n".join(lines[-8:]), flush=True)
     out = "layouts_smoke.md" if args.smoke else "layouts.md"
     path = write_result(out, "\n".join(lines) + "\n", args.out_dir)
     print(f"wrote {path}")
