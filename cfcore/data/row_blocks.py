@@ -103,18 +103,33 @@ def _ids(rows: np.ndarray) -> np.ndarray:
     return rows.astype(np.int64)
 
 
-def _sorted_by_row(
-    a: np.ndarray, order: np.ndarray | None, scalar: bool
-) -> np.ndarray | np.float32:
-    """`np.asarray(a, np.float32)[order]` (`order` None: the identity), without the gather
-    when `a` holds one value throughout (the ones of a weight or target; compared bit for bit):
-    that value as a NumPy scalar if `scalar` (the caller broadcasts it), else an array of it."""
-    a = np.asarray(a, np.float32)
-    if (order is not None or scalar) and len(a):
+def _one_value(a: np.ndarray) -> np.ndarray | np.float32:
+    """`a` (float32), or its one value as a NumPy scalar when it holds one value throughout
+    (the ones of a weight or target; compared bit for bit, so 0.0 and −0.0 differ)."""
+    if len(a):
         bits = a.view(np.uint32)
         if bits[0] == bits[-1] and (bits == bits[0]).all():
-            return a[0] if scalar else np.full(len(a), a[0], a.dtype)
-    return a if order is None else a[order]
+            return a[0]
+    return a
+
+
+def _gather(order: np.ndarray, *arrays: Any) -> list[Any]:
+    """`a[order]` of each array (a NumPy scalar passes as it is). The first two arrays of 4-byte
+    elements are gathered as one array of 8-byte pairs: one random read for both, where the
+    reads (not the bytes) cost (10M ids: 0.12 s against 0.23 s)."""
+    out = list(arrays)
+    pair = [j for j, a in enumerate(arrays) if isinstance(a, np.ndarray) and a.dtype.itemsize == 4]
+    pair = pair[:2] if len(pair) >= 2 else []
+    if pair:
+        a, b = arrays[pair[0]], arrays[pair[1]]
+        both = np.empty((len(a), 2), np.uint32)
+        both[:, 0], both[:, 1] = a.view(np.uint32), b.view(np.uint32)
+        got = both.view(np.uint64).reshape(-1)[order].view(np.uint32).reshape(-1, 2)
+        out[pair[0]], out[pair[1]] = got[:, 0].view(a.dtype), got[:, 1].view(b.dtype)
+    for j, a in enumerate(arrays):
+        if j not in pair and isinstance(a, np.ndarray):
+            out[j] = a[order]
+    return out
 
 
 def _by_row(
@@ -127,7 +142,7 @@ def _by_row(
     scalars: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, Any]:
     """The observations by row, a row's in their given order (one stable sort, skipped when
-    the rows are already in order).
+    the rows are already in order; a weight or target of one value is not gathered).
 
     Returns:
         `(counts, starts, cols, values, weights)`: int64 `[R]` observations a row, int64
@@ -141,14 +156,16 @@ def _by_row(
     starts = np.zeros(num_rows + 1, np.int64)
     np.cumsum(counts, out=starts[1:])
     order = stable_row_order(rows, num_rows)
-    sorted_cols = np.asarray(cols) if order is None else np.asarray(cols)[order]
-    return (
-        counts,
-        starts,
-        sorted_cols,
-        _sorted_by_row(values, order, scalars),
-        _sorted_by_row(weights, order, scalars),
-    )
+    parts: list[Any] = [np.asarray(cols), np.asarray(values, np.float32)]
+    parts.append(np.asarray(weights, np.float32))
+    if order is not None or scalars:
+        parts[1:] = [_one_value(a) for a in parts[1:]]
+    if order is not None:
+        parts = _gather(order, *parts)
+    if not scalars:  # (arrays throughout: a one-value one as its array)
+        n = len(parts[0])
+        parts[1:] = [np.full(n, a, np.float32) if np.ndim(a) == 0 else a for a in parts[1:]]
+    return counts, starts, parts[0], parts[1], parts[2]
 
 
 def canonical_count(count: int, step: int = 1, steps: int | None = None) -> int:
