@@ -2,10 +2,11 @@
 earlier, slower builder made: the same buckets, keys, dtypes, shapes and bytes, and the same
 `position`, on random, skewed, presorted and wide inputs.
 
-The reference below is that builder (`bucket_blocks`, `_pack` and `segment_blocks` as they were
-before the radix sort, the skipped sort of presorted rows, the constant-array shortcut and the
-vectorised packing), kept verbatim except for its docstrings: a change of the fast builder that
-moves one observation, pads one slot more or reorders one row fails here.
+The reference below is that builder (`_pack` and `segment_blocks` as they were before the radix
+sort, the skipped sort of presorted rows, the constant-array shortcut, the gathered pairs and
+the vectorised packing), kept verbatim except for its docstrings, and the sort and gathers of
+`bucket_blocks` (the rest of which did not change): a change of the fast builder that moves one
+observation, pads one slot more or reorders one row fails here.
 """
 
 from __future__ import annotations
@@ -19,105 +20,17 @@ from cfcore.errors import ArgumentValueError
 # ---------------------------------------------------------------------------- the reference
 
 
-def old_bucket_blocks(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    values: np.ndarray,
-    weights: np.ndarray,
-    row_reg: np.ndarray,
-    *,
-    dim: int,
-    solver: str,
-    lengths: np.ndarray | None = None,
-    shapes: dict[int, tuple[int, int]] | None = None,
-) -> dict[str, object]:
+def old_by_row(rows, cols, values, weights, num_rows, counts=None, scalars=False):
+    """The sort and gathers of the earlier `bucket_blocks` (the rest of it is unchanged):
+    NumPy's stable argsort of the int64 rows, then a gather of each array."""
     rows = np.asarray(rows, np.int64)
-    num_rows = len(row_reg)
-    if num_rows < 1 and not shapes:
-        raise ArgumentValueError("row_blocks needs at least one row")
-    if solver not in ("cholesky", "cg"):
-        raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
-    # By row, a row's observations in their given order. (Sorted by fixed row within a row, the
-    # gathers read ascending rows, about 10% faster; but the float32 sums change order, which
-    # CG's few steps amplify on ill-conditioned systems past the conformance suite's 2e-5.)
     order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=num_rows)
     starts = np.concatenate([[0], np.cumsum(counts)])
     sorted_cols = np.asarray(cols)[order]
     sorted_values = np.asarray(values, np.float32)[order]
     sorted_weights = np.asarray(weights, np.float32)[order]
-    row_reg = np.asarray(row_reg, np.float32)
-    if lengths is None:
-        lengths = rb.bucket_lengths(counts)
-    else:
-        lengths = np.asarray(lengths, np.int64)
-        if lengths.shape != (num_rows,) or np.any(lengths < np.maximum(counts, 1)):
-            raise ArgumentValueError(
-                f"lengths must be {num_rows} slot counts, each at least its row's observation "
-                f"count and 1, got shape {lengths.shape}"
-            )
-    sizes = np.unique(lengths) if shapes is None else np.array(sorted(shapes), np.int64)
-    if shapes is not None and not set(np.unique(lengths).tolist()) <= set(sizes.tolist()):
-        raise ArgumentValueError(
-            f"shapes must have a bucket for every length, got {sorted(shapes)}"
-        )
-    floats = sum(int((lengths == n).sum()) * rb.row_floats(int(n), dim, solver) for n in sizes)
-    whole = floats <= rb.WHOLE_FLOATS
-    position = np.zeros(num_rows, np.int64)
-    buckets: list[dict[str, np.ndarray]] = []
-    offset = 0
-    for length in sizes:
-        length = int(length)
-        members = np.flatnonzero(lengths == length)  # rows of this bucket, ascending
-        if shapes is None:
-            # Rounded up (`rb.canonical_count`): similar data sets get the same shapes.
-            most = rb.canonical_count(len(members), rb.MIN_ROW_STEP)
-            size = most if whole else min(rb.block_rows(length, dim, solver), most)
-            k = rb.canonical_count(-(-len(members) // size))
-        else:
-            k, size = shapes[length]
-            if k * size < len(members):
-                raise ArgumentValueError(
-                    f"shapes[{length}] = {(k, size)} holds {k * size} rows, expected at least "
-                    f"{len(members)}"
-                )
-        padded = k * size
-        # Slot t of row r holds its t-th observation (t < count), else padding.
-        slot = np.arange(length)
-        have = slot[None, :] < counts[members][:, None]  # [rows, L]
-        src = np.where(have, starts[members][:, None] + slot[None, :], 0)
-        c = np.zeros((padded, length), np.int32)
-        v = np.zeros((padded, length), np.float32)
-        w = np.zeros((padded, length), np.float32)
-        if len(order):  # (rows without a single observation: nothing to read)
-            c[: len(members)] = np.where(have, sorted_cols[src], 0)
-            v[: len(members)] = np.where(have, sorted_values[src], 0.0)
-            w[: len(members)] = np.where(have, sorted_weights[src], 0.0)
-        ids = np.zeros(padded, np.int32)
-        ids[: len(members)] = members
-        reg = np.ones(padded, np.float32)
-        reg[: len(members)] = row_reg[members]
-        position[members] = offset + np.arange(len(members))
-        offset += padded
-        bucket = {
-            "cols": c.reshape(k, size, length),
-            "values": v.reshape(k, size, length),
-            "weights": w.reshape(k, size, length),
-            "ids": ids.reshape(k, size),
-            "row_reg": reg.reshape(k, size),
-        }
-        if solver == "cholesky":
-            bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
-        buckets.append(bucket)
-    # Single-block buckets first: a half-sweep solves them together (`cfcore.maths.als`).
-    order = sorted(range(len(buckets)), key=lambda j: buckets[j]["ids"].shape[0] > 1)
-    firsts = np.concatenate([[0], np.cumsum([buckets[j]["ids"].size for j in order])])
-    old_first = np.concatenate([[0], np.cumsum([b["ids"].size for b in buckets])])
-    moved = np.zeros(num_rows, np.int64)
-    for new_j, j in enumerate(order):
-        inside = (position >= old_first[j]) & (position < old_first[j + 1])
-        moved[inside] = position[inside] - old_first[j] + firsts[new_j]
-    return {"buckets": [buckets[j] for j in order], "position": moved.astype(np.int32)}
+    return counts, starts, sorted_cols, sorted_values, sorted_weights
 
 
 def old_pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
@@ -319,11 +232,12 @@ def test_segments_are_the_old_builders(monkeypatch, kind, solver, block_floats, 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_buckets_are_the_old_builders(kind, solver, seed):
+def test_buckets_are_the_old_builders(monkeypatch, kind, solver, seed):
     rows, cols, values, weights, reg = _problem(seed, kind)
     size = {"dim": 8, "solver": solver}
     new = rb.bucket_blocks(rows, cols, values, weights, reg, **size)
-    _assert_same(new, old_bucket_blocks(rows, cols, values, weights, reg, **size))
+    monkeypatch.setattr(rb, "_by_row", old_by_row)
+    _assert_same(new, rb.bucket_blocks(rows, cols, values, weights, reg, **size))
 
 
 def test_row_blocks_dispatch_keeps_the_layout(monkeypatch):
