@@ -463,6 +463,20 @@ def _pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     return block, order
 
 
+def _slots(base: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Every observation's flat slot, int64 `[n]` (observations by row): its row's first slot
+    `base[r]` plus its index within the row. A running sum of steps, 1 within a row and a jump
+    to the next row's first slot at its start: one `[n]` array, where a repeat plus an arange
+    make two."""
+    slot = np.ones(int(starts[-1]), np.int64)
+    have = np.flatnonzero(counts)
+    if len(have):
+        firsts = base[have]
+        slot[starts[have]] = firsts - np.concatenate([[0], firsts[:-1] + counts[have][:-1] - 1])
+        np.cumsum(slot, out=slot)
+    return slot
+
+
 def segment_blocks(
     rows: np.ndarray,
     cols: np.ndarray,
@@ -527,15 +541,7 @@ def segment_blocks(
         layouts.append((c, members, m, block_of, local, seg_in_block, k, capacity, width))
         slot_offset += k * capacity * length
         row_offset += k * width
-    # Every observation's flat slot: its row's first slot plus its index within the row.
-    # (A running sum of steps: 1 within a row, a jump to the next row's first slot at its
-    # start; one [n] array, where a repeat plus an arange page in two.)
-    slot = np.ones(int(starts[-1]), np.int64)
-    have = np.flatnonzero(counts)
-    if len(have):
-        firsts = base[have]
-        slot[starts[have]] = firsts - np.concatenate([[0], firsts[:-1] + counts[have][:-1] - 1])
-        np.cumsum(slot, out=slot)
+    slot = _slots(base, starts, counts)
     flat_cols = np.zeros(slot_offset, np.int32)
     flat_values = np.zeros(slot_offset, np.float32)
     flat_weights = np.zeros(slot_offset, np.float32)

@@ -2,11 +2,12 @@
 earlier, slower builder made: the same buckets, keys, dtypes, shapes and bytes, and the same
 `position`, on random, skewed, presorted and wide inputs.
 
-The reference below is that builder (`_pack` and `segment_blocks` as they were before the radix
-sort, the skipped sort of presorted rows, the constant-array shortcut, the gathered pairs and
-the vectorised packing), kept verbatim except for its docstrings, and the sort and gathers of
-`bucket_blocks` (the rest of which did not change): a change of the fast builder that moves one
-observation, pads one slot more or reorders one row fails here.
+The reference below is what changed of that builder, kept verbatim but for docstrings: its sort
+and gathers by row (NumPy's stable argsort, one gather an array: no radix sort, no skipped sort
+of presorted rows, no one-value shortcut, no gathered pairs), its packing loop over every block
+(`_pack`) and its flat slots (`_slots`); the rest of `segment_blocks` and `bucket_blocks` did not
+change, and runs with them swapped in. A change of the fast builder that moves one observation,
+pads one slot more or reorders one row fails here.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import numpy as np
 import pytest
 
 from cfcore.data import row_blocks as rb
-from cfcore.errors import ArgumentValueError
 
 # ---------------------------------------------------------------------------- the reference
 
 
 def old_by_row(rows, cols, values, weights, num_rows, counts=None, scalars=False):
-    """The sort and gathers of the earlier `bucket_blocks` (the rest of it is unchanged):
-    NumPy's stable argsort of the int64 rows, then a gather of each array."""
+    """The earlier sort and gathers by row: NumPy's stable argsort of the int64 rows, then a
+    gather of each array (every one an array)."""
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=num_rows)
@@ -55,117 +55,17 @@ def old_pack(segments: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarra
     return block, np.concatenate(order)
 
 
-def old_segment_blocks(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    values: np.ndarray,
-    weights: np.ndarray,
-    row_reg: np.ndarray,
-    *,
-    dim: int,
-    solver: str,
-) -> dict[str, object]:
-    rows = np.asarray(rows, np.int64)
-    num_rows = len(row_reg)
-    if num_rows < 1:
-        raise ArgumentValueError("row_blocks needs at least one row")
-    if solver not in ("cholesky", "cg"):
-        raise ArgumentValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}")
-    order = np.argsort(rows, kind="stable")  # by row, a row's observations in given order
-    counts = np.bincount(rows, minlength=num_rows)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    sorted_cols = np.asarray(cols)[order]
-    sorted_values = np.asarray(values, np.float32)[order]
-    sorted_weights = np.asarray(weights, np.float32)[order]
-    row_reg = np.asarray(row_reg, np.float32)
-    seg_len = np.asarray(rb.SEGMENT_LENGTHS, np.int64)
-    cls = rb.segment_classes(counts)
-    nsegs = -(-np.maximum(counts, 1) // seg_len[cls])  # a row without observations: one
-    classes = [int(c) for c in np.unique(cls)]
-    floats = sum(
-        int(nsegs[cls == c].sum()) * rb.segment_floats(int(seg_len[c]), dim, solver)
-        for c in classes
-    )
-    whole = floats <= rb.WHOLE_FLOATS
-    # Each row's slot index of its first observation in the concatenation of every class's
-    # flat `[K·S·L]` slots, and its index in the concatenation of the `[K·Rb]` solutions.
-    base = np.zeros(num_rows, np.int64)
-    position = np.zeros(num_rows, np.int64)
-    buckets: list[dict[str, np.ndarray]] = []
-    slot_offset = row_offset = 0
-    layouts = []
-    for c in classes:
-        length = int(seg_len[c])
-        members = np.flatnonzero(cls == c)
-        # Longest rows first: a block then wastes less than the next row's segments.
-        members = members[np.argsort(-nsegs[members], kind="stable")]
-        m = nsegs[members]
-        if whole:
-            # (Rounded in steps of about 8·rb.MIN_ROW_STEP slots: similar data sets share shapes.)
-            capacity = rb.canonical_count(int(m.sum()), max(1, 8 * rb.MIN_ROW_STEP // length))
-        else:
-            per = max(1, rb.BLOCK_FLOATS // max(rb.segment_floats(length, dim, solver), 1))
-            capacity = rb.canonical_count(max(per, int(m.max())))
-        block_of, packed = old_pack(m, capacity)
-        members, m, block_of = members[packed], m[packed], block_of[packed]
-        firsts = np.flatnonzero(np.diff(np.concatenate([[-1], block_of])))
-        local = np.arange(len(members)) - firsts[block_of]  # the row's index in its block
-        seg_start = np.concatenate([[0], np.cumsum(m)])[:-1]
-        seg_in_block = seg_start - seg_start[firsts][block_of]
-        k = rb.canonical_count(len(firsts), steps=rb.SEGMENT_SHAPE_STEPS)
-        width = rb.canonical_count(int(local.max()) + 1, 1 if not whole else rb.MIN_ROW_STEP)
-        base[members] = slot_offset + (block_of * capacity + seg_in_block) * length
-        position[members] = row_offset + block_of * width + local
-        layouts.append((c, members, m, block_of, local, seg_in_block, k, capacity, width))
-        slot_offset += k * capacity * length
-        row_offset += k * width
-    # Every observation's flat slot: its row's first slot plus its index within the row.
-    index = np.arange(len(order)) - np.repeat(starts[:-1], counts)
-    slot = np.repeat(base, counts) + index
-    flat_cols = np.zeros(slot_offset, np.int32)
-    flat_values = np.zeros(slot_offset, np.float32)
-    flat_weights = np.zeros(slot_offset, np.float32)
-    flat_cols[slot] = sorted_cols
-    flat_values[slot] = sorted_values
-    flat_weights[slot] = sorted_weights
-    slot_offset = 0
-    for c, members, m, block_of, local, seg_in_block, k, capacity, width in layouts:
-        length = int(seg_len[c])
-        size = k * capacity * length
-        part = slice(slot_offset, slot_offset + size)
-        slot_offset += size
-        # The local row of each segment (padding segments: row 0, at weight 0).
-        seg_row = np.zeros((k, capacity), np.int32)
-        seg_flat = np.repeat(block_of * capacity + seg_in_block, m) + (
-            np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
-        )
-        seg_row.reshape(-1)[seg_flat] = np.repeat(local, m)
-        ids = np.zeros((k, width), np.int32)
-        reg = np.ones((k, width), np.float32)
-        ids.reshape(-1)[block_of * width + local] = members
-        reg.reshape(-1)[block_of * width + local] = row_reg[members]
-        bucket = {
-            "cols": flat_cols[part].reshape(k, capacity, length),
-            "values": flat_values[part].reshape(k, capacity, length),
-            "weights": flat_weights[part].reshape(k, capacity, length),
-            "seg_row": seg_row,
-            "ids": ids,
-            "row_reg": reg,
-        }
-        if solver == "cholesky":
-            bucket["cols_t"] = np.ascontiguousarray(bucket["cols"].transpose(0, 2, 1))
-        buckets.append(bucket)
-    # Classes of one block first: a Cholesky half-sweep solves them together.
-    first = sorted(range(len(buckets)), key=lambda j: buckets[j]["ids"].shape[0] > 1)
-    sizes = [b["ids"].size for b in buckets]
-    old = np.concatenate([[0], np.cumsum(sizes)])
-    new = np.concatenate([[0], np.cumsum([sizes[j] for j in first])])
-    shift = np.zeros(len(buckets), np.int64)
-    for new_j, j in enumerate(first):
-        shift[j] = new[new_j] - old[j]
-    which = np.searchsorted(old, position, side="right") - 1
-    position = position + shift[which]
-    return {"buckets": [buckets[j] for j in first], "position": position.astype(np.int32)}
+def old_slots(base, starts, counts):
+    index = np.arange(int(starts[-1])) - np.repeat(starts[:-1], counts)
+    return np.repeat(base, counts) + index
+
+
+def old_builder(monkeypatch):
+    """`segment_blocks` and `bucket_blocks` with the earlier sort, gathers, packing and slots
+    (what changed; the rest of them did not)."""
+    monkeypatch.setattr(rb, "_by_row", old_by_row)
+    monkeypatch.setattr(rb, "_pack", old_pack)
+    monkeypatch.setattr(rb, "_slots", old_slots)
 
 
 # ---------------------------------------------------------------------------- the tests
@@ -226,7 +126,8 @@ def test_segments_are_the_old_builders(monkeypatch, kind, solver, block_floats, 
     rows, cols, values, weights, reg = _problem(seed, kind)
     size = {"dim": 8, "solver": solver}
     new = rb.segment_blocks(rows, cols, values, weights, reg, **size)
-    _assert_same(new, old_segment_blocks(rows, cols, values, weights, reg, **size))
+    old_builder(monkeypatch)
+    _assert_same(new, rb.segment_blocks(rows, cols, values, weights, reg, **size))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -236,7 +137,7 @@ def test_buckets_are_the_old_builders(monkeypatch, kind, solver, seed):
     rows, cols, values, weights, reg = _problem(seed, kind)
     size = {"dim": 8, "solver": solver}
     new = rb.bucket_blocks(rows, cols, values, weights, reg, **size)
-    monkeypatch.setattr(rb, "_by_row", old_by_row)
+    old_builder(monkeypatch)
     _assert_same(new, rb.bucket_blocks(rows, cols, values, weights, reg, **size))
 
 
@@ -248,7 +149,8 @@ def test_row_blocks_dispatch_keeps_the_layout(monkeypatch):
     size = {"dim": 8, "solver": "cg"}
     new = rb.row_blocks(rows, cols, values, weights, reg, **size)
     assert "seg_row" in new["buckets"][0]
-    _assert_same(new, old_segment_blocks(rows, cols, values, weights, reg, **size))
+    old_builder(monkeypatch)
+    _assert_same(new, rb.segment_blocks(rows, cols, values, weights, reg, **size))
 
 
 @pytest.mark.parametrize("num_rows", [7, 1 << 16, (1 << 16) + 1, (1 << 24) + 5])
