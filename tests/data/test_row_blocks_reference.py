@@ -164,3 +164,27 @@ def test_stable_row_order_is_numpys_stable_argsort(num_rows):
     )
     assert rb.stable_row_order(np.sort(rows), num_rows) is None
     assert rb.stable_row_order(rows[:1], num_rows) is None
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_ials_blocks_on_two_threads_are_the_same(monkeypatch, threaded):
+    # The two sides built side by side (`Placement.side_blocks`, as past THREADED_SIDES_MIN)
+    # or one after the other: the same arrays, each side's its own.
+    import cfcore
+    from cfcore.models.als import ials_blocks
+    from cfcore.specs import IALSSpec
+    from cfcore.train import placement
+
+    r = cfcore.synthetic_ratings(300, 800, 6000, distinct=True, seed=1)
+    spec = IALSSpec(embedding_dim=8, solver="cholesky")
+    one = ials_blocks(spec, r)
+    monkeypatch.setattr(placement, "THREADED_SIDES_MIN", 0 if threaded else 1 << 62)
+    started = []
+    real = placement.ThreadPoolExecutor
+    monkeypatch.setattr(
+        placement, "ThreadPoolExecutor", lambda **kw: started.append(1) or real(**kw)
+    )
+    two = ials_blocks(spec, r)
+    assert len(started) == (threaded and placement._cores() > 1)
+    for side in ("by_user", "by_item"):
+        _assert_same(two[side], one[side])
