@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cfcore.data.row_blocks import stable_row_order
 from cfcore.errors import ArgumentValueError
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -66,19 +67,6 @@ LAYOUT_KEYS = (
 )
 
 
-def _stable_order(ids: np.ndarray, num_ids: int) -> np.ndarray:
-    """`np.argsort(ids, kind="stable")` as int32, by 16-bit radix passes.
-
-    NumPy sorts 16-bit integers by radix sort (linear), but wider ones by timsort: at 20M random
-    ids the direct stable argsort takes ~9 s, two radix passes ~1.5 s.
-    """
-    order = np.argsort((ids & 0xFFFF).astype(np.uint16), kind="stable")
-    if num_ids > 1 << 16:
-        high = (ids >> 16).astype(np.uint16)[order]
-        order = order[np.argsort(high, kind="stable")]
-    return order.astype(np.int32)
-
-
 def _side(
     owner_ids: np.ndarray,
     other_ids: np.ndarray,
@@ -89,7 +77,7 @@ def _side(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """One side's layout (see the module docstring) and, if asked, each rating's flat slot."""
     n = owner_ids.shape[0]
-    order = _stable_order(owner_ids, num_owners)
+    order = stable_row_order(owner_ids, num_owners)  # None: the ids are in order already
     counts = np.bincount(owner_ids, minlength=num_owners)
     seg_count = (counts + seg_len - 1) // seg_len
     seg_start = np.cumsum(seg_count) - seg_count
@@ -110,15 +98,17 @@ def _side(
     slot_sorted = np.repeat(shift, counts)
     slot_sorted += np.arange(n, dtype=np.int32)
     src = np.full(total, n, np.int32)
-    src[slot_sorted] = order
+    src[slot_sorted] = np.arange(n, dtype=np.int32) if order is None else order
     other = np.zeros(total, np.int32)
-    other[slot_sorted] = other_ids[order]
+    other[slot_sorted] = other_ids if order is None else other_ids[order]
     owner = np.full(num_blocks * block, num_owners - 1, np.int32)
     owner[:used] = np.repeat(np.arange(num_owners, dtype=np.int32), seg_count)
     slot = None
     if with_slot:
-        slot = np.empty(n, np.int32)
-        slot[order] = slot_sorted
+        slot = slot_sorted
+        if order is not None:
+            slot = np.empty(n, np.int32)
+            slot[order] = slot_sorted
     layout = {
         "owner": owner.reshape(num_blocks, block),
         "other": other.reshape(num_blocks, block, seg_len),
@@ -146,9 +136,9 @@ def make_pair_layout(
         block_slots: slots per block of the blocked loops (rounded down to a multiple of L).
 
     Returns:
-        The layout dict of the module docstring (int32 NumPy arrays). Cost: two radix sorts and
-        a few passes over the ids (about 0.1 s at 1M ratings, a few seconds at 20M on a CPU);
-        memory about 7 int32 per rating plus the padding.
+        The layout dict of the module docstring (int32 NumPy arrays). Cost: a radix sort a side
+        (none for ids already in order: ratings read by user) and a few passes over the ids
+        (benchmarks/results/layouts.md); memory about 7 int32 per rating plus the padding.
     """
     users = np.asarray(users).astype(np.int32, copy=False)
     items = np.asarray(items).astype(np.int32, copy=False)

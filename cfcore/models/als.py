@@ -55,25 +55,12 @@ def wals_blocks(
     n, m, count = train.num_users, train.num_items, len(train)
     lam = spec.regularization_coeff
     ones = np.ones(count, np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
-    by_user = blocks(
+    by_user, by_item = (placement or Placement(None)).side_blocks(
         row_blocks,
-        train.users,
-        train.items,
-        train.values,
-        ones,
-        np.full(n, lam * count / n),
-        **size,
-    )
-    by_item = blocks(
-        row_blocks,
-        train.items,
-        train.users,
-        train.values,
-        ones,
-        np.full(m, lam * count / m),
-        **size,
+        (train.users, train.items, train.values, ones, np.full(n, lam * count / n)),
+        (train.items, train.users, train.values, ones, np.full(m, lam * count / m)),
+        dim=spec.embedding_dim,
+        solver=spec.linear_solver,
     )
     ratings = {"users": train.users, "items": train.items, "values": train.values}
     return {
@@ -264,10 +251,52 @@ class WALS(RatingModel):
 # ---------------------------------------------------------------------------- iALS
 
 
+PAIR_CHECK_SLOTS = 1 << 21
+"""Slots (int32) of the table `repeats_pairs` marks a run of rows' pairs in: 8 MB, in cache,
+so that its scattered writes and reads cost little beside a sort."""
+
+
+def repeats_pairs(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int) -> bool:
+    """Whether a pair `(rows[k], cols[k])` occurs twice.
+
+    Pairs grouped by row (`rows` nondecreasing, as ratings read by user are; or grouped by col,
+    the roles swapped) are checked without a sort: the rows are taken `C` at a time
+    (`C·num_cols ≤ PAIR_CHECK_SLOTS`), each pair k writes k into the slot of its pair in a
+    table of `C·num_cols` slots, and a pair that reads back another index shares its slot with
+    an earlier or later pair (whichever write won). Other pairs: one sort of their keys.
+
+    Args:
+        rows, cols: int `[n]` ids in `[0, num_rows)` and `[0, num_cols)`.
+        num_rows, num_cols: their bounds.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    n = len(rows)
+    if n < 2:
+        return False
+    if (rows[1:] < rows[:-1]).any():
+        if not (cols[1:] < cols[:-1]).any():
+            return repeats_pairs(cols, rows, num_cols, num_rows)
+        # (uint32 keys where they fit: NumPy sorts them about twice as fast as int64 ones.)
+        kind = np.uint64 if num_rows * num_cols > 1 << 32 else np.uint32
+        key = rows.astype(kind) * kind(num_cols) + cols.astype(kind)
+        key.sort()
+        return bool((key[1:] == key[:-1]).any())
+    per = max(1, PAIR_CHECK_SLOTS // max(num_cols, 1))  # rows a run
+    slot = (rows % per).astype(np.int64) * num_cols + cols  # the pair's slot in its run's table
+    table = np.empty(per * num_cols, np.int32 if n < 1 << 31 else np.int64)
+    index = np.arange(n, dtype=table.dtype)
+    # The first pair of each run of `per` rows (rows nondecreasing).
+    bounds = np.searchsorted(rows, np.arange(0, int(rows[-1]) + per, per)).tolist() + [n]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+        if hi > lo:
+            table[slot[lo:hi]] = index[lo:hi]
+            if (table[slot[lo:hi]] != index[lo:hi]).any():
+                return True
+    return False
+
+
 def _repeats_pairs(train: Ratings) -> bool:
-    # A sort, not np.unique: several times faster on millions of pairs.
-    key = np.sort(train.users.astype(np.int64) * train.num_items + train.items)
-    return bool(len(key) > 1 and (key[1:] == key[:-1]).any())
+    return repeats_pairs(train.users, train.items, train.num_users, train.num_items)
 
 
 def check_implicit(train: Ratings) -> None:
@@ -301,29 +330,40 @@ def unregularized_cause(spec: IALSSpec) -> str:
     )
 
 
+def _unregularized(spec: IALSSpec, train: Ratings) -> tuple[str, int, int, int] | None:
+    """The first side with rows `unregularized_rows` finds: `(side, its first such row, how
+    many, rows of that side)`, or None."""
+    n, m = train.num_users, train.num_items
+    sides = (
+        ("user", np.bincount(train.users, minlength=n), m),
+        ("item", np.bincount(train.items, minlength=m), n),
+    )
+    for side, counts, other in sides:
+        empty = unregularized_rows(spec, counts, other)
+        if len(empty):
+            return side, int(empty[0]), len(empty), len(counts)
+    return None
+
+
 def check_regularized(spec: IALSSpec, train: Ratings) -> None:
     """Refuses positives with a user or item row whose system has no solution under `spec`
     (`unregularized_rows`): naming the first such row, how many there are and why, before any
-    sweep (which would only diverge)."""
-    n, m = train.num_users, train.num_items
-    sides = (
-        ("user", np.bincount(train.users, minlength=n), m, train.user_ids),
-        ("item", np.bincount(train.items, minlength=m), n, train.item_ids),
+    sweep (which would only diverge). Cached with the layouts (a later `fit` on the same,
+    unchanged `Ratings` does not count its rows again)."""
+    found = LAYOUTS.get(train, ("unregularized rows", spec), lambda: _unregularized(spec, train))
+    if found is None:
+        return
+    side, row, empty, rows = found
+    name = f"{side} {row}"
+    ids = train.user_ids if side == "user" else train.item_ids
+    if ids is not None:
+        name += f" (id {np.asarray(ids)[row : row + 1].tolist()[0]!r})"
+    raise ArgumentValueError(
+        f"iALS cannot fit these positives: {name} has no positives ({empty} of "
+        f"{rows} {side}s have none); {unregularized_cause(spec)}. Pass "
+        "unobserved_weight > 0, regularization_exponent=0 (a plain λ), or ratings in which "
+        "every user and item has a positive"
     )
-    for side, counts, other, ids in sides:
-        empty = unregularized_rows(spec, counts, other)
-        if not len(empty):
-            continue
-        row = int(empty[0])
-        name = f"{side} {row}"
-        if ids is not None:
-            name += f" (id {np.asarray(ids)[row : row + 1].tolist()[0]!r})"
-        raise ArgumentValueError(
-            f"iALS cannot fit these positives: {name} has no positives ({len(empty)} of "
-            f"{len(counts)} {side}s have none); {unregularized_cause(spec)}. Pass "
-            "unobserved_weight > 0, regularization_exponent=0 (a plain λ), or ratings in which "
-            "every user and item has a positive"
-        )
 
 
 def ials_blocks(
@@ -338,10 +378,13 @@ def ials_blocks(
     item_reg = spec.row_regularization(np.bincount(train.items, minlength=m), n)
     conf = (1.0 + spec.confidence * train.values.astype(np.float64)).astype(np.float32)
     ones = np.ones(len(train), np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim, "solver": spec.linear_solver}
-    by_user = blocks(row_blocks, train.users, train.items, ones, conf, user_reg, **size)
-    by_item = blocks(row_blocks, train.items, train.users, ones, conf, item_reg, **size)
+    by_user, by_item = (placement or Placement(None)).side_blocks(
+        row_blocks,
+        (train.users, train.items, ones, conf, user_reg),
+        (train.items, train.users, ones, conf, item_reg),
+        dim=spec.embedding_dim,
+        solver=spec.linear_solver,
+    )
     positives = {
         "users": train.users,
         "items": train.items,

@@ -42,13 +42,12 @@ def biased_blocks(
     n, m, count = train.num_users, train.num_items, len(train)
     ratings = centred(train, mean)
     ones = np.ones(count, np.float32)
-    blocks = (placement or Placement(None)).row_blocks
-    size = {"dim": spec.embedding_dim + 1, "solver": spec.linear_solver}
-    by_user = blocks(
-        row_blocks, train.users, train.items, ratings["values"], ones, np.full(n, count / n), **size
-    )
-    by_item = blocks(
-        row_blocks, train.items, train.users, ratings["values"], ones, np.full(m, count / m), **size
+    by_user, by_item = (placement or Placement(None)).side_blocks(
+        row_blocks,
+        (train.users, train.items, ratings["values"], ones, np.full(n, count / n)),
+        (train.items, train.users, ratings["values"], ones, np.full(m, count / m)),
+        dim=spec.embedding_dim + 1,
+        solver=spec.linear_solver,
     )
     return {
         "ratings": ratings,

@@ -125,6 +125,26 @@ def test_layout_structure():
     np.testing.assert_array_equal(lay["user_src"].reshape(-1)[lay["slot"]], np.arange(n))
 
 
+@pytest.mark.parametrize("num_users", [17, (1 << 16) + 3])
+def test_layout_of_presorted_ids_skips_no_slot(monkeypatch, num_users):
+    """Ids already in order (no sort made) and ids sorted by NumPy's stable argsort (the sort
+    forced) give the very same layout."""
+    from cfcore_jax import pair_kernel
+
+    rng = np.random.default_rng(2)
+    users = np.sort(rng.integers(0, num_users, 600)).astype(np.int32)
+    items = rng.integers(0, 9, 600).astype(np.int32)
+    fast = make_pair_layout(users, items, num_users, 9, seg_len=8, block_slots=64)
+    monkeypatch.setattr(
+        pair_kernel, "stable_row_order", lambda ids, _: np.argsort(ids, kind="stable")
+    )
+    slow = make_pair_layout(users, items, num_users, 9, seg_len=8, block_slots=64)
+    assert set(fast) == set(slow)
+    for key in fast:
+        assert fast[key].dtype == slow[key].dtype == np.int32, key
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
 def test_layout_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty 1-D arrays of one length"):
         make_pair_layout(np.array([0, 1]), np.array([0]), 2, 2)

@@ -192,6 +192,16 @@ def test_scale_smoke(tmp_path):
     assert "| ok |" in md
 
 
+def test_layouts_smoke(tmp_path):
+    # Both columns from one tree (this one as its own "before"): every part timed in each.
+    _run_script("layouts.py", "--tree", str(ROOT), "--second-fit", out_dir=tmp_path)
+    md = (tmp_path / "layouts_smoke.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    for part in ("ials_pair_check", "ials_blocks", "wals_blocks", "biased_blocks", "pair_layout"):
+        assert re.search(rf"\| {part} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", md), part
+    assert "IALS first fit, host total" in md
+
+
 def test_distributed_smoke(tmp_path):
     _run_script("distributed.py", "--devices", "1,2", "--repeats", "1", out_dir=tmp_path)
     md = (tmp_path / "distributed_smoke.md").read_text()

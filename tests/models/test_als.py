@@ -320,3 +320,25 @@ def test_bad_inputs(ratings):
         b.fit(ratings, steps=1, solver="als", optimizer=cfcore.optimizers.SGD(1.0))
     with pytest.raises(ValueError, match="steps must be a positive int"):
         cfcore.WALS(2).fit(ratings, steps=0)
+
+
+def test_unregularized_rows_checked_once_per_ratings_and_spec(monkeypatch):
+    from cfcore.models import als
+
+    calls = []
+    check = als._unregularized
+    monkeypatch.setattr(als, "_unregularized", lambda *a: calls.append(1) or check(*a))
+    pos = cfcore.Ratings([0, 1, 1, 2], [1, 0, 2, 2], [1.0] * 4, 3, 3)
+    model = cfcore.IALS(2, unobserved_weight=0.0)
+    model.fit(pos, steps=1, backend="numpy", progress=False)
+    model.fit(pos, steps=1, backend="numpy", progress=False)  # the cached check
+    assert len(calls) == 1
+    cfcore.IALS(2, unobserved_weight=0.5).fit(pos, steps=1, backend="numpy", progress=False)
+    assert len(calls) == 2  # another spec: its own check
+    # The same object with its arrays changed in place (item 1 without positives now).
+    items = pos.items
+    items.flags.writeable = True
+    items[0] = 0  # (0, 1) becomes (0, 0)
+    with pytest.raises(ValueError, match=r"item 1\b.*no positives"):
+        model.fit(pos, steps=1, backend="numpy", progress=False)
+    assert len(calls) == 3
