@@ -144,6 +144,9 @@ class SearchPlan:
     validation: float
     threshold: float
     optuna: Any = None
+    # What trains a batch of points (`runner.run_points`'s arguments); a peer's runner
+    # (`cfcore.tuning.peers`) takes its place for a model that cfcore does not train.
+    points_runner: Callable[..., list[PointResult]] = run_points
 
     def run(
         self, ratings: Ratings, on_result: Callable[[PointResult], None] | None = None
@@ -165,7 +168,7 @@ class SearchPlan:
         deadline = None if self.budget_seconds is None else start + self.budget_seconds
 
         def run(batch: list[Point]) -> list[PointResult]:
-            return run_points(family, batch, data, metric, settings, deadline, on_result)
+            return self.points_runner(family, batch, data, metric, settings, deadline, on_result)
 
         if self.search == "grid":
             results = run(self.grid[: self.limit])
