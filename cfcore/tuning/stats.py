@@ -45,7 +45,7 @@ class Interval:
         return f"{self.mean:.{digits}f} ± {self.half:.{digits}f}"
 
 
-def t_interval(values: Sequence[float]) -> Interval:
+def t_interval(values: Sequence[float] | np.ndarray) -> Interval:
     """The mean of `values` `[n]` and its 95% t-interval (scipy's Student t quantile).
 
     Raises:
