@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..errors import ArgumentTypeError, ArgumentValueError, CfcoreError, MissingFileError
 from ..io.atomic import atomic_write
-from .peers import Scored, load_adapter, resolve_peer, run_peer_points
+from .peers import Scored, load_adapter, resolve_peer, run_peer_point
 from .runner import _RANKING, EXPLICIT_METRICS, EarlyStopping, Family, build_model
 from .search import SearchPlan, _check_keys, _check_metric_and_numbers, _point_limit, plan_search
 from .space import corner_points, grid_points, normalize_space, space_from_json
@@ -338,7 +338,7 @@ def _peer_plan(
         settings=RunSettings(1, None, None, None, 0, None), search=search, grid=grid,
         limit=_point_limit(search, numbers["trials"], numbers["budget_fits"], seconds, len(grid)),
         budget_seconds=seconds, validation=float(validation), threshold=3.5,
-        optuna=_optuna() if search == "tpe" else None, points_runner=run_peer_points,
+        optuna=_optuna() if search == "tpe" else None, run_point=run_peer_point,
     )  # fmt: skip
 
 

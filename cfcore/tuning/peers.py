@@ -37,7 +37,6 @@ import inspect
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -129,32 +128,19 @@ class Scored:
         return np.asarray(self.adapter.scores(fold_in))
 
 
-def run_peer_points(
-    family: Family,
-    points: Sequence[Point],
-    validation: Validation,
-    metric: Metric,
-    settings: RunSettings,
-    deadline: float | None = None,
-    on_result: Callable[[PointResult], None] | None = None,
-) -> list[PointResult]:
-    """`runner.run_points` for an adapter: each point built, fit once and scored; a point whose
-    fit raises an arithmetic error or scores a non-finite metric is "diverged"."""
-    out = []
-    for point in points:
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        start = time.perf_counter()
-        value, status = math.nan, "ok"
-        try:
-            adapter = family.cls(**point)
-            adapter.fit(validation.train, seed=settings.seed)  # pyright: ignore[reportAttributeAccessIssue]
-            value = float(validation.score(Scored(adapter)))
-        except (ArithmeticError, np.linalg.LinAlgError):
-            status = "diverged"
-        if not math.isfinite(value):
-            status = "diverged"
-        out.append(PointResult(dict(point), value, 1, 1, time.perf_counter() - start, status))
-        if on_result is not None:
-            on_result(out[-1])
-    return out
+def run_peer_point(
+    family: Family, point: Point, validation: Validation, metric: Metric, settings: RunSettings
+) -> PointResult:
+    """One point of an adapter (`runner.run_points`'s `run_point`): built, fit once and scored;
+    a point whose fit raises an arithmetic error or scores a non-finite metric is "diverged"."""
+    start = time.perf_counter()
+    value, status = math.nan, "ok"
+    try:
+        adapter = family.cls(**point)
+        adapter.fit(validation.train, seed=settings.seed)  # pyright: ignore[reportAttributeAccessIssue]
+        value = float(validation.score(Scored(adapter)))
+    except (ArithmeticError, np.linalg.LinAlgError):
+        status = "diverged"
+    if not math.isfinite(value):
+        status = "diverged"
+    return PointResult(dict(point), value, 1, 1, time.perf_counter() - start, status)
