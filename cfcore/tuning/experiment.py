@@ -290,6 +290,8 @@ def _check_contender(
         name = entry.get("name", family.name)
     else:
         every = _typed(entry, "eval_every", int, where)
+        if every is None and "patience" in entry:
+            raise ArgumentValueError(f"{where}.patience applies with eval_every (early stopping)")
         stopping = None if every is None else EarlyStopping(every, entry.get("patience", 3))
         plan = plan_search(
             entry["model"], space, search=search, trials=numbers["trials"],
@@ -436,7 +438,7 @@ def _fields(got: Interval) -> dict[str, Any]:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(frame.to_json(orient="records"))
+    return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
 def run_experiment(

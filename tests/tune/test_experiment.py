@@ -269,6 +269,7 @@ space = { regularization_coeff = [0.1, 1.0] }
         ("regularization_coeff", "regularisation", r"contender\[0\].*no hyper-parameter"),
         ("[0.1, 1.0]", "[-1.0]", r"contender\[0\].*regularization_coeff"),
         ('model = "biased"', 'model = "biased"\nsteps = 0', r"contender\[0\].*steps"),
+        ('model = "biased"', 'model = "biased"\npatience = 2', r"contender\[0\]\.patience"),
         ('model = "biased"', 'adapter = "nosuch_module_x:Peer"', r"contender\[0\]\.adapter"),
         ('model = "biased"', 'adapter = "tests.tune.test_experiment:NoSuch"', r"no class 'NoSuch'"),
         ('model = "biased"', 'model = "biased"\nadapter = "tests.tune.test_experiment:MeanPeer"',
@@ -304,3 +305,49 @@ def test_the_command_line_refuses_a_bad_config_before_reading_data(tmp_path):
     assert got.exit_code != 0
     assert "protocol.color" in got.output and "exp.toml" in got.output
     assert not out.exists()
+
+
+PEER_FILE = """
+import numpy as np
+
+
+class Median:
+    kind = "ratings"
+
+    def fit(self, train, *, seed):
+        self.value = float(np.median(train.values))
+
+    def predict(self, users, items):
+        return np.full(len(users), self.value)
+"""
+
+
+def test_the_command_line_writes_the_three_files(tmp_path, ml100k_files):
+    (tmp_path / "peer.py").write_text(PEER_FILE)
+    config = f"""
+[protocol]
+kind = "explicit"
+datasets = ["100k"]
+folds = ["u1", "u2"]
+metrics = ["mae"]
+data_dir = "{ml100k_files.parent}"
+[[contender]]
+adapter = "peer.py:Median"
+[[contender]]
+name = "mean"
+adapter = "{Path(__file__).name}:MeanPeer"
+"""
+    (tmp_path / "exp.toml").write_text(config)
+    # The adapter files are found beside the config (this module: copied there).
+    (tmp_path / Path(__file__).name).write_text(Path(__file__).read_text())
+    out = tmp_path / "out"
+    got = CliRunner().invoke(app, ["experiment", str(tmp_path / "exp.toml"), "--out", str(out)])
+    assert got.exit_code == 0, got.output
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json", "results.md"]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["contenders"] == ["Median", "mean"]
+    (diff,) = doc["paired"]
+    runs = {(r["contender"], r["seed"]): r["mae"] for r in doc["runs"]}
+    want = [runs["Median", f] - runs["mean", f] for f in ("u1", "u2")]
+    assert (diff["mean"], diff["half"]) == pytest.approx(hand_interval(want), rel=1e-8)
+    assert "Median − mean" in got.output
