@@ -51,9 +51,9 @@ def experiment(
         highlight=False,
     )
     try:
-        stage("during the experiment")
-        with deferred():  # a signal waits for the next safe point between compiled chunks
-            result = run_experiment(exp, on_run=_print_run)
+        # A cfcore contender's runs are deferred (a signal waits for the next safe point
+        # between compiled chunks); a peer's end at once.
+        result = run_experiment(exp, on_run=_print_run, on_start=_stage, guard=deferred)
     except _ERRORS as err:
         raise fail(err, highlight=True) from err
     stage("while writing the experiment's files")
@@ -66,6 +66,10 @@ def experiment(
     kept(f"the experiment's files are in {out}")
     console.print(result.markdown().split("## Chosen settings")[0], highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+def _stage(dataset: str, seed: str, contender: str) -> None:
+    stage(f"while running {contender} on {dataset}, seed {seed}")
 
 
 def _print_run(row: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def run_experiment(
     config: str | os.PathLike[str] | Mapping[str, Any] | Experiment,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[str, str, str], None] | None = None,
+    guard: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> ExperimentResult:
     """Runs an experiment: for each dataset and seed, each contender tuned on a validation split
     of the training part, refitted on the training part and scored on the test part once.
@@ -451,6 +454,10 @@ def run_experiment(
     Args:
         config: a TOML path, its dict, or a checked `Experiment` (`load_experiment`).
         on_run: called with each run's row as it comes (the command line prints it).
+        on_start: called with (dataset, seed, contender) before each run's search.
+        guard: a context around each search and refit of a cfcore contender (the command
+            line's `deferred`: a signal waits for a safe point between compiled chunks); a
+            peer's runs outside it.
 
     Returns:
         An `ExperimentResult`: `.runs`, `.summary()`, `.paired()`, `.save(folder)`.
@@ -467,8 +474,12 @@ def run_experiment(
         for label, seed in exp.seeds:
             train, test = _split(exp, ds, dataset, label, seed)
             for contender in exp.contenders:
-                row = {"dataset": dataset.name, "seed": label, "contender": contender.name,
-                       **_tune_and_test(exp, contender, train, test, seed)}  # fmt: skip
+                if on_start is not None:
+                    on_start(dataset.name, label, contender.name)
+                within = nullcontext() if guard is None or contender.peer else guard()
+                with within:
+                    got = _tune_and_test(exp, contender, train, test, seed)
+                row = {"dataset": dataset.name, "seed": label, "contender": contender.name, **got}
                 rows.append(row)
                 if on_run is not None:
                     on_run(row)
