@@ -215,6 +215,11 @@ def _datasets(value: Any, share: float) -> tuple[Dataset, ...]:
         name = _typed(entry, "name", str, where)
         if not name:
             raise ArgumentValueError(f"{where} has no name")
+        if not _release(name) and not Path(name).expanduser().exists():
+            raise ArgumentValueError(
+                f"{where}: {name!r} is neither a release name (100k, latest-small, 1m, ...) nor "
+                "a folder or zip holding one"
+            )
         test = float(_typed(entry, "test_share", (int, float), where, share))
         if not 0 < test < 1:
             raise ArgumentValueError(f"{where}.test_share must be in (0, 1), got {test}")
@@ -466,11 +471,9 @@ def run_experiment(
         CfcoreError: a bad config (before any data is read), or a data or training error.
     """
     exp = config if isinstance(config, Experiment) else load_experiment(config)
-    from ..cli._common import load_dataset
-
     rows = []
     for dataset in exp.datasets:
-        ds = load_dataset(dataset.name, None if exp.data_dir is None else Path(exp.data_dir))
+        ds = _load_dataset(dataset.name, exp.data_dir)
         for label, seed in exp.seeds:
             train, test = _split(exp, ds, dataset, label, seed)
             for contender in exp.contenders:
@@ -485,6 +488,28 @@ def run_experiment(
                     on_run(row)
     columns = ["dataset", "seed", "contender", *exp.metrics, "validation", "best", "seconds"]
     return ExperimentResult(exp, pd.DataFrame(rows, columns=columns))
+
+
+def _release(name: str) -> bool:
+    """Whether `name` is a release's name (else a folder or zip holding one)."""
+    from ..data.movielens import release_name
+
+    try:
+        release_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_dataset(name: str, data_dir: str | None) -> Any:
+    """A release by name (from `data_dir`, or cfcore's cache) or from a folder or zip."""
+    from ..data.movielens import guess_release
+    from ..datasets import load_movielens
+
+    if _release(name):
+        return load_movielens(name, data_dir=data_dir)
+    path = Path(name).expanduser()
+    return load_movielens(guess_release(path), data_dir=path)
 
 
 def _split(exp: Experiment, ds: Any, dataset: Dataset, label: str, seed: int) -> tuple[Any, Any]:

@@ -264,6 +264,7 @@ space = { regularization_coeff = [0.1, 1.0] }
         ('kind = "explicit"', 'kind = "both"', r"protocol\.kind"),
         ('"u2"]', '"u9"]', r"unknown fold 'u9'"),
         ('"100k"]', '"100k", "1m"]', r"protocol\.folds are ml-100k's"),
+        ('"100k"]', '"nosuch-release"]', r"protocol\.datasets\[0\]: 'nosuch-release' is neither"),
         ('model = "biased"', 'model = "nosuch"', r"contender\[0\].*unknown model 'nosuch'"),
         ('model = "biased"', 'model = "ials"', r"contender\[0\].*model of positives"),
         ("regularization_coeff", "regularisation", r"contender\[0\].*no hyper-parameter"),
@@ -283,12 +284,12 @@ space = { regularization_coeff = [0.1, 1.0] }
     ],
 )  # fmt: skip
 def test_config_errors_name_the_file_and_key(tmp_path, monkeypatch, old, new, match):
-    import cfcore.cli._common as common
+    import cfcore.tuning.experiment as experiment
 
     def no_data(*args, **kwargs):
         raise AssertionError("data read before the config was checked")
 
-    monkeypatch.setattr(common, "load_dataset", no_data)
+    monkeypatch.setattr(experiment, "_load_dataset", no_data)
     assert old in GOOD
     path = tmp_path / "exp.toml"
     path.write_text(GOOD.replace(old, new, 1))
