@@ -1,7 +1,7 @@
 """The `cfcore` command line: one Typer app; each group of commands lives in its own module.
 
 `train` (train.py), `recommend`, `neighbors` and `rate` (retrieval.py), `explore` and `plot`
-(viz.py), `compare` (compare.py), `tune` (tune.py); what they share is in _common.py. The console script is
+(viz.py), `compare` (compare.py), `tune` (tune.py), `experiment` (experiment.py); what they share is in _common.py. The console script is
 `cfcore.cli:main`.
 """
 
@@ -14,6 +14,7 @@ import typer
 from ._quiet import configure as _configure_logging
 from ._signals import handled as _handled_signals
 from .compare import register as _register_compare
+from .experiment import register as _register_experiment
 from .retrieval import register as _register_retrieval
 from .train import register as _register_train
 from .tune import register as _register_tune
@@ -48,6 +49,7 @@ _register_retrieval(app)
 _register_viz(app)
 _register_compare(app)
 _register_tune(app)
+_register_experiment(app)
 
 
 def main() -> None:

@@ -13,6 +13,10 @@ Example:
 
 from __future__ import annotations
 
+from .experiment import Experiment as Experiment
+from .experiment import ExperimentResult as ExperimentResult
+from .experiment import load_experiment as load_experiment
+from .experiment import run_experiment as run_experiment
 from .result import TuneResult as TuneResult
 from .result import read_best as read_best
 from .runner import EarlyStopping as EarlyStopping
@@ -33,6 +37,8 @@ __all__ = [
     "Choice",
     "Distribution",
     "EarlyStopping",
+    "Experiment",
+    "ExperimentResult",
     "IntRange",
     "LogUniform",
     "TuneResult",
@@ -40,6 +46,8 @@ __all__ = [
     "choice",
     "intrange",
     "loguniform",
+    "load_experiment",
+    "run_experiment",
     "SearchPlan",
     "plan_search",
     "read_best",

@@ -273,15 +273,18 @@ def run_points(
     settings: RunSettings,
     deadline: float | None = None,
     on_result: Callable[[PointResult], None] | None = None,
+    run_point: Callable[..., PointResult] | None = None,
 ) -> list[PointResult]:
     """Trains and scores each point, one `fit` after another; no point starts after `deadline`
     (a `time.perf_counter()` value), so the list may be shorter than `points`. `on_result` is
-    called with each point's result as it comes (the command line prints it)."""
+    called with each point's result as it comes (the command line prints it). `run_point`
+    (`run_point(family, point, validation, metric, settings)`) trains and scores one point in
+    place of a cfcore model's fit (a peer's, `cfcore.tuning.peers.run_peer_point`)."""
     out = []
     for point in points:
         if deadline is not None and time.perf_counter() >= deadline:
             break
-        out.append(_run_point(family, point, validation, metric, settings))
+        out.append((run_point or _run_point)(family, point, validation, metric, settings))
         if on_result is not None:
             on_result(out[-1])
     return out

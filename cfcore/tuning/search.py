@@ -144,6 +144,9 @@ class SearchPlan:
     validation: float
     threshold: float
     optuna: Any = None
+    # What trains one point (`runner.run_points`'s `run_point`): None for a cfcore model's fit;
+    # a peer's (`cfcore.tuning.peers.run_peer_point`) for a model that cfcore does not train.
+    run_point: Callable[..., PointResult] | None = None
 
     def run(
         self, ratings: Ratings, on_result: Callable[[PointResult], None] | None = None
@@ -165,7 +168,9 @@ class SearchPlan:
         deadline = None if self.budget_seconds is None else start + self.budget_seconds
 
         def run(batch: list[Point]) -> list[PointResult]:
-            return run_points(family, batch, data, metric, settings, deadline, on_result)
+            return run_points(
+                family, batch, data, metric, settings, deadline, on_result, self.run_point
+            )
 
         if self.search == "grid":
             results = run(self.grid[: self.limit])

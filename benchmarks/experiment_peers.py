@@ -1,0 +1,113 @@
+"""Peers of `cfcore experiment`: adapters (`cfcore.tuning.peers`) for models cfcore does not train.
+
+A config names one by "module:Class", e.g. `adapter = "benchmarks.experiment_peers:SurpriseSVD"`
+(run from the repository's root), and its space searches the constructor's arguments. cfcore never
+imports this file.
+
+* `SurpriseSVD` (ratings): scikit-surprise's `SVD` (biased MF by per-rating SGD), predictions
+  clipped to [1, 5] as surprise clips its own.
+* `ImplicitALS` (positives): `implicit`'s CPU `AlternatingLeastSquares`, held-out users folded in
+  by its own `recalculate_user`.
+* `EASE` (positives): Steck 2019's EASE^R (`benchmarks/implicit_peers.py`'s).
+* `Popularity` (positives): items by their number of training users.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# implicit's solver runs its own threads; a multi-threaded BLAS under them oversubscribes the
+# cores (implicit warns about it). Set before numpy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from implicit_peers import EASE as _EASE  # noqa: E402
+from implicit_peers import csr, implicit_model, train_csr  # noqa: E402
+
+
+class SurpriseSVD:
+    """scikit-surprise's SVD; its defaults are surprise's (`SVD()`)."""
+
+    kind = "ratings"
+
+    def __init__(self, n_factors: int = 100, n_epochs: int = 20, lr_all: float = 0.005,
+                 reg_all: float = 0.02) -> None:  # fmt: skip
+        self.params = {"n_factors": n_factors, "n_epochs": n_epochs, "lr_all": lr_all,
+                       "reg_all": reg_all}  # fmt: skip
+        for name, value in self.params.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+
+    def fit(self, train: Any, *, seed: int) -> None:
+        import pandas as pd
+        from surprise import SVD, Dataset, Reader
+
+        frame = pd.DataFrame({"u": train.users, "i": train.items, "r": train.values.astype(float)})
+        trainset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+        self.algo = SVD(random_state=seed, **self.params)
+        self.algo.fit(trainset)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.array([self.algo.predict(u, i).est
+                         for u, i in zip(users.tolist(), items.tolist(), strict=True)])  # fmt: skip
+
+
+class ImplicitALS:
+    """`implicit`'s ALS (Hu et al. 2008, conjugate gradient), at `implicit`'s defaults."""
+
+    kind = "positives"
+
+    def __init__(self, factors: int = 100, regularization: float = 0.01, alpha: float = 1.0,
+                 iterations: int = 15) -> None:  # fmt: skip
+        if factors < 1 or iterations < 1 or regularization < 0 or alpha <= 0:
+            raise ValueError(
+                f"bad ALS setting: factors={factors}, iterations={iterations}, "
+                f"regularization={regularization}, alpha={alpha}"
+            )
+        self.params = (factors, regularization, alpha, iterations)
+
+    def fit(self, train: Any, *, seed: int) -> None:
+        self.model = implicit_model(*self.params, seed=seed)
+        self.model.fit(train_csr(train), show_progress=False)
+        self.items = np.asarray(self.model.item_factors)
+
+    def scores(self, fold_in: Any) -> np.ndarray:
+        x = csr(fold_in, self.items.shape[0])
+        return self.model.recalculate_user(np.arange(fold_in.num_rows), x) @ self.items.T
+
+
+class EASE:
+    """EASE^R with its L2 weight `lam`."""
+
+    kind = "positives"
+
+    def __init__(self, lam: float = 500.0) -> None:
+        if not lam > 0:
+            raise ValueError(f"lam must be positive, got {lam!r}")
+        self.lam = lam
+
+    def fit(self, train: Any, *, seed: int) -> None:
+        self.weights = _EASE(train).weights(self.lam)
+
+    def scores(self, fold_in: Any) -> np.ndarray:
+        return _EASE.scorer(self.weights)(fold_in)
+
+
+class Popularity:
+    """Items by their number of training users (no hyper-parameter)."""
+
+    kind = "positives"
+
+    def fit(self, train: Any, *, seed: int) -> None:
+        from cfcore.eval.popularity import PopularityScorer
+
+        self.scorer = PopularityScorer.from_ratings(train)
+
+    def scores(self, fold_in: Any) -> np.ndarray:
+        return self.scorer(fold_in)
