@@ -17,7 +17,8 @@ filled cache, the cache key's hashing, the entry's read and the executable's loa
 another's trace) are merged, so no time counts twice; what is left of a phase ("rest") is
 host-side work outside JAX's compile path: layouts, dispatch, the run itself, Python.
 
-    python benchmarks/jax_startup.py [--repeats 5] [--out-dir DIR]
+    python benchmarks/jax_startup.py [--repeats 5] [--scenarios script cli ials]
+        [--variants cache "cache + export"] [--smoke] [--out-dir DIR]
 
 Writes `jax_startup.md` and `.json`; each figure is the fastest of `--repeats` processes (the
 machine is shared), the scenarios alternating within a round.
@@ -355,7 +356,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--smoke", action="store_true", help="one process per scenario and variant")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
     runs = {s: {v: [] for v in args.variants} for s in args.scenarios}
     with tempfile.TemporaryDirectory() as base:
         folders = {v: str(Path(base) / str(i)) for i, v in enumerate(args.variants)}
