@@ -93,6 +93,7 @@ def _export_jit(folder: Path, mode: str) -> None:
 
     import jax
     import jax.export
+    from jax.core import Tracer
 
     plain = jax.jit
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ def _export_jit(folder: Path, mode: str) -> None:
             if kwargs:
                 return self.jitted(*args, **kwargs)
             leaves, tree = jax.tree.flatten(args)
-            if any(isinstance(x, jax.core.Tracer) for x in leaves):  # inside another's trace
+            if any(isinstance(x, Tracer) for x in leaves):  # inside another's trace
                 return self.jitted(*args)
             types = [str(jax.typeof(x)) for x in leaves]
             name = f"{self.fun.__module__}.{getattr(self.fun, '__qualname__', '?')}"
@@ -172,14 +173,14 @@ def worker(scenario: str, data_dir: str) -> dict[str, Any]:
     retrieval = [0.0]
     names = {v: k for k, v in EVENTS.items()}
 
-    def on_span(event: str, start: float, end: float, **_: Any) -> None:
+    def on_span(event: str, start_time: float, end_time: float, **_: str | int) -> None:
         if event in names:
-            spans[names[event]].append((start, end))
+            spans[names[event]].append((start_time, end_time))
             counts[names[event]] += 1
 
-    def on_duration(event: str, secs: float, **_: Any) -> None:
+    def on_duration(event: str, duration_secs: float, **_: str | int) -> None:
         if event == RETRIEVAL:
-            retrieval[0] += secs
+            retrieval[0] += duration_secs
 
     if os.environ.get(EXPORT_ENV):
         _export_jit(Path(os.environ[EXPORT_ENV]), os.environ.get(MODE_ENV, "export"))
@@ -189,6 +190,7 @@ def worker(scenario: str, data_dir: str) -> dict[str, Any]:
     import cfcore
 
     t = phase("import cfcore", t)
+    rmse = None
     if scenario == "script":
         ds = cfcore.datasets.load_movielens("100k", data_dir=data_dir)
         train, test = ds.fold("u1")
@@ -228,7 +230,7 @@ def worker(scenario: str, data_dir: str) -> dict[str, Any]:
         row["rest"] = row["wall"] - sum(row[k] for k in EVENTS)
         phases.append(row)
     out = {"phases": phases, "programs": counts, "retrieval": retrieval[0]}
-    if scenario == "script":
+    if rmse is not None:
         out["rmse"] = float(rmse)
     return out
 
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from _common import DATA_DIR
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
