@@ -26,7 +26,9 @@ def bench_modules():
     """The benchmark helpers, imported the way the scripts import them (benchmarks/ on the path)."""
     sys.path.insert(0, str(BENCH))
     try:
-        yield {name: importlib.import_module(name) for name in ("_mem", "mse_scaling")}
+        yield {
+            name: importlib.import_module(name) for name in ("_mem", "mse_scaling", "jax_startup")
+        }
     finally:
         sys.path.remove(str(BENCH))
 
@@ -216,11 +218,7 @@ def test_jax_startup_smoke(tmp_path, ml100k_files):
 
 
 def test_jax_startup_counts_nested_spans_once(bench_modules):
-    sys.path.insert(0, str(BENCH))
-    try:
-        js = importlib.import_module("jax_startup")
-    finally:
-        sys.path.remove(str(BENCH))
+    js = bench_modules["jax_startup"]
     traced = js._union([(0.0, 4.0), (1.0, 2.0), (6.0, 7.0)])  # a jit traced inside another's
     assert traced == [(0.0, 4.0), (6.0, 7.0)]
     lowered = js._minus(js._union([(3.0, 6.5)]), traced)
