@@ -38,8 +38,9 @@ bound by what it adds until the next start. Concurrent processes need no lock: d
 another process is about to read makes it a miss; entries appear whole (TensorFlow renames them
 into place; a JAX entry is recorded only once its compressed stream is whole).
 
-Tracing and lowering the Python functions is not cached (0.4-0.7 s on ml-100k's sweep); the
-programs' compilation is. Each framework keeps its programs in a subfolder of its own, named for
+Tracing and lowering the Python functions is not cached (0.26-0.41 s of a fresh ml-100k
+process; docs/performance.md "Tracing and lowering are not cached" says why); the programs'
+compilation is. Each framework keeps its programs in a subfolder of its own, named for
 its version and the CPU's features (`subfolder`), and keys them by the program itself.
 """
 

@@ -26,7 +26,9 @@ def bench_modules():
     """The benchmark helpers, imported the way the scripts import them (benchmarks/ on the path)."""
     sys.path.insert(0, str(BENCH))
     try:
-        yield {name: importlib.import_module(name) for name in ("_mem", "mse_scaling")}
+        yield {
+            name: importlib.import_module(name) for name in ("_mem", "mse_scaling", "jax_startup")
+        }
     finally:
         sys.path.remove(str(BENCH))
 
@@ -200,6 +202,28 @@ def test_layouts_smoke(tmp_path):
     for part in ("ials_pair_check", "ials_blocks", "wals_blocks", "biased_blocks", "pair_layout"):
         assert re.search(rf"\| {part} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", md), part
     assert "IALS first fit, host total" in md
+
+
+def test_jax_startup_smoke(tmp_path, ml100k_files):
+    _run_script("jax_startup.py", "--scenarios", "script", out_dir=tmp_path)
+    md = (tmp_path / "jax_startup.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    script = json.loads((tmp_path / "jax_startup.json").read_text())["script"]
+    plain, exported = script["cache"], script["cache + export"]
+    # The exported programs give the same fit bit for bit, and are not traced again.
+    assert exported["rmse"] == plain["rmse"]
+    fit = [p for p in plain["phases_min"] if p["phase"] == "fit"][0]
+    fit_exported = [p for p in exported["phases_min"] if p["phase"] == "fit"][0]
+    assert fit_exported["trace"] < fit["trace"] / 4
+
+
+def test_jax_startup_counts_nested_spans_once(bench_modules):
+    js = bench_modules["jax_startup"]
+    traced = js._union([(0.0, 4.0), (1.0, 2.0), (6.0, 7.0)])  # a jit traced inside another's
+    assert traced == [(0.0, 4.0), (6.0, 7.0)]
+    lowered = js._minus(js._union([(3.0, 6.5)]), traced)
+    assert lowered == [(4.0, 6.0)]
+    assert js._length(traced, 1.0, 6.5) == 3.5
 
 
 def test_distributed_smoke(tmp_path):
