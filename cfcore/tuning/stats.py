@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ArgumentValueError
+
 LEVEL = 0.95
 """The confidence level of every interval."""
 
@@ -49,11 +51,11 @@ def t_interval(values: Sequence[float] | np.ndarray) -> Interval:
     """The mean of `values` `[n]` and its 95% t-interval (scipy's Student t quantile).
 
     Raises:
-        ValueError: no values.
+        ArgumentValueError: no values.
     """
     v = np.asarray(values, np.float64)
     if v.size == 0:
-        raise ValueError("an interval needs at least one value")
+        raise ArgumentValueError("an interval needs at least one value")
     mean = float(v.mean())
     if v.size == 1:
         return Interval(1, mean, None)
@@ -67,8 +69,8 @@ def paired_interval(a: Sequence[float], b: Sequence[float]) -> Interval:
     """The mean of `a - b` `[n]` (the same seeds, in the same order) and its 95% t-interval.
 
     Raises:
-        ValueError: lengths differ, or no values.
+        ArgumentValueError: lengths differ, or no values.
     """
     if len(a) != len(b):
-        raise ValueError(f"paired values differ in length: {len(a)} and {len(b)}")
+        raise ArgumentValueError(f"paired values differ in length: {len(a)} and {len(b)}")
     return t_interval(np.asarray(a, np.float64) - np.asarray(b, np.float64))
