@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ._quiet import configure as _configure_logging
-from ._signals import handled as _handled_signals
+from ._signals import run as _run_handled
 from .compare import register as _register_compare
 from .experiment import register as _register_experiment
 from .retrieval import register as _register_retrieval
@@ -54,5 +54,4 @@ _register_experiment(app)
 
 def main() -> None:
     """The `cfcore` console script: the app, ended cleanly by SIGINT or SIGTERM (`_signals`)."""
-    with _handled_signals():
-        app()
+    _run_handled(app)

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -245,6 +245,23 @@ def handled() -> Iterator[None]:
         _exiting()
         raise
     _end(0)
+
+
+def run(command: Callable[[], object]) -> None:
+    """Runs `command` inside `handled`, and ends the process cleanly also for a signal that
+    lands between the command's end and `handled` seeing it.
+
+    Python runs the handler between any two bytecodes: a signal as the command's `SystemExit`
+    (Typer's normal end) travels into `handled`'s `__exit__`, before the generator receives it,
+    raises `Interrupted` out of the `with` block (seen in CI: a traceback after `cfcore
+    recommend` had finished). The first signal's handler has marked the exception raised, so a
+    second one ends the process at once and cannot interrupt this clause.
+    """
+    try:
+        with handled():
+            command()
+    except Interrupted as err:
+        _exit(err.signum)
 
 
 def _interrupted_by(err: BaseException) -> None:

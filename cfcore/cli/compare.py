@@ -20,7 +20,7 @@ from rich.table import Table
 from ..data.bounded import read_csv as bounded_csv
 from ..errors import ArgumentValueError, MissingFileError
 from ._common import DataDirOpt, DatasetOpt, OptimizerKind, console, fail
-from ._signals import output, stage
+from ._signals import kept, output, stage
 from .train import (
     MODELS,
     ModelKind,
@@ -180,6 +180,7 @@ def compare(
             output(out)
             stage(f"while writing {out}")
             _write(out, result)
+            kept(f"the comparison is in {out}")
     except _ERRORS as err:
         raise fail(err) from err
     bad = [d for d in diffs if not d.ok]

@@ -133,6 +133,7 @@ def recommend(
             frame = _batch_frame(m, values, idx)
             stage(f"while writing {out}")
             atomic_write(out, lambda p: frame.to_csv(p, index=False))
+            kept(f"{out} is written")
             console.print(
                 f"wrote {len(frame)} recommendations for {values.shape[0]} users to {out}"
             )
@@ -159,6 +160,7 @@ def recommend(
         output(out.parent)
         stage(f"while writing {out}")
         atomic_write(out, lambda p: frame[cols].to_csv(p, index=False))
+        kept(f"{out} is written")
         console.print(f"wrote {out}")
 
 

@@ -154,6 +154,34 @@ def test_a_signal_while_an_extension_module_initialises_waits_for_it() -> None:
     assert _line(result) == "interrupted (SIGINT) while importing the framework; nothing written"
 
 
+def test_a_signal_as_the_command_ends_ends_it_cleanly() -> None:
+    # The command has ended (Typer's SystemExit(0)) and the signal lands in the context manager's
+    # `__exit__`, before `handled` sees the exit: one line and 130, no traceback (seen in CI).
+    result = _run("""
+        from cfcore.cli._signals import run
+
+        fired = []
+
+        def at_exit(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "__exit__" and not fired:
+                fired.append(1)
+                signal.raise_signal(signal.SIGINT)
+
+        def command():
+            stage("while writing out.csv")
+            kept("out.csv is written")
+            sys.setprofile(at_exit)
+            raise SystemExit(0)
+
+        run(command)
+        print("never here", flush=True)
+    """)
+    assert result.returncode == 128 + signal.SIGINT, (result.stdout, result.stderr)
+    assert "never here" not in result.stdout
+    assert _line(result).startswith("interrupted (SIGINT) ")
+    assert _line(result).endswith("; out.csv is written")
+
+
 def test_a_file_being_written_leaves_no_temporary(tmp_path: Path) -> None:
     result = _run(f"""
         folder = Path({str(tmp_path)!r})
