@@ -30,7 +30,7 @@ from cfcore.data.row_blocks import stable_row_order
 from cfcore.errors import ArgumentValueError
 
 LAYOUT_KEYS = ("user_crow", "user_col", "item_crow", "item_col", "item_from_user", "pair")
-"""The arrays of a layout (all int64 `[·]`; p distinct pairs among the n ratings):
+"""The arrays of a layout (all int32 `[·]`; p distinct pairs among the n ratings):
 
 * `user_crow` `[N + 1]`, `user_col` `[p]`: the distinct pairs in CSR by user (item ids,
   ascending within a user);
@@ -65,11 +65,13 @@ def make_pair_layout(
         num_items: M, rows of the item table.
 
     Returns:
-        `LAYOUT_KEYS`' int64 arrays. Cost: two stable radix sorts of the ratings and one of the
-        distinct pairs (`stable_row_order`), and a few linear passes.
+        `LAYOUT_KEYS`' int32 arrays. Cost: stable radix sorts (`stable_row_order`) of the
+        ratings by pair (none for ratings already in that order) and of the distinct pairs by
+        item, and a few linear passes (benchmarks/results/torch_steps.md).
 
     Raises:
-        ArgumentValueError: `users` and `items` are not non-empty 1-D arrays of one length.
+        ArgumentValueError: `users` and `items` are not non-empty 1-D arrays of one length, or
+            there are 2³¹ ratings or more (int32 positions).
     """
     users = np.asarray(users)
     items = np.asarray(items)
@@ -78,22 +80,25 @@ def make_pair_layout(
             f"users and items must be non-empty 1-D arrays of one length, got shapes "
             f"{users.shape} and {items.shape}"
         )
-    num_users, num_items = int(num_users), int(num_items)
     n = users.shape[0]
-    # Ratings by (user, item): stably by item, then stably by user (least significant first).
-    order = np.arange(n)
-    by_item = stable_row_order(items, num_items)
-    if by_item is not None:
-        order = by_item
-    by_user = stable_row_order(users[order], num_users)
-    if by_user is not None:
-        order = order[by_user]
-    u_sorted, i_sorted = users[order].astype(np.int64), items[order].astype(np.int64)
+    if n >= 2**31:
+        raise ArgumentValueError(f"a pair layout of {n:,} ratings does not fit int32 indices")
+    num_users, num_items = int(num_users), int(num_items)
+    # Each pair as one key, user-major, sorted stably (both ids within 32 bits: NumPy sorts
+    # the 64-bit keys of larger catalogs by timsort, slower but rare).
+    key = users.astype(np.int64) * num_items + items
+    order = stable_row_order(key, num_users * num_items)
+    key_sorted = key if order is None else key[order]
     first = np.ones(n, bool)  # a rating whose pair differs from the one before it (in order)
-    first[1:] = (u_sorted[1:] != u_sorted[:-1]) | (i_sorted[1:] != i_sorted[:-1])
-    pair = np.empty(n, np.int64)
-    pair[order] = np.cumsum(first) - 1
-    pair_users, pair_items = u_sorted[first], i_sorted[first]
+    np.not_equal(key_sorted[1:], key_sorted[:-1], out=first[1:])
+    pair_sorted = np.cumsum(first, dtype=np.int32) - 1
+    if order is None:
+        pair = pair_sorted
+    else:
+        pair = np.empty(n, np.int32)
+        pair[order] = pair_sorted
+    pair_users, pair_items = np.divmod(key_sorted[first], num_items)
+    pair_users, pair_items = pair_users.astype(np.int32), pair_items.astype(np.int32)
     # The distinct pairs by item; stable, so users stay ascending within an item.
     item_from_user = stable_row_order(pair_items, num_items)
     if item_from_user is None:
@@ -103,14 +108,14 @@ def make_pair_layout(
         "user_col": pair_items,
         "item_crow": _row_starts(pair_items, num_items),
         "item_col": pair_users[item_from_user],
-        "item_from_user": item_from_user.astype(np.int64),
+        "item_from_user": item_from_user.astype(np.int32),
         "pair": pair,
     }
 
 
 def _row_starts(rows: np.ndarray, num_rows: int) -> np.ndarray:
-    """CSR row pointers `[num_rows + 1]` of the sorted row ids `rows`."""
-    starts = np.zeros(num_rows + 1, np.int64)
+    """CSR row pointers `[num_rows + 1]` (int32) of the sorted row ids `rows`."""
+    starts = np.zeros(num_rows + 1, np.int32)
     np.cumsum(np.bincount(rows, minlength=num_rows), out=starts[1:])
     return starts
 

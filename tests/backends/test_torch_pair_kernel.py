@@ -109,7 +109,7 @@ def test_layout_is_valid_csr_of_the_distinct_pairs():
     users = np.array([2, 0, 2, 2, 0, 3])
     items = np.array([1, 4, 0, 1, 4, 4])
     lay = make_pair_layout(users, items, 5, 6)
-    assert set(lay) == set(LAYOUT_KEYS) and all(a.dtype == np.int64 for a in lay.values())
+    assert set(lay) == set(LAYOUT_KEYS) and all(a.dtype == np.int32 for a in lay.values())
     # Distinct pairs by user, items ascending: (0,4) (2,0) (2,1) (3,4); user 1 and 4 empty.
     np.testing.assert_array_equal(lay["user_crow"], [0, 1, 1, 3, 4, 4])
     np.testing.assert_array_equal(lay["user_col"], [4, 0, 1, 4])
@@ -118,13 +118,25 @@ def test_layout_is_valid_csr_of_the_distinct_pairs():
     np.testing.assert_array_equal(lay["item_crow"], [0, 1, 2, 2, 2, 4, 4])
     np.testing.assert_array_equal(lay["item_col"], [2, 2, 0, 3])
     np.testing.assert_array_equal(lay["item_from_user"], [1, 2, 0, 3])
-    rng = np.random.default_rng(0)
-    big = make_pair_layout(rng.integers(0, 70_000, 5000), rng.integers(0, 300, 5000), 70_000, 300)
-    for side, cols in (("user", 300), ("item", 70_000)):
-        crow, col = torch.from_numpy(big[f"{side}_crow"]), torch.from_numpy(big[f"{side}_col"])
+
+
+@pytest.mark.parametrize("num_items", [300, 70_000])  # pair keys below and above 2³²
+def test_layout_is_valid_csr_at_scale(num_items):
+    rng = np.random.default_rng(num_items)
+    num_users, n = 70_000, 20_000
+    users, items = rng.integers(0, num_users, n), rng.integers(0, num_items, n)
+    users[-500:], items[-500:] = users[:500], items[:500]  # repeated pairs
+    lay = make_pair_layout(users, items, num_users, num_items)
+    for side, cols in (("user", num_items), ("item", num_users)):
+        crow, col = torch.from_numpy(lay[f"{side}_crow"]), torch.from_numpy(lay[f"{side}_col"])
         values = torch.zeros(col.shape[0])
         # Raises unless crow is monotone from 0 to nnz and columns are sorted and distinct.
         torch.sparse_csr_tensor(crow, col, values, (crow.shape[0] - 1, cols), check_invariants=True)
+    # Every rating points at its own pair.
+    pair_users = np.repeat(np.arange(num_users), np.diff(lay["user_crow"]))
+    np.testing.assert_array_equal(pair_users[lay["pair"]], users)
+    np.testing.assert_array_equal(lay["user_col"][lay["pair"]], items)
+    np.testing.assert_array_equal(lay["item_col"], pair_users[lay["item_from_user"]])
 
 
 def test_bad_input_is_refused():
