@@ -3,7 +3,7 @@
 The plain kernel (`kernels.pair_dot`) gathers `U[users]` and `V[items]` as `[n, d]` blocks,
 multiplies them, and its backward pass scatters two `[n, d]` blocks back into the tables
 (`embedding_dense_backward`): on the CPU that is most of a full-batch step (ml-100k u1, d 30:
-about 15 of 17 ms; benchmarks/results/torch_steps.md). Written on the sparse matrix `S` of the
+about 14 of 17 ms; benchmarks/results/torch_steps.md). Written on the sparse matrix `S` of the
 observed pairs (`N × M`, one entry per distinct pair) it needs none of these blocks:
 
 * forward: the dot of each distinct pair is the sampled product `(U Vᵀ) ∘ S`
@@ -56,26 +56,20 @@ with warnings.catch_warnings():
 def make_pair_layout(
     users: Any, items: Any, num_users: int, num_items: int
 ) -> dict[str, np.ndarray]:
-    """The sparse layout of these pairs for `pair_dot_layout` (NumPy, on the host; call once).
+    """The sparse layout of `pair_dot_layout` for the pairs `(users[k], items[k])` of
+    `num_users × num_items` tables (NumPy, on the host; once per training set).
 
-    Args:
-        users: int `[n]` user ids in `[0, num_users)`, n ≥ 1.
-        items: int `[n]` item ids in `[0, num_items)`.
-        num_users: N, rows of the user table.
-        num_items: M, rows of the item table.
-
-    Returns:
-        `LAYOUT_KEYS`' int32 arrays. Cost: stable radix sorts (`stable_row_order`) of the
-        ratings by pair (none for ratings already in that order) and of the distinct pairs by
-        item, and a few linear passes (benchmarks/results/torch_steps.md).
+    Both id arrays are int `[n]`, n ≥ 1, in range (core checks them before `pair_layout`).
+    Returns `LAYOUT_KEYS`' int32 arrays. Cost: stable radix sorts (`stable_row_order`) of the
+    ratings by pair (none for ratings already in that order) and of the distinct pairs by item,
+    and a few linear passes (benchmarks/results/torch_steps.md).
 
     Raises:
-        ArgumentValueError: `users` and `items` are not non-empty 1-D arrays of one length, or
-            there are 2³¹ ratings or more (int32 positions).
+        ArgumentValueError: the id arrays are not 1-D, differ in shape or are empty, or there
+            are 2³¹ ratings or more (int32 positions).
     """
-    users = np.asarray(users)
-    items = np.asarray(items)
-    if users.ndim != 1 or users.shape != items.shape or users.shape[0] == 0:
+    users, items = np.asarray(users), np.asarray(items)
+    if users.shape != items.shape or users.ndim != 1 or not users.size:
         raise ArgumentValueError(
             f"users and items must be non-empty 1-D arrays of one length, got shapes "
             f"{users.shape} and {items.shape}"
