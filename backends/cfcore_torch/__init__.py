@@ -120,6 +120,7 @@ class TorchBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
+    vmap = staticmethod(transforms.vmap)  # optional: `cfcore.backend.capabilities`
     # Optional members (`cfcore.backend.capabilities`): pair_layout above; no native_optimizer
     # (torch.optim keeps its state inside the object).
     compile_map = staticmethod(transforms.compile_map)
