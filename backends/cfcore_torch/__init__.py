@@ -77,7 +77,9 @@ class TorchBackend:
 
     # ---------------------------------------------------------------- fused kernels
     def pair_dot(self, user_emb, item_emb, users, items, method: str = "gather", layout=None):
-        if layout is not None and method == "gather":
+        # Inside `vmap` (models trained together) the plain gathers: the sparse products have
+        # no batching rule, and the layout only makes the same values faster.
+        if layout is not None and method == "gather" and not transforms._MAPPED.get():
             return pair_kernel.pair_dot_layout(floats(user_emb), floats(item_emb), layout)
         return kernels.pair_dot(
             floats(user_emb), floats(item_emb), indices(users), indices(items), method
