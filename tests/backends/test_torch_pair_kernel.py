@@ -204,3 +204,25 @@ def test_fit_agrees_with_either_kernel():
         assert diff.ok, diff
     history = runs[0].history
     assert len(history) == 4 and history["train_mse"].iloc[-1] < history["train_mse"].iloc[0]
+
+
+def test_a_mapped_pair_dot_ignores_the_layout():
+    """`fit_many` maps steps over models (`vmap`) and passes the shared layout: the sparse
+    products have no batching rule, so the mapped call must give the gathers' values."""
+    from cfcore_torch import transforms
+
+    rng = np.random.default_rng(5)
+    users, items = rng.integers(0, 12, 300), rng.integers(0, 9, 300)
+    be = TorchBackend("sparse")
+    layout = be.pair_layout(users, items, 12, 9)
+    tables_u, tables_v = torch.randn(3, 12, 4), torch.randn(3, 9, 4)
+    mapped = transforms.vmap(
+        lambda u, v: be.pair_dot(
+            u, v, torch.from_numpy(users), torch.from_numpy(items), layout=layout
+        ),
+        (0, 0),
+    )
+    got = mapped(tables_u, tables_v).numpy()
+    for k in range(3):
+        expected = np.sum(tables_u[k].numpy()[users] * tables_v[k].numpy()[items], axis=1)
+        np.testing.assert_allclose(got[k], expected, rtol=1e-5, atol=1e-5)
