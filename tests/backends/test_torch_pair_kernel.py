@@ -153,23 +153,41 @@ def test_bad_input_is_refused():
         pair_dot_layout(torch.ones(2, 3), torch.ones(4, 3), layout)
 
 
-def test_kernel_choice(monkeypatch):
-    users, items = np.array([0, 1, 1]), np.array([2, 0, 1])
-    monkeypatch.delenv("CFCORE_TORCH_PAIR_KERNEL", raising=False)
+# (argument, $CFCORE_TORCH_PAIR_KERNEL, the kernel used); "auto" is decided by the device.
+CHOICES = [
+    (None, None, "auto"),
+    (None, "auto", "auto"),
+    (None, "gather", "gather"),
+    ("sparse", "gather", "sparse"),  # the argument wins
+    ("gather", "sparse", "gather"),
+]
+
+
+@pytest.mark.parametrize(("argument", "env", "expected"), CHOICES)
+def test_kernel_choice(monkeypatch, argument, env, expected):
     from cfcore_torch.ops import DEVICE
 
-    assert TorchBackend().gather_kernel() == ("sparse" if DEVICE.type == "cpu" else "gather")
-    assert TorchBackend("gather").pair_layout(users, items, 2, 3) is None
-    layout = TorchBackend("sparse").pair_layout(users, items, 2, 3)
-    assert set(layout) == set(LAYOUT_KEYS) and isinstance(layout["pair"], torch.Tensor)
-    monkeypatch.setenv("CFCORE_TORCH_PAIR_KERNEL", "gather")
-    assert TorchBackend().gather_kernel() == "gather"
-    assert TorchBackend("sparse").gather_kernel() == "sparse"  # the argument wins
+    if env is None:
+        monkeypatch.delenv("CFCORE_TORCH_PAIR_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("CFCORE_TORCH_PAIR_KERNEL", env)
+    if expected == "auto":
+        expected = "sparse" if DEVICE.type == "cpu" else "gather"
+    backend = TorchBackend(argument)
+    assert backend.gather_kernel() == expected
+    layout = backend.pair_layout(np.array([0, 1, 1]), np.array([2, 0, 1]), 2, 3)
+    if expected == "gather":
+        assert layout is None
+    else:
+        assert set(layout) == set(LAYOUT_KEYS) and isinstance(layout["pair"], torch.Tensor)
+
+
+def test_a_bad_kernel_name_is_refused(monkeypatch):
+    with pytest.raises(cfcore.CfcoreError, match="pair_kernel must be one of .*got 'csr'"):
+        TorchBackend("csr")
     monkeypatch.setenv("CFCORE_TORCH_PAIR_KERNEL", "fast")
     with pytest.raises(cfcore.CfcoreError, match="CFCORE_TORCH_PAIR_KERNEL must be one of"):
         TorchBackend().gather_kernel()
-    with pytest.raises(cfcore.CfcoreError, match="pair_kernel must be one of .*got 'csr'"):
-        TorchBackend("csr")
 
 
 class _CountingBackend(TorchBackend):
