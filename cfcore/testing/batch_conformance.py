@@ -96,10 +96,6 @@ def _problem(case: str = "") -> Any:
 class BatchConformance:
     """Checks `fit_many` on a backend against separate fits of the same models."""
 
-    @pytest.fixture
-    def backend(self):  # pragma: no cover - overridden
-        raise NotImplementedError("override the `backend` fixture")
-
     @pytest.mark.parametrize("case", sorted(CASES))
     def test_each_model_equals_its_own_fit(self, backend, case):
         make, per_model, common = CASES[case]
