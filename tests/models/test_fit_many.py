@@ -98,3 +98,14 @@ def test_without_vmap_the_models_train_one_after_another():
     out = cfcore.fit_many(models, _ratings(), steps=2, backend="numpy", progress=False)
     assert not out.batched and "cannot map a step over models" in out.reason
     assert [m.step for m in models] == [2, 2]
+
+
+def test_a_layout_built_on_one_backend_is_not_reused_on_another():
+    # BiasedMF's full-batch gradient data hold the backend's own pair layout: a fit on JAX then
+    # on torch, on the same `Ratings`, must build torch's (the cache is keyed by backend too).
+    pytest.importorskip("torch")
+    r = _ratings()
+    for backend in ("jax", "torch", "jax"):
+        m = cfcore.BiasedMF(4, 0.5)
+        m.fit(r, steps=2, optimizer=SGD(0.5), backend=backend, progress=False)
+        assert np.isfinite(m.params_numpy()["user"]).all()
