@@ -9,7 +9,7 @@ use them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -169,17 +169,19 @@ def split_mapped(args: tuple[Any, ...], in_axes: tuple[Any, ...]) -> tuple[list[
             if isinstance(axes, list | tuple):
                 out = [put(t, a) for t, a in zip(tree, axes, strict=True)]
                 return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
-            return _replace_leaves(tree, it)
+            return tree_with_leaves(tree, it)
 
         return put(tuple(args), tuple(in_axes))
 
     return mapped, rebuild
 
 
-def _replace_leaves(tree: Any, leaves: Any) -> Any:
+def tree_with_leaves(tree: Tree, leaves: Iterator[Any]) -> Tree:
+    """`tree`'s structure (named tuples kept) with its leaves taken in order from `leaves`,
+    `None` leaves kept (`tree_leaves`' order)."""
     if isinstance(tree, dict):
-        return {k: _replace_leaves(v, leaves) for k, v in tree.items()}
+        return {k: tree_with_leaves(v, leaves) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
-        out = [_replace_leaves(v, leaves) for v in tree]
+        out = [tree_with_leaves(v, leaves) for v in tree]
         return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
     return None if tree is None else next(leaves)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..backend.capabilities import capability
+from ..backend.loops import tree_leaves, tree_with_leaves
 from ..errors import NotSupportedError
 from .loop import ChunkResult
 from .progress import between_chunks, progress_bar
@@ -30,27 +31,9 @@ from .session import Session, TrainingDivergedError
 Tree = Any
 
 
-def _leaves(tree: Tree) -> list[Any]:
-    if isinstance(tree, dict):
-        return [x for v in tree.values() for x in _leaves(v)]
-    if isinstance(tree, list | tuple):
-        return [x for v in tree for x in _leaves(v)]
-    return [] if tree is None else [tree]
-
-
-def _rebuild(tree: Tree, leaves: Any) -> Tree:
-    """`tree`'s structure with the next leaves of the iterator `leaves`."""
-    if isinstance(tree, dict):
-        return {k: _rebuild(v, leaves) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        out = [_rebuild(v, leaves) for v in tree]
-        return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
-    return None if tree is None else next(leaves)
-
-
 def tree_item(tree: Tree, i: int) -> Tree:
     """Item `i` of the leading axis of every leaf of a stacked tree."""
-    return _rebuild(tree, iter([leaf[i] for leaf in _leaves(tree)]))
+    return tree_with_leaves(tree, iter([leaf[i] for leaf in tree_leaves(tree)]))
 
 
 def _stack(be: Any, arrays: Sequence[Any]) -> Any:
@@ -61,8 +44,8 @@ def _stack(be: Any, arrays: Sequence[Any]) -> Any:
 
 def stack_trees(be: Any, trees: Sequence[Tree]) -> Tree:
     """Trees of one structure (native leaves) as one tree of leaves stacked on axis 0."""
-    columns = zip(*(_leaves(t) for t in trees), strict=True)
-    return _rebuild(trees[0], iter([_stack(be, list(c)) for c in columns]))
+    columns = zip(*(tree_leaves(t) for t in trees), strict=True)
+    return tree_with_leaves(trees[0], iter([_stack(be, list(c)) for c in columns]))
 
 
 def _same(be: Any, arrays: Sequence[Any]) -> bool:
@@ -89,7 +72,7 @@ def batch_data(be: Any, datas: Sequence[Tree]) -> tuple[Tree, Tree]:
         NotSupportedError: a differing leaf's shapes differ between models (they cannot be
             stacked: such models do not share one compiled step).
     """
-    columns = list(zip(*(_leaves(d) for d in datas), strict=True))
+    columns = list(zip(*(tree_leaves(d) for d in datas), strict=True))
     shared, axes = [], []
     for column in columns:
         if _same(be, column):
@@ -104,16 +87,7 @@ def batch_data(be: Any, datas: Sequence[Tree]) -> tuple[Tree, Tree]:
             )
         shared.append(_stack(be, column))
         axes.append(0)
-    return _rebuild(datas[0], iter(shared)), _axes_tree(datas[0], iter(axes))
-
-
-def _axes_tree(tree: Tree, axes: Any) -> Tree:
-    if isinstance(tree, dict):
-        return {k: _axes_tree(v, axes) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        out = [_axes_tree(v, axes) for v in tree]
-        return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
-    return None if tree is None else next(axes)
+    return tree_with_leaves(datas[0], iter(shared)), tree_with_leaves(datas[0], iter(axes))
 
 
 def batch_xs(xs: Sequence[Tree]) -> tuple[Tree, Any]:
@@ -123,14 +97,14 @@ def batch_xs(xs: Sequence[Tree]) -> tuple[Tree, Any]:
     first = xs[0]
     if first is None:
         return None, None
-    leaves = [[np.asarray(a) for a in _leaves(x)] for x in xs]
+    leaves = [[np.asarray(a) for a in tree_leaves(x)] for x in xs]
     if all(
         all(np.array_equal(a, b) for a, b in zip(leaves[0], other, strict=True))
         for other in leaves[1:]
     ):
         return first, None
     stacked = [np.stack(column, axis=1) for column in zip(*leaves, strict=True)]
-    return _rebuild(first, iter(stacked)), 0
+    return tree_with_leaves(first, iter(stacked)), 0
 
 
 _LOOPS: dict[tuple, Callable[..., Any]] = {}
