@@ -21,7 +21,7 @@ import pandas as pd
 from ..backend.memo import shared_inputs
 from ..backend.registry import get_backend
 from ..errors import ArgumentTypeError, ArgumentValueError
-from ..train.batch import can_batch, run_batch
+from ..train.batch import BatchNotCompiled, can_batch, run_batch
 from ..train.session import TrainingDivergedError, batch_memory
 from .base import Model, Prepared, collect
 
@@ -34,9 +34,10 @@ class ManyFit:
         histories: each model's whole history (`model.history`), in the order given.
         errors: `{index: TrainingDivergedError}` of the models that stopped at a non-finite
             loss or parameters (each keeps its last finite state; the others trained on).
-        batched: whether the models trained in compiled loops of several models (else one
+        batched: whether some models trained in a compiled loop of several (else all one
             after another).
-        reason: why they did not, when `batched` is False.
+        reason: why models trained one after another (no `vmap`, several devices, or a step
+            the backend could not compile mapped over models); empty when none did.
         groups: the indices of the models trained together, one list per compiled loop: models
             whose compiled step differs (a zero and a nonzero coefficient, two optimizer kinds)
             train in separate batches.
@@ -127,25 +128,42 @@ def fit_many(
         return ManyFit(histories, errors, False, reason, [[i] for i in range(count)])
     groups = _groups(prepared)
     errors: dict[int, TrainingDivergedError] = {}
+    reasons: list[str] = []
     try:
-        for group in groups:
+        for group in list(groups):
             members = [prepared[i] for i in group]
-            first = members[0]
-            stopped = run_batch(
-                be,
-                [p.session for p in members],
-                first.plan.chunk.body,  # type: ignore[attr-defined]
-                [p.plan.data for p in members],
-                [p.plan.next_xs for p in members],
-                [p.record for p in members],
-                steps=first.steps,
-                eval_every=first.eval_every,
-                progress=progress,
-            )
+            try:
+                stopped = _run_group(be, members, progress)
+            except BatchNotCompiled as err:
+                # One by one instead (nothing had run); the group is reported as singles.
+                reasons.append(str(err))
+                _, alone = _one_by_one(members, progress)
+                errors.update({group[j]: e for j, e in alone.items()})
+                groups.remove(group)
+                groups.extend([i] for i in group)
+                continue
             errors.update({group[j]: e for j, e in stopped.items()})
     finally:
         histories = [p.keep_history() for p in prepared]
-    return ManyFit(histories, errors, True, "", groups)
+    batched = any(len(g) > 1 for g in groups)
+    return ManyFit(histories, errors, batched, "; ".join(reasons), groups)
+
+
+def _run_group(
+    be: Any, members: list[Prepared], progress: bool
+) -> dict[int, TrainingDivergedError]:
+    first = members[0]
+    return run_batch(
+        be,
+        [p.session for p in members],
+        first.plan.chunk.body,  # type: ignore[attr-defined]
+        [p.plan.data for p in members],
+        [p.plan.next_xs for p in members],
+        [p.record for p in members],
+        steps=first.steps,
+        eval_every=first.eval_every,
+        progress=progress,
+    )
 
 
 def _checked_models(models: Any) -> list[Model]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend.capabilities import capability
 from ..backend.loops import tree_leaves, tree_with_leaves
-from ..errors import NotSupportedError
+from ..errors import CfcoreError, NotSupportedError
 from .loop import ChunkResult
 from .progress import between_chunks, progress_bar
 from .session import Session, TrainingDivergedError
@@ -107,6 +107,12 @@ def batch_xs(xs: Sequence[Tree]) -> tuple[Tree, Any]:
     return tree_with_leaves(first, iter(stacked)), 0
 
 
+class BatchNotCompiled(NotSupportedError):
+    """The backend could not compile the step mapped over models (e.g. TensorFlow's
+    `vectorized_map` of an ALS sweep at a size whose loops it cannot vectorize); raised before
+    any step ran, so the models can be trained one by one instead."""
+
+
 _LOOPS: dict[tuple, Callable[..., Any]] = {}
 
 
@@ -149,7 +155,9 @@ def run_batch(
         datas: each model's device data.
         next_xs: each model's `next_xs` (minibatch indices), or None for full-batch steps.
         records: each model's `record(mean loss of the chunk, or None before any step)`.
-        steps, eval_every, progress: as `Session.run` takes them.
+        steps: updates to run.
+        eval_every: updates per chunk (a history row per model after each).
+        progress: show one progress bar for the batch.
 
     Returns:
         The error of each model that stopped at a non-finite loss or parameters, by index; the
@@ -185,7 +193,20 @@ def run_batch(
                 "t": be.asarray(np.zeros(count, np.int32)),
                 "loss_sum": be.asarray(np.zeros(count, np.float32)),
             }
-            out = loop(carry, data, xs, None if xs is not None else k)
+            try:
+                out = loop(carry, data, xs, None if xs is not None else k)
+            except CfcoreError:
+                raise
+            except Exception as err:  # the framework's own, from compiling the mapped step
+                if done > 0:
+                    raise
+                # Nothing has run yet (the sessions are untouched): the caller can train them
+                # one by one instead.
+                first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                raise BatchNotCompiled(
+                    f"the {be.name} backend could not compile this step mapped over models "
+                    f"({type(err).__name__}: {first})"
+                ) from err
             state = (out["params"], out["opt"], out["prev_params"], out["prev_opt"])
             bad = np.asarray(be.to_numpy(out["bad"]))
             reason = np.asarray(be.to_numpy(out["reason"]))

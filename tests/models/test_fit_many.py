@@ -109,3 +109,32 @@ def test_a_layout_built_on_one_backend_is_not_reused_on_another():
         m = cfcore.BiasedMF(4, 0.5)
         m.fit(r, steps=2, optimizer=SGD(0.5), backend=backend, progress=False)
         assert np.isfinite(m.params_numpy()["user"]).all()
+
+
+def test_a_step_the_backend_cannot_map_trains_one_by_one(monkeypatch):
+    # As TensorFlow's `vectorized_map` of an ALS sweep whose loops it cannot vectorize: the
+    # framework fails compiling the mapped step, before anything ran.
+    from cfcore.train import batch
+
+    be = cfcore.get_backend("jax")
+
+    def vmap(fn, in_axes):
+        def mapped(*args):
+            raise RuntimeError("unsupported operation TensorListReserve\nmore detail")
+
+        return mapped
+
+    monkeypatch.setattr(type(be.ops), "vmap", staticmethod(vmap))
+    monkeypatch.setattr(batch, "_LOOPS", {})
+    r = _ratings()
+    together = [cfcore.WALS(4, regularization_coeff=c) for c in (0.1, 1.0)]
+    alone = [cfcore.WALS(4, regularization_coeff=c) for c in (0.1, 1.0)]
+    out = cfcore.fit_many(together, r, steps=2, eval_every=1, seed=[0, 1], backend=be,
+                          progress=False)  # fmt: skip
+    assert not out.batched and out.groups == [[0], [1]]
+    assert "could not compile" in out.reason and "TensorListReserve" in out.reason
+    for m, s in zip(alone, (0, 1), strict=True):
+        m.fit(r, steps=2, eval_every=1, seed=s, backend=be, progress=False)
+    for a, b in zip(together, alone, strict=True):
+        assert list(a.history["step"]) == list(b.history["step"]) == [0, 1, 2]
+        np.testing.assert_array_equal(a.params_numpy()["user"], b.params_numpy()["user"])
