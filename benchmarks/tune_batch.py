@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +133,16 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "tune_batch_smoke" if args.smoke else "tune_batch"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from _common import stamp
+
+    machine = stamp()
     (args.out_dir / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}))
     lines = [
         "# Grids trained together: `cfcore.tune(..., batch=B)` against one point at a time",
         "",
-        f"{time.strftime('%Y-%m-%d')}, {machine}; `python benchmarks/tune_batch.py "
-        f"{' '.join(argv or sys.argv[1:])}`. Fresh process per figure, compilation cache off,",
-        "import and data loading excluded. Ratios: the tune call over one fit of one point.",
+        f"{machine} `python benchmarks/tune_batch.py {' '.join(argv or sys.argv[1:])}`.",
+        "Fresh process per figure, compilation cache off, import and data loading excluded.",
+        "Ratios: the tune call over one fit of one point.",
         "",
         f"| grid | backend | points | one fit (s) | tune, batch 1 (s) | ratio | "
         f"tune, batch {args.batch} (s) | ratio | best metric (1 / {args.batch}) |",
