@@ -171,26 +171,33 @@ def test_other_commands_interrupted(ml100k_files, tmp_path: Path) -> None:
     )  # fmt: skip
     assert rc == 0, err
     rng = random.Random("signals-commands")
-    commands = [
-        ["recommend", "--model", str(model), "--all-users", "--backend", "jax",
-         "--out", str(tmp_path / "0" / "all.csv")],
-        ["neighbors", "Aladdin", "--model", str(model), "--backend", "jax"],
-        ["explore", "--dataset", str(ml100k_files), "--out", str(tmp_path / "2")],
-        ["tune", "--model", "wals", "--dataset", str(ml100k_files), "--backend", "jax",
-         "--grid", "regularization_coeff=0.1,1,10", "--steps", "3", "--out", str(tmp_path / "3")],
-    ]  # fmt: skip
-    trainable = [b for b in BACKENDS if b in _installed()]
-    if len(trainable) >= 2:
-        commands.append(["compare", "--dataset", str(ml100k_files), "--backends",
-                         ",".join(trainable[:2]), "--steps", "20"])  # fmt: skip
+
+    def commands(out: Path) -> list[list[str]]:
+        listed = [
+            ["recommend", "--model", str(model), "--all-users", "--backend", "jax",
+             "--out", str(out / "all.csv")],
+            ["neighbors", "Aladdin", "--model", str(model), "--backend", "jax"],
+            ["explore", "--dataset", str(ml100k_files), "--out", str(out)],
+            ["tune", "--model", "wals", "--dataset", str(ml100k_files), "--backend", "jax",
+             "--grid", "regularization_coeff=0.1,1,10", "--steps", "3", "--out", str(out)],
+        ]  # fmt: skip
+        trainable = [b for b in BACKENDS if b in _installed()]
+        if len(trainable) >= 2:
+            listed.append(["compare", "--dataset", str(ml100k_files), "--backends",
+                           ",".join(trainable[:2]), "--steps", "20"])  # fmt: skip
+        return listed
+
+    count = len(commands(tmp_path))
+    # Two runs of each command, the pair at once: each run has its own folder, because the
+    # check for temporaries left behind must not see the other run's files still being written.
     plans = [
-        # Each command's own folder: the other process of the pair may be writing in its own.
-        (args, rng.uniform(0, 2.0), rng.choice([signal.SIGINT, signal.SIGTERM]), tmp_path / str(i))
-        for i, args in enumerate(commands)
-        for _ in range(2)
-    ]
+        (commands(tmp_path / f"{i}-{j}")[i], rng.uniform(0, 2.0),
+         rng.choice([signal.SIGINT, signal.SIGTERM]), tmp_path / f"{i}-{j}")
+        for i in range(count)
+        for j in range(2)
+    ]  # fmt: skip
     outcomes = _each(lambda plan: _interrupt(*plan)[0], plans)
-    assert sum(rc != 0 for rc in outcomes) >= len(commands), outcomes
+    assert sum(rc != 0 for rc in outcomes) >= count, outcomes
 
 
 def _installed() -> list[str]:
