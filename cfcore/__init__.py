@@ -51,6 +51,8 @@ from .models import WALS as WALS  # noqa: E402
 from .models import BiasedMF as BiasedMF  # noqa: E402
 from .models import SoftmaxModel as SoftmaxModel  # noqa: E402
 from .models.bpr import BPR as BPR  # noqa: E402
+from .models.many import ManyFit as ManyFit  # noqa: E402
+from .models.many import fit_many as fit_many  # noqa: E402
 from .persistence import ModelFileError as ModelFileError  # noqa: E402
 from .persistence import load as load  # noqa: E402
 from .tuning import TuneResult as TuneResult  # noqa: E402

@@ -185,6 +185,7 @@ class JaxBackend:
     compile_loop = staticmethod(transforms.compile_loop)
     native_optimizer = staticmethod(transforms.native_optimizer)
     compile_map = staticmethod(transforms.compile_map)  # optional: `cfcore.backend.capabilities`
+    vmap = staticmethod(transforms.vmap)
     # Optional (not Protocol members): `fit(..., devices=...)` asks for the first, and
     # `cfcore.eval.agreement.strict_float32` calls the second.
     row_sharding = staticmethod(sharding.row_sharding)

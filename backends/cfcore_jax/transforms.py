@@ -45,6 +45,11 @@ def compile_loop(body: Callable) -> Callable:
     return run
 
 
+def vmap(fn: Callable, in_axes: tuple[Any, ...]) -> Callable:
+    """`jax.vmap` (see `cfcore.backend.capabilities.Capabilities.vmap`)."""
+    return jax.vmap(fn, in_axes=in_axes)
+
+
 def compile_map(fn: Callable) -> Callable:
     """`run(data, xs, start=0, stop=None) -> ys`: `lax.map` of `fn(data, x)` over items `start`
     to `stop` − 1 of the leading axis of `xs` (default all)."""

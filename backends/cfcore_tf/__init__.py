@@ -173,6 +173,7 @@ class TFBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
+    vmap = staticmethod(transforms.vmap)  # optional: `cfcore.backend.capabilities`
     # Optional members (`cfcore.backend.capabilities`). No pair_layout: XLA under tf.function
     # already fuses the gathers of pair_dot, so there is nothing to precompute.
     compile_map = staticmethod(transforms.compile_map)

@@ -12,7 +12,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from cfcore.backend.loops import map_range
+from cfcore.backend.loops import map_range, split_mapped
 from cfcore.errors import ArgumentValueError
 
 from . import kernels
@@ -250,6 +250,20 @@ def compile_loop(body: Callable) -> Callable:
 
     run.concrete_function = concrete_function  # type: ignore[attr-defined]
     return run
+
+
+def vmap(fn: Callable, in_axes: tuple[Any, ...]) -> Callable:
+    """`tf.vectorized_map` of `fn` over the leaves `in_axes` marks 0 (see
+    `cfcore.backend.capabilities.Capabilities.vmap`); an op it cannot vectorize runs in a
+    `while_loop` over the items instead."""
+
+    def mapped(*args: Any) -> Any:
+        leaves, rebuild = split_mapped(args, in_axes)
+        return tf.vectorized_map(
+            lambda items: fn(*rebuild(list(items))), tuple(leaves), fallback_to_while_loop=True
+        )
+
+    return mapped
 
 
 def compile_map(fn: Callable) -> Callable:

@@ -4,18 +4,37 @@ Importing this module imports torch (and sets its float32 matmuls to full precis
 `cfcore` itself never does. Select it with `backend="torch"`. Arrays live on the GPU when torch
 sees one, else on the CPU. torch runs eagerly here: `compile` is the identity and `compile_loop` a
 Python loop (see `transforms`).
+
+The gather form of `pair_dot` has two kernels: the plain gathers (`kernels.pair_dot`) and the
+sparse-layout kernel (`pair_kernel`), which needs a layout precomputed once per training set
+(`pair_layout`) and is several times faster on the CPU. Which one full-batch training uses is
+`TorchBackend(pair_kernel=...)`, else the environment variable `CFCORE_TORCH_PAIR_KERNEL`:
+"sparse", "gather", or "auto" (the default: sparse on the CPU, the plain gathers on a GPU, where
+it has not been measured).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import kernels, ops, transforms
+from cfcore.errors import ArgumentValueError
+
+from . import kernels, ops, pair_kernel, transforms
 from .ops import floats, indices
+
+PAIR_KERNEL_ENV = "CFCORE_TORCH_PAIR_KERNEL"
+PAIR_KERNELS = ("auto", "sparse", "gather")
+
+
+def _pair_kernel_choice(value: str, what: str) -> str:
+    if value not in PAIR_KERNELS:
+        raise ArgumentValueError(f"{what} must be one of {PAIR_KERNELS}, got {value!r}")
+    return value
 
 
 class TorchBackend:
@@ -23,6 +42,22 @@ class TorchBackend:
 
     name = "torch"
     xp = ops
+
+    def __init__(self, pair_kernel: str | None = None) -> None:
+        """Args: pair_kernel: "auto", "sparse", "gather", or None (`$CFCORE_TORCH_PAIR_KERNEL`)."""
+        if pair_kernel is not None:
+            _pair_kernel_choice(pair_kernel, "pair_kernel")
+        self._pair_kernel = pair_kernel
+
+    def gather_kernel(self) -> str:
+        """The gather kernel full-batch training uses here: "sparse" or "gather"."""
+        choice = self._pair_kernel
+        if choice is None:
+            choice = _pair_kernel_choice(os.environ.get(PAIR_KERNEL_ENV, "auto"), PAIR_KERNEL_ENV)
+        if choice == "auto":
+            # Measured faster on the CPU only; on a GPU the plain gathers until measured there.
+            choice = "sparse" if ops.DEVICE.type == "cpu" else "gather"
+        return choice
 
     @staticmethod
     def is_available() -> bool:
@@ -41,10 +76,20 @@ class TorchBackend:
         return transforms.sync(tree)
 
     # ---------------------------------------------------------------- fused kernels
-    def pair_dot(self, user_emb, item_emb, users, items, method: str = "gather"):
+    def pair_dot(self, user_emb, item_emb, users, items, method: str = "gather", layout=None):
+        # Inside `vmap` (models trained together) the plain gathers: the sparse products have
+        # no batching rule, and the layout only makes the same values faster.
+        if layout is not None and method == "gather" and not transforms._MAPPED.get():
+            return pair_kernel.pair_dot_layout(floats(user_emb), floats(item_emb), layout)
         return kernels.pair_dot(
             floats(user_emb), floats(item_emb), indices(users), indices(items), method
         )
+
+    def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
+        if self.gather_kernel() != "sparse" or np.shape(users)[0] == 0:
+            return None
+        layout = pair_kernel.make_pair_layout(users, items, num_users, num_items)
+        return {k: torch.from_numpy(v).to(ops.DEVICE) for k, v in layout.items()}
 
     def gramian(self, x):
         return kernels.gramian(floats(x))
@@ -77,8 +122,9 @@ class TorchBackend:
     value_and_grad = staticmethod(transforms.value_and_grad)
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
-    # Optional members (`cfcore.backend.capabilities`); no pair_layout (nothing to precompute)
-    # and no native_optimizer (torch.optim keeps its state inside the object).
+    vmap = staticmethod(transforms.vmap)  # optional: `cfcore.backend.capabilities`
+    # Optional members (`cfcore.backend.capabilities`): pair_layout above; no native_optimizer
+    # (torch.optim keeps its state inside the object).
     compile_map = staticmethod(transforms.compile_map)
     strict_float32 = staticmethod(ops.strict_float32)
 

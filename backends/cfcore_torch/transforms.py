@@ -8,6 +8,7 @@ trains, and its recompiles on new shapes are slow; it may become an opt-in later
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -29,10 +30,22 @@ def _detach(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
+_MAPPED: ContextVar[bool] = ContextVar("cfcore_torch_mapped", default=False)
+"""True while `vmap`'s function runs: autograd's `grad` cannot run there, `torch.func`'s can."""
+
+
 def value_and_grad(fn: Callable) -> Callable:
-    """`g(params, *args) -> ((loss, aux), grads)` by reverse-mode autograd; see the protocol."""
+    """`g(params, *args) -> ((loss, aux), grads)` by reverse-mode autograd; see the protocol.
+
+    Inside `vmap` by `torch.func.grad_and_value` (the same gradient, composable with
+    `torch.func.vmap`)."""
+    functional = torch.func.grad_and_value(lambda p, *a: _with_aux(fn(p, *a)), has_aux=True)
 
     def value_and_grad_fn(params, *args):
+        if _MAPPED.get():
+            leaves = {k: floats(v) for k, v in params.items()}
+            grads, (value, aux) = functional(leaves, *args)
+            return (value, aux), grads
         with torch.enable_grad():  # also inside `compile_loop`, which runs under no_grad
             leaves = {k: floats(v).detach().requires_grad_() for k, v in params.items()}
             value, aux = fn(leaves, *args)
@@ -51,6 +64,26 @@ def value_and_grad(fn: Callable) -> Callable:
         return (value.detach(), _map(_detach, aux)), dense
 
     return value_and_grad_fn
+
+
+def _with_aux(out: tuple[Any, Any]) -> tuple[Any, tuple[Any, Any]]:
+    value, aux = out
+    return value, (value, aux)
+
+
+def vmap(fn: Callable, in_axes: tuple[Any, ...]) -> Callable:
+    """`torch.func.vmap` of `fn` (see `cfcore.backend.capabilities.Capabilities.vmap`); its
+    gradients by `torch.func` (`value_and_grad`)."""
+    mapped = torch.func.vmap(fn, in_dims=tuple(in_axes))
+
+    def run(*args: Any) -> Any:
+        token = _MAPPED.set(True)
+        try:
+            return mapped(*args)
+        finally:
+            _MAPPED.reset(token)
+
+    return run
 
 
 def compile(fn: Callable) -> Callable:  # noqa: A001

@@ -39,6 +39,7 @@ from .checks import (
     check_softmax_inputs,
     host_ints,
 )
+from .memo import shared
 from .protocol import Array
 
 _METHODS: dict[str, Callable[..., Any]] = {}
@@ -116,6 +117,11 @@ class BoundBackend:
         return {k: np.asarray(self.ops.to_numpy(v)) for k, v in params.items()}
 
     def device_batch(self, batch: Any, pair_layout: bool = False) -> dict[str, Array]:
+        # Several models preparing one training set together (`cfcore.fit_many`) share one.
+        return shared(batch, ("device_batch", id(self.ops), pair_layout),
+                      lambda: self._device_batch(batch, pair_layout))  # fmt: skip
+
+    def _device_batch(self, batch: Any, pair_layout: bool = False) -> dict[str, Array]:
         """Ratings (`Batch`, `Ratings` or a dict) as `{"users", "items", "values"}` native arrays.
 
         Args:

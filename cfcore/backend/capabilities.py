@@ -29,6 +29,7 @@ CapabilityName = Literal[
     "concurrent_parts",
     "row_sharding",
     "strict_float32",
+    "vmap",
 ]
 """The name of one member of `Capabilities`."""
 
@@ -131,6 +132,26 @@ class Capabilities(Protocol):
 
         Called once per backend by the test suite and `cfcore compare`; without it there is
         nothing to turn off.
+        """
+        ...
+
+    def vmap(self, fn: Callable[..., Tree], in_axes: tuple[Any, ...]) -> Callable[..., Tree]:
+        """`fn` mapped over a leading axis of some of its arguments (JAX's `jax.vmap`).
+
+        `cfcore.fit_many` trains K models in one compiled loop through it: the loop body
+        (gradient step or closed-form sweep, with its guard) mapped over the models' stacked
+        parameters, optimizer states and coefficients, the training data shared. Usable inside
+        `compile_loop`; `fn` may call `value_and_grad` and `compile_map`. Without this member
+        `fit_many` trains the models one after another.
+
+        Args:
+            fn: `fn(*args) -> tree`, pure.
+            in_axes: one entry per positional argument: a tree of the argument's structure (or
+                a prefix of it) whose leaves are 0 (mapped over its leading axis) or None
+                (shared by every item).
+
+        Returns:
+            `mapped(*args) -> tree`, each output leaf with the leading axis of length K.
         """
         ...
 

@@ -9,7 +9,7 @@ use them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -124,3 +124,64 @@ def tree_index(tree: Tree, i: int | slice) -> Tree:
 
 
 _index = tree_index
+
+
+def split_mapped(args: tuple[Any, ...], in_axes: tuple[Any, ...]) -> tuple[list[Any], Any]:
+    """The leaves of `args` mapped by `in_axes` (as `Capabilities.vmap` takes them: per
+    argument a tree, or a prefix of it, of 0 and None), and `rebuild(mapped) -> args` putting
+    one item's mapped leaves back among the shared ones.
+
+    For backends whose own map takes one tree of mapped arrays (`tf.vectorized_map`).
+
+    Example:
+        >>> mapped, rebuild = split_mapped(({"a": 1, "b": 2}, 3), ({"a": 0, "b": None}, None))
+        >>> mapped
+        [1]
+        >>> rebuild([10])
+        ({'a': 10, 'b': 2}, 3)
+    """
+    mapped: list[Any] = []
+
+    def collect(tree: Any, axes: Any) -> None:
+        if axes is None or tree is None:
+            return
+        if isinstance(axes, dict):
+            for k in axes:
+                collect(tree[k], axes[k])
+        elif isinstance(axes, list | tuple):
+            for t, a in zip(tree, axes, strict=True):
+                collect(t, a)
+        elif axes == 0:
+            mapped.extend(tree_leaves(tree))
+        else:
+            raise ArgumentValueError(f"vmap maps leading axes only (0 or None); got {axes!r}")
+
+    collect(args, tuple(in_axes))
+
+    def rebuild(items: list[Any]) -> tuple[Any, ...]:
+        it = iter(items)
+
+        def put(tree: Any, axes: Any) -> Any:
+            if axes is None or tree is None:
+                return tree
+            if isinstance(axes, dict):
+                return {k: put(v, axes.get(k)) if k in axes else v for k, v in tree.items()}
+            if isinstance(axes, list | tuple):
+                out = [put(t, a) for t, a in zip(tree, axes, strict=True)]
+                return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
+            return tree_with_leaves(tree, it)
+
+        return put(tuple(args), tuple(in_axes))
+
+    return mapped, rebuild
+
+
+def tree_with_leaves(tree: Tree, leaves: Iterator[Any]) -> Tree:
+    """`tree`'s structure (named tuples kept) with its leaves taken in order from `leaves`,
+    `None` leaves kept (`tree_leaves`' order)."""
+    if isinstance(tree, dict):
+        return {k: tree_with_leaves(v, leaves) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        out = [tree_with_leaves(v, leaves) for v in tree]
+        return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)
+    return None if tree is None else next(leaves)

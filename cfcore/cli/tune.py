@@ -103,6 +103,10 @@ def tune(
     backend: Annotated[
         str | None, typer.Option(help="jax, tf or torch (default: $CFCORE_BACKEND, else jax).")
     ] = None,
+    batch: Annotated[
+        int,
+        typer.Option(help="Points trained together in one compiled loop (worth it on a GPU)."),
+    ] = 1,
     dataset: DatasetOpt = "100k",
     data_dir: DataDirOpt = None,
     fold: Annotated[
@@ -136,7 +140,7 @@ def tune(
             str(model), chosen, search=search.value, trials=trials, budget_fits=budget_fits,
             budget_seconds=budget_seconds, metric=metric, validation=validation, seed=seed,
             backend=backend, steps=steps, optimizer=None if optimizer is None else optimizer.value,
-            learning_rate=learning_rate, threshold=threshold,
+            learning_rate=learning_rate, threshold=threshold, batch=batch,
             early_stopping=None if eval_every is None else EarlyStopping(eval_every, patience),
         )  # fmt: skip
         _check_out(out)

@@ -112,12 +112,13 @@ def mf_loss(be: Any, spec: MFSpec) -> Any:
     return loss
 
 
-def biased_predictions(be: Any, params: Params, users: Any, items: Any) -> Any:
+def biased_predictions(be: Any, params: Params, users: Any, items: Any, layout: Any = None) -> Any:
     """`b_u + b_i + ⟨u, v⟩` per pair (without μ): float32 `[n]`.
 
     The biases ride along as augmented columns, `⟨[u, b_u, 1], [v, 1, b_i]⟩`, through the one
     fused pair kernel: their gradients come out of its backward pass with the embeddings' (dense
     rows of the augmented tables), never from a separate scatter into a one-wide bias table.
+    `layout`: the backend's `pair_layout` of these pairs, or None.
     """
     xp = be.xp
     u, v = params["user"], params["item"]
@@ -125,6 +126,9 @@ def biased_predictions(be: Any, params: Params, users: Any, items: Any) -> Any:
     bi = xp.reshape(params["item_bias"], (-1, 1))
     user_aug = xp.concat([u, bu, xp.full_like(bu, 1.0)], axis=1)
     item_aug = xp.concat([v, xp.full_like(bi, 1.0), bi], axis=1)
+    if layout is not None:
+        # Backends without a layout are never passed the argument (see `Backend.pair_dot`).
+        return raw_ops(be).pair_dot(user_aug, item_aug, users, items, layout=layout)
     return raw_ops(be).pair_dot(user_aug, item_aug, users, items)
 
 
@@ -144,7 +148,7 @@ def biased_mf_loss_terms(
         penalties already multiplied by their coefficients); float32 scalars.
     """
     xp = be.xp
-    pred = biased_predictions(be, params, batch["users"], batch["items"])
+    pred = biased_predictions(be, params, batch["users"], batch["items"], batch.get("layout"))
     observed = xp.mean(xp.square(batch["values"] - pred))
     u, v = params["user"], params["item"]
     bu, bi = params["user_bias"], params["item_bias"]

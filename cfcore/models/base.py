@@ -32,7 +32,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -75,6 +77,76 @@ class FitPlan:
     row: Callable[[float | None], dict[str, float]]
     columns: tuple[str, ...]
     next_xs: Callable[[int], Any] | None = None
+
+
+@dataclass
+class Prepared:
+    """A `fit` prepared but not run, for `cfcore.fit_many` to run with others (`collect`).
+
+    Attributes:
+        model: the model.
+        session: its training session, started or continued.
+        plan: what the fit would run.
+        steps, eval_every: as the fit took them.
+    """
+
+    model: Model
+    session: Session
+    plan: FitPlan
+    steps: int
+    eval_every: int
+
+    def record(self, loss: float | None) -> dict[str, float]:
+        """Appends the history row at the session's current state (`FitPlan.row`)."""
+        row = self.plan.row(loss)
+        self.session.history_rows.append(row)
+        return row
+
+    def keep_history(self) -> pd.DataFrame:
+        """The session's rows as the model's `history` (also after an early stop)."""
+        self.model.history = pd.DataFrame(self.session.history_rows)
+        return self.model.history
+
+    def run(self, progress: bool) -> pd.DataFrame:
+        """Runs the fit on its own (what `fit` does once prepared); returns the whole history.
+
+        Raises:
+            TrainingDivergedError: as `fit`.
+        """
+        plan = self.plan
+
+        def label(row: dict[str, float]) -> str:
+            return "  ".join(f"{c}={row[c]:.4f}" for c in plan.columns if c in row)
+
+        try:
+            self.session.run(
+                plan.chunk,
+                plan.data,
+                steps=self.steps,
+                eval_every=self.eval_every,
+                next_xs=plan.next_xs,
+                record=self.record,
+                progress=progress,
+                label=label,
+            )
+        finally:
+            self.keep_history()
+        return self.model.history
+
+
+_PREPARED: ContextVar[list[Prepared] | None] = ContextVar("cfcore_prepared", default=None)
+
+
+@contextmanager
+def collect() -> Iterator[list[Prepared]]:
+    """Within it, a model's `fit` prepares its session and plan, appends them to the list this
+    yields and returns at once (its history unchanged): nothing is trained."""
+    prepared: list[Prepared] = []
+    token = _PREPARED.set(prepared)
+    try:
+        yield prepared
+    finally:
+        _PREPARED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -255,29 +327,13 @@ class Model:
         session = self._train_session(be, optimizer, start_params, devices, trainer)
         self._remember_inputs(inputs)
         plan = self._plan(session, inputs, seed)
-
-        def record(loss: float | None) -> dict[str, float]:
-            row = plan.row(loss)
-            session.history_rows.append(row)
-            return row
-
-        def label(row: dict[str, float]) -> str:
-            return "  ".join(f"{c}={row[c]:.4f}" for c in plan.columns if c in row)
-
-        try:
-            session.run(
-                plan.chunk,
-                plan.data,
-                steps=steps,
-                eval_every=eval_every,
-                next_xs=plan.next_xs,
-                record=record,
-                progress=progress,
-                label=label,
-            )
-        finally:
-            self.history = pd.DataFrame(session.history_rows)
-        return self.history
+        prepared = Prepared(self, session, plan, steps, eval_every)
+        collector = _PREPARED.get()
+        if collector is not None:
+            # `cfcore.fit_many` runs this fit together with others' (`cfcore.models.many`).
+            collector.append(prepared)
+            return self.history
+        return prepared.run(progress)
 
     def _checked_inputs(self, inputs: Any) -> Any:
         """`fit`'s inputs checked (bad ones refused before anything is placed), normalised."""

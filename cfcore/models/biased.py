@@ -216,10 +216,18 @@ class BiasedMF(RatingModel):
         super()._remember_inputs(inputs)
 
     def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:
-        solver, mean = variant
+        solver, mean = variant[:2]
         if solver == "als":
             return biased_blocks(self.spec, train, mean, placement)
-        return centred(train, mean)
+        host = centred(train, mean)
+        if variant[2:] == ("layout",):
+            # Full-batch steps read the same pairs every step: the backend's pair layout (if it
+            # has one) is built once, as for MF (`MatrixFactorization._plan`).
+            be = placement.backend
+            layout = be.pair_layout(train.users, train.items, train.num_users, train.num_items)
+            if layout is not None:
+                host["layout"] = layout
+        return host
 
     def _plan(self, session: Session, inputs: TrainingSet, seed: int) -> FitPlan:
         spec, be, place, mean = self.spec, session.backend, session.placement, self._mean()
@@ -234,10 +242,11 @@ class BiasedMF(RatingModel):
             sweep = biased_sweep(be, spec, place)
             chunk = session.sweep_chunk(("biased-als", spec_key(spec)), sweep, whole_batch)
         else:
-            host = self._layouts(inputs.train, place, ("gradient", mean))
-            data = ratings = {**place.data(host), HYPER: place.data(hyper_values(spec))}
             if inputs.batch_size is not None:
                 sampler = MinibatchSampler(len(inputs.train), inputs.batch_size, seed)
+            variant = ("gradient", mean) + (("layout",) if sampler is None and place.pair_layout else ())
+            host = self._layouts(inputs.train, place, variant)
+            data = ratings = {**place.data(host), HYPER: place.data(hyper_values(spec))}
             key = ("biased", spec_key(spec), sampler is None)
             chunk = session.chunk(key, coefficient_loss(be, spec, objectives.biased_mf_loss_terms), take(be, sampler))
         test_data = None
@@ -479,7 +488,8 @@ def _terms(
     be: Any, spec: BiasedMFSpec, params: Any, data: dict[str, Any], placement: Any = None
 ) -> dict[str, float]:
     """The objective's parts on device `data` (centred), the MSE over `EVAL_CHUNK` chunks (in
-    one call on a sharded `placement`: its padding is sliced off inside)."""
+    one call with a pair layout, or on a sharded `placement`: its padding is sliced off
+    inside)."""
     key = None if placement is None else placement.key
     # Data carrying the coefficients (gradient `fit`'s) compiles once for any of their values.
     spec_id = spec_key(spec) if HYPER in data else spec
@@ -490,7 +500,8 @@ def _terms(
         ),
     )
     n = int(data["values"].shape[0])
-    if n <= EVAL_CHUNK or key is not None:
+    # A pair layout describes the whole set (its kernel never holds the gathered rows).
+    if n <= EVAL_CHUNK or key is not None or "layout" in data:
         return {k: float(be.to_numpy(v)) for k, v in fn(params, data).items()}
     out: dict[str, float] = {}
     observed = 0.0

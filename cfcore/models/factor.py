@@ -168,12 +168,13 @@ class FactorModel(Model):
 
     def _layouts(self, train: Ratings, placement: Placement, variant: Hashable = None) -> Any:
         """The host layouts this model trains on for `train` (`_host_layouts`), built once per
-        training set, spec and `variant` and reused by later fits (`LAYOUTS`). A sharded
+        training set, spec, backend and `variant` and reused by later fits (`LAYOUTS`). A sharded
         placement builds each device's own blocks (and keeps what it learns of them), so it
         builds them every time."""
         if placement.devices_key is not None:
             return self._host_layouts(train, placement, variant)
-        key = (type(self), self.spec, variant)
+        # The backend too: a layout may hold its arrays (a pair layout is the backend's own).
+        key = (type(self), self.spec, placement.backend, variant)
         return LAYOUTS.get(train, key, lambda: self._host_layouts(train, placement, variant))
 
     def _host_layouts(self, train: Ratings, placement: Placement, variant: Any) -> Any:

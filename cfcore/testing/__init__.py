@@ -6,6 +6,7 @@ See `BackendConformance` for how to mix it into a test module.
 from ..backend.registry import check_backend_members as check_backend_members
 from .als_conformance import ALSConformance as ALSConformance
 from .als_conformance import ALSCrossBackend as ALSCrossBackend
+from .batch_conformance import BatchConformance as BatchConformance
 from .conformance import BackendConformance as BackendConformance
 from .conformance import CrossBackendConformance as CrossBackendConformance
 from .conformance import assert_array_close as assert_array_close

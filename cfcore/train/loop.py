@@ -142,6 +142,50 @@ def make_update_chunk(
         `run(params, opt_state, prev_params, prev_opt_state, data, xs=None, num_steps=None)
         -> ChunkResult`; see `Backend.compile_loop` for `xs` and `num_steps`.
     """
+    body = guarded_body(be, update, take_batch)
+    loop = be.compile_loop(body)
+
+    def run(params, opt_state, prev_params, prev_opt_state, data, xs=None, num_steps=None):
+        carry = start_carry(be, params, opt_state, prev_params, prev_opt_state)
+        out = loop(carry, data, xs, num_steps)
+        return ChunkResult(
+            out["params"],
+            out["opt"],
+            out["prev_params"],
+            out["prev_opt"],
+            int(be.to_numpy(out["bad"])),
+            int(be.to_numpy(out["reason"])),
+            float(be.to_numpy(out["loss_sum"])),
+        )
+
+    # What `cfcore.train.batch` maps over a batch of models: the guarded step itself.
+    run.body = body  # type: ignore[attr-defined]
+    return run
+
+
+def start_carry(
+    be: Any, params: Any, opt_state: Any, prev_params: Any, prev_opt_state: Any, bad: Any = None
+) -> dict[str, Any]:
+    """The loop's carry at the start of a chunk (`bad` -1: no step refused yet)."""
+    int0 = be.asarray(np.int32(0))
+    return {
+        "params": params,
+        "opt": opt_state,
+        "prev_params": prev_params,
+        "prev_opt": prev_opt_state,
+        "bad": be.asarray(np.int32(-1)) if bad is None else bad,
+        "reason": int0,
+        "t": int0,
+        "loss_sum": be.asarray(np.float32(0.0)),
+    }
+
+
+def guarded_body(
+    be: Any, update: Update, take_batch: Callable[[Any, Any], Any]
+) -> Callable[[dict, Any, Any], dict]:
+    """`body(carry, data, x) -> carry`: one guarded step of `update` (see the module docstring).
+
+    A carry whose `bad` is already >= 0 is left unchanged (a model stopped earlier)."""
     xp = be.xp
 
     def body(carry: dict, data: Any, x: Any) -> dict:
@@ -166,32 +210,7 @@ def make_update_chunk(
             "loss_sum": carry["loss_sum"] + xp.where(ok, total, xp.zeros_like(total)),
         }
 
-    loop = be.compile_loop(body)
-
-    def run(params, opt_state, prev_params, prev_opt_state, data, xs=None, num_steps=None):
-        int0 = be.asarray(np.int32(0))
-        carry = {
-            "params": params,
-            "opt": opt_state,
-            "prev_params": prev_params,
-            "prev_opt": prev_opt_state,
-            "bad": be.asarray(np.int32(-1)),
-            "reason": int0,
-            "t": int0,
-            "loss_sum": be.asarray(np.float32(0.0)),
-        }
-        out = loop(carry, data, xs, num_steps)
-        return ChunkResult(
-            out["params"],
-            out["opt"],
-            out["prev_params"],
-            out["prev_opt"],
-            int(be.to_numpy(out["bad"])),
-            int(be.to_numpy(out["reason"])),
-            float(be.to_numpy(out["loss_sum"])),
-        )
-
-    return run
+    return body
 
 
 def make_step(be: Any, loss: Callable, rule: Rule) -> Callable:

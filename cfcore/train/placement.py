@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.memo import shared
 from ..backend.sharding import (
     COUNT,
     RATING_KEYS,
@@ -212,6 +213,9 @@ class Placement:
             return {k: self.data(v) for k, v in tree.items()}
         if isinstance(tree, list | tuple):
             return type(tree)(self.data(v) for v in tree)
+        if isinstance(tree, np.ndarray):
+            # Several models preparing one training set together share one copy (`fit_many`).
+            return shared(tree, ("data", id(self.backend)), lambda: self.backend.asarray(tree))
         return self.backend.asarray(tree)
 
     def shapes(self, params: dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -8,7 +8,9 @@ calls, the progress bar and the stop at the first non-finite loss or parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,6 +299,11 @@ class Session:
                 between_chunks("training", done, steps)
 
     def _diverged(self, out: ChunkResult) -> None:
+        raise self.stop(out)
+
+    def stop(self, out: ChunkResult) -> TrainingDivergedError:
+        """Keeps the last finite state of a chunk that refused a step (`out.bad_step` >= 0) and
+        returns the error that says so (`run` raises it; `cfcore.fit_many` reports it)."""
         at = self.step + out.bad_step
         lr = None if self.rule is None else self.rule.learning_rate
         if self.rule is None:
@@ -330,7 +337,7 @@ class Session:
             )
         self.prev_params, self.prev_opt_state = self.params, self.opt_state
         self.step = kept
-        raise TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
+        return TrainingDivergedError(msg, step=at, history=pd.DataFrame(self.history_rows))
 
 
 def _rows(history: pd.DataFrame | None) -> list[dict[str, float]]:
@@ -349,12 +356,39 @@ def check_training_memory(params: dict[str, np.ndarray], optimizer: Any) -> None
     param_bytes = float(sum(np.asarray(p).nbytes for p in params.values()))
     slots = optimizer_slots(optimizer)
     shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in params.items())
+    nbytes = param_bytes * (4 + 2 * slots)
+    detail = f"{shapes}; {4 + 2 * slots} copies of the parameters with this optimizer"
+    what = f"training ({detail})"
+    batch = _BATCH_BYTES.get()
+    if batch is not None:
+        # Models trained together (`cfcore.fit_many`): each one's state, and once more stacked.
+        batch.append(nbytes)
+        nbytes = 2 * sum(batch)
+        what = (
+            f"training {len(batch)} models together (the last: {detail}; twice over: each "
+            "model's own state and the batch's stacked one)"
+        )
     check_memory(
-        param_bytes * (4 + 2 * slots),
-        f"training ({shapes}; {4 + 2 * slots} copies of the parameters with this optimizer)",
+        nbytes,
+        what,
         "lower the embedding dimension or the number of rows, or use an optimizer with less "
         "state (SGD keeps none, Adagrad one array per parameter, Adam two)",
     )
+
+
+_BATCH_BYTES: ContextVar[list[float] | None] = ContextVar("cfcore_batch_bytes", default=None)
+
+
+@contextmanager
+def batch_memory() -> Iterator[None]:
+    """Within it, `check_training_memory` counts every session started so far together (the
+    models of one `cfcore.fit_many`), so that a batch that cannot fit is refused before the
+    model that would overflow is placed."""
+    token = _BATCH_BYTES.set([])
+    try:
+        yield
+    finally:
+        _BATCH_BYTES.reset(token)
 
 
 def same_optimizer(a: Any, b: Any) -> bool:

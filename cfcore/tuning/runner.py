@@ -1,8 +1,8 @@
 """What `cfcore.tune` runs: the model family, the validation split, the metric, and the points.
 
-`run_points` is the one step that trains settings: today one `fit` after another (a second point
-of the same shapes compiles nothing, since the coefficients travel as data), so that a batched
-runner (K models in one compiled program) can take its place without touching the searches.
+`run_points` is the one step that trains settings: one `fit` after another (a second point of
+the same shapes compiles nothing, since the coefficients travel as data), or `batch` points at a
+time in one compiled loop (`cfcore.fit_many`), each scored and stopped on its own.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ def validation_split(
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How every point is fit: steps, optimizer, backend, seed, early stopping, fit options."""
+    """How every point is fit: steps, optimizer, backend, seed, early stopping, fit options,
+    and how many points train together (`batch`: `cfcore.fit_many`)."""
 
     steps: int
     optimizer: OptimizerSpec | str | None
@@ -222,6 +223,7 @@ class RunSettings:
     seed: int
     early_stopping: EarlyStopping | None
     fit_options: Mapping[str, Any] = field(default_factory=dict)
+    batch: int = 1
 
     def optimizer_for(self, family: Family, point: Point) -> OptimizerSpec | None:
         """The point's optimizer: None for sweeps (a sweep model, or a biased one with neither
@@ -275,19 +277,67 @@ def run_points(
     on_result: Callable[[PointResult], None] | None = None,
     run_point: Callable[..., PointResult] | None = None,
 ) -> list[PointResult]:
-    """Trains and scores each point, one `fit` after another; no point starts after `deadline`
-    (a `time.perf_counter()` value), so the list may be shorter than `points`. `on_result` is
+    """Trains and scores each point: one `fit` after another, or `settings.batch` points at a
+    time in one `cfcore.fit_many`; no point (or batch) starts after `deadline` (a
+    `time.perf_counter()` value), so the list may be shorter than `points`. `on_result` is
     called with each point's result as it comes (the command line prints it). `run_point`
     (`run_point(family, point, validation, metric, settings)`) trains and scores one point in
     place of a cfcore model's fit (a peer's, `cfcore.tuning.peers.run_peer_point`)."""
-    out = []
-    for point in points:
+    out: list[PointResult] = []
+    size = 1 if run_point is not None else settings.batch
+    for start in range(0, len(points), size):
         if deadline is not None and time.perf_counter() >= deadline:
             break
-        out.append((run_point or _run_point)(family, point, validation, metric, settings))
-        if on_result is not None:
-            on_result(out[-1])
+        group = list(points[start : start + size])
+        if size == 1:
+            results = [(run_point or _run_point)(family, group[0], validation, metric, settings)]
+        else:
+            results = _run_batch(family, group, validation, metric, settings)
+        for result in results:
+            out.append(result)
+            if on_result is not None:
+                on_result(result)
     return out
+
+
+class _Progress:
+    """One point's evaluations so far: the best value, and whether (and why) it stopped."""
+
+    def __init__(self, point: Point, metric: Metric, settings: RunSettings) -> None:
+        self.point, self.metric, self.settings = point, metric, settings
+        self.best, self.best_step, self.done, self.stale = math.nan, 0, 0, 0
+        self.status = ""
+
+    def scored(self, value: float) -> None:
+        """Takes the validation value after `done` steps; sets `status` when the point stops."""
+        stop, steps = self.settings.early_stopping, self.settings.steps
+        if not math.isfinite(value):
+            self.status = "diverged"
+            return
+        if math.isnan(self.best) or self.metric.better(value, self.best):
+            self.best, self.best_step, self.stale = value, self.done, 0
+        else:
+            self.stale += 1
+        if stop is not None and self.stale >= stop.patience and self.done < steps:
+            self.status = "stopped early"
+
+    def result(self, seconds: float) -> PointResult:
+        status = self.status or "ok"
+        return PointResult(dict(self.point), self.best, self.done, self.best_step, seconds, status)
+
+
+def _fit_arguments(family: Family, point: Point, settings: RunSettings) -> dict[str, Any]:
+    fit: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed, "progress": False}
+    fit.update(settings.fit_options)
+    opt = settings.optimizer_for(family, point)
+    if opt is not None:
+        fit["optimizer"] = opt
+    return fit
+
+
+def _chunk(settings: RunSettings) -> int:
+    stop = settings.early_stopping
+    return settings.steps if stop is None else stop.every
 
 
 def _run_point(
@@ -295,32 +345,56 @@ def _run_point(
 ) -> PointResult:
     start = time.perf_counter()
     model: Any = build_model(family, point)
-    fit: dict[str, Any] = {"backend": settings.backend, "seed": settings.seed, "progress": False}
-    fit.update(settings.fit_options)
-    opt = settings.optimizer_for(family, point)
-    if opt is not None:
-        fit["optimizer"] = opt
-    stop = settings.early_stopping
-    chunk = settings.steps if stop is None else stop.every
-    best, best_step, done, stale, status = math.nan, 0, 0, 0, "ok"
+    fit = _fit_arguments(family, point, settings)
+    state = _Progress(point, metric, settings)
     try:
-        while done < settings.steps:
+        while state.done < settings.steps and not state.status:
             # A second fit continues the first: the model keeps its session and step count.
-            k = min(chunk, settings.steps - done)
+            k = min(_chunk(settings), settings.steps - state.done)
             model.fit(validation.train, steps=k, eval_every=k, **fit)
-            done += k
-            value = validation.score(model)
-            if not math.isfinite(value):
-                status = "diverged"
-                break
-            if math.isnan(best) or metric.better(value, best):
-                best, best_step, stale = value, done, 0
-            else:
-                stale += 1
-            if stop is not None and stale >= stop.patience and done < settings.steps:
-                status = "stopped early"
-                break
+            state.done += k
+            state.scored(validation.score(model))
     except TrainingDivergedError as err:
         # That point stops; the search goes on (its last finite evaluation, if any, counts).
-        status, done = "diverged", int(getattr(err, "step", done))
-    return PointResult(dict(point), best, done, best_step, time.perf_counter() - start, status)
+        state.status, state.done = "diverged", int(getattr(err, "step", state.done))
+    return state.result(time.perf_counter() - start)
+
+
+def _run_batch(
+    family: Family,
+    points: list[Point],
+    validation: Validation,
+    metric: Metric,
+    settings: RunSettings,
+) -> list[PointResult]:
+    """The points trained together (`cfcore.fit_many`: one compiled loop per step structure),
+    each scored after every chunk and stopped on its own; each point's `seconds` is its share
+    of the batch's wall time."""
+    from ..models.many import fit_many
+
+    start = time.perf_counter()
+    models: list[Any] = [build_model(family, p) for p in points]
+    fits = [_fit_arguments(family, p, settings) for p in points]
+    states = [_Progress(p, metric, settings) for p in points]
+    common = {k: v for k, v in fits[0].items() if k not in ("optimizer", "seed")}
+    while True:
+        active = [i for i, s in enumerate(states) if not s.status and s.done < settings.steps]
+        if not active:
+            break
+        k = min(_chunk(settings), settings.steps - states[active[0]].done)
+        extra = {}
+        if "optimizer" in fits[0]:
+            extra["optimizer"] = [fits[i]["optimizer"] for i in active]
+        out = fit_many(
+            [models[i] for i in active], validation.train, steps=k, eval_every=k,
+            seed=[fits[i]["seed"] for i in active], **extra, **common,
+        )  # fmt: skip
+        for j, i in enumerate(active):
+            if j in out.errors:
+                states[i].status = "diverged"
+                states[i].done = int(out.errors[j].step)
+                continue
+            states[i].done += k
+            states[i].scored(validation.score(models[i]))
+    share = (time.perf_counter() - start) / len(points)
+    return [s.result(share) for s in states]

@@ -60,6 +60,7 @@ def tune(
     early_stopping: EarlyStopping | None = None,
     threshold: float = 3.5,
     fit_options: Mapping[str, Any] | None = None,
+    batch: int = 1,
 ) -> TuneResult:
     """Searches a model family's hyper-parameters on a validation split of the training ratings.
 
@@ -104,6 +105,10 @@ def tune(
         threshold: positives are the ratings strictly above it (IALS, BPR; give 0 for
             ratings that are already positives of value 1).
         fit_options: other arguments of every point's `fit` (e.g. `{"batch_size": 4096}`).
+        batch: points trained together in one compiled loop (`cfcore.fit_many`; each scored
+            and stopped on its own). Worth it where one model leaves the device idle (a GPU);
+            on a few CPU cores one model already keeps them busy (docs/tuning.md has the
+            measurements). A random or TPE search asks for at least this many points a round.
 
     Returns:
         A `TuneResult`: `.table`, `.best`, `.best_metric`, `.to_csv`, `.save_best`, `.report`.
@@ -176,9 +181,11 @@ class SearchPlan:
             results = run(self.grid[: self.limit])
         elif self.search == "random":
             rng = np.random.default_rng(seed)
-            results = _rounds(lambda: draw_point(self.space, rng), run, self.limit, RANDOM_ROUND)
+            size = max(RANDOM_ROUND, settings.batch)
+            results = _rounds(lambda: draw_point(self.space, rng), run, self.limit, size)
         else:
-            results = _tpe(self.optuna, self.space, metric, seed, run, self.limit)
+            size = max(TPE_ROUND, settings.batch)
+            results = _tpe(self.optuna, self.space, metric, seed, run, self.limit, size)
         return TuneResult(
             table=_table(results, tuple(self.space), metric.name),
             model=family.name,
@@ -237,6 +244,7 @@ def plan_search(model: Any, space: Mapping[str, Any], **options: Any) -> SearchP
         seed=seed,
         early_stopping=early_stopping,
         fit_options=_fit_options(family, o["fit_options"]),
+        batch=check_int("batch", o["batch"], minimum=1),
     )  # fmt: skip
     grid = grid_points(dists) if search == "grid" else []  # refuses a continuous distribution
     for point in grid or corner_points(dists):
@@ -372,8 +380,9 @@ def _tpe(
     seed: int,
     run: Callable[[list[Point]], list[PointResult]],
     limit: int | None,
+    size: int = TPE_ROUND,
 ) -> list[PointResult]:
-    """Optuna's TPE sampler through its ask-and-tell interface, in rounds of `TPE_ROUND`."""
+    """Optuna's TPE sampler through its ask-and-tell interface, in rounds of `size` points."""
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(
         direction="maximize" if metric.higher_is_better else "minimize", sampler=sampler
@@ -381,7 +390,7 @@ def _tpe(
     results: list[PointResult] = []
     remaining = _counter(limit)
     while True:
-        trials = [study.ask() for _ in itertools.islice(remaining, TPE_ROUND)]
+        trials = [study.ask() for _ in itertools.islice(remaining, size)]
         if not trials:
             return results
         batch = [{name: d.suggest(t, name) for name, d in dists.items()} for t in trials]

@@ -494,3 +494,12 @@ def test_interrupt_stress_smoke(tmp_path, ml100k_files):
     # Each run ends cleanly: interrupted (130) or finished first (0), two runs in all.
     counts = dict(x.split(": ") for x in codes.group(1).split(", "))
     assert set(counts) <= {"0", "130"} and sum(map(int, counts.values())) == 2, md
+
+
+def test_tune_batch_smoke(tmp_path, ml100k_files):
+    _run_script("tune_batch.py", "--grids", "ials", "--batch", "4", out_dir=tmp_path)
+    md = (tmp_path / "tune_batch_smoke.md").read_text()
+    assert "Measured " in md and "cores visible" in md
+    rows = json.loads((tmp_path / "tune_batch_smoke.json").read_text())["rows"]
+    # The same best point either way (how fast is the benchmark's answer, not a test's).
+    assert rows[0]["best, batch 1"] == pytest.approx(rows[0]["best, batched"], rel=1e-5)

@@ -32,6 +32,7 @@ def test_tune_then_train_the_best_setting(tiny: Path, tmp_path: Path) -> None:
     result, text = invoke(
         "tune", "--model", "wals", "--dataset", str(tiny), "--backend", "jax", "--steps", "2",
         "--grid", "regularization_coeff=0.05,5", "--grid", "embedding_dim=3,4", "--out", str(out),
+        "--batch", "4",
     )  # fmt: skip
     _ok(result, text)
     table = pd.read_csv(out / "tune.csv")
@@ -115,6 +116,7 @@ def test_train_config_missing_file(tmp_path: Path) -> None:
         (("--metric", "ndcg@10"), ("'ndcg@10'",)),
         (("--validation", "1"), ("validation", "got 1")),
         (("--eval-every", "0"), ("--eval-every", "got 0")),
+        (("--batch", "0"), ("batch", "got 0")),
         (("--fold", "u9"), ("unknown fold 'u9'",)),
         (("--backend", "nope"), ("unknown backend 'nope'",)),
         (("--space", "{tmp}/none.json"), ("no such --space file",)),

@@ -290,3 +290,22 @@ def test_a_second_point_of_the_same_shapes_compiles_nothing(split, model):
         jax.monitoring.unregister_event_duration_listener(listen)  # pyright: ignore[reportArgumentType]
     assert per_point[0] > 0, "the counter must see the first point compile"
     assert per_point[1:] == [0, 0]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_points_trained_together_score_as_alone(split, backend):
+    """`batch`: the same table (values, steps, statuses) as one point at a time, with points
+    stopping early, diverging and running to the end in one batch."""
+    require_backend(backend)
+    train, _ = split
+    space = {"embedding_dim": 16, "init_stddev": 0.5, "learning_rate": [1e6, 15.0, 5.0, 1.0]}
+    kw = dict(steps=100, optimizer="sgd", early_stopping=EarlyStopping(every=10, patience=2),
+              backend=backend)  # fmt: skip
+    alone = cfcore.tune(cfcore.MatrixFactorization, space, train, **kw)
+    together = cfcore.tune(cfcore.MatrixFactorization, space, train, batch=4, **kw)
+    statuses = list(alone.table["status"])
+    assert statuses[0] == "diverged" and "stopped early" in statuses and "ok" in statuses
+    assert list(together.table["status"]) == statuses
+    for col in ("steps", "best_step"):
+        assert list(together.table[col]) == list(alone.table[col])
+    np.testing.assert_allclose(together.table["rmse"], alone.table["rmse"], rtol=1e-5)
