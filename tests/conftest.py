@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import cfcore
+from cfcore.backend.programs import forget_programs
 from cfcore.eval.agreement import strict_float32
 
 from ._support.data_source import ensure_release, resolve
@@ -143,3 +146,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # The edge inputs that fit in a fresh process (`edge_surfaces._fit_in_process`).
         if where == "reliability/test_edge_inputs.py" and "(same result)" in item.name:
             item.add_marker(pytest.mark.subprocess)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """After each test module, the programs it compiled go. The suite runs in one process, and
+    XLA maps every executable's code into memory of its own: kept for the whole run, the
+    suite's thousands of programs reach the kernel's limit on mappings (`vm.max_map_count`)
+    and the compiler crashes. TensorFlow keeps its XLA programs whatever cfcore drops."""
+    yield
+    forget_programs()
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()

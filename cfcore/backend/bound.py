@@ -40,6 +40,7 @@ from .checks import (
     host_ints,
 )
 from .memo import shared
+from .programs import BACKEND_FUNCTIONS, ProgramCache, remembered
 from .protocol import Array
 
 _METHODS: dict[str, Callable[..., Any]] = {}
@@ -59,7 +60,7 @@ class BoundBackend:
         self.ops = ops
         self.name: str = ops.name
         self.xp = ops.xp
-        self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._compiled: dict[Any, Callable[..., Any]] = ProgramCache()
 
     def __getattr__(self, attr: str) -> Any:
         # Only reached for names not defined here: a method registered from above the boundary
@@ -81,11 +82,9 @@ class BoundBackend:
         return hash(id(self.ops))
 
     def compiled(self, key: Any, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
-        """`self.compile(make())`, built once per `key` for this backend."""
-        fn = self._compiled.get(key)
-        if fn is None:
-            fn = self._compiled[key] = self.ops.compile(make())
-        return fn
+        """`self.compile(make())`, built once per `key` for this backend (the most recently used
+        `BACKEND_FUNCTIONS` kept)."""
+        return remembered(self._compiled, key, lambda: self.ops.compile(make()), BACKEND_FUNCTIONS)
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, x: Any, dtype: Any = None) -> Array:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backend.capabilities import capability
 from ..backend.loops import tree_leaves, tree_with_leaves
+from ..backend.programs import MAPPED_LOOPS, ProgramCache, remembered
 from ..errors import CfcoreError, NotSupportedError
 from .loop import ChunkResult
 from .progress import between_chunks, progress_bar
@@ -113,19 +114,19 @@ class BatchNotCompiled(NotSupportedError):
     any step ran, so the models can be trained one by one instead."""
 
 
-_LOOPS: dict[tuple, Callable[..., Any]] = {}
+_LOOPS: dict[tuple, Callable[..., Any]] = ProgramCache()
 
 
 def _batched_loop(be: Any, body: Callable, data_axes: Tree, x_axes: Any) -> Callable[..., Any]:
     vmap = capability(be, "vmap")
     if vmap is None:
         raise NotSupportedError(f"the {be.name} backend cannot map a step over models (no vmap)")
-    key = (be.name, id(be), id(body), repr(data_axes), x_axes)
-    loop = _LOOPS.get(key)
-    if loop is None:
-        # `body` is held by its single-model chunk, which `_CHUNKS` keeps: its id is not reused.
-        loop = _LOOPS[key] = be.compile_loop(vmap(body, (0, data_axes, x_axes)))
-    return loop
+    # `body` itself in the key, not its id: the key holds it, so its id is never reused by a
+    # new body while the entry lives (its single-model chunk may be dropped first).
+    key = (be.name, id(be), body, repr(data_axes), x_axes)
+    return remembered(
+        _LOOPS, key, lambda: be.compile_loop(vmap(body, (0, data_axes, x_axes))), MAPPED_LOOPS
+    )
 
 
 def can_batch(be: Any) -> bool:

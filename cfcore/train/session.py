@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backend.programs import TRAINING_LOOPS, ProgramCache, remembered
 from ..data.ratings import as_ratings as as_ratings
 from ..errors import ArgumentValueError, CfcoreError
 from ..optim.rules import Rule, make_rule
@@ -44,8 +45,9 @@ class TrainingDivergedError(CfcoreError, FloatingPointError):
 
 
 # Compiled chunks by (backend, model key, optimizer): a model trained again, or a second model of
-# the same spec, reuses the compiled loop instead of compiling it again.
-_CHUNKS: dict[tuple, Callable[..., ChunkResult]] = {}
+# the same spec, reuses the compiled loop instead of compiling it again (the most recently used
+# `TRAINING_LOOPS` of them: see `cfcore.backend.programs`).
+_CHUNKS: dict[tuple, Callable[..., ChunkResult]] = ProgramCache()
 
 
 def _hashable(x: Any) -> bool:
@@ -236,9 +238,7 @@ class Session:
         full_key = (self.backend.name, id(self.backend), key, optimizer, self.placement.key)
         if not (_hashable(key) and _hashable(optimizer)):
             return make()
-        if full_key not in _CHUNKS:
-            _CHUNKS[full_key] = make()
-        return _CHUNKS[full_key]
+        return remembered(_CHUNKS, full_key, make, TRAINING_LOOPS)
 
     def run(
         self,
