@@ -11,7 +11,7 @@ import pytest
 
 import cfcore
 from cfcore.backend import bound
-from cfcore.backend.programs import remembered
+from cfcore.backend.programs import ProgramCache, forget_programs, remembered
 from cfcore.train import session as session_module
 
 from ..conftest import require_backend
@@ -41,6 +41,21 @@ def test_a_failed_make_keeps_the_cache_as_it_was() -> None:
     with pytest.raises(RuntimeError):
         remembered(cache, "b", fail, limit=1)
     assert cache == {"a": 1}
+
+
+def test_forget_programs_empties_every_cache() -> None:
+    """Training chunks, a backend's helper functions, and any other `ProgramCache` alive."""
+    require_backend("jax")
+    be = cfcore.get_backend("jax")
+    ratings = cfcore.synthetic_ratings(30, 20, 300, seed=0)
+    model = cfcore.MatrixFactorization(embedding_dim=3)
+    model.fit(ratings, steps=2, eval_every=2, optimizer=cfcore.optimizers.SGD(1.0), backend=be,
+              progress=False)  # fmt: skip
+    mine = ProgramCache()
+    mine["key"] = "a program"
+    assert session_module._CHUNKS and be._compiled
+    forget_programs()
+    assert not session_module._CHUNKS and not be._compiled and not mine
 
 
 def _maps() -> int:
@@ -81,5 +96,5 @@ def test_programs_dropped_from_the_cache_are_freed(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(session_module, "_CHUNKS", {})
     monkeypatch.setattr(be, "_compiled", {})
     first.fit(ratings, steps=2, eval_every=2, optimizer=cfcore.optimizers.SGD(1.0), backend="jax",
-                  progress=False)  # fmt: skip
+              progress=False)  # fmt: skip
     np.testing.assert_array_equal(again.params_numpy()["user"], first.params_numpy()["user"])
