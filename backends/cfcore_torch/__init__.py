@@ -11,6 +11,9 @@ sparse-layout kernel (`pair_kernel`), which needs a layout precomputed once per 
 `TorchBackend(pair_kernel=...)`, else the environment variable `CFCORE_TORCH_PAIR_KERNEL`:
 "sparse", "gather", or "auto" (the default: sparse on the CPU, the plain gathers on a GPU, where
 it has not been measured).
+
+Conjugate-gradient ALS half-sweeps run on the rows compressed (CSR, `row_dots` and `row_sums`:
+`torch.sparse.sampled_addmm` and a CSR × dense product), not on padded blocks.
 """
 
 from __future__ import annotations
@@ -91,6 +94,21 @@ class TorchBackend:
         layout = pair_kernel.make_pair_layout(users, items, num_users, num_items)
         return {k: torch.from_numpy(v).to(ops.DEVICE) for k, v in layout.items()}
 
+    def row_dots(self, csr, table, x):
+        # Inside `vmap` (models trained together) the gathers: the sparse products have no
+        # batching rule.
+        return kernels.row_dots(
+            indices(csr["starts"]), indices(csr["rows"]), indices(csr["cols"]), floats(table),
+            floats(x), sparse=not transforms._MAPPED.get(),
+        )  # fmt: skip
+
+    def row_sums(self, csr, values, table):
+        starts = indices(csr["starts"])
+        return kernels.row_sums(
+            starts, indices(csr["rows"]), indices(csr["cols"]), floats(values), floats(table),
+            int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
+        )  # fmt: skip
+
     def gramian(self, x):
         return kernels.gramian(floats(x))
 
@@ -123,7 +141,8 @@ class TorchBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     vmap = staticmethod(transforms.vmap)  # optional: `cfcore.backend.capabilities`
-    # Optional members (`cfcore.backend.capabilities`): pair_layout above; no native_optimizer
+    # Optional members (`cfcore.backend.capabilities`): pair_layout, row_dots and row_sums
+    # above; no native_optimizer
     # (torch.optim keeps its state inside the object).
     compile_map = staticmethod(transforms.compile_map)
     strict_float32 = staticmethod(ops.strict_float32)

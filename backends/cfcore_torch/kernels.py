@@ -76,3 +76,52 @@ def solve(a, b):
     chol, info = torch.linalg.cholesky_ex(a)  # `_ex`: reports failure in `info`, never raises
     x = torch.cholesky_solve(b[..., None], chol)[..., 0]
     return torch.where((info == 0)[..., None], x, torch.nan)
+
+
+ROW_CHUNK_FLOATS = 1 << 22
+"""Floats of the `[c, d]` gathers of one chunk of observations in the gather forms of
+`row_dots` and `row_sums` (16 MB a model), so that their memory stays bounded at any size."""
+
+
+def _chunks(n: int, d: int) -> list[slice]:
+    step = max(1, ROW_CHUNK_FLOATS // max(int(d), 1))
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)] or [slice(0, 0)]
+
+
+def row_dots(starts, rows, cols, table, x, sparse: bool = True):
+    """`⟨x[rows[k]], table[cols[k]]⟩` per observation of a CSR layout: `[n]` float32.
+
+    `sparse`: by `torch.sparse.sampled_addmm` on the layout (no `[n, d]` temporaries); else by
+    gathers, a chunk of observations at a time (what runs inside `vmap`, where the sparse
+    products have no batching rule).
+    """
+    # (sampled_addmm refuses a layout of more observations than cells, repeated pairs.)
+    if not sparse or int(cols.shape[0]) > int(x.shape[0]) * int(table.shape[0]):
+        parts = [
+            torch.sum(F.embedding(rows[c], x) * F.embedding(cols[c], table), dim=1)
+            for c in _chunks(int(cols.shape[0]), int(table.shape[1]))
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    pattern = torch.sparse_csr_tensor(
+        starts,
+        cols,
+        x.new_zeros(cols.shape[0]),
+        size=(x.shape[0], table.shape[0]),
+        check_invariants=False,
+    )
+    return torch.sparse.sampled_addmm(pattern, x, table.mT, beta=0.0).values()
+
+
+def row_sums(starts, rows, cols, values, table, num_rows: int, sparse: bool = True):
+    """`Σ_k values[k]·table[cols[k]]` over each row's observations of a CSR layout:
+    `[num_rows, d]` float32 (`sparse` as `row_dots`; else gathers and `index_add`s, a chunk
+    of observations at a time)."""
+    if not sparse:
+        out = table.new_zeros((num_rows, table.shape[1]))
+        for c in _chunks(int(cols.shape[0]), int(table.shape[1])):
+            out = out.index_add(0, rows[c], values[c][:, None] * F.embedding(cols[c], table))
+        return out
+    matrix = torch.sparse_csr_tensor(
+        starts, cols, values, size=(num_rows, table.shape[0]), check_invariants=False
+    )
+    return torch.matmul(matrix, table)

@@ -30,6 +30,8 @@ CapabilityName = Literal[
     "row_sharding",
     "strict_float32",
     "vmap",
+    "row_dots",
+    "row_sums",
 ]
 """The name of one member of `Capabilities`."""
 
@@ -153,6 +155,27 @@ class Capabilities(Protocol):
         Returns:
             `mapped(*args) -> tree`, each output leaf with the leading axis of length K.
         """
+        ...
+
+    def row_dots(self, csr: Tree, table: Array, x: Array) -> Array:
+        """`⟨x[rows[k]], table[cols[k]]⟩` for each observation k of a CSR layout: float32 `[n]`.
+
+        With `row_sums`, a conjugate-gradient ALS half-sweep runs on the observations by row
+        (`cfcore.data.row_blocks.row_csr`, which `Placement` builds for a backend with both)
+        instead of padded blocks: two sparse products a CG step, no `[B, L, d]` gather.
+        Without them, the blocks. Usable inside `compile_loop` and `vmap`.
+
+        Args:
+            csr: the device form of `row_csr`'s `"csr"`: `starts` int32 `[R + 1]`, `rows` and
+                `cols` int32 `[n]` (a column may repeat within a row, in any order).
+            table: `[M, d]`, the fixed table.
+            x: `[R, d]`, a row per row of the layout.
+        """
+        ...
+
+    def row_sums(self, csr: Tree, values: Array, table: Array) -> Array:
+        """`Σ_k values[k]·table[cols[k]]` over each row's observations: float32 `[R, d]` (zero
+        for a row without any); `values` float32 `[n]`, the rest as `row_dots`."""
         ...
 
 

@@ -646,3 +646,40 @@ def row_blocks(
     return segment_blocks(
         rows, cols, values, weights, row_reg, dim=dim, solver=solver, counts=counts
     )
+
+
+def row_csr(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    row_reg: np.ndarray,
+) -> dict[str, Any]:
+    """The observations by row, compressed (CSR): the layout of a CG half-sweep on a backend
+    with sparse row products (the optional `row_dots` and `row_sums` of
+    `cfcore.backend.capabilities`), which then needs no blocks, padding or compiled map.
+
+    Args: as `row_blocks` (without `dim` and `solver`: nothing is padded or sized).
+
+    Returns:
+        `{"csr": {...}, "row_reg": float32 [R]}`, the CSR arrays: `starts` int32 `[R + 1]`
+        (row r's observations are `starts[r]` to `starts[r + 1]` − 1), `rows` int32 `[n]` (the
+        row of each), `cols` int32 `[n]` (in their given order within a row; a column may
+        repeat), `values` and `weights` float32 `[n]`.
+    """
+    num_rows = len(row_reg)
+    if num_rows < 1:
+        raise ArgumentValueError("row_csr needs at least one row")
+    if len(rows) >= 1 << 31:
+        raise ArgumentValueError(f"row_csr holds at most 2^31 - 1 observations, got {len(rows)}")
+    counts, starts, sorted_cols, sorted_values, sorted_weights = _by_row(
+        rows, cols, values, weights, num_rows
+    )
+    csr = {
+        "starts": starts.astype(np.int32),
+        "rows": np.repeat(np.arange(num_rows, dtype=np.int32), counts),
+        "cols": np.asarray(sorted_cols, np.int32),
+        "values": sorted_values,
+        "weights": sorted_weights,
+    }
+    return {"csr": csr, "row_reg": np.asarray(row_reg, np.float32)}

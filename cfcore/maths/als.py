@@ -21,7 +21,12 @@ Two solvers:
   previous iterate, so a half-sweep by CG can only lower the objective too; it is not the exact
   minimiser.
 
-The observations are laid out densely per row (`cfcore.data.row_blocks`): rows in buckets of
+On a backend with sparse row products (the optional `row_dots` and `row_sums`: PyTorch's CSR
+kernels), a CG half-sweep reads the observations compressed by row instead
+(`cfcore.data.row_blocks.row_csr`): each CG product is then two sparse products over the
+observations, with no padding, gather of `[B, L, d]` blocks or map over blocks.
+
+Otherwise the observations are laid out densely per row (`cfcore.data.row_blocks`): rows in buckets of
 about equal observation counts, each row's observations padded to its bucket's `L` slots (padding
 slots weigh 0), each bucket cut into blocks of rows, and a compiled loop over a bucket's blocks
 (the backend's optional `compile_map`, else `Backend.compile_loop`) when it has more than one, so
@@ -202,9 +207,7 @@ def _cg(
     segments of the block's `B` rows (`x0` `[B, d]`), segment s a part of row `seg_row[s]`; a
     row's products are its segments' summed (`cfcore.data.row_blocks.row_blocks`)."""
     xp = be.xp
-    d = int(f.shape[2])
     rows = int(x0.shape[0])
-    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
     if seg_row is None:
         spread = _identity
         gather = _identity
@@ -216,21 +219,56 @@ def _cg(
         def gather(x: Any) -> Any:  # [B, d] rows -> [S, d] each segment's row
             return xp.take(x, seg_row)
 
+    return cg_rows(
+        be,
+        lambda x: _matvec(be, f, gather(x)),
+        lambda a: spread(_vecmat(be, a, f)),
+        weights,
+        targets,
+        row_reg,
+        col_reg,
+        prior,
+        x0,
+        cg_steps,
+    )
+
+
+def cg_rows(
+    be: Any,
+    predict: Callable[[Any], Any],
+    accumulate: Callable[[Any], Any],
+    weights: Any,
+    targets: Any,
+    row_reg: Any,
+    col_reg: Any,
+    prior: Any,
+    x0: Any,
+    cg_steps: int,
+) -> tuple[Any, Any]:
+    """CG on the systems of rows `x0` `[B, d]` whose observations are reached through two
+    products: `predict(x)`, each observation's `⟨f, x_row⟩` (`[B, L]` for padded blocks, `[n]`
+    for a CSR layout), and `accumulate(a)`, each row's `Σ a f` over its observations (`[B, d]`);
+    `weights` and `targets` in `predict`'s shape. Returns `(x [B, d], the observed loss at x0)`
+    (`observed_loss`, from the first residual's predictions)."""
+    xp = be.xp
+    d = int(x0.shape[1])
+    diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
+
     def product(x: Any, fx: Any) -> Any:
-        """`A x` from `fx` = ⟨f_l, x⟩ per slot, `[B, L]`."""
-        return spread(_vecmat(be, weights * fx, f)) + diag * x + xp.matmul(x, prior)
+        """`A x` from `fx` = ⟨f_l, x⟩ per observation."""
+        return accumulate(weights * fx) + diag * x + xp.matmul(x, prior)
 
     def matvec(x: Any) -> Any:
-        return product(x, _matvec(be, f, gather(x)))
+        return product(x, predict(x))
 
     # r = b − A x0 as two terms (b alone, then A x0), not one pass over f for Σ w (y − ⟨f, x0⟩) f
     # nor b and Σ w ⟨f, x0⟩ f as two rows of one product: CG's few steps amplify rounding, and
     # either changes the float32 error of the ill-conditioned biased systems from 2e-5 (the
     # conformance suite's bound) to 4e-5-9e-5.
-    fx0 = _matvec(be, f, gather(x0))  # the predictions at x0, [B, L]: also the observed loss
+    fx0 = predict(x0)  # the predictions at x0: also the observed loss
     loss = xp.sum(weights * xp.square(fx0 - targets))
     x = x0
-    r = spread(_rhs(be, f, weights, targets)) - product(x, fx0)
+    r = accumulate(weights * targets) - product(x, fx0)
     p = r
     rs = xp.sum(r * r, axis=1)
     for _ in range(int(cg_steps)):
@@ -312,7 +350,8 @@ def make_half_sweep(
         `half(fixed, current, blocks, prior, offset=None, extra=None, col_reg=None) -> new
         [R, d]` (`(new, loss)` with `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm
         start; also the shape of the result), `blocks` the device form of
-        `cfcore.data.row_blocks.row_blocks`, `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]`
+        `cfcore.data.row_blocks.row_blocks` (or, for CG on a backend with `row_dots` and
+        `row_sums`, of `row_csr`), `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]`
         added to each row's right-hand side (Cholesky only: the prior-mean term of a perturbed
         system, `cfcore.models.posterior`), `col_reg` float32 `[d]` (required when
         `make_half_sweep` was given none, refused otherwise). Usable inside compiled code.
@@ -445,6 +484,34 @@ def make_half_sweep(
         # blocks) give the very total of one computation.
         return _concat(xp, outs), _concat(xp, losses)
 
+    def solve_csr(data: dict[str, Any], layout: dict[str, Any]) -> tuple[Any, Any]:
+        """Every row by CG on a CSR layout (`cfcore.data.row_blocks.row_csr`) through the
+        backend's sparse row products: `(new [R, d], observed loss)`."""
+        dots, sums = capability(be, "row_dots"), capability(be, "row_sums")
+        if dots is None or sums is None:
+            raise ArgumentValueError(
+                "a CSR row layout needs a backend with the row_dots and row_sums capabilities; "
+                f"{getattr(be, 'name', be)!r} has not both: lay the rows out with row_blocks"
+            )
+        if solver != "cg":
+            raise ArgumentValueError(f"a CSR row layout is solved by CG only, not {solver!r}")
+        csr, fixed = layout["csr"], data["fixed"]
+        targets = csr["values"]
+        if offsets:
+            targets = targets - xp.take(data["offset"], csr["cols"])
+        return cg_rows(
+            be,
+            lambda x: dots(csr, fixed, x),
+            lambda a: sums(csr, a, fixed),
+            csr["weights"],
+            targets,
+            layout["row_reg"],
+            data["col_reg"],
+            data["prior"],
+            data["current"],
+            cg_steps,
+        )
+
     def half(
         fixed: Any,
         current: Any,
@@ -470,6 +537,9 @@ def make_half_sweep(
                     f"extra right-hand sides need the cholesky solver, not {solver!r}"
                 )
             data["extra"] = extra
+        if "csr" in blocks:
+            new, loss = solve_csr(data, blocks)
+            return (new, loss) if observed else new
         buckets = blocks["buckets"]
         d = int(current.shape[1])
         groups = _parts(be, buckets, solver, d)

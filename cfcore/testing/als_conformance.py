@@ -85,18 +85,26 @@ def _params(spec, r: Ratings, biased: bool = False) -> dict[str, np.ndarray]:
     return params
 
 
-def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0):
-    """One sweep of model `kind` ("wals", "ials", "biased") on `backend` from host `params`:
-    `(objective at params, new params)` as host float64 arrays."""
+LAYOUTS = ("fit", "blocks")
+"""How a conformance sweep lays its rows out: as `fit` does on the backend ("fit": CSR rows for
+CG where the backend has sparse row products, `Placement.sparse_rows`), or in padded blocks
+everywhere ("blocks", `cfcore.data.row_blocks.row_blocks`)."""
+
+
+def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0, layout: str = "fit"):
+    """One sweep of model `kind` ("wals", "ials", "biased") on `backend` from host `params`,
+    its rows laid out as `layout` (`LAYOUTS`): `(objective at params, new params)` as host
+    float64 arrays."""
     from ..models import als, biased
 
     place = Placement(backend)
+    lay = place if layout == "fit" else Placement(None)
     if kind == "wals":
-        data, sweep = als.wals_blocks(spec, r), als.wals_sweep(backend, spec)
+        data, sweep = als.wals_blocks(spec, r, lay), als.wals_sweep(backend, spec)
     elif kind == "ials":
-        data, sweep = als.ials_blocks(spec, r), als.ials_sweep(backend, spec)
+        data, sweep = als.ials_blocks(spec, r, lay), als.ials_sweep(backend, spec)
     else:
-        data = biased.biased_blocks(spec, r, mean)
+        data = biased.biased_blocks(spec, r, mean, lay)
         sweep = biased.biased_sweep(backend, spec)
     total, new = sweep(place.params(params), place.data(data))
     host = {k: np.asarray(backend.to_numpy(v), np.float64) for k, v in new.items()}
@@ -119,6 +127,14 @@ def _reference(
     return sweep(None), rounding_tolerance(sweep)
 
 
+def layouts(backend, solver: str) -> tuple[str, ...]:
+    """The `LAYOUTS` that differ on this backend: "blocks" too only where `fit` lays the rows
+    of `solver` out otherwise (CG on a backend with sparse row products)."""
+    if solver == "cg" and Placement(backend).sparse_rows:
+        return LAYOUTS
+    return ("fit",)
+
+
 class ALSConformance:
     """One sweep of WALS, iALS, biased ALS and biased Gibbs sampling (its noise given) on
     `backend` equals `cfcore.reference`."""
@@ -129,12 +145,13 @@ class ALSConformance:
         spec = WALSSpec(4, init_stddev=0.5, regularization_coeff=0.1, gravity_coeff=0.5,
                         solver=solver)  # fmt: skip
         params = _params(spec, r)
-        total, got = run_sweep(backend, "wals", spec, r, params)
         want, tol = _reference("wals", spec, r, params)
-        for k in ("user", "item"):
-            assert_array_close(got[k], want[k], tol[k], f"WALS {solver} {k}")
         terms, _ = ref.mf_objective(spec.objective, params, r.users, r.items, r.values)
-        assert_scalar_close(total, terms["total"], what="WALS objective")
+        for layout in layouts(backend, solver):
+            total, got = run_sweep(backend, "wals", spec, r, params, layout=layout)
+            for k in ("user", "item"):
+                assert_array_close(got[k], want[k], tol[k], f"WALS {solver} ({layout}) {k}")
+            assert_scalar_close(total, terms["total"], what=f"WALS objective ({layout})")
 
     @pytest.mark.parametrize("solver", SOLVERS)
     def test_ials_sweep(self, backend, solver):
@@ -144,12 +161,13 @@ class ALSConformance:
         spec = IALSSpec(4, init_stddev=0.3, regularization_coeff=0.05, unobserved_weight=0.2,
                         regularization_exponent=0.5, confidence=0.7, solver=solver)  # fmt: skip
         params = _params(spec, r)
-        total, got = run_sweep(backend, "ials", spec, r, params)
         want, tol = _reference("ials", spec, r, params)
-        for k in ("user", "item"):
-            assert_array_close(got[k], want[k], tol[k], f"iALS {solver} {k}")
         expected = ref.ials_objective(spec, params, r.users, r.items, r.values)["total"]
-        assert_scalar_close(total, expected, what="iALS objective")
+        for layout in layouts(backend, solver):
+            total, got = run_sweep(backend, "ials", spec, r, params, layout=layout)
+            for k in ("user", "item"):
+                assert_array_close(got[k], want[k], tol[k], f"iALS {solver} ({layout}) {k}")
+            assert_scalar_close(total, expected, what=f"iALS objective ({layout})")
 
     @pytest.mark.parametrize("solver", SOLVERS)
     def test_biased_sweep(self, backend, solver):
@@ -159,12 +177,13 @@ class ALSConformance:
                             solver=solver)  # fmt: skip
         params = _params(spec, r, biased=True)
         mean = float(np.mean(r.values.astype(np.float64)))
-        total, got = run_sweep(backend, "biased", spec, r, params, mean)
         want, tol = _reference("biased", spec, r, params, mean)
-        for k in ("user", "item", "user_bias", "item_bias"):
-            assert_array_close(got[k], want[k], tol[k], f"biased {solver} {k}")
         terms = ref.biased_mf_objective(spec, params, r.users, r.items, r.values, mean)
-        assert_scalar_close(total, terms["total"], what="biased objective")
+        for layout in layouts(backend, solver):
+            total, got = run_sweep(backend, "biased", spec, r, params, mean, layout)
+            for k in ("user", "item", "user_bias", "item_bias"):
+                assert_array_close(got[k], want[k], tol[k], f"biased {solver} ({layout}) {k}")
+            assert_scalar_close(total, terms["total"], what=f"biased objective ({layout})")
 
     def test_biased_gibbs_sweep(self, backend):
         """One Gibbs sweep of `BiasedMF.sample_posterior`, its noise given, equals the float64
@@ -229,7 +248,7 @@ class ALSConformance:
             blocks = wals_blocks(spec, r)
             most = max(b["ids"].shape[0] for b in blocks["by_user"]["buckets"])
             assert most > 3, "the test must use several blocks in a bucket"
-            _, got = run_sweep(backend, "wals", spec, r, params)
+            _, got = run_sweep(backend, "wals", spec, r, params, layout="blocks")
             want, tol = _reference("wals", spec, r, params)
             for k in ("user", "item"):
                 assert_array_close(got[k], want[k], tol[k], f"blocked {solver} {k}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.capabilities import has_capability
 from ..backend.memo import shared
 from ..backend.sharding import (
     COUNT,
@@ -147,8 +148,22 @@ class Placement:
 
     def row_blocks(self, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """The host row blocks of an ALS half-sweep: `build(*args, **kwargs)`
-        (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own."""
+        (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own.
+
+        For CG (`solver="cg"`) on a backend with sparse row products (`row_dots` and
+        `row_sums`), the rows compressed instead (`row_csr(*args)`): its half-sweep needs no
+        blocks."""
+        if kwargs.get("solver") == "cg" and self.sparse_rows:
+            from ..data.row_blocks import row_csr
+
+            return row_csr(*args)
         return build(*args, **kwargs)
+
+    @property
+    def sparse_rows(self) -> bool:
+        """Whether CG half-sweeps here run on CSR rows (the backend's `row_dots` and
+        `row_sums`; one device)."""
+        return self.backend is not None and has_capability(self.backend, "row_dots", "row_sums")
 
     # Whether `side_blocks` may build the two sides on two threads (each side's `row_blocks`
     # independent of the other's).

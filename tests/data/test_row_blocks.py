@@ -347,3 +347,29 @@ def test_similar_problems_share_segment_shapes(monkeypatch, whole):
     shapes = [_shapes(first, rb.row_blocks), _shapes(second, rb.row_blocks)]
     assert shapes[0] == shapes[1]
     assert len(shapes[0]) == 2  # rows of 5 and 40 in segments of 4, of 300 in segments of 32
+
+
+def test_row_csr_is_the_observations_by_row_in_their_order():
+    import cfcore
+    from cfcore.data.row_blocks import row_csr
+
+    rng = np.random.default_rng(4)
+    n, num_rows = 500, 40
+    rows = rng.integers(3, num_rows, n)  # rows 0-2 without observations; unsorted
+    cols = rng.integers(0, 25, n)
+    values = rng.normal(size=n)
+    weights = rng.uniform(0.5, 2.0, n)
+    reg = rng.uniform(0.1, 1.0, num_rows)
+    laid = row_csr(rows, cols, values, weights, reg)
+    csr = laid["csr"]
+    order = np.argsort(rows, kind="stable")
+    starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=num_rows))]
+    np.testing.assert_array_equal(csr["starts"], starts)
+    np.testing.assert_array_equal(csr["rows"], rows[order])
+    np.testing.assert_array_equal(csr["cols"], cols[order])
+    np.testing.assert_array_equal(csr["values"], values[order].astype(np.float32))
+    np.testing.assert_array_equal(csr["weights"], weights[order].astype(np.float32))
+    np.testing.assert_array_equal(laid["row_reg"], reg.astype(np.float32))
+    assert {a.dtype for a in csr.values()} == {np.dtype(np.int32), np.dtype(np.float32)}
+    with pytest.raises(cfcore.CfcoreError, match="at least one row"):
+        row_csr(rows[:0], cols[:0], values[:0], weights[:0], reg[:0])
