@@ -648,24 +648,39 @@ def row_blocks(
     )
 
 
+CSR_PART_FLOATS = 1 << 20
+"""Floats of a CSR part's `[rows, d]` vectors (4 MB): a CG half-sweep on CSR rows solves its
+rows a part at a time, so that each of its many elementwise passes stays in the cache and its
+temporaries are reused by the allocator instead of mapped afresh (PyTorch on Linux maps every
+array over 32 MB anew, page faults and all)."""
+
+CSR_PART_OBS = 1 << 21
+"""Observations of a CSR part at most (8 MB a `[n]` float32 array), a part holding one row
+at least."""
+
+
 def row_csr(
     rows: np.ndarray,
     cols: np.ndarray,
     values: np.ndarray,
     weights: np.ndarray,
     row_reg: np.ndarray,
+    *,
+    dim: int,
 ) -> dict[str, Any]:
-    """The observations by row, compressed (CSR): the layout of a CG half-sweep on a backend
-    with sparse row products (the optional `row_dots` and `row_sums` of
-    `cfcore.backend.capabilities`), which then needs no blocks, padding or compiled map.
+    """The observations by row, compressed (CSR), in parts of consecutive rows: the layout of
+    a CG half-sweep on a backend with sparse row products (the optional `row_dots` and
+    `row_sums` of `cfcore.backend.capabilities`), which then needs no blocks, padding or
+    compiled map.
 
-    Args: as `row_blocks` (without `dim` and `solver`: nothing is padded or sized).
+    Args: as `row_blocks` (`dim` sizes the parts: `CSR_PART_FLOATS`, `CSR_PART_OBS`).
 
     Returns:
-        `{"csr": {...}, "row_reg": float32 [R]}`, the CSR arrays: `starts` int32 `[R + 1]`
-        (row r's observations are `starts[r]` to `starts[r + 1]` − 1), `rows` int32 `[n]` (the
-        row of each), `cols` int32 `[n]` (in their given order within a row; a column may
-        repeat), `values` and `weights` float32 `[n]`.
+        `{"csr": [part, ...]}`, the parts in row order, each a CSR of its rows: `ids` int32
+        `[Rp]` (its rows, consecutive), `starts` int32 `[Rp + 1]` (its row i's observations
+        are `starts[i]` to `starts[i + 1]` − 1 of the part's), `rows` int32 `[np]` (the
+        part's row of each, 0..Rp−1), `cols` int32 `[np]` (in their given order within a row;
+        a column may repeat), `values` and `weights` float32 `[np]`, `row_reg` float32 `[Rp]`.
     """
     num_rows = len(row_reg)
     if num_rows < 1:
@@ -675,11 +690,28 @@ def row_csr(
     counts, starts, sorted_cols, sorted_values, sorted_weights = _by_row(
         rows, cols, values, weights, num_rows
     )
-    csr = {
-        "starts": starts.astype(np.int32),
-        "rows": np.repeat(np.arange(num_rows, dtype=np.int32), counts),
-        "cols": np.asarray(sorted_cols, np.int32),
-        "values": sorted_values,
-        "weights": sorted_weights,
-    }
-    return {"csr": csr, "row_reg": np.asarray(row_reg, np.float32)}
+    row_reg = np.asarray(row_reg, np.float32)
+    sorted_cols = np.asarray(sorted_cols, np.int32)
+    parts = []
+    most_rows = max(1, CSR_PART_FLOATS // max(int(dim), 1))
+    lo = 0
+    while lo < num_rows:
+        # As many rows as fit both bounds, one at least.
+        hi = min(num_rows, lo + most_rows)
+        hi = max(
+            lo + 1, min(hi, int(np.searchsorted(starts, starts[lo] + CSR_PART_OBS, "right")) - 1)
+        )
+        a, b = int(starts[lo]), int(starts[hi])
+        parts.append(
+            {
+                "ids": np.arange(lo, hi, dtype=np.int32),
+                "starts": (starts[lo : hi + 1] - a).astype(np.int32),
+                "rows": np.repeat(np.arange(hi - lo, dtype=np.int32), counts[lo:hi]),
+                "cols": sorted_cols[a:b],
+                "values": sorted_values[a:b],
+                "weights": sorted_weights[a:b],
+                "row_reg": row_reg[lo:hi],
+            }
+        )
+        lo = hi
+    return {"csr": parts}

@@ -486,7 +486,8 @@ def make_half_sweep(
 
     def solve_csr(data: dict[str, Any], layout: dict[str, Any]) -> tuple[Any, Any]:
         """Every row by CG on a CSR layout (`cfcore.data.row_blocks.row_csr`) through the
-        backend's sparse row products: `(new [R, d], observed loss)`."""
+        backend's sparse row products, a part of its rows at a time: `(new [R, d], observed
+        loss)`."""
         dots, sums = capability(be, "row_dots"), capability(be, "row_sums")
         if dots is None or sums is None:
             raise ArgumentValueError(
@@ -495,22 +496,28 @@ def make_half_sweep(
             )
         if solver != "cg":
             raise ArgumentValueError(f"a CSR row layout is solved by CG only, not {solver!r}")
-        csr, fixed = layout["csr"], data["fixed"]
-        targets = csr["values"]
-        if offsets:
-            targets = targets - xp.take(data["offset"], csr["cols"])
-        return cg_rows(
-            be,
-            lambda x: dots(csr, fixed, x),
-            lambda a: sums(csr, a, fixed),
-            csr["weights"],
-            targets,
-            layout["row_reg"],
-            data["col_reg"],
-            data["prior"],
-            data["current"],
-            cg_steps,
-        )
+        fixed = data["fixed"]
+        rows: list[Any] = []
+        losses: list[Any] = []
+        for part in layout["csr"]:
+            targets = part["values"]
+            if offsets:
+                targets = targets - xp.take(data["offset"], part["cols"])
+            x, loss = cg_rows(
+                be,
+                lambda x, part=part: dots(part, fixed, x),
+                lambda a, part=part: sums(part, a, fixed),
+                part["weights"],
+                targets,
+                part["row_reg"],
+                data["col_reg"],
+                data["prior"],
+                xp.take(data["current"], part["ids"]),
+                cg_steps,
+            )
+            rows.append(x)
+            losses.append(xp.reshape(loss, (1,)))
+        return _concat(xp, rows), xp.sum(_concat(xp, losses))
 
     def half(
         fixed: Any,

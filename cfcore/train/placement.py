@@ -156,7 +156,7 @@ class Placement:
         if kwargs.get("solver") == "cg" and self.sparse_rows:
             from ..data.row_blocks import row_csr
 
-            return row_csr(*args)
+            return row_csr(*args, dim=kwargs["dim"])
         return build(*args, **kwargs)
 
     @property

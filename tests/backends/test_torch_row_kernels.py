@@ -29,8 +29,8 @@ def _layout(case: dict, d: int, seed: int = 0):
     rows = rng.integers(case["empty"], case["rows"], case["n"])  # unsorted
     cols = rng.integers(0, case["cols"], case["n"])  # repeats within a row
     values = rng.normal(size=case["n"])
-    laid = row_csr(rows, cols, values, np.ones(case["n"]), np.ones(case["rows"]))
-    csr = {k: torch.from_numpy(laid["csr"][k]) for k in ("starts", "rows", "cols")}
+    (part,) = row_csr(rows, cols, values, np.ones(case["n"]), np.ones(case["rows"]), dim=d)["csr"]
+    csr = {k: torch.from_numpy(part[k]) for k in ("starts", "rows", "cols")}
     table = rng.normal(size=(case["cols"], d))
     x = rng.normal(size=(case["rows"], d))
     return csr, rows, cols, values, table, x

@@ -349,27 +349,44 @@ def test_similar_problems_share_segment_shapes(monkeypatch, whole):
     assert len(shapes[0]) == 2  # rows of 5 and 40 in segments of 4, of 300 in segments of 32
 
 
-def test_row_csr_is_the_observations_by_row_in_their_order():
+@pytest.mark.parametrize("part_floats, part_obs", [(1 << 20, 1 << 21), (4 * 5, 30), (1, 1)])
+def test_row_csr_is_the_observations_by_row_in_their_order(part_floats, part_obs, monkeypatch):
     import cfcore
     from cfcore.data.row_blocks import row_csr
 
+    monkeypatch.setattr(rb, "CSR_PART_FLOATS", part_floats)
+    monkeypatch.setattr(rb, "CSR_PART_OBS", part_obs)
     rng = np.random.default_rng(4)
-    n, num_rows = 500, 40
+    n, num_rows, d = 500, 40, 4
     rows = rng.integers(3, num_rows, n)  # rows 0-2 without observations; unsorted
+    rows[:40] = 10  # one row of more observations than a part may hold: a part of its own
     cols = rng.integers(0, 25, n)
     values = rng.normal(size=n)
     weights = rng.uniform(0.5, 2.0, n)
     reg = rng.uniform(0.1, 1.0, num_rows)
-    laid = row_csr(rows, cols, values, weights, reg)
-    csr = laid["csr"]
+    parts = row_csr(rows, cols, values, weights, reg, dim=d)["csr"]
+    # The parts, joined, are the observations sorted by row (stably), every row once in order.
+    ids = np.concatenate([p["ids"] for p in parts])
+    np.testing.assert_array_equal(ids, np.arange(num_rows))
     order = np.argsort(rows, kind="stable")
-    starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=num_rows))]
-    np.testing.assert_array_equal(csr["starts"], starts)
-    np.testing.assert_array_equal(csr["rows"], rows[order])
-    np.testing.assert_array_equal(csr["cols"], cols[order])
-    np.testing.assert_array_equal(csr["values"], values[order].astype(np.float32))
-    np.testing.assert_array_equal(csr["weights"], weights[order].astype(np.float32))
-    np.testing.assert_array_equal(laid["row_reg"], reg.astype(np.float32))
-    assert {a.dtype for a in csr.values()} == {np.dtype(np.int32), np.dtype(np.float32)}
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("cols", "values", "weights")}
+    np.testing.assert_array_equal(joined["cols"], cols[order])
+    np.testing.assert_array_equal(joined["values"], values[order].astype(np.float32))
+    np.testing.assert_array_equal(joined["weights"], weights[order].astype(np.float32))
+    counts = np.bincount(rows, minlength=num_rows)
+    for p in parts:
+        np.testing.assert_array_equal(np.diff(p["starts"]), counts[p["ids"]])
+        assert p["starts"][0] == 0
+        np.testing.assert_array_equal(
+            p["rows"], np.repeat(np.arange(len(p["ids"])), counts[p["ids"]])
+        )
+        np.testing.assert_array_equal(p["row_reg"], reg[p["ids"]].astype(np.float32))
+        # Within the bounds, or a single row.
+        assert len(p["ids"]) == 1 or (
+            len(p["ids"]) * d <= max(part_floats, d) and len(p["cols"]) <= part_obs
+        )
+        assert {a.dtype for a in p.values()} == {np.dtype(np.int32), np.dtype(np.float32)}
+    if part_floats == 1:
+        assert len(parts) == num_rows
     with pytest.raises(cfcore.CfcoreError, match="at least one row"):
-        row_csr(rows[:0], cols[:0], values[:0], weights[:0], reg[:0])
+        row_csr(rows[:0], cols[:0], values[:0], weights[:0], reg[:0], dim=d)
