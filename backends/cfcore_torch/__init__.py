@@ -85,8 +85,9 @@ class TorchBackend:
         if layout is not None and method == "gather" and not transforms._MAPPED.get():
             return pair_kernel.pair_dot_layout(floats(user_emb), floats(item_emb), layout)
         return kernels.pair_dot(
-            floats(user_emb), floats(item_emb), indices(users), indices(items), method
-        )
+            floats(user_emb), floats(item_emb), indices(users), indices(items), method,
+            chunked=not transforms._MAPPED.get(),
+        )  # fmt: skip
 
     def pair_layout(self, users: Any, items: Any, num_users: int, num_items: int) -> Any:
         if self.gather_kernel() != "sparse" or np.shape(users)[0] == 0:

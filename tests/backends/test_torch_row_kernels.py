@@ -92,3 +92,25 @@ def test_cg_fits_on_csr_rows_on_torch_only():
             laid = ials_blocks(spec, r, place)["by_user"]
             assert ("csr" in laid) is (sparse and solver == "cg"), (name, solver)
             assert ("buckets" in laid) is not (sparse and solver == "cg")
+
+
+def test_pair_dot_without_gradient_runs_in_chunks_to_the_same_values(monkeypatch):
+    """The objective of a history row (no gradient) gathers a chunk of pairs at a time; the
+    values are the unchunked ones, and a step's gradient still flows (no chunking there)."""
+    rng = np.random.default_rng(3)
+    u = torch.tensor(rng.normal(size=(50, 6)), dtype=torch.float32)
+    v = torch.tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
+    users = torch.tensor(rng.integers(0, 50, 700), dtype=torch.int32)
+    items = torch.tensor(rng.integers(0, 40, 700), dtype=torch.int32)
+    whole = kernels.pair_dot(u, v, users, items, chunked=False)
+    calls = []
+    real_cat = torch.cat
+    monkeypatch.setattr(kernels, "ROW_CHUNK_FLOATS", 6 * 64)
+    monkeypatch.setattr(
+        kernels.torch, "cat", lambda xs, *a: calls.append(len(xs)) or real_cat(xs, *a)
+    )
+    torch.testing.assert_close(kernels.pair_dot(u, v, users, items), whole, rtol=0, atol=0)
+    assert calls == [11], calls  # 700 pairs, 64 a chunk
+    leaf = u.clone().requires_grad_()
+    kernels.pair_dot(leaf, v, users, items).sum().backward()
+    assert leaf.grad is not None and calls == [11]  # the gradient's forward: one block
