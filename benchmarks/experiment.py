@@ -15,6 +15,10 @@ import json
 import os
 from pathlib import Path
 
+# `implicit`'s solver runs its own threads; a multi-threaded BLAS under them oversubscribes the
+# cores (implicit warns about it). Set before numpy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from _common import DATA_DIR, RESULTS, stamp, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     result = run_experiment(args.config, on_run=lambda row: print(row, flush=True))
     stem = args.config.stem
     title, rest = result.markdown().split("\n", 1)
-    config = args.config.resolve().relative_to(ROOT) if args.config.is_absolute() else args.config
+    config = args.config.resolve()
+    config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     text = f"{title}\n\n{stamp()} Config: `{config}`.\n{rest}"
     print(write_result(f"{stem}.md", text, args.out_dir))
     doc = {**result.to_json(), "stamp": stamp()}

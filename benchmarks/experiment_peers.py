@@ -8,15 +8,14 @@ imports this file.
   clipped to [1, 5] as surprise clips its own.
 * `ImplicitALS` (positives): `implicit`'s CPU `AlternatingLeastSquares`, held-out users folded in
   by its own `recalculate_user`.
-* `EASE` (positives): Steck 2019's EASE^R (`benchmarks/implicit_peers.py`'s).
+* `EASE` (positives): Steck 2019's EASE^R, `B = I − P·diag(1/diag(P))`, `P = (XᵀX + λI)⁻¹`,
+  scores `x_u·B`.
 * `Popularity` (positives): items by their number of training users.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 # implicit's solver runs its own threads; a multi-threaded BLAS under them oversubscribes the
@@ -25,10 +24,38 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from implicit_peers import EASE as _EASE  # noqa: E402
-from implicit_peers import csr, implicit_model, train_csr  # noqa: E402
+def csr(rows: Any, num_items: int):
+    """A `cfcore.retrieval.RatedItems` (or its `indptr`/`indices`) as a SciPy CSR of ones."""
+    import scipy.sparse as sp
+
+    data = np.ones(len(rows.indices), np.float32)
+    indptr = np.asarray(rows.indptr) - rows.indptr[0]
+    return sp.csr_matrix((data, rows.indices, indptr), shape=(len(indptr) - 1, num_items))
+
+
+def train_csr(train: Any):
+    """Positives (`cfcore.Ratings`) as the SciPy CSR of ones `implicit` and EASE train on."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(
+        (np.ones(len(train), np.float32), (train.users, train.items)),
+        shape=(train.num_users, train.num_items),
+    )
+
+
+def implicit_model(factors: int, regularization: float, alpha: float, iterations: int, seed: int):
+    """`implicit`'s CPU `AlternatingLeastSquares` on 2 threads."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    return AlternatingLeastSquares(
+        factors=factors,
+        regularization=regularization,
+        alpha=alpha,
+        iterations=iterations,
+        random_state=seed,
+        num_threads=2,
+    )
 
 
 class SurpriseSVD:
@@ -93,10 +120,16 @@ class EASE:
         self.lam = lam
 
     def fit(self, train: Any, *, seed: int) -> None:
-        self.weights = _EASE(train).weights(self.lam)
+        x = train_csr(train)
+        gram = (x.T @ x).toarray().astype(np.float64)
+        # B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹ (symmetric positive definite), diag(B) = 0.
+        p = np.linalg.inv(gram + self.lam * np.eye(len(gram)))
+        b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(b, 0.0)
+        self.weights = b.astype(np.float32)
 
     def scores(self, fold_in: Any) -> np.ndarray:
-        return _EASE.scorer(self.weights)(fold_in)
+        return csr(fold_in, self.weights.shape[0]) @ self.weights
 
 
 class Popularity:
