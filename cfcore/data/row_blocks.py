@@ -649,14 +649,17 @@ def row_blocks(
 
 
 CSR_PART_FLOATS = 1 << 20
-"""Floats of a CSR part's `[rows, d]` vectors (4 MB): a CG half-sweep on CSR rows solves its
-rows a part at a time, so that each of its many elementwise passes stays in the cache and its
+"""Floats of a CSR part's `[rows, d]` vectors (4 MB) at most: a CG half-sweep on CSR rows solves
+its rows a part at a time, so that each of its many elementwise passes stays in the cache and its
 temporaries are reused by the allocator instead of mapped afresh (PyTorch on Linux maps every
 array over 32 MB anew, page faults and all)."""
 
-CSR_PART_OBS = 1 << 21
-"""Observations of a CSR part at most (8 MB a `[n]` float32 array), a part holding one row
-at least."""
+CSR_PART_OBS = 1 << 16
+"""Observations of a CSR part at most (a part holds one row at least). A part reads only its own
+fixed rows, gathered once into a small table (at most this many rows: 16 MB at d 64) that every
+CG step then reads from the cache: at ML-20M shape the item half's sparse products ran 1.9×
+faster so than on the whole 138k-row user table (parts of 2^15 to 2^17 observations measured;
+`docs/performance.md`)."""
 
 
 def row_csr(
@@ -676,11 +679,13 @@ def row_csr(
     Args: as `row_blocks` (`dim` sizes the parts: `CSR_PART_FLOATS`, `CSR_PART_OBS`).
 
     Returns:
-        `{"csr": [part, ...]}`, the parts in row order, each a CSR of its rows: `ids` int32
-        `[Rp]` (its rows, consecutive), `starts` int32 `[Rp + 1]` (its row i's observations
-        are `starts[i]` to `starts[i + 1]` − 1 of the part's), `rows` int32 `[np]` (the
-        part's row of each, 0..Rp−1), `cols` int32 `[np]` (in their given order within a row;
-        a column may repeat), `values` and `weights` float32 `[np]`, `row_reg` float32 `[Rp]`.
+        `{"csr": [part, ...]}`, the parts in row order, each a CSR of its rows over its own
+        fixed rows: `ids` int32 `[Rp]` (its rows, consecutive), `fixed` int32 `[Fp]` (the
+        distinct fixed rows its observations read, ascending), `starts` int32 `[Rp + 1]` (its
+        row i's observations are `starts[i]` to `starts[i + 1]` − 1 of the part's), `rows`
+        int32 `[np]` (the part's row of each, 0..Rp−1), `cols` int32 `[np]` (each one's fixed
+        row as an index into `fixed`, in their given order within a row; one may repeat),
+        `values` and `weights` float32 `[np]`, `row_reg` float32 `[Rp]`.
     """
     num_rows = len(row_reg)
     if num_rows < 1:
@@ -691,23 +696,31 @@ def row_csr(
         rows, cols, values, weights, num_rows
     )
     row_reg = np.asarray(row_reg, np.float32)
-    sorted_cols = np.asarray(sorted_cols, np.int32)
+    sorted_cols = np.asarray(sorted_cols, np.int64)
+    width = int(sorted_cols.max()) + 1 if len(sorted_cols) else 1
+    local = np.zeros(width, np.int32)  # a fixed row's index in the part being built
+    seen = np.zeros(width, bool)
     parts = []
     most_rows = max(1, CSR_PART_FLOATS // max(int(dim), 1))
     lo = 0
     while lo < num_rows:
         # As many rows as fit both bounds, one at least.
         hi = min(num_rows, lo + most_rows)
-        hi = max(
-            lo + 1, min(hi, int(np.searchsorted(starts, starts[lo] + CSR_PART_OBS, "right")) - 1)
-        )
+        last = int(np.searchsorted(starts, starts[lo] + CSR_PART_OBS, "right")) - 1
+        hi = max(lo + 1, min(hi, last))
         a, b = int(starts[lo]), int(starts[hi])
+        part_cols = sorted_cols[a:b]
+        seen[part_cols] = True
+        fixed = np.flatnonzero(seen)  # O(width) a part, no sort
+        seen[fixed] = False
+        local[fixed] = np.arange(len(fixed), dtype=np.int32)
         parts.append(
             {
                 "ids": np.arange(lo, hi, dtype=np.int32),
+                "fixed": fixed.astype(np.int32),
                 "starts": (starts[lo : hi + 1] - a).astype(np.int32),
                 "rows": np.repeat(np.arange(hi - lo, dtype=np.int32), counts[lo:hi]),
-                "cols": sorted_cols[a:b],
+                "cols": local[part_cols],
                 "values": sorted_values[a:b],
                 "weights": sorted_weights[a:b],
                 "row_reg": row_reg[lo:hi],

@@ -486,8 +486,8 @@ def make_half_sweep(
 
     def solve_csr(data: dict[str, Any], layout: dict[str, Any]) -> tuple[Any, Any]:
         """Every row by CG on a CSR layout (`cfcore.data.row_blocks.row_csr`) through the
-        backend's sparse row products, a part of its rows at a time: `(new [R, d], observed
-        loss)`."""
+        backend's sparse row products, a part of its rows at a time, each on its own fixed
+        rows: `(new [R, d], observed loss)`."""
         dots, sums = capability(be, "row_dots"), capability(be, "row_sums")
         if dots is None or sums is None:
             raise ArgumentValueError(
@@ -496,17 +496,18 @@ def make_half_sweep(
             )
         if solver != "cg":
             raise ArgumentValueError(f"a CSR row layout is solved by CG only, not {solver!r}")
-        fixed = data["fixed"]
         rows: list[Any] = []
         losses: list[Any] = []
         for part in layout["csr"]:
+            # The part's own fixed rows, gathered once: every CG step reads them from the cache.
+            fixed = xp.take(data["fixed"], part["fixed"])
             targets = part["values"]
             if offsets:
-                targets = targets - xp.take(data["offset"], part["cols"])
+                targets = targets - xp.take(xp.take(data["offset"], part["fixed"]), part["cols"])
             x, loss = cg_rows(
                 be,
-                lambda x, part=part: dots(part, fixed, x),
-                lambda a, part=part: sums(part, a, fixed),
+                lambda x, part=part, fixed=fixed: dots(part, fixed, x),
+                lambda a, part=part, fixed=fixed: sums(part, a, fixed),
                 part["weights"],
                 targets,
                 part["row_reg"],

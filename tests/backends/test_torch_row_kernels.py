@@ -33,7 +33,8 @@ def _layout(case: dict, d: int, seed: int = 0):
     csr = {k: torch.from_numpy(part[k]) for k in ("starts", "rows", "cols")}
     table = rng.normal(size=(case["cols"], d))
     x = rng.normal(size=(case["rows"], d))
-    return csr, rows, cols, values, table, x
+    # The part's cols index its own fixed rows: the kernels read those, gathered.
+    return csr, rows, cols, values, table, table[part["fixed"]], x
 
 
 def _expected(rows, cols, values, table, x):
@@ -47,16 +48,16 @@ def _expected(rows, cols, values, table, x):
 @pytest.mark.parametrize("sparse", [True, False])
 def test_row_products_equal_numpy(case, sparse, monkeypatch):
     monkeypatch.setattr(kernels, "ROW_CHUNK_FLOATS", 7 * 8)  # several chunks of the gathers
-    csr, rows, cols, values, table, x = _layout(CASES[case], d=8)
+    csr, rows, cols, values, table, local, x = _layout(CASES[case], d=8)
     # In the layout's row order (row_csr sorts by row, stably): the values' order there.
     order = np.argsort(rows, kind="stable")
     want_dots, want_sums = _expected(rows, cols, values, table, x)
     f32 = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
     dots = kernels.row_dots(
-        csr["starts"], csr["rows"], csr["cols"], f32(table), f32(x), sparse=sparse
+        csr["starts"], csr["rows"], csr["cols"], f32(local), f32(x), sparse=sparse
     )
     sums = kernels.row_sums(
-        csr["starts"], csr["rows"], csr["cols"], f32(values[order]), f32(table),
+        csr["starts"], csr["rows"], csr["cols"], f32(values[order]), f32(local),
         len(x), sparse=sparse,
     )  # fmt: skip
     scale = np.abs(table).max() * np.abs(x).max() * table.shape[1]
@@ -66,9 +67,9 @@ def test_row_products_equal_numpy(case, sparse, monkeypatch):
 
 
 def test_gathers_inside_vmap_equal_the_sparse_products():
-    csr, _, _, values, table, _ = _layout(CASES["empty rows"], d=6)
+    csr, _, _, values, _, local, _ = _layout(CASES["empty rows"], d=6)
     be = TorchBackend()
-    t = torch.tensor(table, dtype=torch.float32)
+    t = torch.tensor(local, dtype=torch.float32)
     xs = torch.randn(3, CASES["empty rows"]["rows"], 6, generator=torch.Generator().manual_seed(1))
     vs = torch.randn(3, len(values), generator=torch.Generator().manual_seed(2))
     mapped = be.vmap(lambda x, v: (be.row_dots(csr, t, x), be.row_sums(csr, v, t)), (0, 0))

@@ -369,7 +369,12 @@ def test_row_csr_is_the_observations_by_row_in_their_order(part_floats, part_obs
     ids = np.concatenate([p["ids"] for p in parts])
     np.testing.assert_array_equal(ids, np.arange(num_rows))
     order = np.argsort(rows, kind="stable")
-    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("cols", "values", "weights")}
+    # Each part's cols index its own fixed rows (distinct, ascending): together, the fixed rows.
+    for p in parts:
+        assert np.all(np.diff(p["fixed"]) > 0)
+        assert np.array_equal(np.unique(p["cols"]), np.arange(len(p["fixed"])))
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("values", "weights")}
+    joined["cols"] = np.concatenate([p["fixed"][p["cols"]] for p in parts])
     np.testing.assert_array_equal(joined["cols"], cols[order])
     np.testing.assert_array_equal(joined["values"], values[order].astype(np.float32))
     np.testing.assert_array_equal(joined["weights"], weights[order].astype(np.float32))
