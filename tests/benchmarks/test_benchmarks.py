@@ -549,3 +549,25 @@ def test_tune_batch_smoke(tmp_path, ml100k_files):
     rows = json.loads((tmp_path / "tune_batch_smoke.json").read_text())["rows"]
     # The same best point either way (how fast is the benchmark's answer, not a test's).
     assert rows[0]["best, batch 1"] == pytest.approx(rows[0]["best, batched"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ials_fits_smoke(tmp_path, ml100k):
+    """Whole fits in fresh processes, this checkout and a --tree one (here the same code)."""
+    pytest.importorskip("torch")
+    env = {**os.environ, "CFCORE_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "ials_fits.py"), "--data", "ml-100k", "--backends", "torch",
+         "--no-implicit", "--tree", f"again={ROOT}", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "ials_fits.json").read_text())["rows"]
+    assert [(r["who"], r["code"]) for r in rows] == [
+        ("cfcore torch", "this"),
+        ("cfcore torch", "again"),
+    ]
+    for r in rows:
+        assert 0 < r["sweep_s"] < r["continue_1_s"] < r["second_fit_s"], r
+    md = (tmp_path / "ials_fits.md").read_text()
+    assert "Measured " in md and md.count("| cfcore torch |") == 2
