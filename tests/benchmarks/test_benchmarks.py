@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -568,6 +569,9 @@ def test_ials_fits_smoke(tmp_path, ml100k):
         ("cfcore torch", "again"),
     ]
     for r in rows:
-        assert 0 < r["sweep_s"] < r["continue_1_s"] < r["second_fit_s"], r
+        # Every whole call timed; `sweep_s` is a difference of two of them, so on a loaded
+        # machine it may even come out below zero: finite is all a test can ask of it.
+        assert all(r[k] > 0 for k in ("first_fit_s", "second_fit_s", "continue_1_s")), r
+        assert math.isfinite(r["sweep_s"]), r
     md = (tmp_path / "ials_fits.md").read_text()
     assert "Measured " in md and md.count("| cfcore torch |") == 2
