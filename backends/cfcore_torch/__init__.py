@@ -12,8 +12,9 @@ sparse-layout kernel (`pair_kernel`), which needs a layout precomputed once per 
 "sparse", "gather", or "auto" (the default: sparse on the CPU, the plain gathers on a GPU, where
 it has not been measured).
 
-Conjugate-gradient ALS half-sweeps run on the rows compressed (CSR, `row_dots` and `row_sums`:
-`torch.sparse.sampled_addmm` and a CSR × dense product), not on padded blocks.
+ALS half-sweeps run on the rows compressed (CSR), not on padded blocks: conjugate gradient
+through `row_dots` and `row_sums` (`torch.sparse.sampled_addmm` and a CSR × dense product),
+Cholesky through `row_grams` too (each row's system from one CSR × dense product).
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class TorchBackend:
             int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
         )  # fmt: skip
 
+    def row_grams(self, csr, values, table):
+        starts = indices(csr["starts"])
+        return kernels.row_grams(
+            starts, indices(csr["rows"]), indices(csr["cols"]), floats(values), floats(table),
+            int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
+        )  # fmt: skip
+
     def gramian(self, x):
         return kernels.gramian(floats(x))
 
@@ -142,8 +150,8 @@ class TorchBackend:
     compile = staticmethod(transforms.compile)
     compile_loop = staticmethod(transforms.compile_loop)
     vmap = staticmethod(transforms.vmap)  # optional: `cfcore.backend.capabilities`
-    # Optional members (`cfcore.backend.capabilities`): pair_layout, row_dots and row_sums
-    # above; no native_optimizer
+    # Optional members (`cfcore.backend.capabilities`): pair_layout, row_dots, row_sums and
+    # row_grams above; no native_optimizer
     # (torch.optim keeps its state inside the object).
     compile_map = staticmethod(transforms.compile_map)
     strict_float32 = staticmethod(ops.strict_float32)

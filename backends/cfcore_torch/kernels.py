@@ -124,6 +124,35 @@ def row_dots(starts, rows, cols, table, x, sparse: bool = True):
     return torch.sparse.sampled_addmm(pattern, x, table.mT, beta=0.0).values()
 
 
+def row_grams(starts, rows, cols, values, table, num_rows: int, sparse: bool = True):
+    """`Σ_k values[k]·t_k t_kᵀ` (`t_k = table[cols[k]]`) over each row's observations of a CSR
+    layout: `[num_rows, d, d]` float32.
+
+    `sparse`: the CSR matrix of `values` times the table's outer products `t tᵀ` laid out as
+    rows of d² (`[M, d²]`), a slice of their first axis at a time (`ROW_CHUNK_FLOATS`): one
+    sparse product per slice, no `[n, d]` gathers; else gathers, outer products and
+    `index_add`s, a chunk of observations at a time (inside `vmap`).
+    """
+    m, d = int(table.shape[0]), int(table.shape[1])
+    if not sparse:
+        out = table.new_zeros((num_rows, d, d))
+        for c in _chunks(int(cols.shape[0]), d * d):
+            f = F.embedding(cols[c], table)
+            out = out.index_add(
+                0, rows[c], values[c][:, None, None] * f[:, :, None] * f[:, None, :]
+            )
+        return out
+    matrix = torch.sparse_csr_tensor(
+        starts, cols, values, size=(num_rows, m), check_invariants=False
+    )
+    step = max(1, ROW_CHUNK_FLOATS // max(m * d, 1))
+    parts = []
+    for i in range(0, d, step):
+        outer = (table[:, i : i + step, None] * table[:, None, :]).reshape(m, -1)
+        parts.append(torch.matmul(matrix, outer).reshape(num_rows, -1, d))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def row_sums(starts, rows, cols, values, table, num_rows: int, sparse: bool = True):
     """`Σ_k values[k]·table[cols[k]]` over each row's observations of a CSR layout:
     `[num_rows, d]` float32 (`sparse` as `row_dots`; else gathers and `index_add`s, a chunk

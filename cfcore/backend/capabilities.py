@@ -32,6 +32,7 @@ CapabilityName = Literal[
     "vmap",
     "row_dots",
     "row_sums",
+    "row_grams",
 ]
 """The name of one member of `Capabilities`."""
 
@@ -176,6 +177,17 @@ class Capabilities(Protocol):
     def row_sums(self, csr: Tree, values: Array, table: Array) -> Array:
         """`Σ_k values[k]·table[cols[k]]` over each row's observations: float32 `[R, d]` (zero
         for a row without any); `values` float32 `[n]`, the rest as `row_dots`."""
+        ...
+
+    def row_grams(self, csr: Tree, values: Array, table: Array) -> Array:
+        """`Σ_k values[k]·t_k t_kᵀ`, `t_k = table[cols[k]]`, over each row's observations:
+        float32 `[R, d, d]` (zero for a row without any); arguments as `row_sums`.
+
+        With `row_dots` and `row_sums`, a Cholesky ALS half-sweep runs on the CSR layout too:
+        each row's system from one sparse product, no `[B, L, d]` gathers of padded blocks.
+        Without it, Cholesky half-sweeps run on the blocks. Usable inside `compile_loop` and
+        `vmap`.
+        """
         ...
 
 

@@ -24,7 +24,9 @@ Two solvers:
 On a backend with sparse row products (the optional `row_dots` and `row_sums`: PyTorch's CSR
 kernels), a CG half-sweep reads the observations compressed by row instead
 (`cfcore.data.row_blocks.row_csr`): each CG product is then two sparse products over the
-observations, with no padding, gather of `[B, L, d]` blocks or map over blocks.
+observations, with no padding, gather of `[B, L, d]` blocks or map over blocks. With
+`row_grams` too, a Cholesky half-sweep does likewise: each row's system `Σ w f fᵀ` is one
+sparse product with the fixed rows' outer products.
 
 Otherwise the observations are laid out densely per row (`cfcore.data.row_blocks`): rows in buckets of
 about equal observation counts, each row's observations padded to its bucket's `L` slots (padding
@@ -350,8 +352,8 @@ def make_half_sweep(
         `half(fixed, current, blocks, prior, offset=None, extra=None, col_reg=None) -> new
         [R, d]` (`(new, loss)` with `observed`): `fixed` `[M, d]`, `current` `[R, d]` (CG's warm
         start; also the shape of the result), `blocks` the device form of
-        `cfcore.data.row_blocks.row_blocks` (or, for CG on a backend with `row_dots` and
-        `row_sums`, of `row_csr`), `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]`
+        `cfcore.data.row_blocks.row_blocks` (or, on a backend with `row_dots` and `row_sums`
+        for CG, and `row_grams` too for Cholesky, of `row_csr`), `prior` `[d, d]`, `offset` `[M]`, `extra` `[R, d]`
         added to each row's right-hand side (Cholesky only: the prior-mean term of a perturbed
         system, `cfcore.models.posterior`), `col_reg` float32 `[d]` (required when
         `make_half_sweep` was given none, refused otherwise). Usable inside compiled code.
@@ -485,17 +487,19 @@ def make_half_sweep(
         return _concat(xp, outs), _concat(xp, losses)
 
     def solve_csr(data: dict[str, Any], layout: dict[str, Any]) -> tuple[Any, Any]:
-        """Every row by CG on a CSR layout (`cfcore.data.row_blocks.row_csr`) through the
-        backend's sparse row products, a part of its rows at a time, each on its own fixed
-        rows: `(new [R, d], observed loss)`."""
-        dots, sums = capability(be, "row_dots"), capability(be, "row_sums")
-        if dots is None or sums is None:
+        """Every row on a CSR layout (`cfcore.data.row_blocks.row_csr`) through the backend's
+        sparse row products, a part of its rows at a time, each on its own fixed rows: `(new
+        [R, d], observed loss)`. CG: two products a step (`row_dots`, `row_sums`); Cholesky:
+        each row's system from `row_grams` and `row_sums`."""
+        names = ("row_dots", "row_sums") + (("row_grams",) if solver == "cholesky" else ())
+        found = [capability(be, name) for name in names]
+        if any(f is None for f in found):
             raise ArgumentValueError(
-                "a CSR row layout needs a backend with the row_dots and row_sums capabilities; "
-                f"{getattr(be, 'name', be)!r} has not both: lay the rows out with row_blocks"
+                f"a CSR row layout solved by {solver} needs a backend with the "
+                f"{', '.join(names)} capabilities; {getattr(be, 'name', be)!r} has not all: lay "
+                "the rows out with row_blocks"
             )
-        if solver != "cg":
-            raise ArgumentValueError(f"a CSR row layout is solved by CG only, not {solver!r}")
+        dots, sums = found[0], found[1]
         rows: list[Any] = []
         losses: list[Any] = []
         for part in layout["csr"]:
@@ -504,6 +508,11 @@ def make_half_sweep(
             targets = part["values"]
             if offsets:
                 targets = targets - xp.take(xp.take(data["offset"], part["fixed"]), part["cols"])
+            if solver == "cholesky":
+                x, loss = csr_cholesky(data, part, fixed, targets, found[2], dots, sums)
+                rows.append(x)
+                losses.append(xp.reshape(loss, (1,)))
+                continue
             x, loss = cg_rows(
                 be,
                 lambda x, part=part, fixed=fixed: dots(part, fixed, x),
@@ -519,6 +528,31 @@ def make_half_sweep(
             rows.append(x)
             losses.append(xp.reshape(loss, (1,)))
         return _concat(xp, rows), xp.sum(_concat(xp, losses))
+
+    def csr_cholesky(
+        data: dict[str, Any], part: dict[str, Any], fixed: Any, targets: Any,
+        grams: Any, dots: Any, sums: Any,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """A CSR part's rows solved exactly, `(x [B, d], observed loss at the current rows)`:
+        the systems of `row_systems` (`Σ w f fᵀ + diag(ρ c) + P`, `b = Σ w y f`) from the
+        part's sparse products."""
+        weights = part["weights"]
+        d = int(fixed.shape[1])
+        diag = xp.reshape(part["row_reg"], (-1, 1)) * xp.reshape(data["col_reg"], (1, d))
+        eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
+        system = (
+            grams(part, weights, fixed)
+            + xp.reshape(diag, (-1, 1, d)) * eye
+            + xp.reshape(data["prior"], (1, d, d))
+        )
+        rhs = sums(part, weights * targets, fixed)
+        if "extra" in data:
+            rhs = rhs + xp.take(data["extra"], part["ids"])
+        loss = xp.sum(xp.zeros_like(part["row_reg"]))
+        if observed:
+            fx0 = dots(part, fixed, xp.take(data["current"], part["ids"]))
+            loss = xp.sum(weights * xp.square(fx0 - targets))
+        return raw_ops(be).solve(system, rhs), loss
 
     def half(
         fixed: Any,

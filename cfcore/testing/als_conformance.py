@@ -86,9 +86,9 @@ def _params(spec, r: Ratings, biased: bool = False) -> dict[str, np.ndarray]:
 
 
 LAYOUTS = ("fit", "blocks")
-"""How a conformance sweep lays its rows out: as `fit` does on the backend ("fit": CSR rows for
-CG where the backend has sparse row products, `Placement.sparse_rows`), or in padded blocks
-everywhere ("blocks", `cfcore.data.row_blocks.row_blocks`)."""
+"""How a conformance sweep lays its rows out: as `fit` does on the backend ("fit": CSR rows where
+the backend has the sparse row products of the solver, `Placement.csr_rows`), or in padded
+blocks everywhere ("blocks", `cfcore.data.row_blocks.row_blocks`)."""
 
 
 def run_sweep(backend, kind: str, spec, r: Ratings, params, mean: float = 0.0, layout: str = "fit"):
@@ -129,8 +129,8 @@ def _reference(
 
 def layouts(backend, solver: str) -> tuple[str, ...]:
     """The `LAYOUTS` that differ on this backend: "blocks" too only where `fit` lays the rows
-    of `solver` out otherwise (CG on a backend with sparse row products)."""
-    if solver == "cg" and Placement(backend).sparse_rows:
+    of `solver` out otherwise (CSR rows, `Placement.csr_rows`)."""
+    if Placement(backend).csr_rows(solver):
         return LAYOUTS
     return ("fit",)
 

@@ -150,10 +150,9 @@ class Placement:
         """The host row blocks of an ALS half-sweep: `build(*args, **kwargs)`
         (`cfcore.data.row_blocks.row_blocks`); a sharded placement builds each device's own.
 
-        For CG (`solver="cg"`) on a backend with sparse row products (`row_dots` and
-        `row_sums`), the rows compressed instead (`row_csr(*args)`): its half-sweep needs no
-        blocks."""
-        if kwargs.get("solver") == "cg" and self.sparse_rows:
+        Where the solver's half-sweeps run on the rows compressed here (`csr_rows`), the CSR
+        layout instead (`row_csr(*args)`): its half-sweep needs no blocks."""
+        if self.csr_rows(kwargs.get("solver", "")):
             from ..data.row_blocks import row_csr
 
             return row_csr(*args, dim=kwargs["dim"])
@@ -161,9 +160,18 @@ class Placement:
 
     @property
     def sparse_rows(self) -> bool:
-        """Whether CG half-sweeps here run on CSR rows (the backend's `row_dots` and
-        `row_sums`; one device)."""
-        return self.backend is not None and has_capability(self.backend, "row_dots", "row_sums")
+        """Whether CG half-sweeps here run on CSR rows (`csr_rows("cg")`)."""
+        return self.csr_rows("cg")
+
+    def csr_rows(self, solver: str) -> bool:
+        """Whether `solver`'s half-sweeps here run on CSR rows (one device): CG on a backend
+        with the sparse row products `row_dots` and `row_sums`, Cholesky where it has
+        `row_grams` too."""
+        need = {"cg": ("row_dots", "row_sums"), "cholesky": ("row_dots", "row_sums", "row_grams")}
+        names = need.get(solver)
+        return (
+            self.backend is not None and names is not None and has_capability(self.backend, *names)
+        )
 
     # Whether `side_blocks` may build the two sides on two threads (each side's `row_blocks`
     # independent of the other's).

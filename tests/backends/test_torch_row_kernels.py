@@ -1,5 +1,6 @@
 """The torch CSR row products (`row_dots`, `row_sums`: the CG half-sweep's two products on
-`cfcore.data.row_blocks.row_csr`) against float64 NumPy, in both forms (sparse, and the chunked
+`cfcore.data.row_blocks.row_csr`; `row_grams`, the Cholesky half-sweep's systems) against float64
+NumPy, in both forms (sparse, and the chunked
 gathers that run inside `vmap`), for columns repeated and unordered within a row, rows without
 observations and more rows than observations."""
 
@@ -66,33 +67,55 @@ def test_row_products_equal_numpy(case, sparse, monkeypatch):
     np.testing.assert_allclose(sums.numpy(), want_sums, rtol=0, atol=1e-6 * sum_scale)
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("sparse", [True, False])
+def test_row_grams_equal_numpy(case, sparse, monkeypatch):
+    # Several slices of the outer products (sparse) or chunks of observations (gathers).
+    monkeypatch.setattr(kernels, "ROW_CHUNK_FLOATS", 3 * 8 * 8)
+    csr, rows, cols, values, table, local, x = _layout(CASES[case], d=8)
+    order = np.argsort(rows, kind="stable")
+    want = np.zeros((len(x), 8, 8))
+    np.add.at(want, rows, values[:, None, None] * np.einsum("ni,nj->nij", table[cols], table[cols]))
+    f32 = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+    got = kernels.row_grams(
+        csr["starts"], csr["rows"], csr["cols"], f32(values[order]), f32(local),
+        len(x), sparse=sparse,
+    )  # fmt: skip
+    scale = np.abs(table).max() ** 2 * np.abs(values).sum()
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6 * scale)
+
+
 def test_gathers_inside_vmap_equal_the_sparse_products():
     csr, _, _, values, _, local, _ = _layout(CASES["empty rows"], d=6)
     be = TorchBackend()
     t = torch.tensor(local, dtype=torch.float32)
     xs = torch.randn(3, CASES["empty rows"]["rows"], 6, generator=torch.Generator().manual_seed(1))
     vs = torch.randn(3, len(values), generator=torch.Generator().manual_seed(2))
-    mapped = be.vmap(lambda x, v: (be.row_dots(csr, t, x), be.row_sums(csr, v, t)), (0, 0))
-    dots, sums = mapped(xs, vs)
+    mapped = be.vmap(
+        lambda x, v: (be.row_dots(csr, t, x), be.row_sums(csr, v, t), be.row_grams(csr, v, t)),
+        (0, 0),
+    )
+    dots, sums, grams = mapped(xs, vs)
     for i in range(3):
         torch.testing.assert_close(dots[i], be.row_dots(csr, t, xs[i]), rtol=0, atol=1e-5)
         torch.testing.assert_close(sums[i], be.row_sums(csr, vs[i], t), rtol=0, atol=1e-5)
+        torch.testing.assert_close(grams[i], be.row_grams(csr, vs[i], t), rtol=0, atol=1e-5)
 
 
-def test_cg_fits_on_csr_rows_on_torch_only():
-    """`fit` lays CG rows out as CSR where the backend has the row products (torch), else in
-    blocks; the Cholesky solver always in blocks."""
+def test_fits_lay_rows_out_as_csr_on_torch_only():
+    """`fit` lays the rows of both solvers out as CSR where the backend has the row products
+    (torch), else in blocks."""
+    from cfcore.models.als import ials_blocks
+
     r = cfcore.synthetic_ratings(40, 30, 400, seed=1).to_implicit(threshold=3.0)
     for name, sparse in (("torch", True), ("numpy", False)):
         place = Placement(cfcore.get_backend(name))
         assert place.sparse_rows is sparse
         for solver in ("cg", "cholesky"):
-            spec = cfcore.IALS(4, solver=solver).spec
-            from cfcore.models.als import ials_blocks
-
-            laid = ials_blocks(spec, r, place)["by_user"]
-            assert ("csr" in laid) is (sparse and solver == "cg"), (name, solver)
-            assert ("buckets" in laid) is not (sparse and solver == "cg")
+            assert place.csr_rows(solver) is sparse
+            laid = ials_blocks(cfcore.IALS(4, solver=solver).spec, r, place)["by_user"]
+            assert ("csr" in laid) is sparse, (name, solver)
+            assert ("buckets" in laid) is not sparse
 
 
 def test_pair_dot_without_gradient_runs_in_chunks_to_the_same_values(monkeypatch):
