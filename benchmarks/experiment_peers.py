@@ -11,6 +11,9 @@ imports this file.
 * `EASE` (positives): Steck 2019's EASE^R, `B = I − P·diag(1/diag(P))`, `P = (XᵀX + λI)⁻¹`,
   scores `x_u·B`.
 * `Popularity` (positives): items by their number of training users.
+* `BiasedPosterior` (ratings): cfcore's own `BiasedMF.sample_posterior` (a few ALS sweeps, then
+  Gibbs-sampled biased ALS, the kept draws' predictions averaged). Not a peer: an adapter only
+  because a posterior average is not a `fit` that `tune` can stop early.
 """
 
 from __future__ import annotations
@@ -144,3 +147,42 @@ class Popularity:
 
     def scores(self, fold_in: Any) -> np.ndarray:
         return self.scorer(fold_in)
+
+
+class BiasedPosterior:
+    """`cfcore.BiasedMF`'s Bayesian average: `warm` ALS sweeps at the prior's λ, then
+    `BiasedMF.sample_posterior` (`burn_in` draws discarded, `samples` kept, noise precision
+    `noise_precision`); predictions not clipped, as `BiasedMF`'s own."""
+
+    kind = "ratings"
+
+    def __init__(self, embedding_dim: int = 40, regularization_coeff: float = 0.1,
+                 bias_regularization_coeff: float = 0.02, noise_precision: float = 2.0,
+                 samples: int = 200, burn_in: int = 5, warm: int = 5,
+                 backend: str = "jax") -> None:  # fmt: skip
+        import cfcore
+
+        self.params = {"embedding_dim": embedding_dim,
+                       "regularization_coeff": regularization_coeff,
+                       "bias_regularization_coeff": bias_regularization_coeff}  # fmt: skip
+        cfcore.BiasedMF(**self.params)  # refuses a bad value before any data is read
+        if samples < 1 or burn_in < 0 or warm < 0 or not noise_precision > 0:
+            raise ValueError(
+                f"bad chain: samples={samples}, burn_in={burn_in}, warm={warm}, "
+                f"noise_precision={noise_precision}"
+            )
+        self.chain = {"samples": samples, "burn_in": burn_in, "noise_precision": noise_precision}
+        self.warm, self.backend = warm, backend
+
+    def fit(self, train: Any, *, seed: int) -> None:
+        import cfcore
+
+        model = cfcore.BiasedMF(**self.params)
+        if self.warm:
+            model.fit(train, steps=self.warm, solver="als", backend=self.backend, seed=seed,
+                      progress=False)  # fmt: skip
+        self.posterior = model.sample_posterior(train, **self.chain, backend=self.backend,
+                                                seed=seed, progress=False)  # fmt: skip
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.posterior.predict(users, items), np.float64)

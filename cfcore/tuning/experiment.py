@@ -51,8 +51,8 @@ _PROTOCOL = {"kind", "datasets", "folds", "seeds", "test_share", "validation", "
 _DATASET = {"name", "test_share"}
 _CONTENDER = {"name", "model", "adapter", "space", "search", "trials", "budget_fits",
               "budget_seconds", "metric", "steps", "optimizer", "learning_rate", "eval_every",
-              "patience"}  # fmt: skip
-_PEER_REFUSES = ("steps", "optimizer", "learning_rate", "eval_every")
+              "patience", "fit_options"}  # fmt: skip
+_PEER_REFUSES = ("steps", "optimizer", "learning_rate", "eval_every", "fit_options")
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def _check_contender(
             validation=validation, backend=backend, steps=numbers["steps"],
             optimizer=_typed(entry, "optimizer", str, where),
             learning_rate=_typed(entry, "learning_rate", (int, float), where),
-            early_stopping=stopping,
+            early_stopping=stopping, fit_options=_typed(entry, "fit_options", dict, where),
         )  # fmt: skip
         name = entry.get("name", plan.family.cls.__name__)
     if plan.family.implicit != (kind == "implicit"):

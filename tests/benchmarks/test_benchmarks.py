@@ -372,9 +372,13 @@ def _toml(value) -> str:
     return json.dumps(value)  # strings, numbers, true / false
 
 
-def _small_experiment(config: str, tmp_path: Path, protocol: dict, first_only: bool = True) -> Path:
+def _small_experiment(
+    config: str, tmp_path: Path, protocol: dict, first_only: bool = True,
+    overrides: dict | None = None,
+) -> Path:  # fmt: skip
     """The shipped experiment `config` made small (`protocol` overridden, each space cut to its
-    first value): the path of the smaller config."""
+    first value, `overrides[name]` merged into the contender of that name, its `space` key by
+    key): the path of the smaller config."""
     import tomllib
 
     cfg = tomllib.loads((BENCH / "experiments" / config).read_text())
@@ -382,6 +386,8 @@ def _small_experiment(config: str, tmp_path: Path, protocol: dict, first_only: b
     lines = [f"name = {_toml(cfg['name'])}", "", "[protocol]"]
     lines += [f"{k} = {_toml(v)}" for k, v in cfg["protocol"].items()]
     for c in cfg["contender"]:
+        more = dict((overrides or {}).get(c.get("name"), {}))
+        c = {**c, "space": {**c.get("space", {}), **more.pop("space", {})}, **more}
         lines += ["", "[[contender]]"]
         for k, v in c.items():
             if k == "space":
@@ -420,28 +426,46 @@ def test_ials_vs_implicit_experiment_smoke(tmp_path, ml100k):
 
 @pytest.mark.slow
 def test_biased_peers_smoke(tmp_path, ml100k):
+    """The accuracy comparison (the config that replaced `biased_peers.py`'s tuning) on u1,
+    then the race that reads the settings it chose: each solver reaches a sane RMSE, trains
+    what the experiment chose, and a filled compilation cache changes no number."""
     _need("surprise", "scikit-surprise")
-    out = _run_script("biased_peers.py", out_dir=tmp_path)
-    md = _check_outputs(tmp_path, "biased_peers")
+    small = _small_experiment(
+        "biased_vs_surprise.toml", tmp_path, {"folds": ["u1"]},
+        overrides={"BiasedMF (ALS)": {"steps": 3}, "BiasedMF (Adam)": {"steps": 144},
+                   "BiasedMF posterior average": {"space": {"samples": 3}}},
+    )  # fmt: skip
+    env = {**os.environ, "CFCORE_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "experiment.py"), str(small), "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    settings = tmp_path / "biased_vs_surprise.json"
+    runs = {r["contender"]: r for r in json.loads(settings.read_text())["runs"]}
+    assert set(runs) == {"BiasedMF (ALS)", "BiasedMF (Adam)", "BiasedMF posterior average",
+                         "surprise SVD"}, set(runs)  # fmt: skip
+    for run in runs.values():
+        assert 0.85 < run["rmse"] < 1.2, run
+    out = _run_script("biased_peers.py", "--settings", str(settings), out_dir=tmp_path)
+    timing = _check_outputs(tmp_path, "biased_timing")
     for solver in ("als", "adam", "gibbs"):
-        rmse = _table_value(md, f"| u1 | BiasedMF {solver} | jax |", 4)
-        assert 0.85 < rmse < 1.2, (solver, rmse)
+        rmse = _table_value(timing, f"| u1 | BiasedMF {solver} | jax |", 4)
+        assert 0.85 < rmse < 1.3, (solver, rmse)
+    # The race trains the experiment's choice: ALS's sweeps (at most 2 in smoke mode).
+    als = json.loads(runs["BiasedMF (ALS)"]["best"])
+    assert f"embedding_dim {als['embedding_dim']}" in timing
+    assert re.search(r"als jax: test rmse [\d.]+ after 2 sweeps", out), out
     # surprise's RMSE on u1 at its defaults, recomputed here: near the issue's figure.
     assert 0.93 < float(out.split("surprise SVD rmse ")[1].split()[0]) < 0.97
-    # The race alone, with the configurations just chosen: the same chosen points, no tuning.
-    _run_script("biased_peers.py", "--timing-only", out_dir=tmp_path)
-    timing = _check_outputs(tmp_path, "biased_timing")
-    assert "`--timing-only`" in timing
-    for solver in ("als", "adam", "gibbs"):
-        row = f"| u1 | BiasedMF {solver} | jax |"
-        assert _table_value(timing, row, 4) == _table_value(md, row, 4), solver
     # With a compilation cache, twice: the first run fills it, the second starts with it full
     # and computes the same RMSEs.
     cache = tmp_path / "compiled"
     for run in (1, 2):
         out = _run_script(
-            "biased_peers.py", "--timing-only", "--compilation-cache", str(cache), out_dir=tmp_path
-        )
+            "biased_peers.py", "--settings", str(settings), "--compilation-cache", str(cache),
+            out_dir=tmp_path,
+        )  # fmt: skip
         cached = _check_outputs(tmp_path, "biased_timing_cached")
         found = re.search(r"compilation cache .*: (\d+) entries at the start", out)
         assert found is not None, out
@@ -450,7 +474,7 @@ def test_biased_peers_smoke(tmp_path, ml100k):
         assert f"{entries} compiled programs in it when this process started" in cached
     for solver in ("als", "adam", "gibbs"):
         row = f"| u1 | BiasedMF {solver} | jax |"
-        assert _table_value(cached, row, 4) == _table_value(md, row, 4), solver
+        assert _table_value(cached, row, 4) == _table_value(timing, row, 4), solver
 
 
 # ------------------------------------------------------------------------------------ overhead, golden

@@ -256,6 +256,14 @@ space = { regularization_coeff = [0.1, 1.0] }
 """
 
 
+def test_fit_options_reach_every_fit_of_a_contender():
+    config = {"protocol": {"kind": "explicit", "datasets": ["100k"], "folds": ["u1"]},
+              "contender": [{"model": "biased", "optimizer": "adam", "learning_rate": 0.01,
+                             "fit_options": {"batch_size": 1000}}]}  # fmt: skip
+    plan = cfcore.tuning.load_experiment(config).contenders[0].plan
+    assert dict(plan.settings.fit_options) == {"batch_size": 1000}
+
+
 @pytest.mark.parametrize(
     ("old", "new", "match"),
     [
@@ -278,6 +286,13 @@ space = { regularization_coeff = [0.1, 1.0] }
         ('model = "biased"\nspace = { regularization_coeff = [0.1, 1.0] }',
          'adapter = "tests.tune.test_experiment:MeanPeer"\nlearning_rate = 0.1',
          r"contender\[0\]\.learning_rate: an adapter's fit takes no learning_rate"),
+        ('model = "biased"', 'model = "biased"\nfit_options = { batch = 10 }',
+         r"contender\[0\]: fit_options: BiasedMF\.fit has no argument 'batch'"),
+        ('model = "biased"', 'model = "biased"\nfit_options = 10',
+         r"contender\[0\]\.fit_options has a bad type"),
+        ('model = "biased"\nspace = { regularization_coeff = [0.1, 1.0] }',
+         'adapter = "tests.tune.test_experiment:MeanPeer"\nfit_options = { batch_size = 8 }',
+         r"contender\[0\]\.fit_options: an adapter's fit takes no fit_options"),
         ('model = "biased"\nspace = { regularization_coeff = [0.1, 1.0] }',
          'adapter = "tests.tune.test_experiment:MeanPeer"\nspace = { shift = [nan] }',
          r"contender\[0\]: MeanPeer refuses"),
