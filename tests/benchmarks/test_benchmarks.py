@@ -400,6 +400,16 @@ def _small_experiment(
     return path
 
 
+def _run_experiment(config: Path, out_dir: Path) -> None:
+    """`benchmarks/experiment.py CONFIG --out-dir OUT` in a fresh process, which must succeed."""
+    env = {**os.environ, "CFCORE_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "experiment.py"), str(config), "--out-dir", str(out_dir)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_ials_vs_implicit_experiment_smoke(tmp_path, ml100k):
     """The accuracy comparison of iALS with `implicit`, EASE and popularity (the config that
@@ -410,12 +420,7 @@ def test_ials_vs_implicit_experiment_smoke(tmp_path, ml100k):
         "ials_vs_implicit.toml", tmp_path, {"datasets": [{"name": "100k", "test_share": 0.2}],
                                             "seeds": [0]},
     )  # fmt: skip
-    env = {**os.environ, "CFCORE_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "experiment.py"), str(small), "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    _run_experiment(small, tmp_path)
     doc = json.loads((tmp_path / "ials_vs_implicit.json").read_text())
     ndcg = {s["contender"]: s["mean"] for s in doc["summary"] if s["metric"] == "ndcg@100"}
     assert set(ndcg) == {"iALS", "implicit ALS", "EASE", "popularity"}, ndcg
@@ -435,12 +440,7 @@ def test_biased_peers_smoke(tmp_path, ml100k):
         overrides={"BiasedMF (ALS)": {"steps": 3}, "BiasedMF (Adam)": {"steps": 144},
                    "BiasedMF posterior average": {"space": {"samples": 3}}},
     )  # fmt: skip
-    env = {**os.environ, "CFCORE_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "experiment.py"), str(small), "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    _run_experiment(small, tmp_path)
     settings = tmp_path / "biased_vs_surprise.json"
     runs = {r["contender"]: r for r in json.loads(settings.read_text())["runs"]}
     assert set(runs) == {"BiasedMF (ALS)", "BiasedMF (Adam)", "BiasedMF posterior average",
