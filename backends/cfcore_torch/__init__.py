@@ -105,18 +105,10 @@ class TorchBackend:
         )  # fmt: skip
 
     def row_sums(self, csr, values, table):
-        starts = indices(csr["starts"])
-        return kernels.row_sums(
-            starts, indices(csr["rows"]), indices(csr["cols"]), floats(values), floats(table),
-            int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
-        )  # fmt: skip
+        return _row_reduce(kernels.row_sums, csr, values, table)
 
     def row_grams(self, csr, values, table):
-        starts = indices(csr["starts"])
-        return kernels.row_grams(
-            starts, indices(csr["rows"]), indices(csr["cols"]), floats(values), floats(table),
-            int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
-        )  # fmt: skip
+        return _row_reduce(kernels.row_grams, csr, values, table)
 
     def gramian(self, x):
         return kernels.gramian(floats(x))
@@ -158,6 +150,16 @@ class TorchBackend:
 
     def __repr__(self) -> str:
         return f"TorchBackend(torch {torch.__version__}, {ops.DEVICE})"
+
+
+def _row_reduce(kernel, csr, values, table):
+    """`kernel` (`kernels.row_sums` or `row_grams`) on a CSR layout's device arrays: the sparse
+    form, or the gathers inside `vmap`."""
+    starts = indices(csr["starts"])
+    return kernel(
+        starts, indices(csr["rows"]), indices(csr["cols"]), floats(values), floats(table),
+        int(starts.shape[0]) - 1, sparse=not transforms._MAPPED.get(),
+    )  # fmt: skip
 
 
 backend = TorchBackend()

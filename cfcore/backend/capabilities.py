@@ -227,7 +227,16 @@ def has_capability(be: Any, *names: CapabilityName) -> bool:
     return all(capability(be, n) is not None for n in names)
 
 
+CSR_CAPABILITIES: dict[str, tuple[CapabilityName, ...]] = {
+    "cg": ("row_dots", "row_sums"),
+    "cholesky": ("row_dots", "row_sums", "row_grams"),
+}
+"""The members a backend needs for an ALS half-sweep of each solver on CSR rows
+(`cfcore.data.row_blocks.row_csr`, `cfcore.train.placement.Placement.csr_rows`)."""
+
+
 __all__ = [
+    "CSR_CAPABILITIES",
     "OPTIONAL_MEMBERS",
     "Capabilities",
     "CapabilityName",

@@ -672,9 +672,9 @@ def row_csr(
     dim: int,
 ) -> dict[str, Any]:
     """The observations by row, compressed (CSR), in parts of consecutive rows: the layout of
-    a CG half-sweep on a backend with sparse row products (the optional `row_dots` and
-    `row_sums` of `cfcore.backend.capabilities`), which then needs no blocks, padding or
-    compiled map.
+    an ALS half-sweep on a backend with sparse row products (the optional `row_dots`,
+    `row_sums` and, for Cholesky, `row_grams` of `cfcore.backend.capabilities`), which then
+    needs no blocks, padding or compiled map.
 
     Args: as `row_blocks` (`dim` sizes the parts: `CSR_PART_FLOATS`, `CSR_PART_OBS`).
 

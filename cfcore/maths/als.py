@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.capabilities import capability, has_capability, raw_ops
+from ..backend.capabilities import CSR_CAPABILITIES, capability, has_capability, raw_ops
 from ..errors import ArgumentValueError
 
 SOLVERS: tuple[str, ...] = ("cholesky", "cg")
@@ -131,14 +131,20 @@ def row_systems(
     the block's gathered `[B, L, d]` fixed rows."""
     xp = be.xp
     b, length = (int(s) for s in cols.shape)
-    d = int(fixed.shape[1])
     f = gather_rows(be, fixed, cols)  # [B, L, d]
     ft = gather_rows_t(be, fixed, cols_t) * xp.reshape(weights, (b, 1, length))
     gram = xp.matmul(ft, f)  # Σ_l w_l f_l f_lᵀ: [B, d, L] @ [B, L, d]
+    return _system(be, gram, row_reg, col_reg, prior), _rhs(be, f, weights, targets), f
+
+
+def _system(be: Any, gram: Any, row_reg: Any, col_reg: Any, prior: Any) -> Any:
+    """The rows' systems `A = Σ w f fᵀ + diag(ρ c) + P`: `[B, d, d]` from their `gram`
+    `[B, d, d]`, `row_reg` `[B]`, `col_reg` `[d]` and `prior` `[d, d]`."""
+    xp = be.xp
+    d = int(gram.shape[-1])
     diag = xp.reshape(row_reg, (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
     eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
-    system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
-    return system, _rhs(be, f, weights, targets), f
+    return gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
 
 
 def row_solve(
@@ -313,9 +319,7 @@ def segment_systems(
     ft = gather_rows_t(be, fixed, block["cols_t"]) * xp.reshape(block["weights"], (s, 1, length))
     parts = xp.reshape(xp.matmul(ft, f), (s, d * d))  # each segment's Σ_l w_l f_l f_lᵀ
     gram = xp.reshape(raw_ops(be).segment_sum(parts, block["seg_row"], rows), (rows, d, d))
-    diag = xp.reshape(block["row_reg"], (-1, 1)) * xp.reshape(col_reg, (1, d))  # [B, d]
-    eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
-    system = gram + xp.reshape(diag, (-1, 1, d)) * eye + xp.reshape(prior, (1, d, d))
+    system = _system(be, gram, block["row_reg"], col_reg, prior)
     rhs = raw_ops(be).segment_sum(_rhs(be, f, block["weights"], targets), block["seg_row"], rows)
     return system, rhs, f
 
@@ -491,15 +495,14 @@ def make_half_sweep(
         sparse row products, a part of its rows at a time, each on its own fixed rows: `(new
         [R, d], observed loss)`. CG: two products a step (`row_dots`, `row_sums`); Cholesky:
         each row's system from `row_grams` and `row_sums`."""
-        names = ("row_dots", "row_sums") + (("row_grams",) if solver == "cholesky" else ())
-        found = [capability(be, name) for name in names]
-        if any(f is None for f in found):
+        names = CSR_CAPABILITIES.get(solver, ())
+        if not names or not has_capability(be, *names):
             raise ArgumentValueError(
                 f"a CSR row layout solved by {solver} needs a backend with the "
                 f"{', '.join(names)} capabilities; {getattr(be, 'name', be)!r} has not all: lay "
                 "the rows out with row_blocks"
             )
-        dots, sums = found[0], found[1]
+        dots, sums = capability(be, "row_dots"), capability(be, "row_sums")
         rows: list[Any] = []
         losses: list[Any] = []
         for part in layout["csr"]:
@@ -509,42 +512,33 @@ def make_half_sweep(
             if offsets:
                 targets = targets - xp.take(xp.take(data["offset"], part["fixed"]), part["cols"])
             if solver == "cholesky":
-                x, loss = csr_cholesky(data, part, fixed, targets, found[2], dots, sums)
-                rows.append(x)
-                losses.append(xp.reshape(loss, (1,)))
-                continue
-            x, loss = cg_rows(
-                be,
-                lambda x, part=part, fixed=fixed: dots(part, fixed, x),
-                lambda a, part=part, fixed=fixed: sums(part, a, fixed),
-                part["weights"],
-                targets,
-                part["row_reg"],
-                data["col_reg"],
-                data["prior"],
-                xp.take(data["current"], part["ids"]),
-                cg_steps,
-            )
+                x, loss = csr_cholesky(data, part, fixed, targets, dots, sums)
+            else:
+                x, loss = cg_rows(
+                    be,
+                    lambda x, part=part, fixed=fixed: dots(part, fixed, x),
+                    lambda a, part=part, fixed=fixed: sums(part, a, fixed),
+                    part["weights"],
+                    targets,
+                    part["row_reg"],
+                    data["col_reg"],
+                    data["prior"],
+                    xp.take(data["current"], part["ids"]),
+                    cg_steps,
+                )
             rows.append(x)
             losses.append(xp.reshape(loss, (1,)))
         return _concat(xp, rows), xp.sum(_concat(xp, losses))
 
     def csr_cholesky(
-        data: dict[str, Any], part: dict[str, Any], fixed: Any, targets: Any,
-        grams: Any, dots: Any, sums: Any,
-    ) -> tuple[Any, Any]:  # fmt: skip
+        data: dict[str, Any], part: dict[str, Any], fixed: Any, targets: Any, dots: Any, sums: Any
+    ) -> tuple[Any, Any]:
         """A CSR part's rows solved exactly, `(x [B, d], observed loss at the current rows)`:
         the systems of `row_systems` (`Σ w f fᵀ + diag(ρ c) + P`, `b = Σ w y f`) from the
         part's sparse products."""
         weights = part["weights"]
-        d = int(fixed.shape[1])
-        diag = xp.reshape(part["row_reg"], (-1, 1)) * xp.reshape(data["col_reg"], (1, d))
-        eye = xp.reshape(be.asarray(np.eye(d, dtype=np.float32)), (1, d, d))
-        system = (
-            grams(part, weights, fixed)
-            + xp.reshape(diag, (-1, 1, d)) * eye
-            + xp.reshape(data["prior"], (1, d, d))
-        )
+        gram = capability(be, "row_grams")(part, weights, fixed)
+        system = _system(be, gram, part["row_reg"], data["col_reg"], data["prior"])
         rhs = sums(part, weights * targets, fixed)
         if "extra" in data:
             rhs = rhs + xp.take(data["extra"], part["ids"])

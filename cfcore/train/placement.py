@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.capabilities import has_capability
+from ..backend.capabilities import CSR_CAPABILITIES, has_capability
 from ..backend.memo import shared
 from ..backend.sharding import (
     COUNT,
@@ -167,8 +167,7 @@ class Placement:
         """Whether `solver`'s half-sweeps here run on CSR rows (one device): CG on a backend
         with the sparse row products `row_dots` and `row_sums`, Cholesky where it has
         `row_grams` too."""
-        need = {"cg": ("row_dots", "row_sums"), "cholesky": ("row_dots", "row_sums", "row_grams")}
-        names = need.get(solver)
+        names = CSR_CAPABILITIES.get(solver)
         return (
             self.backend is not None and names is not None and has_capability(self.backend, *names)
         )
